@@ -1,0 +1,41 @@
+"""The FastAPI application: routers, error envelope, and the runtime's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from phoenix_server import __version__
+from phoenix_server.api import errors, health, incidents, playbooks, recoveries, services
+from phoenix_server.runtime import Runtime
+
+DESCRIPTION = """Phoenix watches services, recovers them when they fail, and records
+everything. Errors use one envelope: `{"success": false, "error": {"code", "message",
+"details": [{"path", "message"}]}}`. Times are ISO 8601 UTC with milliseconds; durations are
+seconds."""
+
+
+def create_api(runtime: Runtime) -> FastAPI:
+    """The API over ``runtime``; starting the app starts the engine, stopping stops it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="Phoenix",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    for module in (health, recoveries, services, playbooks, incidents):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,35 @@
+"""What every router shares: the runtime dependency, paging, the camelCase wire model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from phoenix_server.runtime import Runtime
+
+MAX_LIMIT = 1000
+
+
+class WireModel(BaseModel):
+    """JSON on the wire is camelCase (``recoveryId``, ``startTime``), Python stays snake_case."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class StrictInput(BaseModel):
+    """Request bodies: unknown fields are an error, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (default 50, max 1000)")]
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip")]

@@ -1,0 +1,115 @@
+"""``GET /health`` (Phoenix itself) and ``GET /api/health/services`` (what it watches)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+
+from phoenix_server import __version__
+from phoenix_server.api.common import RuntimeDep, WireModel
+from phoenix_server.detection.health_tracking import ServiceHealthView
+from phoenix_server.domain.errors import UnavailableError
+from phoenix_server.domain.health import ServiceStatus
+from phoenix_server.domain.services import ServiceSpec
+from phoenix_server.store import playbooks
+from phoenix_server.support.timefmt import iso_ms
+
+router = APIRouter(tags=["health"])
+
+
+class PhoenixHealth(WireModel):
+    success: bool = True
+    status: Literal["healthy", "degraded"]
+    service: str = "phoenix-server"
+    version: str
+    active_recoveries: int
+    monitored_services: int
+    playbooks_active: int | None
+    timestamp: str
+    warnings: list[str]
+
+
+@router.get("/health", response_model=PhoenixHealth, response_model_by_alias=True)
+async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
+    """Liveness of Phoenix itself; answers without a token, and says what limits it."""
+    warnings = []
+    try:
+        active_playbooks: int | None = await runtime.store.read(playbooks.count_active)
+    except UnavailableError as exc:
+        active_playbooks = None
+        warnings.append(exc.message)
+    if not runtime.settings.auto_recovery:
+        warnings.append(
+            "automatic recovery is off (AUTO_RECOVERY=false): failures are only recorded"
+        )
+    if runtime.settings.insecure:
+        warnings.append("insecure mode (PHOENIX_INSECURE=1): the API has no authentication")
+    return PhoenixHealth(
+        status="degraded" if active_playbooks is None else "healthy",
+        version=__version__,
+        active_recoveries=runtime.orchestrator.active_count(),
+        monitored_services=len(runtime.catalog),
+        playbooks_active=active_playbooks,
+        timestamp=iso_ms(runtime.clock.now()) or "",
+        warnings=warnings,
+    )
+
+
+class ServiceMetrics(WireModel):
+    error_rate: float | None
+    """Fraction of requests failing (0-1); null until Phoenix has a traffic source for it."""
+    latency: float | None
+    """Milliseconds, p50 of recent health probes."""
+    throughput: float | None
+    """Requests per second; null until Phoenix has a traffic source for it."""
+
+
+class ServiceHealth(WireModel):
+    name: str
+    status: ServiceStatus
+    uptime: float | None
+    last_check: str | None
+    metrics: ServiceMetrics
+    platform: str
+    status_since: str | None
+    reason: str
+    active_recovery_id: str | None
+
+
+class ServicesHealth(WireModel):
+    success: bool = True
+    services: list[ServiceHealth]
+    total: int
+
+
+def service_health(
+    spec: ServiceSpec, view: ServiceHealthView, recovery_id: str | None
+) -> ServiceHealth:
+    return ServiceHealth(
+        name=spec.name,
+        status=view.status,
+        uptime=view.uptime,
+        last_check=iso_ms(view.last_check),
+        metrics=ServiceMetrics(
+            error_rate=None,
+            latency=round(view.latency_p50 * 1000, 3) if view.latency_p50 is not None else None,
+            throughput=None,
+        ),
+        platform=spec.platform.value,
+        status_since=iso_ms(view.status_since),
+        reason=view.reason,
+        active_recovery_id=recovery_id,
+    )
+
+
+@router.get("/api/health/services", response_model=ServicesHealth, response_model_by_alias=True)
+async def services_health(runtime: RuntimeDep) -> ServicesHealth:
+    """Every monitored service's status, uptime over 24 h, last check and key metrics."""
+    items = []
+    for spec in runtime.catalog:
+        active = runtime.orchestrator.active_recovery(spec.name)
+        items.append(
+            service_health(spec, runtime.tracker.view(spec.name), active.id if active else None)
+        )
+    return ServicesHealth(services=items, total=len(items))

@@ -1,0 +1,159 @@
+"""Playbook management: create, list, read, update (versioned), delete.
+
+Bodies are validated as a whole (shape and meaning) by ``config.playbooks``, so the API
+and playbook files accept exactly the same documents; every problem comes back in one 422.
+``PUT`` merges: fields it omits keep their stored values, so ``{"status": "disabled"}``
+alone disables a playbook. Execution comes with the playbooks issue.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query
+
+from phoenix_server.api.common import Limit, Offset, RuntimeDep
+from phoenix_server.config.playbooks import to_document, to_playbook, validate_playbook
+from phoenix_server.domain import ids
+from phoenix_server.domain.errors import ConflictError
+from phoenix_server.domain.playbooks import Playbook, PlaybookSource, PlaybookStatus
+from phoenix_server.runtime import Runtime
+from phoenix_server.store import playbooks
+from phoenix_server.support.timefmt import iso_ms
+
+router = APIRouter(prefix="/api/playbooks", tags=["playbooks"])
+
+PlaybookBody = Annotated[
+    dict[str, Any],
+    Body(
+        openapi_examples={
+            "seed": {
+                "summary": "The product description's example",
+                "value": {
+                    "name": "Database Connection Recovery",
+                    "service": "azora-education",
+                    "triggers": [{"type": "error_rate", "threshold": 0.1, "duration": 60}],
+                    "steps": [
+                        {"action": "restart_connection_pool", "timeout": 30},
+                        {
+                            "action": "restart_service",
+                            "timeout": 60,
+                            "condition": "if_previous_failed",
+                        },
+                    ],
+                },
+            }
+        }
+    ),
+]
+PlaybookId = Annotated[str, Path(max_length=200)]
+
+
+READ_ONLY = ("id", "version", "source", "createdAt", "updatedAt")
+"""Bookkeeping fields in a playbook's JSON; a PUT may echo them back from a GET."""
+
+
+def playbook_wire(playbook: Playbook) -> dict[str, Any]:
+    """The stored document with the bookkeeping fields beside it."""
+    return {
+        "id": playbook.id,
+        **to_document(playbook),
+        "version": playbook.version,
+        "source": playbook.source.value,
+        "createdAt": iso_ms(playbook.created_at),
+        "updatedAt": iso_ms(playbook.updated_at),
+    }
+
+
+def _validate(runtime: Runtime, body: object) -> Any:
+    return validate_playbook(
+        body,
+        catalog=runtime.catalog,
+        recovery_timeout=runtime.settings.recovery_timeout,
+        allow_commands=False,
+    )
+
+
+@router.post("", status_code=201)
+async def create_playbook(body: PlaybookBody, runtime: RuntimeDep) -> dict[str, Any]:
+    """Validate and store a playbook; 422 lists every problem, 409 if the name is taken."""
+    doc = _validate(runtime, body)
+    now = runtime.clock.now()
+    playbook = to_playbook(
+        doc,
+        playbook_id=ids.new_id(ids.PLAYBOOK),
+        created_at=now,
+        updated_at=now,
+        version=1,
+        source=PlaybookSource.API,
+    )
+    await runtime.store.write(playbooks.create_playbook, playbook)
+    return {
+        "success": True,
+        "playbookId": playbook.id,
+        "status": playbook.status.value,
+        "version": playbook.version,
+        "playbook": playbook_wire(playbook),
+    }
+
+
+@router.get("")
+async def list_playbooks(
+    runtime: RuntimeDep,
+    service: Annotated[str | None, Query(max_length=128)] = None,
+    status: PlaybookStatus | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Playbooks, newest first."""
+    items, total = await runtime.store.read(
+        playbooks.list_playbooks, service=service, status=status, limit=limit, offset=offset
+    )
+    return {
+        "success": True,
+        "playbooks": [playbook_wire(p) for p in items],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/{playbook_id}")
+async def get_playbook(playbook_id: PlaybookId, runtime: RuntimeDep) -> dict[str, Any]:
+    playbook = await runtime.store.read(playbooks.get_playbook, playbook_id)
+    return {"success": True, "playbook": playbook_wire(playbook)}
+
+
+@router.put("/{playbook_id}")
+async def update_playbook(
+    playbook_id: PlaybookId, body: PlaybookBody, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Replace the fields given (others keep their values); the version goes up by one.
+
+    A ``version`` in the body must match the stored one (409 otherwise): a client that
+    read, edited and wrote back cannot silently overwrite someone else's change.
+    """
+    current = await runtime.store.read(playbooks.get_playbook, playbook_id)
+    if "version" in body and body["version"] != current.version:
+        raise ConflictError(
+            f"playbook '{playbook_id}' is at version {current.version}, not "
+            f"{body['version']!r}: it changed since you read it; fetch it and apply again"
+        )
+    merged = {**to_document(current), **{k: v for k, v in body.items() if k not in READ_ONLY}}
+    doc = _validate(runtime, merged)
+    updated = to_playbook(
+        doc,
+        playbook_id=current.id,
+        created_at=current.created_at,
+        updated_at=runtime.clock.now(),
+        version=current.version + 1,
+        source=current.source,
+    )
+    await runtime.store.write(playbooks.update_playbook, updated)
+    return {"success": True, "playbook": playbook_wire(updated)}
+
+
+@router.delete("/{playbook_id}")
+async def delete_playbook(playbook_id: PlaybookId, runtime: RuntimeDep) -> dict[str, Any]:
+    await runtime.store.write(playbooks.delete_playbook, playbook_id)
+    return {"success": True, "playbookId": playbook_id, "deleted": True}

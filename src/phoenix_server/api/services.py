@@ -1,0 +1,149 @@
+"""``GET /api/services``: each service's configuration summary, status and instances."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from phoenix_server.api.common import RuntimeDep, WireModel
+from phoenix_server.domain.health import ServiceStatus
+from phoenix_server.domain.services import (
+    CommandCheck,
+    HttpCheck,
+    Instance,
+    ProcessCheck,
+    ServiceSpec,
+    TcpCheck,
+)
+from phoenix_server.runtime import Runtime
+from phoenix_server.support.timefmt import iso_ms
+
+router = APIRouter(prefix="/api/services", tags=["services"])
+
+
+class HealthCheckOut(WireModel):
+    type: str
+    target: str | None
+    interval: float
+    timeout: float
+    failure_threshold: int
+    success_threshold: int
+    startup_timeout: float
+
+
+class InstanceOut(WireModel):
+    id: str
+    pid: int | None
+    port: int | None
+    version: str | None
+    state: str
+    started_at: str | None
+    ended_at: str | None
+    exit_code: int | None
+    log_path: str | None
+
+
+class ReplicasOut(WireModel):
+    min: int
+    max: int
+
+
+class ServiceOut(WireModel):
+    name: str
+    platform: str
+    status: ServiceStatus
+    port: int | None
+    command: list[str]
+    cwd: str | None
+    health: HealthCheckOut
+    depends_on: list[str]
+    replicas: ReplicasOut
+    versions: list[str]
+    current_version: str | None
+    actions: list[str]
+    strategies: list[str]
+    """Recovery strategies Phoenix can carry out for this service as declared."""
+    instances: list[InstanceOut]
+
+
+class ServicesResponse(WireModel):
+    success: bool = True
+    services: list[ServiceOut]
+    total: int
+
+
+class ServiceResponse(WireModel):
+    success: bool = True
+    service: ServiceOut
+
+
+def _check(spec: ServiceSpec) -> HealthCheckOut:
+    check = spec.health.check
+    kind, target = "process", None
+    if isinstance(check, HttpCheck):
+        kind, target = "http", check.url
+    elif isinstance(check, TcpCheck):
+        kind, target = "tcp", check.address
+    elif isinstance(check, CommandCheck):
+        kind, target = "command", " ".join(check.argv)
+    elif isinstance(check, ProcessCheck):
+        kind = "process"
+    return HealthCheckOut(
+        type=kind,
+        target=target,
+        interval=spec.health.interval,
+        timeout=spec.health.timeout,
+        failure_threshold=spec.health.failure_threshold,
+        success_threshold=spec.health.success_threshold,
+        startup_timeout=spec.health.startup_timeout,
+    )
+
+
+def _instance(instance: Instance) -> InstanceOut:
+    return InstanceOut(
+        id=instance.id,
+        pid=instance.pid,
+        port=instance.port,
+        version=instance.version,
+        state=instance.state.value,
+        started_at=iso_ms(instance.started_at),
+        ended_at=iso_ms(instance.ended_at),
+        exit_code=instance.exit_code,
+        log_path=instance.log_path,
+    )
+
+
+def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
+    platform = runtime.platforms.for_service(spec)
+    return ServiceOut(
+        name=spec.name,
+        platform=spec.platform.value,
+        status=runtime.tracker.status(spec.name),
+        port=spec.port,
+        command=list(spec.command),
+        cwd=spec.cwd,
+        health=_check(spec),
+        depends_on=list(spec.depends_on),
+        replicas=ReplicasOut(min=spec.replicas.min, max=spec.replicas.max),
+        versions=[v.name for v in spec.versions],
+        current_version=spec.current_version,
+        actions=sorted(spec.actions),
+        strategies=sorted(s.value for s in platform.supported_strategies(spec)),
+        instances=[_instance(i) for i in platform.instances(spec.name)],
+    )
+
+
+@router.get("", response_model=ServicesResponse, response_model_by_alias=True)
+async def list_services(runtime: RuntimeDep) -> ServicesResponse:
+    """Every declared service, in the order of the service file."""
+    items = [service_out(runtime, spec) for spec in runtime.catalog]
+    return ServicesResponse(services=items, total=len(items))
+
+
+@router.get("/{name}", response_model=ServiceResponse, response_model_by_alias=True)
+async def get_service(
+    name: Annotated[str, Path(max_length=128)], runtime: RuntimeDep
+) -> ServiceResponse:
+    """One service (404 naming it if unknown)."""
+    return ServiceResponse(service=service_out(runtime, runtime.catalog.get(name)))

@@ -1,0 +1,113 @@
+"""Start-up wiring for ``phoenix serve``: settings → logging → service file → database →
+socket → engine + API under uvicorn (uvloop). Everything that can be wrong with the
+configuration is found before the port is bound or a single service is started.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+
+from phoenix_server.api.app import create_api
+from phoenix_server.config.servicefile import load_service_file
+from phoenix_server.config.settings import Settings
+from phoenix_server.domain.errors import ConfigError
+from phoenix_server.domain.services import ServiceCatalog
+from phoenix_server.runtime import Runtime
+from phoenix_server.store.database import Store
+from phoenix_server.support.timefmt import iso_ms, utcnow
+
+log = logging.getLogger("phoenix")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors (``PHOENIX_ENV=production``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": iso_ms(utcnow()),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.production:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def load_catalog(settings: Settings) -> ServiceCatalog:
+    if settings.config_file is None:
+        log.warning("no service file (PHOENIX_CONFIG or --config): watching no services")
+        return ServiceCatalog()
+    return load_service_file(settings.config_file, default_interval=settings.health_check_interval)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the API socket now, so a port in use is reported before any service starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            message = f"port {port} on {host} is already in use; stop what holds it or set PORT"
+        else:
+            message = f"cannot listen on {host}:{port}: {exc.strerror}"
+        raise ConfigError(message) from None
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+def serve(settings: Settings) -> None:
+    """Run Phoenix until SIGINT/SIGTERM; raises ConfigError for anything misconfigured."""
+    configure_logging(settings)
+    catalog = load_catalog(settings)
+    store = Store(settings.effective_database_url)
+    try:
+        store.migrate()
+        sock = bind(settings.host, settings.port)
+        runtime = Runtime(settings, catalog, store)
+        app = create_api(runtime)
+        config = uvicorn.Config(
+            app,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+        log.info(
+            "Phoenix listening on http://%s:%d (API docs at /docs), database %s",
+            settings.host,
+            settings.port,
+            store.url.render_as_string(hide_password=True),
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        store.close()

@@ -1,0 +1,1 @@
+"""Operator-facing input formats: environment settings, the service file, playbook documents."""

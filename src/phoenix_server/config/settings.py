@@ -1,0 +1,170 @@
+"""Phoenix's settings from the environment (and ``.env``), typed and validated once at start.
+
+The names are the seed's (``PORT``, ``AUTO_RECOVERY``, ...) plus the ``PHOENIX_*`` keys
+of API.md. A bad value refuses to start with one line per variable naming it and what
+it expects (:func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from phoenix_server.domain.errors import ConfigError, Problem
+from phoenix_server.support.durations import parse_duration
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    """Every environment variable Phoenix reads. Field docs are the README's table."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    port: int = Field(3051, ge=1, le=65535, validation_alias="PORT")
+    """API port."""
+    host: str = Field("127.0.0.1", validation_alias="PHOENIX_HOST")
+    """Bind address; anything but loopback needs API tokens (or PHOENIX_INSECURE=1)."""
+    env: Literal["development", "test", "staging", "production"] = Field(
+        "development", validation_alias=AliasChoices("PHOENIX_ENV", "NODE_ENV")
+    )
+    """``production`` turns on JSON logs and refuses insecure settings."""
+    auto_recovery: bool = Field(True, validation_alias="AUTO_RECOVERY")
+    """Recover failed services without being asked; false: record failures, act only on triggers."""
+    max_recovery_attempts: int = Field(3, ge=1, le=100, validation_alias="MAX_RECOVERY_ATTEMPTS")
+    """Attempts per incident before Phoenix gives up and alerts."""
+    recovery_timeout: Seconds = Field(300.0, gt=0, validation_alias="RECOVERY_TIMEOUT")
+    """Longest one recovery attempt may run; also the cap on any step's timeout."""
+    health_check_interval: Seconds = Field(30.0, gt=0, validation_alias="HEALTH_CHECK_INTERVAL")
+    """Probe interval for services whose health section sets none."""
+    alert_webhook: str | None = Field(None, validation_alias="ALERT_WEBHOOK")
+    alert_webhook_secret: SecretStr | None = Field(None, validation_alias="ALERT_WEBHOOK_SECRET")
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    """SQLAlchemy URL (``sqlite:///var/phoenix.db``, ``postgresql://…``); default: SQLite in
+    the data directory."""
+    config_file: Path | None = Field(None, validation_alias="PHOENIX_CONFIG")
+    """The service file (YAML)."""
+    data_dir: Path = Field(Path("var"), validation_alias="PHOENIX_DATA_DIR")
+    """Where the default SQLite database and the services' log files live."""
+    max_concurrent_recoveries: int = Field(
+        4, ge=1, le=1000, validation_alias="PHOENIX_MAX_CONCURRENT_RECOVERIES"
+    )
+    keep_services: bool = Field(False, validation_alias="PHOENIX_KEEP_SERVICES")
+    """On a clean shutdown leave local services running, to be adopted by the next start."""
+    insecure: bool = Field(False, validation_alias="PHOENIX_INSECURE")
+    api_tokens: SecretStr | None = Field(None, validation_alias="PHOENIX_API_TOKENS")
+    tokens_file: Path | None = Field(None, validation_alias="PHOENIX_TOKENS_FILE")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", validation_alias="PHOENIX_LOG_LEVEL"
+    )
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _webhook_is_http(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("log_level", "env", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'phoenix.db'}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def binds_loopback_only(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+_ENV_NAMES = {
+    name: (
+        field.validation_alias
+        if isinstance(field.validation_alias, str)
+        else "PHOENIX_ENV"
+        if name == "env"
+        else name.upper()
+    )
+    for name, field in Settings.model_fields.items()
+}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and check the environment; raise ConfigError naming each bad variable."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field_name = str(error["loc"][0]) if error["loc"] else ""
+            variable = _ENV_NAMES.get(field_name, field_name)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(Problem(variable, f"{message} (got {error.get('input')!r})"))
+        raise ConfigError("invalid environment", problems) from None
+    _check_security(settings)
+    return settings
+
+
+def _check_security(settings: Settings) -> None:
+    """Safe by default: no API on a non-loopback address without explicit consent."""
+    if settings.api_tokens is not None or settings.tokens_file is not None:
+        raise ConfigError(
+            "invalid environment",
+            [
+                Problem(
+                    "PHOENIX_API_TOKENS",
+                    "API tokens are not implemented in this version of Phoenix; unset "
+                    "PHOENIX_API_TOKENS/PHOENIX_TOKENS_FILE and bind to loopback "
+                    "(PHOENIX_HOST=127.0.0.1) so that only local users reach the API",
+                )
+            ],
+        )
+    if not settings.binds_loopback_only and not settings.insecure:
+        raise ConfigError(
+            "invalid environment",
+            [
+                Problem(
+                    "PHOENIX_HOST",
+                    f"refusing to serve an unauthenticated API on {settings.host}; bind to "
+                    "127.0.0.1, or set PHOENIX_INSECURE=1 if the network is trusted",
+                )
+            ],
+        )
+    if settings.production and settings.insecure:
+        raise ConfigError(
+            "invalid environment",
+            [Problem("PHOENIX_INSECURE", "not allowed when PHOENIX_ENV=production")],
+        )

@@ -1,0 +1,1 @@
+"""Turning signals into knowledge: health thresholds, uptime, failure classification."""

@@ -1,0 +1,217 @@
+"""From observations to service status: thresholds, start-up grace, and aggregation.
+
+Each *target* (an instance of a local service, or an external service itself) has its
+own status driven by consecutive probe results against the service's thresholds. A
+process exit is certain and marks its target unhealthy at once. A service's status
+aggregates its targets: all serving → healthy, some → degraded, none → unhealthy.
+Whenever a service's status changes, :class:`HealthTracker` reports a
+:class:`HealthTransition` to its listener — that is where incidents begin.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from phoenix_server.detection.uptime import UptimeTimeline
+from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.health import (
+    HealthTransition,
+    Observation,
+    ObservationKind,
+    ServiceStatus,
+)
+from phoenix_server.domain.services import HealthPolicy, ServiceCatalog
+
+LATENCY_WINDOW = 120
+"""Probe latencies kept per service for the p50 (bounded memory)."""
+
+
+@dataclass
+class _Target:
+    policy: HealthPolicy
+    added_mono: float
+    status: ServiceStatus = ServiceStatus.UNKNOWN
+    failures: int = 0
+    successes: int = 0
+    detail: str = ""
+
+    def in_startup(self, now_mono: float) -> bool:
+        """A target never yet healthy gets ``startup_timeout`` before failures count."""
+        return (
+            self.status is ServiceStatus.UNKNOWN
+            and now_mono - self.added_mono < self.policy.startup_timeout
+        )
+
+
+@dataclass
+class _Service:
+    name: str
+    policy: HealthPolicy
+    targets: dict[str, _Target] = field(default_factory=dict)
+    status: ServiceStatus = ServiceStatus.UNKNOWN
+    status_since: datetime | None = None
+    reason: str = ""
+    last_check: datetime | None = None
+    ever_had_targets: bool = False
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    uptime: UptimeTimeline = field(default_factory=UptimeTimeline)
+
+
+@dataclass(frozen=True)
+class ServiceHealthView:
+    """A read-only snapshot for the API and the engine."""
+
+    name: str
+    status: ServiceStatus
+    status_since: datetime | None
+    reason: str
+    last_check: datetime | None
+    uptime: float | None
+    latency_p50: float | None
+    """Seconds, over the last probes."""
+    targets: dict[str, ServiceStatus]
+
+
+TransitionListener = Callable[[HealthTransition], None]
+
+
+class HealthTracker:
+    """Holds every service's health; not thread-safe (lives on the event loop)."""
+
+    def __init__(self, catalog: ServiceCatalog, clock: Clock) -> None:
+        self._clock = clock
+        self._services = {spec.name: _Service(spec.name, spec.health) for spec in catalog}
+        self._listeners: list[TransitionListener] = []
+
+    def subscribe(self, listener: TransitionListener) -> None:
+        self._listeners.append(listener)
+
+    def seed_uptime(self, service: str, events: list[tuple[datetime, ServiceStatus]]) -> None:
+        """Replay persisted status changes so uptime spans Phoenix restarts."""
+        timeline = self._services[service].uptime
+        for at, status in events:
+            timeline.record(at, None if status is ServiceStatus.UNKNOWN else status.serving)
+
+    def observe(self, observation: Observation) -> HealthTransition | None:
+        """Apply one observation; return (and announce) the service's transition, if any."""
+        service = self._services.get(observation.service)
+        if service is None:
+            return None
+        kind = observation.kind
+        if kind in (ObservationKind.STARTED, ObservationKind.ADOPTED):
+            grace_from = self._clock.monotonic()
+            if kind is ObservationKind.ADOPTED:
+                grace_from -= service.policy.startup_timeout
+            service.targets[observation.target] = _Target(service.policy, grace_from)
+            service.ever_had_targets = True
+        elif kind is ObservationKind.REMOVED:
+            service.targets.pop(observation.target, None)
+        else:
+            target = service.targets.get(observation.target)
+            if target is None:
+                # Probes of an external service, or a result racing a removal: only the
+                # external case registers a target implicitly.
+                if kind is not ObservationKind.PROBE or observation.target != service.name:
+                    return None
+                target = _Target(service.policy, self._clock.monotonic())
+                service.targets[observation.target] = target
+                service.ever_had_targets = True
+            service.last_check = observation.at
+            if observation.latency is not None and observation.ok:
+                service.latencies.append(observation.latency)
+            self._apply(target, observation)
+        return self._reaggregate(service, observation)
+
+    def _apply(self, target: _Target, observation: Observation) -> None:
+        target.detail = observation.detail
+        if observation.kind is ObservationKind.EXIT:
+            target.status = ServiceStatus.UNHEALTHY
+            target.failures = max(target.failures + 1, target.policy.failure_threshold)
+            target.successes = 0
+            return
+        if observation.ok:
+            target.successes += 1
+            target.failures = 0
+            threshold = (
+                1 if target.status is ServiceStatus.UNKNOWN else target.policy.success_threshold
+            )
+            if target.status is not ServiceStatus.HEALTHY and target.successes >= threshold:
+                target.status = ServiceStatus.HEALTHY
+            return
+        target.failures += 1
+        target.successes = 0
+        if target.in_startup(self._clock.monotonic()):
+            return
+        if target.failures >= target.policy.failure_threshold:
+            target.status = ServiceStatus.UNHEALTHY
+
+    def _aggregate(self, service: _Service) -> ServiceStatus:
+        statuses = [target.status for target in service.targets.values()]
+        healthy = statuses.count(ServiceStatus.HEALTHY)
+        unhealthy = statuses.count(ServiceStatus.UNHEALTHY)
+        if not statuses:
+            return ServiceStatus.UNHEALTHY if service.ever_had_targets else ServiceStatus.UNKNOWN
+        if healthy and unhealthy:
+            return ServiceStatus.DEGRADED
+        if healthy:
+            return ServiceStatus.HEALTHY
+        if unhealthy:
+            return ServiceStatus.UNHEALTHY
+        # Every target still starting: unknown at first sight, but a service that was being
+        # served and now only has fresh instances is not serving yet.
+        return (
+            ServiceStatus.UNKNOWN
+            if service.status is ServiceStatus.UNKNOWN
+            else ServiceStatus.UNHEALTHY
+        )
+
+    def _reaggregate(self, service: _Service, observation: Observation) -> HealthTransition | None:
+        new = self._aggregate(service)
+        if new is service.status:
+            return None
+        previous = service.status
+        service.status = new
+        service.status_since = observation.at
+        service.reason = observation.detail or observation.kind.value
+        service.uptime.record(observation.at, None if new is ServiceStatus.UNKNOWN else new.serving)
+        transition = HealthTransition(
+            service=service.name,
+            previous=previous,
+            current=new,
+            at=observation.at,
+            reason=service.reason,
+            evidence=tuple(
+                f"{name}: {target.status.value}" + (f" ({target.detail})" if target.detail else "")
+                for name, target in service.targets.items()
+            ),
+            certain=observation.kind is ObservationKind.EXIT,
+        )
+        for listener in self._listeners:
+            listener(transition)
+        return transition
+
+    def status(self, service: str) -> ServiceStatus:
+        return self._services[service].status
+
+    def view(self, service: str) -> ServiceHealthView:
+        state = self._services[service]
+        latencies = list(state.latencies)
+        return ServiceHealthView(
+            name=state.name,
+            status=state.status,
+            status_since=state.status_since,
+            reason=state.reason,
+            last_check=state.last_check,
+            uptime=state.uptime.percent(self._clock.now()),
+            latency_p50=statistics.median(latencies) if latencies else None,
+            targets={name: target.status for name, target in state.targets.items()},
+        )
+
+    def mark_unobserved(self, at: datetime) -> None:
+        """Phoenix stops watching (shutdown): close every uptime interval honestly."""
+        for state in self._services.values():
+            state.uptime.record(at, None)

@@ -1,0 +1,76 @@
+"""Health vocabulary: what a probe saw, and how a service's status changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class ServiceStatus(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    """Serving, but not fully: some instances are down."""
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+    """Not yet observed (or no longer observable)."""
+
+    @property
+    def serving(self) -> bool:
+        """Whether clients are being served: counts as up for uptime."""
+        return self in (ServiceStatus.HEALTHY, ServiceStatus.DEGRADED)
+
+
+class ObservationKind(StrEnum):
+    PROBE = "probe"
+    EXIT = "exit"
+    """The process ended: a certain signal, needing no confirmation."""
+    STARTED = "started"
+    ADOPTED = "adopted"
+    """A running instance taken over after Phoenix restarted: no start-up grace."""
+    REMOVED = "removed"
+    """The target was deliberately taken away (stopped by Phoenix)."""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    latency: float
+    """Seconds the probe took."""
+    detail: str = ""
+    status_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One signal about one target (an instance, or an external service itself)."""
+
+    service: str
+    target: str
+    kind: ObservationKind
+    at: datetime
+    ok: bool
+    detail: str = ""
+    latency: float | None = None
+
+
+@dataclass(frozen=True)
+class HealthTransition:
+    """A service's status changed; ``evidence`` is what made it change."""
+
+    service: str
+    previous: ServiceStatus
+    current: ServiceStatus
+    at: datetime
+    reason: str
+    evidence: tuple[str, ...] = ()
+    certain: bool = False
+    """True when caused by a process exit (skips any confirmation window)."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Whether fresh instances passed their health check, and what was seen."""
+
+    ok: bool
+    detail: str

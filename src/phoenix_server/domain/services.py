@@ -1,0 +1,291 @@
+"""What a service is (its declared specification) and what runs for it (its instances).
+
+A :class:`ServiceSpec` is built once from the operator's service file and never
+changes while Phoenix runs. Strings in commands, URLs and environments may hold
+placeholders (``{port}``, ``{python}``, ``{name}``, ``{version}``, ``{instance}``)
+that a platform fills in per instance with :func:`render`.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from phoenix_server.domain.errors import NotFoundError
+
+PLACEHOLDERS = frozenset({"port", "python", "name", "version", "instance"})
+
+
+class PlatformKind(StrEnum):
+    LOCAL = "local"
+    EXTERNAL = "external"
+    DOCKER = "docker"
+    KUBERNETES = "kubernetes"
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    """Healthy when the URL answers a status within ``expect_status`` (inclusive)."""
+
+    url: str
+    method: str = "GET"
+    expect_status: tuple[int, int] = (200, 399)
+
+
+@dataclass(frozen=True)
+class TcpCheck:
+    """Healthy when a TCP connection to ``host:port`` opens."""
+
+    address: str
+
+
+@dataclass(frozen=True)
+class ProcessCheck:
+    """Healthy while the instance's process is alive (and not a zombie)."""
+
+
+@dataclass(frozen=True)
+class CommandCheck:
+    """Healthy when the command exits 0 within the timeout."""
+
+    argv: tuple[str, ...]
+
+
+Check = HttpCheck | TcpCheck | ProcessCheck | CommandCheck
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    check: Check
+    interval: float
+    """Seconds between probes of one target (jittered by the scheduler)."""
+    timeout: float
+    """A probe that takes longer counts as failed."""
+    failure_threshold: int
+    """Consecutive failed probes before a target counts as unhealthy."""
+    success_threshold: int = 1
+    """Consecutive passing probes before an unhealthy target counts as healthy again."""
+    startup_timeout: float = 30.0
+    """How long a freshly started instance may take to pass its first probe."""
+
+
+@dataclass(frozen=True)
+class StopPolicy:
+    signal: int = signal.SIGTERM
+    """Sent to the whole process group first."""
+    grace: float = 10.0
+    """Seconds to wait for the group to exit before SIGKILL."""
+
+
+@dataclass(frozen=True)
+class Replicas:
+    min: int = 1
+    max: int = 1
+
+
+@dataclass(frozen=True)
+class Version:
+    """A deployable version; ``command``/``env``/``cwd`` override the service's own."""
+
+    name: str
+    command: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    known_good: bool = False
+
+
+@dataclass(frozen=True)
+class Backup:
+    mode: str = "hot"
+    """``hot``: a standby instance runs all the time; ``cold``: started on failover."""
+    command: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HttpAction:
+    """A named action implemented by calling the service's own endpoint."""
+
+    method: str
+    url: str
+    body: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    expect_status: tuple[int, int] = (200, 299)
+
+
+@dataclass(frozen=True)
+class Fallback:
+    status: int = 503
+    body: str = ""
+    content_type: str = "text/plain"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial: float = 1.0
+    """Delay before the second attempt of a crash loop."""
+    max: float = 300.0
+    """The delay doubles up to this."""
+    reset_after: float = 10.0
+    """A crash after this long healthy restarts at once, with the delay reset."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    attempts: int = 10
+    """Recoveries allowed per window before Phoenix stops and waits for a person."""
+    window: float = 3600.0
+
+
+@dataclass(frozen=True)
+class RecoveryPolicy:
+    backoff: Backoff = field(default_factory=Backoff)
+    budget: Budget = field(default_factory=Budget)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service as the operator declared it."""
+
+    name: str
+    platform: PlatformKind
+    health: HealthPolicy
+    command: tuple[str, ...] = ()
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    port: int | None = None
+    depends_on: tuple[str, ...] = ()
+    replicas: Replicas = field(default_factory=Replicas)
+    versions: tuple[Version, ...] = ()
+    backup: Backup | None = None
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    actions: Mapping[str, HttpAction] = field(default_factory=dict)
+    fallback: Fallback | None = None
+    stop: StopPolicy = field(default_factory=StopPolicy)
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    config_hash: str = ""
+    """Digest of the declaration: an instance started from another declaration is not adopted."""
+
+    @property
+    def current_version(self) -> str | None:
+        """The version a fresh start runs: the newest declared one, if any."""
+        return self.versions[-1].name if self.versions else None
+
+
+class InstanceState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    EXITED = "exited"
+    """Died without being asked to (a crash or an outside kill)."""
+
+
+LIVE_STATES = frozenset({InstanceState.STARTING, InstanceState.RUNNING, InstanceState.STOPPING})
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One running (or recently ended) copy of a service on a platform."""
+
+    id: str
+    service: str
+    platform: PlatformKind
+    state: InstanceState
+    started_at: datetime
+    pid: int | None = None
+    port: int | None = None
+    version: str | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    """Exit status (negative: killed by that signal); None if unknown (an adopted process)."""
+    log_path: str | None = None
+    config_hash: str = ""
+    process_start: float | None = None
+    """The OS's start time of ``pid``, so a recycled pid is never mistaken for this instance."""
+
+    @property
+    def alive(self) -> bool:
+        return self.state in LIVE_STATES
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Values for the placeholders of one instance."""
+
+    name: str
+    python: str
+    port: int | None = None
+    version: str | None = None
+    instance: str | None = None
+
+    def values(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "python": self.python,
+            "port": "" if self.port is None else str(self.port),
+            "version": self.version or "",
+            "instance": self.instance or "",
+        }
+
+
+def render(template: str, context: RenderContext) -> str:
+    """Fill ``{placeholder}``s; the service file validator guarantees only known ones appear."""
+    values = context.values()
+    out: list[str] = []
+    i = 0
+    while i < len(template):
+        char = template[i]
+        if char == "{":
+            end = template.find("}", i)
+            key = template[i + 1 : end] if end != -1 else ""
+            if key in values:
+                out.append(values[key])
+                i = end + 1
+                continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def placeholders_in(template: str) -> set[str]:
+    """Every ``{word}`` in ``template`` (used to validate service files)."""
+    found: set[str] = set()
+    i = template.find("{")
+    while i != -1:
+        end = template.find("}", i)
+        if end == -1:
+            break
+        found.add(template[i + 1 : end])
+        i = template.find("{", end)
+    return found
+
+
+class ServiceCatalog:
+    """The declared services, in file order, looked up by name."""
+
+    def __init__(self, services: list[ServiceSpec] | tuple[ServiceSpec, ...] = ()) -> None:
+        self._services = {service.name: service for service in services}
+
+    def __iter__(self) -> Iterator[ServiceSpec]:
+        return iter(self._services.values())
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._services
+
+    def get(self, name: str) -> ServiceSpec:
+        """The service called ``name``; NotFoundError naming it otherwise."""
+        try:
+            return self._services[name]
+        except KeyError:
+            raise NotFoundError(f"unknown service '{name}'") from None
+
+    def dependents(self, name: str) -> list[ServiceSpec]:
+        """Services that declare ``name`` in their ``depends_on``."""
+        return [service for service in self if name in service.depends_on]

@@ -1,0 +1,1 @@
+"""Watching services: probes, their schedule, and fast verification after a recovery."""

@@ -1,0 +1,76 @@
+"""Health verification after a recovery step: probe fresh instances fast until they pass.
+
+The regular schedule probes every few seconds; a recovery cannot wait that long to know a
+restarted service answers. The verifier polls each new instance from 10 ms, growing by
+half each time up to the probe interval (at most 0.5 s), until it passes
+``success_threshold`` times in a row — then reports the pass to the tracker, so the
+service's status turns healthy at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from phoenix_server.detection.health_tracking import HealthTracker
+from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.health import Observation, ObservationKind, Verification
+from phoenix_server.domain.services import Instance, ServiceSpec
+from phoenix_server.monitoring.probing import Prober, target_for
+
+FIRST_POLL = 0.01
+MAX_POLL = 0.5
+
+
+class ProbeVerifier:
+    def __init__(self, prober: Prober, tracker: HealthTracker, clock: Clock, python: str) -> None:
+        self._prober = prober
+        self._tracker = tracker
+        self._clock = clock
+        self._python = python
+
+    async def verify(
+        self, service: ServiceSpec, instances: Sequence[Instance], *, timeout: float
+    ) -> Verification:
+        """Wait until every instance passes its check, or ``timeout`` seconds pass."""
+        if not instances:
+            return Verification(False, "no instances to verify")
+        last_details: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(
+                    *(self._until_healthy(service, i, last_details) for i in instances)
+                )
+        except TimeoutError:
+            failing = "; ".join(f"{k}: {v}" for k, v in last_details.items()) or "no answer"
+            return Verification(False, f"not healthy within {timeout:g}s ({failing})")
+        passed = "; ".join(f"{k}: {v}" for k, v in last_details.items())
+        return Verification(True, f"healthy ({passed})")
+
+    async def _until_healthy(
+        self, service: ServiceSpec, instance: Instance, last_details: dict[str, str]
+    ) -> None:
+        target = target_for(service, instance, python=self._python)
+        needed = service.health.success_threshold
+        passes = 0
+        delay = FIRST_POLL
+        ceiling = min(service.health.interval, MAX_POLL)
+        while True:
+            result = await self._prober.probe(target)
+            last_details[instance.id] = result.detail
+            passes = passes + 1 if result.ok else 0
+            if passes >= needed:
+                self._tracker.observe(
+                    Observation(
+                        service=service.name,
+                        target=instance.id,
+                        kind=ObservationKind.PROBE,
+                        at=self._clock.now(),
+                        ok=True,
+                        detail=result.detail,
+                        latency=result.latency,
+                    )
+                )
+                return
+            await self._clock.sleep(delay)
+            delay = min(delay * 1.5, ceiling)

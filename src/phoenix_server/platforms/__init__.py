@@ -1,0 +1,1 @@
+"""Where services run: one interface (base.py), one module per platform."""

@@ -1,0 +1,118 @@
+"""The one interface every platform implements (local processes, external, later Docker and
+Kubernetes). The recovery layer sees platforms only through :class:`Platform`.
+
+A platform owns the instances it runs, reports their lifecycle as :class:`InstanceEvent`s
+to its subscribers, and says which strategies it can carry out for a service so that the
+selector never picks one it cannot do. SDK and OS errors become ``PlatformError``s here.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.recoveries import Strategy
+from phoenix_server.domain.services import Instance, PlatformKind, ServiceSpec
+
+
+class InstanceEventKind(StrEnum):
+    STARTED = "started"
+    ADOPTED = "adopted"
+    """Found running from before Phoenix restarted; already past its start-up."""
+    EXITED = "exited"
+    """Ended without Phoenix asking: a crash, an outside kill."""
+    STOPPED = "stopped"
+    """Ended because Phoenix stopped it (or forgot a dead one)."""
+
+
+@dataclass(frozen=True)
+class InstanceEvent:
+    kind: InstanceEventKind
+    instance: Instance
+
+
+EventListener = Callable[[InstanceEvent], None]
+
+
+def describe_exit(code: int | None) -> str:
+    """``exited with code 1`` / ``killed by SIGKILL`` / ``exited`` (status unknown)."""
+    if code is None:
+        return "exited"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class InstanceJournal(Protocol):
+    """Where a platform remembers what it runs, so a restarted Phoenix can adopt it."""
+
+    async def save_instance(self, instance: Instance) -> None: ...
+
+    async def remove_instance(self, instance_id: str) -> None: ...
+
+    async def load_instances(self, platform: PlatformKind) -> list[Instance]: ...
+
+
+class Platform(Protocol):
+    kind: PlatformKind
+
+    def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
+        """Strategies this platform can carry out for ``service`` as declared."""
+        ...
+
+    def subscribe(self, listener: EventListener) -> None: ...
+
+    def instances(self, service: str) -> list[Instance]:
+        """The platform's current view of ``service``'s live instances (no I/O)."""
+        ...
+
+    async def reconcile(self, services: Sequence[ServiceSpec]) -> None:
+        """At start: adopt what still runs from before, stop strays, start what is missing."""
+        ...
+
+    async def start(self, service: ServiceSpec, *, count: int = 1) -> list[Instance]:
+        """Start ``count`` new instances; they are STARTING until :meth:`mark_serving`."""
+        ...
+
+    async def stop(
+        self, service: ServiceSpec, instance_ids: Sequence[str] | None = None
+    ) -> list[Instance]:
+        """Gracefully stop the given (default: all) instances; return them as ended."""
+        ...
+
+    async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
+        """Health verified: put these instances in rotation."""
+        ...
+
+    async def wait_for_exit(self, instance_ids: Sequence[str]) -> Instance:
+        """Return the first of these instances to end (never returns if none does)."""
+        ...
+
+    async def shutdown(self, *, keep_running: bool) -> None:
+        """Phoenix is stopping: stop everything, or leave it running to be adopted later."""
+        ...
+
+
+class PlatformRegistry:
+    """The platforms Phoenix acts through, by kind."""
+
+    def __init__(self, platforms: Mapping[PlatformKind, Platform]) -> None:
+        self._platforms = dict(platforms)
+
+    def for_service(self, service: ServiceSpec) -> Platform:
+        try:
+            return self._platforms[service.platform]
+        except KeyError:
+            raise PlatformError(
+                f"no {service.platform.value} platform is configured for service '{service.name}'"
+            ) from None
+
+    def all(self) -> list[Platform]:
+        return list(self._platforms.values())

@@ -1,0 +1,52 @@
+"""Services that run elsewhere: Phoenix probes them but cannot start or stop them.
+
+It acts on them only through the service's declared actions and playbooks (a later
+issue), so no strategy is supported here and lifecycle calls are refused plainly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.recoveries import Strategy
+from phoenix_server.domain.services import Instance, PlatformKind, ServiceSpec
+from phoenix_server.platforms.base import EventListener
+
+
+class ExternalPlatform:
+    kind = PlatformKind.EXTERNAL
+
+    def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
+        return frozenset()
+
+    def subscribe(self, listener: EventListener) -> None:
+        """External services raise no lifecycle events."""
+
+    def instances(self, service: str) -> list[Instance]:
+        return []
+
+    async def reconcile(self, services: Sequence[ServiceSpec]) -> None:
+        return None
+
+    def _refuse(self, service: ServiceSpec) -> PlatformError:
+        return PlatformError(
+            f"service '{service.name}' is external: Phoenix monitors it but does not run it"
+        )
+
+    async def start(self, service: ServiceSpec, *, count: int = 1) -> list[Instance]:
+        raise self._refuse(service)
+
+    async def stop(
+        self, service: ServiceSpec, instance_ids: Sequence[str] | None = None
+    ) -> list[Instance]:
+        raise self._refuse(service)
+
+    async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
+        raise self._refuse(service)
+
+    async def wait_for_exit(self, instance_ids: Sequence[str]) -> Instance:
+        raise PlatformError("external services have no instances to watch")
+
+    async def shutdown(self, *, keep_running: bool) -> None:
+        return None

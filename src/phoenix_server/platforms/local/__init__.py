@@ -1,0 +1,1 @@
+"""The local platform: Phoenix supervises services as its own child processes."""

@@ -1,0 +1,168 @@
+"""One supervised OS process: spawned in its own process group, watched through a pidfd.
+
+A pidfd becomes readable the moment its process exits (becomes a zombie), so Phoenix
+learns of a death within a millisecond from the exit itself, with no polling and no
+thread per child (MEASURED.md: ~0.9 ms against ~2.9 ms for Python 3.11's default child
+watcher). The same mechanism watches a process Phoenix did not spawn this time (an
+adopted one after a restart). Stopping signals the whole group, so a service's own
+children stop with it; after the leader exits, stragglers in the group are killed so
+nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import psutil
+
+from phoenix_server.domain.errors import PlatformError, ProcessStartError
+from phoenix_server.support import procinfo
+
+ExitCallback = Callable[["Process"], None]
+
+
+class Process:
+    """A process group led by ``pid``; ``exited`` resolves with its exit status."""
+
+    def __init__(
+        self,
+        pid: int,
+        *,
+        popen: subprocess.Popen[bytes] | None,
+        on_exit: ExitCallback,
+    ) -> None:
+        self.pid = pid
+        self.pgid = pid  # started with setsid(): the leader's pid names the group
+        self._popen = popen
+        self._on_exit = on_exit
+        self._loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int | None] = self._loop.create_future()
+        self.start_time = procinfo.start_time(pid)
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._pidfd = None
+            self._loop.call_soon(self._handle_exit)
+            return
+        self._loop.add_reader(self._pidfd, self._handle_exit)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.exited.result() if self.exited.done() else None
+
+    def _handle_exit(self) -> None:
+        if self.exited.done():
+            return
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        code: int | None = None
+        if self._popen is not None:
+            code = self._popen.poll()  # reaps the zombie we own
+        self.signal_group(signal.SIGKILL)  # whatever the leader left behind in its group
+        self.exited.set_result(code)
+        self._on_exit(self)
+
+    def signal_group(self, signum: int) -> bool:
+        """Send ``signum`` to the whole group; False if the group no longer exists."""
+        try:
+            os.killpg(self.pgid, signum)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False
+        return True
+
+    async def stop(self, signum: int, grace: float) -> tuple[int | None, bool]:
+        """Signal the group, wait ``grace`` seconds, then SIGKILL. Returns (status, forced)."""
+        if self.exited.done():
+            return self.exited.result(), False
+        self.signal_group(signum)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.exited), grace), False
+        except TimeoutError:
+            pass
+        self.signal_group(signal.SIGKILL)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.exited), 10.0), True
+        except TimeoutError:
+            raise PlatformError(
+                f"process {self.pid} did not exit 10 s after SIGKILL (uninterruptible sleep?)"
+            ) from None
+
+    def close(self) -> None:
+        """Stop watching without touching the process (it keeps running, to be adopted)."""
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self._popen is not None:
+            # Phoenix will not reap it any more; tell Popen so it does not warn at exit.
+            self._popen.returncode = self._popen.returncode or 0
+        if not self.exited.done():
+            self.exited.cancel()
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: str | None,
+    env: Mapping[str, str],
+    log_path: Path,
+    on_exit: ExitCallback,
+) -> Process:
+    """Start ``argv`` in a new session, stdout and stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+    except FileNotFoundError:
+        where = f" (working directory {cwd})" if cwd else ""
+        raise ProcessStartError(f"command not found: {argv[0]!r}{where}") from None
+    except NotADirectoryError:
+        raise ProcessStartError(f"working directory is not a directory: {cwd}") from None
+    except PermissionError as exc:
+        raise ProcessStartError(f"permission denied starting {argv[0]!r}: {exc}") from None
+    except OSError as exc:
+        raise ProcessStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
+    return Process(popen.pid, popen=popen, on_exit=on_exit)
+
+
+def adopt(pid: int, *, on_exit: ExitCallback) -> Process:
+    """Watch a process Phoenix did not spawn (left running by a previous Phoenix)."""
+    return Process(pid, popen=None, on_exit=on_exit)
+
+
+def kill_group_now(pgid: int) -> None:
+    """SIGKILL a process group that Phoenix no longer wants (a stray or stale instance)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def find_marked_processes(marker: str, value: str) -> list[int]:
+    """Pids whose environment has ``marker=value``: instances a crashed Phoenix left behind
+    before it could journal them."""
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if process.environ().get(marker) == value:
+                found.append(process.pid)
+        except (psutil.Error, OSError):
+            continue  # gone meanwhile, or not ours to read: not one of our instances
+    return found

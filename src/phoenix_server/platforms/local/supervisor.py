@@ -1,0 +1,291 @@
+"""The local platform: a real process supervisor for services declared ``platform: local``.
+
+Each instance is a process group with its output appended to ``<log_dir>/<service>.log``
+(a file, not a pipe, so it outlives Phoenix). Every instance is journalled with its pid
+and the OS's start time for that pid, and carries ``PHOENIX_OWNER`` in its environment:
+a restarted Phoenix adopts instances still running from the same declaration instead of
+restarting healthy services, stops stale ones (declaration changed, service removed), and
+finds strays it never journalled (it died between spawn and journal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.recoveries import Strategy
+from phoenix_server.domain.services import (
+    Instance,
+    InstanceState,
+    PlatformKind,
+    RenderContext,
+    ServiceSpec,
+    StopPolicy,
+    render,
+)
+from phoenix_server.platforms.base import (
+    EventListener,
+    InstanceEvent,
+    InstanceEventKind,
+    InstanceJournal,
+    describe_exit,
+)
+from phoenix_server.platforms.local import processes
+from phoenix_server.support import procinfo
+from phoenix_server.support.tasks import SupervisedTasks
+from phoenix_server.support.timefmt import iso_ms
+
+log = logging.getLogger("phoenix.platforms.local")
+
+OWNER_ENV = "PHOENIX_OWNER"
+"""Marks every process this Phoenix (this data directory) started."""
+INSTANCE_ENV = "PHOENIX_INSTANCE"
+SERVICE_ENV = "PHOENIX_SERVICE"
+
+
+@dataclass
+class _Managed:
+    instance: Instance
+    process: processes.Process
+    stop_policy: StopPolicy
+    stopping: bool = False
+
+
+class LocalPlatform:
+    kind = PlatformKind.LOCAL
+
+    def __init__(
+        self,
+        *,
+        log_dir: Path,
+        journal: InstanceJournal,
+        clock: Clock,
+        owner: str,
+        python: str = sys.executable,
+    ) -> None:
+        self._log_dir = log_dir
+        self._journal = journal
+        self._clock = clock
+        self._owner = owner
+        self._python = python
+        self._managed: dict[str, _Managed] = {}
+        self._listeners: list[EventListener] = []
+        self._writes = SupervisedTasks("local-journal")
+
+    # -- queries --------------------------------------------------------------------------
+
+    def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
+        return frozenset({Strategy.RESTART}) if service.command else frozenset()
+
+    def subscribe(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def instances(self, service: str) -> list[Instance]:
+        return [m.instance for m in self._managed.values() if m.instance.service == service]
+
+    def log_path(self, service: str) -> Path:
+        return self._log_dir / f"{service}.log"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, service: ServiceSpec, *, count: int = 1) -> list[Instance]:
+        started = []
+        for _ in range(count):
+            instance = self._spawn(service)
+            await self._journal.save_instance(instance)
+            started.append(instance)
+        return started
+
+    def _spawn(self, service: ServiceSpec) -> Instance:
+        if not service.command:
+            raise PlatformError(f"service '{service.name}' declares no command to start")
+        instance_id = f"{service.name}-{secrets.token_hex(3)}"
+        version = next((v for v in service.versions if v.name == service.current_version), None)
+        context = RenderContext(
+            name=service.name,
+            python=self._python,
+            port=service.port,
+            version=version.name if version else None,
+            instance=instance_id,
+        )
+        command = version.command if version and version.command else service.command
+        argv = [render(arg, context) for arg in command]
+        env = dict(os.environ)
+        env.pop("PORT", None)  # Phoenix's own PORT must not leak into the service
+        env.update({key: render(value, context) for key, value in service.env.items()})
+        if version:
+            env.update({key: render(value, context) for key, value in version.env.items()})
+        if service.port is not None:
+            env["PORT"] = str(service.port)
+        env.update({OWNER_ENV: self._owner, INSTANCE_ENV: instance_id, SERVICE_ENV: service.name})
+        cwd = version.cwd if version and version.cwd else service.cwd
+        log_path = self.log_path(service.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8") as log_file:
+            log_file.write(
+                f"--- phoenix {iso_ms(self._clock.now())} starting {instance_id}: "
+                f"{shlex.join(argv)}\n"
+            )
+        process = processes.spawn(
+            argv, cwd=cwd, env=env, log_path=log_path, on_exit=self._on_process_exit
+        )
+        instance = Instance(
+            id=instance_id,
+            service=service.name,
+            platform=PlatformKind.LOCAL,
+            state=InstanceState.STARTING,
+            started_at=self._clock.now(),
+            pid=process.pid,
+            port=service.port,
+            version=context.version,
+            log_path=str(log_path),
+            config_hash=service.config_hash,
+            process_start=process.start_time,
+        )
+        self._managed[instance_id] = _Managed(instance, process, service.stop)
+        log.info("started %s (pid %d)", instance_id, process.pid)
+        self._emit(InstanceEventKind.STARTED, instance)
+        return instance
+
+    def _on_process_exit(self, process: processes.Process) -> None:
+        managed = next((m for m in self._managed.values() if m.process is process), None)
+        if managed is None:
+            return
+        code = process.returncode
+        state = InstanceState.STOPPED if managed.stopping else InstanceState.EXITED
+        managed.instance = replace(
+            managed.instance, state=state, ended_at=self._clock.now(), exit_code=code
+        )
+        if state is InstanceState.EXITED:
+            log.warning("%s (pid %d) %s", managed.instance.id, process.pid, describe_exit(code))
+            self._emit(InstanceEventKind.EXITED, managed.instance)
+        else:
+            # A deliberate stop is forgotten at once; a crash stays visible until replaced.
+            self._forget(managed)
+        self._writes.spawn(
+            self._journal.remove_instance(managed.instance.id), name="remove-instance"
+        )
+
+    def _forget(self, managed: _Managed) -> None:
+        self._managed.pop(managed.instance.id, None)
+        self._emit(InstanceEventKind.STOPPED, managed.instance)
+
+    async def stop(
+        self, service: ServiceSpec, instance_ids: Sequence[str] | None = None
+    ) -> list[Instance]:
+        chosen = [
+            m
+            for m in list(self._managed.values())
+            if m.instance.service == service.name
+            and (instance_ids is None or m.instance.id in instance_ids)
+        ]
+        return list(await asyncio.gather(*(self._stop_one(m) for m in chosen)))
+
+    async def _stop_one(self, managed: _Managed) -> Instance:
+        if managed.instance.state is InstanceState.EXITED:
+            self._forget(managed)
+            return managed.instance
+        policy = managed.stop_policy
+        managed.stopping = True
+        managed.instance = replace(managed.instance, state=InstanceState.STOPPING)
+        _, forced = await managed.process.stop(policy.signal, policy.grace)
+        if forced:
+            log.warning(
+                "%s ignored %s for %.1fs and was killed",
+                managed.instance.id,
+                signal.Signals(policy.signal).name,
+                policy.grace,
+            )
+            managed.instance = replace(managed.instance, exit_code=managed.process.returncode)
+        return managed.instance
+
+    async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
+        for instance_id in instance_ids:
+            managed = self._managed.get(instance_id)
+            if managed is None or managed.instance.state is not InstanceState.STARTING:
+                continue
+            managed.instance = replace(managed.instance, state=InstanceState.RUNNING)
+            await self._journal.save_instance(managed.instance)
+
+    async def wait_for_exit(self, instance_ids: Sequence[str]) -> Instance:
+        watched = [self._managed[i] for i in instance_ids if i in self._managed]
+        for managed in watched:
+            if managed.process.exited.done():
+                return managed.instance
+        if not watched:
+            await asyncio.Event().wait()  # nothing to watch: never returns, as documented
+        await asyncio.wait(
+            [asyncio.shield(m.process.exited) for m in watched],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        return next(m.instance for m in watched if m.process.exited.done())
+
+    # -- restart of Phoenix ---------------------------------------------------------------
+
+    async def reconcile(self, services: Sequence[ServiceSpec]) -> None:
+        specs = {s.name: s for s in services if s.platform is PlatformKind.LOCAL}
+        for record in await self._journal.load_instances(PlatformKind.LOCAL):
+            await self._reconcile_record(record, specs.get(record.service))
+        await self._stop_strays()
+        for spec in specs.values():
+            live = [m for m in self._managed.values() if m.instance.service == spec.name]
+            missing = max(spec.replicas.min, 0) - len(live)
+            if missing > 0:
+                await self.start(spec, count=missing)
+
+    async def _reconcile_record(self, record: Instance, spec: ServiceSpec | None) -> None:
+        if record.pid is None or not procinfo.is_running(record.pid, record.process_start):
+            await self._journal.remove_instance(record.id)
+            return
+        if spec is None or record.config_hash != spec.config_hash:
+            why = "no longer declared" if spec is None else "its declaration changed"
+            log.info("stopping %s (pid %d): %s", record.id, record.pid, why)
+            stale = processes.adopt(record.pid, on_exit=lambda _p: None)
+            grace = spec.stop.grace if spec else 10.0
+            await stale.stop(signal.SIGTERM, grace)
+            await self._journal.remove_instance(record.id)
+            return
+        process = processes.adopt(record.pid, on_exit=self._on_process_exit)
+        instance = replace(record, state=InstanceState.RUNNING)
+        self._managed[record.id] = _Managed(instance, process, spec.stop)
+        log.info("adopted %s (pid %d) still running from before", record.id, record.pid)
+        self._emit(InstanceEventKind.ADOPTED, instance)
+
+    async def _stop_strays(self) -> None:
+        known = {m.process.pgid for m in self._managed.values()}
+        for pid in processes.find_marked_processes(OWNER_ENV, self._owner):
+            try:
+                pgid = os.getpgid(pid)
+            except ProcessLookupError:
+                continue
+            if pgid in known or pid == os.getpid():
+                continue
+            log.warning("stopping stray process group %d left by an earlier Phoenix", pgid)
+            known.add(pgid)
+            processes.kill_group_now(pgid)
+
+    async def shutdown(self, *, keep_running: bool) -> None:
+        if keep_running:
+            for managed in self._managed.values():
+                managed.process.close()
+            self._managed.clear()
+        else:
+            await asyncio.gather(*(self._stop_one(m) for m in list(self._managed.values())))
+            self._managed.clear()
+        await self._writes.drain()
+        await self._writes.close()
+
+    def _emit(self, kind: InstanceEventKind, instance: Instance) -> None:
+        event = InstanceEvent(kind, instance)
+        for listener in self._listeners:
+            listener(event)

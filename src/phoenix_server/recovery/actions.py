@@ -1,0 +1,120 @@
+"""Step handlers: what each planned action does, against a platform, when it runs.
+
+A handler takes the run's :class:`StepContext` and the planned step, acts, and returns a
+:class:`StepOutcome` with a sentence for the record. Failures it can explain are returned
+(``ok=False``) or raised as ``PhoenixError``; the executor records either. Handlers are
+registered by action name in :data:`HANDLERS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.recoveries import PlannedStep
+from phoenix_server.domain.services import Instance, InstanceState, ServiceSpec
+from phoenix_server.platforms.base import Platform, describe_exit
+from phoenix_server.recovery.ports import HealthVerifier
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    ok: bool
+    detail: str
+
+
+@dataclass
+class StepContext:
+    """State shared by the steps of one recovery attempt."""
+
+    service: ServiceSpec
+    platform: Platform
+    verifier: HealthVerifier
+    clock: Clock
+    started: list[Instance] = field(default_factory=list)
+    """Instances this attempt started (what verification and traffic steps act on)."""
+    serving_stopped_at: datetime | None = None
+    """When this attempt took the last serving instance away (downtime begins)."""
+    verified_at: datetime | None = None
+    """When the service was verified healthy (downtime ends)."""
+
+
+Handler = Callable[[StepContext, PlannedStep], Awaitable[StepOutcome]]
+
+
+def _describe_ended(instance: Instance) -> str:
+    return f"{instance.id} (pid {instance.pid}) {describe_exit(instance.exit_code)}"
+
+
+async def stop_instances(ctx: StepContext, step: PlannedStep) -> StepOutcome:
+    before = ctx.platform.instances(ctx.service.name)
+    if not before:
+        return StepOutcome(True, "no instance was running")
+    serving = any(i.state is InstanceState.RUNNING for i in before)
+    already = {i.id for i in before if i.state is InstanceState.EXITED}
+    ended = await ctx.platform.stop(ctx.service)
+    if serving:
+        ctx.serving_stopped_at = ctx.clock.now()
+    parts = []
+    for instance in ended:
+        if instance.id in already:
+            parts.append(f"{_describe_ended(instance)} before the recovery")
+        else:
+            parts.append(f"stopped {instance.id} (pid {instance.pid})")
+    return StepOutcome(True, "; ".join(parts))
+
+
+async def start_instances(ctx: StepContext, step: PlannedStep) -> StepOutcome:
+    count = int(str(step.params.get("count", 1)))
+    started = await ctx.platform.start(ctx.service, count=count)
+    ctx.started.extend(started)
+    return StepOutcome(
+        True, "; ".join(f"started {i.id} (pid {i.pid})" for i in started) or "nothing started"
+    )
+
+
+async def verify_health(ctx: StepContext, step: PlannedStep) -> StepOutcome:
+    instances = ctx.started or ctx.platform.instances(ctx.service.name)
+    live = [i for i in instances if i.alive]
+    if not live:
+        return StepOutcome(False, "no live instance to verify")
+    verifying = asyncio.ensure_future(ctx.verifier.verify(ctx.service, live, timeout=step.timeout))
+    exiting = asyncio.ensure_future(ctx.platform.wait_for_exit([i.id for i in live]))
+    try:
+        done, _ = await asyncio.wait({verifying, exiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (verifying, exiting):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if verifying in done:
+        verification = verifying.result()
+        if verification.ok:
+            ctx.verified_at = ctx.clock.now()
+        return StepOutcome(verification.ok, verification.detail)
+    dead = exiting.result()
+    where = f"; see {dead.log_path}" if dead.log_path else ""
+    return StepOutcome(False, f"{_describe_ended(dead)} before passing its health check{where}")
+
+
+async def restore_traffic(ctx: StepContext, step: PlannedStep) -> StepOutcome:
+    ids = [i.id for i in ctx.started]
+    if not ids:
+        return StepOutcome(False, "no new instance to put in rotation")
+    await ctx.platform.mark_serving(ctx.service, ids)
+    port = f" on port {ctx.service.port}" if ctx.service.port else ""
+    return StepOutcome(True, f"{', '.join(ids)} serving{port}")
+
+
+HANDLERS: dict[str, Handler] = {
+    "stop_instances": stop_instances,
+    "start_instances": start_instances,
+    "verify_health": verify_health,
+    "restore_traffic": restore_traffic,
+}
+"""Every action a planned step may name."""

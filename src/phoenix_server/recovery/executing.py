@@ -1,0 +1,242 @@
+"""The executor: runs a plan's steps against a platform, recording each before and after.
+
+The recovery is written as ``in_progress`` with every step ``pending`` before the first
+step acts, and each step is written when it starts and when it ends, so a Phoenix killed
+mid-recovery leaves an honest record. Every step runs under its own timeout, bounded by
+what is left of ``RECOVERY_TIMEOUT``. A cancel request is honoured between steps (the
+safe points). Downtime is measured from when serving stopped to when health verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.errors import PhoenixError
+from phoenix_server.domain.health import ServiceStatus
+from phoenix_server.domain.recoveries import (
+    DataIntegrity,
+    Outcome,
+    PlannedStep,
+    Recovery,
+    RecoveryMetrics,
+    RecoveryStatus,
+    Step,
+    StepCondition,
+    StepStatus,
+)
+from phoenix_server.domain.services import ServiceSpec
+from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.recovery.actions import HANDLERS, Handler, StepContext, StepOutcome
+from phoenix_server.recovery.ports import HealthVerifier, RecoveryRecorder
+
+log = logging.getLogger("phoenix.recovery")
+
+StatusLookup = Callable[[str], ServiceStatus]
+"""The service's current health status (for ``if_healthy``/``if_unhealthy`` conditions)."""
+
+
+@dataclass(frozen=True)
+class ExecutionLimits:
+    recovery_timeout: float
+    """Seconds one attempt may take in all (``RECOVERY_TIMEOUT``)."""
+
+
+def should_run(condition: StepCondition, previous_ok: bool | None, status: ServiceStatus) -> bool:
+    """Whether a step's condition holds; ``previous_ok`` is None before any step ran."""
+    match condition:
+        case StepCondition.ALWAYS:
+            return True
+        case StepCondition.IF_PREVIOUS_FAILED:
+            return previous_ok is False
+        case StepCondition.IF_PREVIOUS_SUCCEEDED:
+            return previous_ok is not False
+        case StepCondition.IF_HEALTHY:
+            return status.serving
+        case StepCondition.IF_UNHEALTHY:
+            return not status.serving
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        platforms: PlatformRegistry,
+        verifier: HealthVerifier,
+        recorder: RecoveryRecorder,
+        clock: Clock,
+        status_of: StatusLookup,
+        limits: ExecutionLimits,
+        handlers: Mapping[str, Handler] = HANDLERS,
+    ) -> None:
+        self._platforms = platforms
+        self._verifier = verifier
+        self._recorder = recorder
+        self._clock = clock
+        self._status_of = status_of
+        self._limits = limits
+        self._handlers = handlers
+
+    async def execute(
+        self,
+        recovery: Recovery,
+        service: ServiceSpec,
+        plan: list[PlannedStep],
+        *,
+        cancel: asyncio.Event,
+        down_since: datetime | None,
+    ) -> Recovery:
+        """Run ``plan``; return the finished recovery (also saved)."""
+        clock = self._clock
+        steps = [
+            Step(i, p.name, p.action, StepStatus.PENDING, p.timeout, p.condition)
+            for i, p in enumerate(plan)
+        ]
+        recovery = replace(
+            recovery,
+            status=RecoveryStatus.IN_PROGRESS,
+            started_at=recovery.started_at or clock.now(),
+            steps=tuple(steps),
+        )
+        await self._recorder.save_recovery(recovery)
+        ctx = StepContext(
+            service=service,
+            platform=self._platforms.for_service(service),
+            verifier=self._verifier,
+            clock=clock,
+        )
+        deadline = clock.monotonic() + self._limits.recovery_timeout
+        previous_ok: bool | None = None
+        aborted_by: Step | None = None
+        cancelled = False
+        try:
+            for index, planned in enumerate(plan):
+                step = steps[index]
+                if cancel.is_set():
+                    cancelled = True
+                    steps[index] = replace(step, status=StepStatus.SKIPPED, detail="cancelled")
+                    continue
+                if aborted_by is not None:
+                    steps[index] = replace(
+                        step,
+                        status=StepStatus.SKIPPED,
+                        detail=f"not run: step '{aborted_by.name}' {aborted_by.status.value}",
+                    )
+                    continue
+                if not should_run(planned.condition, previous_ok, self._status_of(service.name)):
+                    steps[index] = replace(
+                        step,
+                        status=StepStatus.SKIPPED,
+                        detail=f"condition {planned.condition.value} not met",
+                    )
+                    await self._recorder.save_step(recovery.id, steps[index])
+                    continue
+                steps[index] = await self._run_step(recovery, step, planned, ctx, deadline)
+                previous_ok = steps[index].status is StepStatus.COMPLETED
+                if not previous_ok and planned.abort_on_failure:
+                    aborted_by = steps[index]
+        except asyncio.CancelledError:
+            # Phoenix is stopping mid-recovery: leave an honest record, then stop.
+            ended = clock.now()
+            interrupted = [
+                replace(s, status=StepStatus.FAILED, ended_at=ended, detail="Phoenix stopped")
+                if s.status is StepStatus.RUNNING
+                else s
+                for s in steps
+            ]
+            final = replace(
+                recovery,
+                status=RecoveryStatus.INTERRUPTED,
+                ended_at=ended,
+                steps=tuple(interrupted),
+            )
+            await asyncio.shield(self._recorder.save_recovery(final))
+            raise
+        return await self._finish(recovery, steps, ctx, down_since, cancelled, aborted_by)
+
+    async def _run_step(
+        self,
+        recovery: Recovery,
+        step: Step,
+        planned: PlannedStep,
+        ctx: StepContext,
+        deadline: float,
+    ) -> Step:
+        clock = self._clock
+        remaining = deadline - clock.monotonic()
+        timeout = min(planned.timeout, max(remaining, 0.0))
+        step = replace(step, status=StepStatus.RUNNING, started_at=clock.now())
+        await self._recorder.save_step(recovery.id, step)
+        handler = self._handlers.get(planned.action)
+        status, detail = StepStatus.FAILED, ""
+        try:
+            if handler is None:
+                raise PhoenixError(f"no handler for action '{planned.action}'")
+            if timeout <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(timeout):
+                outcome: StepOutcome = await handler(ctx, planned)
+            status = StepStatus.COMPLETED if outcome.ok else StepStatus.FAILED
+            detail = outcome.detail
+        except TimeoutError:
+            status = StepStatus.TIMED_OUT
+            if timeout < planned.timeout:
+                detail = f"stopped at the recovery timeout ({self._limits.recovery_timeout:g}s)"
+            else:
+                detail = f"did not finish within its {planned.timeout:g}s timeout"
+        except PhoenixError as exc:
+            detail = exc.message
+        except Exception as exc:  # a bug must not leave the recovery running forever
+            log.exception("step %s of %s failed unexpectedly", planned.name, recovery.id)
+            detail = f"internal error: {exc.__class__.__name__}: {exc}"
+        step = replace(step, status=status, ended_at=clock.now(), detail=detail)
+        await self._recorder.save_step(recovery.id, step)
+        log.info(
+            "%s %s step %d %s: %s",
+            recovery.id,
+            recovery.service,
+            step.position,
+            status.value,
+            detail,
+        )
+        return step
+
+    async def _finish(
+        self,
+        recovery: Recovery,
+        steps: list[Step],
+        ctx: StepContext,
+        down_since: datetime | None,
+        cancelled: bool,
+        aborted_by: Step | None,
+    ) -> Recovery:
+        ended = self._clock.now()
+        if cancelled:
+            status, outcome = RecoveryStatus.CANCELLED, None
+        elif aborted_by is None and ctx.verified_at is not None:
+            status, outcome = RecoveryStatus.COMPLETED, Outcome.SUCCESS
+        else:
+            status, outcome = RecoveryStatus.FAILED, Outcome.FAILURE
+        down_from = down_since or ctx.serving_stopped_at
+        up_at = ctx.verified_at if outcome is Outcome.SUCCESS else ended
+        downtime = 0.0
+        if down_from is not None and up_at is not None:
+            downtime = max(0.0, (up_at - down_from).total_seconds())
+        final = replace(
+            recovery,
+            status=status,
+            outcome=outcome,
+            ended_at=ended,
+            steps=tuple(steps),
+            metrics=RecoveryMetrics(
+                downtime=round(downtime, 3),
+                requests_lost=None,
+                data_integrity=DataIntegrity.UNVERIFIED,
+            ),
+        )
+        await self._recorder.save_recovery(final)
+        return final

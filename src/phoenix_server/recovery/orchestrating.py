@@ -1,0 +1,414 @@
+"""The orchestrator: from a health transition (or an operator's trigger) to finished recoveries.
+
+It owns the safety rules of one Phoenix: one recovery per service at a time (a second
+trigger is a conflict unless forced), a global limit on concurrent recoveries, and up to
+``MAX_RECOVERY_ATTEMPTS`` attempts per incident with a backoff between them. Each attempt
+is its own :class:`Recovery` sharing the incident's id. Transitions arrive through
+:meth:`Orchestrator.on_transition` (a plain callback) and are handled in order by one
+dispatcher task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from phoenix_server.detection.classifying import Diagnosis, diagnose_status, diagnose_transition
+from phoenix_server.detection.health_tracking import HealthTracker
+from phoenix_server.domain import ids
+from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.errors import RecoveryInProgressError
+from phoenix_server.domain.health import HealthTransition, ServiceStatus
+from phoenix_server.domain.incidents import Incident, IncidentSource, IncidentStatus
+from phoenix_server.domain.recoveries import (
+    Decision,
+    DecisionSource,
+    Recovery,
+    RecoveryStatus,
+    RecoveryTrigger,
+    Strategy,
+)
+from phoenix_server.domain.services import ServiceCatalog, ServiceSpec
+from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.recovery.executing import Executor
+from phoenix_server.recovery.ports import RecoveryRecorder
+from phoenix_server.recovery.selecting import decide
+from phoenix_server.recovery.strategies import DEFAULT_ESTIMATES, PLANNERS
+from phoenix_server.support.tasks import SupervisedTasks
+
+log = logging.getLogger("phoenix.recovery")
+
+
+@dataclass(frozen=True)
+class RecoveryPolicy:
+    auto_recovery: bool
+    """Recover on detected failures; when False only operators' triggers act."""
+    max_attempts: int
+    """Attempts per incident (``MAX_RECOVERY_ATTEMPTS``)."""
+    max_concurrent: int
+    """Recoveries running at once across all services."""
+
+
+@dataclass
+class _Run:
+    """The recovery work for one service: its current attempt and how to stop it."""
+
+    service: ServiceSpec
+    incident: Incident
+    recovery: Recovery
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        *,
+        catalog: ServiceCatalog,
+        platforms: PlatformRegistry,
+        tracker: HealthTracker,
+        executor: Executor,
+        recorder: RecoveryRecorder,
+        clock: Clock,
+        policy: RecoveryPolicy,
+    ) -> None:
+        self._catalog = catalog
+        self._platforms = platforms
+        self._tracker = tracker
+        self._executor = executor
+        self._recorder = recorder
+        self._clock = clock
+        self._policy = policy
+        self._slots = asyncio.Semaphore(policy.max_concurrent)
+        self._runs: dict[str, _Run] = {}
+        self._incidents: dict[str, Incident] = {}
+        """Per service, the latest incident not yet resolved."""
+        self._queue: asyncio.Queue[HealthTransition] = asyncio.Queue()
+        self._tasks = SupervisedTasks("recovery")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, unresolved: list[Incident]) -> None:
+        """Begin handling transitions; ``unresolved`` are incidents left open by a previous run."""
+        for incident in unresolved:
+            if incident.service in self._catalog:
+                self._incidents[incident.service] = incident
+        self._tasks.spawn(self._dispatch(), name="dispatcher")
+
+    async def close(self) -> None:
+        """Stop: running recoveries are cancelled where they stand and recorded as interrupted."""
+        await self._tasks.close(timeout=10.0)
+        self._runs.clear()
+
+    def on_transition(self, transition: HealthTransition) -> None:
+        if transition.service in self._runs:
+            return  # a running recovery causes (and judges) its own transitions
+        self._queue.put_nowait(transition)
+
+    async def drain(self) -> None:
+        """Wait until every transition received so far has been handled (for tests, shutdown)."""
+        await self._queue.join()
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def active_count(self) -> int:
+        return len(self._runs)
+
+    def active_recovery(self, service: str) -> Recovery | None:
+        run = self._runs.get(service)
+        return run.recovery if run else None
+
+    # -- automatic path ---------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            transition = await self._queue.get()
+            try:
+                await self._handle(transition)
+            except Exception:
+                log.exception(
+                    "could not handle %s becoming %s", transition.service, transition.current
+                )
+            finally:
+                self._queue.task_done()
+
+    async def _handle(self, transition: HealthTransition) -> None:
+        name = transition.service
+        if name in self._runs or name not in self._catalog:
+            return
+        # Act on the status *now*: the transition may have waited behind a recovery that has
+        # since changed everything; it remains the evidence of what was seen.
+        current = self._tracker.status(name)
+        incident = self._incidents.get(name)
+        if current.serving:
+            if incident is not None:
+                await self._close_incident(
+                    incident, IncidentStatus.RESOLVED, f"healthy again: {transition.reason}"
+                )
+            return
+        if (
+            current is not ServiceStatus.UNHEALTHY
+            or transition.current is not ServiceStatus.UNHEALTHY
+        ):
+            return
+        if incident is not None and incident.status is IncidentStatus.UNRESOLVED:
+            return  # Phoenix gave up on this one; a person (or a healthy spell) must come first
+        if incident is None:
+            incident = await self._open_incident(
+                name, diagnose_transition(transition), transition.at
+            )
+        if not self._policy.auto_recovery:
+            log.warning("%s is unhealthy (%s); automatic recovery is off", name, incident.summary)
+            return
+        spec = self._catalog.get(name)
+        supported = self._platforms.for_service(spec).supported_strategies(spec)
+        if not supported:
+            await self._close_incident(
+                incident,
+                IncidentStatus.UNRESOLVED,
+                f"{incident.summary}; Phoenix can only monitor this service",
+            )
+            return
+        decision = decide(service=name, failure_type=incident.failure_type, supported=supported)
+        recovery = await self._new_recovery(
+            spec, incident, decision, RecoveryTrigger.AUTOMATIC, incident.summary, attempt=1
+        )
+        self._begin(_Run(spec, incident, recovery), previous=None, down_since=incident.detected_at)
+
+    # -- manual path ------------------------------------------------------------------------
+
+    async def trigger(
+        self,
+        *,
+        service: str,
+        strategy: Strategy | None,
+        reason: str,
+        force: bool,
+        trigger: RecoveryTrigger = RecoveryTrigger.MANUAL,
+    ) -> Recovery:
+        """Start a recovery now; refuse (409) if one runs unless ``force`` replaces it."""
+        spec = self._catalog.get(service)
+        supported = self._platforms.for_service(spec).supported_strategies(spec)
+        previous = self._runs.get(service)
+        if previous is not None and not force:
+            raise RecoveryInProgressError(service, previous.recovery.id)
+        view = self._tracker.view(service)
+        known = self._incidents.get(service)
+        if known is None:
+            diagnosis = diagnose_status(view.status, view.reason)
+            incident = self._make_incident(
+                service, diagnosis, self._clock.now(), IncidentSource.MANUAL
+            )
+        else:
+            incident = replace(known, status=IncidentStatus.OPEN)
+        decision = decide(
+            service=service,
+            failure_type=incident.failure_type,
+            supported=supported,
+            requested=strategy,
+        )
+        # Claim the service before the first await, so concurrent triggers see the claim.
+        recovery = self._recovery_record(spec, incident, decision, trigger, reason, 1, force)
+        if previous is None and not self._slots.locked():
+            # It starts as soon as this call returns; say so (the seed answers in_progress).
+            recovery = replace(
+                recovery, status=RecoveryStatus.IN_PROGRESS, started_at=recovery.created_at
+            )
+        run = _Run(spec, incident, recovery)
+        self._runs[service] = run
+        if previous is not None:
+            previous.cancel.set()
+        try:
+            if known is None or known.status is not IncidentStatus.OPEN:
+                await self._recorder.save_incident(incident)
+                self._incidents[service] = incident
+            recovery = replace(
+                recovery, estimated_duration=await self._estimate(service, decision.strategy)
+            )
+            run.recovery = recovery
+            await self._recorder.save_recovery(recovery)
+        except BaseException:
+            if self._runs.get(service) is run:
+                del self._runs[service]
+            raise
+        down_since = incident.detected_at if not view.status.serving else None
+        self._begin(run, previous=previous, down_since=down_since, registered=True)
+        return recovery
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _begin(
+        self,
+        run: _Run,
+        *,
+        previous: _Run | None,
+        down_since: datetime | None,
+        registered: bool = False,
+    ) -> None:
+        if not registered:
+            self._runs[run.service.name] = run
+        self._tasks.spawn(self._attempts(run, previous, down_since), name=run.service.name)
+
+    async def _attempts(
+        self, run: _Run, previous: _Run | None, down_since: datetime | None
+    ) -> None:
+        name = run.service.name
+        try:
+            if previous is not None:
+                await previous.done.wait()
+            attempt = run.recovery.attempt
+            while True:
+                if run.cancel.is_set():
+                    await self._cancel_unstarted(run)
+                    return
+                async with self._slots:
+                    plan = PLANNERS[run.recovery.strategy](run.service)
+                    result = await self._executor.execute(
+                        run.recovery, run.service, plan, cancel=run.cancel, down_since=down_since
+                    )
+                run.recovery = result
+                if result.status is RecoveryStatus.COMPLETED:
+                    await self._close_incident(
+                        run.incident,
+                        IncidentStatus.RESOLVED,
+                        f"recovered by {result.strategy.value} ({result.id})",
+                    )
+                    return
+                if result.status is RecoveryStatus.CANCELLED:
+                    return
+                if attempt >= self._policy.max_attempts:
+                    log.error(
+                        "%s: giving up after %d attempt(s); last: %s", name, attempt, result.id
+                    )
+                    await self._close_incident(
+                        run.incident,
+                        IncidentStatus.UNRESOLVED,
+                        f"gave up after {attempt} recovery attempt(s); last {result.id}",
+                    )
+                    return
+                delay = self._backoff(run.service, attempt)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(run.cancel.wait(), delay)
+                if run.cancel.is_set():
+                    return
+                attempt += 1
+                spec = run.service
+                supported = self._platforms.for_service(spec).supported_strategies(spec)
+                decision = decide(
+                    service=name,
+                    failure_type=run.incident.failure_type,
+                    supported=supported,
+                    requested=result.strategy
+                    if result.decision.source is DecisionSource.MANUAL
+                    else None,
+                )
+                run.recovery = await self._new_recovery(
+                    spec, run.incident, decision, result.trigger, result.reason, attempt
+                )
+        finally:
+            run.done.set()
+            if self._runs.get(name) is run:
+                del self._runs[name]
+
+    def _backoff(self, service: ServiceSpec, attempt: int) -> float:
+        backoff = service.recovery.backoff
+        return float(min(backoff.max, backoff.initial * 2 ** (attempt - 1)))
+
+    async def _cancel_unstarted(self, run: _Run) -> None:
+        run.recovery = replace(
+            run.recovery, status=RecoveryStatus.CANCELLED, ended_at=self._clock.now()
+        )
+        await self._recorder.save_recovery(run.recovery)
+
+    # -- records ----------------------------------------------------------------------------
+
+    def _make_incident(
+        self, service: str, diagnosis: Diagnosis, at: datetime, source: IncidentSource
+    ) -> Incident:
+        return Incident(
+            id=ids.new_id(ids.INCIDENT),
+            service=service,
+            failure_type=diagnosis.failure_type,
+            status=IncidentStatus.OPEN,
+            detected_at=at,
+            source=source,
+            summary=diagnosis.summary,
+            evidence=diagnosis.evidence,
+        )
+
+    async def _open_incident(self, service: str, diagnosis: Diagnosis, at: datetime) -> Incident:
+        incident = self._make_incident(service, diagnosis, at, IncidentSource.DETECTED)
+        self._incidents[service] = incident
+        await self._recorder.save_incident(incident)
+        log.warning(
+            "%s: incident %s %s: %s", service, incident.id, incident.failure_type, incident.summary
+        )
+        return incident
+
+    async def _close_incident(
+        self, incident: Incident, status: IncidentStatus, summary: str
+    ) -> None:
+        closed = replace(
+            incident,
+            status=status,
+            resolved_at=self._clock.now() if status is IncidentStatus.RESOLVED else None,
+            summary=f"{incident.summary}; {summary}",
+        )
+        if status is IncidentStatus.RESOLVED:
+            current = self._incidents.get(incident.service)
+            if current is not None and current.id == incident.id:
+                del self._incidents[incident.service]
+        else:
+            self._incidents[incident.service] = closed
+        await self._recorder.save_incident(closed)
+
+    def _recovery_record(
+        self,
+        spec: ServiceSpec,
+        incident: Incident,
+        decision: Decision,
+        trigger: RecoveryTrigger,
+        reason: str,
+        attempt: int,
+        force: bool = False,
+    ) -> Recovery:
+        return Recovery(
+            id=ids.new_id(ids.RECOVERY),
+            service=spec.name,
+            strategy=decision.strategy,
+            status=RecoveryStatus.PENDING,
+            trigger=trigger,
+            decision=decision,
+            created_at=self._clock.now(),
+            reason=reason,
+            incident_id=incident.id,
+            attempt=attempt,
+            force=force,
+        )
+
+    async def _new_recovery(
+        self,
+        spec: ServiceSpec,
+        incident: Incident,
+        decision: Decision,
+        trigger: RecoveryTrigger,
+        reason: str,
+        attempt: int,
+    ) -> Recovery:
+        recovery = self._recovery_record(spec, incident, decision, trigger, reason, attempt)
+        recovery = replace(
+            recovery, estimated_duration=await self._estimate(spec.name, decision.strategy)
+        )
+        await self._recorder.save_recovery(recovery)
+        return recovery
+
+    async def _estimate(self, service: str, strategy: Strategy) -> float:
+        """Median of this service's recent successful recoveries by ``strategy``, else a default."""
+        durations = await self._recorder.successful_durations(service, strategy, 20)
+        if durations:
+            return round(statistics.median(durations), 3)
+        return DEFAULT_ESTIMATES[strategy]

@@ -1,0 +1,232 @@
+"""Phoenix's engine, wired: store, platforms, probes, health tracking, recovery.
+
+This is the one place that knows every part. Signals flow one way: platform events and
+probe results become observations for the tracker; its transitions go to the
+orchestrator (which recovers) and to the store (which keeps uptime across restarts).
+:meth:`Runtime.start` and :meth:`Runtime.stop` bring it all up and down in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sys
+from datetime import timedelta
+
+from phoenix_server.config.settings import Settings
+from phoenix_server.detection.health_tracking import HealthTracker
+from phoenix_server.domain.clock import Clock, SystemClock
+from phoenix_server.domain.health import (
+    HealthTransition,
+    Observation,
+    ObservationKind,
+    ServiceStatus,
+)
+from phoenix_server.domain.services import (
+    Instance,
+    InstanceState,
+    PlatformKind,
+    ServiceCatalog,
+    ServiceSpec,
+)
+from phoenix_server.monitoring.probing import Prober, target_for
+from phoenix_server.monitoring.scheduling import ProbeScheduler
+from phoenix_server.monitoring.verifying import ProbeVerifier
+from phoenix_server.platforms.base import (
+    InstanceEvent,
+    InstanceEventKind,
+    PlatformRegistry,
+    describe_exit,
+)
+from phoenix_server.platforms.external import ExternalPlatform
+from phoenix_server.platforms.local.supervisor import LocalPlatform
+from phoenix_server.recovery.executing import ExecutionLimits, Executor
+from phoenix_server.recovery.orchestrating import Orchestrator, RecoveryPolicy
+from phoenix_server.store import health_events, incidents, recoveries
+from phoenix_server.store.database import Store
+from phoenix_server.store.recording import StoreJournal, StoreRecorder
+from phoenix_server.support.tasks import SupervisedTasks
+
+log = logging.getLogger("phoenix")
+
+UPTIME_HORIZON = timedelta(hours=24)
+
+
+def owner_id(settings: Settings) -> str:
+    """Names this installation (its data directory) in the processes it starts."""
+    return hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: ServiceCatalog,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.tracker = HealthTracker(catalog, self.clock)
+        self.prober = Prober()
+        self.scheduler = ProbeScheduler(self.prober, self.tracker, self.clock)
+        self.verifier = ProbeVerifier(self.prober, self.tracker, self.clock, python=sys.executable)
+        self.local = LocalPlatform(
+            log_dir=settings.log_dir,
+            journal=StoreJournal(store),
+            clock=self.clock,
+            owner=owner_id(settings),
+        )
+        self.platforms = PlatformRegistry(
+            {PlatformKind.LOCAL: self.local, PlatformKind.EXTERNAL: ExternalPlatform()}
+        )
+        recorder = StoreRecorder(store)
+        self.executor = Executor(
+            platforms=self.platforms,
+            verifier=self.verifier,
+            recorder=recorder,
+            clock=self.clock,
+            status_of=self.tracker.status,
+            limits=ExecutionLimits(recovery_timeout=settings.recovery_timeout),
+        )
+        self.orchestrator = Orchestrator(
+            catalog=catalog,
+            platforms=self.platforms,
+            tracker=self.tracker,
+            executor=self.executor,
+            recorder=recorder,
+            clock=self.clock,
+            policy=RecoveryPolicy(
+                auto_recovery=settings.auto_recovery,
+                max_attempts=settings.max_recovery_attempts,
+                max_concurrent=settings.max_concurrent_recoveries,
+            ),
+        )
+        self._status_changes: asyncio.Queue[HealthTransition] = asyncio.Queue()
+        self._background = SupervisedTasks("runtime")
+        self._stopping = False
+
+    async def start(self) -> None:
+        now = self.clock.now()
+        interrupted = await self.store.write(recoveries.interrupt_unfinished, at=now)
+        if interrupted:
+            log.warning(
+                "marked %d recovery(ies) interrupted by the previous stop", len(interrupted)
+            )
+        await self.store.write(health_events.prune, before=now - UPTIME_HORIZON)
+        history = await self.store.read(health_events.status_history, since=now - UPTIME_HORIZON)
+        for service, events in history.items():
+            if service in self.catalog:
+                self.tracker.seed_uptime(service, events)
+        self.tracker.subscribe(self._on_transition)
+        self.local.subscribe(self._on_instance_event)
+        self.orchestrator.start(await self.store.read(incidents.unresolved_incidents))
+        self._background.spawn(self._persist_status_changes(), name="status-writer")
+        for spec in self.catalog:
+            if spec.platform is PlatformKind.EXTERNAL:
+                self.scheduler.add(target_for(spec, None, python=sys.executable))
+        local_specs = [spec for spec in self.catalog if spec.platform is PlatformKind.LOCAL]
+        await self.local.reconcile(local_specs)
+        for spec in local_specs:
+            fresh = [
+                i for i in self.local.instances(spec.name) if i.state is InstanceState.STARTING
+            ]
+            if fresh:
+                self._background.spawn(self._admit(spec, fresh), name=f"admit-{spec.name}")
+        log.info(
+            "watching %d service(s); automatic recovery %s",
+            len(self.catalog),
+            "on" if self.settings.auto_recovery else "OFF",
+        )
+
+    async def _admit(self, spec: ServiceSpec, instances: list[Instance]) -> None:
+        """Put instances started at boot in rotation once they pass their health check
+        (if they never do, their probes make the service unhealthy and recovery follows)."""
+        verification = await self.verifier.verify(
+            spec, instances, timeout=spec.health.startup_timeout
+        )
+        if verification.ok:
+            await self.local.mark_serving(spec, [i.id for i in instances])
+
+    async def stop(self) -> None:
+        await self.orchestrator.close()
+        await self.scheduler.close()
+        self._stopping = True
+        await self.local.shutdown(keep_running=self.settings.keep_services)
+        now = self.clock.now()
+        self.tracker.mark_unobserved(now)
+        for spec in self.catalog:
+            self._status_changes.put_nowait(
+                HealthTransition(
+                    spec.name, ServiceStatus.UNKNOWN, ServiceStatus.UNKNOWN, now, "Phoenix stopped"
+                )
+            )
+        await asyncio.wait_for(self._status_changes.join(), 10)
+        await self._background.close()
+        await self.prober.close()
+
+    # -- signal routing ---------------------------------------------------------------------
+
+    def _on_instance_event(self, event: InstanceEvent) -> None:
+        instance = event.instance
+        kind_map = {
+            InstanceEventKind.STARTED: ObservationKind.STARTED,
+            InstanceEventKind.ADOPTED: ObservationKind.ADOPTED,
+            InstanceEventKind.EXITED: ObservationKind.EXIT,
+            InstanceEventKind.STOPPED: ObservationKind.REMOVED,
+        }
+        if self._stopping:
+            return  # Phoenix is stopping its own services: not a signal about them
+        if event.kind in (InstanceEventKind.STARTED, InstanceEventKind.ADOPTED):
+            spec = self.catalog.get(instance.service)
+            self.scheduler.add(target_for(spec, instance, python=sys.executable))
+            detail = f"{instance.id} {event.kind.value} (pid {instance.pid})"
+        elif event.kind is InstanceEventKind.EXITED:
+            self.scheduler.remove(instance.id)
+            detail = f"{instance.id} {describe_exit(instance.exit_code)}"
+        else:
+            self.scheduler.remove(instance.id)
+            detail = f"{instance.id} stopped by Phoenix"
+        self.tracker.observe(
+            Observation(
+                service=instance.service,
+                target=instance.id,
+                kind=kind_map[event.kind],
+                at=self.clock.now(),
+                ok=event.kind is not InstanceEventKind.EXITED,
+                detail=detail,
+            )
+        )
+
+    def _on_transition(self, transition: HealthTransition) -> None:
+        level = logging.INFO if transition.current.serving else logging.WARNING
+        log.log(
+            level,
+            "%s: %s -> %s (%s)",
+            transition.service,
+            transition.previous.value,
+            transition.current.value,
+            transition.reason,
+        )
+        self._status_changes.put_nowait(transition)
+        self.orchestrator.on_transition(transition)
+
+    async def _persist_status_changes(self) -> None:
+        while True:
+            transition = await self._status_changes.get()
+            try:
+                await self.store.write(
+                    health_events.record_status,
+                    service=transition.service,
+                    at=transition.at,
+                    status=transition.current,
+                    reason=transition.reason,
+                )
+            except Exception:
+                log.exception("could not record %s's status change", transition.service)
+            finally:
+                self._status_changes.task_done()

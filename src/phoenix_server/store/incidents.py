@@ -1,0 +1,96 @@
+"""Incidents: mapping and queries."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from phoenix_server.domain.errors import NotFoundError
+from phoenix_server.domain.incidents import FailureType, Incident, IncidentSource, IncidentStatus
+from phoenix_server.store.tables import IncidentRow
+
+
+def _fill_row(row: IncidentRow, incident: Incident) -> None:
+    row.service = incident.service
+    row.failure_type = incident.failure_type.value
+    row.status = incident.status.value
+    row.source = incident.source.value
+    row.summary = incident.summary
+    row.evidence = list(incident.evidence)
+    row.detected_at = incident.detected_at
+    row.resolved_at = incident.resolved_at
+    row.false_positive = incident.false_positive
+
+
+def _from_row(row: IncidentRow) -> Incident:
+    return Incident(
+        id=row.id,
+        service=row.service,
+        failure_type=FailureType(row.failure_type),
+        status=IncidentStatus(row.status),
+        detected_at=row.detected_at,
+        source=IncidentSource(row.source),
+        summary=row.summary,
+        evidence=tuple(row.evidence or ()),
+        resolved_at=row.resolved_at,
+        false_positive=row.false_positive,
+    )
+
+
+def save_incident(session: Session, incident: Incident) -> None:
+    row = session.get(IncidentRow, incident.id)
+    if row is None:
+        row = IncidentRow(id=incident.id)
+        session.add(row)
+    _fill_row(row, incident)
+
+
+def get_incident(session: Session, incident_id: str) -> Incident:
+    row = session.get(IncidentRow, incident_id)
+    if row is None:
+        raise NotFoundError(f"no incident with id '{incident_id}'")
+    return _from_row(row)
+
+
+def list_incidents(
+    session: Session,
+    *,
+    service: str | None,
+    status: IncidentStatus | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Incident], int]:
+    conditions = []
+    if service is not None:
+        conditions.append(IncidentRow.service == service)
+    if status is not None:
+        conditions.append(IncidentRow.status == status.value)
+    total = session.scalar(select(func.count()).select_from(IncidentRow).where(*conditions)) or 0
+    rows = session.scalars(
+        select(IncidentRow)
+        .where(*conditions)
+        .order_by(IncidentRow.detected_at.desc(), IncidentRow.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return [_from_row(row) for row in rows], total
+
+
+def unresolved_incidents(session: Session) -> list[Incident]:
+    """The newest open or unresolved incident of each service, oldest first."""
+    rows = session.scalars(
+        select(IncidentRow)
+        .where(IncidentRow.status != IncidentStatus.RESOLVED.value)
+        .order_by(IncidentRow.detected_at)
+    ).all()
+    latest = {row.service: _from_row(row) for row in rows}
+    return list(latest.values())
+
+
+def mark_false_positive(session: Session, incident_id: str) -> Incident:
+    """Record an operator's verdict that this incident was no real failure."""
+    row = session.get(IncidentRow, incident_id)
+    if row is None:
+        raise NotFoundError(f"no incident with id '{incident_id}'")
+    row.false_positive = True
+    return _from_row(row)

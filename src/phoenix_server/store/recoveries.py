@@ -1,0 +1,234 @@
+"""Recoveries and their steps: the mapping between rows and domain objects, and the queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from phoenix_server.domain.errors import NotFoundError
+from phoenix_server.domain.recoveries import (
+    ACTIVE_RECOVERY_STATUSES,
+    Candidate,
+    DataIntegrity,
+    Decision,
+    DecisionSource,
+    Outcome,
+    Recovery,
+    RecoveryMetrics,
+    RecoveryStatus,
+    RecoveryTrigger,
+    Step,
+    StepCondition,
+    StepStatus,
+    Strategy,
+)
+from phoenix_server.store.tables import RecoveryRow, StepRow
+
+
+@dataclass(frozen=True)
+class RecoveryFilter:
+    service: str | None = None
+    status: RecoveryStatus | None = None
+    strategy: Strategy | None = None
+    incident_id: str | None = None
+
+
+def _decision_to_json(decision: Decision) -> dict[str, Any]:
+    return {
+        "strategy": decision.strategy.value,
+        "source": decision.source.value,
+        "reason": decision.reason,
+        "candidates": [
+            {"strategy": c.strategy.value, "score": c.score} for c in decision.candidates
+        ],
+    }
+
+
+def _decision_from_json(data: dict[str, Any]) -> Decision:
+    return Decision(
+        strategy=Strategy(data["strategy"]),
+        source=DecisionSource(data["source"]),
+        reason=data.get("reason", ""),
+        candidates=tuple(
+            Candidate(Strategy(c["strategy"]), float(c["score"]))
+            for c in data.get("candidates", [])
+        ),
+    )
+
+
+def _fill_row(row: RecoveryRow, recovery: Recovery) -> None:
+    row.service = recovery.service
+    row.incident_id = recovery.incident_id
+    row.strategy = recovery.strategy.value
+    row.status = recovery.status.value
+    row.outcome = recovery.outcome.value if recovery.outcome else None
+    row.trigger = recovery.trigger.value
+    row.reason = recovery.reason
+    row.attempt = recovery.attempt
+    row.force = recovery.force
+    row.decision = _decision_to_json(recovery.decision)
+    row.created_at = recovery.created_at
+    row.started_at = recovery.started_at
+    row.ended_at = recovery.ended_at
+    row.estimated_duration = recovery.estimated_duration
+    row.downtime = recovery.metrics.downtime
+    row.requests_lost = recovery.metrics.requests_lost
+    row.data_integrity = recovery.metrics.data_integrity.value
+    row.playbook_id = recovery.playbook_id
+    row.playbook_version = recovery.playbook_version
+
+
+def _fill_step(row: StepRow, step: Step) -> None:
+    row.name = step.name
+    row.action = step.action
+    row.status = step.status.value
+    row.timeout = step.timeout
+    row.condition = step.condition.value
+    row.started_at = step.started_at
+    row.ended_at = step.ended_at
+    row.detail = step.detail
+
+
+def _step_from_row(row: StepRow) -> Step:
+    return Step(
+        position=row.position,
+        name=row.name,
+        action=row.action,
+        status=StepStatus(row.status),
+        timeout=row.timeout,
+        condition=StepCondition(row.condition),
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        detail=row.detail,
+    )
+
+
+def _from_row(row: RecoveryRow, steps: list[StepRow] | None) -> Recovery:
+    return Recovery(
+        id=row.id,
+        service=row.service,
+        strategy=Strategy(row.strategy),
+        status=RecoveryStatus(row.status),
+        trigger=RecoveryTrigger(row.trigger),
+        decision=_decision_from_json(row.decision),
+        created_at=row.created_at,
+        reason=row.reason,
+        incident_id=row.incident_id,
+        attempt=row.attempt,
+        steps=tuple(_step_from_row(s) for s in steps or []),
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        outcome=Outcome(row.outcome) if row.outcome else None,
+        metrics=RecoveryMetrics(
+            downtime=row.downtime,
+            requests_lost=row.requests_lost,
+            data_integrity=DataIntegrity(row.data_integrity),
+        ),
+        estimated_duration=row.estimated_duration,
+        force=row.force,
+        playbook_id=row.playbook_id,
+        playbook_version=row.playbook_version,
+    )
+
+
+def save_recovery(session: Session, recovery: Recovery) -> None:
+    """Insert or update the recovery and every one of its steps."""
+    row = session.get(RecoveryRow, recovery.id)
+    if row is None:
+        row = RecoveryRow(id=recovery.id)
+        session.add(row)
+    _fill_row(row, recovery)
+    for step in recovery.steps:
+        save_step(session, recovery.id, step)
+
+
+def save_step(session: Session, recovery_id: str, step: Step) -> None:
+    row = session.get(StepRow, (recovery_id, step.position))
+    if row is None:
+        row = StepRow(recovery_id=recovery_id, position=step.position)
+        session.add(row)
+    _fill_step(row, step)
+
+
+def get_recovery(session: Session, recovery_id: str) -> Recovery:
+    row = session.scalars(
+        select(RecoveryRow)
+        .where(RecoveryRow.id == recovery_id)
+        .options(selectinload(RecoveryRow.steps))
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no recovery with id '{recovery_id}'")
+    return _from_row(row, row.steps)
+
+
+def list_recoveries(
+    session: Session, *, where: RecoveryFilter, limit: int, offset: int
+) -> tuple[list[Recovery], int]:
+    """Newest first, without steps; and how many match in all."""
+    conditions = []
+    if where.service is not None:
+        conditions.append(RecoveryRow.service == where.service)
+    if where.status is not None:
+        conditions.append(RecoveryRow.status == where.status.value)
+    if where.strategy is not None:
+        conditions.append(RecoveryRow.strategy == where.strategy.value)
+    if where.incident_id is not None:
+        conditions.append(RecoveryRow.incident_id == where.incident_id)
+    total = session.scalar(select(func.count()).select_from(RecoveryRow).where(*conditions)) or 0
+    rows = session.scalars(
+        select(RecoveryRow)
+        .where(*conditions)
+        .order_by(RecoveryRow.created_at.desc(), RecoveryRow.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return [_from_row(row, None) for row in rows], total
+
+
+def interrupt_unfinished(session: Session, *, at: datetime) -> list[str]:
+    """Close recoveries a stopped Phoenix left open: they are ``interrupted``, never stuck."""
+    active = [status.value for status in ACTIVE_RECOVERY_STATUSES]
+    ids = list(session.scalars(select(RecoveryRow.id).where(RecoveryRow.status.in_(active))))
+    if not ids:
+        return []
+    session.execute(
+        update(StepRow)
+        .where(StepRow.recovery_id.in_(ids), StepRow.status == StepStatus.RUNNING.value)
+        .values(status=StepStatus.FAILED.value, ended_at=at, detail="Phoenix stopped")
+    )
+    session.execute(
+        update(RecoveryRow)
+        .where(RecoveryRow.id.in_(ids))
+        .values(status=RecoveryStatus.INTERRUPTED.value, ended_at=at)
+    )
+    return ids
+
+
+def successful_durations(
+    session: Session, *, service: str, strategy: Strategy, limit: int
+) -> list[float]:
+    rows = session.execute(
+        select(RecoveryRow.started_at, RecoveryRow.ended_at)
+        .where(
+            RecoveryRow.service == service,
+            RecoveryRow.strategy == strategy.value,
+            RecoveryRow.outcome == Outcome.SUCCESS.value,
+        )
+        .order_by(RecoveryRow.created_at.desc())
+        .limit(limit)
+    ).all()
+    return [(ended - started).total_seconds() for started, ended in rows if started and ended]
+
+
+def count_active(session: Session) -> int:
+    active = [status.value for status in ACTIVE_RECOVERY_STATUSES]
+    return (
+        session.scalar(
+            select(func.count()).select_from(RecoveryRow).where(RecoveryRow.status.in_(active))
+        )
+        or 0
+    )

@@ -1,0 +1,163 @@
+"""The storage layout. Rows are not domain objects: each repository module maps between them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from phoenix_server.support.timefmt import as_utc
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, whatever the database keeps (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return as_utc(value) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RecoveryRow(Base):
+    __tablename__ = "recoveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    service: Mapped[str] = mapped_column(String(128), index=True)
+    incident_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    strategy: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    force: Mapped[bool] = mapped_column(Boolean, default=False)
+    decision: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    estimated_duration: Mapped[float | None] = mapped_column(Float)
+    downtime: Mapped[float | None] = mapped_column(Float)
+    requests_lost: Mapped[int | None] = mapped_column(Integer)
+    data_integrity: Mapped[str] = mapped_column(String(16), default="unverified")
+    playbook_id: Mapped[str | None] = mapped_column(String(40))
+    playbook_version: Mapped[int | None] = mapped_column(Integer)
+
+    steps: Mapped[list[StepRow]] = relationship(
+        back_populates="recovery",
+        order_by="StepRow.position",
+        cascade="all, delete-orphan",
+        lazy="raise",
+    )
+
+    __table_args__ = (Index("ix_recoveries_service_created", "service", "created_at"),)
+
+
+class StepRow(Base):
+    __tablename__ = "recovery_steps"
+
+    recovery_id: Mapped[str] = mapped_column(
+        ForeignKey("recoveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    timeout: Mapped[float] = mapped_column(Float)
+    condition: Mapped[str] = mapped_column(String(32), default="always")
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    recovery: Mapped[RecoveryRow] = relationship(back_populates="steps")
+
+
+class IncidentRow(Base):
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    service: Mapped[str] = mapped_column(String(128), index=True)
+    failure_type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[list[str]] = mapped_column(JSON)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    false_positive: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PlaybookRow(Base):
+    __tablename__ = "playbooks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    service: Mapped[str | None] = mapped_column(String(128), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    source: Mapped[str] = mapped_column(String(16), default="api")
+    triggers: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class InstanceRow(Base):
+    """What the local platform runs, so a restarted Phoenix can adopt it."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    service: Mapped[str] = mapped_column(String(128), index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    port: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    log_path: Mapped[str | None] = mapped_column(Text)
+    config_hash: Mapped[str] = mapped_column(String(64), default="")
+    process_start: Mapped[float | None] = mapped_column(Float)
+
+
+class HealthEventRow(Base):
+    """Service status changes, for uptime across Phoenix restarts."""
+
+    __tablename__ = "health_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_health_events_service_at", "service", "at"),)

@@ -1,0 +1,1 @@
+"""Small helpers every layer may use: durations, timestamps, supervised tasks, process identity."""
