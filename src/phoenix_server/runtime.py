@@ -42,7 +42,7 @@ from phoenix_server.platforms.base import (
 from phoenix_server.platforms.external import ExternalPlatform
 from phoenix_server.platforms.local.supervisor import LocalPlatform
 from phoenix_server.recovery.executing import ExecutionLimits, Executor
-from phoenix_server.recovery.orchestrating import Orchestrator, RecoveryPolicy
+from phoenix_server.recovery.orchestrating import DURATIONS_KEPT, Orchestrator, RecoveryPolicy
 from phoenix_server.store import health_events, incidents, recoveries
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreJournal, StoreRecorder
@@ -51,6 +51,7 @@ from phoenix_server.support.tasks import SupervisedTasks
 log = logging.getLogger("phoenix")
 
 UPTIME_HORIZON = timedelta(hours=24)
+STATUS_BATCH_DELAY = 0.2
 
 
 def owner_id(settings: Settings) -> str:
@@ -124,7 +125,10 @@ class Runtime:
                 self.tracker.seed_uptime(service, events)
         self.tracker.subscribe(self._on_transition)
         self.local.subscribe(self._on_instance_event)
-        self.orchestrator.start(await self.store.read(incidents.unresolved_incidents))
+        self.orchestrator.start(
+            await self.store.read(incidents.unresolved_incidents),
+            await self.store.read(recoveries.recent_successful_durations, per_key=DURATIONS_KEPT),
+        )
         self._background.spawn(self._persist_status_changes(), name="status-writer")
         for spec in self.catalog:
             if spec.platform is PlatformKind.EXTERNAL:
@@ -216,17 +220,20 @@ class Runtime:
         self.orchestrator.on_transition(transition)
 
     async def _persist_status_changes(self) -> None:
+        """Write status changes in batches, a moment after they happen: uptime can wait a
+        fraction of a second, a recovery's own writes (same writer) should not."""
         while True:
-            transition = await self._status_changes.get()
+            batch = [await self._status_changes.get()]
+            await asyncio.sleep(STATUS_BATCH_DELAY)
+            while not self._status_changes.empty():
+                batch.append(self._status_changes.get_nowait())
             try:
                 await self.store.write(
-                    health_events.record_status,
-                    service=transition.service,
-                    at=transition.at,
-                    status=transition.current,
-                    reason=transition.reason,
+                    health_events.record_statuses,
+                    [(t.service, t.at, t.current, t.reason) for t in batch],
                 )
             except Exception:
-                log.exception("could not record %s's status change", transition.service)
+                log.exception("could not record %d status change(s)", len(batch))
             finally:
-                self._status_changes.task_done()
+                for _ in batch:
+                    self._status_changes.task_done()

@@ -1,8 +1,10 @@
 """Health verification after a recovery step: probe fresh instances fast until they pass.
 
 The regular schedule probes every few seconds; a recovery cannot wait that long to know a
-restarted service answers. The verifier polls each new instance from 10 ms, growing by
-half each time up to the probe interval (at most 0.5 s), until it passes
+restarted service answers. The verifier polls each new instance every 5 ms at first,
+growing by 15 % each time up to the probe interval (at most 0.5 s): a refused connection
+costs a fraction of a millisecond, and every poll saved is downtime added. It stops when
+the instance passes
 ``success_threshold`` times in a row — then reports the pass to the tracker, so the
 service's status turns healthy at the same moment.
 """
@@ -18,7 +20,8 @@ from phoenix_server.domain.health import Observation, ObservationKind, Verificat
 from phoenix_server.domain.services import Instance, ServiceSpec
 from phoenix_server.monitoring.probing import Prober, target_for
 
-FIRST_POLL = 0.01
+FIRST_POLL = 0.005
+GROWTH = 1.15
 MAX_POLL = 0.5
 
 
@@ -73,4 +76,4 @@ class ProbeVerifier:
                 )
                 return
             await self._clock.sleep(delay)
-            delay = min(delay * 1.5, ceiling)
+            delay = min(delay * GROWTH, ceiling)

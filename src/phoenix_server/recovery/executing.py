@@ -18,6 +18,7 @@ from datetime import datetime
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.errors import PhoenixError
 from phoenix_server.domain.health import ServiceStatus
+from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import (
     DataIntegrity,
     Outcome,
@@ -61,6 +62,48 @@ def should_run(condition: StepCondition, previous_ok: bool | None, status: Servi
             return not status.serving
 
 
+class _Progress:
+    """The steps of one run and which changed since the last write.
+
+    A step's end is written together with the next step's start (one transaction, and
+    nothing happens between the two), and the first write carries the whole recovery.
+    """
+
+    def __init__(
+        self,
+        recorder: RecoveryRecorder,
+        recovery: Recovery,
+        steps: list[Step],
+        incident: Incident | None,
+    ) -> None:
+        self._recorder = recorder
+        self._recovery = recovery
+        self._incident = incident
+        self.steps = steps
+        self._unsaved: set[int] = set()
+        self._written = False
+
+    @property
+    def unwritten_incident(self) -> Incident | None:
+        """The new incident, until the first write has carried it."""
+        return None if self._written else self._incident
+
+    def set(self, step: Step) -> None:
+        self.steps[step.position] = step
+        self._unsaved.add(step.position)
+
+    async def flush(self) -> None:
+        if not self._written:
+            await self._recorder.save_recovery(
+                replace(self._recovery, steps=tuple(self.steps)), incident=self._incident
+            )
+            self._written = True
+        elif self._unsaved:
+            changed = [self.steps[i] for i in sorted(self._unsaved)]
+            await self._recorder.save_steps(self._recovery.id, changed)
+        self._unsaved.clear()
+
+
 class Executor:
     def __init__(
         self,
@@ -89,20 +132,25 @@ class Executor:
         *,
         cancel: asyncio.Event,
         down_since: datetime | None,
+        new_incident: Incident | None = None,
     ) -> Recovery:
-        """Run ``plan``; return the finished recovery (also saved)."""
+        """Run ``plan``; return the finished recovery (also saved). ``new_incident`` is
+        written with the recovery's first record, before any step acts."""
         clock = self._clock
-        steps = [
-            Step(i, p.name, p.action, StepStatus.PENDING, p.timeout, p.condition)
-            for i, p in enumerate(plan)
-        ]
         recovery = replace(
             recovery,
             status=RecoveryStatus.IN_PROGRESS,
             started_at=recovery.started_at or clock.now(),
-            steps=tuple(steps),
         )
-        await self._recorder.save_recovery(recovery)
+        progress = _Progress(
+            self._recorder,
+            recovery,
+            [
+                Step(i, p.name, p.action, StepStatus.PENDING, p.timeout, p.condition)
+                for i, p in enumerate(plan)
+            ],
+            new_incident,
+        )
         ctx = StepContext(
             service=service,
             platform=self._platforms.for_service(service),
@@ -115,30 +163,25 @@ class Executor:
         cancelled = False
         try:
             for index, planned in enumerate(plan):
-                step = steps[index]
+                step = progress.steps[index]
+                skip_reason = None
                 if cancel.is_set():
                     cancelled = True
-                    steps[index] = replace(step, status=StepStatus.SKIPPED, detail="cancelled")
+                    skip_reason = "cancelled"
+                elif aborted_by is not None:
+                    skip_reason = f"not run: step '{aborted_by.name}' {aborted_by.status.value}"
+                elif not should_run(planned.condition, previous_ok, self._status_of(service.name)):
+                    skip_reason = f"condition {planned.condition.value} not met"
+                if skip_reason is not None:
+                    progress.set(replace(step, status=StepStatus.SKIPPED, detail=skip_reason))
                     continue
-                if aborted_by is not None:
-                    steps[index] = replace(
-                        step,
-                        status=StepStatus.SKIPPED,
-                        detail=f"not run: step '{aborted_by.name}' {aborted_by.status.value}",
-                    )
-                    continue
-                if not should_run(planned.condition, previous_ok, self._status_of(service.name)):
-                    steps[index] = replace(
-                        step,
-                        status=StepStatus.SKIPPED,
-                        detail=f"condition {planned.condition.value} not met",
-                    )
-                    await self._recorder.save_step(recovery.id, steps[index])
-                    continue
-                steps[index] = await self._run_step(recovery, step, planned, ctx, deadline)
-                previous_ok = steps[index].status is StepStatus.COMPLETED
+                progress.set(replace(step, status=StepStatus.RUNNING, started_at=clock.now()))
+                await progress.flush()
+                done = await self._run_step(recovery, progress.steps[index], planned, ctx, deadline)
+                progress.set(done)
+                previous_ok = done.status is StepStatus.COMPLETED
                 if not previous_ok and planned.abort_on_failure:
-                    aborted_by = steps[index]
+                    aborted_by = done
         except asyncio.CancelledError:
             # Phoenix is stopping mid-recovery: leave an honest record, then stop.
             ended = clock.now()
@@ -146,7 +189,7 @@ class Executor:
                 replace(s, status=StepStatus.FAILED, ended_at=ended, detail="Phoenix stopped")
                 if s.status is StepStatus.RUNNING
                 else s
-                for s in steps
+                for s in progress.steps
             ]
             final = replace(
                 recovery,
@@ -154,9 +197,19 @@ class Executor:
                 ended_at=ended,
                 steps=tuple(interrupted),
             )
-            await asyncio.shield(self._recorder.save_recovery(final))
+            await asyncio.shield(
+                self._recorder.save_recovery(final, incident=progress.unwritten_incident)
+            )
             raise
-        return await self._finish(recovery, steps, ctx, down_since, cancelled, aborted_by)
+        return await self._finish(
+            recovery,
+            progress.steps,
+            ctx,
+            down_since,
+            cancelled,
+            aborted_by,
+            progress.unwritten_incident,
+        )
 
     async def _run_step(
         self,
@@ -166,11 +219,10 @@ class Executor:
         ctx: StepContext,
         deadline: float,
     ) -> Step:
+        """Run one (already recorded as running) step under its timeout; return it finished."""
         clock = self._clock
         remaining = deadline - clock.monotonic()
         timeout = min(planned.timeout, max(remaining, 0.0))
-        step = replace(step, status=StepStatus.RUNNING, started_at=clock.now())
-        await self._recorder.save_step(recovery.id, step)
         handler = self._handlers.get(planned.action)
         status, detail = StepStatus.FAILED, ""
         try:
@@ -193,8 +245,6 @@ class Executor:
         except Exception as exc:  # a bug must not leave the recovery running forever
             log.exception("step %s of %s failed unexpectedly", planned.name, recovery.id)
             detail = f"internal error: {exc.__class__.__name__}: {exc}"
-        step = replace(step, status=status, ended_at=clock.now(), detail=detail)
-        await self._recorder.save_step(recovery.id, step)
         log.info(
             "%s %s step %d %s: %s",
             recovery.id,
@@ -203,7 +253,7 @@ class Executor:
             status.value,
             detail,
         )
-        return step
+        return replace(step, status=status, ended_at=clock.now(), detail=detail)
 
     async def _finish(
         self,
@@ -213,6 +263,7 @@ class Executor:
         down_since: datetime | None,
         cancelled: bool,
         aborted_by: Step | None,
+        unwritten_incident: Incident | None,
     ) -> Recovery:
         ended = self._clock.now()
         if cancelled:
@@ -238,5 +289,5 @@ class Executor:
                 data_integrity=DataIntegrity.UNVERIFIED,
             ),
         )
-        await self._recorder.save_recovery(final)
+        await self._recorder.save_recovery(final, incident=unwritten_incident)
         return final

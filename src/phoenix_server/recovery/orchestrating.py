@@ -42,6 +42,9 @@ from phoenix_server.support.tasks import SupervisedTasks
 
 log = logging.getLogger("phoenix.recovery")
 
+DURATIONS_KEPT = 20
+"""Successful recoveries per (service, strategy) behind ``estimatedDuration``."""
+
 
 @dataclass(frozen=True)
 class RecoveryPolicy:
@@ -60,6 +63,8 @@ class _Run:
     service: ServiceSpec
     incident: Incident
     recovery: Recovery
+    unwritten_incident: Incident | None = None
+    """A just-detected incident, recorded with the first attempt's first write."""
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -87,13 +92,21 @@ class Orchestrator:
         self._runs: dict[str, _Run] = {}
         self._incidents: dict[str, Incident] = {}
         """Per service, the latest incident not yet resolved."""
+        self._durations: dict[tuple[str, Strategy], list[float]] = {}
+        """Recent successful durations per (service, strategy), for estimates without I/O."""
         self._queue: asyncio.Queue[HealthTransition] = asyncio.Queue()
         self._tasks = SupervisedTasks("recovery")
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self, unresolved: list[Incident]) -> None:
-        """Begin handling transitions; ``unresolved`` are incidents left open by a previous run."""
+    def start(
+        self,
+        unresolved: list[Incident],
+        durations: dict[tuple[str, Strategy], list[float]],
+    ) -> None:
+        """Begin handling transitions. ``unresolved``: incidents a previous run left open;
+        ``durations``: recent successful recovery durations, newest first (for estimates)."""
+        self._durations = {key: list(values[:DURATIONS_KEPT]) for key, values in durations.items()}
         for incident in unresolved:
             if incident.service in self._catalog:
                 self._incidents[incident.service] = incident
@@ -157,27 +170,44 @@ class Orchestrator:
             return
         if incident is not None and incident.status is IncidentStatus.UNRESOLVED:
             return  # Phoenix gave up on this one; a person (or a healthy spell) must come first
+        unwritten = None
         if incident is None:
-            incident = await self._open_incident(
-                name, diagnose_transition(transition), transition.at
+            incident = self._make_incident(
+                name, diagnose_transition(transition), transition.at, IncidentSource.DETECTED
             )
-        if not self._policy.auto_recovery:
-            log.warning("%s is unhealthy (%s); automatic recovery is off", name, incident.summary)
-            return
+            self._incidents[name] = incident
+            unwritten = incident
+            log.warning(
+                "%s: incident %s %s: %s",
+                name,
+                incident.id,
+                incident.failure_type.value,
+                incident.summary,
+            )
         spec = self._catalog.get(name)
         supported = self._platforms.for_service(spec).supported_strategies(spec)
-        if not supported:
-            await self._close_incident(
-                incident,
-                IncidentStatus.UNRESOLVED,
-                f"{incident.summary}; Phoenix can only monitor this service",
-            )
+        if not self._policy.auto_recovery or not supported:
+            if unwritten is not None:
+                await self._recorder.save_incident(incident)
+            if not self._policy.auto_recovery:
+                log.warning("%s: automatic recovery is off; recorded only", name)
+            else:
+                await self._close_incident(
+                    incident,
+                    IncidentStatus.UNRESOLVED,
+                    "Phoenix can only monitor this service",
+                )
             return
         decision = decide(service=name, failure_type=incident.failure_type, supported=supported)
-        recovery = await self._new_recovery(
+        recovery = self._new_recovery(
             spec, incident, decision, RecoveryTrigger.AUTOMATIC, incident.summary, attempt=1
         )
-        self._begin(_Run(spec, incident, recovery), previous=None, down_since=incident.detected_at)
+        if self._slots.locked():
+            # It must wait for a slot: record it (and its incident) as pending now.
+            await self._recorder.save_recovery(recovery, incident=unwritten)
+            unwritten = None
+        run = _Run(spec, incident, recovery, unwritten_incident=unwritten)
+        self._begin(run, previous=None, down_since=incident.detected_at)
 
     # -- manual path ------------------------------------------------------------------------
 
@@ -227,7 +257,7 @@ class Orchestrator:
                 await self._recorder.save_incident(incident)
                 self._incidents[service] = incident
             recovery = replace(
-                recovery, estimated_duration=await self._estimate(service, decision.strategy)
+                recovery, estimated_duration=self._estimate(service, decision.strategy)
             )
             run.recovery = recovery
             await self._recorder.save_recovery(recovery)
@@ -268,10 +298,17 @@ class Orchestrator:
                 async with self._slots:
                     plan = PLANNERS[run.recovery.strategy](run.service)
                     result = await self._executor.execute(
-                        run.recovery, run.service, plan, cancel=run.cancel, down_since=down_since
+                        run.recovery,
+                        run.service,
+                        plan,
+                        cancel=run.cancel,
+                        down_since=down_since,
+                        new_incident=run.unwritten_incident,
                     )
+                    run.unwritten_incident = None
                 run.recovery = result
                 if result.status is RecoveryStatus.COMPLETED:
+                    self._remember_duration(result)
                     await self._close_incident(
                         run.incident,
                         IncidentStatus.RESOLVED,
@@ -306,9 +343,11 @@ class Orchestrator:
                     if result.decision.source is DecisionSource.MANUAL
                     else None,
                 )
-                run.recovery = await self._new_recovery(
+                run.recovery = self._new_recovery(
                     spec, run.incident, decision, result.trigger, result.reason, attempt
                 )
+                if self._slots.locked():
+                    await self._recorder.save_recovery(run.recovery)
         finally:
             run.done.set()
             if self._runs.get(name) is run:
@@ -339,15 +378,6 @@ class Orchestrator:
             summary=diagnosis.summary,
             evidence=diagnosis.evidence,
         )
-
-    async def _open_incident(self, service: str, diagnosis: Diagnosis, at: datetime) -> Incident:
-        incident = self._make_incident(service, diagnosis, at, IncidentSource.DETECTED)
-        self._incidents[service] = incident
-        await self._recorder.save_incident(incident)
-        log.warning(
-            "%s: incident %s %s: %s", service, incident.id, incident.failure_type, incident.summary
-        )
-        return incident
 
     async def _close_incident(
         self, incident: Incident, status: IncidentStatus, summary: str
@@ -390,7 +420,7 @@ class Orchestrator:
             force=force,
         )
 
-    async def _new_recovery(
+    def _new_recovery(
         self,
         spec: ServiceSpec,
         incident: Incident,
@@ -399,16 +429,19 @@ class Orchestrator:
         reason: str,
         attempt: int,
     ) -> Recovery:
+        """The next attempt's record (written by the caller or by the executor's first write)."""
         recovery = self._recovery_record(spec, incident, decision, trigger, reason, attempt)
-        recovery = replace(
-            recovery, estimated_duration=await self._estimate(spec.name, decision.strategy)
-        )
-        await self._recorder.save_recovery(recovery)
-        return recovery
+        return replace(recovery, estimated_duration=self._estimate(spec.name, decision.strategy))
 
-    async def _estimate(self, service: str, strategy: Strategy) -> float:
+    def _estimate(self, service: str, strategy: Strategy) -> float:
         """Median of this service's recent successful recoveries by ``strategy``, else a default."""
-        durations = await self._recorder.successful_durations(service, strategy, 20)
+        durations = self._durations.get((service, strategy))
         if durations:
             return round(statistics.median(durations), 3)
         return DEFAULT_ESTIMATES[strategy]
+
+    def _remember_duration(self, recovery: Recovery) -> None:
+        if recovery.duration is not None:
+            durations = self._durations.setdefault((recovery.service, recovery.strategy), [])
+            durations.insert(0, recovery.duration)
+            del durations[DURATIONS_KEPT:]

@@ -11,22 +11,24 @@ from typing import Protocol
 
 from phoenix_server.domain.health import Verification
 from phoenix_server.domain.incidents import Incident
-from phoenix_server.domain.recoveries import Recovery, Step, Strategy
+from phoenix_server.domain.recoveries import Recovery, Step
 from phoenix_server.domain.services import Instance, ServiceSpec
 
 
 class RecoveryRecorder(Protocol):
-    """Durable record of recoveries and incidents: written before and after every step."""
+    """Durable record of recoveries and incidents: written before and after every step.
 
-    async def save_recovery(self, recovery: Recovery) -> None: ...
+    ``save_recovery`` writes the whole recovery with its steps; ``save_steps`` only the
+    steps given (the end of one step and the start of the next go in one transaction).
+    """
 
-    async def save_step(self, recovery_id: str, step: Step) -> None: ...
+    async def save_recovery(self, recovery: Recovery, *, incident: Incident | None = None) -> None:
+        """Write the recovery (and, in the same transaction, its new incident if given)."""
+        ...
+
+    async def save_steps(self, recovery_id: str, steps: Sequence[Step]) -> None: ...
 
     async def save_incident(self, incident: Incident) -> None: ...
-
-    async def successful_durations(
-        self, service: str, strategy: Strategy, limit: int
-    ) -> list[float]: ...
 
 
 class HealthVerifier(Protocol):

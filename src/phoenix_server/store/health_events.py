@@ -11,10 +11,14 @@ from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.store.tables import HealthEventRow
 
 
-def record_status(
-    session: Session, *, service: str, at: datetime, status: ServiceStatus, reason: str
+def record_statuses(
+    session: Session, changes: list[tuple[str, datetime, ServiceStatus, str]]
 ) -> None:
-    session.add(HealthEventRow(service=service, at=at, status=status.value, reason=reason[:2000]))
+    """Append status changes: (service, at, status, reason) each."""
+    session.add_all(
+        HealthEventRow(service=service, at=at, status=status.value, reason=reason[:2000])
+        for service, at, status, reason in changes
+    )
 
 
 def status_history(

@@ -6,32 +6,37 @@ structurally, so neither layer imports the store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
 from phoenix_server.domain.incidents import Incident
-from phoenix_server.domain.recoveries import Recovery, Step, Strategy
+from phoenix_server.domain.recoveries import Recovery, Step
 from phoenix_server.domain.services import Instance, PlatformKind
 from phoenix_server.store import incidents, instances, recoveries
 from phoenix_server.store.database import Store
+
+
+def _save_recovery_and_incident(
+    session: Session, recovery: Recovery, incident: Incident | None
+) -> None:
+    if incident is not None:
+        incidents.save_incident(session, incident)
+    recoveries.save_recovery(session, recovery)
 
 
 class StoreRecorder:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def save_recovery(self, recovery: Recovery) -> None:
-        await self._store.write(recoveries.save_recovery, recovery)
+    async def save_recovery(self, recovery: Recovery, *, incident: Incident | None = None) -> None:
+        await self._store.write(_save_recovery_and_incident, recovery, incident)
 
-    async def save_step(self, recovery_id: str, step: Step) -> None:
-        await self._store.write(recoveries.save_step, recovery_id, step)
+    async def save_steps(self, recovery_id: str, steps: Sequence[Step]) -> None:
+        await self._store.write(recoveries.save_steps, recovery_id, steps)
 
     async def save_incident(self, incident: Incident) -> None:
         await self._store.write(incidents.save_incident, incident)
-
-    async def successful_durations(
-        self, service: str, strategy: Strategy, limit: int
-    ) -> list[float]:
-        return await self._store.read(
-            recoveries.successful_durations, service=service, strategy=strategy, limit=limit
-        )
 
 
 class StoreJournal:

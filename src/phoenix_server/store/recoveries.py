@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -136,22 +137,38 @@ def _from_row(row: RecoveryRow, steps: list[StepRow] | None) -> Recovery:
 
 
 def save_recovery(session: Session, recovery: Recovery) -> None:
-    """Insert or update the recovery and every one of its steps."""
-    row = session.get(RecoveryRow, recovery.id)
+    """Insert or update the recovery and every one of its steps (two queries at most)."""
+    row = session.get(RecoveryRow, recovery.id, options=[selectinload(RecoveryRow.steps)])
     if row is None:
-        row = RecoveryRow(id=recovery.id)
+        row = RecoveryRow(id=recovery.id, steps=[])
         session.add(row)
     _fill_row(row, recovery)
+    existing = {step_row.position: step_row for step_row in row.steps}
     for step in recovery.steps:
-        save_step(session, recovery.id, step)
+        step_row = existing.get(step.position)
+        if step_row is None:
+            step_row = StepRow(position=step.position)
+            row.steps.append(step_row)
+        _fill_step(step_row, step)
 
 
-def save_step(session: Session, recovery_id: str, step: Step) -> None:
-    row = session.get(StepRow, (recovery_id, step.position))
-    if row is None:
-        row = StepRow(recovery_id=recovery_id, position=step.position)
-        session.add(row)
-    _fill_step(row, step)
+def save_steps(session: Session, recovery_id: str, steps: Sequence[Step]) -> None:
+    """Update (or add) some steps of a stored recovery in one transaction."""
+    positions = [step.position for step in steps]
+    existing = {
+        step_row.position: step_row
+        for step_row in session.scalars(
+            select(StepRow).where(
+                StepRow.recovery_id == recovery_id, StepRow.position.in_(positions)
+            )
+        )
+    }
+    for step in steps:
+        step_row = existing.get(step.position)
+        if step_row is None:
+            step_row = StepRow(recovery_id=recovery_id, position=step.position)
+            session.add(step_row)
+        _fill_step(step_row, step)
 
 
 def get_recovery(session: Session, recovery_id: str) -> Recovery:
@@ -208,20 +225,25 @@ def interrupt_unfinished(session: Session, *, at: datetime) -> list[str]:
     return ids
 
 
-def successful_durations(
-    session: Session, *, service: str, strategy: Strategy, limit: int
-) -> list[float]:
+def recent_successful_durations(
+    session: Session, *, per_key: int, scan: int = 10_000
+) -> dict[tuple[str, Strategy], list[float]]:
+    """Newest-first durations of successful recoveries per (service, strategy), ``per_key``
+    each, from the latest ``scan`` recoveries (what estimates start from after a restart)."""
     rows = session.execute(
-        select(RecoveryRow.started_at, RecoveryRow.ended_at)
-        .where(
-            RecoveryRow.service == service,
-            RecoveryRow.strategy == strategy.value,
-            RecoveryRow.outcome == Outcome.SUCCESS.value,
+        select(
+            RecoveryRow.service, RecoveryRow.strategy, RecoveryRow.started_at, RecoveryRow.ended_at
         )
+        .where(RecoveryRow.outcome == Outcome.SUCCESS.value)
         .order_by(RecoveryRow.created_at.desc())
-        .limit(limit)
+        .limit(scan)
     ).all()
-    return [(ended - started).total_seconds() for started, ended in rows if started and ended]
+    found: dict[tuple[str, Strategy], list[float]] = {}
+    for service, strategy, started, ended in rows:
+        durations = found.setdefault((service, Strategy(strategy)), [])
+        if started and ended and len(durations) < per_key:
+            durations.append((ended - started).total_seconds())
+    return found
 
 
 def count_active(session: Session) -> int:

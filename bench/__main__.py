@@ -1,0 +1,21 @@
+"""Run every benchmark in turn: ``python -m bench [name ...]``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = ["mttr", "probes"]
+
+
+def main() -> None:
+    chosen = sys.argv[1:] or BENCHMARKS
+    for name in chosen:
+        if name not in BENCHMARKS:
+            raise SystemExit(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+        print(f"\n=== bench/{name} ===", flush=True)
+        importlib.import_module(f"bench.{name}").main([])
+
+
+if __name__ == "__main__":
+    main()

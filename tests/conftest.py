@@ -1,0 +1,97 @@
+"""Suite-wide guards: no test may leave a child process or an asyncio task behind.
+
+The test process makes itself a *child subreaper*, so a process orphaned by something a
+test started (a service whose Phoenix was SIGKILLed, say) is re-parented to pytest and
+counted here instead of escaping to init unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import psutil
+import pytest
+
+PR_SET_CHILD_SUBREAPER = 36
+LEAK_GRACE = 5.0
+
+
+def _become_subreaper() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+_become_subreaper()
+
+
+def _descendants() -> dict[int, psutil.Process]:
+    try:
+        return {p.pid: p for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return {}
+
+
+def _reap_zombies() -> None:
+    """Collect orphans re-parented to us that have exited (we are their subreaper)."""
+    for process in psutil.Process().children():
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(process.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            continue
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    before = set(_descendants())
+    yield
+    deadline = time.monotonic() + LEAK_GRACE
+    leaked: dict[int, psutil.Process] = {}
+    while time.monotonic() < deadline:
+        _reap_zombies()
+        leaked = {
+            pid: p
+            for pid, p in _descendants().items()
+            if pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        }
+        if not leaked:
+            return
+        time.sleep(0.05)
+    described = []
+    for pid, process in leaked.items():
+        with contextlib.suppress(psutil.Error):
+            described.append(f"{pid} {' '.join(process.cmdline())[:120]}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _reap_zombies()
+    pytest.fail(f"test left {len(leaked)} process(es) running: " + "; ".join(described))
+
+
+@pytest.fixture
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Added (first) to every async test: fails it if tasks it started are still pending."""
+    yield
+    current = asyncio.current_task()
+    for _ in range(10):
+        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if not pending:
+            return
+        await asyncio.sleep(0.01)
+    names = ", ".join(sorted(t.get_name() for t in pending))
+    for task in pending:
+        task.cancel()
+    pytest.fail(f"test left {len(pending)} asyncio task(s) running: {names}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("asyncio") is not None and isinstance(item, pytest.Function):
+            if "no_leaked_tasks" not in item.fixturenames:
+                item.fixturenames.insert(0, "no_leaked_tasks")

@@ -1,0 +1,198 @@
+"""Helpers shared by the tests: free ports, waiting on conditions with deadlines, the
+PostgreSQL switch, and a real Phoenix server in a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(
+    predicate: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.01,
+    message: str = "condition",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+async def eventually(
+    predicate: Callable[[], Awaitable[T | None] | T | None],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str = "condition",
+) -> T:
+    """Async :func:`wait_until`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if asyncio.iscoroutine(last) or isinstance(last, Awaitable):
+            last = await last
+        if last:
+            return last  # type: ignore[no-any-return]
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+def postgres_url() -> str:
+    """The PostgreSQL test database, or skip (fail in CI) with the reason."""
+    url = os.environ.get("PHOENIX_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
+    import psycopg
+
+    try:
+        psycopg.connect(url.replace("+psycopg", ""), connect_timeout=3).close()
+    except psycopg.Error as exc:
+        reason = f"PostgreSQL unreachable at {url}: {str(exc).strip().splitlines()[0]}"
+        if os.environ.get("PHOENIX_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (PHOENIX_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    return url
+
+
+def write_service_file(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class PhoenixServer:
+    """``phoenix serve`` as a real child process with its own data directory and port."""
+
+    def __init__(self, config: Path, data_dir: Path, *, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = config
+        self.data_dir = data_dir
+        self.log_path = data_dir / "phoenix.log"
+        self.extra_env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def start(self, *, wait: bool = True) -> PhoenixServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "PHOENIX_DATA_DIR": str(self.data_dir),
+            "PHOENIX_LOG_LEVEL": "debug",
+            **self.extra_env,
+        }
+        if "DATABASE_URL" not in self.extra_env:
+            env.pop("DATABASE_URL", None)  # the default: SQLite in the data directory
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "phoenix_server", "serve", "--config", str(self.config)],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if wait:
+            wait_until(self._ready, timeout=30, message=f"Phoenix on {self.url}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"Phoenix exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return self.client.get("/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.client.get(path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.client.post(path, **kwargs)
+
+    def service(self, name: str) -> dict[str, Any]:
+        response = self.get(f"/api/services/{name}")
+        assert response.status_code == 200, response.text
+        service: dict[str, Any] = response.json()["service"]
+        return service
+
+    def status_of(self, name: str) -> str:
+        services = self.get("/api/health/services").json()["services"]
+        return str(next(s for s in services if s["name"] == name)["status"])
+
+    def live_pid(self, name: str) -> int | None:
+        for instance in self.service(name)["instances"]:
+            if instance["state"] in ("starting", "running"):
+                return int(instance["pid"])
+        return None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.stop()
+        self.client.close()
+
+
+@contextlib.contextmanager
+def running_phoenix(
+    config: Path, data_dir: Path, *, env: dict[str, str] | None = None
+) -> Iterator[PhoenixServer]:
+    server = PhoenixServer(config, data_dir, env=env).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def web_service_yaml(name: str, port: int, *, extra: str = "", interval: str = "0.5s") -> str:
+    """A service-file entry for the example web service on ``port``."""
+    return f"""
+  - name: {name}
+    command: ["{{python}}", "-m", "examples.services.web", "--port", "{{port}}", "--name", "{{name}}"]
+    cwd: {REPO}
+    port: {port}
+    health:
+      http: "http://127.0.0.1:{{port}}/health"
+      interval: {interval}
+      timeout: 0.5s
+      failure_threshold: 2
+    stop: {{grace: 2s}}
+{extra}"""
