@@ -38,6 +38,46 @@ def _descendants() -> dict[int, psutil.Process]:
         return {}
 
 
+def _new_trees(before: set[int]) -> dict[int, psutil.Process]:
+    """Live descendants that do not hang below a process that was already there: what a
+    module-scoped server starts while a test runs belongs to that server, not to the test."""
+    me = os.getpid()
+    found = {}
+    for pid, process in _descendants().items():
+        try:
+            if pid in before or process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            ancestors = {p.pid for p in process.parents()}
+        except psutil.Error:
+            continue
+        if not (ancestors - {me}) & before:
+            found[pid] = process
+    return found
+
+
+def _fail_leaks(leaked: dict[int, psutil.Process], what: str) -> None:
+    described = []
+    for pid, process in leaked.items():
+        with contextlib.suppress(psutil.Error):
+            described.append(f"{pid} {' '.join(process.cmdline())[:120]}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _reap_zombies()
+    pytest.fail(f"{what} left {len(leaked)} process(es) running: " + "; ".join(described))
+
+
+def _wait_for_leaks(before: set[int]) -> dict[int, psutil.Process]:
+    deadline = time.monotonic() + LEAK_GRACE
+    leaked: dict[int, psutil.Process] = {}
+    while time.monotonic() < deadline:
+        _reap_zombies()
+        leaked = _new_trees(before)
+        if not leaked:
+            return {}
+        time.sleep(0.05)
+    return leaked
+
+
 def _reap_zombies() -> None:
     """Collect orphans re-parented to us that have exited (we are their subreaper)."""
     for process in psutil.Process().children():
@@ -48,30 +88,22 @@ def _reap_zombies() -> None:
             continue
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_processes_left_by_the_session() -> Iterator[None]:
+    before = set(_descendants())
+    yield
+    leaked = _wait_for_leaks(before)
+    if leaked:
+        _fail_leaks(leaked, "the test session")
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_processes() -> Iterator[None]:
     before = set(_descendants())
     yield
-    deadline = time.monotonic() + LEAK_GRACE
-    leaked: dict[int, psutil.Process] = {}
-    while time.monotonic() < deadline:
-        _reap_zombies()
-        leaked = {
-            pid: p
-            for pid, p in _descendants().items()
-            if pid not in before and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-        }
-        if not leaked:
-            return
-        time.sleep(0.05)
-    described = []
-    for pid, process in leaked.items():
-        with contextlib.suppress(psutil.Error):
-            described.append(f"{pid} {' '.join(process.cmdline())[:120]}")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    _reap_zombies()
-    pytest.fail(f"test left {len(leaked)} process(es) running: " + "; ".join(described))
+    leaked = _wait_for_leaks(before)
+    if leaked:
+        _fail_leaks(leaked, "test")
 
 
 @pytest.fixture

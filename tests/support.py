@@ -30,7 +30,10 @@ def free_port() -> int:
 
 
 def wait_until(
-    predicate: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.01,
+    predicate: Callable[[], T | None],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
     message: str = "condition",
 ) -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""

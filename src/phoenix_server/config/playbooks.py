@@ -9,7 +9,7 @@ a path like ``steps[1].condition``, so one round trip shows every problem.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -36,6 +36,7 @@ from phoenix_server.domain.services import ServiceCatalog
 from phoenix_server.support.durations import parse_duration
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+M = TypeVar("M", bound=BaseModel)
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 THRESHOLD_TRIGGERS = {
@@ -145,19 +146,60 @@ def check_playbook(
     allow_commands: bool,
 ) -> list[Problem]:
     """What the shape cannot say: references, limits, and what the API may not carry."""
+    return _meaning(
+        doc.service,
+        list(enumerate(doc.triggers)),
+        list(enumerate(doc.steps)),
+        catalog=catalog,
+        recovery_timeout=recovery_timeout,
+        allow_commands=allow_commands,
+    )
+
+
+def _well_formed_parts(
+    data: object,
+) -> tuple[str | None, list[tuple[int, TriggerDoc]], list[tuple[int, StepDoc]]]:
+    """The parts of a document with shape errors that are themselves well formed, so their
+    meaning can be checked in the same pass."""
+    if not isinstance(data, dict):
+        return None, [], []
+    service = data.get("service") if isinstance(data.get("service"), str) else None
+    return service, _each(data.get("triggers"), TriggerDoc), _each(data.get("steps"), StepDoc)
+
+
+def _each(items: object, model: type[M]) -> list[tuple[int, M]]:
+    """Each list item that validates as ``model``, with its index."""
+    found: list[tuple[int, M]] = []
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        try:
+            found.append((index, model.model_validate(item)))
+        except ValidationError:
+            continue
+    return found
+
+
+def _meaning(
+    service: str | None,
+    triggers: list[tuple[int, TriggerDoc]],
+    steps: list[tuple[int, StepDoc]],
+    *,
+    catalog: ServiceCatalog,
+    recovery_timeout: float,
+    allow_commands: bool,
+) -> list[Problem]:
     problems: list[Problem] = []
     bound = None
-    if doc.service is not None:
-        if doc.service in catalog:
-            bound = catalog.get(doc.service)
+    if service is not None:
+        if service in catalog:
+            bound = catalog.get(service)
         else:
             known = ", ".join(s.name for s in catalog) or "none declared"
-            problems.append(Problem("service", f"unknown service '{doc.service}' (known: {known})"))
-    for index, trigger in enumerate(doc.triggers):
+            problems.append(Problem("service", f"unknown service '{service}' (known: {known})"))
+    for index, trigger in triggers:
         problems.extend(_check_trigger(trigger, f"triggers[{index}]"))
     builtins = {action.value for action in BuiltinAction}
     declared = set(bound.actions) if bound else {name for s in catalog for name in s.actions}
-    for index, step in enumerate(doc.steps):
+    for index, step in steps:
         where = f"steps[{index}]"
         if step.action not in builtins and step.action not in declared:
             owner = f"service '{bound.name}'" if bound else "any service"
@@ -255,8 +297,20 @@ def _check_step_params(step: StepDoc, where: str) -> list[Problem]:
 def validate_playbook(
     data: object, *, catalog: ServiceCatalog, recovery_timeout: float, allow_commands: bool
 ) -> PlaybookDoc:
-    """Shape and meaning together; InvalidRequestError (422) with every problem."""
-    doc = parse_playbook(data)
+    """Shape and meaning together; InvalidRequestError (422) with every problem of both."""
+    try:
+        doc = PlaybookDoc.model_validate(data)
+    except ValidationError as exc:
+        service, triggers, steps = _well_formed_parts(data)
+        meaning = _meaning(
+            service,
+            triggers,
+            steps,
+            catalog=catalog,
+            recovery_timeout=recovery_timeout,
+            allow_commands=allow_commands,
+        )
+        raise InvalidRequestError("invalid playbook", problems_from(exc) + meaning) from None
     problems = check_playbook(
         doc, catalog=catalog, recovery_timeout=recovery_timeout, allow_commands=allow_commands
     )

@@ -33,6 +33,7 @@ from phoenix_server.support.durations import parse_duration
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
+_UNKNOWN_KEY = "unknown key (check its spelling against the README's service file reference)"
 _NAME_HINT = (
     "lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or digit"
 )
@@ -73,8 +74,20 @@ class HttpCheckDoc(_Doc):
     expect_status: tuple[int, int] = (200, 399)
 
 
+def _url_mapping(value: object) -> object:
+    """``http: "http://…"`` is shorthand for ``http: {url: "http://…"}``."""
+    return {"url": value} if isinstance(value, str) else value
+
+
+def _replicas_mapping(value: object) -> object:
+    """``replicas: 3`` is shorthand for ``replicas: {min: 3, max: 3}``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"min": value, "max": max(1, value)}
+    return value
+
+
 class HealthDoc(_Doc):
-    http: str | HttpCheckDoc | None = None
+    http: Annotated[HttpCheckDoc, BeforeValidator(_url_mapping)] | None = None
     tcp: str | None = None
     process: bool | None = None
     command: Argv | None = None
@@ -187,7 +200,9 @@ class ServiceDoc(_Doc):
     port: int | None = Field(None, ge=1, le=65535)
     health: HealthDoc | None = None
     depends_on: list[str] = Field(default_factory=list)
-    replicas: int | ReplicasDoc = 1
+    replicas: Annotated[ReplicasDoc, BeforeValidator(_replicas_mapping)] = Field(
+        default_factory=ReplicasDoc
+    )
     versions: list[VersionDoc] = Field(default_factory=list)
     backup: BackupDoc | None = None
     hooks: HooksDoc = Field(default_factory=HooksDoc)
@@ -195,10 +210,6 @@ class ServiceDoc(_Doc):
     fallback: FallbackDoc | None = None
     stop: StopDoc = Field(default_factory=StopDoc)
     recovery: RecoveryDoc = Field(default_factory=RecoveryDoc)
-
-
-class ServiceFileDoc(_Doc):
-    services: list[ServiceDoc] = Field(default_factory=list)
 
 
 def load_service_file(path: Path, *, default_interval: float) -> svc.ServiceCatalog:
@@ -227,52 +238,68 @@ def parse_service_file(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(source, [Problem("", "expected a mapping with a 'services' list")])
-    try:
-        doc = ServiceFileDoc.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(source, _problems_from(exc, raw)) from None
-    problems = _check_whole_file(doc)
+    problems = [Problem(str(key), _UNKNOWN_KEY) for key in raw if key != "services"]
+    items = raw.get("services") or []
+    if not isinstance(items, list):
+        raise ConfigError(source, [Problem("services", "expected a list of services")])
+    # Each service is checked on its own, so one broken service does not hide the
+    # problems of the others, nor the whole-file checks below.
+    valid: list[tuple[int, ServiceDoc]] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append((index, ServiceDoc.model_validate(item)))
+        except ValidationError as exc:
+            problems.extend(_problems_from(exc, _where(item, index)))
+    declared = [
+        item["name"]
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("name"), str)
+    ]
+    valid_indexes = {index for index, _ in valid}
+    for index, item in enumerate(items):
+        if index not in valid_indexes:
+            problems.extend(_dangling_references(item, _where(item, index), declared))
+    problems.extend(_check_whole_file(valid, declared))
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, _dedupe(problems))
     return svc.ServiceCatalog(
-        [
-            _to_spec(item, base_dir=base_dir, default_interval=default_interval)
-            for item in doc.services
-        ]
+        [_to_spec(doc, base_dir=base_dir, default_interval=default_interval) for _, doc in valid]
     )
 
 
-def _where(raw: object, index: int) -> str:
-    name = None
-    if isinstance(raw, dict):
-        items = raw.get("services")
-        if isinstance(items, list) and index < len(items) and isinstance(items[index], dict):
-            name = items[index].get("name")
-    return f"services[{index}] ({name})" if name else f"services[{index}]"
+def _where(item: object, index: int) -> str:
+    name = item.get("name") if isinstance(item, dict) else None
+    return f"services[{index}] ({name})" if isinstance(name, str) and name else f"services[{index}]"
 
 
-def _problems_from(exc: ValidationError, raw: object) -> list[Problem]:
+def _dangling_references(item: object, where: str, declared: list[str]) -> list[Problem]:
+    """``depends_on`` names of a service that failed its own checks, checked anyway."""
+    deps = item.get("depends_on") if isinstance(item, dict) else None
+    if not isinstance(deps, list):
+        return []
+    return [
+        Problem(f"{where}.depends_on[{i}]", f"unknown service '{dep}'")
+        for i, dep in enumerate(deps)
+        if isinstance(dep, str) and dep not in declared
+    ]
+
+
+def _problems_from(exc: ValidationError, where: str) -> list[Problem]:
     problems = []
     for error in exc.errors():
-        loc = list(error["loc"])
-        parts: list[str] = []
-        if len(loc) >= 2 and loc[0] == "services" and isinstance(loc[1], int):
-            parts.append(_where(raw, loc[1]))
-            loc = loc[2:]
-        for item in loc:
+        parts = [where]
+        for item in error["loc"]:
             if isinstance(item, int):
-                parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
-            elif item in {"str", "HttpCheckDoc", "int", "ReplicasDoc"}:
-                continue  # pydantic's name for a union branch, meaningless to a user
+                parts[-1] = f"{parts[-1]}[{item}]"
             else:
                 parts.append(str(item))
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling against the README's service file reference)"
+            message = _UNKNOWN_KEY
         elif error["type"] == "string_pattern_mismatch":
             message = f"expected {_NAME_HINT}, got {error.get('input')!r}"
         problems.append(Problem(".".join(parts), message))
-    return _dedupe(problems)
+    return problems
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
@@ -286,19 +313,21 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def _check_whole_file(doc: ServiceFileDoc) -> list[Problem]:
-    """Checks that need more than one field: references, uniqueness, placeholders, platforms."""
+def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> list[Problem]:
+    """Checks that need more than one field: references, uniqueness, placeholders, platforms.
+    ``names`` are all declared names, including those of services with shape errors."""
     problems: list[Problem] = []
-    names = [service.name for service in doc.services]
     ports: dict[int, str] = {}
-    for index, service in enumerate(doc.services):
+    seen: set[str] = set()
+    for index, service in valid:
         where = f"services[{index}] ({service.name})"
 
         def add(path: str, message: str, where: str = where) -> None:
             problems.append(Problem(f"{where}.{path}" if path else where, message))
 
-        if names.count(service.name) > 1 and names.index(service.name) != index:
+        if service.name in seen:
             add("name", f"duplicate service name '{service.name}'")
+        seen.add(service.name)
         if service.port is not None:
             if service.port in ports:
                 add("port", f"port {service.port} is already used by '{ports[service.port]}'")
@@ -323,7 +352,9 @@ def _check_whole_file(doc: ServiceFileDoc) -> list[Problem]:
                 add("health", "required for an external service: how Phoenix checks it")
             elif service.health.process:
                 add("health.process", "an external service has no local process to watch")
-        replicas = _replicas(service)
+            elif not (service.health.http or service.health.tcp or service.health.command):
+                add("health", "an external service needs a check: http, tcp or command")
+        replicas = service.replicas
         if service.platform == "local" and replicas.max > 1:
             add(
                 "replicas",
@@ -338,16 +369,19 @@ def _check_whole_file(doc: ServiceFileDoc) -> list[Problem]:
                 add(
                     path,
                     f"unknown placeholder '{{{key}}}'; known: "
-                    + ", ".join(f"{{{p}}}" for p in sorted(svc.PLACEHOLDERS)),
+                    + ", ".join(f"{{{p}}}" for p in sorted(svc.PLACEHOLDERS))
+                    + " (write {{ and }} for literal braces)",
                 )
             if "port" in svc.placeholders_in(template) and service.port is None:
                 add(path, "uses {port} but the service declares no port")
-    problems.extend(_cycles(doc))
+    problems.extend(_cycles(valid))
     return problems
 
 
-def _cycles(doc: ServiceFileDoc) -> list[Problem]:
-    graph = {service.name: list(service.depends_on) for service in doc.services}
+def _cycles(valid: list[tuple[int, ServiceDoc]]) -> list[Problem]:
+    # Self-dependencies are reported on their own above; they are not cycles to trace here.
+    graph = {s.name: [d for d in s.depends_on if d != s.name] for _, s in valid}
+    index_of = {s.name: i for i, s in valid}
     state: dict[str, int] = {}
     problems: list[Problem] = []
 
@@ -358,7 +392,8 @@ def _cycles(doc: ServiceFileDoc) -> list[Problem]:
                 cycle = [*trail[trail.index(dep) :], dep] if dep in trail else [name, dep]
                 problems.append(
                     Problem(
-                        f"services ({name}).depends_on", "dependency cycle: " + " -> ".join(cycle)
+                        f"services[{index_of[name]}] ({name}).depends_on",
+                        "dependency cycle: " + " -> ".join(cycle),
                     )
                 )
             elif dep in graph and state.get(dep) is None:
@@ -381,10 +416,8 @@ def _templates(service: ServiceDoc) -> list[tuple[str, str]]:
         found.append(("cwd", service.cwd))
     health = service.health
     if health is not None:
-        if isinstance(health.http, str):
-            found.append(("health.http", health.http))
-        elif health.http is not None:
-            found.append(("health.http.url", health.http.url))
+        if health.http is not None:
+            found.append(("health.http", health.http.url))
         if health.tcp:
             found.append(("health.tcp", health.tcp))
         for i, arg in enumerate(health.command or []):
@@ -394,21 +427,25 @@ def _templates(service: ServiceDoc) -> list[tuple[str, str]]:
     for vi, version in enumerate(service.versions):
         for i, arg in enumerate(version.command or []):
             found.append((f"versions[{vi}].command[{i}]", arg))
+        for key, value in version.env.items():
+            found.append((f"versions[{vi}].env.{key}", value))
+        if version.cwd:
+            found.append((f"versions[{vi}].cwd", version.cwd))
+    for hook, argv in service.hooks.model_dump().items():
+        for i, arg in enumerate(argv or []):
+            found.append((f"hooks.{hook}[{i}]", arg))
+    if service.backup is not None:
+        for i, arg in enumerate(service.backup.command or []):
+            found.append((f"backup.command[{i}]", arg))
+        for key, value in service.backup.env.items():
+            found.append((f"backup.env.{key}", value))
     return found
-
-
-def _replicas(service: ServiceDoc) -> ReplicasDoc:
-    if isinstance(service.replicas, int):
-        return ReplicasDoc(min=service.replicas, max=max(1, service.replicas))
-    return service.replicas
 
 
 def _health(service: ServiceDoc, default_interval: float) -> svc.HealthPolicy:
     doc = service.health or HealthDoc()
     check: svc.Check
-    if isinstance(doc.http, str):
-        check = svc.HttpCheck(url=doc.http)
-    elif doc.http is not None:
+    if doc.http is not None:
         check = svc.HttpCheck(doc.http.url, doc.http.method, doc.http.expect_status)
     elif doc.tcp is not None:
         check = svc.TcpCheck(doc.tcp)
@@ -432,7 +469,7 @@ def _health(service: ServiceDoc, default_interval: float) -> svc.HealthPolicy:
 
 def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) -> svc.ServiceSpec:
     cwd = str((base_dir / service.cwd).resolve()) if service.cwd else str(base_dir)
-    replicas = _replicas(service)
+    replicas = service.replicas
     hooks = {
         name: tuple(argv) for name, argv in service.hooks.model_dump().items() if argv is not None
     }

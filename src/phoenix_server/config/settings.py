@@ -8,6 +8,7 @@ it expects (:func:`load_settings`).
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -131,8 +132,17 @@ def load_settings(**overrides: object) -> Settings:
         for error in exc.errors():
             field_name = str(error["loc"][0]) if error["loc"] else ""
             variable = _ENV_NAMES.get(field_name, field_name)
+            if (
+                variable == "PHOENIX_ENV"
+                and "PHOENIX_ENV" not in os.environ
+                and "NODE_ENV" in os.environ
+            ):
+                variable = "NODE_ENV"  # name the variable the operator actually set
             message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(Problem(variable, f"{message} (got {error.get('input')!r})"))
+            shown = repr(error.get("input"))
+            if shown not in message:
+                message = f"{message} (got {shown})"
+            problems.append(Problem(variable, message))
         raise ConfigError("invalid environment", problems) from None
     _check_security(settings)
     return settings

@@ -117,7 +117,10 @@ class HealthTracker:
                 # external case registers a target implicitly.
                 if kind is not ObservationKind.PROBE or observation.target != service.name:
                     return None
-                target = _Target(service.policy, self._clock.monotonic())
+                # Phoenix did not start it, so no start-up grace: failures count at once.
+                target = _Target(
+                    service.policy, self._clock.monotonic() - service.policy.startup_timeout
+                )
                 service.targets[observation.target] = target
                 service.ever_had_targets = True
             service.last_check = observation.at

@@ -74,3 +74,5 @@ class Verification:
 
     ok: bool
     detail: str
+    timed_out: bool = False
+    """Failed because the deadline passed (as opposed to a definite failure)."""

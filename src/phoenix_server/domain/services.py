@@ -8,6 +8,7 @@ that a platform fills in per instance with :func:`render`.
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -232,36 +233,27 @@ class RenderContext:
         }
 
 
+_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""``{{`` and ``}}`` are literal braces; ``{word}`` is a placeholder. Anything else in braces
+(JSON such as ``{"a": 1}``) is left as written, so it needs no escaping."""
+
+
 def render(template: str, context: RenderContext) -> str:
     """Fill ``{placeholder}``s; the service file validator guarantees only known ones appear."""
     values = context.values()
-    out: list[str] = []
-    i = 0
-    while i < len(template):
-        char = template[i]
-        if char == "{":
-            end = template.find("}", i)
-            key = template[i + 1 : end] if end != -1 else ""
-            if key in values:
-                out.append(values[key])
-                i = end + 1
-                continue
-        out.append(char)
-        i += 1
-    return "".join(out)
+
+    def substitute(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        return values.get(match.group(1), token)
+
+    return _TOKEN.sub(substitute, template)
 
 
 def placeholders_in(template: str) -> set[str]:
-    """Every ``{word}`` in ``template`` (used to validate service files)."""
-    found: set[str] = set()
-    i = template.find("{")
-    while i != -1:
-        end = template.find("}", i)
-        if end == -1:
-            break
-        found.add(template[i + 1 : end])
-        i = template.find("{", end)
-    return found
+    """Every ``{word}`` in ``template`` that :func:`render` would try to fill."""
+    return {m.group(1) for m in _TOKEN.finditer(template) if m.group(1) is not None}
 
 
 class ServiceCatalog:

@@ -127,7 +127,7 @@ async def probe_http(prober: Prober, target: ProbeTarget) -> ProbeResult:
         except TimeoutError:
             return _failed(started, f"no answer within {target.timeout:g}s")
         except aiohttp.ClientConnectorError as exc:
-            return _failed(started, f"cannot connect: {exc.os_error.strerror or exc.os_error}")
+            return _failed(started, f"cannot connect: {_os_reason(exc.os_error)}")
         except (aiohttp.ClientError, OSError) as exc:
             return _failed(started, f"request failed: {exc.__class__.__name__}: {exc}")
         latency = time.perf_counter() - started
@@ -200,8 +200,9 @@ def _failed(started: float, detail: str) -> ProbeResult:
 
 
 def _os_reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
+    """``connection refused`` rather than asyncio's ``Connect call failed ('127.0.0.1', 80)``."""
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
     return str(exc) or exc.__class__.__name__
 
 

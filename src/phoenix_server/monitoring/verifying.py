@@ -46,7 +46,9 @@ class ProbeVerifier:
                 )
         except TimeoutError:
             failing = "; ".join(f"{k}: {v}" for k, v in last_details.items()) or "no answer"
-            return Verification(False, f"not healthy within {timeout:g}s ({failing})")
+            return Verification(
+                False, f"not healthy within {timeout:g}s ({failing})", timed_out=True
+            )
         passed = "; ".join(f"{k}: {v}" for k, v in last_details.items())
         return Verification(True, f"healthy ({passed})")
 

@@ -25,6 +25,8 @@ from phoenix_server.recovery.ports import HealthVerifier
 class StepOutcome:
     ok: bool
     detail: str
+    timed_out: bool = False
+    """The handler gave up at the step's timeout (recorded as ``timed_out``)."""
 
 
 @dataclass
@@ -43,14 +45,16 @@ class StepContext:
     """When the service was verified healthy (downtime ends)."""
 
 
-Handler = Callable[[StepContext, PlannedStep], Awaitable[StepOutcome]]
+Handler = Callable[[StepContext, PlannedStep, float], Awaitable[StepOutcome]]
+"""``(context, step, timeout)``: a handler that can wait honours ``timeout`` itself, so it
+can say what it saw when time ran out; the executor's own timer is only a backstop."""
 
 
 def _describe_ended(instance: Instance) -> str:
     return f"{instance.id} (pid {instance.pid}) {describe_exit(instance.exit_code)}"
 
 
-async def stop_instances(ctx: StepContext, step: PlannedStep) -> StepOutcome:
+async def stop_instances(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     before = ctx.platform.instances(ctx.service.name)
     if not before:
         return StepOutcome(True, "no instance was running")
@@ -68,7 +72,7 @@ async def stop_instances(ctx: StepContext, step: PlannedStep) -> StepOutcome:
     return StepOutcome(True, "; ".join(parts))
 
 
-async def start_instances(ctx: StepContext, step: PlannedStep) -> StepOutcome:
+async def start_instances(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     count = int(str(step.params.get("count", 1)))
     started = await ctx.platform.start(ctx.service, count=count)
     ctx.started.extend(started)
@@ -77,7 +81,7 @@ async def start_instances(ctx: StepContext, step: PlannedStep) -> StepOutcome:
     )
 
 
-async def verify_health(ctx: StepContext, step: PlannedStep) -> StepOutcome:
+async def verify_health(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     instances = ctx.started or ctx.platform.instances(ctx.service.name)
     live = [i for i in instances if i.alive]
     if not live:
@@ -96,13 +100,13 @@ async def verify_health(ctx: StepContext, step: PlannedStep) -> StepOutcome:
         verification = verifying.result()
         if verification.ok:
             ctx.verified_at = ctx.clock.now()
-        return StepOutcome(verification.ok, verification.detail)
+        return StepOutcome(verification.ok, verification.detail, verification.timed_out)
     dead = exiting.result()
     where = f"; see {dead.log_path}" if dead.log_path else ""
     return StepOutcome(False, f"{_describe_ended(dead)} before passing its health check{where}")
 
 
-async def restore_traffic(ctx: StepContext, step: PlannedStep) -> StepOutcome:
+async def restore_traffic(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     ids = [i.id for i in ctx.started]
     if not ids:
         return StepOutcome(False, "no new instance to put in rotation")

@@ -37,6 +37,9 @@ from phoenix_server.recovery.ports import HealthVerifier, RecoveryRecorder
 
 log = logging.getLogger("phoenix.recovery")
 
+HANDLER_GRACE = 1.0
+"""Seconds past a step's timeout before the executor stops a handler that ignored it."""
+
 StatusLookup = Callable[[str], ServiceStatus]
 """The service's current health status (for ``if_healthy``/``if_unhealthy`` conditions)."""
 
@@ -230,9 +233,12 @@ class Executor:
                 raise PhoenixError(f"no handler for action '{planned.action}'")
             if timeout <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(timeout):
-                outcome: StepOutcome = await handler(ctx, planned)
-            status = StepStatus.COMPLETED if outcome.ok else StepStatus.FAILED
+            async with asyncio.timeout(timeout + HANDLER_GRACE):
+                outcome: StepOutcome = await handler(ctx, planned, timeout)
+            if outcome.ok:
+                status = StepStatus.COMPLETED
+            else:
+                status = StepStatus.TIMED_OUT if outcome.timed_out else StepStatus.FAILED
             detail = outcome.detail
         except TimeoutError:
             status = StepStatus.TIMED_OUT

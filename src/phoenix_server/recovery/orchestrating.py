@@ -88,6 +88,10 @@ class Orchestrator:
         self._recorder = recorder
         self._clock = clock
         self._policy = policy
+        self._recovered_at: dict[str, float] = {}
+        """Monotonic time each service last came back healthy from a recovery."""
+        self._quick_failures: dict[str, int] = {}
+        """Failures in a row that came sooner than ``reset_after`` after a recovery."""
         self._slots = asyncio.Semaphore(policy.max_concurrent)
         self._runs: dict[str, _Run] = {}
         self._incidents: dict[str, Incident] = {}
@@ -199,15 +203,22 @@ class Orchestrator:
                 )
             return
         decision = decide(service=name, failure_type=incident.failure_type, supported=supported)
+        delay = self._crash_loop_delay(spec)
+        reason = incident.summary
+        if delay:
+            reason += (
+                f"; failed again within {spec.recovery.backoff.reset_after:g}s of its last "
+                f"recovery: waiting {delay:g}s first (crash-loop backoff)"
+            )
         recovery = self._new_recovery(
-            spec, incident, decision, RecoveryTrigger.AUTOMATIC, incident.summary, attempt=1
+            spec, incident, decision, RecoveryTrigger.AUTOMATIC, reason, attempt=1
         )
-        if self._slots.locked():
-            # It must wait for a slot: record it (and its incident) as pending now.
+        if delay or self._slots.locked():
+            # It must wait: record it (and its incident) as pending now.
             await self._recorder.save_recovery(recovery, incident=unwritten)
             unwritten = None
         run = _Run(spec, incident, recovery, unwritten_incident=unwritten)
-        self._begin(run, previous=None, down_since=incident.detected_at)
+        self._begin(run, previous=None, down_since=incident.detected_at, delay=delay)
 
     # -- manual path ------------------------------------------------------------------------
 
@@ -271,6 +282,17 @@ class Orchestrator:
 
     # -- running ----------------------------------------------------------------------------
 
+    def _crash_loop_delay(self, spec: ServiceSpec) -> float:
+        """API.md's crash semantics: the first recovery after a healthy run is immediate; a
+        service that fails again sooner than ``reset_after`` waits, doubling each time."""
+        backoff = spec.recovery.backoff
+        recovered_at = self._recovered_at.get(spec.name)
+        if recovered_at is None or self._clock.monotonic() - recovered_at >= backoff.reset_after:
+            self._quick_failures[spec.name] = 0
+            return 0.0
+        count = self._quick_failures[spec.name] = self._quick_failures.get(spec.name, 0) + 1
+        return float(min(backoff.max, backoff.initial * 2 ** (count - 1)))
+
     def _begin(
         self,
         run: _Run,
@@ -278,18 +300,22 @@ class Orchestrator:
         previous: _Run | None,
         down_since: datetime | None,
         registered: bool = False,
+        delay: float = 0.0,
     ) -> None:
         if not registered:
             self._runs[run.service.name] = run
-        self._tasks.spawn(self._attempts(run, previous, down_since), name=run.service.name)
+        self._tasks.spawn(self._attempts(run, previous, down_since, delay), name=run.service.name)
 
     async def _attempts(
-        self, run: _Run, previous: _Run | None, down_since: datetime | None
+        self, run: _Run, previous: _Run | None, down_since: datetime | None, delay: float
     ) -> None:
         name = run.service.name
         try:
             if previous is not None:
                 await previous.done.wait()
+            if delay:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(run.cancel.wait(), delay)
             attempt = run.recovery.attempt
             while True:
                 if run.cancel.is_set():
@@ -309,6 +335,7 @@ class Orchestrator:
                 run.recovery = result
                 if result.status is RecoveryStatus.COMPLETED:
                     self._remember_duration(result)
+                    self._recovered_at[name] = self._clock.monotonic()
                     await self._close_incident(
                         run.incident,
                         IncidentStatus.RESOLVED,

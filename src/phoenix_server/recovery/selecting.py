@@ -22,6 +22,16 @@ DEFAULT_TABLE: dict[FailureType, tuple[Strategy, ...]] = {
 rollback a known-good version: the platform's supported set filters them out otherwise."""
 
 
+FALLBACK_ORDER = (
+    Strategy.RESTART,
+    Strategy.FAILOVER,
+    Strategy.SCALE,
+    Strategy.CIRCUIT_BREAK,
+    Strategy.ROLLBACK,
+)
+"""When none of the table's choices is available: the least disruptive that is."""
+
+
 def _unsupported_message(
     service: str, strategy: Strategy | None, supported: frozenset[Strategy]
 ) -> str:
@@ -59,7 +69,7 @@ def decide(
     )
     chosen = next((c.strategy for c in candidates if c.score > 0), None)
     if chosen is None:
-        chosen = next(iter(sorted(supported)), None) if supported else None
+        chosen = next((s for s in FALLBACK_ORDER if s in supported), None)
         if chosen is None:
             raise UnsupportedStrategyError(_unsupported_message(service, None, supported))
         candidates = (*candidates, Candidate(chosen, 0.1))

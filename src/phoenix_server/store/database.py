@@ -25,10 +25,22 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
-from phoenix_server.domain.errors import ConfigError, ConflictError, Problem, UnavailableError
+from phoenix_server.domain.errors import (
+    ConfigError,
+    ConflictError,
+    InvalidRequestError,
+    Problem,
+    UnavailableError,
+)
 
 log = logging.getLogger("phoenix.store")
 
@@ -162,6 +174,10 @@ class Store:
                 return result
         except IntegrityError as exc:
             raise ConflictError(f"conflicts with an existing record: {_reason(exc)}") from None
+        except DataError as exc:
+            # A value the schema cannot hold (too long, out of range) that slipped past
+            # validation: the client's input, so a 422 naming it rather than a 500.
+            raise InvalidRequestError(f"value not accepted: {_reason(exc)}") from None
         except (OperationalError, DBAPIError) as exc:
             if (
                 isinstance(exc, DBAPIError)

@@ -29,7 +29,7 @@ def status_history(
     earlier = session.execute(
         select(HealthEventRow.service, HealthEventRow.at, HealthEventRow.status)
         .where(HealthEventRow.at < since)
-        .order_by(HealthEventRow.at)
+        .order_by(HealthEventRow.at, HealthEventRow.id)
     ).all()
     for service, at, status in earlier:
         history[service] = [(at, ServiceStatus(status))]
@@ -48,7 +48,7 @@ def prune(session: Session, *, before: datetime) -> None:
     newest_old = (
         select(HealthEventRow.service, HealthEventRow.id)
         .where(HealthEventRow.at < before)
-        .order_by(HealthEventRow.service, HealthEventRow.at.desc())
+        .order_by(HealthEventRow.service, HealthEventRow.at.desc(), HealthEventRow.id.desc())
     )
     keep: dict[str, int] = {}
     for service, row_id in session.execute(newest_old):

@@ -84,7 +84,7 @@ def unresolved_incidents(session: Session) -> list[Incident]:
         .order_by(IncidentRow.detected_at)
     ).all()
     latest = {row.service: _from_row(row) for row in rows}
-    return list(latest.values())
+    return sorted(latest.values(), key=lambda incident: incident.detected_at)
 
 
 def mark_false_positive(session: Session, incident_id: str) -> Incident:

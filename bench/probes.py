@@ -1,0 +1,358 @@
+"""Monitoring cost: Phoenix's whole probe pipeline (probe → health status → metrics) against a
+bare aiohttp probe loop, in the same run, on the same counting HTTP server.
+
+``python -m bench.probes --services 3000 --seconds 20``. A raw asyncio server (uvloop) answers
+``GET /health/<n>`` and counts what it receives, so probes are measured where they land, not
+by Phoenix's own account. Phoenix (``phoenix serve``) then watches N ``platform: external``
+services probed every 1 s; once all are healthy its CPU (psutil, user+system, with children)
+is measured over a window. The bare loop (one ClientSession, uvloop, N tasks, same interval,
+jitter and timeout, results ignored) runs afterwards as its own process and is measured the
+same way. Issue targets: ≥ 5,000 probes per CPU-second through the whole pipeline, and
+≥ 0.6x the bare loop. Nothing here asserts; it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+INTERVAL = 1.0
+TIMEOUT = 1.0
+JITTER = 0.1  # as phoenix_server.monitoring.scheduling
+TARGET_PER_CPU_SECOND = 5000
+TARGET_RATIO = 0.6
+
+# -- the counting HTTP server (child process) ------------------------------------------------
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+
+
+class CountingProtocol(asyncio.Protocol):
+    """Keep-alive HTTP/1.1 for body-less GETs (pipelining included), counting health probes."""
+
+    received = 0
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._pending = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        *requests, self._pending = (self._pending + data).split(b"\r\n\r\n")
+        replies = []
+        for request in requests:
+            if request.startswith(b"GET /health/"):
+                CountingProtocol.received += 1
+                replies.append(OK)
+            elif request.startswith(b"GET /count"):
+                body = str(CountingProtocol.received).encode()
+                replies.append(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+            else:
+                replies.append(NOT_FOUND)
+        if replies and self._transport is not None:
+            self._transport.write(b"".join(replies))
+
+
+def serve_counter() -> None:
+    """Listen on a free loopback port, print it, and serve until terminated."""
+    import uvloop
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(CountingProtocol, "127.0.0.1", 0, backlog=4096)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+
+    uvloop.run(run())
+
+
+# -- the bare probe loop (child process) -----------------------------------------------------
+
+
+def run_bare(prefix: str, services: int) -> None:
+    """N tasks on one shared session, each probing its URL every 1 s ±10 %; results ignored."""
+    import aiohttp
+    import uvloop
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+
+        async def probe_forever(url: str) -> None:
+            await asyncio.sleep(random.uniform(0, INTERVAL))
+            while True:
+                began = loop.time()
+                try:
+                    async with session.get(url, timeout=timeout) as response:
+                        await response.read()
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    pass
+                delay = INTERVAL * random.uniform(1 - JITTER, 1 + JITTER)
+                await asyncio.sleep(max(0.0, began + delay - loop.time()))
+
+        try:
+            await asyncio.gather(*(probe_forever(f"{prefix}{i}") for i in range(services)))
+        finally:
+            await session.close()
+
+    uvloop.run(run())
+
+
+# -- the parent: children, measurement, report -----------------------------------------------
+
+
+class Children:
+    """Every child process started, so that all of them are stopped whatever happens."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        # A session of its own: Ctrl-C reaches only this process, which then stops the rest.
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc in self._procs:
+            self._procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self._procs)):
+            self.stop(proc, grace=15.0)
+
+
+@dataclass(frozen=True)
+class Window:
+    probes: int
+    seconds: float
+    cpu: float
+    server_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.probes / self.seconds
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.probes / self.cpu if self.cpu > 0 else float("inf")
+
+    @property
+    def cpu_per_1000(self) -> float:
+        return 1000 * self.cpu / self.probes if self.probes else float("inf")
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User+system CPU of ``proc`` and its descendants, live or reaped."""
+    total = 0.0
+    for each in [proc, *proc.children(recursive=True)]:
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def get(url: str, timeout: float = 10.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return cast(bytes, response.read())
+
+
+def measure(pid: int, server_pid: int, server_url: str, seconds: float) -> Window:
+    proc, server = psutil.Process(pid), psutil.Process(server_pid)
+    count_before, cpu_before = int(get(f"{server_url}/count")), cpu_seconds(proc)
+    server_before, started = cpu_seconds(server), time.perf_counter()
+    time.sleep(seconds)
+    count_after, cpu_after = int(get(f"{server_url}/count")), cpu_seconds(proc)
+    elapsed, server_after = time.perf_counter() - started, cpu_seconds(server)
+    return Window(
+        count_after - count_before, elapsed, cpu_after - cpu_before, server_after - server_before
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_service_file(path: Path, server_url: str, services: int) -> None:
+    lines = ["services:"]
+    for i in range(services):
+        lines += [
+            f"  - name: probe-{i}",
+            "    platform: external",
+            f'    health: {{http: "{server_url}/health/{i}", interval: 1s, timeout: 1s,'
+            " failure_threshold: 3}",
+        ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def healthy_count(api: str) -> tuple[int, int]:
+    services = json.loads(get(f"{api}/api/health/services", timeout=30))["services"]
+    return sum(1 for s in services if s["status"] == "healthy"), len(services)
+
+
+def wait_all_healthy(
+    proc: subprocess.Popen[bytes], api: str, services: int, deadline: float
+) -> int:
+    """Poll until all ``services`` are healthy or the deadline passes; the last count seen."""
+    healthy = 0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"phoenix exited with status {proc.returncode}")
+        try:
+            healthy, _ = healthy_count(api)
+        except OSError:
+            pass  # not listening yet, or too busy to answer within the timeout
+        if healthy == services:
+            break
+        time.sleep(1.0)
+    return healthy
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def report(args: argparse.Namespace, phoenix: Window, bare: Window, healthy: str) -> None:
+    ratio = phoenix.per_cpu_second / bare.per_cpu_second
+    print(
+        f"\n{args.services} external services, HTTP every {INTERVAL:g} s ±{JITTER:.0%}, "
+        f"window {args.seconds:g} s"
+    )
+    header = f"{'':20} {'probes/s':>9} {'probes/CPU-s':>13} {'CPU s/1000 probes':>18}"
+    print(header + f" {'server CPU %':>13}")
+    for name, window in (("Phoenix pipeline", phoenix), ("bare aiohttp loop", bare)):
+        print(
+            f"{name:20} {window.rate:9,.0f} {window.per_cpu_second:13,.0f} "
+            f"{window.cpu_per_1000:18.3f} {100 * window.server_cpu / window.seconds:13.0f}"
+        )
+    print(f"ratio Phoenix/bare, probes per CPU-second: {ratio:.2f}x")
+    met = {True: "met", False: "NOT met"}
+    print(
+        f"target ≥ {TARGET_PER_CPU_SECOND:,} probes per CPU-second through the whole pipeline:"
+        f" {met[phoenix.per_cpu_second >= TARGET_PER_CPU_SECOND]}"
+    )
+    print(f"target ≥ {TARGET_RATIO}x the bare loop: {met[ratio >= TARGET_RATIO]}")
+    print(f"healthy at the end of Phoenix's window: {healthy}")
+
+
+def run(args: argparse.Namespace) -> None:
+    children = Children()
+    with tempfile.TemporaryDirectory(prefix="phoenix-bench-probes-") as tmp:
+        log_path = Path(tmp) / "phoenix.log"
+        try:
+            me = [sys.executable, "-m", "bench.probes"]
+            server = children.start([*me, "--serve"], cwd=ROOT, stdout=subprocess.PIPE)
+            port = int(cast(IO[bytes], server.stdout).readline() or b"0")
+            if not port:
+                raise RuntimeError("the counting server did not start")
+            server_url = f"http://127.0.0.1:{port}"
+
+            config = Path(tmp) / "services.yaml"
+            write_service_file(config, server_url, args.services)
+            api_port = free_port()
+            api = f"http://127.0.0.1:{api_port}"
+            env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+            env |= {"PORT": str(api_port), "PHOENIX_DATA_DIR": tmp, "PHOENIX_HOST": "127.0.0.1"}
+            argv = [sys.executable, "-m", "phoenix_server", "serve", "--config", str(config)]
+            with log_path.open("wb") as log:
+                started = time.monotonic()
+                phoenix = children.start(argv, cwd=tmp, env=env, stdout=log, stderr=log)
+            ready = wait_all_healthy(phoenix, api, args.services, started + args.ready_timeout)
+            print(
+                f"phoenix: {ready}/{args.services} healthy {time.monotonic() - started:.1f} s "
+                f"after start{'' if ready == args.services else ' (NOT all: measuring anyway)'}; "
+                f"warm-up {args.warmup:g} s, then {args.seconds:g} s measured",
+                flush=True,
+            )
+            time.sleep(args.warmup)
+            phoenix_window = measure(phoenix.pid, server.pid, server_url, args.seconds)
+            healthy, total = healthy_count(api)
+            children.stop(phoenix, grace=15.0)
+
+            bare = children.start(
+                [*me, "--bare", f"{server_url}/health/", "--services", str(args.services)], cwd=ROOT
+            )
+            print(
+                f"bare loop: warm-up {args.warmup:g} s, then {args.seconds:g} s measured",
+                flush=True,
+            )
+            time.sleep(args.warmup)
+            if bare.poll() is not None:
+                raise RuntimeError(f"the bare loop exited with status {bare.returncode}")
+            bare_window = measure(bare.pid, server.pid, server_url, args.seconds)
+            report(args, phoenix_window, bare_window, f"{healthy}/{total}")
+        except Exception:
+            print(f"--- last lines of the Phoenix log ---\n{tail(log_path)}", file=sys.stderr)
+            raise
+        finally:
+            children.stop_all()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through run()'s finally: children stopped
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.probes", description=__doc__)
+    parser.add_argument("--services", type=int, default=3000, help="N external services")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=5.0, help="settling before a window")
+    parser.add_argument("--ready-timeout", type=float, default=90.0, help="for all healthy")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", metavar="URL_PREFIX", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve_counter()
+        return
+    if args.bare:
+        run_bare(args.bare, args.services)
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    print(
+        f"machine: {os.cpu_count()} CPU(s) (nproc {len(os.sched_getaffinity(0))}), "
+        f"Python {platform.python_version()}, {platform.platform()}, "
+        f"load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    run(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,455 @@
+"""config/servicefile.py: the service file parses into ServiceSpecs, and every mistake is located."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from phoenix_server.config.servicefile import load_service_file, parse_service_file
+from phoenix_server.domain import services as svc
+from phoenix_server.domain.errors import ConfigError, Problem
+
+BASE = Path("/srv/phoenix")
+EXAMPLE = """
+services:
+  - name: azora-db
+    command: ["{python}", "-m", "db"]
+  - name: azora-auth
+    platform: local
+    command: ["{python}", "-m", "examples.services.web", "--port", "{port}"]
+    cwd: ./auth
+    env: {LOG_LEVEL: info, WORKERS: 4, DEBUG: false}
+    port: 8081
+    health:
+      http: "http://127.0.0.1:{port}/health"
+      interval: 2s
+      timeout: 1s
+      failure_threshold: 2
+    depends_on: [azora-db]
+    replicas: {min: 1, max: 1}
+    versions:
+      - {name: v1, known_good: true}
+      - {name: v2, env: {FEATURE_X: "1"}, command: [run, v2], cwd: v2dir}
+    backup: {mode: hot}
+    hooks: {data_migration: [migrate, --all], smoke: "curl -f http://127.0.0.1:{port}/"}
+    actions:
+      restart_connection_pool:
+        http: {method: POST, url: "http://127.0.0.1:{port}/admin/pool/restart"}
+    fallback: {status: 503, body: '{"error":"degraded"}', content_type: application/json}
+    stop: {signal: SIGINT, grace: 3s}
+    recovery:
+      backoff: {initial: 1s, max: 5m, reset_after: 10s}
+      budget: {attempts: 10, window: 1h}
+"""
+
+
+def parse(text: str, *, default_interval: float = 7.0, base: Path = BASE) -> svc.ServiceCatalog:
+    return parse_service_file(
+        textwrap.dedent(text),
+        source="services.yaml",
+        base_dir=base,
+        default_interval=default_interval,
+    )
+
+
+def one(text: str, *, default_interval: float = 7.0, base: Path = BASE) -> svc.ServiceSpec:
+    (service,) = list(parse(text, default_interval=default_interval, base=base))
+    return service
+
+
+def problems(text: str) -> list[Problem]:
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    assert caught.value.message == "services.yaml"
+    return caught.value.problems
+
+
+def only_problem(text: str) -> Problem:
+    found = problems(text)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def local(extra: str = "", name: str = "a", *, more: bool = False) -> str:
+    """A minimal valid local service plus ``extra`` lines; ``more``: a further list item."""
+    own = textwrap.dedent(extra).strip().splitlines()
+    lines = [f"  - name: {name}"]
+    if not any(line.startswith("command:") for line in own):
+        lines.append("    command: [run]")
+    lines += [f"    {line}" for line in own]
+    return ("" if more else "services:\n") + "\n".join(lines) + "\n"
+
+
+# --- the API.md example ------------------------------------------------------------------------
+
+
+def test_example_parses_into_the_right_specs() -> None:
+    catalog = parse(EXAMPLE)
+    assert [s.name for s in catalog] == ["azora-db", "azora-auth"]
+    auth = catalog.get("azora-auth")
+    assert auth.platform is svc.PlatformKind.LOCAL
+    assert auth.command == ("{python}", "-m", "examples.services.web", "--port", "{port}")
+    assert auth.cwd == str(BASE / "auth")
+    assert auth.env == {"LOG_LEVEL": "info", "WORKERS": "4", "DEBUG": "false"}
+    assert auth.port == 8081
+    assert auth.health == svc.HealthPolicy(
+        check=svc.HttpCheck("http://127.0.0.1:{port}/health"),
+        interval=2.0,
+        timeout=1.0,
+        failure_threshold=2,
+        success_threshold=1,
+        startup_timeout=30.0,
+    )
+    assert auth.depends_on == ("azora-db",)
+    assert auth.replicas == svc.Replicas(1, 1)
+    assert auth.versions == (
+        svc.Version("v1", known_good=True),
+        svc.Version("v2", command=("run", "v2"), env={"FEATURE_X": "1"}, cwd=str(BASE / "v2dir")),
+    )
+    assert auth.current_version == "v2"
+    assert auth.backup == svc.Backup(mode="hot")
+    assert auth.hooks == {
+        "data_migration": ("migrate", "--all"),
+        "smoke": ("curl", "-f", "http://127.0.0.1:{port}/"),
+    }
+    assert auth.actions == {
+        "restart_connection_pool": svc.HttpAction(
+            method="POST", url="http://127.0.0.1:{port}/admin/pool/restart"
+        )
+    }
+    assert auth.fallback == svc.Fallback(503, '{"error":"degraded"}', "application/json")
+    assert auth.stop == svc.StopPolicy(signal=signal.SIGINT, grace=3.0)
+    assert auth.recovery == svc.RecoveryPolicy(
+        backoff=svc.Backoff(initial=1.0, max=300.0, reset_after=10.0),
+        budget=svc.Budget(attempts=10, window=3600.0),
+    )
+
+
+def test_defaults_of_a_minimal_local_service() -> None:
+    db = parse(EXAMPLE).get("azora-db")
+    assert db.health.check == svc.ProcessCheck()
+    assert db.health.interval == 7.0
+    assert db.health.timeout == 5.0
+    assert (db.health.failure_threshold, db.health.success_threshold) == (3, 1)
+    assert db.cwd == str(BASE)
+    assert db.replicas == svc.Replicas(1, 1)
+    assert (db.versions, db.backup, db.fallback, db.hooks, db.actions) == ((), None, None, {}, {})
+    assert db.stop == svc.StopPolicy(signal=signal.SIGTERM, grace=10.0)
+    assert db.recovery == svc.RecoveryPolicy()
+
+
+def test_empty_file_is_an_empty_catalog() -> None:
+    assert len(parse("")) == 0
+    assert len(parse("services: []")) == 0
+
+
+# --- health --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("health", "check"),
+    [
+        ("{http: 'http://h:{port}/'}", svc.HttpCheck("http://h:{port}/")),
+        (
+            "{http: {url: 'http://h/', method: HEAD, expect_status: [200, 204]}}",
+            svc.HttpCheck("http://h/", "HEAD", (200, 204)),
+        ),
+        ("{tcp: '127.0.0.1:{port}'}", svc.TcpCheck("127.0.0.1:{port}")),
+        ("{process: true}", svc.ProcessCheck()),
+        ("{command: [check, --quick]}", svc.CommandCheck(("check", "--quick"))),
+        ("{command: 'curl -f http://h/'}", svc.CommandCheck(("curl", "-f", "http://h/"))),
+    ],
+)
+def test_health_check_types(health: str, check: svc.Check) -> None:
+    assert one(local(f"port: 9000\nhealth: {health}")).health.check == check
+
+
+def test_without_health_a_port_is_checked_by_tcp_else_the_process_is_watched() -> None:
+    assert one(local("port: 9000")).health.check == svc.TcpCheck("127.0.0.1:{port}")
+    assert one(local()).health.check == svc.ProcessCheck()
+
+
+def test_health_durations_and_thresholds() -> None:
+    health = one(
+        local(
+            "health: {interval: 500ms, timeout: 250ms, failure_threshold: 4,"
+            " success_threshold: 2, startup_timeout: 1m}"
+        )
+    ).health
+    assert (health.interval, health.timeout) == (0.5, 0.25)
+    assert (health.failure_threshold, health.success_threshold) == (4, 2)
+    assert health.startup_timeout == 60.0
+
+
+@pytest.mark.parametrize(
+    ("health", "default_interval", "interval", "timeout"),
+    [
+        ("{}", 30.0, 30.0, 5.0),
+        ("{}", 3.0, 3.0, 3.0),
+        ("{interval: 2s}", 30.0, 2.0, 2.0),
+        ("{interval: 1m}", 3.0, 60.0, 5.0),
+        ("{interval: 10, timeout: 8}", 3.0, 10.0, 8.0),
+    ],
+)
+def test_interval_default_and_timeout_default(
+    health: str, default_interval: float, interval: float, timeout: float
+) -> None:
+    policy = one(local(f"health: {health}"), default_interval=default_interval).health
+    assert (policy.interval, policy.timeout) == (interval, timeout)
+
+
+# --- other sections ------------------------------------------------------------------------------
+
+
+def test_replicas_as_a_number_or_min_and_max() -> None:
+    assert one(local("replicas: 1")).replicas == svc.Replicas(1, 1)
+    assert one(local("replicas: 0")).replicas == svc.Replicas(0, 1)
+    assert one(local("replicas: {min: 0, max: 1}")).replicas == svc.Replicas(0, 1)
+
+
+def test_command_string_is_split_like_a_shell() -> None:
+    spec = one("services:\n  - name: a\n    command: \"python -m x --msg 'a b'\"\n")
+    assert spec.command == ("python", "-m", "x", "--msg", "a b")
+
+
+def test_backup_with_its_own_command_and_cold_mode() -> None:
+    backup = one(local("backup: {mode: cold, command: [standby], env: {ROLE: backup}}")).backup
+    assert backup == svc.Backup(mode="cold", command=("standby",), env={"ROLE": "backup"})
+
+
+def test_stop_signal_accepts_short_and_lowercase_names() -> None:
+    assert one(local("stop: {signal: quit}")).stop.signal == signal.SIGQUIT
+    assert one(local("stop: {signal: sigint}")).stop.signal == signal.SIGINT
+
+
+def test_cwd_is_resolved_relative_to_the_base_dir(tmp_path: Path) -> None:
+    spec = one(local("cwd: sub/../svc"), base=tmp_path)
+    assert spec.cwd == str((tmp_path / "svc").resolve())
+    absolute = one(local(f"cwd: {tmp_path / 'abs'}"), base=BASE)
+    assert absolute.cwd == str(tmp_path / "abs")
+
+
+def test_config_hash_is_stable_for_the_same_text() -> None:
+    first = parse(EXAMPLE).get("azora-auth").config_hash
+    assert first == parse(EXAMPLE).get("azora-auth").config_hash
+    assert len(first) == 16
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("failure_threshold: 2", "failure_threshold: 3"),
+        ("LOG_LEVEL: info", "LOG_LEVEL: debug"),
+        ("cwd: ./auth", "cwd: ./other"),
+        ("grace: 3s", "grace: 4s"),
+    ],
+)
+def test_config_hash_changes_when_a_field_changes(old: str, new: str) -> None:
+    assert old in EXAMPLE
+    before = parse(EXAMPLE)
+    after = parse(EXAMPLE.replace(old, new))
+    assert before.get("azora-auth").config_hash != after.get("azora-auth").config_hash
+    assert before.get("azora-db").config_hash == after.get("azora-db").config_hash
+
+
+def test_load_service_file_reads_and_resolves_against_its_folder(tmp_path: Path) -> None:
+    path = tmp_path / "services.yaml"
+    path.write_text(local("cwd: app"), encoding="utf-8")
+    catalog = load_service_file(path, default_interval=4.0)
+    assert catalog.get("a").cwd == str((tmp_path / "app").resolve())
+    assert catalog.get("a").health.interval == 4.0
+
+
+def test_load_service_file_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_service_file(path, default_interval=4.0)
+    assert caught.value.message == str(path)
+    (problem,) = caught.value.problems
+    assert problem.path == ""
+    assert "cannot read the file" in problem.message
+    assert "No such file" in problem.message
+
+
+# --- errors: the file as a whole -----------------------------------------------------------------
+
+UNKNOWN_KEY = "unknown key (check its spelling against the README's service file reference)"
+
+
+def test_invalid_yaml_gives_line_and_column() -> None:
+    problem = only_problem("services:\n  - name: a\n    command: [run\n")
+    assert problem.path == "line 4, column 1"
+    assert problem.message.startswith("not valid YAML: ")
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string", "42"])
+def test_not_a_mapping(text: str) -> None:
+    assert only_problem(text) == Problem("", "expected a mapping with a 'services' list")
+
+
+A, B = "services[0] (a).", "services[1] (b)."
+EXTERNAL = "services:\n  - name: a\n    platform: external\n"
+TWO_PORTS = local("port: 8080") + local("port: 8080", name="b", more=True)
+ROUTER = "more than one replica needs Phoenix's traffic router"
+NO_PORT = "uses {port} but the service declares no port"
+SHADOWS = "shadows a built-in playbook action; choose another name"
+SINGLE_PROBLEMS = [
+    ("servics: []", "servics", UNKNOWN_KEY),
+    (local("comand: [x]"), A + "comand", UNKNOWN_KEY),
+    (local("health: {intervall: 2s}"), A + "health.intervall", UNKNOWN_KEY),
+    (local("health: {interval: soon}"), A + "health.interval", "500ms, 2s, 5m, 1h, got 'soon'"),
+    (local() + local(more=True), "services[1] (a).name", "duplicate service name 'a'"),
+    (TWO_PORTS, B + "port", "port 8080 is already used by 'a'"),
+    (local("depends_on: [azora-db]"), A + "depends_on[0]", "unknown service 'azora-db'"),
+    ("services:\n  - name: a\n", A + "command", "required for a local service"),
+    (local("platform: external\nhealth: {http: x}"), A + "command", "does not start it"),
+    (EXTERNAL, A + "health", "required for an external"),
+    (
+        EXTERNAL + "    health: {process: true}\n",
+        A + "health.process",
+        "an external service has no local process to watch",
+    ),
+    (local("platform: docker"), A + "platform", "the docker platform is not available yet"),
+    (local("platform: kubernetes"), A + "platform", "the kubernetes platform is not available"),
+    (
+        local("port: 1\nhealth: {http: x, tcp: 'h:1'}"),
+        A + "health",
+        "choose one of http, tcp, process, command; got http, tcp",
+    ),
+    (local("health: {tcp: localhost}"), A + "health", "tcp: expected 'host:port', got 'localhost'"),
+    (local("command: [run, '{port}']"), A + "command[1]", NO_PORT),
+    (local("health: {tcp: 'h:{port}'}"), A + "health.tcp", NO_PORT),
+    (local("replicas: 3"), A + "replicas", ROUTER),
+    (local("replicas: {min: 1, max: 4}"), A + "replicas", ROUTER),
+    (local("actions: {restart_service: {http: {url: x}}}"), A + "actions.restart_service", SHADOWS),
+    (local("actions: {wait: {http: {url: x}}}"), A + "actions.wait", SHADOWS),
+    (local("stop: {signal: SIGFOO}"), A + "stop.signal", "unknown signal 'SIGFOO'; expected e.g."),
+]
+
+
+@pytest.mark.parametrize(("text", "path", "message"), SINGLE_PROBLEMS)
+def test_single_problem_is_located_and_explained(text: str, path: str, message: str) -> None:
+    problem = only_problem(text)
+    assert problem.path == path
+    assert message in problem.message
+
+
+def test_problem_path_names_the_service() -> None:
+    problem = only_problem(local("health: {interval: soon}", name="azora-auth"))
+    assert problem.path == "services[0] (azora-auth).health.interval"
+
+
+@pytest.mark.parametrize("name", ["Azora", "a_", "-a", "has space", "x" * 64])
+def test_bad_name_pattern(name: str) -> None:
+    problem = only_problem(f"services:\n  - name: '{name}'\n    command: [run]\n")
+    assert problem.path == f"services[0] ({name}).name"
+    assert "lowercase letters, digits" in problem.message
+    assert repr(name) in problem.message
+
+
+def test_self_dependency() -> None:
+    found = problems(local("depends_on: [a]"))
+    assert Problem("services[0] (a).depends_on[0]", "a service cannot depend on itself") in found
+
+
+def test_dependency_cycle_is_reported_with_its_path() -> None:
+    text = (
+        local("depends_on: [b]", name="a")
+        + local("depends_on: [c]", name="b", more=True)
+        + local("depends_on: [a]", name="c", more=True)
+    )
+    problem = only_problem(text)
+    assert problem.message == "dependency cycle: a -> b -> c -> a"
+    assert "(c).depends_on" in problem.path
+
+
+def test_dependency_cycle_path_has_the_service_index() -> None:
+    text = local("depends_on: [b]", name="a") + local("depends_on: [a]", name="b", more=True)
+    assert only_problem(text).path.startswith("services[1] (b).depends_on")
+
+
+# --- errors: platforms and checks ----------------------------------------------------------------
+
+
+def test_external_with_health_but_no_check_is_refused() -> None:
+    text = "services:\n  - name: e\n    platform: external\n    health: {interval: 2s}\n"
+    with pytest.raises(ConfigError):
+        parse(text)
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ("port: 1\ncommand: [run, '{prot}']", "services[0] (a).command[1]"),
+        ("env: {URL: 'http://{host}/'}", "services[0] (a).env.URL"),
+        ("health: {http: 'http://{host}/'}", "services[0] (a).health.http"),
+        (
+            "actions: {flush: {http: {url: 'http://{host}/'}}}",
+            "services[0] (a).actions.flush.http.url",
+        ),
+    ],
+)
+def test_unknown_placeholder(extra: str, path: str) -> None:
+    problem = only_problem(local(extra))
+    assert problem.path == path
+    assert problem.message.startswith("unknown placeholder '{")
+    assert "known: {instance}, {name}, {port}, {python}, {version}" in problem.message
+
+
+def test_unknown_placeholder_in_a_version_env() -> None:
+    problem = only_problem(local("versions: [{name: v2, env: {X: '{prot}'}}]"))
+    assert problem.path.startswith("services[0] (a).versions[0].env")
+
+
+def test_replicas_min_greater_than_max_is_reported() -> None:
+    found = problems(local("replicas: {min: 3, max: 2}"))
+    assert any("min (3) is greater than max (2)" in p.message for p in found)
+
+
+def test_replicas_min_greater_than_max_is_one_clean_problem() -> None:
+    problem = only_problem(local("replicas: {min: 3, max: 2}"))
+    assert problem == Problem("services[0] (a).replicas", "min (3) is greater than max (2)")
+
+
+def test_several_problems_are_all_reported() -> None:
+    text = textwrap.dedent(
+        """
+        services:
+          - name: a
+            depends_on: [ghost]
+            platform: docker
+          - name: b
+            command: [run, '{bogus}']
+            port: 80
+          - name: c
+            command: [run]
+            port: 80
+        """
+    )
+    paths = {p.path for p in problems(text)}
+    assert paths == {
+        "services[0] (a).depends_on[0]",
+        "services[0] (a).platform",
+        "services[1] (b).command[1]",
+        "services[2] (c).port",
+    }
+
+
+def test_several_shape_problems_are_all_reported() -> None:
+    text = local("comand: [x]\nport: 70000\nhealth: {interval: soon}")
+    assert {p.path for p in problems(text)} == {
+        "services[0] (a).comand",
+        "services[0] (a).port",
+        "services[0] (a).health.interval",
+    }
+
+
+def test_shape_and_whole_file_problems_are_reported_together() -> None:
+    text = local("port: 70000\ndepends_on: [ghost]")
+    assert {p.path for p in problems(text)} == {
+        "services[0] (a).port",
+        "services[0] (a).depends_on[0]",
+    }

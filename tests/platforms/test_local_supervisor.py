@@ -1,0 +1,330 @@
+"""The local platform against real processes: spawn, notice death, stop, adopt, clean up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from phoenix_server.config.servicefile import parse_service_file
+from phoenix_server.domain.clock import SystemClock
+from phoenix_server.domain.errors import ProcessStartError
+from phoenix_server.domain.services import InstanceState, ServiceSpec
+from phoenix_server.platforms.base import InstanceEvent, InstanceEventKind
+from phoenix_server.platforms.local.supervisor import OWNER_ENV, LocalPlatform
+from phoenix_server.store.database import Store
+from phoenix_server.store.recording import StoreJournal
+from phoenix_server.support import procinfo
+from tests.support import eventually, free_port
+
+OWNER = "test-owner-" + str(os.getpid())
+
+
+def spec_of(tmp_path: Path, body: str) -> ServiceSpec:
+    text = "services:\n" + textwrap.indent(textwrap.dedent(body), "  ")
+    catalog = parse_service_file(text, source="test", base_dir=tmp_path, default_interval=1.0)
+    return next(iter(catalog))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'phoenix.db'}")
+    store.migrate()
+    yield store
+    store.close()
+
+
+class Recorder:
+    """Collects platform events with the monotonic time they arrived."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, InstanceEvent]] = []
+
+    def __call__(self, event: InstanceEvent) -> None:
+        self.events.append((time.monotonic(), event))
+
+    def kinds(self) -> list[InstanceEventKind]:
+        return [event.kind for _, event in self.events]
+
+    def first(self, kind: InstanceEventKind) -> tuple[float, InstanceEvent] | None:
+        return next(((t, e) for t, e in self.events if e.kind is kind), None)
+
+
+def make_platform(
+    tmp_path: Path, store: Store, owner: str = OWNER
+) -> tuple[LocalPlatform, Recorder]:
+    platform = LocalPlatform(
+        log_dir=tmp_path / "logs", journal=StoreJournal(store), clock=SystemClock(), owner=owner
+    )
+    recorder = Recorder()
+    platform.subscribe(recorder)
+    return platform, recorder
+
+
+@pytest.fixture
+async def platform(tmp_path: Path, store: Store) -> AsyncIterator[tuple[LocalPlatform, Recorder]]:
+    platform, recorder = make_platform(tmp_path, store)
+    yield platform, recorder
+    await platform.shutdown(keep_running=False)
+
+
+SLEEPER = """
+- name: sleeper
+  command: ["{python}", "-c", "import os,time; print('hello', os.environ['PHOENIX_INSTANCE'], os.environ.get('PORT'), flush=True); time.sleep(600)"]
+  health: {process: true}
+  stop: {grace: 2s}
+"""
+
+
+async def test_start_runs_a_process_group_logging_to_a_file(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, events = platform
+    spec = spec_of(tmp_path, SLEEPER)
+    [instance] = await local.start(spec)
+    assert instance.pid is not None and instance.state is InstanceState.STARTING
+    assert os.getpgid(instance.pid) == instance.pid, "the instance leads its own process group"
+    assert events.kinds() == [InstanceEventKind.STARTED]
+    log = tmp_path / "logs" / "sleeper.log"
+    await eventually(lambda: f"hello {instance.id} None" in log.read_text(), message="log line")
+    assert "starting " + instance.id in log.read_text(), "Phoenix marks each start in the log"
+    assert [i.id for i in local.instances("sleeper")] == [instance.id]
+
+
+async def test_placeholders_and_port_reach_the_process(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, _ = platform
+    port = free_port()
+    spec = spec_of(
+        tmp_path,
+        f"""
+        - name: echo
+          command: ["{{python}}", "-c", "import os,sys,time; print(sys.argv[1:], os.environ['PORT'], os.environ['GREETING'], flush=True); time.sleep(600)", "{{name}}", "{{port}}", "{{instance}}"]
+          port: {port}
+          env: {{GREETING: "hi-{{name}}"}}
+        """,
+    )
+    [instance] = await local.start(spec)
+    log = tmp_path / "logs" / "echo.log"
+    expected = f"['echo', '{port}', '{instance.id}'] {port} hi-echo"
+    await eventually(lambda: expected in log.read_text(), message=expected)
+    assert psutil.Process(instance.pid).exe() == os.path.realpath(sys.executable)
+
+
+async def test_a_killed_process_is_noticed_within_milliseconds(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, events = platform
+    [instance] = await local.start(spec_of(tmp_path, SLEEPER))
+    assert instance.pid is not None
+    killed_at = time.monotonic()
+    os.kill(instance.pid, signal.SIGKILL)
+    seen = await eventually(lambda: events.first(InstanceEventKind.EXITED), timeout=5)
+    noticed_at, event = seen
+    assert noticed_at - killed_at < 0.05, f"took {noticed_at - killed_at:.4f}s"
+    assert event.instance.exit_code == -signal.SIGKILL
+    assert event.instance.state is InstanceState.EXITED
+    # A crashed instance stays visible (as exited) until a stop forgets it.
+    [kept] = local.instances("sleeper")
+    assert kept.state is InstanceState.EXITED
+    ended = await local.stop(spec_of(tmp_path, SLEEPER))
+    assert [i.id for i in ended] == [instance.id]
+    assert local.instances("sleeper") == []
+    assert events.kinds()[-1] is InstanceEventKind.STOPPED
+
+
+async def test_stop_is_graceful_first(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, events = platform
+    spec = spec_of(tmp_path, SLEEPER)
+    [instance] = await local.start(spec)
+    started = time.monotonic()
+    [ended] = await local.stop(spec)
+    assert time.monotonic() - started < 1.5, "a process that honours SIGTERM stops at once"
+    assert ended.state is InstanceState.STOPPED
+    assert ended.exit_code == -signal.SIGTERM
+    assert instance.pid is not None and not procinfo.is_running(
+        instance.pid, instance.process_start
+    )
+    assert events.kinds() == [InstanceEventKind.STARTED, InstanceEventKind.STOPPED]
+
+
+async def test_a_process_ignoring_sigterm_is_killed_after_the_grace(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, _ = platform
+    spec = spec_of(
+        tmp_path,
+        """
+        - name: stubborn
+          command: ["{python}", "-c", "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"]
+          stop: {grace: 300ms}
+        """,
+    )
+    [instance] = await local.start(spec)
+    log = tmp_path / "logs" / "stubborn.log"
+    await eventually(lambda: "ready" in log.read_text().splitlines(), message="handler installed")
+    started = time.monotonic()
+    [ended] = await local.stop(spec)
+    elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 2.0
+    assert ended.exit_code == -signal.SIGKILL
+    assert instance.pid is not None and not procinfo.is_running(instance.pid, None)
+
+
+TREE = """
+- name: tree
+  command: ["sh", "-c", "sleep 600 & echo child $! ; wait"]
+  stop: {grace: 2s}
+"""
+
+
+def child_pid(log: Path) -> int | None:
+    for line in log.read_text().splitlines():
+        if line.startswith("child "):
+            return int(line.split()[1])
+    return None
+
+
+async def test_stop_takes_the_whole_process_tree(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, _ = platform
+    spec = spec_of(tmp_path, TREE)
+    await local.start(spec)
+    child = await eventually(lambda: child_pid(tmp_path / "logs" / "tree.log"), message="child")
+    await local.stop(spec)
+    await eventually(lambda: not procinfo.is_running(child, None), timeout=3, message="child gone")
+
+
+async def test_when_the_leader_dies_its_stragglers_are_killed(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, events = platform
+    spec = spec_of(tmp_path, TREE)
+    [instance] = await local.start(spec)
+    child = await eventually(lambda: child_pid(tmp_path / "logs" / "tree.log"), message="child")
+    assert instance.pid is not None
+    os.kill(instance.pid, signal.SIGKILL)
+    await eventually(lambda: events.first(InstanceEventKind.EXITED), message="exit")
+    await eventually(lambda: not procinfo.is_running(child, None), timeout=3, message="orphan gone")
+
+
+async def test_a_zombie_counts_as_dead() -> None:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    await eventually(
+        lambda: psutil.Process(process.pid).status() == psutil.STATUS_ZOMBIE, message="zombie"
+    )
+    try:
+        assert not procinfo.is_running(process.pid, None)
+    finally:
+        process.wait()
+
+
+async def test_an_unknown_command_is_refused_plainly(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, events = platform
+    spec = spec_of(tmp_path, '- name: ghost\n  command: ["no-such-binary-phoenix", "x"]\n')
+    with pytest.raises(ProcessStartError, match="command not found: 'no-such-binary-phoenix'"):
+        await local.start(spec)
+    assert events.events == [] and local.instances("ghost") == []
+
+
+async def test_wait_for_exit_returns_the_instance_that_ended(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, _ = platform
+    spec = spec_of(
+        tmp_path, '- name: brief\n  command: ["{python}", "-c", "import time; time.sleep(0.2)"]\n'
+    )
+    [instance] = await local.start(spec)
+    ended = await asyncio.wait_for(local.wait_for_exit([instance.id]), 5)
+    assert ended.id == instance.id and ended.exit_code == 0
+
+
+async def test_a_restarted_phoenix_adopts_what_still_runs(tmp_path: Path, store: Store) -> None:
+    spec = spec_of(tmp_path, SLEEPER)
+    first, _ = make_platform(tmp_path, store)
+    [instance] = await first.start(spec)
+    await first.mark_serving(spec, [instance.id])
+    await first.shutdown(keep_running=True)
+    assert instance.pid is not None and procinfo.is_running(instance.pid, instance.process_start)
+
+    second, events = make_platform(tmp_path, store)
+    try:
+        await second.reconcile([spec])
+        assert events.kinds() == [InstanceEventKind.ADOPTED], "adopted, not restarted"
+        [adopted] = second.instances("sleeper")
+        assert (adopted.id, adopted.pid) == (instance.id, instance.pid)
+        killed_at = time.monotonic()
+        os.kill(instance.pid, signal.SIGKILL)
+        noticed_at, event = await eventually(lambda: events.first(InstanceEventKind.EXITED))
+        assert noticed_at - killed_at < 0.05, "an adopted process is watched through its pidfd too"
+        assert event.instance.exit_code is None, "the exit status of a non-child is unknowable"
+    finally:
+        await second.shutdown(keep_running=False)
+
+
+async def test_a_changed_declaration_replaces_the_old_instance(
+    tmp_path: Path, store: Store
+) -> None:
+    first, _ = make_platform(tmp_path, store)
+    [old] = await first.start(spec_of(tmp_path, SLEEPER))
+    await first.shutdown(keep_running=True)
+
+    changed = spec_of(tmp_path, SLEEPER.replace("grace: 2s", "grace: 3s"))
+    second, events = make_platform(tmp_path, store)
+    try:
+        await second.reconcile([changed])
+        assert old.pid is not None
+        await eventually(lambda: not procinfo.is_running(old.pid, old.process_start), timeout=5)
+        [fresh] = second.instances("sleeper")
+        assert fresh.pid != old.pid and events.kinds() == [InstanceEventKind.STARTED]
+    finally:
+        await second.shutdown(keep_running=False)
+
+
+async def test_strays_of_this_installation_are_stopped(tmp_path: Path, store: Store) -> None:
+    stray = subprocess.Popen(
+        ["sleep", "600"], env={**os.environ, OWNER_ENV: OWNER}, start_new_session=True
+    )
+    unrelated = subprocess.Popen(
+        ["sleep", "600"], env={**os.environ, OWNER_ENV: "someone-else"}, start_new_session=True
+    )
+    local, _ = make_platform(tmp_path, store)
+    try:
+        await local.reconcile([])
+        await eventually(lambda: stray.poll() is not None, timeout=5, message="stray stopped")
+        assert unrelated.poll() is None, "another installation's process is left alone"
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+        stray.wait()
+        await local.shutdown(keep_running=False)
+
+
+async def test_shutdown_stops_everything_and_empties_the_journal(
+    tmp_path: Path, store: Store
+) -> None:
+    local, _ = make_platform(tmp_path, store)
+    spec = spec_of(tmp_path, SLEEPER)
+    [instance] = await local.start(spec)
+    journal = StoreJournal(store)
+    assert [i.id for i in await journal.load_instances(instance.platform)] == [instance.id]
+    await local.shutdown(keep_running=False)
+    assert instance.pid is not None and not procinfo.is_running(
+        instance.pid, instance.process_start
+    )
+    assert await journal.load_instances(instance.platform) == []

@@ -1,0 +1,302 @@
+"""The engine end to end in one process: real services, real probes, real SQLite.
+
+These drive :class:`Runtime` directly (no HTTP) so each recovery rule can be checked
+against the records it leaves: incidents, attempts, steps, timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from phoenix_server.config.servicefile import parse_service_file
+from phoenix_server.config.settings import load_settings
+from phoenix_server.domain.errors import RecoveryInProgressError, UnsupportedStrategyError
+from phoenix_server.domain.health import ServiceStatus
+from phoenix_server.domain.incidents import FailureType, IncidentStatus
+from phoenix_server.domain.recoveries import (
+    DecisionSource,
+    Outcome,
+    Recovery,
+    RecoveryStatus,
+    RecoveryTrigger,
+    StepStatus,
+    Strategy,
+)
+from phoenix_server.runtime import Runtime
+from phoenix_server.store import incidents, recoveries
+from phoenix_server.store.database import Store
+from tests.support import REPO, eventually, free_port, web_service_yaml
+
+
+@asynccontextmanager
+async def engine(tmp_path: Path, services: str, **env: str) -> AsyncIterator[Runtime]:
+    settings = load_settings(
+        PHOENIX_DATA_DIR=str(tmp_path / "var"),
+        MAX_RECOVERY_ATTEMPTS=env.pop("MAX_RECOVERY_ATTEMPTS", "3"),
+        AUTO_RECOVERY=env.pop("AUTO_RECOVERY", "true"),
+        **env,
+    )
+    catalog = parse_service_file(
+        "services:\n" + services, source="test", base_dir=REPO, default_interval=1.0
+    )
+    store = Store(settings.effective_database_url)
+    store.migrate()
+    runtime = Runtime(settings, catalog, store)
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+        store.close()
+
+
+async def healthy(runtime: Runtime, name: str, timeout: float = 15) -> None:
+    await eventually(
+        lambda: runtime.tracker.status(name) is ServiceStatus.HEALTHY,
+        timeout=timeout,
+        message=f"{name} healthy",
+    )
+
+
+def live_pid(runtime: Runtime, name: str) -> int:
+    pids = [i.pid for i in runtime.local.instances(name) if i.alive and i.pid]
+    assert len(pids) == 1, runtime.local.instances(name)
+    return pids[0]
+
+
+async def history(runtime: Runtime, **where: object) -> list[Recovery]:
+    items, _ = await runtime.store.read(
+        recoveries.list_recoveries,
+        where=recoveries.RecoveryFilter(**where),  # type: ignore[arg-type]
+        limit=100,
+        offset=0,
+    )
+    return items
+
+
+async def finished(runtime: Runtime, recovery_id: str, timeout: float = 20) -> Recovery:
+    async def check() -> Recovery | None:
+        recovery = await runtime.store.read(recoveries.get_recovery, recovery_id)
+        return recovery if recovery.status.terminal else None
+
+    return await eventually(check, timeout=timeout, interval=0.05, message=f"{recovery_id} ends")
+
+
+async def test_a_killed_service_is_restarted_and_every_step_recorded(tmp_path: Path) -> None:
+    port = free_port()
+    async with engine(tmp_path, web_service_yaml("web", port)) as runtime:
+        await healthy(runtime, "web")
+        old_pid = live_pid(runtime, "web")
+        os.kill(old_pid, signal.SIGKILL)
+        [recovery] = await eventually(lambda: history(runtime, service="web"), message="recovery")
+        recovery = await finished(runtime, recovery.id)
+        assert recovery.status is RecoveryStatus.COMPLETED and recovery.outcome is Outcome.SUCCESS
+        assert recovery.trigger is RecoveryTrigger.AUTOMATIC and recovery.attempt == 1
+        assert recovery.decision.source is DecisionSource.DEFAULT
+        assert recovery.decision.strategy is Strategy.RESTART
+        assert [s.name for s in recovery.steps] == [
+            "Graceful shutdown",
+            "Service restart",
+            "Health verification",
+            "Traffic restoration",
+        ]
+        assert all(s.status is StepStatus.COMPLETED for s in recovery.steps)
+        assert all(s.duration is not None and s.duration >= 0 for s in recovery.steps)
+        assert "killed by SIGKILL" in (recovery.steps[0].detail or "")
+        assert recovery.metrics.downtime is not None and 0 < recovery.metrics.downtime < 5
+        assert recovery.duration is not None and recovery.duration < recovery.metrics.downtime + 1
+        assert live_pid(runtime, "web") != old_pid
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        incident = await runtime.store.read(incidents.get_incident, recovery.incident_id or "")
+        assert incident.failure_type is FailureType.SERVICE_DOWN
+        assert incident.status is IncidentStatus.RESOLVED and incident.resolved_at is not None
+        [running] = runtime.local.instances("web")
+        assert running.state.value == "running", "verified instances are put in rotation"
+
+
+NEVER_HEALTHY = f"""
+  - name: mute
+    command: ["{{python}}", "-c", "import time; time.sleep(600)"]
+    cwd: {REPO}
+    port: {free_port()}
+    health: {{tcp: "127.0.0.1:{{port}}", interval: 100ms, timeout: 100ms, startup_timeout: 500ms}}
+    stop: {{grace: 1s}}
+    recovery: {{backoff: {{initial: 100ms}}}}
+"""
+
+
+async def test_failed_attempts_are_retried_then_given_up(tmp_path: Path) -> None:
+    async with engine(tmp_path, NEVER_HEALTHY, MAX_RECOVERY_ATTEMPTS="2") as runtime:
+
+        async def gave_up() -> bool:
+            found = await runtime.store.read(
+                incidents.list_incidents, service="mute", status=None, limit=5, offset=0
+            )
+            return bool(found[0]) and found[0][0].status is IncidentStatus.UNRESOLVED
+
+        await eventually(gave_up, timeout=20, interval=0.1, message="gave up")
+        attempts = [
+            await runtime.store.read(recoveries.get_recovery, r.id)
+            for r in sorted(await history(runtime, service="mute"), key=lambda r: r.attempt)
+        ]
+        assert [r.attempt for r in attempts] == [1, 2]
+        assert len({r.incident_id for r in attempts}) == 1, "attempts share their incident"
+        for attempt in attempts:
+            assert attempt.status is RecoveryStatus.FAILED and attempt.outcome is Outcome.FAILURE
+            verification = attempt.steps[2]
+            assert verification.status is StepStatus.TIMED_OUT
+            assert "not healthy within 0.5s" in (verification.detail or "")
+            assert "connection refused" in (verification.detail or "")
+            assert attempt.steps[3].status is StepStatus.SKIPPED
+            assert "not run: step 'Health verification' timed_out" in (
+                attempt.steps[3].detail or ""
+            )
+        assert attempts[0].ended_at is not None
+        gap = (attempts[1].start_time - attempts[0].ended_at).total_seconds()
+        assert gap >= 0.09, "backoff between attempts"
+        await asyncio.sleep(0.5)
+        assert len(await history(runtime, service="mute")) == 2, "nothing more after giving up"
+
+
+CRASH_LOOP = f"""
+  - name: crasher
+    command: ["{{python}}", "-c", "import sys, time; time.sleep(0.3); sys.exit(3)"]
+    cwd: {REPO}
+    health: {{process: true, interval: 100ms}}
+    recovery: {{backoff: {{initial: 200ms, max: 800ms, reset_after: 10s}}}}
+"""
+
+
+async def test_a_crash_loop_backs_off_instead_of_storming(tmp_path: Path) -> None:
+    async with engine(tmp_path, CRASH_LOOP) as runtime:
+
+        async def at_least(count: int) -> list[Recovery] | None:
+            found = await history(runtime, service="crasher")
+            ended = [r for r in found if r.status.terminal]
+            return sorted(ended, key=lambda r: r.created_at) if len(ended) >= count else None
+
+        loop = await eventually(lambda: at_least(4), timeout=20, interval=0.1, message="4 runs")
+        assert "crash-loop backoff" not in loop[0].reason, "the first restart is immediate"
+        for index, expected in ((1, 0.2), (2, 0.4), (3, 0.8)):
+            assert f"waiting {expected:g}s first (crash-loop backoff)" in loop[index].reason
+            waited = (loop[index].start_time - loop[index].created_at).total_seconds()
+            assert waited >= expected - 0.02, f"run {index} waited {waited:.3f}s"
+
+
+async def test_a_manual_restart_of_a_healthy_service(tmp_path: Path) -> None:
+    async with engine(tmp_path, web_service_yaml("web", free_port())) as runtime:
+        await healthy(runtime, "web")
+        recovery = await runtime.orchestrator.trigger(
+            service="web", strategy=Strategy.RESTART, reason="rotate credentials", force=False
+        )
+        assert recovery.status is RecoveryStatus.IN_PROGRESS
+        assert recovery.decision.source is DecisionSource.MANUAL
+        stored = await runtime.store.read(recoveries.get_recovery, recovery.id)
+        assert stored.reason == "rotate credentials", "acknowledged means recorded"
+        done = await finished(runtime, recovery.id)
+        assert done.status is RecoveryStatus.COMPLETED
+        assert done.metrics.downtime is not None and 0 < done.metrics.downtime < 5
+        assert done.estimated_duration == 10.0, "the default until there is history"
+        again = await runtime.orchestrator.trigger(
+            service="web", strategy=None, reason="", force=False
+        )
+        assert again.decision.source is DecisionSource.DEFAULT
+        assert again.estimated_duration == pytest.approx(done.duration, abs=0.01)
+        await finished(runtime, again.id)
+
+
+async def test_one_recovery_per_service_unless_forced(tmp_path: Path) -> None:
+    slow_stop = web_service_yaml("web", free_port()).replace(
+        '"--name", "{name}"]', '"--name", "{name}", "--ignore-sigterm"]'
+    )
+    async with engine(tmp_path, slow_stop) as runtime:
+        await healthy(runtime, "web")
+        first = await runtime.orchestrator.trigger(
+            service="web", strategy=Strategy.RESTART, reason="first", force=False
+        )
+        with pytest.raises(RecoveryInProgressError) as refused:
+            await runtime.orchestrator.trigger(
+                service="web", strategy=Strategy.RESTART, reason="second", force=False
+            )
+        assert refused.value.recovery_id == first.id
+
+        async def stopping() -> bool:
+            stored = await runtime.store.read(recoveries.get_recovery, first.id)
+            return bool(stored.steps) and stored.steps[0].status is StepStatus.RUNNING
+
+        await eventually(stopping, message="first recovery in its shutdown step")
+        forced = await runtime.orchestrator.trigger(
+            service="web", strategy=Strategy.RESTART, reason="forced", force=True
+        )
+        assert forced.status is RecoveryStatus.PENDING, "waits for the cancelled one's step"
+        cancelled = await finished(runtime, first.id)
+        assert cancelled.status is RecoveryStatus.CANCELLED and cancelled.outcome is None
+        assert cancelled.steps[0].status is StepStatus.COMPLETED, "its current step finished"
+        assert {s.status for s in cancelled.steps[1:]} == {StepStatus.SKIPPED}
+        done = await finished(runtime, forced.id)
+        assert done.status is RecoveryStatus.COMPLETED and done.force
+
+
+async def test_an_unsupported_strategy_is_refused_before_anything_happens(tmp_path: Path) -> None:
+    async with engine(tmp_path, web_service_yaml("web", free_port())) as runtime:
+        with pytest.raises(UnsupportedStrategyError, match="supports: restart"):
+            await runtime.orchestrator.trigger(
+                service="web", strategy=Strategy.FAILOVER, reason="", force=False
+            )
+        assert await history(runtime) == []
+
+
+async def test_with_auto_recovery_off_failures_are_only_recorded(tmp_path: Path) -> None:
+    async with engine(
+        tmp_path, web_service_yaml("web", free_port()), AUTO_RECOVERY="false"
+    ) as runtime:
+        await healthy(runtime, "web")
+        os.kill(live_pid(runtime, "web"), signal.SIGKILL)
+
+        async def opened() -> list[object]:
+            found, _ = await runtime.store.read(
+                incidents.list_incidents,
+                service="web",
+                status=IncidentStatus.OPEN,
+                limit=5,
+                offset=0,
+            )
+            return list(found)
+
+        await eventually(opened, message="incident recorded")
+        await asyncio.sleep(0.5)
+        assert await history(runtime) == []
+        assert runtime.tracker.status("web") is ServiceStatus.UNHEALTHY
+
+
+HANGER = """
+  - name: hanger
+    command: ["{python}", "-m", "examples.services.web", "--port", "{port}", "--hang-after", "1"]
+    cwd: REPO
+    port: PORT
+    health: {http: "http://127.0.0.1:{port}/health", interval: 200ms, timeout: 200ms, failure_threshold: 2, startup_timeout: 5s}
+    stop: {grace: 500ms}
+"""
+
+
+async def test_a_hung_service_is_found_by_its_probe_and_restarted(tmp_path: Path) -> None:
+    yaml = HANGER.replace("REPO", str(REPO)).replace("PORT", str(free_port()))
+    async with engine(tmp_path, yaml) as runtime:
+        await healthy(runtime, "hanger")
+        first_pid = live_pid(runtime, "hanger")
+        [recovery] = await eventually(
+            lambda: history(runtime, service="hanger"), timeout=10, message="recovery"
+        )
+        done = await finished(runtime, recovery.id)
+        assert done.status is RecoveryStatus.COMPLETED
+        assert "health check failing" in done.reason and "no answer within 0.2s" in done.reason
+        assert "stopped hanger-" in (done.steps[0].detail or "")
+        assert first_pid != live_pid(runtime, "hanger")

@@ -1,0 +1,252 @@
+"""Planning without I/O: plan_restart (strategies.py), decide (selecting.py) and should_run
+(executing.py)."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from phoenix_server.domain.errors import InvalidRequestError, UnsupportedStrategyError
+from phoenix_server.domain.health import ServiceStatus
+from phoenix_server.domain.incidents import FailureType
+from phoenix_server.domain.recoveries import (
+    Candidate,
+    DecisionSource,
+    PlannedStep,
+    StepCondition,
+    Strategy,
+)
+from phoenix_server.domain.services import (
+    HealthPolicy,
+    PlatformKind,
+    ProcessCheck,
+    Replicas,
+    ServiceSpec,
+    StopPolicy,
+)
+from phoenix_server.recovery.executing import should_run
+from phoenix_server.recovery.selecting import DEFAULT_TABLE, decide
+from phoenix_server.recovery.strategies import PLANNERS, plan_restart
+
+ALL = frozenset(Strategy)
+RESTART_ONLY = frozenset({Strategy.RESTART})
+
+
+def service(
+    *, grace: float = 10.0, startup_timeout: float = 30.0, replicas: Replicas | None = None
+) -> ServiceSpec:
+    return ServiceSpec(
+        name="azora-auth",
+        platform=PlatformKind.LOCAL,
+        health=HealthPolicy(
+            check=ProcessCheck(),
+            interval=2.0,
+            timeout=1.0,
+            failure_threshold=2,
+            startup_timeout=startup_timeout,
+        ),
+        command=("run",),
+        stop=StopPolicy(signal=signal.SIGTERM, grace=grace),
+        replicas=replicas or Replicas(),
+    )
+
+
+# --- plan_restart ------------------------------------------------------------------------------
+
+
+def test_restart_plan_steps_in_order() -> None:
+    plan = plan_restart(service())
+    assert [(s.name, s.action) for s in plan] == [
+        ("Graceful shutdown", "stop_instances"),
+        ("Service restart", "start_instances"),
+        ("Health verification", "verify_health"),
+        ("Traffic restoration", "restore_traffic"),
+    ]
+    assert all(s.condition is StepCondition.ALWAYS and s.abort_on_failure for s in plan)
+
+
+def test_restart_plan_timeouts_derive_from_the_service() -> None:
+    plan = plan_restart(service(grace=4.0, startup_timeout=12.0))
+    assert [s.timeout for s in plan] == [4.0 + 15.0, 30.0, 12.0, 10.0]
+
+
+def test_restart_plan_with_default_policies() -> None:
+    plan = plan_restart(service())
+    assert plan[0] == PlannedStep("Graceful shutdown", "stop_instances", 25.0)
+    assert plan[2].timeout == 30.0
+
+
+@pytest.mark.parametrize(
+    ("replicas", "count"), [(Replicas(1, 1), 1), (Replicas(0, 1), 1), (Replicas(3, 4), 3)]
+)
+def test_restart_starts_replicas_min_but_at_least_one(replicas: Replicas, count: int) -> None:
+    plan = plan_restart(service(replicas=replicas))
+    assert plan[1].params == {"count": count}
+    assert all(not s.params for i, s in enumerate(plan) if i != 1)
+
+
+def test_restart_is_the_registered_planner() -> None:
+    assert PLANNERS[Strategy.RESTART] is plan_restart
+
+
+# --- decide: the default table -----------------------------------------------------------------
+
+FIRST_CHOICE = {
+    FailureType.HIGH_ERROR_RATE: Strategy.RESTART,
+    FailureType.MEMORY_LEAK: Strategy.ROLLBACK,
+    FailureType.HIGH_LOAD: Strategy.SCALE,
+    FailureType.SERVICE_DOWN: Strategy.FAILOVER,
+    FailureType.CASCADING: Strategy.CIRCUIT_BREAK,
+    FailureType.LATENCY_DEGRADATION: Strategy.SCALE,
+    FailureType.UNKNOWN: Strategy.RESTART,
+}
+
+
+@pytest.mark.parametrize("failure_type", list(FailureType))
+def test_default_table_first_choice_when_everything_is_supported(failure_type: FailureType) -> None:
+    decision = decide(service="azora-auth", failure_type=failure_type, supported=ALL)
+    assert decision.strategy is FIRST_CHOICE[failure_type]
+    assert decision.source is DecisionSource.DEFAULT
+    assert decision.reason == (
+        f"default table: {failure_type.value} → {FIRST_CHOICE[failure_type].value}"
+    )
+    preferred = DEFAULT_TABLE[failure_type]
+    assert [c.strategy for c in decision.candidates] == list(preferred)
+    assert [c.score for c in decision.candidates] == [
+        round(1 / (rank + 1), 3) for rank in range(len(preferred))
+    ]
+
+
+def test_the_seed_decision_logic_is_the_default_table() -> None:
+    assert set(DEFAULT_TABLE) == set(FailureType)
+    assert {t: s[0] for t, s in DEFAULT_TABLE.items()} == FIRST_CHOICE
+
+
+def test_unsupported_preferences_are_skipped_with_a_reason() -> None:
+    decision = decide(
+        service="azora-auth", failure_type=FailureType.SERVICE_DOWN, supported=RESTART_ONLY
+    )
+    assert decision.strategy is Strategy.RESTART
+    assert decision.candidates == (
+        Candidate(Strategy.FAILOVER, 0.0),
+        Candidate(Strategy.RESTART, 0.5),
+    )
+    assert decision.reason == (
+        "default table: service_down → restart (failover not available for this service)"
+    )
+
+
+def test_memory_leak_without_a_known_good_version_restarts() -> None:
+    decision = decide(
+        service="azora-auth", failure_type=FailureType.MEMORY_LEAK, supported=RESTART_ONLY
+    )
+    assert decision.strategy is Strategy.RESTART
+    assert "rollback not available" in decision.reason
+
+
+def test_nothing_in_the_table_supported_falls_back_to_a_supported_strategy() -> None:
+    decision = decide(
+        service="azora-auth", failure_type=FailureType.CASCADING, supported=RESTART_ONLY
+    )
+    assert decision.strategy is Strategy.RESTART
+    assert decision.candidates == (
+        Candidate(Strategy.CIRCUIT_BREAK, 0.0),
+        Candidate(Strategy.RESTART, 0.1),
+    )
+    assert decision.reason == (
+        "default table: cascading → restart (circuit_break not available for this service)"
+    )
+
+
+def test_the_chosen_strategy_is_always_supported() -> None:
+    for failure_type in FailureType:
+        for strategy in Strategy:
+            supported = frozenset({strategy})
+            decision = decide(service="s", failure_type=failure_type, supported=supported)
+            assert decision.strategy in supported
+
+
+# --- decide: an explicit request ---------------------------------------------------------------
+
+
+def test_requested_strategy_is_a_manual_decision() -> None:
+    decision = decide(
+        service="azora-auth",
+        failure_type=FailureType.HIGH_LOAD,
+        supported=RESTART_ONLY,
+        requested=Strategy.RESTART,
+    )
+    assert decision.strategy is Strategy.RESTART
+    assert decision.source is DecisionSource.MANUAL
+    assert decision.reason == "restart requested by the operator"
+    assert decision.candidates == (Candidate(Strategy.RESTART, 1.0),)
+
+
+def test_requested_unsupported_strategy_lists_what_is_supported() -> None:
+    with pytest.raises(UnsupportedStrategyError) as caught:
+        decide(
+            service="azora-auth",
+            failure_type=FailureType.UNKNOWN,
+            supported=frozenset({Strategy.RESTART, Strategy.SCALE}),
+            requested=Strategy.ROLLBACK,
+        )
+    assert caught.value.message == (
+        "service 'azora-auth' cannot use strategy 'rollback'; it supports: restart, scale"
+    )
+    assert caught.value.code == "unsupported_strategy"
+    assert isinstance(caught.value, InvalidRequestError)
+
+
+@pytest.mark.parametrize("requested", [None, Strategy.RESTART])
+def test_nothing_supported_says_the_service_is_only_monitored(requested: Strategy | None) -> None:
+    with pytest.raises(UnsupportedStrategyError) as caught:
+        decide(
+            service="azora-edge",
+            failure_type=FailureType.SERVICE_DOWN,
+            supported=frozenset(),
+            requested=requested,
+        )
+    assert "'azora-edge'" in caught.value.message
+    assert "supports no recovery strategy" in caught.value.message
+    assert "only monitored" in caught.value.message
+
+
+# --- should_run --------------------------------------------------------------------------------
+
+S = ServiceStatus
+
+
+@pytest.mark.parametrize(
+    ("condition", "previous_ok", "status", "expected"),
+    [
+        (StepCondition.ALWAYS, None, S.UNHEALTHY, True),
+        (StepCondition.ALWAYS, False, S.HEALTHY, True),
+        (StepCondition.ALWAYS, True, S.UNKNOWN, True),
+        (StepCondition.IF_PREVIOUS_FAILED, False, S.HEALTHY, True),
+        (StepCondition.IF_PREVIOUS_FAILED, True, S.UNHEALTHY, False),
+        (StepCondition.IF_PREVIOUS_FAILED, None, S.UNHEALTHY, False),
+        (StepCondition.IF_PREVIOUS_SUCCEEDED, True, S.UNHEALTHY, True),
+        (StepCondition.IF_PREVIOUS_SUCCEEDED, False, S.HEALTHY, False),
+        (StepCondition.IF_PREVIOUS_SUCCEEDED, None, S.HEALTHY, True),
+        (StepCondition.IF_HEALTHY, True, S.HEALTHY, True),
+        (StepCondition.IF_HEALTHY, True, S.DEGRADED, True),
+        (StepCondition.IF_HEALTHY, True, S.UNHEALTHY, False),
+        (StepCondition.IF_HEALTHY, True, S.UNKNOWN, False),
+        (StepCondition.IF_UNHEALTHY, False, S.UNHEALTHY, True),
+        (StepCondition.IF_UNHEALTHY, False, S.UNKNOWN, True),
+        (StepCondition.IF_UNHEALTHY, False, S.HEALTHY, False),
+        (StepCondition.IF_UNHEALTHY, False, S.DEGRADED, False),
+    ],
+)
+def test_should_run(
+    condition: StepCondition, previous_ok: bool | None, status: ServiceStatus, expected: bool
+) -> None:
+    assert should_run(condition, previous_ok, status) is expected
+
+
+def test_should_run_answers_for_every_condition() -> None:
+    for condition in StepCondition:
+        for previous_ok in (None, True, False):
+            for status in ServiceStatus:
+                assert isinstance(should_run(condition, previous_ok, status), bool)
