@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from phoenix_server.domain.errors import ConflictError, NotFoundError
@@ -372,16 +372,22 @@ async def test_recorder_saves_recovery_and_incident_together(store: Store) -> No
 
 
 async def test_recorder_saves_nothing_when_the_recovery_cannot_be_saved(store: Store) -> None:
+    """The new incident and the recovery are one transaction: a failure keeps neither."""
     recorder = StoreRecorder(store)
-    clashing = recovery(steps=(step(0), step(0)))  # two steps in one position
-
-    with pytest.raises(ConflictError):
-        await recorder.save_recovery(clashing, incident=incident())
+    started = recovery(steps=(step(0), step(1)))
+    with store.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE recovery_steps RENAME TO recovery_steps_away"))
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - the driver's error for a missing table
+            await recorder.save_recovery(started, incident=incident())
+    finally:
+        with store.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE recovery_steps_away RENAME TO recovery_steps"))
 
     with pytest.raises(NotFoundError):
         await store.read(incidents.get_incident, "inc-0123456789ab")
     with pytest.raises(NotFoundError):
-        await store.read(recoveries.get_recovery, clashing.id)
+        await store.read(recoveries.get_recovery, started.id)
 
 
 async def test_recorder_without_incident_then_steps_then_incident(store: Store) -> None:

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from phoenix_server.domain.errors import NotFoundError
 from phoenix_server.domain.incidents import FailureType, Incident, IncidentSource, IncidentStatus
 from phoenix_server.store.tables import IncidentRow
+from phoenix_server.store.upserting import upsert
 
 
-def _fill_row(row: IncidentRow, incident: Incident) -> None:
-    row.service = incident.service
-    row.failure_type = incident.failure_type.value
-    row.status = incident.status.value
-    row.source = incident.source.value
-    row.summary = incident.summary
-    row.evidence = list(incident.evidence)
-    row.detected_at = incident.detected_at
-    row.resolved_at = incident.resolved_at
-    row.false_positive = incident.false_positive
+def _values(incident: Incident) -> dict[str, Any]:
+    return {
+        "id": incident.id,
+        "service": incident.service,
+        "failure_type": incident.failure_type.value,
+        "status": incident.status.value,
+        "source": incident.source.value,
+        "summary": incident.summary,
+        "evidence": list(incident.evidence),
+        "detected_at": incident.detected_at,
+        "resolved_at": incident.resolved_at,
+        "false_positive": incident.false_positive,
+    }
 
 
 def _from_row(row: IncidentRow) -> Incident:
@@ -38,11 +44,7 @@ def _from_row(row: IncidentRow) -> Incident:
 
 
 def save_incident(session: Session, incident: Incident) -> None:
-    row = session.get(IncidentRow, incident.id)
-    if row is None:
-        row = IncidentRow(id=incident.id)
-        session.add(row)
-    _fill_row(row, incident)
+    upsert(session, IncidentRow, [_values(incident)], ["id"])
 
 
 def get_incident(session: Session, incident_id: str) -> Incident:

@@ -28,6 +28,7 @@ from phoenix_server.domain.recoveries import (
     Strategy,
 )
 from phoenix_server.store.tables import RecoveryRow, StepRow
+from phoenix_server.store.upserting import upsert
 
 
 @dataclass(frozen=True)
@@ -61,37 +62,44 @@ def _decision_from_json(data: dict[str, Any]) -> Decision:
     )
 
 
-def _fill_row(row: RecoveryRow, recovery: Recovery) -> None:
-    row.service = recovery.service
-    row.incident_id = recovery.incident_id
-    row.strategy = recovery.strategy.value
-    row.status = recovery.status.value
-    row.outcome = recovery.outcome.value if recovery.outcome else None
-    row.trigger = recovery.trigger.value
-    row.reason = recovery.reason
-    row.attempt = recovery.attempt
-    row.force = recovery.force
-    row.decision = _decision_to_json(recovery.decision)
-    row.created_at = recovery.created_at
-    row.started_at = recovery.started_at
-    row.ended_at = recovery.ended_at
-    row.estimated_duration = recovery.estimated_duration
-    row.downtime = recovery.metrics.downtime
-    row.requests_lost = recovery.metrics.requests_lost
-    row.data_integrity = recovery.metrics.data_integrity.value
-    row.playbook_id = recovery.playbook_id
-    row.playbook_version = recovery.playbook_version
+def _recovery_values(recovery: Recovery) -> dict[str, Any]:
+    return {
+        "id": recovery.id,
+        "service": recovery.service,
+        "incident_id": recovery.incident_id,
+        "strategy": recovery.strategy.value,
+        "status": recovery.status.value,
+        "outcome": recovery.outcome.value if recovery.outcome else None,
+        "trigger": recovery.trigger.value,
+        "reason": recovery.reason,
+        "attempt": recovery.attempt,
+        "force": recovery.force,
+        "decision": _decision_to_json(recovery.decision),
+        "created_at": recovery.created_at,
+        "started_at": recovery.started_at,
+        "ended_at": recovery.ended_at,
+        "estimated_duration": recovery.estimated_duration,
+        "downtime": recovery.metrics.downtime,
+        "requests_lost": recovery.metrics.requests_lost,
+        "data_integrity": recovery.metrics.data_integrity.value,
+        "playbook_id": recovery.playbook_id,
+        "playbook_version": recovery.playbook_version,
+    }
 
 
-def _fill_step(row: StepRow, step: Step) -> None:
-    row.name = step.name
-    row.action = step.action
-    row.status = step.status.value
-    row.timeout = step.timeout
-    row.condition = step.condition.value
-    row.started_at = step.started_at
-    row.ended_at = step.ended_at
-    row.detail = step.detail
+def _step_values(recovery_id: str, step: Step) -> dict[str, Any]:
+    return {
+        "recovery_id": recovery_id,
+        "position": step.position,
+        "name": step.name,
+        "action": step.action,
+        "status": step.status.value,
+        "timeout": step.timeout,
+        "condition": step.condition.value,
+        "started_at": step.started_at,
+        "ended_at": step.ended_at,
+        "detail": step.detail,
+    }
 
 
 def _step_from_row(row: StepRow) -> Step:
@@ -137,38 +145,19 @@ def _from_row(row: RecoveryRow, steps: list[StepRow] | None) -> Recovery:
 
 
 def save_recovery(session: Session, recovery: Recovery) -> None:
-    """Insert or update the recovery and every one of its steps (two queries at most)."""
-    row = session.get(RecoveryRow, recovery.id, options=[selectinload(RecoveryRow.steps)])
-    if row is None:
-        row = RecoveryRow(id=recovery.id, steps=[])
-        session.add(row)
-    _fill_row(row, recovery)
-    existing = {step_row.position: step_row for step_row in row.steps}
-    for step in recovery.steps:
-        step_row = existing.get(step.position)
-        if step_row is None:
-            step_row = StepRow(position=step.position)
-            row.steps.append(step_row)
-        _fill_step(step_row, step)
+    """Insert or update the recovery and every one of its steps (two statements)."""
+    upsert(session, RecoveryRow, [_recovery_values(recovery)], ["id"])
+    save_steps(session, recovery.id, recovery.steps)
 
 
 def save_steps(session: Session, recovery_id: str, steps: Sequence[Step]) -> None:
-    """Update (or add) some steps of a stored recovery in one transaction."""
-    positions = [step.position for step in steps]
-    existing = {
-        step_row.position: step_row
-        for step_row in session.scalars(
-            select(StepRow).where(
-                StepRow.recovery_id == recovery_id, StepRow.position.in_(positions)
-            )
-        )
-    }
-    for step in steps:
-        step_row = existing.get(step.position)
-        if step_row is None:
-            step_row = StepRow(recovery_id=recovery_id, position=step.position)
-            session.add(step_row)
-        _fill_step(step_row, step)
+    """Insert or update some steps of a recovery."""
+    upsert(
+        session,
+        StepRow,
+        [_step_values(recovery_id, step) for step in steps],
+        ["recovery_id", "position"],
+    )
 
 
 def get_recovery(session: Session, recovery_id: str) -> Recovery:
