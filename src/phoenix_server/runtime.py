@@ -134,7 +134,8 @@ class Runtime:
             if spec.platform is PlatformKind.EXTERNAL:
                 self.scheduler.add(target_for(spec, None, python=sys.executable))
         local_specs = [spec for spec in self.catalog if spec.platform is PlatformKind.LOCAL]
-        await self.local.reconcile(local_specs)
+        for name, reason in (await self.local.reconcile(local_specs)).items():
+            self.tracker.start_failed(name, self.clock.now(), f"could not start: {reason}")
         for spec in local_specs:
             fresh = [
                 i for i in self.local.instances(spec.name) if i.state is InstanceState.STARTING

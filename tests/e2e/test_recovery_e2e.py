@@ -253,3 +253,33 @@ def test_check_config_validates_without_starting(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "4 service(s) OK" in result.stdout
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_service_that_cannot_start_does_not_stop_the_others(tmp_path: Path) -> None:
+    port = free_port()
+    broken = """
+  - name: broken
+    command: ["no-such-binary-for-phoenix", "--serve"]
+    health: {process: true}
+    recovery: {backoff: {initial: 100ms}}
+"""
+    path = config(tmp_path, web_service_yaml("azora-auth", port), broken)
+    with running_phoenix(path, tmp_path / "var", env={"MAX_RECOVERY_ATTEMPTS": "2"}) as server:
+        wait_until(lambda: server.status_of("azora-auth") == "healthy", timeout=15)
+        assert server.status_of("broken") == "unhealthy"
+
+        def given_up() -> dict[str, Any] | None:
+            found = server.get("/api/incidents", params={"service": "broken"}).json()["incidents"]
+            return found[0] if found and found[0]["status"] == "unresolved" else None
+
+        incident = wait_until(given_up, timeout=20, message="Phoenix to give up on it")
+        assert (
+            "could not start: command not found: 'no-such-binary-for-phoenix'"
+            in incident["summary"]
+        )
+        attempts = server.get(f"/api/incidents/{incident['id']}").json()["incident"]["recoveries"]
+        assert len(attempts) == 2
+        last = server.get(f"/api/recovery/status/{attempts[0]['id']}").json()["recovery"]
+        assert last["steps"][1]["status"] == "failed"
+        assert "command not found" in last["steps"][1]["detail"]
+        assert answers(port)

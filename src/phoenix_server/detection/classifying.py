@@ -22,7 +22,9 @@ class Diagnosis:
 
 def diagnose_transition(transition: HealthTransition) -> Diagnosis:
     """Classify a service that just became unhealthy."""
-    if transition.certain:
+    if transition.reason.startswith("could not start"):
+        summary = transition.reason
+    elif transition.certain:
         summary = f"process ended: {transition.reason}"
     else:
         summary = f"health check failing: {transition.reason}"

@@ -197,6 +197,13 @@ class HealthTracker:
             listener(transition)
         return transition
 
+    def start_failed(self, service: str, at: datetime, detail: str) -> HealthTransition | None:
+        """The service could not even be started: unhealthy, with no instance to probe."""
+        state = self._services[service]
+        state.ever_had_targets = True
+        observation = Observation(service, service, ObservationKind.EXIT, at, False, detail)
+        return self._reaggregate(state, observation)
+
     def status(self, service: str) -> ServiceStatus:
         return self._services[service].status
 

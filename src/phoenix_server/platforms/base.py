@@ -73,8 +73,9 @@ class Platform(Protocol):
         """The platform's current view of ``service``'s live instances (no I/O)."""
         ...
 
-    async def reconcile(self, services: Sequence[ServiceSpec]) -> None:
-        """At start: adopt what still runs from before, stop strays, start what is missing."""
+    async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
+        """At start: adopt what still runs from before, stop strays, start what is missing.
+        Returns the services that could not be started, with the reason."""
         ...
 
     async def start(self, service: ServiceSpec, *, count: int = 1) -> list[Instance]:

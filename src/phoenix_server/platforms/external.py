@@ -26,8 +26,8 @@ class ExternalPlatform:
     def instances(self, service: str) -> list[Instance]:
         return []
 
-    async def reconcile(self, services: Sequence[ServiceSpec]) -> None:
-        return None
+    async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
+        return {}
 
     def _refuse(self, service: ServiceSpec) -> PlatformError:
         return PlatformError(

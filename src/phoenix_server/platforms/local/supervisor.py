@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from phoenix_server.domain.clock import Clock
-from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.errors import PlatformError, ProcessStartError
 from phoenix_server.domain.recoveries import Strategy
 from phoenix_server.domain.services import (
     Instance,
@@ -232,16 +232,23 @@ class LocalPlatform:
 
     # -- restart of Phoenix ---------------------------------------------------------------
 
-    async def reconcile(self, services: Sequence[ServiceSpec]) -> None:
+    async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
         specs = {s.name: s for s in services if s.platform is PlatformKind.LOCAL}
         for record in await self._journal.load_instances(PlatformKind.LOCAL):
             await self._reconcile_record(record, specs.get(record.service))
         await self._stop_strays()
+        failed: dict[str, str] = {}
         for spec in specs.values():
             live = [m for m in self._managed.values() if m.instance.service == spec.name]
             missing = max(spec.replicas.min, 0) - len(live)
             if missing > 0:
-                await self.start(spec, count=missing)
+                try:
+                    await self.start(spec, count=missing)
+                except ProcessStartError as exc:
+                    # One service that cannot start must not keep the others unsupervised.
+                    log.error("cannot start %s: %s", spec.name, exc.message)
+                    failed[spec.name] = exc.message
+        return failed
 
     async def _reconcile_record(self, record: Instance, spec: ServiceSpec | None) -> None:
         if record.pid is None or not procinfo.is_running(record.pid, record.process_start):
