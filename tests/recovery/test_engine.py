@@ -300,3 +300,26 @@ async def test_a_hung_service_is_found_by_its_probe_and_restarted(tmp_path: Path
         assert "health check failing" in done.reason and "no answer within 0.2s" in done.reason
         assert "stopped hanger-" in (done.steps[0].detail or "")
         assert first_pid != live_pid(runtime, "hanger")
+
+
+SLOW_START = f"""
+  - name: sluggish
+    command: ["{{python}}", "-c", "import time; time.sleep(600)"]
+    cwd: {REPO}
+    port: {free_port()}
+    health: {{tcp: "127.0.0.1:{{port}}", interval: 100ms, startup_timeout: 30s}}
+    stop: {{grace: 1s}}
+"""
+
+
+async def test_an_attempt_stops_at_the_recovery_timeout(tmp_path: Path) -> None:
+    async with engine(tmp_path, SLOW_START, RECOVERY_TIMEOUT="1s") as runtime:
+        recovery = await runtime.orchestrator.trigger(
+            service="sluggish", strategy=Strategy.RESTART, reason="", force=False
+        )
+        done = await finished(runtime, recovery.id, timeout=10)
+        assert done.status is RecoveryStatus.FAILED
+        verification = done.steps[2]
+        assert verification.status is StepStatus.TIMED_OUT
+        assert (verification.detail or "").startswith("stopped at the recovery timeout (1s)")
+        assert done.duration is not None and done.duration < 2.5, "bounded by RECOVERY_TIMEOUT"
