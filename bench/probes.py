@@ -4,11 +4,11 @@ bare aiohttp probe loop, in the same run, on the same counting HTTP server.
 ``python -m bench.probes --services 3000 --seconds 20``. A raw asyncio server (uvloop) answers
 ``GET /health/<n>`` and counts what it receives, so probes are measured where they land, not
 by Phoenix's own account. Phoenix (``phoenix serve``) then watches N ``platform: external``
-services probed every 1 s; once all are healthy its CPU (psutil, user+system, with children)
-is measured over a window. The bare loop (one ClientSession, uvloop, N tasks, same interval,
-jitter and timeout, results ignored) runs afterwards as its own process and is measured the
-same way. Issue targets: ≥ 5,000 probes per CPU-second through the whole pipeline, and
-≥ 0.6x the bare loop. Nothing here asserts; it prints.
+services probed every 1 s; once all are healthy (or a deadline passes: it says so) its CPU
+(psutil, user+system, with children) is measured over a window. The bare loop (one
+ClientSession, uvloop, N tasks, same interval, jitter and timeout, results ignored) runs
+afterwards as its own process and is measured the same way. Issue targets: ≥ 5,000 probes
+per CPU-second through the whole pipeline, and ≥ 0.6x the bare loop. Nothing here asserts.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 
 
 class CountingProtocol(asyncio.Protocol):
-    """Keep-alive HTTP/1.1 for body-less GETs (pipelining included), counting health probes."""
+    """Keep-alive HTTP/1.1 for body-less GETs (pipelining included), counting health probes.
+
+    About 17 µs of CPU per request here, ~6x cheaper than an aiohttp.web server (108 µs)."""
 
     received = 0
 
@@ -79,13 +81,13 @@ def serve_counter() -> None:
     """Listen on a free loopback port, print it, and serve until terminated."""
     import uvloop
 
-    async def run() -> None:
+    async def serve() -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(CountingProtocol, "127.0.0.1", 0, backlog=4096)
         print(server.sockets[0].getsockname()[1], flush=True)
         await server.serve_forever()
 
-    uvloop.run(run())
+    uvloop.run(serve())
 
 
 # -- the bare probe loop (child process) -----------------------------------------------------
@@ -96,7 +98,7 @@ def run_bare(prefix: str, services: int) -> None:
     import aiohttp
     import uvloop
 
-    async def run() -> None:
+    async def probe_all() -> None:
         loop = asyncio.get_running_loop()
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         timeout = aiohttp.ClientTimeout(total=TIMEOUT)
@@ -118,7 +120,7 @@ def run_bare(prefix: str, services: int) -> None:
         finally:
             await session.close()
 
-    uvloop.run(run())
+    uvloop.run(probe_all())
 
 
 # -- the parent: children, measurement, report -----------------------------------------------
@@ -165,7 +167,7 @@ class Window:
 
     @property
     def per_cpu_second(self) -> float:
-        return self.probes / self.cpu if self.cpu > 0 else float("inf")
+        return self.probes / self.cpu if self.cpu > 0 else 0.0
 
     @property
     def cpu_per_1000(self) -> float:
@@ -224,21 +226,30 @@ def healthy_count(api: str) -> tuple[int, int]:
     return sum(1 for s in services if s["status"] == "healthy"), len(services)
 
 
-def wait_all_healthy(
-    proc: subprocess.Popen[bytes], api: str, services: int, deadline: float
-) -> int:
-    """Poll until all ``services`` are healthy or the deadline passes; the last count seen."""
-    healthy = 0
+def wait_listening(proc: subprocess.Popen[bytes], api: str, deadline: float) -> bool:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"phoenix exited with status {proc.returncode}")
         try:
+            get(f"{api}/health", timeout=5)
+            return True
+        except OSError:
+            time.sleep(0.2)  # not listening yet, or too busy to answer
+    return False
+
+
+def wait_all_healthy(api: str, services: int, deadline: float) -> int:
+    """Poll (every 2 s: the listing costs Phoenix ~0.1 ms per service) until all ``services``
+    are healthy or the deadline passes; the last count seen."""
+    healthy = 0
+    while time.monotonic() < deadline:
+        try:
             healthy, _ = healthy_count(api)
         except OSError:
-            pass  # not listening yet, or too busy to answer within the timeout
+            pass  # too busy to answer in time
         if healthy == services:
             break
-        time.sleep(1.0)
+        time.sleep(2.0)
     return healthy
 
 
@@ -250,25 +261,33 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 def report(args: argparse.Namespace, phoenix: Window, bare: Window, healthy: str) -> None:
-    ratio = phoenix.per_cpu_second / bare.per_cpu_second
+    offered = args.services / INTERVAL
+    ratio = phoenix.per_cpu_second / bare.per_cpu_second if bare.per_cpu_second else 0.0
     print(
-        f"\n{args.services} external services, HTTP every {INTERVAL:g} s ±{JITTER:.0%}, "
-        f"window {args.seconds:g} s"
+        f"\n{args.services} external services, HTTP every {INTERVAL:g} s ±{JITTER:.0%} "
+        f"(offered {offered:,.0f} probes/s), window {args.seconds:g} s"
     )
-    header = f"{'':20} {'probes/s':>9} {'probes/CPU-s':>13} {'CPU s/1000 probes':>18}"
-    print(header + f" {'server CPU %':>13}")
+    print(
+        f"{'':18} {'probes/s':>9} {'of offered':>10} {'probes/CPU-s':>13} "
+        f"{'CPU s/1000 probes':>18} {'CPU %':>6} {'server CPU %':>13}"
+    )
     for name, window in (("Phoenix pipeline", phoenix), ("bare aiohttp loop", bare)):
         print(
-            f"{name:20} {window.rate:9,.0f} {window.per_cpu_second:13,.0f} "
-            f"{window.cpu_per_1000:18.3f} {100 * window.server_cpu / window.seconds:13.0f}"
+            f"{name:18} {window.rate:9,.0f} {window.rate / offered:10.0%} "
+            f"{window.per_cpu_second:13,.0f} {window.cpu_per_1000:18.3f} "
+            f"{100 * window.cpu / window.seconds:6.0f} "
+            f"{100 * window.server_cpu / window.seconds:13.0f}"
         )
+    for name, window in (("Phoenix", phoenix), ("the bare loop", bare)):
+        if window.rate < 0.95 * offered:
+            print(f"note: {name} did not keep up with the offered load (overloaded or failing)")
     print(f"ratio Phoenix/bare, probes per CPU-second: {ratio:.2f}x")
     met = {True: "met", False: "NOT met"}
     print(
-        f"target ≥ {TARGET_PER_CPU_SECOND:,} probes per CPU-second through the whole pipeline:"
-        f" {met[phoenix.per_cpu_second >= TARGET_PER_CPU_SECOND]}"
+        f"target ≥ {TARGET_PER_CPU_SECOND:,} probes per CPU-second through the whole pipeline: "
+        f"{met[phoenix.per_cpu_second >= TARGET_PER_CPU_SECOND]} ({phoenix.per_cpu_second:,.0f})"
     )
-    print(f"target ≥ {TARGET_RATIO}x the bare loop: {met[ratio >= TARGET_RATIO]}")
+    print(f"target ≥ {TARGET_RATIO}x the bare loop: {met[ratio >= TARGET_RATIO]} ({ratio:.2f}x)")
     print(f"healthy at the end of Phoenix's window: {healthy}")
 
 
@@ -294,32 +313,39 @@ def run(args: argparse.Namespace) -> None:
             with log_path.open("wb") as log:
                 started = time.monotonic()
                 phoenix = children.start(argv, cwd=tmp, env=env, stdout=log, stderr=log)
-            ready = wait_all_healthy(phoenix, api, args.services, started + args.ready_timeout)
+            deadline = started + args.ready_timeout
+            answering = wait_listening(phoenix, api, deadline)
+            listening = time.monotonic() - started
+            ready = wait_all_healthy(api, args.services, deadline) if answering else 0
             print(
-                f"phoenix: {ready}/{args.services} healthy {time.monotonic() - started:.1f} s "
-                f"after start{'' if ready == args.services else ' (NOT all: measuring anyway)'}; "
+                f"phoenix: {'answering' if answering else 'NOT answering'} {listening:.1f} s "
+                f"after start, {ready}/{args.services} healthy after "
+                f"{time.monotonic() - started:.1f} s"
+                f"{'' if ready == args.services else ' (NOT all: measuring anyway)'}; "
                 f"warm-up {args.warmup:g} s, then {args.seconds:g} s measured",
                 flush=True,
             )
             time.sleep(args.warmup)
             phoenix_window = measure(phoenix.pid, server.pid, server_url, args.seconds)
-            healthy, total = healthy_count(api)
+            try:
+                healthy = "{}/{}".format(*healthy_count(api))
+            except OSError as exc:
+                healthy = f"unknown (GET /api/health/services: {exc})"
             children.stop(phoenix, grace=15.0)
 
-            bare = children.start(
-                [*me, "--bare", f"{server_url}/health/", "--services", str(args.services)], cwd=ROOT
-            )
-            print(
-                f"bare loop: warm-up {args.warmup:g} s, then {args.seconds:g} s measured",
-                flush=True,
-            )
+            bare_argv = [*me, "--bare", f"{server_url}/health/", "--services", str(args.services)]
+            bare = children.start(bare_argv, cwd=ROOT)
+            print(f"bare loop: warm-up {args.warmup:g} s, then {args.seconds:g} s measured")
             time.sleep(args.warmup)
             if bare.poll() is not None:
                 raise RuntimeError(f"the bare loop exited with status {bare.returncode}")
             bare_window = measure(bare.pid, server.pid, server_url, args.seconds)
-            report(args, phoenix_window, bare_window, f"{healthy}/{total}")
+            report(args, phoenix_window, bare_window, healthy)
         except Exception:
             print(f"--- last lines of the Phoenix log ---\n{tail(log_path)}", file=sys.stderr)
+            raise
+        except BaseException:
+            print("interrupted: stopping the child processes", file=sys.stderr)
             raise
         finally:
             children.stop_all()
@@ -345,13 +371,17 @@ def main(argv: list[str]) -> None:
         run_bare(args.bare, args.services)
         return
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     print(
-        f"machine: {os.cpu_count()} CPU(s) (nproc {len(os.sched_getaffinity(0))}), "
+        f"machine: nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} CPUs), "
         f"Python {platform.python_version()}, {platform.platform()}, "
         f"load {os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    run(args)
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -1,9 +1,15 @@
 """Probe scheduling: one loop per target, at a fixed rate with jitter, feeding the tracker.
 
-The first probe of a new target comes within a second (not a whole interval) so a fresh
-service is known quickly; afterwards each target is probed every ``interval`` ±10 %,
-measured from the start of the previous probe so a slow probe does not stretch the
-cadence. Jitter keeps thousands of targets from probing in lockstep.
+Each target is probed every ``interval`` ±10 %, measured from the start of the previous
+probe so a slow probe does not stretch the cadence. A new target's first probe comes at a
+random moment within a second, so status is known quickly; jitter keeps thousands of
+targets from drifting into lockstep.
+
+Overload must not look like an outage. At most :data:`MAX_IN_FLIGHT` probes are in flight;
+the others wait their turn, and a probe's timeout only starts once it is admitted, so a
+Phoenix with more targets than its CPU can probe on time probes them late (and says so:
+:attr:`ProbeScheduler.lateness`) instead of timing them all out and declaring the fleet
+down.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from phoenix_server.support.tasks import SupervisedTasks
 
 JITTER = 0.1
 FIRST_PROBE_WITHIN = 1.0
+"""A new target is probed within a second, whatever its interval: status is known fast."""
+MAX_IN_FLIGHT = 256
+"""Probes running at once; more would only make each one slower and time out."""
+LATENESS_SMOOTHING = 0.05
 
 
 class ProbeScheduler:
@@ -28,14 +38,18 @@ class ProbeScheduler:
         tracker: HealthTracker,
         clock: Clock,
         rng: random.Random | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._prober = prober
         self._tracker = tracker
         self._clock = clock
         self._rng = rng or random.Random()
+        self._admission = asyncio.Semaphore(max_in_flight)
         self._tasks = SupervisedTasks("probe")
         self._loops: dict[str, asyncio.Task[None]] = {}
         self.probes_run = 0
+        self.lateness = 0.0
+        """Smoothed seconds by which probes start after their scheduled time."""
 
     def add(self, target: ProbeTarget) -> None:
         """Start probing ``target`` (replacing any loop for the same target)."""
@@ -51,13 +65,16 @@ class ProbeScheduler:
         return list(self._loops)
 
     async def _run(self, target: ProbeTarget) -> None:
-        clock, rng = self._clock, self._rng
-        await clock.sleep(rng.uniform(0, min(target.interval, FIRST_PROBE_WITHIN)))
+        clock, rng, tracker = self._clock, self._rng, self._tracker
+        due = clock.monotonic() + rng.uniform(0, min(target.interval, FIRST_PROBE_WITHIN))
         while True:
-            began = clock.monotonic()
-            result = await self._prober.probe(target)
+            await clock.sleep(max(0.0, due - clock.monotonic()))
+            async with self._admission:
+                began = clock.monotonic()
+                result = await self._prober.probe(target)
             self.probes_run += 1
-            self._tracker.observe(
+            self.lateness += LATENESS_SMOOTHING * (began - due - self.lateness)
+            tracker.observe(
                 Observation(
                     service=target.service,
                     target=target.target,
@@ -68,8 +85,10 @@ class ProbeScheduler:
                     latency=result.latency,
                 )
             )
-            delay = target.interval * rng.uniform(1 - JITTER, 1 + JITTER)
-            await clock.sleep(max(0.0, began + delay - clock.monotonic()))
+            step = target.interval * rng.uniform(1 - JITTER, 1 + JITTER)
+            # On time: keep the cadence. A whole interval late: next probe one interval
+            # after this one, never back to back.
+            due = due + step if due + step > began else began + step
 
     async def close(self) -> None:
         self._loops.clear()

@@ -241,7 +241,8 @@ class Executor:
                 status = StepStatus.TIMED_OUT if outcome.timed_out else StepStatus.FAILED
             detail = outcome.detail
             if outcome.timed_out and timeout < planned.timeout:
-                detail = f"stopped at the recovery timeout ({self._limits.recovery_timeout:g}s): {detail}"
+                limit = self._limits.recovery_timeout
+                detail = f"stopped at the recovery timeout ({limit:g}s): {detail}"
         except TimeoutError:
             status = StepStatus.TIMED_OUT
             if timeout < planned.timeout:
