@@ -17,6 +17,9 @@ from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(tags=["health"])
 
+LATE_PROBES_WARNING = 1.0
+"""Seconds of smoothed probe lateness before /health warns about overload."""
+
 
 class PhoenixHealth(WireModel):
     success: bool = True
@@ -42,6 +45,12 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
     if not runtime.settings.auto_recovery:
         warnings.append(
             "automatic recovery is off (AUTO_RECOVERY=false): failures are only recorded"
+        )
+    lateness = runtime.scheduler.lateness
+    if lateness > LATE_PROBES_WARNING:
+        warnings.append(
+            f"probes are running {lateness:.1f}s late: more targets "
+            f"({len(runtime.scheduler.targets())}) than this Phoenix can probe on time"
         )
     if runtime.settings.insecure:
         warnings.append("insecure mode (PHOENIX_INSECURE=1): the API has no authentication")
