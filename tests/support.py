@@ -157,6 +157,21 @@ class PhoenixServer:
                 return int(instance["pid"])
         return None
 
+    def finished(self, recovery_id: str, timeout: float = 30) -> dict[str, Any]:
+        """The recovery once it has ended (any terminal status)."""
+
+        def ended() -> dict[str, Any] | None:
+            recovery: dict[str, Any] = self.get(f"/api/recovery/status/{recovery_id}").json()[
+                "recovery"
+            ]
+            return recovery if recovery["status"] not in ("pending", "in_progress") else None
+
+        return wait_until(ended, timeout=timeout, interval=0.05, message=f"{recovery_id} to end")
+
+    def recoveries_of(self, service: str) -> list[dict[str, Any]]:
+        body = self.get("/api/recovery/history", params={"service": service}).json()
+        return list(body["recoveries"])
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         assert self.process is not None
         if self.process.poll() is None:

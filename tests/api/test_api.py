@@ -63,16 +63,6 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     return body
 
 
-def wait_finished(server: PhoenixServer, recovery_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        recovery: dict[str, Any] = server.get(f"/api/recovery/status/{recovery_id}").json()[
-            "recovery"
-        ]
-        return recovery if recovery["status"] not in ("pending", "in_progress") else None
-
-    return wait_until(done, timeout=30, interval=0.05, message=f"{recovery_id} to end")
-
-
 def test_phoenix_health(server: PhoenixServer) -> None:
     body = server.get("/health").json()
     assert body["status"] == "healthy" and body["service"] == "phoenix-server"
@@ -130,7 +120,7 @@ def test_trigger_status_and_history(server: PhoenixServer) -> None:
     assert ISO_MS.match(started["startTime"])
     assert started["decision"]["source"] == "manual"
 
-    recovery = wait_finished(server, started["recoveryId"])
+    recovery = server.finished(started["recoveryId"])
     assert recovery["status"] == "completed" and recovery["outcome"] == "success"
     assert recovery["service"] == "azora-auth" and recovery["strategy"] == "restart"
     assert ISO_MS.match(recovery["startTime"]) and ISO_MS.match(recovery["endTime"])
@@ -165,7 +155,7 @@ def test_newest_first_and_paging(server: PhoenixServer) -> None:
         response = server.post("/api/recovery/trigger", json={"service": "azora-education"})
         assert response.status_code == 202, response.text
         ids.append(response.json()["recoveryId"])
-        wait_finished(server, ids[-1])
+        server.finished(ids[-1])
     history = server.get("/api/recovery/history", params={"service": "azora-education"}).json()
     assert [r["id"] for r in history["recoveries"][:2]] == ids[::-1]
     second = server.get(
@@ -187,8 +177,8 @@ def test_a_second_trigger_conflicts_unless_forced(server: PhoenixServer) -> None
     assert first["recoveryId"] in conflict["error"]["message"]
     forced = server.post("/api/recovery/trigger", json={"service": "azora-auth", "force": True})
     assert forced.status_code == 202
-    assert wait_finished(server, first["recoveryId"])["status"] in ("cancelled", "completed")
-    assert wait_finished(server, forced.json()["recoveryId"])["status"] == "completed"
+    assert server.finished(first["recoveryId"])["status"] in ("cancelled", "completed")
+    assert server.finished(forced.json()["recoveryId"])["status"] == "completed"
 
 
 @pytest.mark.parametrize(

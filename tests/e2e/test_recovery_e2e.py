@@ -37,21 +37,6 @@ def answers(port: int) -> bool:
         return False
 
 
-def recoveries_of(server: PhoenixServer, service: str) -> list[dict[str, Any]]:
-    body = server.get("/api/recovery/history", params={"service": service}).json()
-    return list(body["recoveries"])
-
-
-def finished(server: PhoenixServer, recovery_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        recovery: dict[str, Any] = server.get(f"/api/recovery/status/{recovery_id}").json()[
-            "recovery"
-        ]
-        return recovery if recovery["status"] not in ("pending", "in_progress") else None
-
-    return wait_until(done, timeout=30, interval=0.05, message=f"{recovery_id} ends")
-
-
 def config(tmp_path: Path, *entries: str) -> Path:
     path = tmp_path / "phoenix.yaml"
     path.write_text("services:" + "".join(entries))
@@ -67,8 +52,8 @@ def test_a_killed_service_is_recovered_automatically(tmp_path: Path) -> None:
         pid = server.live_pid("azora-auth")
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        [summary] = wait_until(lambda: recoveries_of(server, "azora-auth"), timeout=10)
-        recovery = finished(server, summary["id"])
+        [summary] = wait_until(lambda: server.recoveries_of("azora-auth"), timeout=10)
+        recovery = server.finished(summary["id"])
         assert recovery["status"] == "completed" and recovery["outcome"] == "success"
         assert recovery["trigger"] == "automatic"
         assert "killed by SIGKILL" in recovery["reason"]
@@ -90,8 +75,8 @@ def test_a_hung_service_is_detected_by_its_probe_and_restarted(tmp_path: Path) -
         pid = server.live_pid("azora-auth")
         assert httpx.post(f"http://127.0.0.1:{port}/admin/hang").status_code == 200
         assert not answers(port), "hung: alive but not answering"
-        [summary] = wait_until(lambda: recoveries_of(server, "azora-auth"), timeout=10)
-        recovery = finished(server, summary["id"])
+        [summary] = wait_until(lambda: server.recoveries_of("azora-auth"), timeout=10)
+        recovery = server.finished(summary["id"])
         assert recovery["status"] == "completed"
         assert "health check failing" in recovery["reason"]
         assert "stopped azora-auth-" in recovery["steps"][0]["detail"]
@@ -109,7 +94,7 @@ def test_a_manual_restart_through_the_api(tmp_path: Path) -> None:
             json={"service": "azora-auth", "strategy": "restart", "reason": "deploy config"},
         )
         assert response.status_code == 202
-        recovery = finished(server, response.json()["recoveryId"])
+        recovery = server.finished(response.json()["recoveryId"])
         assert recovery["status"] == "completed" and recovery["reason"] == "deploy config"
         assert recovery["metrics"]["downtime"] > 0
         assert answers(port)
@@ -129,8 +114,8 @@ def test_services_outlive_a_killed_phoenix_and_are_adopted(tmp_path: Path) -> No
         assert server.live_pid("azora-auth") == pid, "adopted, not restarted"
         assert "adopted azora-auth-" in server.log()
         os.kill(pid, signal.SIGKILL)  # the adopted process is watched like any other
-        [summary] = wait_until(lambda: recoveries_of(server, "azora-auth"), timeout=10)
-        assert finished(server, summary["id"])["status"] == "completed"
+        [summary] = wait_until(lambda: server.recoveries_of("azora-auth"), timeout=10)
+        assert server.finished(summary["id"])["status"] == "completed"
     finally:
         server.close()
     assert not answers(port), "a clean stop stops the services too"
