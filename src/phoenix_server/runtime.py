@@ -41,8 +41,9 @@ from phoenix_server.platforms.base import (
 )
 from phoenix_server.platforms.external import ExternalPlatform
 from phoenix_server.platforms.local.supervisor import LocalPlatform
+from phoenix_server.recovery.estimating import KEPT as DURATIONS_KEPT
 from phoenix_server.recovery.executing import ExecutionLimits, Executor
-from phoenix_server.recovery.orchestrating import DURATIONS_KEPT, Orchestrator, RecoveryPolicy
+from phoenix_server.recovery.orchestrating import Orchestrator, OrchestratorLimits
 from phoenix_server.store import health_events, incidents, recoveries
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreJournal, StoreRecorder
@@ -101,7 +102,7 @@ class Runtime:
             executor=self.executor,
             recorder=recorder,
             clock=self.clock,
-            policy=RecoveryPolicy(
+            limits=OrchestratorLimits(
                 auto_recovery=settings.auto_recovery,
                 max_attempts=settings.max_recovery_attempts,
                 max_concurrent=settings.max_concurrent_recoveries,
@@ -170,7 +171,8 @@ class Runtime:
                     spec.name, ServiceStatus.UNKNOWN, ServiceStatus.UNKNOWN, now, "Phoenix stopped"
                 )
             )
-        await asyncio.wait_for(self._status_changes.join(), 10)
+        async with asyncio.timeout(10):
+            await self._status_changes.join()
         await self._background.close()
         await self.prober.close()
 

@@ -323,3 +323,28 @@ async def test_an_attempt_stops_at_the_recovery_timeout(tmp_path: Path) -> None:
         assert verification.status is StepStatus.TIMED_OUT
         assert (verification.detail or "").startswith("stopped at the recovery timeout (1s)")
         assert done.duration is not None and done.duration < 2.5, "bounded by RECOVERY_TIMEOUT"
+
+
+FLASH = f"""
+  - name: flash
+    command: ["{{python}}", "-c", "import socket, time, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {{port}})); s.listen(); time.sleep(0.01); sys.exit(4)"]
+    cwd: {REPO}
+    port: {free_port()}
+    health: {{tcp: "127.0.0.1:{{port}}", interval: 1s}}
+    recovery: {{backoff: {{initial: 100ms, max: 200ms, reset_after: 5s}}}}
+"""
+
+
+async def test_a_failure_while_a_recovery_finishes_is_not_lost(tmp_path: Path) -> None:
+    """The instance passes verification and dies milliseconds later, while Phoenix is still
+    recording the recovery's success: Phoenix must look again and act, not stay blind."""
+    async with engine(tmp_path, FLASH) as runtime:
+
+        async def repeated() -> list[Recovery] | None:
+            found = [r for r in await history(runtime, service="flash") if r.status.terminal]
+            return found if len(found) >= 3 else None
+
+        runs = await eventually(
+            repeated, timeout=20, interval=0.1, message="Phoenix to keep acting"
+        )
+        assert any("crash-loop backoff" in r.reason for r in runs), "and it backs off"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import signal
+from datetime import UTC, datetime
 
 import pytest
 
@@ -19,6 +20,8 @@ from phoenix_server.domain.recoveries import (
 )
 from phoenix_server.domain.services import (
     HealthPolicy,
+    Instance,
+    InstanceState,
     PlatformKind,
     ProcessCheck,
     Replicas,
@@ -27,7 +30,7 @@ from phoenix_server.domain.services import (
 )
 from phoenix_server.recovery.executing import should_run
 from phoenix_server.recovery.selecting import DEFAULT_TABLE, decide
-from phoenix_server.recovery.strategies import PLANNERS, plan_restart
+from phoenix_server.recovery.strategies import PLANNERS, PlanInput, plan_restart
 
 ALL = frozenset(Strategy)
 RESTART_ONLY = frozenset({Strategy.RESTART})
@@ -55,8 +58,14 @@ def service(
 # --- plan_restart ------------------------------------------------------------------------------
 
 
+def restart_steps(spec: ServiceSpec, *instances: Instance) -> tuple[PlannedStep, ...]:
+    plan = plan_restart(PlanInput(spec, instances))
+    assert plan.requires_verification, "a restart succeeds only once verified healthy"
+    return plan.steps
+
+
 def test_restart_plan_steps_in_order() -> None:
-    plan = plan_restart(service())
+    plan = restart_steps(service())
     assert [(s.name, s.action) for s in plan] == [
         ("Graceful shutdown", "stop_instances"),
         ("Service restart", "start_instances"),
@@ -67,12 +76,12 @@ def test_restart_plan_steps_in_order() -> None:
 
 
 def test_restart_plan_timeouts_derive_from_the_service() -> None:
-    plan = plan_restart(service(grace=4.0, startup_timeout=12.0))
+    plan = restart_steps(service(grace=4.0, startup_timeout=12.0))
     assert [s.timeout for s in plan] == [4.0 + 15.0, 30.0, 12.0, 10.0]
 
 
 def test_restart_plan_with_default_policies() -> None:
-    plan = plan_restart(service())
+    plan = restart_steps(service())
     assert plan[0] == PlannedStep("Graceful shutdown", "stop_instances", 25.0)
     assert plan[2].timeout == 30.0
 
@@ -81,9 +90,20 @@ def test_restart_plan_with_default_policies() -> None:
     ("replicas", "count"), [(Replicas(1, 1), 1), (Replicas(0, 1), 1), (Replicas(3, 4), 3)]
 )
 def test_restart_starts_replicas_min_but_at_least_one(replicas: Replicas, count: int) -> None:
-    plan = plan_restart(service(replicas=replicas))
+    plan = restart_steps(service(replicas=replicas))
     assert plan[1].params == {"count": count}
     assert all(not s.params for i, s in enumerate(plan) if i != 1)
+
+
+def test_restart_starts_as_many_as_were_running() -> None:
+    spec = service(replicas=Replicas(1, 4))
+    running = [
+        Instance(f"api-{n}", "api", PlatformKind.LOCAL, state, datetime(2025, 1, 1, tzinfo=UTC))
+        for n, state in enumerate(
+            (InstanceState.RUNNING, InstanceState.RUNNING, InstanceState.EXITED)
+        )
+    ]
+    assert restart_steps(spec, *running)[1].params == {"count": 2}
 
 
 def test_restart_is_the_registered_planner() -> None:

@@ -19,6 +19,22 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None: ...
 
 
+async def sleep_unless(clock: Clock, event: asyncio.Event, seconds: float) -> bool:
+    """Sleep on ``clock`` for ``seconds`` or until ``event`` is set; True if it was set."""
+    if event.is_set():
+        return True
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, waiter):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(sleeper, waiter, return_exceptions=True)
+    return event.is_set()
+
+
 class SystemClock:
     """The real clock."""
 

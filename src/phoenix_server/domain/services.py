@@ -133,6 +133,12 @@ class Backoff:
     reset_after: float = 10.0
     """A crash after this long healthy restarts at once, with the delay reset."""
 
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failures in a row (0 for none)."""
+        if failures <= 0:
+            return 0.0
+        return float(min(self.max, self.initial * 2 ** min(failures - 1, 64)))
+
 
 @dataclass(frozen=True)
 class Budget:

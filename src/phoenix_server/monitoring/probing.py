@@ -109,8 +109,12 @@ class Prober:
         return self._session
 
     async def probe(self, target: ProbeTarget) -> ProbeResult:
-        function = PROBES[type(target.check)]
-        return await function(self, target)
+        """Run the check; never raises (a probe that breaks is a failed probe, with why)."""
+        started = time.perf_counter()
+        try:
+            return await PROBES[type(target.check)](self, target)
+        except Exception as exc:
+            return _failed(started, f"probe error: {exc.__class__.__name__}: {exc}")
 
     async def close(self) -> None:
         if self._session is not None:
@@ -156,9 +160,8 @@ async def probe_tcp(prober: Prober, target: ProbeTarget) -> ProbeResult:
     host, _, port = check.address.rpartition(":")
     started = time.perf_counter()
     try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host.strip("[]"), int(port)), target.timeout
-        )
+        async with asyncio.timeout(target.timeout):
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
     except TimeoutError:
         return _failed(started, f"no connection within {target.timeout:g}s")
     except (OSError, ValueError) as exc:
@@ -193,18 +196,26 @@ async def probe_command(prober: Prober, target: ProbeTarget) -> ProbeResult:
     except OSError as exc:
         return _failed(started, f"cannot run {check.argv[0]!r}: {_os_reason(exc)}")
     try:
-        _, stderr = await asyncio.wait_for(process.communicate(), target.timeout)
+        async with asyncio.timeout(target.timeout):
+            _, stderr = await process.communicate()
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        _kill_group(process.pid)
         await process.wait()
         return _failed(started, f"command did not finish within {target.timeout:g}s")
+    finally:
+        if process.returncode is None:  # cancelled mid-probe: leave nothing running
+            _kill_group(process.pid)
     latency = time.perf_counter() - started
     if process.returncode == 0:
         return ProbeResult(True, latency, "command exited 0")
     tail = stderr.decode(errors="replace").strip().splitlines()[-1:] if stderr else []
     reason = f": {tail[0][:200]}" if tail else ""
     return ProbeResult(False, latency, f"command exited {process.returncode}{reason}")
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _failed(started: float, detail: str) -> ProbeResult:

@@ -58,11 +58,11 @@ async def stop_instances(ctx: StepContext, step: PlannedStep, timeout: float) ->
     before = ctx.platform.instances(ctx.service.name)
     if not before:
         return StepOutcome(True, "no instance was running")
-    serving = any(i.state is InstanceState.RUNNING for i in before)
+    if any(i.state is InstanceState.RUNNING for i in before):
+        # Downtime starts when the graceful stop begins, not when it has finished.
+        ctx.serving_stopped_at = ctx.clock.now()
     already = {i.id for i in before if i.state is InstanceState.EXITED}
     ended = await ctx.platform.stop(ctx.service)
-    if serving:
-        ctx.serving_stopped_at = ctx.clock.now()
     parts = []
     for instance in ended:
         if instance.id in already:
@@ -73,7 +73,8 @@ async def stop_instances(ctx: StepContext, step: PlannedStep, timeout: float) ->
 
 
 async def start_instances(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
-    count = int(str(step.params.get("count", 1)))
+    count = step.params.get("count", 1)
+    assert isinstance(count, int)
     started = await ctx.platform.start(ctx.service, count=count)
     ctx.started.extend(started)
     return StepOutcome(
@@ -86,7 +87,7 @@ async def verify_health(ctx: StepContext, step: PlannedStep, timeout: float) -> 
     live = [i for i in instances if i.alive]
     if not live:
         return StepOutcome(False, "no live instance to verify")
-    verifying = asyncio.ensure_future(ctx.verifier.verify(ctx.service, live, timeout=step.timeout))
+    verifying = asyncio.ensure_future(ctx.verifier.verify(ctx.service, live, timeout=timeout))
     exiting = asyncio.ensure_future(ctx.platform.wait_for_exit([i.id for i in live]))
     try:
         done, _ = await asyncio.wait({verifying, exiting}, return_when=asyncio.FIRST_COMPLETED)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from phoenix_server.domain.clock import Clock
-from phoenix_server.domain.errors import PhoenixError
+from phoenix_server.domain.errors import PhoenixError, UnavailableError
 from phoenix_server.domain.health import ServiceStatus
-from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import (
     DataIntegrity,
     Outcome,
@@ -34,9 +33,12 @@ from phoenix_server.domain.services import ServiceSpec
 from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.actions import HANDLERS, Handler, StepContext, StepOutcome
 from phoenix_server.recovery.ports import HealthVerifier, RecoveryRecorder
+from phoenix_server.recovery.strategies import Plan
 
 log = logging.getLogger("phoenix.recovery")
 
+WRITE_PATIENCE = 10.0
+"""Seconds a recovery waits for the database before giving up on a write."""
 HANDLER_GRACE = 1.0
 """Seconds past a step's timeout before the executor stops a handler that ignored it."""
 
@@ -65,6 +67,24 @@ def should_run(condition: StepCondition, previous_ok: bool | None, status: Servi
             return not status.serving
 
 
+async def durably(
+    write: Callable[[], Awaitable[None]], clock: Clock, patience: float = WRITE_PATIENCE
+) -> None:
+    """Retry a write the database refuses for a moment (locked, failing over) for up to
+    ``patience`` seconds: a recovery does not act without its record."""
+    delay, waited = 0.05, 0.0
+    while True:
+        try:
+            await write()
+            return
+        except UnavailableError:
+            if waited >= patience:
+                raise
+            await clock.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 1.0)
+
+
 class _Progress:
     """The steps of one run and which changed since the last write.
 
@@ -73,23 +93,14 @@ class _Progress:
     """
 
     def __init__(
-        self,
-        recorder: RecoveryRecorder,
-        recovery: Recovery,
-        steps: list[Step],
-        incident: Incident | None,
+        self, recorder: RecoveryRecorder, clock: Clock, recovery: Recovery, steps: list[Step]
     ) -> None:
         self._recorder = recorder
+        self._clock = clock
         self._recovery = recovery
-        self._incident = incident
         self.steps = steps
         self._unsaved: set[int] = set()
         self._written = False
-
-    @property
-    def unwritten_incident(self) -> Incident | None:
-        """The new incident, until the first write has carried it."""
-        return None if self._written else self._incident
 
     def set(self, step: Step) -> None:
         self.steps[step.position] = step
@@ -97,13 +108,14 @@ class _Progress:
 
     async def flush(self) -> None:
         if not self._written:
-            await self._recorder.save_recovery(
-                replace(self._recovery, steps=tuple(self.steps)), incident=self._incident
-            )
+            whole = replace(self._recovery, steps=tuple(self.steps))
+            await durably(lambda: self._recorder.save_recovery(whole), self._clock)
             self._written = True
         elif self._unsaved:
             changed = [self.steps[i] for i in sorted(self._unsaved)]
-            await self._recorder.save_steps(self._recovery.id, changed)
+            await durably(
+                lambda: self._recorder.save_steps(self._recovery.id, changed), self._clock
+            )
         self._unsaved.clear()
 
 
@@ -131,14 +143,13 @@ class Executor:
         self,
         recovery: Recovery,
         service: ServiceSpec,
-        plan: list[PlannedStep],
+        plan: Plan,
         *,
         cancel: asyncio.Event,
         down_since: datetime | None,
-        new_incident: Incident | None = None,
     ) -> Recovery:
-        """Run ``plan``; return the finished recovery (also saved). ``new_incident`` is
-        written with the recovery's first record, before any step acts."""
+        """Run ``plan``; return the finished recovery (also saved). Raises UnavailableError
+        only if the database stays away longer than :data:`WRITE_PATIENCE`."""
         clock = self._clock
         recovery = replace(
             recovery,
@@ -147,12 +158,12 @@ class Executor:
         )
         progress = _Progress(
             self._recorder,
+            clock,
             recovery,
             [
                 Step(i, p.name, p.action, StepStatus.PENDING, p.timeout, p.condition)
-                for i, p in enumerate(plan)
+                for i, p in enumerate(plan.steps)
             ],
-            new_incident,
         )
         ctx = StepContext(
             service=service,
@@ -165,7 +176,7 @@ class Executor:
         aborted_by: Step | None = None
         cancelled = False
         try:
-            for index, planned in enumerate(plan):
+            for index, planned in enumerate(plan.steps):
                 step = progress.steps[index]
                 skip_reason = None
                 if cancel.is_set():
@@ -200,18 +211,10 @@ class Executor:
                 ended_at=ended,
                 steps=tuple(interrupted),
             )
-            await asyncio.shield(
-                self._recorder.save_recovery(final, incident=progress.unwritten_incident)
-            )
+            await asyncio.shield(self._recorder.save_recovery(final))
             raise
         return await self._finish(
-            recovery,
-            progress.steps,
-            ctx,
-            down_since,
-            cancelled,
-            aborted_by,
-            progress.unwritten_incident,
+            recovery, plan, progress.steps, ctx, down_since, cancelled, aborted_by
         )
 
     async def _run_step(
@@ -267,18 +270,20 @@ class Executor:
     async def _finish(
         self,
         recovery: Recovery,
+        plan: Plan,
         steps: list[Step],
         ctx: StepContext,
         down_since: datetime | None,
         cancelled: bool,
         aborted_by: Step | None,
-        unwritten_incident: Incident | None,
     ) -> Recovery:
         ended = self._clock.now()
         if cancelled:
             status, outcome = RecoveryStatus.CANCELLED, None
         elif aborted_by is None and ctx.verified_at is not None:
             status, outcome = RecoveryStatus.COMPLETED, Outcome.SUCCESS
+        elif aborted_by is None and not plan.requires_verification:
+            status, outcome = RecoveryStatus.COMPLETED, Outcome.PARTIAL
         else:
             status, outcome = RecoveryStatus.FAILED, Outcome.FAILURE
         down_from = down_since or ctx.serving_stopped_at
@@ -298,5 +303,5 @@ class Executor:
                 data_integrity=DataIntegrity.UNVERIFIED,
             ),
         )
-        await self._recorder.save_recovery(final, incident=unwritten_incident)
+        await durably(lambda: self._recorder.save_recovery(final), self._clock)
         return final

@@ -1,32 +1,40 @@
-"""The orchestrator: from a health transition (or an operator's trigger) to finished recoveries.
+"""The orchestrator: from a service's health (or an operator's trigger) to finished recoveries.
+
+It is *level-triggered*: health transitions only wake it up; what it acts on is the service's
+status when it looks, and it looks again whenever a recovery of that service ends and
+periodically, so a failure that happens while a recovery finishes, or while the database
+is away, is not lost.
 
 It owns the safety rules of one Phoenix: one recovery per service at a time (a second
-trigger is a conflict unless forced), a global limit on concurrent recoveries, and up to
-``MAX_RECOVERY_ATTEMPTS`` attempts per incident with a backoff between them. Each attempt
-is its own :class:`Recovery` sharing the incident's id. Transitions arrive through
-:meth:`Orchestrator.on_transition` (a plain callback) and are handled in order by one
-dispatcher task.
+trigger is a conflict unless forced; the service is claimed before any await), a global
+limit on concurrent recoveries, up to ``MAX_RECOVERY_ATTEMPTS`` attempts per incident with
+a backoff between them, and crash-loop backoff for a service that fails again soon after a
+recovery. Each attempt is its own :class:`Recovery` sharing the incident's id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import statistics
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from phoenix_server.detection.classifying import Diagnosis, diagnose_status, diagnose_transition
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain import ids
-from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.clock import Clock, sleep_unless
 from phoenix_server.domain.errors import RecoveryInProgressError
 from phoenix_server.domain.health import HealthTransition, ServiceStatus
-from phoenix_server.domain.incidents import Incident, IncidentSource, IncidentStatus
+from phoenix_server.domain.incidents import (
+    FailureType,
+    Incident,
+    IncidentSource,
+    IncidentStatus,
+)
 from phoenix_server.domain.recoveries import (
     Decision,
     DecisionSource,
+    Outcome,
     Recovery,
     RecoveryStatus,
     RecoveryTrigger,
@@ -34,26 +42,27 @@ from phoenix_server.domain.recoveries import (
 )
 from phoenix_server.domain.services import ServiceCatalog, ServiceSpec
 from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.recovery.estimating import DurationEstimates
 from phoenix_server.recovery.executing import Executor
+from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.ports import RecoveryRecorder
 from phoenix_server.recovery.selecting import decide
-from phoenix_server.recovery.strategies import DEFAULT_ESTIMATES, PLANNERS
+from phoenix_server.recovery.strategies import PLANNERS, PlanInput
 from phoenix_server.support.tasks import SupervisedTasks
 
 log = logging.getLogger("phoenix.recovery")
 
-DURATIONS_KEPT = 20
-"""Successful recoveries per (service, strategy) behind ``estimatedDuration``."""
-
 
 @dataclass(frozen=True)
-class RecoveryPolicy:
+class OrchestratorLimits:
     auto_recovery: bool
     """Recover on detected failures; when False only operators' triggers act."""
     max_attempts: int
     """Attempts per incident (``MAX_RECOVERY_ATTEMPTS``)."""
     max_concurrent: int
     """Recoveries running at once across all services."""
+    recheck_interval: float = 5.0
+    """Seconds between sweeps for unhealthy services nothing is recovering."""
 
 
 @dataclass
@@ -61,10 +70,12 @@ class _Run:
     """The recovery work for one service: its current attempt and how to stop it."""
 
     service: ServiceSpec
-    incident: Incident
+    incident: Incident | None
+    """None for an operator's restart of a service that was not failing (maintenance)."""
     recovery: Recovery
-    unwritten_incident: Incident | None = None
-    """A just-detected incident, recorded with the first attempt's first write."""
+    down_since: datetime | None
+    delay: float = 0.0
+    """Crash-loop backoff to wait before the first attempt."""
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -79,7 +90,7 @@ class Orchestrator:
         executor: Executor,
         recorder: RecoveryRecorder,
         clock: Clock,
-        policy: RecoveryPolicy,
+        limits: OrchestratorLimits,
     ) -> None:
         self._catalog = catalog
         self._platforms = platforms
@@ -87,19 +98,19 @@ class Orchestrator:
         self._executor = executor
         self._recorder = recorder
         self._clock = clock
-        self._policy = policy
+        self._limits = limits
+        self._slots = asyncio.Semaphore(limits.max_concurrent)
+        self._runs: dict[str, _Run] = {}
+        self._incidents: dict[str, Incident] = {}
+        """Per service, the latest incident not yet resolved."""
         self._recovered_at: dict[str, float] = {}
         """Monotonic time each service last came back healthy from a recovery."""
         self._quick_failures: dict[str, int] = {}
         """Failures in a row that came sooner than ``reset_after`` after a recovery."""
-        self._slots = asyncio.Semaphore(policy.max_concurrent)
-        self._runs: dict[str, _Run] = {}
-        self._incidents: dict[str, Incident] = {}
-        """Per service, the latest incident not yet resolved."""
-        self._durations: dict[tuple[str, Strategy], list[float]] = {}
-        """Recent successful durations per (service, strategy), for estimates without I/O."""
-        self._queue: asyncio.Queue[HealthTransition] = asyncio.Queue()
+        self._estimates = DurationEstimates()
+        self._queue: asyncio.Queue[tuple[str, HealthTransition | None]] = asyncio.Queue()
         self._tasks = SupervisedTasks("recovery")
+        self._writes = EventualWrites(recorder, self._tasks)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -108,13 +119,14 @@ class Orchestrator:
         unresolved: list[Incident],
         durations: dict[tuple[str, Strategy], list[float]],
     ) -> None:
-        """Begin handling transitions. ``unresolved``: incidents a previous run left open;
-        ``durations``: recent successful recovery durations, newest first (for estimates)."""
-        self._durations = {key: list(values[:DURATIONS_KEPT]) for key, values in durations.items()}
+        """Begin. ``unresolved``: incidents a previous run left open; ``durations``: recent
+        successful recovery durations, newest first (for estimates)."""
+        self._estimates = DurationEstimates(durations)
         for incident in unresolved:
             if incident.service in self._catalog:
                 self._incidents[incident.service] = incident
         self._tasks.spawn(self._dispatch(), name="dispatcher")
+        self._tasks.spawn(self._sweep(), name="sweeper")
 
     async def close(self) -> None:
         """Stop: running recoveries are cancelled where they stand and recorded as interrupted."""
@@ -122,13 +134,7 @@ class Orchestrator:
         self._runs.clear()
 
     def on_transition(self, transition: HealthTransition) -> None:
-        if transition.service in self._runs:
-            return  # a running recovery causes (and judges) its own transitions
-        self._queue.put_nowait(transition)
-
-    async def drain(self) -> None:
-        """Wait until every transition received so far has been handled (for tests, shutdown)."""
-        await self._queue.join()
+        self._queue.put_nowait((transition.service, transition))
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -139,48 +145,63 @@ class Orchestrator:
         run = self._runs.get(service)
         return run.recovery if run else None
 
-    # -- automatic path ---------------------------------------------------------------------
+    @property
+    def unwritten(self) -> int:
+        """Records still waiting for the database."""
+        return self._writes.pending
+
+    # -- the automatic path -----------------------------------------------------------------
 
     async def _dispatch(self) -> None:
         while True:
-            transition = await self._queue.get()
+            name, transition = await self._queue.get()
             try:
-                await self._handle(transition)
+                await self._evaluate(name, transition)
             except Exception:
-                log.exception(
-                    "could not handle %s becoming %s", transition.service, transition.current
-                )
+                # The sweep looks again; a database blip must not lose the failure.
+                log.exception("could not act on %s's status; will look again", name)
             finally:
                 self._queue.task_done()
 
-    async def _handle(self, transition: HealthTransition) -> None:
-        name = transition.service
-        if name in self._runs or name not in self._catalog:
-            return
-        # Act on the status *now*: the transition may have waited behind a recovery that has
-        # since changed everything; it remains the evidence of what was seen.
-        current = self._tracker.status(name)
+    async def _sweep(self) -> None:
+        while True:
+            await self._clock.sleep(self._limits.recheck_interval)
+            for spec in self._catalog:
+                if spec.name not in self._runs and self._needs_attention(spec.name):
+                    self._queue.put_nowait((spec.name, None))
+
+    def _needs_attention(self, name: str) -> bool:
+        status = self._tracker.status(name)
         incident = self._incidents.get(name)
-        if current.serving:
+        if status.serving:
+            return incident is not None
+        return status is ServiceStatus.UNHEALTHY and not (
+            incident is not None and incident.status is IncidentStatus.UNRESOLVED
+        )
+
+    async def _evaluate(self, name: str, transition: HealthTransition | None) -> None:
+        """Act on ``name``'s status now (``transition``, if any, is the evidence)."""
+        if name in self._runs or name not in self._catalog:
+            return  # the run looks again when it ends
+        view = self._tracker.view(name)
+        incident = self._incidents.get(name)
+        if view.status.serving:
             if incident is not None:
-                await self._close_incident(
-                    incident, IncidentStatus.RESOLVED, f"healthy again: {transition.reason}"
-                )
+                await self._close_incident(incident, IncidentStatus.RESOLVED, "healthy again")
             return
-        if (
-            current is not ServiceStatus.UNHEALTHY
-            or transition.current is not ServiceStatus.UNHEALTHY
-        ):
+        if view.status is not ServiceStatus.UNHEALTHY:
             return
         if incident is not None and incident.status is IncidentStatus.UNRESOLVED:
-            return  # Phoenix gave up on this one; a person (or a healthy spell) must come first
-        unwritten = None
+            return  # Phoenix gave up on this one: a person, or a healthy spell, comes first
+        spec = self._catalog.get(name)
+        new_incident = incident is None
         if incident is None:
-            incident = self._make_incident(
-                name, diagnose_transition(transition), transition.at, IncidentSource.DETECTED
+            diagnosis = (
+                diagnose_transition(transition)
+                if transition is not None and transition.current is ServiceStatus.UNHEALTHY
+                else diagnose_status(view.status, view.reason)
             )
-            self._incidents[name] = incident
-            unwritten = incident
+            incident = self._make_incident(name, diagnosis, IncidentSource.DETECTED)
             log.warning(
                 "%s: incident %s %s: %s",
                 name,
@@ -188,21 +209,17 @@ class Orchestrator:
                 incident.failure_type.value,
                 incident.summary,
             )
-        spec = self._catalog.get(name)
         supported = self._platforms.for_service(spec).supported_strategies(spec)
-        if not self._policy.auto_recovery or not supported:
-            if unwritten is not None:
-                await self._recorder.save_incident(incident)
-            if not self._policy.auto_recovery:
-                log.warning("%s: automatic recovery is off; recorded only", name)
-            else:
+        if not self._limits.auto_recovery or not supported:
+            self._incidents[name] = incident
+            if not supported:
                 await self._close_incident(
-                    incident,
-                    IncidentStatus.UNRESOLVED,
-                    "Phoenix can only monitor this service",
+                    incident, IncidentStatus.UNRESOLVED, "Phoenix can only monitor this service"
                 )
+            elif new_incident:
+                await self._writes.write(incident)
+                log.warning("%s: automatic recovery is off; recorded only", name)
             return
-        decision = decide(service=name, failure_type=incident.failure_type, supported=supported)
         delay = self._crash_loop_delay(spec)
         reason = incident.summary
         if delay:
@@ -210,17 +227,21 @@ class Orchestrator:
                 f"; failed again within {spec.recovery.backoff.reset_after:g}s of its last "
                 f"recovery: waiting {delay:g}s first (crash-loop backoff)"
             )
-        recovery = self._new_recovery(
-            spec, incident, decision, RecoveryTrigger.AUTOMATIC, reason, attempt=1
-        )
-        if delay or self._slots.locked():
-            # It must wait: record it (and its incident) as pending now.
-            await self._recorder.save_recovery(recovery, incident=unwritten)
-            unwritten = None
-        run = _Run(spec, incident, recovery, unwritten_incident=unwritten)
-        self._begin(run, previous=None, down_since=incident.detected_at, delay=delay)
+        decision = decide(service=name, failure_type=incident.failure_type, supported=supported)
+        recovery = self._new_recovery(spec, incident, decision, RecoveryTrigger.AUTOMATIC, reason)
+        run = _Run(spec, incident, recovery, down_since=incident.detected_at, delay=delay)
+        self._runs[name] = run  # claimed before the first await: triggers now see it
+        try:
+            await self._recorder.save_recovery(
+                recovery, incident=incident if new_incident else None
+            )
+        except BaseException:
+            del self._runs[name]
+            raise
+        self._incidents[name] = incident
+        self._tasks.spawn(self._attempts(run, previous=None), name=name)
 
-    # -- manual path ------------------------------------------------------------------------
+    # -- the manual path --------------------------------------------------------------------
 
     async def trigger(
         self,
@@ -231,53 +252,54 @@ class Orchestrator:
         force: bool,
         trigger: RecoveryTrigger = RecoveryTrigger.MANUAL,
     ) -> Recovery:
-        """Start a recovery now; refuse (409) if one runs unless ``force`` replaces it."""
+        """Start a recovery now: recorded before this returns. A running recovery of the
+        service is a conflict (409) unless ``force``, which cancels it at its next safe point
+        once this one is recorded."""
         spec = self._catalog.get(service)
         supported = self._platforms.for_service(spec).supported_strategies(spec)
         previous = self._runs.get(service)
         if previous is not None and not force:
             raise RecoveryInProgressError(service, previous.recovery.id)
         view = self._tracker.view(service)
+        diagnosis = diagnose_status(view.status, view.reason)
         known = self._incidents.get(service)
-        if known is None:
-            diagnosis = diagnose_status(view.status, view.reason)
-            incident = self._make_incident(
-                service, diagnosis, self._clock.now(), IncidentSource.MANUAL
-            )
-        else:
+        incident: Incident | None
+        if known is not None:
             incident = replace(known, status=IncidentStatus.OPEN)
+        elif view.status.serving:
+            incident = None  # maintenance: nothing is failing, so no incident
+        else:
+            incident = self._make_incident(service, diagnosis, IncidentSource.MANUAL)
         decision = decide(
             service=service,
-            failure_type=incident.failure_type,
+            failure_type=incident.failure_type if incident else diagnosis.failure_type,
             supported=supported,
             requested=strategy,
         )
-        # Claim the service before the first await, so concurrent triggers see the claim.
-        recovery = self._recovery_record(spec, incident, decision, trigger, reason, 1, force)
+        recovery = self._new_recovery(spec, incident, decision, trigger, reason, force=force)
         if previous is None and not self._slots.locked():
             # It starts as soon as this call returns; say so (the seed answers in_progress).
             recovery = replace(
                 recovery, status=RecoveryStatus.IN_PROGRESS, started_at=recovery.created_at
             )
-        run = _Run(spec, incident, recovery)
-        self._runs[service] = run
-        if previous is not None:
-            previous.cancel.set()
+        down_since = incident.detected_at if incident and not view.status.serving else None
+        run = _Run(spec, incident, recovery, down_since=down_since)
+        self._runs[service] = run  # claimed before the first await
         try:
-            if known is None or known.status is not IncidentStatus.OPEN:
-                await self._recorder.save_incident(incident)
-                self._incidents[service] = incident
-            recovery = replace(
-                recovery, estimated_duration=self._estimate(service, decision.strategy)
-            )
-            run.recovery = recovery
-            await self._recorder.save_recovery(recovery)
+            write_incident = incident if incident is not None and incident != known else None
+            await self._recorder.save_recovery(recovery, incident=write_incident)
         except BaseException:
             if self._runs.get(service) is run:
-                del self._runs[service]
+                if previous is not None and not previous.done.is_set():
+                    self._runs[service] = previous
+                else:
+                    del self._runs[service]
             raise
-        down_since = incident.detected_at if not view.status.serving else None
-        self._begin(run, previous=previous, down_since=down_since, registered=True)
+        if incident is not None:
+            self._incidents[service] = incident
+        if previous is not None:
+            previous.cancel.set()
+        self._tasks.spawn(self._attempts(run, previous), name=service)
         return recovery
 
     # -- running ----------------------------------------------------------------------------
@@ -290,117 +312,135 @@ class Orchestrator:
         if recovered_at is None or self._clock.monotonic() - recovered_at >= backoff.reset_after:
             self._quick_failures[spec.name] = 0
             return 0.0
-        count = self._quick_failures[spec.name] = self._quick_failures.get(spec.name, 0) + 1
-        return float(min(backoff.max, backoff.initial * 2 ** (count - 1)))
+        self._quick_failures[spec.name] = self._quick_failures.get(spec.name, 0) + 1
+        return backoff.delay(self._quick_failures[spec.name])
 
-    def _begin(
-        self,
-        run: _Run,
-        *,
-        previous: _Run | None,
-        down_since: datetime | None,
-        registered: bool = False,
-        delay: float = 0.0,
-    ) -> None:
-        if not registered:
-            self._runs[run.service.name] = run
-        self._tasks.spawn(self._attempts(run, previous, down_since, delay), name=run.service.name)
-
-    async def _attempts(
-        self, run: _Run, previous: _Run | None, down_since: datetime | None, delay: float
-    ) -> None:
+    async def _attempts(self, run: _Run, previous: _Run | None) -> None:
         name = run.service.name
         try:
             if previous is not None:
                 await previous.done.wait()
-            if delay:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(run.cancel.wait(), delay)
-            attempt = run.recovery.attempt
+            if run.delay and await sleep_unless(self._clock, run.cancel, run.delay):
+                await self._end_unstarted(run, "cancelled while waiting (crash-loop backoff)")
+                return
             while True:
                 if run.cancel.is_set():
-                    await self._cancel_unstarted(run)
+                    await self._end_unstarted(run, "cancelled before it started")
                     return
-                async with self._slots:
-                    plan = PLANNERS[run.recovery.strategy](run.service)
-                    result = await self._executor.execute(
-                        run.recovery,
-                        run.service,
-                        plan,
-                        cancel=run.cancel,
-                        down_since=down_since,
-                        new_incident=run.unwritten_incident,
-                    )
-                    run.unwritten_incident = None
-                run.recovery = result
+                needed = run.recovery.trigger is not RecoveryTrigger.AUTOMATIC or (
+                    not self._tracker.status(name).serving
+                )
+                if not needed and run.recovery.attempt == 1:
+                    await self._end_unstarted(run, "not needed: the service is healthy again")
+                    await self._resolve(run, "healthy again before Phoenix acted")
+                    return
+                result = await self._execute(run)
                 if result.status is RecoveryStatus.COMPLETED:
-                    self._remember_duration(result)
+                    self._estimates.record(result)
                     self._recovered_at[name] = self._clock.monotonic()
-                    await self._close_incident(
-                        run.incident,
-                        IncidentStatus.RESOLVED,
-                        f"recovered by {result.strategy.value} ({result.id})",
-                    )
+                    await self._resolve(run, f"recovered by {result.strategy.value} ({result.id})")
                     return
                 if result.status is RecoveryStatus.CANCELLED:
                     return
-                if attempt >= self._policy.max_attempts:
-                    log.error(
-                        "%s: giving up after %d attempt(s); last: %s", name, attempt, result.id
-                    )
-                    await self._close_incident(
-                        run.incident,
-                        IncidentStatus.UNRESOLVED,
-                        f"gave up after {attempt} recovery attempt(s); last {result.id}",
-                    )
+                if self._tracker.status(name).serving:
+                    await self._resolve(run, f"healthy again after {result.id}")
                     return
-                delay = self._backoff(run.service, attempt)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(run.cancel.wait(), delay)
-                if run.cancel.is_set():
+                if result.attempt >= self._limits.max_attempts:
+                    await self._give_up(run, result)
                     return
-                attempt += 1
-                spec = run.service
-                supported = self._platforms.for_service(spec).supported_strategies(spec)
-                decision = decide(
-                    service=name,
-                    failure_type=run.incident.failure_type,
-                    supported=supported,
-                    requested=result.strategy
-                    if result.decision.source is DecisionSource.MANUAL
-                    else None,
-                )
-                run.recovery = self._new_recovery(
-                    spec, run.incident, decision, result.trigger, result.reason, attempt
-                )
-                if self._slots.locked():
-                    await self._recorder.save_recovery(run.recovery)
+                delay = run.service.recovery.backoff.delay(result.attempt)
+                if await sleep_unless(self._clock, run.cancel, delay):
+                    return
+                if self._tracker.status(name).serving:
+                    await self._resolve(run, f"healthy again after {result.id}")
+                    return
+                run.recovery = self._next_attempt(run, result)
+                await self._recorder.save_recovery(run.recovery)
         finally:
             run.done.set()
             if self._runs.get(name) is run:
                 del self._runs[name]
+            self._queue.put_nowait((name, None))  # look again now that nothing runs
 
-    def _backoff(self, service: ServiceSpec, attempt: int) -> float:
-        backoff = service.recovery.backoff
-        return float(min(backoff.max, backoff.initial * 2 ** (attempt - 1)))
+    async def _execute(self, run: _Run) -> Recovery:
+        """One attempt; a failure to record it is an attempt that failed, not a lost task."""
+        platform = self._platforms.for_service(run.service)
+        given = PlanInput(run.service, tuple(platform.instances(run.service.name)))
+        plan = PLANNERS[run.recovery.strategy](given)
+        try:
+            async with self._slots:
+                return await self._executor.execute(
+                    run.recovery, run.service, plan, cancel=run.cancel, down_since=run.down_since
+                )
+        except Exception as exc:
+            log.exception(
+                "%s: attempt %s could not run to its end", run.service.name, run.recovery.id
+            )
+            failed = replace(
+                run.recovery,
+                status=RecoveryStatus.FAILED,
+                outcome=Outcome.FAILURE,
+                ended_at=self._clock.now(),
+                reason=f"{run.recovery.reason}; stopped by an error: {exc}",
+            )
+            await self._writes.write(failed)
+            return failed
 
-    async def _cancel_unstarted(self, run: _Run) -> None:
-        run.recovery = replace(
-            run.recovery, status=RecoveryStatus.CANCELLED, ended_at=self._clock.now()
+    def _next_attempt(self, run: _Run, last: Recovery) -> Recovery:
+        spec = run.service
+        supported = self._platforms.for_service(spec).supported_strategies(spec)
+        manual = last.decision.source is DecisionSource.MANUAL
+        decision = decide(
+            service=spec.name,
+            failure_type=run.incident.failure_type if run.incident else FailureType.UNKNOWN,
+            supported=supported,
+            requested=last.strategy if manual else None,
         )
-        await self._recorder.save_recovery(run.recovery)
+        return self._new_recovery(
+            spec, run.incident, decision, last.trigger, last.reason, attempt=last.attempt + 1
+        )
+
+    async def _end_unstarted(self, run: _Run, why: str) -> None:
+        run.recovery = replace(
+            run.recovery,
+            status=RecoveryStatus.CANCELLED,
+            ended_at=self._clock.now(),
+            reason=f"{run.recovery.reason}; {why}" if run.recovery.reason else why,
+        )
+        await self._writes.write(run.recovery)
+
+    async def _resolve(self, run: _Run, summary: str) -> None:
+        if run.incident is not None:
+            await self._close_incident(run.incident, IncidentStatus.RESOLVED, summary)
+
+    async def _give_up(self, run: _Run, last: Recovery) -> None:
+        log.error(
+            "%s: giving up after %d attempt(s); last: %s", last.service, last.attempt, last.id
+        )
+        incident = run.incident
+        if incident is None:
+            # An operator's restart of a working service left it broken: record that, so the
+            # next look does not start a fresh series of automatic attempts on top.
+            view = self._tracker.view(last.service)
+            diagnosis = diagnose_status(view.status, view.reason)
+            incident = self._make_incident(last.service, diagnosis, IncidentSource.MANUAL)
+        await self._close_incident(
+            incident,
+            IncidentStatus.UNRESOLVED,
+            f"gave up after {last.attempt} recovery attempt(s); last {last.id}",
+        )
 
     # -- records ----------------------------------------------------------------------------
 
     def _make_incident(
-        self, service: str, diagnosis: Diagnosis, at: datetime, source: IncidentSource
+        self, service: str, diagnosis: Diagnosis, source: IncidentSource
     ) -> Incident:
         return Incident(
             id=ids.new_id(ids.INCIDENT),
             service=service,
             failure_type=diagnosis.failure_type,
             status=IncidentStatus.OPEN,
-            detected_at=at,
+            detected_at=self._clock.now(),
             source=source,
             summary=diagnosis.summary,
             evidence=diagnosis.evidence,
@@ -415,22 +455,23 @@ class Orchestrator:
             resolved_at=self._clock.now() if status is IncidentStatus.RESOLVED else None,
             summary=f"{incident.summary}; {summary}",
         )
+        current = self._incidents.get(incident.service)
         if status is IncidentStatus.RESOLVED:
-            current = self._incidents.get(incident.service)
             if current is not None and current.id == incident.id:
                 del self._incidents[incident.service]
-        else:
+        elif current is None or current.id == incident.id:
             self._incidents[incident.service] = closed
-        await self._recorder.save_incident(closed)
+        await self._writes.write(closed)
 
-    def _recovery_record(
+    def _new_recovery(
         self,
         spec: ServiceSpec,
-        incident: Incident,
+        incident: Incident | None,
         decision: Decision,
         trigger: RecoveryTrigger,
         reason: str,
-        attempt: int,
+        *,
+        attempt: int = 1,
         force: bool = False,
     ) -> Recovery:
         return Recovery(
@@ -442,33 +483,8 @@ class Orchestrator:
             decision=decision,
             created_at=self._clock.now(),
             reason=reason,
-            incident_id=incident.id,
+            incident_id=incident.id if incident else None,
             attempt=attempt,
             force=force,
+            estimated_duration=self._estimates.estimate(spec.name, decision.strategy),
         )
-
-    def _new_recovery(
-        self,
-        spec: ServiceSpec,
-        incident: Incident,
-        decision: Decision,
-        trigger: RecoveryTrigger,
-        reason: str,
-        attempt: int,
-    ) -> Recovery:
-        """The next attempt's record (written by the caller or by the executor's first write)."""
-        recovery = self._recovery_record(spec, incident, decision, trigger, reason, attempt)
-        return replace(recovery, estimated_duration=self._estimate(spec.name, decision.strategy))
-
-    def _estimate(self, service: str, strategy: Strategy) -> float:
-        """Median of this service's recent successful recoveries by ``strategy``, else a default."""
-        durations = self._durations.get((service, strategy))
-        if durations:
-            return round(statistics.median(durations), 3)
-        return DEFAULT_ESTIMATES[strategy]
-
-    def _remember_duration(self, recovery: Recovery) -> None:
-        if recovery.duration is not None:
-            durations = self._durations.setdefault((recovery.service, recovery.strategy), [])
-            durations.insert(0, recovery.duration)
-            del durations[DURATIONS_KEPT:]

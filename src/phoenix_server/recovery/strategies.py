@@ -1,17 +1,19 @@
-"""Strategies as plain functions that *plan*: a service in, a list of steps (data) out.
+"""Strategies as plain functions that *plan*: what is known about a service in, a
+:class:`Plan` (steps as data) out.
 
-Planning does no I/O and needs no event loop, so every plan can be tested on its own;
-the executor carries the steps out. Register a planner in :data:`PLANNERS`.
+Planning does no I/O and needs no event loop, so every plan can be tested on its own; the
+executor carries the steps out. A planner takes one :class:`PlanInput`, so what planners
+are told can grow (history for rollback, callers for circuit breaking) without changing
+their signature. Register a planner in :data:`PLANNERS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from phoenix_server.domain.recoveries import PlannedStep, Strategy
-from phoenix_server.domain.services import ServiceSpec
-
-Planner = Callable[[ServiceSpec], list[PlannedStep]]
+from phoenix_server.domain.services import Instance, ServiceSpec
 
 STOP_MARGIN = 15.0
 """Seconds beyond the stop grace period for SIGKILL and reaping."""
@@ -19,19 +21,38 @@ START_TIMEOUT = 30.0
 TRAFFIC_TIMEOUT = 10.0
 
 
-def plan_restart(service: ServiceSpec) -> list[PlannedStep]:
+@dataclass(frozen=True)
+class PlanInput:
+    service: ServiceSpec
+    instances: tuple[Instance, ...] = ()
+    """What the platform runs for the service now (live or exited, not yet replaced)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[PlannedStep, ...]
+    requires_verification: bool = True
+    """Success needs the service verified healthy by a step; a plan that ends in a declared
+    partial state (an open circuit awaiting restoration) says False."""
+
+
+Planner = Callable[[PlanInput], Plan]
+
+
+def plan_restart(given: PlanInput) -> Plan:
     """Graceful shutdown → clean start → health verification → traffic restored."""
-    return [
-        PlannedStep("Graceful shutdown", "stop_instances", service.stop.grace + STOP_MARGIN),
-        PlannedStep(
-            "Service restart",
-            "start_instances",
-            START_TIMEOUT,
-            params={"count": max(1, service.replicas.min)},
-        ),
-        PlannedStep("Health verification", "verify_health", service.health.startup_timeout),
-        PlannedStep("Traffic restoration", "restore_traffic", TRAFFIC_TIMEOUT),
-    ]
+    service = given.service
+    count = max(1, service.replicas.min, sum(1 for i in given.instances if i.alive))
+    return Plan(
+        (
+            PlannedStep("Graceful shutdown", "stop_instances", service.stop.grace + STOP_MARGIN),
+            PlannedStep(
+                "Service restart", "start_instances", START_TIMEOUT, params={"count": count}
+            ),
+            PlannedStep("Health verification", "verify_health", service.health.startup_timeout),
+            PlannedStep("Traffic restoration", "restore_traffic", TRAFFIC_TIMEOUT),
+        )
+    )
 
 
 PLANNERS: dict[Strategy, Planner] = {Strategy.RESTART: plan_restart}

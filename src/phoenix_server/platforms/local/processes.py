@@ -86,12 +86,14 @@ class Process:
             return self.exited.result(), False
         self.signal_group(signum)
         try:
-            return await asyncio.wait_for(asyncio.shield(self.exited), grace), False
+            async with asyncio.timeout(grace):
+                return await asyncio.shield(self.exited), False
         except TimeoutError:
             pass
         self.signal_group(signal.SIGKILL)
         try:
-            return await asyncio.wait_for(asyncio.shield(self.exited), 10.0), True
+            async with asyncio.timeout(10.0):
+                return await asyncio.shield(self.exited), True
         except TimeoutError:
             raise PlatformError(
                 f"process {self.pid} did not exit 10 s after SIGKILL (uninterruptible sleep?)"

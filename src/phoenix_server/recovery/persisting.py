@@ -1,0 +1,67 @@
+"""Writes that must happen eventually, even if the database is briefly away.
+
+When a recovery's bookkeeping cannot be written (SQLite locked by another process, a
+PostgreSQL failover), the engine keeps working and hands the record here: it is retried in
+the background with backoff, and for each record only its latest state is kept, so a late
+retry never overwrites a newer write of the same record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from phoenix_server.domain.errors import UnavailableError
+from phoenix_server.domain.incidents import Incident
+from phoenix_server.domain.recoveries import Recovery
+from phoenix_server.recovery.ports import RecoveryRecorder
+from phoenix_server.support.tasks import SupervisedTasks
+
+log = logging.getLogger("phoenix.recovery")
+
+FIRST_RETRY = 0.5
+MAX_RETRY = 30.0
+
+
+class EventualWrites:
+    def __init__(self, recorder: RecoveryRecorder, tasks: SupervisedTasks) -> None:
+        self._recorder = recorder
+        self._tasks = tasks
+        self._latest: dict[str, Incident | Recovery] = {}
+        self._retrying: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._latest)
+
+    async def write(self, record: Incident | Recovery) -> None:
+        """Write now if possible, otherwise keep retrying in the background."""
+        self._latest.pop(record.id, None)
+        try:
+            await self._save(record)
+        except UnavailableError as exc:
+            log.warning("could not record %s yet (%s); retrying in the background", record.id, exc)
+            self._latest[record.id] = record
+            if self._retrying is None or self._retrying.done():
+                self._retrying = self._tasks.spawn(self._retry(), name="eventual-writes")
+
+    async def _save(self, record: Incident | Recovery) -> None:
+        if isinstance(record, Incident):
+            await self._recorder.save_incident(record)
+        else:
+            await self._recorder.save_recovery(record)
+
+    async def _retry(self) -> None:
+        delay = FIRST_RETRY
+        while self._latest:
+            await asyncio.sleep(delay)
+            for record_id, record in list(self._latest.items()):
+                try:
+                    await self._save(record)
+                except UnavailableError:
+                    delay = min(delay * 2, MAX_RETRY)
+                    break
+                if self._latest.get(record_id) is record:
+                    del self._latest[record_id]
+            else:
+                delay = FIRST_RETRY
