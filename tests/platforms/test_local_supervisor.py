@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -284,7 +285,7 @@ async def test_a_changed_declaration_replaces_the_old_instance(
     [old] = await first.start(spec_of(tmp_path, SLEEPER))
     await first.shutdown(keep_running=True)
 
-    changed = spec_of(tmp_path, SLEEPER.replace("grace: 2s", "grace: 3s"))
+    changed = spec_of(tmp_path, SLEEPER.replace("health: {process: true}", "env: {MODE: new}"))
     second, events = make_platform(tmp_path, store)
     try:
         await second.reconcile([changed])
@@ -328,3 +329,59 @@ async def test_shutdown_stops_everything_and_empties_the_journal(
         instance.pid, instance.process_start
     )
     assert await journal.load_instances(instance.platform) == []
+
+
+HELPER = """
+- name: parent
+  command: ["{python}", "-c", "import subprocess, time; h = subprocess.Popen(['sleep', '600'], start_new_session=True); print('helper', h.pid, flush=True); time.sleep(600)"]
+  stop: {grace: 2s}
+"""
+
+
+def helper_pid(log: Path) -> int | None:
+    for line in log.read_text().splitlines():
+        if line.startswith("helper "):
+            return int(line.split()[1])
+    return None
+
+
+async def test_adoption_spares_an_adopted_instances_own_helpers(
+    tmp_path: Path, store: Store
+) -> None:
+    """A helper the service started in its own session carries the owner marker too; it is
+    part of an adopted instance, not a stray."""
+    spec = spec_of(tmp_path, HELPER)
+    first, _ = make_platform(tmp_path, store)
+    await first.start(spec)
+    helper = await eventually(lambda: helper_pid(tmp_path / "logs" / "parent.log"))
+    await first.shutdown(keep_running=True)
+    second, events = make_platform(tmp_path, store)
+    try:
+        await second.reconcile([spec])
+        assert events.kinds() == [InstanceEventKind.ADOPTED]
+        assert procinfo.is_running(helper, None), "the adopted instance's helper survives"
+    finally:
+        await second.shutdown(keep_running=False)
+        os.kill(helper, signal.SIGKILL)
+
+
+async def test_a_recycled_pid_is_not_adopted(tmp_path: Path, store: Store) -> None:
+    """The journal names a pid that now belongs to another process: not ours, not touched."""
+    spec = spec_of(tmp_path, SLEEPER)
+    first, _ = make_platform(tmp_path, store)
+    [instance] = await first.start(spec)
+    await first.shutdown(keep_running=False)
+    stranger = subprocess.Popen(["sleep", "600"])
+    journal = StoreJournal(store)
+    await journal.save_instance(
+        replace(instance, pid=stranger.pid, process_start=procinfo.start_time(stranger.pid))
+    )
+    second, events = make_platform(tmp_path, store)
+    try:
+        await second.reconcile([spec])
+        assert events.kinds() == [InstanceEventKind.STARTED], "a fresh instance, no adoption"
+        assert stranger.poll() is None, "the stranger is left alone"
+    finally:
+        await second.shutdown(keep_running=False)
+        stranger.kill()
+        stranger.wait()

@@ -8,6 +8,7 @@ reported, each located as ``services[0] (azora-auth).health.interval``, so one r
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 import signal
 import sys
@@ -473,9 +474,17 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
     hooks = {
         name: tuple(argv) for name, argv in service.hooks.model_dump().items() if argv is not None
     }
-    digest = hashlib.sha256(
-        (service.model_dump_json() + "\0" + cwd + "\0" + sys.executable).encode()
-    ).hexdigest()[:16]
+    # Only what shapes the running process: a changed probe or backoff must not restart a
+    # healthy service the next time Phoenix starts.
+    process_shape = [
+        service.command,
+        service.env,
+        cwd,
+        service.port,
+        [version.model_dump() for version in service.versions],
+        sys.executable,
+    ]
+    digest = hashlib.sha256(json.dumps(process_shape, sort_keys=True).encode()).hexdigest()[:16]
     return svc.ServiceSpec(
         name=service.name,
         platform=svc.PlatformKind(service.platform),

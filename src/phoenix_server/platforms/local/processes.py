@@ -50,6 +50,13 @@ class Process:
             self._pidfd = None
             self._loop.call_soon(self._handle_exit)
             return
+        except OSError as exc:
+            # Out of descriptors, or a seccomp profile without pidfd_open: a process Phoenix
+            # cannot watch must not run unsupervised.
+            self.signal_group(signal.SIGKILL)
+            if popen is not None:
+                popen.wait()
+            raise PlatformError(f"cannot watch process {pid}: {exc.strerror or exc}") from None
         self._loop.add_reader(self._pidfd, self._handle_exit)
 
     @property
@@ -63,10 +70,12 @@ class Process:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
+        # Kill what the leader left behind in its group while its zombie still pins the
+        # group id (no other process can have taken it), then reap the zombie we own.
+        self.signal_group(signal.SIGKILL)
         code: int | None = None
         if self._popen is not None:
-            code = self._popen.poll()  # reaps the zombie we own
-        self.signal_group(signal.SIGKILL)  # whatever the leader left behind in its group
+            code = self._popen.poll()
         self.exited.set_result(code)
         self._on_exit(self)
 
@@ -151,20 +160,42 @@ def adopt(pid: int, *, on_exit: ExitCallback) -> Process:
     return Process(pid, popen=None, on_exit=on_exit)
 
 
-def kill_group_now(pgid: int) -> None:
-    """SIGKILL a process group that Phoenix no longer wants (a stray or stale instance)."""
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def stop_group(pgid: int, grace: float) -> None:
+    """SIGTERM a process group Phoenix does not manage, SIGKILL what is left after ``grace``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = asyncio.get_running_loop().time() + grace
+    while group_alive(pgid) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
 
 
-def find_marked_processes(marker: str, value: str) -> list[int]:
-    """Pids whose environment has ``marker=value``: instances a crashed Phoenix left behind
-    before it could journal them."""
+def marked_processes(owner_env: str, owner: str, instance_env: str) -> list[tuple[int, str]]:
+    """(pid, instance id) of processes whose environment has ``owner_env=owner``: the
+    instances this installation started and their children, wherever they are now."""
     found = []
     for process in psutil.process_iter(["pid"]):
         try:
-            if process.environ().get(marker) == value:
-                found.append(process.pid)
+            environ = process.environ()
         except (psutil.Error, OSError):
             continue  # gone meanwhile, or not ours to read: not one of our instances
+        if environ.get(owner_env) == owner:
+            found.append((process.pid, environ.get(instance_env, "")))
     return found
+
+
+def instance_of(pid: int, instance_env: str) -> str | None:
+    """The instance id in ``pid``'s environment (None if unreadable)."""
+    try:
+        return psutil.Process(pid).environ().get(instance_env)
+    except (psutil.Error, OSError):
+        return None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from phoenix_server.domain.clock import Clock
-from phoenix_server.domain.errors import PlatformError, ProcessStartError
+from phoenix_server.domain.errors import PlatformError
 from phoenix_server.domain.recoveries import Strategy
 from phoenix_server.domain.services import (
     Instance,
@@ -51,6 +51,8 @@ OWNER_ENV = "PHOENIX_OWNER"
 """Marks every process this Phoenix (this data directory) started."""
 INSTANCE_ENV = "PHOENIX_INSTANCE"
 SERVICE_ENV = "PHOENIX_SERVICE"
+STRAY_GRACE = 5.0
+"""Seconds a stray process group gets between SIGTERM and SIGKILL."""
 
 
 @dataclass
@@ -234,8 +236,18 @@ class LocalPlatform:
 
     async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
         specs = {s.name: s for s in services if s.platform is PlatformKind.LOCAL}
+        stale: list[tuple[Instance, StopPolicy]] = []
         for record in await self._journal.load_instances(PlatformKind.LOCAL):
-            await self._reconcile_record(record, specs.get(record.service))
+            spec = specs.get(record.service)
+            if not self._still_ours(record):
+                await self._journal.remove_instance(record.id)
+            elif spec is None or record.config_hash != spec.config_hash:
+                why = "no longer declared" if spec is None else "its declaration changed"
+                log.info("stopping %s (pid %s): %s", record.id, record.pid, why)
+                stale.append((record, spec.stop if spec else StopPolicy()))
+            else:
+                self._adopt(record, spec)
+        await asyncio.gather(*(self._stop_stale(record, policy) for record, policy in stale))
         await self._stop_strays()
         failed: dict[str, str] = {}
         for spec in specs.values():
@@ -244,42 +256,52 @@ class LocalPlatform:
             if missing > 0:
                 try:
                     await self.start(spec, count=missing)
-                except ProcessStartError as exc:
+                except PlatformError as exc:
                     # One service that cannot start must not keep the others unsupervised.
                     log.error("cannot start %s: %s", spec.name, exc.message)
                     failed[spec.name] = exc.message
         return failed
 
-    async def _reconcile_record(self, record: Instance, spec: ServiceSpec | None) -> None:
-        if record.pid is None or not procinfo.is_running(record.pid, record.process_start):
-            await self._journal.remove_instance(record.id)
-            return
-        if spec is None or record.config_hash != spec.config_hash:
-            why = "no longer declared" if spec is None else "its declaration changed"
-            log.info("stopping %s (pid %d): %s", record.id, record.pid, why)
-            stale = processes.adopt(record.pid, on_exit=lambda _p: None)
-            grace = spec.stop.grace if spec else 10.0
-            await stale.stop(signal.SIGTERM, grace)
-            await self._journal.remove_instance(record.id)
-            return
+    def _still_ours(self, record: Instance) -> bool:
+        """The journalled process is alive and is that very instance (pid, start, marker)."""
+        return (
+            record.pid is not None
+            and procinfo.is_running(record.pid, record.process_start)
+            and processes.instance_of(record.pid, INSTANCE_ENV) == record.id
+        )
+
+    def _adopt(self, record: Instance, spec: ServiceSpec) -> None:
+        assert record.pid is not None
         process = processes.adopt(record.pid, on_exit=self._on_process_exit)
         instance = replace(record, state=InstanceState.RUNNING)
         self._managed[record.id] = _Managed(instance, process, spec.stop)
         log.info("adopted %s (pid %d) still running from before", record.id, record.pid)
         self._emit(InstanceEventKind.ADOPTED, instance)
 
+    async def _stop_stale(self, record: Instance, policy: StopPolicy) -> None:
+        assert record.pid is not None
+        stale = processes.adopt(record.pid, on_exit=lambda _process: None)
+        await stale.stop(policy.signal, policy.grace)
+        await self._journal.remove_instance(record.id)
+
     async def _stop_strays(self) -> None:
-        known = {m.process.pgid for m in self._managed.values()}
-        for pid in processes.find_marked_processes(OWNER_ENV, self._owner):
+        """Stop processes this installation started but no longer knows (it died between a
+        spawn and its journal write), sparing every process of an adopted instance."""
+        ours = {m.instance.id for m in self._managed.values()}
+        known_groups = {m.process.pgid for m in self._managed.values()}
+        groups: set[int] = set()
+        for pid, instance_id in processes.marked_processes(OWNER_ENV, self._owner, INSTANCE_ENV):
+            if instance_id in ours or pid == os.getpid():
+                continue
             try:
                 pgid = os.getpgid(pid)
             except ProcessLookupError:
                 continue
-            if pgid in known or pid == os.getpid():
-                continue
+            if pgid not in known_groups:
+                groups.add(pgid)
+        for pgid in groups:
             log.warning("stopping stray process group %d left by an earlier Phoenix", pgid)
-            known.add(pgid)
-            processes.kill_group_now(pgid)
+        await asyncio.gather(*(processes.stop_group(pgid, STRAY_GRACE) for pgid in groups))
 
     async def shutdown(self, *, keep_running: bool) -> None:
         if keep_running:
