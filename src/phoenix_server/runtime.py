@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import sys
 from datetime import timedelta
 
-from phoenix_server.config.settings import Settings
+from phoenix_server.config.settings import Settings, service_environment
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain.clock import Clock, SystemClock
 from phoenix_server.domain.health import (
@@ -82,6 +83,7 @@ class Runtime:
             journal=StoreJournal(store),
             clock=self.clock,
             owner=owner_id(settings),
+            base_env=service_environment(os.environ),
         )
         self.platforms = PlatformRegistry(
             {PlatformKind.LOCAL: self.local, PlatformKind.EXTERNAL: ExternalPlatform()}

@@ -317,3 +317,23 @@ def test_database_url_wins_over_the_data_dir(
     monkeypatch.setenv("PHOENIX_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.db")
     assert load_settings().effective_database_url == "sqlite:///elsewhere.db"
+
+
+def test_services_do_not_inherit_phoenixs_own_settings() -> None:
+    from phoenix_server.config.settings import service_environment
+
+    inherited = service_environment(
+        {
+            "PATH": "/usr/bin",
+            "NODE_ENV": "production",
+            "DATABASE_URL": "postgresql://phoenix:secret@db/phoenix",
+            "ALERT_WEBHOOK_SECRET": "s3cret",
+            "ALERT_WEBHOOK": "https://hooks.example/x",
+            "PHOENIX_API_TOKENS": "admin:token",
+            "PHOENIX_SOMETHING_NEW": "x",
+            "PORT": "3051",
+            "AUTO_RECOVERY": "true",
+            "LANG": "C.UTF-8",
+        }
+    )
+    assert inherited == {"PATH": "/usr/bin", "NODE_ENV": "production", "LANG": "C.UTF-8"}

@@ -275,6 +275,16 @@ def test_update_may_keep_its_own_name(three: Store) -> None:
     assert three.run_sync(playbooks.get_playbook, "pb-1") == changed
 
 
+def test_two_edits_of_the_same_version_cannot_both_land(three: Store) -> None:
+    current = three.run_sync(playbooks.get_playbook, "pb-1")
+    mine = replace(current, priority=5, version=current.version + 1)
+    theirs = replace(current, priority=9, version=current.version + 1)
+    three.run_sync(playbooks.update_playbook, mine)
+    with pytest.raises(ConflictError, match="changed meanwhile"):
+        three.run_sync(playbooks.update_playbook, theirs)
+    assert three.run_sync(playbooks.get_playbook, "pb-1").priority == 5
+
+
 def test_duplicate_name_conflicts_naming_the_existing_playbook(three: Store) -> None:
     with pytest.raises(ConflictError, match=r"'two'.*pb-2"):
         three.run_sync(playbooks.create_playbook, playbook("pb-9", "two"))

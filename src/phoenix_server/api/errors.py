@@ -131,7 +131,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    # Starlette re-raises after this answer and the server logs the traceback once.
     return error_response(500, "internal", "Phoenix failed to handle this request; see its log")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from phoenix_server.api.common import Limit, Offset, RuntimeDep
 from phoenix_server.domain.incidents import Incident, IncidentStatus
@@ -13,7 +13,7 @@ from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"])
 
-IncidentId = Annotated[str, Path(max_length=200)]
+IncidentId = str
 
 
 def incident_wire(incident: Incident) -> dict[str, Any]:

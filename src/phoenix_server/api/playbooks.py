@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Query
 
 from phoenix_server.api.common import Limit, Offset, RuntimeDep
 from phoenix_server.config.playbooks import to_document, to_playbook, validate_playbook
@@ -46,7 +46,7 @@ PlaybookBody = Annotated[
         }
     ),
 ]
-PlaybookId = Annotated[str, Path(max_length=200)]
+PlaybookId = str
 
 
 READ_ONLY = ("id", "version", "source", "createdAt", "updatedAt")

@@ -170,7 +170,7 @@ class RecoveryStatusResponse(WireModel):
     recovery: RecoveryOut
 
 
-RecoveryId = Annotated[str, Field(max_length=200)]
+RecoveryId = str
 
 
 @router.get(

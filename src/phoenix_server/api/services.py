@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from phoenix_server.api.common import RuntimeDep, WireModel
 from phoenix_server.domain.health import ServiceStatus
@@ -142,8 +140,6 @@ async def list_services(runtime: RuntimeDep) -> ServicesResponse:
 
 
 @router.get("/{name}", response_model=ServiceResponse, response_model_by_alias=True)
-async def get_service(
-    name: Annotated[str, Path(max_length=128)], runtime: RuntimeDep
-) -> ServiceResponse:
+async def get_service(name: str, runtime: RuntimeDep) -> ServiceResponse:
     """One service (404 naming it if unknown)."""
     return ServiceResponse(service=service_out(runtime, runtime.catalog.get(name)))

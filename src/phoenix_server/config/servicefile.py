@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -365,6 +366,8 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
         for name in service.actions:
             if name in BuiltinAction.__members__.values():
                 add(f"actions.{name}", "shadows a built-in playbook action; choose another name")
+        for path, message in _address_problems(service):
+            add(path, message)
         for path, template in _templates(service):
             for key in sorted(svc.placeholders_in(template) - svc.PLACEHOLDERS):
                 add(
@@ -377,6 +380,38 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
                 add(path, "uses {port} but the service declares no port")
     problems.extend(_cycles(valid))
     return problems
+
+
+_SAMPLE = svc.RenderContext(name="x", python="x", port=1, version="x", instance="x")
+
+
+def _address_problems(service: ServiceDoc) -> list[tuple[str, str]]:
+    """URLs and host:port addresses that cannot work once their placeholders are filled."""
+    found: list[tuple[str, str]] = []
+    urls = [(f"actions.{n}.http.url", a.http.url) for n, a in service.actions.items()]
+    if service.health is not None and service.health.http is not None:
+        urls.append(("health.http", service.health.http.url))
+    for path, template in urls:
+        parts = urlsplit(svc.render(template, _SAMPLE))
+        try:
+            parts.port  # noqa: B018 - raises for a port out of range
+        except ValueError as exc:
+            found.append((path, f"invalid port in {template!r}: {exc}"))
+            continue
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            found.append(
+                (path, f"expected an http:// or https:// URL with a host, got {template!r}")
+            )
+    if service.health is not None and service.health.tcp is not None:
+        host, _, port = svc.render(service.health.tcp, _SAMPLE).rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            found.append(
+                (
+                    "health.tcp",
+                    f"expected host:port with a port 1-65535, got {service.health.tcp!r}",
+                )
+            )
+    return found
 
 
 def _cycles(valid: list[tuple[int, ServiceDoc]]) -> list[Problem]:

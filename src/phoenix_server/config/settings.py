@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -121,6 +122,18 @@ _ENV_NAMES = {
     )
     for name, field in Settings.model_fields.items()
 }
+
+
+def service_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What supervised processes inherit: Phoenix's environment without Phoenix's own
+    settings (its database URL, webhook secret, tokens), which are none of their business.
+    ``NODE_ENV`` stays: services commonly read it themselves."""
+    own = {name for name in _ENV_NAMES.values() if name != "NODE_ENV"} | {"PHOENIX_ENV"}
+    return {
+        name: value
+        for name, value in environ.items()
+        if name not in own and not name.startswith("PHOENIX_")
+    }
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -5,7 +5,7 @@ exist; their decisions use the same :class:`Decision` record.)
 
 from __future__ import annotations
 
-from phoenix_server.domain.errors import UnsupportedStrategyError
+from phoenix_server.domain.errors import Problem, UnsupportedStrategyError
 from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.recoveries import Candidate, Decision, DecisionSource, Strategy
 
@@ -55,7 +55,8 @@ def decide(
     """The strategy to use, with its reason and the scored candidates."""
     if requested is not None:
         if requested not in supported:
-            raise UnsupportedStrategyError(_unsupported_message(service, requested, supported))
+            message = _unsupported_message(service, requested, supported)
+            raise UnsupportedStrategyError(message, [Problem("strategy", message)])
         return Decision(
             strategy=requested,
             source=DecisionSource.MANUAL,

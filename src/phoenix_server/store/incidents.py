@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from phoenix_server.domain.errors import NotFoundError
 from phoenix_server.domain.incidents import FailureType, Incident, IncidentSource, IncidentStatus
+from phoenix_server.store.lookup import check_lookup_id
 from phoenix_server.store.tables import IncidentRow
 from phoenix_server.store.upserting import upsert
 
@@ -48,6 +49,7 @@ def save_incident(session: Session, incident: Incident) -> None:
 
 
 def get_incident(session: Session, incident_id: str) -> Incident:
+    check_lookup_id("incident", incident_id)
     row = session.get(IncidentRow, incident_id)
     if row is None:
         raise NotFoundError(f"no incident with id '{incident_id}'")
@@ -91,6 +93,7 @@ def unresolved_incidents(session: Session) -> list[Incident]:
 
 def mark_false_positive(session: Session, incident_id: str) -> Incident:
     """Record an operator's verdict that this incident was no real failure."""
+    check_lookup_id("incident", incident_id)
     row = session.get(IncidentRow, incident_id)
     if row is None:
         raise NotFoundError(f"no incident with id '{incident_id}'")

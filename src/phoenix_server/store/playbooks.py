@@ -17,6 +17,7 @@ from phoenix_server.domain.playbooks import (
     TriggerType,
 )
 from phoenix_server.domain.recoveries import StepCondition
+from phoenix_server.store.lookup import check_lookup_id
 from phoenix_server.store.tables import PlaybookRow
 
 
@@ -103,6 +104,7 @@ def create_playbook(session: Session, playbook: Playbook) -> Playbook:
 
 
 def get_playbook(session: Session, playbook_id: str) -> Playbook:
+    check_lookup_id("playbook", playbook_id)
     row = session.get(PlaybookRow, playbook_id)
     if row is None:
         raise NotFoundError(f"no playbook with id '{playbook_id}'")
@@ -110,16 +112,23 @@ def get_playbook(session: Session, playbook_id: str) -> Playbook:
 
 
 def update_playbook(session: Session, playbook: Playbook) -> Playbook:
-    """Replace the stored playbook; the caller sets the new version and updatedAt."""
-    row = session.get(PlaybookRow, playbook.id)
+    """Replace the stored playbook with its next version. The stored version must be the
+    one just before (checked under a row lock): a concurrent edit is a conflict, not a loss."""
+    row = session.get(PlaybookRow, playbook.id, with_for_update=True)
     if row is None:
         raise NotFoundError(f"no playbook with id '{playbook.id}'")
+    if row.version != playbook.version - 1:
+        raise ConflictError(
+            f"playbook '{playbook.id}' changed meanwhile (now version {row.version}); "
+            "fetch it and apply your change again"
+        )
     _refuse_duplicate_name(session, playbook.name, playbook.id)
     _fill_row(row, playbook)
     return playbook
 
 
 def delete_playbook(session: Session, playbook_id: str) -> None:
+    check_lookup_id("playbook", playbook_id)
     row = session.get(PlaybookRow, playbook_id)
     if row is None:
         raise NotFoundError(f"no playbook with id '{playbook_id}'")

@@ -27,6 +27,7 @@ from phoenix_server.domain.recoveries import (
     StepStatus,
     Strategy,
 )
+from phoenix_server.store.lookup import check_lookup_id
 from phoenix_server.store.tables import RecoveryRow, StepRow
 from phoenix_server.store.upserting import upsert
 
@@ -161,6 +162,7 @@ def save_steps(session: Session, recovery_id: str, steps: Sequence[Step]) -> Non
 
 
 def get_recovery(session: Session, recovery_id: str) -> Recovery:
+    check_lookup_id("recovery", recovery_id)
     row = session.scalars(
         select(RecoveryRow)
         .where(RecoveryRow.id == recovery_id)

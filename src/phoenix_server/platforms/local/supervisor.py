@@ -17,7 +17,7 @@ import secrets
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -73,6 +73,7 @@ class LocalPlatform:
         journal: InstanceJournal,
         clock: Clock,
         owner: str,
+        base_env: Mapping[str, str] | None = None,
         python: str = sys.executable,
     ) -> None:
         self._log_dir = log_dir
@@ -80,6 +81,8 @@ class LocalPlatform:
         self._clock = clock
         self._owner = owner
         self._python = python
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._base_env.pop("PORT", None)  # the service's own port is set per instance
         self._managed: dict[str, _Managed] = {}
         self._listeners: list[EventListener] = []
         self._writes = SupervisedTasks("local-journal")
@@ -122,8 +125,7 @@ class LocalPlatform:
         )
         command = version.command if version and version.command else service.command
         argv = [render(arg, context) for arg in command]
-        env = dict(os.environ)
-        env.pop("PORT", None)  # Phoenix's own PORT must not leak into the service
+        env = dict(self._base_env)
         env.update({key: render(value, context) for key, value in service.env.items()})
         if version:
             env.update({key: render(value, context) for key, value in version.env.items()})
