@@ -12,12 +12,14 @@ import asyncio
 import hashlib
 import logging
 import os
+import socket
 import sys
 from datetime import timedelta
 
 from phoenix_server.config.settings import Settings, service_environment
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain.clock import Clock, SystemClock
+from phoenix_server.domain.errors import UnavailableError
 from phoenix_server.domain.health import (
     HealthTransition,
     Observation,
@@ -45,7 +47,7 @@ from phoenix_server.platforms.local.supervisor import LocalPlatform
 from phoenix_server.recovery.estimating import KEPT as DURATIONS_KEPT
 from phoenix_server.recovery.executing import ExecutionLimits, Executor
 from phoenix_server.recovery.orchestrating import Orchestrator, OrchestratorLimits
-from phoenix_server.store import health_events, incidents, recoveries
+from phoenix_server.store import health_events, incidents, playbooks, recoveries
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreJournal, StoreRecorder
 from phoenix_server.support.tasks import SupervisedTasks
@@ -53,12 +55,21 @@ from phoenix_server.support.tasks import SupervisedTasks
 log = logging.getLogger("phoenix")
 
 UPTIME_HORIZON = timedelta(hours=24)
+DATABASE_WATCH_INTERVAL = 5.0
+OBSERVED_AS = {
+    InstanceEventKind.STARTED: ObservationKind.STARTED,
+    InstanceEventKind.ADOPTED: ObservationKind.ADOPTED,
+    InstanceEventKind.EXITED: ObservationKind.EXIT,
+    InstanceEventKind.STOPPED: ObservationKind.REMOVED,
+}
 STATUS_BATCH_DELAY = 0.2
 
 
 def owner_id(settings: Settings) -> str:
-    """Names this installation (its data directory) in the processes it starts."""
-    return hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:16]
+    """Names this installation (this host and data directory) in the processes it starts and
+    the records it owns, so Phoenixes sharing a database never touch each other's."""
+    where = f"{socket.gethostname()}\0{settings.data_dir.resolve()}"
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
 class Runtime:
@@ -80,7 +91,7 @@ class Runtime:
         self.verifier = ProbeVerifier(self.prober, self.tracker, self.clock, python=sys.executable)
         self.local = LocalPlatform(
             log_dir=settings.log_dir,
-            journal=StoreJournal(store),
+            journal=StoreJournal(store, owner_id(settings)),
             clock=self.clock,
             owner=owner_id(settings),
             base_env=service_environment(os.environ),
@@ -88,7 +99,7 @@ class Runtime:
         self.platforms = PlatformRegistry(
             {PlatformKind.LOCAL: self.local, PlatformKind.EXTERNAL: ExternalPlatform()}
         )
-        recorder = StoreRecorder(store)
+        recorder = StoreRecorder(store, owner_id(settings))
         self.executor = Executor(
             platforms=self.platforms,
             verifier=self.verifier,
@@ -113,10 +124,16 @@ class Runtime:
         self._status_changes: asyncio.Queue[HealthTransition] = asyncio.Queue()
         self._background = SupervisedTasks("runtime")
         self._stopping = False
+        self.playbooks_active: int | None = None
+        """Active playbooks at the last look (None until the database has answered)."""
+        self.database_problem: str | None = None
+        """Why the database did not answer at the last look, if it did not."""
 
     async def start(self) -> None:
         now = self.clock.now()
-        interrupted = await self.store.write(recoveries.interrupt_unfinished, at=now)
+        interrupted = await self.store.write(
+            recoveries.interrupt_unfinished, at=now, owner=owner_id(self.settings)
+        )
         if interrupted:
             log.warning(
                 "marked %d recovery(ies) interrupted by the previous stop", len(interrupted)
@@ -127,29 +144,47 @@ class Runtime:
             if service in self.catalog:
                 self.tracker.seed_uptime(service, events)
         self.tracker.subscribe(self._on_transition)
-        self.local.subscribe(self._on_instance_event)
+        for platform in self.platforms.all():
+            platform.subscribe(self._on_instance_event)
         self.orchestrator.start(
             await self.store.read(incidents.unresolved_incidents),
             await self.store.read(recoveries.recent_successful_durations, per_key=DURATIONS_KEPT),
         )
         self._background.spawn(self._persist_status_changes(), name="status-writer")
+        self._background.spawn(self._watch_database(), name="database-watch")
         for spec in self.catalog:
             if spec.platform is PlatformKind.EXTERNAL:
                 self.scheduler.add(target_for(spec, None, python=sys.executable))
-        local_specs = [spec for spec in self.catalog if spec.platform is PlatformKind.LOCAL]
-        for name, reason in (await self.local.reconcile(local_specs)).items():
-            self.tracker.start_failed(name, self.clock.now(), f"could not start: {reason}")
-        for spec in local_specs:
-            fresh = [
-                i for i in self.local.instances(spec.name) if i.state is InstanceState.STARTING
-            ]
-            if fresh:
-                self._background.spawn(self._admit(spec, fresh), name=f"admit-{spec.name}")
+        for platform in self.platforms.all():
+            specs = [spec for spec in self.catalog if spec.platform is platform.kind]
+            for name, reason in (await platform.reconcile(specs)).items():
+                self.tracker.start_failed(name, self.clock.now(), f"could not start: {reason}")
+            for spec in specs:
+                fresh = [
+                    i for i in platform.instances(spec.name) if i.state is InstanceState.STARTING
+                ]
+                if fresh:
+                    self._background.spawn(self._admit(spec, fresh), name=f"admit-{spec.name}")
         log.info(
             "watching %d service(s); automatic recovery %s",
             len(self.catalog),
             "on" if self.settings.auto_recovery else "OFF",
         )
+
+    async def refresh_playbook_count(self) -> None:
+        """Count active playbooks now (after a playbook changes; the watch does it too)."""
+        try:
+            self.playbooks_active = await self.store.read(playbooks.count_active)
+            self.database_problem = None
+        except UnavailableError as exc:
+            self.database_problem = exc.message
+
+    async def _watch_database(self) -> None:
+        """Keep what /health reports about the database fresh, so that liveness never
+        waits on the database itself."""
+        while True:
+            await self.refresh_playbook_count()
+            await self.clock.sleep(DATABASE_WATCH_INTERVAL)
 
     async def _admit(self, spec: ServiceSpec, instances: list[Instance]) -> None:
         """Put instances started at boot in rotation once they pass their health check
@@ -158,13 +193,14 @@ class Runtime:
             spec, instances, timeout=spec.health.startup_timeout
         )
         if verification.ok:
-            await self.local.mark_serving(spec, [i.id for i in instances])
+            await self.platforms.for_service(spec).mark_serving(spec, [i.id for i in instances])
 
     async def stop(self) -> None:
         await self.orchestrator.close()
         await self.scheduler.close()
         self._stopping = True
-        await self.local.shutdown(keep_running=self.settings.keep_services)
+        for platform in self.platforms.all():
+            await platform.shutdown(keep_running=self.settings.keep_services)
         now = self.clock.now()
         self.tracker.mark_unobserved(now)
         for spec in self.catalog:
@@ -182,12 +218,6 @@ class Runtime:
 
     def _on_instance_event(self, event: InstanceEvent) -> None:
         instance = event.instance
-        kind_map = {
-            InstanceEventKind.STARTED: ObservationKind.STARTED,
-            InstanceEventKind.ADOPTED: ObservationKind.ADOPTED,
-            InstanceEventKind.EXITED: ObservationKind.EXIT,
-            InstanceEventKind.STOPPED: ObservationKind.REMOVED,
-        }
         if self._stopping:
             return  # Phoenix is stopping its own services: not a signal about them
         if event.kind in (InstanceEventKind.STARTED, InstanceEventKind.ADOPTED):
@@ -204,7 +234,7 @@ class Runtime:
             Observation(
                 service=instance.service,
                 target=instance.id,
-                kind=kind_map[event.kind],
+                kind=OBSERVED_AS[event.kind],
                 at=self.clock.now(),
                 ok=event.kind is not InstanceEventKind.EXITED,
                 detail=detail,

@@ -311,7 +311,7 @@ SINGLE_PROBLEMS = [
     (TWO_PORTS, B + "port", "port 8080 is already used by 'a'"),
     (local("depends_on: [azora-db]"), A + "depends_on[0]", "unknown service 'azora-db'"),
     ("services:\n  - name: a\n", A + "command", "required for a local service"),
-    (local("platform: external\nhealth: {http: x}"), A + "command", "does not start it"),
+    (local("platform: external\nhealth: {http: 'http://x/'}"), A + "command", "does not start it"),
     (EXTERNAL, A + "health", "required for an external"),
     (
         EXTERNAL + "    health: {process: true}\n",
@@ -330,8 +330,12 @@ SINGLE_PROBLEMS = [
     (local("health: {tcp: 'h:{port}'}"), A + "health.tcp", NO_PORT),
     (local("replicas: 3"), A + "replicas", ROUTER),
     (local("replicas: {min: 1, max: 4}"), A + "replicas", ROUTER),
-    (local("actions: {restart_service: {http: {url: x}}}"), A + "actions.restart_service", SHADOWS),
-    (local("actions: {wait: {http: {url: x}}}"), A + "actions.wait", SHADOWS),
+    (
+        local("actions: {restart_service: {http: {url: 'http://x/'}}}"),
+        A + "actions.restart_service",
+        SHADOWS,
+    ),
+    (local("actions: {wait: {http: {url: 'http://x/'}}}"), A + "actions.wait", SHADOWS),
     (local("stop: {signal: SIGFOO}"), A + "stop.signal", "unknown signal 'SIGFOO'; expected e.g."),
 ]
 
@@ -459,3 +463,28 @@ def test_shape_and_whole_file_problems_are_reported_together() -> None:
         "services[0] (a).port",
         "services[0] (a).depends_on[0]",
     }
+
+
+@pytest.mark.parametrize(
+    ("health", "path", "fragment"),
+    [
+        ('{http: "http://127.0.0.1:99999/health"}', "health.http", "invalid port"),
+        ('{http: "ftp://files/health"}', "health.http", "http:// or https:// URL"),
+        ('{http: "/health"}', "health.http", "with a host"),
+        ('{tcp: "127.0.0.1:http"}', "health.tcp", "port 1-65535"),
+        ('{tcp: "127.0.0.1:0"}', "health.tcp", "port 1-65535"),
+        ("{interval: 100000000000}", "health.interval", "at most"),
+        ("{interval: 400d}", "health.interval", "expected a duration"),
+    ],
+)
+def test_addresses_and_durations_that_cannot_work_are_refused(
+    health: str, path: str, fragment: str
+) -> None:
+    found = problems(local(f"port: 8080\nhealth: {health}"))
+    assert [p.path for p in found] == [f"services[0] (a).{path}"]
+    assert fragment in found[0].message
+
+
+def test_addresses_with_placeholders_are_checked_once_filled() -> None:
+    catalog = parse(local('port: 8080\nhealth: {http: "http://127.0.0.1:{port}/health"}'))
+    assert catalog.get("a").health.check == svc.HttpCheck("http://127.0.0.1:{port}/health")

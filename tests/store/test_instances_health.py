@@ -231,3 +231,12 @@ def test_prune_keeps_the_last_recorded_of_simultaneous_old_changes(store: Store)
     store.run_sync(health_events.prune, before=ago(24))
 
     assert [status for _, _, status, _ in store.run_sync(events)] == ["degraded"]
+
+
+async def test_each_installation_sees_only_its_own_journal(store: Store) -> None:
+    """Two Phoenixes sharing a database must never adopt or forget each other's instances."""
+    ours, theirs = StoreJournal(store, "host-a"), StoreJournal(store, "host-b")
+    await ours.save_instance(instance("azora-auth-a", started=1))
+    await theirs.save_instance(instance("azora-auth-b", started=2))
+    assert [i.id for i in await ours.load_instances(PlatformKind.LOCAL)] == ["azora-auth-a"]
+    assert [i.id for i in await theirs.load_instances(PlatformKind.LOCAL)] == ["azora-auth-b"]

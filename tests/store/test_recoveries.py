@@ -406,3 +406,13 @@ async def test_recorder_without_incident_then_steps_then_incident(store: Store) 
         incidents.list_incidents, service=None, status=None, limit=10, offset=0
     )
     assert ([i.id for i in found], total) == (["inc-later"], 1)
+
+
+def test_interrupt_unfinished_leaves_another_installations_recoveries(store: Store) -> None:
+    mine = recovery("rec-mine", status=RecoveryStatus.IN_PROGRESS)
+    theirs = recovery("rec-theirs", status=RecoveryStatus.IN_PROGRESS)
+    store.run_sync(recoveries.save_recovery, mine, "host-a")
+    store.run_sync(recoveries.save_recovery, theirs, "host-b")
+    assert store.run_sync(recoveries.interrupt_unfinished, at=at(9), owner="host-a") == ["rec-mine"]
+    still = store.run_sync(recoveries.get_recovery, "rec-theirs")
+    assert still.status is RecoveryStatus.IN_PROGRESS

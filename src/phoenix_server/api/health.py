@@ -9,10 +9,8 @@ from fastapi import APIRouter
 from phoenix_server import __version__
 from phoenix_server.api.common import RuntimeDep, WireModel
 from phoenix_server.detection.health_tracking import ServiceHealthView
-from phoenix_server.domain.errors import UnavailableError
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import ServiceSpec
-from phoenix_server.store import playbooks
 from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(tags=["health"])
@@ -37,11 +35,10 @@ class PhoenixHealth(WireModel):
 async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
     """Liveness of Phoenix itself; answers without a token, and says what limits it."""
     warnings = []
-    try:
-        active_playbooks: int | None = await runtime.store.read(playbooks.count_active)
-    except UnavailableError as exc:
-        active_playbooks = None
-        warnings.append(exc.message)
+    if runtime.database_problem:
+        warnings.append(runtime.database_problem)
+    if runtime.orchestrator.unwritten:
+        warnings.append(f"{runtime.orchestrator.unwritten} record(s) waiting for the database")
     if not runtime.settings.auto_recovery:
         warnings.append(
             "automatic recovery is off (AUTO_RECOVERY=false): failures are only recorded"
@@ -55,11 +52,11 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
     if runtime.settings.insecure:
         warnings.append("insecure mode (PHOENIX_INSECURE=1): the API has no authentication")
     return PhoenixHealth(
-        status="degraded" if active_playbooks is None else "healthy",
+        status="degraded" if runtime.database_problem else "healthy",
         version=__version__,
         active_recoveries=runtime.orchestrator.active_count(),
         monitored_services=len(runtime.catalog),
-        playbooks_active=active_playbooks,
+        playbooks_active=runtime.playbooks_active,
         timestamp=iso_ms(runtime.clock.now()) or "",
         warnings=warnings,
     )

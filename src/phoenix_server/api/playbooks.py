@@ -88,6 +88,7 @@ async def create_playbook(body: PlaybookBody, runtime: RuntimeDep) -> dict[str, 
         source=PlaybookSource.API,
     )
     await runtime.store.write(playbooks.create_playbook, playbook)
+    await runtime.refresh_playbook_count()
     return {
         "success": True,
         "playbookId": playbook.id,
@@ -150,10 +151,12 @@ async def update_playbook(
         source=current.source,
     )
     await runtime.store.write(playbooks.update_playbook, updated)
+    await runtime.refresh_playbook_count()
     return {"success": True, "playbook": playbook_wire(updated)}
 
 
 @router.delete("/{playbook_id}")
 async def delete_playbook(playbook_id: PlaybookId, runtime: RuntimeDep) -> dict[str, Any]:
     await runtime.store.write(playbooks.delete_playbook, playbook_id)
+    await runtime.refresh_playbook_count()
     return {"success": True, "playbookId": playbook_id, "deleted": True}

@@ -9,7 +9,7 @@ from phoenix_server.domain.services import Instance, InstanceState, PlatformKind
 from phoenix_server.store.tables import InstanceRow
 
 
-def save_instance(session: Session, instance: Instance) -> None:
+def save_instance(session: Session, instance: Instance, owner: str = "") -> None:
     row = session.get(InstanceRow, instance.id)
     if row is None:
         row = InstanceRow(id=instance.id)
@@ -24,16 +24,18 @@ def save_instance(session: Session, instance: Instance) -> None:
     row.log_path = instance.log_path
     row.config_hash = instance.config_hash
     row.process_start = instance.process_start
+    row.owner = owner
 
 
 def remove_instance(session: Session, instance_id: str) -> None:
     session.execute(delete(InstanceRow).where(InstanceRow.id == instance_id))
 
 
-def load_instances(session: Session, platform: PlatformKind) -> list[Instance]:
+def load_instances(session: Session, platform: PlatformKind, owner: str = "") -> list[Instance]:
+    """What this installation journalled on ``platform`` (never another Phoenix's)."""
     rows = session.scalars(
         select(InstanceRow)
-        .where(InstanceRow.platform == platform.value)
+        .where(InstanceRow.platform == platform.value, InstanceRow.owner == owner)
         .order_by(InstanceRow.started_at)
     ).all()
     return [

@@ -18,19 +18,20 @@ from phoenix_server.store.database import Store
 
 
 def _save_recovery_and_incident(
-    session: Session, recovery: Recovery, incident: Incident | None
+    session: Session, recovery: Recovery, incident: Incident | None, owner: str
 ) -> None:
     if incident is not None:
         incidents.save_incident(session, incident)
-    recoveries.save_recovery(session, recovery)
+    recoveries.save_recovery(session, recovery, owner)
 
 
 class StoreRecorder:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, owner: str = "") -> None:
         self._store = store
+        self._owner = owner
 
     async def save_recovery(self, recovery: Recovery, *, incident: Incident | None = None) -> None:
-        await self._store.write(_save_recovery_and_incident, recovery, incident)
+        await self._store.write(_save_recovery_and_incident, recovery, incident, self._owner)
 
     async def save_steps(self, recovery_id: str, steps: Sequence[Step]) -> None:
         await self._store.write(recoveries.save_steps, recovery_id, steps)
@@ -40,14 +41,15 @@ class StoreRecorder:
 
 
 class StoreJournal:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, owner: str = "") -> None:
         self._store = store
+        self._owner = owner
 
     async def save_instance(self, instance: Instance) -> None:
-        await self._store.write(instances.save_instance, instance)
+        await self._store.write(instances.save_instance, instance, self._owner)
 
     async def remove_instance(self, instance_id: str) -> None:
         await self._store.write(instances.remove_instance, instance_id)
 
     async def load_instances(self, platform: PlatformKind) -> list[Instance]:
-        return await self._store.read(instances.load_instances, platform)
+        return await self._store.read(instances.load_instances, platform, self._owner)

@@ -145,9 +145,9 @@ def _from_row(row: RecoveryRow, steps: list[StepRow] | None) -> Recovery:
     )
 
 
-def save_recovery(session: Session, recovery: Recovery) -> None:
+def save_recovery(session: Session, recovery: Recovery, owner: str = "") -> None:
     """Insert or update the recovery and every one of its steps (two statements)."""
-    upsert(session, RecoveryRow, [_recovery_values(recovery)], ["id"])
+    upsert(session, RecoveryRow, [{**_recovery_values(recovery), "owner": owner}], ["id"])
     save_steps(session, recovery.id, recovery.steps)
 
 
@@ -197,10 +197,15 @@ def list_recoveries(
     return [_from_row(row, None) for row in rows], total
 
 
-def interrupt_unfinished(session: Session, *, at: datetime) -> list[str]:
-    """Close recoveries a stopped Phoenix left open: they are ``interrupted``, never stuck."""
+def interrupt_unfinished(session: Session, *, at: datetime, owner: str = "") -> list[str]:
+    """Close the recoveries this installation left open when it stopped: ``interrupted``,
+    never stuck. Another Phoenix's recoveries (sharing the database) are not ours to close."""
     active = [status.value for status in ACTIVE_RECOVERY_STATUSES]
-    ids = list(session.scalars(select(RecoveryRow.id).where(RecoveryRow.status.in_(active))))
+    ids = list(
+        session.scalars(
+            select(RecoveryRow.id).where(RecoveryRow.status.in_(active), RecoveryRow.owner == owner)
+        )
+    )
     if not ids:
         return []
     session.execute(

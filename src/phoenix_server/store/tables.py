@@ -69,6 +69,8 @@ class RecoveryRow(Base):
     data_integrity: Mapped[str] = mapped_column(String(16), default="unverified")
     playbook_id: Mapped[str | None] = mapped_column(String(40))
     playbook_version: Mapped[int | None] = mapped_column(Integer)
+    owner: Mapped[str] = mapped_column(String(32), default="", server_default="", index=True)
+    """The Phoenix installation that ran it (host and data directory)."""
 
     steps: Mapped[list[StepRow]] = relationship(
         back_populates="recovery",
@@ -147,6 +149,8 @@ class InstanceRow(Base):
     log_path: Mapped[str | None] = mapped_column(Text)
     config_hash: Mapped[str] = mapped_column(String(64), default="")
     process_start: Mapped[float | None] = mapped_column(Float)
+    owner: Mapped[str] = mapped_column(String(32), default="", server_default="", index=True)
+    """The Phoenix installation that runs it: only that one may adopt or stop it."""
 
 
 class HealthEventRow(Base):
