@@ -171,6 +171,10 @@ class Runtime:
             "on" if self.settings.auto_recovery else "OFF",
         )
 
+    def dead_tasks(self) -> list[str]:
+        """Background loops that died: each one is something Phoenix stopped doing."""
+        return [*self._background.died, *self.scheduler.died, *self.orchestrator.died]
+
     async def refresh_playbook_count(self) -> None:
         """Count active playbooks now (after a playbook changes; the watch does it too)."""
         try:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from phoenix_server.config.playbooks import (
-    parse_playbook,
     problem_path,
     to_document,
     to_playbook,
@@ -25,6 +24,7 @@ from phoenix_server.domain.playbooks import (
     TriggerType,
 )
 from phoenix_server.domain.recoveries import StepCondition
+from phoenix_server.domain.services import ServiceCatalog
 
 SERVICES = """
 services:
@@ -339,7 +339,12 @@ def test_unknown_status() -> None:
 
 def test_not_a_mapping() -> None:
     with pytest.raises(InvalidRequestError) as caught:
-        parse_playbook(["not", "a", "playbook"])
+        validate_playbook(
+            ["not", "a", "playbook"],
+            catalog=ServiceCatalog(),
+            recovery_timeout=300,
+            allow_commands=False,
+        )
     assert [p.path for p in caught.value.problems] == [""]
 
 

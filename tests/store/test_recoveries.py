@@ -312,7 +312,6 @@ def test_interrupt_unfinished_closes_only_active_recoveries(store: Store) -> Non
     assert store.run_sync(recoveries.get_recovery, "rec-cancelled") == cancelled
     assert store.run_sync(recoveries.get_recovery, "rec-done") == done
     assert store.run_sync(recoveries.interrupt_unfinished, at=at(99)) == []
-    assert store.run_sync(recoveries.count_active) == 0
 
 
 def test_recent_successful_durations_per_service_and_strategy(store: Store) -> None:
@@ -340,13 +339,6 @@ def test_recent_successful_durations_per_service_and_strategy(store: Store) -> N
     }
     everything = store.run_sync(recoveries.recent_successful_durations, per_key=10)
     assert everything[("azora-auth", Strategy.RESTART)] == [3.5, 2.5, 1.5]
-
-
-def test_count_active(store: Store) -> None:
-    assert store.run_sync(recoveries.count_active) == 0
-    for index, status in enumerate(RecoveryStatus):
-        store.run_sync(recoveries.save_recovery, recovery(f"rec-{index}", status=status))
-    assert store.run_sync(recoveries.count_active) == 2
 
 
 def incident(incident_id: str = "inc-0123456789ab") -> Incident:

@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from phoenix_server.config.playbooks import problem_path
 from phoenix_server.domain.errors import (
     ConflictError,
     InvalidRequestError,
@@ -29,6 +28,7 @@ from phoenix_server.domain.errors import (
     Problem,
     RecoveryInProgressError,
     UnavailableError,
+    problem_path,
 )
 
 log = logging.getLogger("phoenix.api")

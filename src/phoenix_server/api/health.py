@@ -37,6 +37,10 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
     warnings = []
     if runtime.database_problem:
         warnings.append(runtime.database_problem)
+    if dead := runtime.dead_tasks():
+        warnings.append(
+            f"background task(s) died: {', '.join(dead)}; see the log, and restart Phoenix"
+        )
     if runtime.orchestrator.unwritten:
         warnings.append(f"{runtime.orchestrator.unwritten} record(s) waiting for the database")
     if not runtime.settings.auto_recovery:

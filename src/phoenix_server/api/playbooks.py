@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
-from phoenix_server.api.common import Limit, Offset, RuntimeDep
+from phoenix_server.api.common import Limit, Offset, RuntimeDep, WireModel
 from phoenix_server.config.playbooks import to_document, to_playbook, validate_playbook
 from phoenix_server.domain import ids
 from phoenix_server.domain.errors import ConflictError
@@ -46,23 +46,65 @@ PlaybookBody = Annotated[
         }
     ),
 ]
-PlaybookId = str
 
 
 READ_ONLY = ("id", "version", "source", "createdAt", "updatedAt")
 """Bookkeeping fields in a playbook's JSON; a PUT may echo them back from a GET."""
 
 
-def playbook_wire(playbook: Playbook) -> dict[str, Any]:
-    """The stored document with the bookkeeping fields beside it."""
-    return {
-        "id": playbook.id,
+class PlaybookOut(WireModel):
+    """A playbook as written (name … steps) with Phoenix's bookkeeping beside it."""
+
+    id: str
+    name: str
+    service: str | None
+    description: str
+    status: PlaybookStatus
+    priority: int
+    triggers: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    version: int
+    source: str
+    created_at: str
+    updated_at: str
+
+
+class PlaybookCreated(WireModel):
+    success: bool = True
+    playbook_id: str
+    status: PlaybookStatus
+    version: int
+    playbook: PlaybookOut
+
+
+class PlaybookResponse(WireModel):
+    success: bool = True
+    playbook: PlaybookOut
+
+
+class PlaybooksResponse(WireModel):
+    success: bool = True
+    playbooks: list[PlaybookOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class PlaybookDeleted(WireModel):
+    success: bool = True
+    playbook_id: str
+    deleted: bool = True
+
+
+def playbook_out(playbook: Playbook) -> PlaybookOut:
+    return PlaybookOut(
+        id=playbook.id,
         **to_document(playbook),
-        "version": playbook.version,
-        "source": playbook.source.value,
-        "createdAt": iso_ms(playbook.created_at),
-        "updatedAt": iso_ms(playbook.updated_at),
-    }
+        version=playbook.version,
+        source=playbook.source.value,
+        created_at=iso_ms(playbook.created_at) or "",
+        updated_at=iso_ms(playbook.updated_at) or "",
+    )
 
 
 def _validate(runtime: Runtime, body: object) -> Any:
@@ -74,8 +116,8 @@ def _validate(runtime: Runtime, body: object) -> Any:
     )
 
 
-@router.post("", status_code=201)
-async def create_playbook(body: PlaybookBody, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("", status_code=201, response_model=PlaybookCreated, response_model_by_alias=True)
+async def create_playbook(body: PlaybookBody, runtime: RuntimeDep) -> PlaybookCreated:
     """Validate and store a playbook; 422 lists every problem, 409 if the name is taken."""
     doc = _validate(runtime, body)
     now = runtime.clock.now()
@@ -89,46 +131,41 @@ async def create_playbook(body: PlaybookBody, runtime: RuntimeDep) -> dict[str, 
     )
     await runtime.store.write(playbooks.create_playbook, playbook)
     await runtime.refresh_playbook_count()
-    return {
-        "success": True,
-        "playbookId": playbook.id,
-        "status": playbook.status.value,
-        "version": playbook.version,
-        "playbook": playbook_wire(playbook),
-    }
+    return PlaybookCreated(
+        playbook_id=playbook.id,
+        status=playbook.status,
+        version=playbook.version,
+        playbook=playbook_out(playbook),
+    )
 
 
-@router.get("")
+@router.get("", response_model=PlaybooksResponse, response_model_by_alias=True)
 async def list_playbooks(
     runtime: RuntimeDep,
     service: Annotated[str | None, Query(max_length=128)] = None,
     status: PlaybookStatus | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
-) -> dict[str, Any]:
+) -> PlaybooksResponse:
     """Playbooks, newest first."""
     items, total = await runtime.store.read(
         playbooks.list_playbooks, service=service, status=status, limit=limit, offset=offset
     )
-    return {
-        "success": True,
-        "playbooks": [playbook_wire(p) for p in items],
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    }
+    return PlaybooksResponse(
+        playbooks=[playbook_out(p) for p in items], total=total, limit=limit, offset=offset
+    )
 
 
-@router.get("/{playbook_id}")
-async def get_playbook(playbook_id: PlaybookId, runtime: RuntimeDep) -> dict[str, Any]:
+@router.get("/{playbook_id}", response_model=PlaybookResponse, response_model_by_alias=True)
+async def get_playbook(playbook_id: str, runtime: RuntimeDep) -> PlaybookResponse:
     playbook = await runtime.store.read(playbooks.get_playbook, playbook_id)
-    return {"success": True, "playbook": playbook_wire(playbook)}
+    return PlaybookResponse(playbook=playbook_out(playbook))
 
 
-@router.put("/{playbook_id}")
+@router.put("/{playbook_id}", response_model=PlaybookResponse, response_model_by_alias=True)
 async def update_playbook(
-    playbook_id: PlaybookId, body: PlaybookBody, runtime: RuntimeDep
-) -> dict[str, Any]:
+    playbook_id: str, body: PlaybookBody, runtime: RuntimeDep
+) -> PlaybookResponse:
     """Replace the fields given (others keep their values); the version goes up by one.
 
     A ``version`` in the body must match the stored one (409 otherwise): a client that
@@ -152,11 +189,11 @@ async def update_playbook(
     )
     await runtime.store.write(playbooks.update_playbook, updated)
     await runtime.refresh_playbook_count()
-    return {"success": True, "playbook": playbook_wire(updated)}
+    return PlaybookResponse(playbook=playbook_out(updated))
 
 
-@router.delete("/{playbook_id}")
-async def delete_playbook(playbook_id: PlaybookId, runtime: RuntimeDep) -> dict[str, Any]:
+@router.delete("/{playbook_id}", response_model=PlaybookDeleted, response_model_by_alias=True)
+async def delete_playbook(playbook_id: str, runtime: RuntimeDep) -> PlaybookDeleted:
     await runtime.store.write(playbooks.delete_playbook, playbook_id)
     await runtime.refresh_playbook_count()
-    return {"success": True, "playbookId": playbook_id, "deleted": True}
+    return PlaybookDeleted(playbook_id=playbook_id)

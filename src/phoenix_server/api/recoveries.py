@@ -170,13 +170,10 @@ class RecoveryStatusResponse(WireModel):
     recovery: RecoveryOut
 
 
-RecoveryId = str
-
-
 @router.get(
     "/status/{recovery_id}", response_model=RecoveryStatusResponse, response_model_by_alias=True
 )
-async def recovery_status(recovery_id: RecoveryId, runtime: RuntimeDep) -> RecoveryStatusResponse:
+async def recovery_status(recovery_id: str, runtime: RuntimeDep) -> RecoveryStatusResponse:
     """One recovery with its steps, decision and measured metrics (404 if unknown)."""
     recovery = await runtime.store.read(recoveries.get_recovery, recovery_id)
     return RecoveryStatusResponse(recovery=recovery_out(recovery))

@@ -20,7 +20,7 @@ from pydantic import (
     ValidationError,
 )
 
-from phoenix_server.domain.errors import InvalidRequestError, Problem
+from phoenix_server.domain.errors import InvalidRequestError, Problem, problem_path
 from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.playbooks import (
     BuiltinAction,
@@ -100,17 +100,6 @@ _EXPECTED = {
 }
 
 
-def problem_path(loc: tuple[int | str, ...]) -> str:
-    """``('steps', 1, 'condition')`` → ``steps[1].condition``."""
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
 def problems_from(exc: ValidationError) -> list[Problem]:
     """Pydantic's errors as Problems whose messages say what was expected."""
     problems = []
@@ -128,14 +117,6 @@ def problems_from(exc: ValidationError) -> list[Problem]:
             message = str(error["msg"]).removeprefix("Value error, ")
         problems.append(Problem(problem_path(loc), message))
     return problems
-
-
-def parse_playbook(data: object) -> PlaybookDoc:
-    """Shape-check a playbook document; InvalidRequestError lists every problem."""
-    try:
-        return PlaybookDoc.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidRequestError("invalid playbook", problems_from(exc)) from None
 
 
 def check_playbook(

@@ -32,6 +32,17 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+def problem_path(loc: tuple[int | str, ...]) -> str:
+    """``('steps', 1, 'condition')`` → ``steps[1].condition``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
 class PhoenixError(Exception):
     """Base of everything Phoenix raises on purpose."""
 

@@ -61,6 +61,10 @@ class ProbeScheduler:
         if task is not None:
             task.cancel()
 
+    @property
+    def died(self) -> list[str]:
+        return self._tasks.died
+
     def targets(self) -> list[str]:
         return list(self._loops)
 

@@ -70,7 +70,8 @@ class Platform(Protocol):
     def subscribe(self, listener: EventListener) -> None: ...
 
     def instances(self, service: str) -> list[Instance]:
-        """The platform's current view of ``service``'s live instances (no I/O)."""
+        """The platform's current view of ``service``'s instances (no I/O): live ones, and
+        ones that died unasked (``exited``) until a stop forgets them."""
         ...
 
     async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:

@@ -146,6 +146,10 @@ class Orchestrator:
         return run.recovery if run else None
 
     @property
+    def died(self) -> list[str]:
+        return self._tasks.died
+
+    @property
     def unwritten(self) -> int:
         """Records still waiting for the database."""
         return self._writes.pending

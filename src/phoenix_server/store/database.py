@@ -171,7 +171,7 @@ class Store:
     def run_sync(
         self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """The same transaction wrapper, called directly (start-up, tests, the CLI)."""
+        """The same transaction wrapper, called directly (tests and scripts)."""
         return self._transaction(fn, True, *args, **kwargs)
 
     async def _run(

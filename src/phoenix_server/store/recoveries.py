@@ -240,13 +240,3 @@ def recent_successful_durations(
         if started and ended and len(durations) < per_key:
             durations.append((ended - started).total_seconds())
     return found
-
-
-def count_active(session: Session) -> int:
-    active = [status.value for status in ACTIVE_RECOVERY_STATUSES]
-    return (
-        session.scalar(
-            select(func.count()).select_from(RecoveryRow).where(RecoveryRow.status.in_(active))
-        )
-        or 0
-    )

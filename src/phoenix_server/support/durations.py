@@ -45,14 +45,3 @@ def parse_duration(value: object) -> float:
     if seconds > MAX_SECONDS:
         raise ValueError(f"expected at most {MAX_SECONDS:g} seconds (a year), got {_shown(value)}")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Render seconds the way an operator would write them (for messages and logs)."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    if seconds < 60:
-        return f"{seconds:g}s"
-    if seconds < 3600:
-        return f"{seconds / 60:g}m"
-    return f"{seconds / 3600:g}h"

@@ -23,6 +23,8 @@ class SupervisedTasks:
     def __init__(self, owner: str) -> None:
         self._owner = owner
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.died: list[str] = []
+        """Names of tasks that ended with an exception (surfaced by /health)."""
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Start ``coro`` as a task called ``owner:name`` whose unexpected death is logged."""
@@ -37,6 +39,7 @@ class SupervisedTasks:
             return
         exc = task.exception()
         if exc is not None:
+            self.died.append(task.get_name())
             log.error("task %s died: %r", task.get_name(), exc, exc_info=exc)
 
     def __len__(self) -> int:
