@@ -78,6 +78,20 @@ def time_to_serving(port: int, kill: Callable[[], None], timeout: float = 30) ->
         time.sleep(0.001)
 
 
+def kill_repeatedly(
+    runs: int, port: int, serving_pid: Callable[[], int | None], what: str
+) -> list[float]:
+    """``runs`` times: wait until settled and healthy for a moment, SIGKILL, time to serving."""
+    timings = []
+    for _ in range(runs):
+        wait_for(serving_pid, 30, what)
+        time.sleep(0.6)  # run healthy past reset_after: a fresh failure, not a crash loop
+        pid = serving_pid()
+        assert pid is not None
+        timings.append(time_to_serving(port, lambda pid=pid: os.kill(pid, signal.SIGKILL)))
+    return timings
+
+
 def service_command(port: int) -> list[str]:
     return [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
 
@@ -128,14 +142,7 @@ def phoenix_run(runs: int, workdir: Path) -> list[float]:
                 return int(running[0]["pid"])
             return None
 
-        timings = []
-        for _ in range(runs):
-            wait_for(settled, 30, "Phoenix and the service to settle")
-            time.sleep(0.6)  # run healthy past reset_after: a fresh failure, not a crash loop
-            pid = settled()
-            assert pid is not None
-            timings.append(time_to_serving(port, lambda pid=pid: os.kill(pid, signal.SIGKILL)))
-        return timings
+        return kill_repeatedly(runs, port, settled, "Phoenix and the service to settle")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
@@ -175,14 +182,7 @@ redirect_stderr=true
             live = [c for c in children if c.status() != psutil.STATUS_ZOMBIE]
             return live[0].pid if len(live) == 1 and answers(port) else None
 
-        timings = []
-        for _ in range(runs):
-            wait_for(child, 30, "supervisord's child to serve")
-            time.sleep(0.6)
-            pid = child()
-            assert pid is not None
-            timings.append(time_to_serving(port, lambda pid=pid: os.kill(pid, signal.SIGKILL)))
-        return timings
+        return kill_repeatedly(runs, port, child, "supervisord's child to serve")
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
