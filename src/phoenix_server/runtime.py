@@ -35,6 +35,7 @@ from phoenix_server.domain.services import (
 )
 from phoenix_server.monitoring.probing import Prober, target_for
 from phoenix_server.monitoring.scheduling import ProbeScheduler
+from phoenix_server.monitoring.traffic import TrafficWatcher
 from phoenix_server.monitoring.verifying import ProbeVerifier
 from phoenix_server.platforms.base import (
     InstanceEvent,
@@ -91,6 +92,7 @@ class Runtime:
         self.verifier = ProbeVerifier(self.prober, self.tracker, self.clock, python=sys.executable)
         self.local = LocalPlatform(
             log_dir=settings.log_dir,
+            run_dir=settings.run_dir,
             journal=StoreJournal(store, owner_id(settings)),
             clock=self.clock,
             owner=owner_id(settings),
@@ -152,6 +154,10 @@ class Runtime:
         )
         self._background.spawn(self._persist_status_changes(), name="status-writer")
         self._background.spawn(self._watch_database(), name="database-watch")
+        self._background.spawn(
+            TrafficWatcher(self.catalog, self.platforms, self.tracker, self.clock).run(),
+            name="traffic-watch",
+        )
         for spec in self.catalog:
             if spec.platform is PlatformKind.EXTERNAL:
                 self.scheduler.add(target_for(spec, None, python=sys.executable))

@@ -77,8 +77,16 @@ def test_services_health_has_the_seed_fields(server: PhoenixServer) -> None:
     auth = next(s for s in body["services"] if s["name"] == "azora-auth")
     assert auth["status"] == "healthy" and 0 <= auth["uptime"] <= 100
     assert ISO_MS.match(auth["lastCheck"])
-    assert set(auth["metrics"]) == {"errorRate", "latency", "throughput"}
-    assert auth["metrics"]["latency"] > 0, "milliseconds of the last probes (p50)"
+    assert set(auth["metrics"]) == {"errorRate", "latency", "latencyP99", "throughput"}
+    assert auth["metrics"]["latency"] > 0, "milliseconds (p50)"
+
+    def traffic_known() -> dict[str, Any] | None:
+        services = server.get("/api/health/services").json()["services"]
+        metrics = next(s for s in services if s["name"] == "azora-auth")["metrics"]
+        return metrics if metrics["throughput"] is not None else None
+
+    metrics = wait_until(traffic_known, timeout=10, message="the router's counts")
+    assert metrics["errorRate"] == 0.0, "from the router: every request answered"
     ledger = next(s for s in body["services"] if s["name"] == "ledger")
     wait_until(lambda: server.status_of("ledger") == "unhealthy", timeout=10)
     assert ledger["platform"] == "external"
@@ -93,7 +101,9 @@ def test_services_list_configuration_and_instances(server: PhoenixServer) -> Non
     [instance] = auth["instances"]
     assert set(instance) >= {"id", "pid", "port", "version", "state", "startedAt"}
     assert instance["state"] == "running" and instance["pid"] > 0
-    assert instance["port"] == auth["port"] and ISO_MS.match(instance["startedAt"])
+    assert auth["routed"] is True, "a local service with a port is behind Phoenix's router"
+    assert instance["port"] != auth["port"], "the instance listens on a port of its own"
+    assert ISO_MS.match(instance["startedAt"])
     assert body["services"][1]["actions"] == ["restart_connection_pool"]
     assert body["services"][2]["instances"] == [] and body["services"][2]["strategies"] == []
     one = server.get("/api/services/azora-auth").json()["service"]

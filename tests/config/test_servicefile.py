@@ -299,7 +299,7 @@ def test_not_a_mapping(text: str) -> None:
 A, B = "services[0] (a).", "services[1] (b)."
 EXTERNAL = "services:\n  - name: a\n    platform: external\n"
 TWO_PORTS = local("port: 8080") + local("port: 8080", name="b", more=True)
-ROUTER = "more than one replica needs Phoenix's traffic router"
+ROUTER = "more than one replica needs Phoenix's router in front of them"
 NO_PORT = "uses {port} but the service declares no port"
 SHADOWS = "shadows a built-in playbook action; choose another name"
 SINGLE_PROBLEMS = [

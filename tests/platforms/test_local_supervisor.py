@@ -64,7 +64,11 @@ def make_platform(
     tmp_path: Path, store: Store, owner: str = OWNER
 ) -> tuple[LocalPlatform, Recorder]:
     platform = LocalPlatform(
-        log_dir=tmp_path / "logs", journal=StoreJournal(store), clock=SystemClock(), owner=owner
+        log_dir=tmp_path / "logs",
+        run_dir=tmp_path / "run",
+        journal=StoreJournal(store),
+        clock=SystemClock(),
+        owner=owner,
     )
     recorder = Recorder()
     platform.subscribe(recorder)
@@ -101,9 +105,11 @@ async def test_start_runs_a_process_group_logging_to_a_file(
     assert [i.id for i in local.instances("sleeper")] == [instance.id]
 
 
+@pytest.mark.parametrize("routed", [True, False])
 async def test_placeholders_and_port_reach_the_process(
-    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder], routed: bool
 ) -> None:
+    """Behind a router an instance gets a port of its own; without one, the service's."""
     local, _ = platform
     port = free_port()
     spec = spec_of(
@@ -112,12 +118,14 @@ async def test_placeholders_and_port_reach_the_process(
         - name: echo
           command: ["{{python}}", "-c", "import os,sys,time; print(sys.argv[1:], os.environ['PORT'], os.environ['GREETING'], flush=True); time.sleep(600)", "{{name}}", "{{port}}", "{{instance}}"]
           port: {port}
+          router: {str(routed).lower()}
           env: {{GREETING: "hi-{{name}}"}}
         """,
     )
     [instance] = await local.start(spec)
+    assert (instance.port != port) is routed and instance.port is not None
     log = tmp_path / "logs" / "echo.log"
-    expected = f"['echo', '{port}', '{instance.id}'] {port} hi-echo"
+    expected = f"['echo', '{instance.port}', '{instance.id}'] {instance.port} hi-echo"
     await eventually(lambda: expected in log.read_text(), message=expected)
     assert psutil.Process(instance.pid).exe() == os.path.realpath(sys.executable)
 

@@ -77,12 +77,12 @@ def test_restart_plan_steps_in_order() -> None:
 
 def test_restart_plan_timeouts_derive_from_the_service() -> None:
     plan = restart_steps(service(grace=4.0, startup_timeout=12.0))
-    assert [s.timeout for s in plan] == [4.0 + 15.0, 30.0, 12.0, 10.0]
+    assert [s.timeout for s in plan] == [10.0 + 4.0 + 15.0, 30.0, 12.0, 10.0]
 
 
 def test_restart_plan_with_default_policies() -> None:
     plan = restart_steps(service())
-    assert plan[0] == PlannedStep("Graceful shutdown", "stop_instances", 25.0)
+    assert plan[0] == PlannedStep("Graceful shutdown", "stop_instances", 35.0)
     assert plan[2].timeout == 30.0
 
 

@@ -68,11 +68,14 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
 
 class ServiceMetrics(WireModel):
     error_rate: float | None
-    """Fraction of requests failing (0-1); null until Phoenix has a traffic source for it."""
+    """Fraction of requests not really answered (0-1) over the last minute, from the router;
+    null for a service Phoenix does not route."""
     latency: float | None
-    """Milliseconds, p50 of recent health probes."""
+    """Milliseconds, p50: of requests through the router, else of recent health probes."""
+    latency_p99: float | None
+    """Milliseconds, p99 of requests through the router."""
     throughput: float | None
-    """Requests per second; null until Phoenix has a traffic source for it."""
+    """Requests per second over the last 10 s, from the router."""
 
 
 class ServiceHealth(WireModel):
@@ -102,9 +105,12 @@ def service_health(
         uptime=view.uptime,
         last_check=iso_ms(view.last_check),
         metrics=ServiceMetrics(
-            error_rate=None,
-            latency=round(view.latency_p50 * 1000, 3) if view.latency_p50 is not None else None,
-            throughput=None,
+            error_rate=view.traffic.error_rate,
+            latency=view.traffic.latency_p50_ms
+            if view.traffic.latency_p50_ms is not None
+            else (round(view.latency_p50 * 1000, 3) if view.latency_p50 is not None else None),
+            latency_p99=view.traffic.latency_p99_ms,
+            throughput=view.traffic.throughput,
         ),
         platform=spec.platform.value,
         status_since=iso_ms(view.status_since),

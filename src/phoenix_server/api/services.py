@@ -52,6 +52,8 @@ class ServiceOut(WireModel):
     platform: str
     status: ServiceStatus
     port: int | None
+    routed: bool
+    """Phoenix's router holds ``port``; instances listen on ports of their own."""
     command: list[str]
     cwd: str | None
     health: HealthCheckOut
@@ -119,6 +121,7 @@ def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
         platform=spec.platform.value,
         status=runtime.tracker.status(spec.name),
         port=spec.port,
+        routed=spec.routed,
         command=list(spec.command),
         cwd=spec.cwd,
         health=_check(spec),

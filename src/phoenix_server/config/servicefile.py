@@ -166,6 +166,7 @@ class FallbackDoc(_Doc):
 class StopDoc(_Doc):
     signal: str = "SIGTERM"
     grace: Seconds = Field(10.0, ge=0)
+    drain: Seconds = Field(10.0, ge=0)
 
     @field_validator("signal")
     @classmethod
@@ -200,6 +201,8 @@ class ServiceDoc(_Doc):
     cwd: str | None = None
     env: Env = Field(default_factory=dict)
     port: int | None = Field(None, ge=1, le=65535)
+    host: str = "127.0.0.1"
+    router: bool | None = None
     health: HealthDoc | None = None
     depends_on: list[str] = Field(default_factory=list)
     replicas: Annotated[ReplicasDoc, BeforeValidator(_replicas_mapping)] = Field(
@@ -357,11 +360,15 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
             elif not (service.health.http or service.health.tcp or service.health.command):
                 add("health", "an external service needs a check: http, tcp or command")
         replicas = service.replicas
-        if service.platform == "local" and replicas.max > 1:
+        if service.router and service.port is None:
+            add("router", "a router needs the service's public port: set port")
+        if service.router and service.platform != "local":
+            add("router", "only local services have Phoenix's router")
+        if service.platform == "local" and replicas.max > 1 and not _routed(service):
             add(
                 "replicas",
-                "more than one replica needs Phoenix's traffic router, which this version "
-                "does not have yet; use 1",
+                "more than one replica needs Phoenix's router in front of them: "
+                "declare a port (and do not set router: false)",
             )
         for name in service.actions:
             if name in BuiltinAction.__members__.values():
@@ -478,6 +485,13 @@ def _templates(service: ServiceDoc) -> list[tuple[str, str]]:
     return found
 
 
+def _routed(service: ServiceDoc) -> bool:
+    """Local services with a port get a router unless they opt out."""
+    if service.platform != "local" or service.port is None:
+        return False
+    return service.router is not False
+
+
 def _health(service: ServiceDoc, default_interval: float) -> svc.HealthPolicy:
     doc = service.health or HealthDoc()
     check: svc.Check
@@ -516,6 +530,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         service.env,
         cwd,
         service.port,
+        _routed(service),
         [version.model_dump() for version in service.versions],
         sys.executable,
     ]
@@ -528,6 +543,8 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         cwd=cwd,
         env=dict(service.env),
         port=service.port,
+        host=service.host,
+        routed=_routed(service),
         depends_on=tuple(service.depends_on),
         replicas=svc.Replicas(min=replicas.min, max=replicas.max),
         versions=tuple(
@@ -560,7 +577,9 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         },
         fallback=svc.Fallback(**service.fallback.model_dump()) if service.fallback else None,
         stop=svc.StopPolicy(
-            signal=int(signal.Signals[service.stop.signal]), grace=service.stop.grace
+            signal=int(signal.Signals[service.stop.signal]),
+            grace=service.stop.grace,
+            drain=service.stop.drain,
         ),
         recovery=svc.RecoveryPolicy(
             backoff=svc.Backoff(**service.recovery.backoff.model_dump()),

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         return self.data_dir / "logs"
 
     @property
+    def run_dir(self) -> Path:
+        """Routers' control sockets and saved configurations."""
+        return self.data_dir / "run"
+
+    @property
     def binds_loopback_only(self) -> bool:
         if self.host == "localhost":
             return True

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from phoenix_server.detection.traffic import TrafficView, TrafficWindow
 from phoenix_server.detection.uptime import UptimeTimeline
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.health import (
@@ -23,6 +24,7 @@ from phoenix_server.domain.health import (
     Observation,
     ObservationKind,
     ServiceStatus,
+    TrafficCounters,
 )
 from phoenix_server.domain.services import HealthPolicy, ServiceCatalog
 
@@ -59,6 +61,7 @@ class _Service:
     ever_had_targets: bool = False
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     uptime: UptimeTimeline = field(default_factory=UptimeTimeline)
+    traffic: TrafficWindow = field(default_factory=TrafficWindow)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class ServiceHealthView:
     latency_p50: float | None
     """Seconds, over the last probes."""
     targets: dict[str, ServiceStatus]
+    traffic: TrafficView
+    """From the router, for a routed service (all None otherwise)."""
 
 
 TransitionListener = Callable[[HealthTransition], None]
@@ -219,7 +224,14 @@ class HealthTracker:
             uptime=state.uptime.percent(self._clock.now()),
             latency_p50=statistics.median(latencies) if latencies else None,
             targets={name: target.status for name, target in state.targets.items()},
+            traffic=state.traffic.view(),
         )
+
+    def record_traffic(self, service: str, counters: TrafficCounters) -> None:
+        """A sample of the service's router counters."""
+        state = self._services.get(service)
+        if state is not None:
+            state.traffic.record(self._clock.monotonic(), counters)
 
     def mark_unobserved(self, at: datetime) -> None:
         """Phoenix stops watching (shutdown): close every uptime interval honestly."""

@@ -76,3 +76,25 @@ class Verification:
     detail: str
     timed_out: bool = False
     """Failed because the deadline passed (as opposed to a definite failure)."""
+
+
+@dataclass(frozen=True)
+class TrafficCounters:
+    """Cumulative request counts of a routed service since its router (re)started."""
+
+    epoch: float
+    """When the router started counting (a new epoch means the counters restarted)."""
+    received: int
+    """Requests clients sent."""
+    errors: int
+    """Answered 5xx by an instance."""
+    lost: int
+    """Not really answered: rejected by the router, broken after forwarding, or 5xx."""
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+
+    def lost_since(self, earlier: TrafficCounters | None) -> int:
+        """Requests lost since ``earlier`` (all of them if the router restarted between)."""
+        if earlier is None or earlier.epoch != self.epoch:
+            return self.lost
+        return max(0, self.lost - earlier.lost)

@@ -79,6 +79,9 @@ class StopPolicy:
     """Sent to the whole process group first."""
     grace: float = 10.0
     """Seconds to wait for the group to exit before SIGKILL."""
+    drain: float = 10.0
+    """Seconds a routed instance gets to finish its requests, taken out of rotation, before
+    it is signalled."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,11 @@ class ServiceSpec:
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     port: int | None = None
+    """Where clients reach the service (the router's port when ``routed``)."""
+    host: str = "127.0.0.1"
+    """The address the public port listens on."""
+    routed: bool = False
+    """Phoenix's router holds the public port; instances get ports of their own."""
     depends_on: tuple[str, ...] = ()
     replicas: Replicas = field(default_factory=Replicas)
     versions: tuple[Version, ...] = ()
@@ -180,6 +188,12 @@ class ServiceSpec:
     def current_version(self) -> str | None:
         """The version a fresh start runs: the newest declared one, if any."""
         return self.versions[-1].name if self.versions else None
+
+
+class InstanceRole(StrEnum):
+    SERVICE = "service"
+    ROUTER = "router"
+    """The router process in front of a routed service (journalled, adopted, watched)."""
 
 
 class InstanceState(StrEnum):
@@ -213,6 +227,7 @@ class Instance:
     config_hash: str = ""
     process_start: float | None = None
     """The OS's start time of ``pid``, so a recycled pid is never mistaken for this instance."""
+    role: InstanceRole = InstanceRole.SERVICE
 
     @property
     def alive(self) -> bool:

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.health import TrafficCounters
 from phoenix_server.domain.recoveries import Strategy
 from phoenix_server.domain.services import Instance, PlatformKind, ServiceSpec
 
@@ -91,6 +92,10 @@ class Platform(Protocol):
 
     async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
         """Health verified: put these instances in rotation."""
+        ...
+
+    async def traffic(self, service: ServiceSpec) -> TrafficCounters | None:
+        """Request counts through the service's router; None if nothing routes its traffic."""
         ...
 
     async def wait_for_exit(self, instance_ids: Sequence[str]) -> Instance:

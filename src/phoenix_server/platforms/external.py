@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.health import TrafficCounters
 from phoenix_server.domain.recoveries import Strategy
 from phoenix_server.domain.services import Instance, PlatformKind, ServiceSpec
 from phoenix_server.platforms.base import EventListener
@@ -44,6 +45,9 @@ class ExternalPlatform:
 
     async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
         raise self._refuse(service)
+
+    async def traffic(self, service: ServiceSpec) -> TrafficCounters | None:
+        return None
 
     async def wait_for_exit(self, instance_ids: Sequence[str]) -> Instance:
         raise PlatformError("external services have no instances to watch")

@@ -1,9 +1,14 @@
 """Step handlers: what each planned action does, against a platform, when it runs.
 
-A handler takes the run's :class:`StepContext` and the planned step, acts, and returns a
-:class:`StepOutcome` with a sentence for the record. Failures it can explain are returned
-(``ok=False``) or raised as ``PhoenixError``; the executor records either. Handlers are
-registered by action name in :data:`HANDLERS`.
+A handler takes the run's :class:`StepContext`, the planned step and its time limit, acts,
+and returns a :class:`StepOutcome` with a sentence for the record. Failures it can explain
+are returned (``ok=False``) or raised as ``PhoenixError``; the executor records either.
+Handlers are registered by action name in :data:`HANDLERS`.
+
+Steps may name the instances they act on (``params["instances"]``): a rolling restart is
+the same four steps once per instance. Instances a ``start_instances`` step starts are
+*fresh* until a ``restore_traffic`` step puts them in rotation; ``verify_health`` checks
+the fresh ones.
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ class StepContext:
     platform: Platform
     verifier: HealthVerifier
     clock: Clock
-    started: list[Instance] = field(default_factory=list)
-    """Instances this attempt started (what verification and traffic steps act on)."""
-    serving_stopped_at: datetime | None = None
+    fresh: list[Instance] = field(default_factory=list)
+    """Started by this attempt and not yet in rotation."""
+    down_since: datetime | None = None
     """When this attempt took the last serving instance away (downtime begins)."""
+    back_at: datetime | None = None
+    """When an instance was verified after that (downtime ends)."""
     verified_at: datetime | None = None
-    """When the service was verified healthy (downtime ends)."""
+    """When the last verification passed."""
 
 
 Handler = Callable[[StepContext, PlannedStep, float], Awaitable[StepOutcome]]
@@ -54,15 +61,26 @@ def _describe_ended(instance: Instance) -> str:
     return f"{instance.id} (pid {instance.pid}) {describe_exit(instance.exit_code)}"
 
 
+def _named(step: PlannedStep) -> set[str] | None:
+    names = step.params.get("instances")
+    if names is None:
+        return None
+    assert isinstance(names, list | tuple)
+    return {str(name) for name in names}
+
+
 async def stop_instances(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
-    before = ctx.platform.instances(ctx.service.name)
-    if not before:
+    named = _named(step)
+    current = ctx.platform.instances(ctx.service.name)
+    chosen = [i for i in current if named is None or i.id in named]
+    if not chosen:
         return StepOutcome(True, "no instance was running")
-    if any(i.state is InstanceState.RUNNING for i in before):
+    serving_after = [i for i in current if i.state is InstanceState.RUNNING and i not in chosen]
+    if not serving_after and any(i.state is InstanceState.RUNNING for i in chosen):
         # Downtime starts when the graceful stop begins, not when it has finished.
-        ctx.serving_stopped_at = ctx.clock.now()
-    already = {i.id for i in before if i.state is InstanceState.EXITED}
-    ended = await ctx.platform.stop(ctx.service)
+        ctx.down_since = ctx.down_since or ctx.clock.now()
+    already = {i.id for i in chosen if i.state is InstanceState.EXITED}
+    ended = await ctx.platform.stop(ctx.service, [i.id for i in chosen])
     parts = []
     for instance in ended:
         if instance.id in already:
@@ -76,14 +94,15 @@ async def start_instances(ctx: StepContext, step: PlannedStep, timeout: float) -
     count = step.params.get("count", 1)
     assert isinstance(count, int)
     started = await ctx.platform.start(ctx.service, count=count)
-    ctx.started.extend(started)
-    return StepOutcome(
-        True, "; ".join(f"started {i.id} (pid {i.pid})" for i in started) or "nothing started"
+    ctx.fresh.extend(started)
+    described = "; ".join(
+        f"started {i.id} (pid {i.pid}{f', port {i.port}' if i.port else ''})" for i in started
     )
+    return StepOutcome(True, described or "nothing started")
 
 
 async def verify_health(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
-    instances = ctx.started or ctx.platform.instances(ctx.service.name)
+    instances = ctx.fresh or ctx.platform.instances(ctx.service.name)
     live = [i for i in instances if i.alive]
     if not live:
         return StepOutcome(False, "no live instance to verify")
@@ -101,6 +120,8 @@ async def verify_health(ctx: StepContext, step: PlannedStep, timeout: float) -> 
         verification = verifying.result()
         if verification.ok:
             ctx.verified_at = ctx.clock.now()
+            if ctx.down_since is not None and ctx.back_at is None:
+                ctx.back_at = ctx.verified_at
         return StepOutcome(verification.ok, verification.detail, verification.timed_out)
     dead = exiting.result()
     where = f"; see {dead.log_path}" if dead.log_path else ""
@@ -108,10 +129,13 @@ async def verify_health(ctx: StepContext, step: PlannedStep, timeout: float) -> 
 
 
 async def restore_traffic(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
-    ids = [i.id for i in ctx.started]
+    fresh, ctx.fresh = ctx.fresh, []
+    ids = [i.id for i in fresh]
     if not ids:
         return StepOutcome(False, "no new instance to put in rotation")
     await ctx.platform.mark_serving(ctx.service, ids)
+    if ctx.service.routed:
+        return StepOutcome(True, f"{', '.join(ids)} in rotation behind port {ctx.service.port}")
     port = f" on port {ctx.service.port}" if ctx.service.port else ""
     return StepOutcome(True, f"{', '.join(ids)} serving{port}")
 

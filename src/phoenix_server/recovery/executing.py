@@ -17,7 +17,7 @@ from datetime import datetime
 
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.errors import PhoenixError, UnavailableError
-from phoenix_server.domain.health import ServiceStatus
+from phoenix_server.domain.health import ServiceStatus, TrafficCounters
 from phoenix_server.domain.recoveries import (
     DataIntegrity,
     Outcome,
@@ -30,7 +30,7 @@ from phoenix_server.domain.recoveries import (
     StepStatus,
 )
 from phoenix_server.domain.services import ServiceSpec
-from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.platforms.base import Platform, PlatformRegistry
 from phoenix_server.recovery.actions import HANDLERS, Handler, StepContext, StepOutcome
 from phoenix_server.recovery.ports import HealthVerifier, RecoveryRecorder
 from phoenix_server.recovery.strategies import Plan
@@ -83,6 +83,16 @@ async def durably(
             await clock.sleep(delay)
             waited += delay
             delay = min(delay * 2, 1.0)
+
+
+async def _requests_lost(
+    platform: Platform, service: ServiceSpec, before: TrafficCounters | None
+) -> int | None:
+    """Requests the router failed or rejected since ``before``; None with no router."""
+    if before is None:
+        return None
+    after = await platform.traffic(service)
+    return after.lost_since(before) if after is not None else None
 
 
 class _Progress:
@@ -165,12 +175,10 @@ class Executor:
                 for i, p in enumerate(plan.steps)
             ],
         )
-        ctx = StepContext(
-            service=service,
-            platform=self._platforms.for_service(service),
-            verifier=self._verifier,
-            clock=clock,
-        )
+        platform = self._platforms.for_service(service)
+        ctx = StepContext(service=service, platform=platform, verifier=self._verifier, clock=clock)
+        # Sampled alongside the first steps, not before them: every millisecond is downtime.
+        traffic_before = asyncio.ensure_future(platform.traffic(service))
         deadline = clock.monotonic() + self._limits.recovery_timeout
         previous_ok: bool | None = None
         aborted_by: Step | None = None
@@ -211,10 +219,12 @@ class Executor:
                 ended_at=ended,
                 steps=tuple(interrupted),
             )
+            traffic_before.cancel()
             await asyncio.shield(self._recorder.save_recovery(final))
             raise
+        lost = await _requests_lost(platform, service, await traffic_before)
         return await self._finish(
-            recovery, plan, progress.steps, ctx, down_since, cancelled, aborted_by
+            recovery, plan, progress.steps, ctx, down_since, cancelled, aborted_by, lost
         )
 
     async def _run_step(
@@ -276,6 +286,7 @@ class Executor:
         down_since: datetime | None,
         cancelled: bool,
         aborted_by: Step | None,
+        requests_lost: int | None,
     ) -> Recovery:
         ended = self._clock.now()
         if cancelled:
@@ -286,8 +297,8 @@ class Executor:
             status, outcome = RecoveryStatus.COMPLETED, Outcome.PARTIAL
         else:
             status, outcome = RecoveryStatus.FAILED, Outcome.FAILURE
-        down_from = down_since or ctx.serving_stopped_at
-        up_at = ctx.verified_at if outcome is Outcome.SUCCESS else ended
+        down_from = down_since or ctx.down_since
+        up_at = (ctx.back_at or ctx.verified_at) if outcome is Outcome.SUCCESS else ended
         downtime = 0.0
         if down_from is not None and up_at is not None:
             downtime = max(0.0, (up_at - down_from).total_seconds())
@@ -299,7 +310,7 @@ class Executor:
             steps=tuple(steps),
             metrics=RecoveryMetrics(
                 downtime=round(downtime, 3),
-                requests_lost=None,
+                requests_lost=requests_lost,
                 data_integrity=DataIntegrity.UNVERIFIED,
             ),
         )

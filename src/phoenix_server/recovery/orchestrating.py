@@ -52,6 +52,9 @@ from phoenix_server.support.tasks import SupervisedTasks
 
 log = logging.getLogger("phoenix.recovery")
 
+FAILING = frozenset({ServiceStatus.UNHEALTHY, ServiceStatus.DEGRADED})
+"""Statuses Phoenix acts on: nothing serving, or some replicas failing."""
+
 
 @dataclass(frozen=True)
 class OrchestratorLimits:
@@ -177,9 +180,9 @@ class Orchestrator:
     def _needs_attention(self, name: str) -> bool:
         status = self._tracker.status(name)
         incident = self._incidents.get(name)
-        if status.serving:
+        if status is ServiceStatus.HEALTHY:
             return incident is not None
-        return status is ServiceStatus.UNHEALTHY and not (
+        return status in FAILING and not (
             incident is not None and incident.status is IncidentStatus.UNRESOLVED
         )
 
@@ -189,11 +192,11 @@ class Orchestrator:
             return  # the run looks again when it ends
         view = self._tracker.view(name)
         incident = self._incidents.get(name)
-        if view.status.serving:
+        if view.status is ServiceStatus.HEALTHY:
             if incident is not None:
                 await self._close_incident(incident, IncidentStatus.RESOLVED, "healthy again")
             return
-        if view.status is not ServiceStatus.UNHEALTHY:
+        if view.status not in FAILING:
             return
         if incident is not None and incident.status is IncidentStatus.UNRESOLVED:
             return  # Phoenix gave up on this one: a person, or a healthy spell, comes first
@@ -202,7 +205,7 @@ class Orchestrator:
         if incident is None:
             diagnosis = (
                 diagnose_transition(transition)
-                if transition is not None and transition.current is ServiceStatus.UNHEALTHY
+                if transition is not None and transition.current in FAILING
                 else diagnose_status(view.status, view.reason)
             )
             incident = self._make_incident(name, diagnosis, IncidentSource.DETECTED)
@@ -270,7 +273,7 @@ class Orchestrator:
         incident: Incident | None
         if known is not None:
             incident = replace(known, status=IncidentStatus.OPEN)
-        elif view.status.serving:
+        elif view.status is ServiceStatus.HEALTHY:
             incident = None  # maintenance: nothing is failing, so no incident
         else:
             incident = self._make_incident(service, diagnosis, IncidentSource.MANUAL)
@@ -332,7 +335,7 @@ class Orchestrator:
                     await self._end_unstarted(run, "cancelled before it started")
                     return
                 needed = run.recovery.trigger is not RecoveryTrigger.AUTOMATIC or (
-                    not self._tracker.status(name).serving
+                    self._tracker.status(name) is not ServiceStatus.HEALTHY
                 )
                 if not needed and run.recovery.attempt == 1:
                     await self._end_unstarted(run, "not needed: the service is healthy again")
@@ -346,7 +349,7 @@ class Orchestrator:
                     return
                 if result.status is RecoveryStatus.CANCELLED:
                     return
-                if self._tracker.status(name).serving:
+                if self._tracker.status(name) is ServiceStatus.HEALTHY:
                     await self._resolve(run, f"healthy again after {result.id}")
                     return
                 if result.attempt >= self._limits.max_attempts:
@@ -355,7 +358,7 @@ class Orchestrator:
                 delay = run.service.recovery.backoff.delay(result.attempt)
                 if await sleep_unless(self._clock, run.cancel, delay):
                     return
-                if self._tracker.status(name).serving:
+                if self._tracker.status(name) is ServiceStatus.HEALTHY:
                     await self._resolve(run, f"healthy again after {result.id}")
                     return
                 run.recovery = self._next_attempt(run, result)
@@ -369,7 +372,15 @@ class Orchestrator:
     async def _execute(self, run: _Run) -> Recovery:
         """One attempt; a failure to record it is an attempt that failed, not a lost task."""
         platform = self._platforms.for_service(run.service)
-        given = PlanInput(run.service, tuple(platform.instances(run.service.name)))
+        view = self._tracker.view(run.service.name)
+        only = None
+        if (
+            run.recovery.trigger is RecoveryTrigger.AUTOMATIC
+            and view.status is ServiceStatus.DEGRADED
+        ):
+            # Some replicas serve: replace the failing ones, leave the others alone.
+            only = frozenset(t for t, s in view.targets.items() if s is ServiceStatus.UNHEALTHY)
+        given = PlanInput(run.service, tuple(platform.instances(run.service.name)), only)
         plan = PLANNERS[run.recovery.strategy](given)
         try:
             async with self._slots:

@@ -26,6 +26,8 @@ class PlanInput:
     service: ServiceSpec
     instances: tuple[Instance, ...] = ()
     """What the platform runs for the service now (live or exited, not yet replaced)."""
+    only: frozenset[str] | None = None
+    """Replace just these instances (the failing replicas of a degraded service)."""
 
 
 @dataclass(frozen=True)
@@ -40,19 +42,43 @@ Planner = Callable[[PlanInput], Plan]
 
 
 def plan_restart(given: PlanInput) -> Plan:
-    """Graceful shutdown → clean start → health verification → traffic restored."""
+    """Graceful shutdown → clean start → health verification → traffic restored.
+
+    A routed service with instances is restarted one instance at a time, each drained
+    before it stops and replaced before the next: with two replicas or more, clients lose
+    nothing. Without a router (or with nothing running) the service restarts as a whole.
+    """
     service = given.service
+    targets = [i for i in given.instances if given.only is None or i.id in given.only]
+    if service.routed and targets:
+        steps: list[PlannedStep] = []
+        for index, instance in enumerate(targets, start=1):
+            suffix = f" ({index}/{len(targets)}: {instance.id})" if len(targets) > 1 else ""
+            steps += _restart_steps(service, suffix, instances=[instance.id], count=1)
+        return Plan(tuple(steps))
     count = max(1, service.replicas.min, sum(1 for i in given.instances if i.alive))
-    return Plan(
-        (
-            PlannedStep("Graceful shutdown", "stop_instances", service.stop.grace + STOP_MARGIN),
-            PlannedStep(
-                "Service restart", "start_instances", START_TIMEOUT, params={"count": count}
-            ),
-            PlannedStep("Health verification", "verify_health", service.health.startup_timeout),
-            PlannedStep("Traffic restoration", "restore_traffic", TRAFFIC_TIMEOUT),
-        )
-    )
+    return Plan(tuple(_restart_steps(service, "", instances=None, count=count)))
+
+
+def _restart_steps(
+    service: ServiceSpec, suffix: str, *, instances: list[str] | None, count: int
+) -> list[PlannedStep]:
+    stop_params: dict[str, object] = {} if instances is None else {"instances": instances}
+    return [
+        PlannedStep(
+            f"Graceful shutdown{suffix}",
+            "stop_instances",
+            service.stop.drain + service.stop.grace + STOP_MARGIN,
+            params=stop_params,
+        ),
+        PlannedStep(
+            f"Service restart{suffix}", "start_instances", START_TIMEOUT, params={"count": count}
+        ),
+        PlannedStep(
+            f"Health verification{suffix}", "verify_health", service.health.startup_timeout
+        ),
+        PlannedStep(f"Traffic restoration{suffix}", "restore_traffic", TRAFFIC_TIMEOUT),
+    ]
 
 
 PLANNERS: dict[Strategy, Planner] = {Strategy.RESTART: plan_restart}

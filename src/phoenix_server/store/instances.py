@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from phoenix_server.domain.services import Instance, InstanceState, PlatformKind
+from phoenix_server.domain.services import Instance, InstanceRole, InstanceState, PlatformKind
 from phoenix_server.store.tables import InstanceRow
 
 
@@ -25,6 +25,7 @@ def save_instance(session: Session, instance: Instance, owner: str = "") -> None
     row.config_hash = instance.config_hash
     row.process_start = instance.process_start
     row.owner = owner
+    row.role = instance.role.value
 
 
 def remove_instance(session: Session, instance_id: str) -> None:
@@ -51,6 +52,7 @@ def load_instances(session: Session, platform: PlatformKind, owner: str = "") ->
             log_path=row.log_path,
             config_hash=row.config_hash,
             process_start=row.process_start,
+            role=InstanceRole(row.role),
         )
         for row in rows
     ]

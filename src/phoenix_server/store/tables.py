@@ -151,6 +151,8 @@ class InstanceRow(Base):
     process_start: Mapped[float | None] = mapped_column(Float)
     owner: Mapped[str] = mapped_column(String(32), default="", server_default="", index=True)
     """The Phoenix installation that runs it: only that one may adopt or stop it."""
+    role: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
+    """``service``, or ``router`` for the router process in front of a routed service."""
 
 
 class HealthEventRow(Base):

@@ -1,5 +1,10 @@
 """The local platform: a real process supervisor for services declared ``platform: local``.
 
+A service with a public port is *routed*: Phoenix's router (``routing.py``) holds that port
+and each instance listens on a port Phoenix allocates, enters rotation once verified, and is
+drained before it is stopped — so replicas can be restarted one by one without losing a
+request, and traffic is counted.
+
 Each instance is a process group with its output appended to ``<log_dir>/<service>.log``
 (a file, not a pipe, so it outlives Phoenix). Every instance is journalled with its pid
 and the OS's start time for that pid, and carries ``PHOENIX_OWNER`` in its environment:
@@ -23,9 +28,11 @@ from pathlib import Path
 
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.health import TrafficCounters
 from phoenix_server.domain.recoveries import Strategy
 from phoenix_server.domain.services import (
     Instance,
+    InstanceRole,
     InstanceState,
     PlatformKind,
     RenderContext,
@@ -41,6 +48,8 @@ from phoenix_server.platforms.base import (
     describe_exit,
 )
 from phoenix_server.platforms.local import processes
+from phoenix_server.platforms.local.ports import PortAllocator
+from phoenix_server.platforms.local.routing import RouterKeeper
 from phoenix_server.support import procinfo
 from phoenix_server.support.tasks import SupervisedTasks
 from phoenix_server.support.timefmt import iso_ms
@@ -60,6 +69,7 @@ class _Managed:
     instance: Instance
     process: processes.Process
     stop_policy: StopPolicy
+    routed: bool
     stopping: bool = False
 
 
@@ -70,6 +80,7 @@ class LocalPlatform:
         self,
         *,
         log_dir: Path,
+        run_dir: Path,
         journal: InstanceJournal,
         clock: Clock,
         owner: str,
@@ -86,6 +97,15 @@ class LocalPlatform:
         self._managed: dict[str, _Managed] = {}
         self._listeners: list[EventListener] = []
         self._writes = SupervisedTasks("local-journal")
+        self._ports = PortAllocator()
+        self.routers = RouterKeeper(
+            run_dir=run_dir,
+            log_dir=log_dir,
+            journal=journal,
+            clock=clock,
+            env={**self._base_env, OWNER_ENV: owner},
+            python=python,
+        )
 
     # -- queries --------------------------------------------------------------------------
 
@@ -116,10 +136,11 @@ class LocalPlatform:
             raise PlatformError(f"service '{service.name}' declares no command to start")
         instance_id = f"{service.name}-{secrets.token_hex(3)}"
         version = next((v for v in service.versions if v.name == service.current_version), None)
+        port = self._ports.allocate() if service.routed else service.port
         context = RenderContext(
             name=service.name,
             python=self._python,
-            port=service.port,
+            port=port,
             version=version.name if version else None,
             instance=instance_id,
         )
@@ -129,8 +150,8 @@ class LocalPlatform:
         env.update({key: render(value, context) for key, value in service.env.items()})
         if version:
             env.update({key: render(value, context) for key, value in version.env.items()})
-        if service.port is not None:
-            env["PORT"] = str(service.port)
+        if port is not None:
+            env["PORT"] = str(port)
         env.update({OWNER_ENV: self._owner, INSTANCE_ENV: instance_id, SERVICE_ENV: service.name})
         cwd = version.cwd if version and version.cwd else service.cwd
         log_path = self.log_path(service.name)
@@ -140,9 +161,14 @@ class LocalPlatform:
                 f"--- phoenix {iso_ms(self._clock.now())} starting {instance_id}: "
                 f"{shlex.join(argv)}\n"
             )
-        process = processes.spawn(
-            argv, cwd=cwd, env=env, log_path=log_path, on_exit=self._on_process_exit
-        )
+        try:
+            process = processes.spawn(
+                argv, cwd=cwd, env=env, log_path=log_path, on_exit=self._on_process_exit
+            )
+        except PlatformError:
+            if service.routed:
+                self._ports.release(port)
+            raise
         instance = Instance(
             id=instance_id,
             service=service.name,
@@ -150,13 +176,13 @@ class LocalPlatform:
             state=InstanceState.STARTING,
             started_at=self._clock.now(),
             pid=process.pid,
-            port=service.port,
+            port=port,
             version=context.version,
             log_path=str(log_path),
             config_hash=service.config_hash,
             process_start=process.start_time,
         )
-        self._managed[instance_id] = _Managed(instance, process, service.stop)
+        self._managed[instance_id] = _Managed(instance, process, service.stop, service.routed)
         log.info("started %s (pid %d)", instance_id, process.pid)
         self._emit(InstanceEventKind.STARTED, instance)
         return instance
@@ -173,6 +199,10 @@ class LocalPlatform:
         if state is InstanceState.EXITED:
             log.warning("%s (pid %d) %s", managed.instance.id, process.pid, describe_exit(code))
             self._emit(InstanceEventKind.EXITED, managed.instance)
+            self._writes.spawn(
+                self.routers.forget(managed.instance.service, {managed.instance.id}),
+                name="leave-rotation",
+            )
         else:
             # A deliberate stop is forgotten at once; a crash stays visible until replaced.
             self._forget(managed)
@@ -182,6 +212,8 @@ class LocalPlatform:
 
     def _forget(self, managed: _Managed) -> None:
         self._managed.pop(managed.instance.id, None)
+        if managed.routed:
+            self._ports.release(managed.instance.port)
         self._emit(InstanceEventKind.STOPPED, managed.instance)
 
     async def stop(
@@ -193,7 +225,20 @@ class LocalPlatform:
             if m.instance.service == service.name
             and (instance_ids is None or m.instance.id in instance_ids)
         ]
-        return list(await asyncio.gather(*(self._stop_one(m) for m in chosen)))
+        if service.routed:
+            # Out of rotation first: no request is sent to an instance about to be stopped,
+            # and those it is serving get ``drain`` seconds to finish.
+            serving = {m.instance.id for m in chosen if m.instance.alive}
+            if not await self.routers.drain(service.name, serving, service.stop.drain):
+                log.warning(
+                    "%s: requests still in flight after %gs of draining",
+                    service.name,
+                    service.stop.drain,
+                )
+        ended = list(await asyncio.gather(*(self._stop_one(m) for m in chosen)))
+        if service.routed:
+            await self.routers.forget(service.name, {m.instance.id for m in chosen})
+        return ended
 
     async def _stop_one(self, managed: _Managed) -> Instance:
         if managed.instance.state is InstanceState.EXITED:
@@ -214,12 +259,25 @@ class LocalPlatform:
         return managed.instance
 
     async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
+        admitted = []
         for instance_id in instance_ids:
             managed = self._managed.get(instance_id)
-            if managed is None or managed.instance.state is not InstanceState.STARTING:
+            if managed is None or not managed.instance.alive:
                 continue
-            managed.instance = replace(managed.instance, state=InstanceState.RUNNING)
-            await self._journal.save_instance(managed.instance)
+            if managed.instance.state is InstanceState.STARTING:
+                managed.instance = replace(managed.instance, state=InstanceState.RUNNING)
+                await self._journal.save_instance(managed.instance)
+            admitted.append(managed.instance)
+        if service.routed and admitted:
+            await self.routers.admit(service.name, admitted)
+
+    async def traffic(self, service: ServiceSpec) -> TrafficCounters | None:
+        if not service.routed:
+            return None
+        try:
+            return await self.routers.traffic(service.name)
+        except PlatformError:
+            return None
 
     async def wait_for_exit(self, instance_ids: Sequence[str]) -> Instance:
         watched = [self._managed[i] for i in instance_ids if i in self._managed]
@@ -239,9 +297,15 @@ class LocalPlatform:
     async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
         specs = {s.name: s for s in services if s.platform is PlatformKind.LOCAL}
         stale: list[tuple[Instance, StopPolicy]] = []
+        routers: dict[str, Instance] = {}
         for record in await self._journal.load_instances(PlatformKind.LOCAL):
             spec = specs.get(record.service)
-            if not self._still_ours(record):
+            if record.role is InstanceRole.ROUTER:
+                if spec is not None and spec.routed:
+                    routers[record.service] = record
+                else:
+                    stale.append((record, StopPolicy(grace=5.0)))
+            elif not self._still_ours(record):
                 await self._journal.remove_instance(record.id)
             elif spec is None or record.config_hash != spec.config_hash:
                 why = "no longer declared" if spec is None else "its declaration changed"
@@ -250,12 +314,25 @@ class LocalPlatform:
             else:
                 self._adopt(record, spec)
         await asyncio.gather(*(self._stop_stale(record, policy) for record, policy in stale))
-        await self._stop_strays()
         failed: dict[str, str] = {}
+        for spec in specs.values():
+            if spec.routed:
+                try:
+                    await self.routers.ensure(spec, routers.get(spec.name))
+                    running = {
+                        m.instance.id
+                        for m in self._managed.values()
+                        if m.instance.service == spec.name
+                    }
+                    await self.routers.keep_only(spec.name, running)
+                except PlatformError as exc:
+                    log.error("cannot run the router of %s: %s", spec.name, exc.message)
+                    failed[spec.name] = exc.message
+        await self._stop_strays()
         for spec in specs.values():
             live = [m for m in self._managed.values() if m.instance.service == spec.name]
             missing = max(spec.replicas.min, 0) - len(live)
-            if missing > 0:
+            if missing > 0 and spec.name not in failed:
                 try:
                     await self.start(spec, count=missing)
                 except PlatformError as exc:
@@ -276,21 +353,24 @@ class LocalPlatform:
         assert record.pid is not None
         process = processes.adopt(record.pid, on_exit=self._on_process_exit)
         instance = replace(record, state=InstanceState.RUNNING)
-        self._managed[record.id] = _Managed(instance, process, spec.stop)
+        self._managed[record.id] = _Managed(instance, process, spec.stop, spec.routed)
+        if spec.routed and record.port is not None:
+            self._ports.hold(record.port)
         log.info("adopted %s (pid %d) still running from before", record.id, record.pid)
         self._emit(InstanceEventKind.ADOPTED, instance)
 
     async def _stop_stale(self, record: Instance, policy: StopPolicy) -> None:
-        assert record.pid is not None
-        stale = processes.adopt(record.pid, on_exit=lambda _process: None)
-        await stale.stop(policy.signal, policy.grace)
+        if record.pid is not None and procinfo.is_running(record.pid, record.process_start):
+            stale = processes.adopt(record.pid, on_exit=lambda _process: None)
+            await stale.stop(policy.signal, policy.grace)
         await self._journal.remove_instance(record.id)
 
     async def _stop_strays(self) -> None:
         """Stop processes this installation started but no longer knows (it died between a
         spawn and its journal write), sparing every process of an adopted instance."""
         ours = {m.instance.id for m in self._managed.values()}
-        known_groups = {m.process.pgid for m in self._managed.values()}
+        ours |= {f"{service}-router" for service in self.routers.services()}
+        known_groups = {m.process.pgid for m in self._managed.values()} | self.routers.pgids()
         groups: set[int] = set()
         for pid, instance_id in processes.marked_processes(OWNER_ENV, self._owner, INSTANCE_ENV):
             if instance_id in ours or pid == os.getpid():
@@ -306,6 +386,9 @@ class LocalPlatform:
         await asyncio.gather(*(processes.stop_group(pgid, STRAY_GRACE) for pgid in groups))
 
     async def shutdown(self, *, keep_running: bool) -> None:
+        # Routers go first: they finish the requests in flight, and nothing new reaches an
+        # instance while it stops.
+        await self.routers.shutdown(keep_running=keep_running)
         if keep_running:
             for managed in self._managed.values():
                 managed.process.close()

@@ -1,0 +1,321 @@
+"""Keeping the routers of routed services: run (or adopt) them, steer them, read them.
+
+Each routed service has one router process on its public port (see ``router/``). This
+module starts it (journalled like an instance, so a restarted Phoenix adopts it), restarts
+it at once if it dies — it is the data plane — and pushes it a new configuration whenever
+the service's backends change: an instance enters rotation once verified, is drained before
+it is stopped, and leaves when it ends. Its counters are the service's traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.health import TrafficCounters
+from phoenix_server.domain.services import (
+    Instance,
+    InstanceRole,
+    InstanceState,
+    PlatformKind,
+    ServiceSpec,
+)
+from phoenix_server.platforms.base import InstanceJournal
+from phoenix_server.platforms.local import processes
+from phoenix_server.platforms.local.router.client import RouterClient
+from phoenix_server.platforms.local.router.config import (
+    Backend,
+    BackendState,
+    Fallback,
+    RouterConfig,
+)
+from phoenix_server.support import procinfo
+from phoenix_server.support.tasks import SupervisedTasks
+
+log = logging.getLogger("phoenix.platforms.local.routing")
+
+READY_WITHIN = 15.0
+"""Seconds a new router process has to open its control socket."""
+RESTART_DELAY = 0.2
+MAX_SOCKET_PATH = 100
+DRAIN_POLL = 0.05
+
+
+@dataclass
+class _Kept:
+    spec: ServiceSpec
+    config: RouterConfig
+    client: RouterClient
+    instance: Instance | None = None
+    process: processes.Process | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def router_hash(spec: ServiceSpec, python: str) -> str:
+    """What a running router must match to be adopted: where it listens, what runs it."""
+    return hashlib.sha256(f"{spec.host}:{spec.port}\0{python}".encode()).hexdigest()[:16]
+
+
+class RouterKeeper:
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        log_dir: Path,
+        journal: InstanceJournal,
+        clock: Clock,
+        env: Mapping[str, str],
+        python: str = sys.executable,
+    ) -> None:
+        self._run_dir = run_dir
+        self._log_dir = log_dir
+        self._journal = journal
+        self._clock = clock
+        self._env = dict(env)
+        self._python = python
+        self._kept: dict[str, _Kept] = {}
+        self._tasks = SupervisedTasks("routers")
+        self._closing = False
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def _paths(self, service: str) -> tuple[Path, Path]:
+        stem = hashlib.sha256(service.encode()).hexdigest()[:12]
+        socket_path = self._run_dir / f"{stem}.sock"
+        if len(str(socket_path)) > MAX_SOCKET_PATH:
+            raise PlatformError(
+                f"the data directory's path is too long for the router control socket "
+                f"{socket_path} (at most {MAX_SOCKET_PATH} characters): use a shorter "
+                "PHOENIX_DATA_DIR"
+            )
+        return socket_path, self._run_dir / f"{stem}.json"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def ensure(self, spec: ServiceSpec, record: Instance | None) -> None:
+        """Adopt ``record`` (the journalled router) if it is still this service's router,
+        else start one; then learn the configuration it serves."""
+        socket_path, _ = self._paths(spec.name)
+        kept = _Kept(spec, RouterConfig(service=spec.name), RouterClient(str(socket_path)))
+        self._kept[spec.name] = kept
+        if record is not None and self._adoptable(record, spec):
+            assert record.pid is not None
+            kept.instance = replace(record, state=InstanceState.RUNNING)
+            kept.process = processes.adopt(record.pid, on_exit=self._on_exit)
+            log.info("adopted the router of %s (pid %d)", spec.name, record.pid)
+            try:
+                kept.config = await kept.client.config()
+                return
+            except PlatformError:
+                log.warning("the adopted router of %s does not answer; replacing it", spec.name)
+                await kept.process.stop(signal.SIGTERM, 2.0)
+        elif record is not None:
+            await self._stop_record(record)
+        await self._start(kept)
+
+    def _adoptable(self, record: Instance, spec: ServiceSpec) -> bool:
+        return (
+            record.pid is not None
+            and record.config_hash == router_hash(spec, self._python)
+            and procinfo.is_running(record.pid, record.process_start)
+        )
+
+    async def _stop_record(self, record: Instance) -> None:
+        if record.pid is not None and procinfo.is_running(record.pid, record.process_start):
+            stale = processes.adopt(record.pid, on_exit=lambda _process: None)
+            await stale.stop(signal.SIGTERM, 5.0)
+        await self._journal.remove_instance(record.id)
+
+    async def _start(self, kept: _Kept) -> None:
+        spec = kept.spec
+        socket_path, state_path = self._paths(spec.name)
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        socket_path.unlink(missing_ok=True)
+        argv = [
+            self._python, "-m", "phoenix_server.platforms.local.router",
+            "--service", spec.name,
+            "--listen", f"{spec.host}:{spec.port}",
+            "--control", str(socket_path),
+            "--state", str(state_path),
+        ]  # fmt: skip
+        process = processes.spawn(
+            argv,
+            cwd=None,
+            env={**self._env, "PHOENIX_INSTANCE": f"{spec.name}-router"},
+            log_path=self._log_dir / f"{spec.name}.router.log",
+            on_exit=self._on_exit,
+        )
+        kept.process = process
+        kept.instance = Instance(
+            id=f"{spec.name}-router",
+            service=spec.name,
+            platform=PlatformKind.LOCAL,
+            state=InstanceState.RUNNING,
+            started_at=self._clock.now(),
+            pid=process.pid,
+            port=spec.port,
+            config_hash=router_hash(spec, self._python),
+            process_start=process.start_time,
+            role=InstanceRole.ROUTER,
+            log_path=str(self._log_dir / f"{spec.name}.router.log"),
+        )
+        await self._journal.save_instance(kept.instance)
+        await self._until_ready(kept)
+        log.info("router of %s on %s:%s (pid %d)", spec.name, spec.host, spec.port, process.pid)
+
+    async def _until_ready(self, kept: _Kept) -> None:
+        deadline = self._clock.monotonic() + READY_WITHIN
+        while True:
+            if kept.process is not None and kept.process.exited.done():
+                raise PlatformError(
+                    f"the router of {kept.spec.name} exited at start; see "
+                    f"{self._log_dir / f'{kept.spec.name}.router.log'}"
+                )
+            try:
+                served = await kept.client.config()
+                kept.config = replace(kept.config, version=max(kept.config.version, served.version))
+                await self._push(kept)
+                return
+            except PlatformError:
+                if self._clock.monotonic() > deadline:
+                    raise PlatformError(
+                        f"the router of {kept.spec.name} did not open its control socket "
+                        f"within {READY_WITHIN:g}s"
+                    ) from None
+                await asyncio.sleep(0.05)
+
+    def _on_exit(self, process: processes.Process) -> None:
+        kept = next((k for k in self._kept.values() if k.process is process), None)
+        if kept is None or self._closing:
+            return
+        log.error("the router of %s (pid %d) died; restarting it", kept.spec.name, process.pid)
+        self._tasks.spawn(self._restart(kept), name=f"restart-{kept.spec.name}")
+
+    async def _restart(self, kept: _Kept) -> None:
+        if kept.instance is not None:
+            await self._journal.remove_instance(kept.instance.id)
+        while not self._closing:
+            await asyncio.sleep(RESTART_DELAY)
+            try:
+                await self._start(kept)
+                return
+            except PlatformError as exc:
+                log.error("could not restart the router of %s: %s", kept.spec.name, exc.message)
+
+    async def shutdown(self, *, keep_running: bool) -> None:
+        self._closing = True
+        await self._tasks.close()
+        for kept in self._kept.values():
+            if kept.process is None:
+                continue
+            if keep_running:
+                kept.process.close()
+            else:
+                await kept.process.stop(signal.SIGTERM, 5.0)
+                if kept.instance is not None:
+                    await self._journal.remove_instance(kept.instance.id)
+            await kept.client.close()
+        self._kept.clear()
+
+    def instance(self, service: str) -> Instance | None:
+        kept = self._kept.get(service)
+        return kept.instance if kept else None
+
+    def services(self) -> list[str]:
+        return list(self._kept)
+
+    def pgids(self) -> set[int]:
+        return {k.process.pgid for k in self._kept.values() if k.process is not None}
+
+    # -- steering ---------------------------------------------------------------------------
+
+    async def _push(self, kept: _Kept) -> None:
+        kept.config = replace(kept.config, version=kept.config.version + 1)
+        await kept.client.push(kept.config)
+
+    async def _change(self, service: str, backends: tuple[Backend, ...]) -> None:
+        kept = self._kept.get(service)
+        if kept is None:
+            return
+        async with kept.lock:
+            kept.config = replace(kept.config, backends=backends, fallback=_fallback(kept.spec))
+            await self._push(kept)
+
+    def backends(self, service: str) -> tuple[Backend, ...]:
+        kept = self._kept.get(service)
+        return kept.config.backends if kept else ()
+
+    async def admit(self, service: str, instances: list[Instance]) -> None:
+        """Put these instances in rotation (replacing any backend entry of the same id)."""
+        ids = {i.id for i in instances}
+        kept = [b for b in self.backends(service) if b.id not in ids]
+        added = [Backend(id=i.id, port=i.port or 0) for i in instances if i.port]
+        await self._change(service, (*kept, *added))
+
+    async def forget(self, service: str, instance_ids: set[str]) -> None:
+        remaining = tuple(b for b in self.backends(service) if b.id not in instance_ids)
+        if len(remaining) != len(self.backends(service)):
+            await self._change(service, remaining)
+
+    async def keep_only(self, service: str, instance_ids: set[str]) -> None:
+        """After adoption: the router serves exactly the instances that still run."""
+        await self.forget(
+            service, {b.id for b in self.backends(service) if b.id not in instance_ids}
+        )
+
+    async def drain(self, service: str, instance_ids: set[str], within: float) -> bool:
+        """Send these instances nothing new; wait until their requests in flight are done.
+        True if they drained in time."""
+        backends = tuple(
+            replace(b, state=BackendState.DRAINING) if b.id in instance_ids else b
+            for b in self.backends(service)
+        )
+        if not any(b.id in instance_ids for b in backends):
+            return True
+        await self._change(service, backends)
+        kept = self._kept[service]
+        deadline = self._clock.monotonic() + within
+        while self._clock.monotonic() < deadline:
+            try:
+                stats = await kept.client.stats()
+            except PlatformError:
+                return False
+            if all(
+                stats.backends.get(i) is None or stats.backends[i].in_flight == 0
+                for i in instance_ids
+            ):
+                return True
+            await asyncio.sleep(DRAIN_POLL)
+        return False
+
+    async def traffic(self, service: str) -> TrafficCounters | None:
+        kept = self._kept.get(service)
+        if kept is None:
+            return None
+        stats = await kept.client.stats()
+        return TrafficCounters(
+            epoch=stats.started_at,
+            received=stats.received,
+            errors=stats.errors,
+            lost=stats.lost,
+            latency_p50_ms=stats.latency_p50_ms,
+            latency_p99_ms=stats.latency_p99_ms,
+        )
+
+
+def _fallback(spec: ServiceSpec) -> Fallback:
+    if spec.fallback is None:
+        return Fallback()
+    return Fallback(
+        status=spec.fallback.status,
+        body=spec.fallback.body,
+        content_type=spec.fallback.content_type,
+    )
