@@ -214,3 +214,68 @@ def web_service_yaml(name: str, port: int, *, extra: str = "", interval: str = "
       failure_threshold: 2
     stop: {{grace: 2s}}
 {extra}"""
+
+
+class LoadGenerator:
+    """Real client traffic: ``concurrency`` threads sending GETs over keep-alive connections
+    until stopped, counting answers by status and connection failures."""
+
+    def __init__(self, port: int, *, concurrency: int = 4, path: str = "/") -> None:
+        import threading
+
+        self.port = port
+        self.path = path
+        self.ok = 0
+        self.bad: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._loop, daemon=True) for _ in range(concurrency)
+        ]
+
+    def __enter__(self) -> LoadGenerator:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.bad.values())
+
+    def _count(self, outcome: str | None) -> None:
+        with self._lock:
+            if outcome is None:
+                self.ok += 1
+            else:
+                self.bad[outcome] = self.bad.get(outcome, 0) + 1
+
+    def _loop(self) -> None:
+        import http.client
+
+        connection: http.client.HTTPConnection | None = None
+        while not self._stop.is_set():
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                connection.request("GET", self.path)
+                answer = connection.getresponse()
+                answer.read()
+                self._count(None if answer.status == 200 else f"HTTP {answer.status}")
+                if answer.will_close:
+                    connection.close()
+                    connection = None
+            except (OSError, http.client.HTTPException) as exc:
+                self._count(exc.__class__.__name__)
+                if connection is not None:
+                    connection.close()
+                connection = None
+        if connection is not None:
+            connection.close()

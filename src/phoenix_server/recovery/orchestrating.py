@@ -236,7 +236,9 @@ class Orchestrator:
             )
         decision = decide(service=name, failure_type=incident.failure_type, supported=supported)
         recovery = self._new_recovery(spec, incident, decision, RecoveryTrigger.AUTOMATIC, reason)
-        run = _Run(spec, incident, recovery, down_since=incident.detected_at, delay=delay)
+        # Downtime counts from detection only if nothing was serving (not for a degraded one).
+        down_since = incident.detected_at if view.status is ServiceStatus.UNHEALTHY else None
+        run = _Run(spec, incident, recovery, down_since=down_since, delay=delay)
         self._runs[name] = run  # claimed before the first await: triggers now see it
         try:
             await self._recorder.save_recovery(

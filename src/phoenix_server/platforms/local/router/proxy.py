@@ -4,7 +4,9 @@ Requests are parsed with httptools (the parser uvicorn uses), buffered whole, an
 rebuilt — hop-by-hop headers dropped, ``X-Forwarded-For`` added — to a backend chosen by
 smooth weighted round robin among the active ones. Responses stream back as raw bytes while
 a response parser finds where each one ends, so keep-alive, chunked and close-delimited
-answers all pass through unchanged, with back-pressure from slow clients.
+answers all pass through unchanged. An answer is held back until it is complete (up to
+256 KiB, then it streams with back-pressure from slow clients), so that a backend dying in
+the middle of one has sent the client nothing yet and a GET can be answered elsewhere.
 
 What keeps requests from being lost: a backend that refuses a connection is passed over for
 a moment and the request (not sent yet) goes to another; an idempotent request whose
@@ -45,6 +47,8 @@ SUSPECT_FOR = 1.0
 RETRY_PAUSE = 0.02
 """Seconds between rounds of connection attempts when every backend has refused."""
 IDLE_PER_BACKEND = 64
+HOLD_LIMIT = 256 * 1024
+"""Bytes of an answer held back before it starts streaming to the client."""
 LATENCY_WINDOW = 1024
 DROPPED_REQUEST_HEADERS = frozenset(
     {
@@ -545,6 +549,10 @@ class Upstream(asyncio.Protocol):
         """The current response declares its length (Content-Length or chunked)."""
         self.tunnel_client: Client | None = None
         """After a 101 Switching Protocols: bytes flow both ways unparsed."""
+        self.held = bytearray()
+        """The answer so far, held back until it is complete (or too big to hold): if the
+        backend dies mid-answer, nothing has reached the client and a GET can go elsewhere."""
+        self.streaming = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -559,6 +567,8 @@ class Upstream(asyncio.Protocol):
         else:
             self.head_only = request.head_only
             self.framed = False
+            self.streaming = False
+            self.held.clear()
             self.parser = httptools.HttpResponseParser(self)
             self.transport.write(request.raw)
         return await self.done
@@ -575,23 +585,45 @@ class Upstream(asyncio.Protocol):
         if client is None or outcome is None:
             self.usable = False  # bytes nobody asked for: never reuse this connection
             return
-        if not client.write(data):
-            outcome.client_gone = True
-            self._finish(complete=False)
-            return
-        outcome.started = True
-        if not client.writable and self.transport is not None:
-            self.transport.pause_reading()
-            client.paused_upstream = self
+        if self.streaming:
+            if not client.write(data):
+                outcome.client_gone = True
+                self._finish(complete=False)
+                return
+            if not client.writable and self.transport is not None:
+                self.transport.pause_reading()
+                client.paused_upstream = self
+        else:
+            self.held += data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            outcome.tunnel = True
-            self.tunnel_client = client
-            self.usable = False
-            self._finish(complete=True)
+            if self._flush():
+                outcome.tunnel = True
+                self.tunnel_client = client
+                self.usable = False
+                self._finish(complete=True)
+            return
         except httptools.HttpParserError:
             self._finish(complete=False)
+            return
+        if not self.streaming and self.outcome is not None and len(self.held) > HOLD_LIMIT:
+            self.streaming = self._flush()  # too big to hold: from now on it streams
+
+    def _flush(self) -> bool:
+        """Send what is held to the client; False (and the exchange over) if it has gone."""
+        client, outcome = self.client, self.outcome
+        if client is None or outcome is None:
+            return False
+        if self.held:
+            if not client.write(bytes(self.held)):
+                self.held.clear()
+                outcome.client_gone = True
+                self._finish(complete=False)
+                return False
+            self.held.clear()
+        outcome.started = True
+        return True
 
     def resume(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -611,7 +643,8 @@ class Upstream(asyncio.Protocol):
         if self.outcome is None:
             return
         self.outcome.keep_alive = self.parser.should_keep_alive()
-        self._finish(complete=True)
+        if self._flush():
+            self._finish(complete=True)
 
     def _finish(self, *, complete: bool) -> None:
         outcome, done = self.outcome, self.done
@@ -629,8 +662,10 @@ class Upstream(asyncio.Protocol):
         outcome = self.outcome
         if outcome is not None and outcome.status is not None and not self.framed:
             outcome.keep_alive = False  # a response without a length ends with its connection
-            self._finish(complete=True)
+            if self._flush():
+                self._finish(complete=True)
             return
+        self.held.clear()
         self._finish(complete=False)
 
     def close(self) -> None:
