@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["mttr", "probes"]
+BENCHMARKS = ["mttr", "probes", "router"]
 
 
 def main() -> None:

@@ -129,11 +129,15 @@ class RouterStats:
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
     """Over every backend's recent answers."""
+    retired_requests: int = 0
+    retired_errors: int = 0
+    retired_broken: int = 0
+    """The counters of backends since removed (their history stays in the totals)."""
     backends: dict[str, BackendStats] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
-        return sum(b.errors for b in self.backends.values())
+        return self.retired_errors + sum(b.errors for b in self.backends.values())
 
     @property
     def lost(self) -> int:

@@ -147,7 +147,12 @@ class Router:
         known = {b.id for b in config.backends}
         for backend_id in list(self._tracks):
             if backend_id not in known:
-                for connection in self._tracks.pop(backend_id).idle:
+                track = self._tracks.pop(backend_id)
+                # Its history stays in the totals: losses must not vanish with a backend.
+                self.stats.retired_requests += track.stats.requests
+                self.stats.retired_errors += track.stats.errors
+                self.stats.retired_broken += track.stats.broken
+                for connection in track.idle:
                     connection.close()
         for backend in config.backends:
             self._tracks.setdefault(backend.id, _Track())
@@ -258,6 +263,13 @@ class Router:
             return
         track.idle.append(connection)
 
+    def refused(self, backend: Backend) -> None:
+        """A connection to ``backend`` failed: pass it over for a while, and count it."""
+        track = self._tracks.get(backend.id)
+        if track is not None:
+            track.stats.broken += 1
+        self.mark_suspect(backend)
+
     def mark_suspect(self, backend: Backend) -> None:
         track = self._tracks.get(backend.id)
         if track is not None:
@@ -344,11 +356,13 @@ class Client(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = b""
         self.parser = httptools.HttpRequestParser(self)
-        self.requests: asyncio.Queue[Request | None] = asyncio.Queue()
-        self.worker: asyncio.Task[None] | None = None
+        self.pending: collections.deque[Request] = collections.deque()
+        self.slow: asyncio.Task[None] | None = None
         self.tunnel: Upstream | None = None
         self.tunnel_head = b""
         self.paused_upstream: Upstream | None = None
+        self.exchanging: Upstream | None = None
+        """The backend connection carrying this client's current request."""
         self.writable = True
         self.busy = False
         self._upgrade_queued = False
@@ -367,7 +381,6 @@ class Client(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b""
         self.router.clients.add(self)
-        self.worker = self.router.loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -388,7 +401,14 @@ class Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.router.clients.discard(self)
-        self.requests.put_nowait(None)
+        self.pending.clear()
+        if self.exchanging is not None:
+            self.exchanging.client_left()  # e.g. paused by back-pressure: it would wait forever
+        if self.slow is not None and not self.slow.done():
+            self.slow.cancel()  # it was waiting for a backend: nothing is in flight upstream
+            if self.busy:
+                self.busy = False
+                self.router.in_flight -= 1
         if self.tunnel is not None:
             self.tunnel.close()
 
@@ -417,15 +437,20 @@ class Client(asyncio.Protocol):
         self._upgrade_queued = upgrade
         method = self.parser.get_method()
         lines = [method + b" " + self.url + b" HTTP/1.1"]
+        dropped = set(DROPPED_REQUEST_HEADERS)
+        for name, value in self.headers:
+            if name.lower() == b"connection":
+                # Headers the client names in Connection are for this hop only (RFC 9110).
+                dropped.update(token.strip().lower() for token in value.split(b","))
         for name, value in self.headers:
             lowered = name.lower()
             kept_for_upgrade = upgrade and lowered in (b"upgrade", b"connection")
-            if lowered not in DROPPED_REQUEST_HEADERS or kept_for_upgrade:
+            if lowered not in dropped or kept_for_upgrade:
                 lines.append(name + b": " + value)
         if self.body or method in (b"POST", b"PUT", b"PATCH"):
             lines.append(b"Content-Length: " + str(len(self.body)).encode())
         lines.append(b"X-Forwarded-For: " + self.peer)
-        self.requests.put_nowait(
+        self.pending.append(
             Request(
                 b"\r\n".join(lines) + b"\r\n\r\n" + bytes(self.body),
                 method=method,
@@ -436,72 +461,56 @@ class Client(asyncio.Protocol):
         )
         self.router.stats.received += 1
         self._reset()
+        self._next()
 
     # -- serving ----------------------------------------------------------------------------
+    #
+    # The common case runs on callbacks alone: a backend at hand and an idle connection to
+    # it, the answer handed back by the connection. Waiting (for a backend, a connection, a
+    # retry) happens in a task, only when needed.
 
-    async def _serve(self) -> None:
-        while True:
-            request = await self.requests.get()
-            if request is None or self.transport is None or self.transport.is_closing():
-                return
-            self.busy = True
-            self.router.in_flight += 1
-            try:
-                keep = await self._forward(request)
-            finally:
-                self.router.in_flight -= 1
-                self.busy = False
-            if not keep:
-                self.close()
-                return
-
-    async def _forward(self, request: Request) -> bool:
-        """Serve one request; whether the client connection stays open."""
+    def _next(self) -> None:
+        """Serve the next request, if none is being served (answers keep their order)."""
+        if self.busy or not self.pending or self.transport is None or self.transport.is_closing():
+            return
+        request = self.pending.popleft()
+        self.busy = True
         router = self.router
+        router.in_flight += 1
         if not router.admitted():
-            return self._fallback(request)
+            self._done(self._fallback(request))
+            return
+        backend = router.choose() if router.config.circuit is CircuitMode.CLOSED else None
+        connection = router.idle_connection(backend) if backend is not None else None
+        if backend is not None and connection is not None:
+            self._send(request, backend, connection, frozenset())
+        else:
+            # The choice stands (the rotation must not skip a backend for want of an open
+            # connection); connecting, or waiting for a backend, happens in a task.
+            self.slow = router.loop.create_task(self._find_backend(request, frozenset(), backend))
+
+    async def _find_backend(
+        self, request: Request, tried: frozenset[str], chosen: Backend | None = None
+    ) -> None:
+        router = self.router
         deadline = request.received + router.config.queue_timeout
-        tried: frozenset[str] = frozenset()
+        if tried:
+            tried = await self._next_try(tried, deadline)
         while True:
-            # The common case costs no awaits: a backend at hand and an idle connection to it.
-            backend = router.choose(tried) if router.config.circuit is CircuitMode.CLOSED else None
+            backend = chosen or await router.wait_for_backend(deadline, tried)
+            chosen = None
             if backend is None:
-                backend = await router.wait_for_backend(deadline, tried)
-                if backend is None:
-                    return self._fallback(request)
+                self._done(self._fallback(request))
+                return
             try:
                 connection = router.idle_connection(backend) or await router.connect(backend)
             except (OSError, TimeoutError):
                 # Nothing was sent: another backend may take it, or this one once it is up.
-                router.mark_suspect(backend)
+                router.refused(backend)
                 tried = await self._next_try(tried | {backend.id}, deadline)
                 continue
-            track = router.started(backend)
-            began = router.loop.time()
-            outcome = await connection.exchange(request, self)
-            router.finished(track, outcome, router.loop.time() - began)
-            if outcome.tunnel:
-                self.tunnel = connection
-                if self.tunnel_head:
-                    connection.write(self.tunnel_head)
-                return True
-            if outcome.complete:
-                if outcome.keep_alive:
-                    router.release(backend, connection)
-                else:
-                    connection.close()
-                return request.keep_alive and outcome.keep_alive
-            connection.close()
-            if outcome.client_gone:
-                return False
-            if outcome.started or not request.idempotent:
-                router.stats.failed += 1
-                if outcome.started:
-                    return False  # half an answer has gone out: only closing can say so
-                self.write(plain_answer(502, "the backend broke off the request", keep_alive=False))
-                return False
-            router.mark_suspect(backend)  # broke before answering: safe to send again
-            tried = await self._next_try(tried | {backend.id}, deadline)
+            self._send(request, backend, connection, tried)
+            return
 
     async def _next_try(self, tried: frozenset[str], deadline: float) -> frozenset[str]:
         """Prefer backends not tried yet; when all have been, pause and start over (a backend
@@ -510,6 +519,63 @@ class Client(asyncio.Protocol):
             return tried
         await asyncio.sleep(RETRY_PAUSE)
         return frozenset()
+
+    def _send(
+        self, request: Request, backend: Backend, connection: Upstream, tried: frozenset[str]
+    ) -> None:
+        track = self.router.started(backend)
+        began = self.router.loop.time()
+
+        def answered(outcome: Outcome) -> None:
+            self.exchanging = None
+            self.router.finished(track, outcome, self.router.loop.time() - began)
+            self._answered(request, backend, connection, tried, outcome)
+
+        self.exchanging = connection
+        connection.begin(request, self, answered)
+
+    def _answered(
+        self,
+        request: Request,
+        backend: Backend,
+        connection: Upstream,
+        tried: frozenset[str],
+        outcome: Outcome,
+    ) -> None:
+        router = self.router
+        if outcome.tunnel:
+            self.tunnel = connection
+            if self.tunnel_head:
+                connection.write(self.tunnel_head)
+            self._done(True)
+            return
+        if outcome.complete:
+            if outcome.keep_alive:
+                router.release(backend, connection)
+            else:
+                connection.close()
+            self._done(request.keep_alive and outcome.keep_alive)
+            return
+        connection.close()
+        if outcome.client_gone:
+            self._done(False)
+        elif outcome.started or not request.idempotent:
+            router.stats.failed += 1
+            if not outcome.started:  # half an answer has gone out: only closing can say so
+                self.write(plain_answer(502, "the backend broke off the request", keep_alive=False))
+            self._done(False)
+        else:
+            router.mark_suspect(backend)  # broke before answering: safe to send again
+            self.slow = router.loop.create_task(self._find_backend(request, tried | {backend.id}))
+
+    def _done(self, keep: bool) -> None:
+        """One request served: the next one, or close if the connection must end."""
+        self.router.in_flight -= 1
+        self.busy = False
+        if keep:
+            self._next()
+        else:
+            self.close()
 
     def _fallback(self, request: Request) -> bool:
         self.router.stats.rejected += 1
@@ -542,7 +608,7 @@ class Upstream(asyncio.Protocol):
         self.usable = False
         self.client: Client | None = None
         self.outcome: Outcome | None = None
-        self.done: asyncio.Future[Outcome] | None = None
+        self.on_done: Callable[[Outcome], None] | None = None
         self.parser: Any = None
         self.head_only = False
         self.framed = False
@@ -558,20 +624,20 @@ class Upstream(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.usable = True
 
-    async def exchange(self, request: Request, client: Client) -> Outcome:
+    def begin(self, request: Request, client: Client, on_done: Callable[[Outcome], None]) -> None:
+        """Send ``request``; ``on_done`` gets the outcome (on a later turn of the loop)."""
         self.client = client
         self.outcome = Outcome()
-        self.done = self.router.loop.create_future()
+        self.on_done = on_done
         if self.transport is None or self.transport.is_closing() or not self.usable:
             self._finish(complete=False)  # closed while it sat in the pool: nothing was sent
-        else:
-            self.head_only = request.head_only
-            self.framed = False
-            self.streaming = False
-            self.held.clear()
-            self.parser = httptools.HttpResponseParser(self)
-            self.transport.write(request.raw)
-        return await self.done
+            return
+        self.head_only = request.head_only
+        self.framed = False
+        self.streaming = False
+        self.held.clear()
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport.write(request.raw)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -598,11 +664,12 @@ class Upstream(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            if self._flush():
-                outcome.tunnel = True
-                self.tunnel_client = client
-                self.usable = False
-                self._finish(complete=True)
+            # Normally the 101 has ended the exchange already (on_message_complete); if the
+            # parser only signalled the upgrade, do the same here. Either way everything
+            # received, head and any bytes after it, has gone or goes to the client.
+            if self.tunnel_client is None and self.outcome is not None:
+                self.outcome.status = self.outcome.status or 101
+                self.on_message_complete()
             return
         except httptools.HttpParserError:
             self._finish(complete=False)
@@ -629,6 +696,15 @@ class Upstream(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def client_left(self) -> None:
+        """The client hung up mid-exchange: end it, and the connection with it (half an
+        answer would be left in it)."""
+        if self.outcome is not None:
+            self.outcome.client_gone = True
+            self.held.clear()
+            self._finish(complete=False)
+        self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() in (b"content-length", b"transfer-encoding"):
             self.framed = True
@@ -636,23 +712,40 @@ class Upstream(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         assert self.outcome is not None
         self.outcome.status = self.parser.get_status_code()
-        if self.head_only:
+        if self.head_only and self.outcome.status >= 200:
             self.on_message_complete()
 
     def on_message_complete(self) -> None:
-        if self.outcome is None:
+        outcome = self.outcome
+        if outcome is None:
             return
-        self.outcome.keep_alive = self.parser.should_keep_alive()
+        status = outcome.status or 0
+        if status == 101:
+            # Switching protocols: from here on bytes flow both ways unparsed.
+            if self._flush():
+                outcome.tunnel = True
+                self.tunnel_client = self.client
+                self.usable = False
+                self._finish(complete=True)
+            return
+        if 100 <= status < 200:
+            # Informational (100 Continue, 103 Early Hints): the real answer follows.
+            outcome.status = None
+            self.framed = False
+            return
+        outcome.keep_alive = self.parser.should_keep_alive()
         if self._flush():
             self._finish(complete=True)
 
     def _finish(self, *, complete: bool) -> None:
-        outcome, done = self.outcome, self.done
-        if outcome is None or done is None or done.done():
+        outcome, on_done = self.outcome, self.on_done
+        if outcome is None or on_done is None:
             return
         outcome.complete = complete
-        self.client, self.outcome = None, None
-        done.set_result(outcome)
+        self.client, self.outcome, self.on_done = None, None, None
+        # Deferred: the callback may hand this connection a new request, which must not
+        # happen while its parser is still inside feed_data.
+        self.router.loop.call_soon(on_done, outcome)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
