@@ -111,7 +111,7 @@ def phoenix_run(runs: int, workdir: Path) -> list[float]:
     config.write_text(
         f"""services:
   - name: web
-    command: {json.dumps(service_command(port))}
+    command: {json.dumps([sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"])}
     cwd: {workdir}
     port: {port}
     health: {{http: "http://127.0.0.1:{{port}}/", interval: 1s, timeout: 1s}}

@@ -237,7 +237,12 @@ class LocalPlatform:
                 )
         ended = list(await asyncio.gather(*(self._stop_one(m) for m in chosen)))
         if service.routed:
-            await self.routers.forget(service.name, {m.instance.id for m in chosen})
+            # Already out of rotation (drained, or dead and passed over): tidying the router
+            # up need not hold back what comes next, such as starting the replacement.
+            self._writes.spawn(
+                self.routers.forget(service.name, {m.instance.id for m in chosen}),
+                name="leave-rotation",
+            )
         return ended
 
     async def _stop_one(self, managed: _Managed) -> Instance:
@@ -259,17 +264,16 @@ class LocalPlatform:
         return managed.instance
 
     async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
-        admitted = []
-        for instance_id in instance_ids:
-            managed = self._managed.get(instance_id)
-            if managed is None or not managed.instance.alive:
-                continue
+        admitted = [
+            m for i in instance_ids if (m := self._managed.get(i)) is not None and m.instance.alive
+        ]
+        if service.routed and admitted:
+            # Traffic first: clients may be waiting in the router for this very instance.
+            await self.routers.admit(service.name, [m.instance for m in admitted])
+        for managed in admitted:
             if managed.instance.state is InstanceState.STARTING:
                 managed.instance = replace(managed.instance, state=InstanceState.RUNNING)
                 await self._journal.save_instance(managed.instance)
-            admitted.append(managed.instance)
-        if service.routed and admitted:
-            await self.routers.admit(service.name, admitted)
 
     async def traffic(self, service: ServiceSpec) -> TrafficCounters | None:
         if not service.routed:

@@ -206,6 +206,19 @@ class Router:
             return random.random() < self.config.admit
         return True  # closed; or open, where the request waits for the circuit to close
 
+    async def wait_for_change(self, timeout: float) -> None:
+        """Until the configuration changes, or ``timeout`` seconds."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
     async def wait_for_backend(
         self, deadline: float, exclude: frozenset[str] = frozenset()
     ) -> Backend | None:
@@ -514,10 +527,11 @@ class Client(asyncio.Protocol):
 
     async def _next_try(self, tried: frozenset[str], deadline: float) -> frozenset[str]:
         """Prefer backends not tried yet; when all have been, pause and start over (a backend
-        coming back up, or a connection queue draining), until the deadline."""
+        coming back up, or a connection queue draining), until the deadline — or at once
+        when Phoenix changes the backends."""
         if self.router.any_left(tried) or self.router.loop.time() >= deadline:
             return tried
-        await asyncio.sleep(RETRY_PAUSE)
+        await self.router.wait_for_change(RETRY_PAUSE)
         return frozenset()
 
     def _send(
