@@ -96,7 +96,7 @@ def test_services_list_configuration_and_instances(server: PhoenixServer) -> Non
     body = server.get("/api/services").json()
     assert [s["name"] for s in body["services"]] == ["azora-auth", "azora-education", "ledger"]
     auth = body["services"][0]
-    assert auth["platform"] == "local" and auth["strategies"] == ["restart"]
+    assert auth["platform"] == "local" and auth["strategies"] == ["circuit_break", "restart"]
     assert auth["health"]["type"] == "http" and auth["health"]["interval"] == 0.5
     [instance] = auth["instances"]
     assert set(instance) >= {"id", "pid", "port", "version", "state", "startedAt"}
@@ -200,7 +200,7 @@ def test_a_second_trigger_conflicts_unless_forced(server: PhoenixServer) -> None
             {"service": "azora-auth", "strategy": "failover"},
             422,
             "unsupported_strategy",
-            "supports: restart",
+            "supports: circuit_break, restart",
         ),
         ({"service": "ledger"}, 422, "unsupported_strategy", "cannot act on service 'ledger'"),
         ({"service": "azora-auth", "strategy": "reboot"}, 422, "invalid", "strategy"),

@@ -87,6 +87,8 @@ class ServiceHealth(WireModel):
     platform: str
     status_since: str | None
     reason: str
+    circuit: str | None
+    """``closed``, ``open`` or ``half_open`` for a service behind Phoenix's router."""
     active_recovery_id: str | None
 
 
@@ -99,9 +101,12 @@ class ServicesHealth(WireModel):
 def service_health(
     spec: ServiceSpec, view: ServiceHealthView, recovery_id: str | None
 ) -> ServiceHealth:
+    status = view.status
+    if view.traffic.circuit not in (None, "closed") and status is ServiceStatus.HEALTHY:
+        status = ServiceStatus.DEGRADED  # isolated by its circuit: clients get the fallback
     return ServiceHealth(
         name=spec.name,
-        status=view.status,
+        status=status,
         uptime=view.uptime,
         last_check=iso_ms(view.last_check),
         metrics=ServiceMetrics(
@@ -115,6 +120,7 @@ def service_health(
         platform=spec.platform.value,
         status_since=iso_ms(view.status_since),
         reason=view.reason,
+        circuit=view.traffic.circuit,
         active_recovery_id=recovery_id,
     )
 

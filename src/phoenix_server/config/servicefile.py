@@ -116,6 +116,9 @@ class HealthDoc(_Doc):
 class ReplicasDoc(_Doc):
     min: int = Field(1, ge=0, le=1000)
     max: int = Field(1, ge=1, le=1000)
+    step: int = Field(1, ge=1, le=100)
+    scale_in_below: float = Field(1.0, ge=0)
+    scale_in_after: Seconds = Field(300.0, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> ReplicasDoc:
@@ -178,6 +181,23 @@ class StopDoc(_Doc):
         return name
 
 
+class CircuitDoc(_Doc):
+    open_for: Seconds = Field(10.0, ge=0)
+    steps: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=lambda: [10.0, 25.0, 50.0, 100.0], min_length=1, max_length=20
+    )
+    """Percentages of traffic let through while half-open; the last must be 100."""
+    hold: Seconds = Field(5.0, ge=0)
+    queue_timeout: Seconds = Field(2.0, ge=0, le=300)
+
+    @field_validator("steps")
+    @classmethod
+    def _rising_to_all(cls, steps: list[float]) -> list[float]:
+        if steps != sorted(steps) or steps[-1] != 100:
+            raise ValueError("expected rising percentages ending at 100, e.g. [10, 25, 50, 100]")
+        return steps
+
+
 class BackoffDoc(_Doc):
     initial: Seconds = Field(1.0, gt=0)
     max: Seconds = Field(300.0, gt=0)
@@ -215,6 +235,7 @@ class ServiceDoc(_Doc):
     fallback: FallbackDoc | None = None
     stop: StopDoc = Field(default_factory=StopDoc)
     recovery: RecoveryDoc = Field(default_factory=RecoveryDoc)
+    circuit: CircuitDoc = Field(default_factory=CircuitDoc)
 
 
 def load_service_file(path: Path, *, default_interval: float) -> svc.ServiceCatalog:
@@ -546,7 +567,13 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         host=service.host,
         routed=_routed(service),
         depends_on=tuple(service.depends_on),
-        replicas=svc.Replicas(min=replicas.min, max=replicas.max),
+        replicas=svc.Replicas(
+            min=replicas.min,
+            max=replicas.max,
+            step=replicas.step,
+            scale_in_below=replicas.scale_in_below,
+            scale_in_after=replicas.scale_in_after,
+        ),
         versions=tuple(
             svc.Version(
                 name=v.name,
@@ -580,6 +607,12 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
             signal=int(signal.Signals[service.stop.signal]),
             grace=service.stop.grace,
             drain=service.stop.drain,
+        ),
+        circuit=svc.CircuitPolicy(
+            open_for=service.circuit.open_for,
+            steps=tuple(share / 100 for share in service.circuit.steps),
+            hold=service.circuit.hold,
+            queue_timeout=service.circuit.queue_timeout,
         ),
         recovery=svc.RecoveryPolicy(
             backoff=svc.Backoff(**service.recovery.backoff.model_dump()),

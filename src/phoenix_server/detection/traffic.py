@@ -25,6 +25,8 @@ class TrafficView:
     """Fraction of requests not really answered (0-1)."""
     latency_p50_ms: float | None
     latency_p99_ms: float | None
+    circuit: str | None = None
+    """The router's circuit (None without a router)."""
 
 
 class TrafficWindow:
@@ -41,7 +43,7 @@ class TrafficWindow:
 
     def view(self) -> TrafficView:
         if not self._samples:
-            return TrafficView(None, None, None, None)
+            return TrafficView(None, None, None, None, None)
         at, latest = self._samples[-1]
         throughput = error_rate = None
         recent = self._oldest_within(at, RATE_SPAN)
@@ -52,7 +54,9 @@ class TrafficWindow:
             received = latest.received - oldest[1].received
             lost = latest.lost - oldest[1].lost
             error_rate = round(lost / received, 4) if received > 0 else 0.0
-        return TrafficView(throughput, error_rate, latest.latency_p50_ms, latest.latency_p99_ms)
+        return TrafficView(
+            throughput, error_rate, latest.latency_p50_ms, latest.latency_p99_ms, latest.circuit
+        )
 
     def _oldest_within(self, now: float, span: float) -> tuple[float, TrafficCounters] | None:
         for sample in self._samples:

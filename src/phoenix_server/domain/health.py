@@ -92,6 +92,10 @@ class TrafficCounters:
     """Not really answered: rejected by the router, broken after forwarding, or 5xx."""
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
+    circuit: str = "closed"
+    """The router's circuit: ``closed``, ``open`` or ``half_open``."""
+    reopened: int = 0
+    """Times a failure while half-open sent the circuit back to open (this epoch)."""
 
     def lost_since(self, earlier: TrafficCounters | None) -> int:
         """Requests lost since ``earlier`` (all of them if the router restarted between)."""

@@ -88,6 +88,32 @@ class StopPolicy:
 class Replicas:
     min: int = 1
     max: int = 1
+    step: int = 1
+    """Instances added by one scale-out."""
+    scale_in_below: float = 1.0
+    """Requests per second per instance under which load counts as low."""
+    scale_in_after: float = 300.0
+    """Seconds load must stay low before one instance is removed (never below ``min``)."""
+
+
+class CircuitMode(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class CircuitPolicy:
+    """How circuit breaking isolates a service and lets traffic back."""
+
+    open_for: float = 10.0
+    """Seconds the circuit stays open before traffic is tried again."""
+    steps: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+    """Shares of traffic let through while half-open, raised one at a time."""
+    hold: float = 5.0
+    """Seconds each share must hold without a failure before the next."""
+    queue_timeout: float = 2.0
+    """Seconds a request waits (no backend, or the circuit open) before the fallback."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +207,7 @@ class ServiceSpec:
     fallback: Fallback | None = None
     stop: StopPolicy = field(default_factory=StopPolicy)
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     config_hash: str = ""
     """Digest of the declaration: an instance started from another declaration is not adopted."""
 

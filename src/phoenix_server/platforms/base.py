@@ -17,7 +17,7 @@ from typing import Protocol
 from phoenix_server.domain.errors import PlatformError
 from phoenix_server.domain.health import TrafficCounters
 from phoenix_server.domain.recoveries import Strategy
-from phoenix_server.domain.services import Instance, PlatformKind, ServiceSpec
+from phoenix_server.domain.services import CircuitMode, Instance, PlatformKind, ServiceSpec
 
 
 class InstanceEventKind(StrEnum):
@@ -92,6 +92,10 @@ class Platform(Protocol):
 
     async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
         """Health verified: put these instances in rotation."""
+        ...
+
+    async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
+        """Open, half-open (letting ``admit`` of requests through) or close the circuit."""
         ...
 
     async def traffic(self, service: ServiceSpec) -> TrafficCounters | None:

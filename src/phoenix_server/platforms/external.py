@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from phoenix_server.domain.errors import PlatformError
 from phoenix_server.domain.health import TrafficCounters
 from phoenix_server.domain.recoveries import Strategy
-from phoenix_server.domain.services import Instance, PlatformKind, ServiceSpec
+from phoenix_server.domain.services import CircuitMode, Instance, PlatformKind, ServiceSpec
 from phoenix_server.platforms.base import EventListener
 
 
@@ -44,6 +44,9 @@ class ExternalPlatform:
         raise self._refuse(service)
 
     async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
+        raise self._refuse(service)
+
+    async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
         raise self._refuse(service)
 
     async def traffic(self, service: ServiceSpec) -> TrafficCounters | None:

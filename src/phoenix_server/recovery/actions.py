@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.recoveries import PlannedStep
-from phoenix_server.domain.services import Instance, InstanceState, ServiceSpec
+from phoenix_server.domain.services import CircuitMode, Instance, InstanceState, ServiceSpec
 from phoenix_server.platforms.base import Platform, describe_exit
 from phoenix_server.recovery.ports import HealthVerifier
 
@@ -50,6 +51,8 @@ class StepContext:
     """When an instance was verified after that (downtime ends)."""
     verified_at: datetime | None = None
     """When the last verification passed."""
+    status_of: Callable[[str], ServiceStatus] = lambda _name: ServiceStatus.UNKNOWN
+    """The service's health status now (for steps that watch it)."""
 
 
 Handler = Callable[[StepContext, PlannedStep, float], Awaitable[StepOutcome]]
@@ -135,15 +138,82 @@ async def restore_traffic(ctx: StepContext, step: PlannedStep, timeout: float) -
         return StepOutcome(False, "no new instance to put in rotation")
     await ctx.platform.mark_serving(ctx.service, ids)
     if ctx.service.routed:
-        return StepOutcome(True, f"{', '.join(ids)} in rotation behind port {ctx.service.port}")
+        detail = f"{', '.join(ids)} in rotation behind port {ctx.service.port}"
+        traffic = await ctx.platform.traffic(ctx.service)
+        if traffic is not None and traffic.circuit != CircuitMode.CLOSED.value:
+            # A restarted service is given its traffic back, even if its circuit was open.
+            await ctx.platform.set_circuit(ctx.service, CircuitMode.CLOSED, 1.0)
+            detail += f"; circuit closed (was {traffic.circuit})"
+        return StepOutcome(True, detail)
     port = f" on port {ctx.service.port}" if ctx.service.port else ""
     return StepOutcome(True, f"{', '.join(ids)} serving{port}")
 
+
+def _share(admit: float) -> str:
+    return f"{admit * 100:g}%"
+
+
+async def set_circuit(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
+    mode = CircuitMode(str(step.params["mode"]))
+    admit = float(str(step.params.get("admit", 1.0)))
+    await ctx.platform.set_circuit(ctx.service, mode, admit)
+    waited = f"{ctx.service.circuit.queue_timeout:g}s"
+    described = {
+        CircuitMode.OPEN: f"circuit open: requests wait up to {waited}, then get the fallback",
+        CircuitMode.HALF_OPEN: f"circuit half-open: {_share(admit)} of requests go through",
+        CircuitMode.CLOSED: "circuit closed: all traffic flows again",
+    }
+    return StepOutcome(True, described[mode])
+
+
+async def wait(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
+    seconds = float(str(step.params.get("seconds", 0)))
+    await ctx.clock.sleep(seconds)
+    return StepOutcome(True, f"waited {seconds:g}s")
+
+
+async def hold(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
+    """Watch the service for ``seconds``: a failure reopening the circuit, or the service
+    turning unhealthy, fails the step."""
+    seconds = float(str(step.params.get("seconds", 0)))
+    before = await ctx.platform.traffic(ctx.service)
+    deadline = ctx.clock.monotonic() + seconds
+    while True:
+        now = await ctx.platform.traffic(ctx.service)
+        if now is not None and (
+            now.circuit == CircuitMode.OPEN.value
+            or (before is not None and now.epoch == before.epoch and now.reopened > before.reopened)
+        ):
+            return StepOutcome(False, "a failed request while half-open reopened the circuit")
+        if ctx.status_of(ctx.service.name) is ServiceStatus.UNHEALTHY:
+            return StepOutcome(False, "the service turned unhealthy")
+        if ctx.clock.monotonic() >= deadline:
+            return StepOutcome(True, f"held for {seconds:g}s without a failure")
+        await ctx.clock.sleep(HOLD_POLL)
+
+
+async def verify_capacity(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
+    """Every instance the service should have is running and in rotation."""
+    expected = step.params.get("replicas")
+    assert isinstance(expected, int)
+    running = [
+        i for i in ctx.platform.instances(ctx.service.name) if i.state is InstanceState.RUNNING
+    ]
+    if len(running) < expected:
+        return StepOutcome(False, f"{len(running)} of {expected} instances serving")
+    return StepOutcome(True, f"{len(running)} instances serving")
+
+
+HOLD_POLL = 0.25
 
 HANDLERS: dict[str, Handler] = {
     "stop_instances": stop_instances,
     "start_instances": start_instances,
     "verify_health": verify_health,
     "restore_traffic": restore_traffic,
+    "set_circuit": set_circuit,
+    "wait": wait,
+    "hold": hold,
+    "verify_capacity": verify_capacity,
 }
 """Every action a planned step may name."""

@@ -176,7 +176,13 @@ class Executor:
             ],
         )
         platform = self._platforms.for_service(service)
-        ctx = StepContext(service=service, platform=platform, verifier=self._verifier, clock=clock)
+        ctx = StepContext(
+            service=service,
+            platform=platform,
+            verifier=self._verifier,
+            clock=clock,
+            status_of=self._status_of,
+        )
         # Sampled alongside the first steps, not before them: every millisecond is downtime.
         traffic_before = asyncio.ensure_future(platform.traffic(service))
         deadline = clock.monotonic() + self._limits.recovery_timeout

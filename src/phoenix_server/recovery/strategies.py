@@ -81,7 +81,70 @@ def _restart_steps(
     ]
 
 
-PLANNERS: dict[Strategy, Planner] = {Strategy.RESTART: plan_restart}
+def plan_circuit_break(given: PlanInput) -> Plan:
+    """Isolate (open) → wait → half-open, raising the share of traffic step by step while
+    health holds → close → verify. Any failure while half-open reopens the circuit (the
+    router does it at once) and fails the attempt: callers keep failing fast meanwhile."""
+    service = given.service
+    policy = service.circuit
+    hold_timeout = policy.hold + TRAFFIC_TIMEOUT
+    steps = [
+        PlannedStep(
+            "Isolate (open circuit)", "set_circuit", TRAFFIC_TIMEOUT, params={"mode": "open"}
+        ),
+        PlannedStep(
+            "Wait before trying again", "wait", policy.open_for + TRAFFIC_TIMEOUT,
+            params={"seconds": policy.open_for},
+        ),
+    ]  # fmt: skip
+    for share in policy.steps:
+        if share >= 1.0:
+            break
+        percent = f"{share * 100:g}%"
+        steps.append(
+            PlannedStep(
+                f"Half-open: {percent} of traffic", "set_circuit", TRAFFIC_TIMEOUT,
+                params={"mode": "half_open", "admit": share},
+            )
+        )  # fmt: skip
+        steps.append(
+            PlannedStep(f"Hold at {percent}", "hold", hold_timeout, params={"seconds": policy.hold})
+        )
+    steps.append(
+        PlannedStep("Close circuit", "set_circuit", TRAFFIC_TIMEOUT, params={"mode": "closed"})
+    )
+    steps.append(
+        PlannedStep("Health verification", "verify_health", service.health.startup_timeout)
+    )
+    return Plan(tuple(steps))
+
+
+def plan_scale(given: PlanInput) -> Plan:
+    """Add replicas → resources → verify them → reconfigure the router → verify capacity."""
+    service = given.service
+    live = sum(1 for i in given.instances if i.alive)
+    target = min(service.replicas.max, live + service.replicas.step)
+    added = max(1, target - live)
+    return Plan(
+        (
+            PlannedStep(
+                "Add replicas", "start_instances", START_TIMEOUT, params={"count": added}
+            ),
+            PlannedStep("Health verification", "verify_health", service.health.startup_timeout),
+            PlannedStep("Load balancer reconfiguration", "restore_traffic", TRAFFIC_TIMEOUT),
+            PlannedStep(
+                "Capacity verification", "verify_capacity", TRAFFIC_TIMEOUT,
+                params={"replicas": live + added},
+            ),
+        )
+    )  # fmt: skip
+
+
+PLANNERS: dict[Strategy, Planner] = {
+    Strategy.RESTART: plan_restart,
+    Strategy.CIRCUIT_BREAK: plan_circuit_break,
+    Strategy.SCALE: plan_scale,
+}
 """The planner of each strategy Phoenix can carry out."""
 
 DEFAULT_ESTIMATES: dict[Strategy, float] = {

@@ -22,6 +22,7 @@ from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.errors import PlatformError
 from phoenix_server.domain.health import TrafficCounters
 from phoenix_server.domain.services import (
+    CircuitMode,
     Instance,
     InstanceRole,
     InstanceState,
@@ -37,6 +38,7 @@ from phoenix_server.platforms.local.router.config import (
     Fallback,
     RouterConfig,
 )
+from phoenix_server.platforms.local.router.config import CircuitMode as RouterCircuit
 from phoenix_server.support import procinfo
 from phoenix_server.support.tasks import SupervisedTasks
 
@@ -246,7 +248,20 @@ class RouterKeeper:
         if kept is None:
             return
         async with kept.lock:
-            kept.config = replace(kept.config, backends=backends, fallback=_fallback(kept.spec))
+            kept.config = replace(
+                kept.config,
+                backends=backends,
+                fallback=_fallback(kept.spec),
+                queue_timeout=kept.spec.circuit.queue_timeout,
+            )
+            await self._push(kept)
+
+    async def set_circuit(self, service: str, mode: CircuitMode, admit: float) -> None:
+        kept = self._kept.get(service)
+        if kept is None:
+            raise PlatformError(f"service '{service}' has no router to break the circuit in")
+        async with kept.lock:
+            kept.config = replace(kept.config, circuit=RouterCircuit(mode.value), admit=admit)
             await self._push(kept)
 
     def backends(self, service: str) -> tuple[Backend, ...]:
@@ -301,6 +316,9 @@ class RouterKeeper:
         if kept is None:
             return None
         stats = await kept.client.stats()
+        if stats.circuit != kept.config.circuit.value:
+            # The router reopened the circuit itself (a failure while half-open).
+            kept.config = replace(kept.config, circuit=RouterCircuit(stats.circuit))
         return TrafficCounters(
             epoch=stats.started_at,
             received=stats.received,
@@ -308,6 +326,8 @@ class RouterKeeper:
             lost=stats.lost,
             latency_p50_ms=stats.latency_p50_ms,
             latency_p99_ms=stats.latency_p99_ms,
+            circuit=stats.circuit,
+            reopened=stats.reopened,
         )
 
 

@@ -31,6 +31,7 @@ from phoenix_server.domain.errors import PlatformError
 from phoenix_server.domain.health import TrafficCounters
 from phoenix_server.domain.recoveries import Strategy
 from phoenix_server.domain.services import (
+    CircuitMode,
     Instance,
     InstanceRole,
     InstanceState,
@@ -110,7 +111,22 @@ class LocalPlatform:
     # -- queries --------------------------------------------------------------------------
 
     def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
-        return frozenset({Strategy.RESTART}) if service.command else frozenset()
+        if not service.command:
+            return frozenset()
+        supported = {Strategy.RESTART}
+        if service.routed:
+            supported.add(Strategy.CIRCUIT_BREAK)
+            live = sum(
+                1
+                for m in self._managed.values()
+                if m.instance.service == service.name and m.instance.alive
+            )
+            if live < service.replicas.max:
+                supported.add(Strategy.SCALE)
+        return frozenset(supported)
+
+    async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
+        await self.routers.set_circuit(service.name, mode, admit)
 
     def subscribe(self, listener: EventListener) -> None:
         self._listeners.append(listener)

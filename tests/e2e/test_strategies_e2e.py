@@ -1,0 +1,136 @@
+"""End to end for the strategies beyond restart: circuit breaking and scaling, on real
+example services behind the real router, with real client traffic."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import (
+    LoadGenerator,
+    PhoenixServer,
+    free_port,
+    running_phoenix,
+    wait_until,
+    web_service_yaml,
+)
+
+pytestmark = pytest.mark.e2e
+
+CIRCUIT = """    circuit: {open_for: 1s, steps: [50, 100], hold: 1s, queue_timeout: 200ms}
+    fallback: {status: 503, body: '{"error":"degraded"}', content_type: application/json}
+"""
+
+
+def config(tmp_path: Path, *entries: str) -> Path:
+    path = tmp_path / "phoenix.yaml"
+    path.write_text("services:" + "".join(entries))
+    return path
+
+
+def instance_port(server: PhoenixServer, name: str) -> int:
+    [instance] = [i for i in server.service(name)["instances"] if i["state"] == "running"]
+    return int(instance["port"])
+
+
+def trigger(server: PhoenixServer, service: str, strategy: str) -> dict[str, Any]:
+    response = server.post("/api/recovery/trigger", json={"service": service, "strategy": strategy})
+    assert response.status_code == 202, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def step_done(server: PhoenixServer, recovery_id: str, index: int) -> bool:
+    steps = server.get(f"/api/recovery/status/{recovery_id}").json()["recovery"]["steps"]
+    return len(steps) > index and steps[index]["status"] == "completed"
+
+
+def health_of(server: PhoenixServer, name: str) -> dict[str, Any]:
+    services = server.get("/api/health/services").json()["services"]
+    found: dict[str, Any] = next(s for s in services if s["name"] == name)
+    return found
+
+
+def test_a_circuit_isolates_a_failing_service_and_lets_it_back_once_it_heals(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    path = config(tmp_path, web_service_yaml("billing", port, extra=CIRCUIT))
+    with running_phoenix(path, tmp_path / "var") as server:
+        wait_until(lambda: server.status_of("billing") == "healthy", timeout=20)
+        direct = instance_port(server, "billing")
+        httpx.post(f"http://127.0.0.1:{direct}/admin/errors", json={"rate": 1.0})
+        with LoadGenerator(port, concurrency=2) as load:
+            recovery_id = trigger(server, "billing", "circuit_break")["recoveryId"]
+            wait_until(lambda: step_done(server, recovery_id, 0), timeout=10, message="open")
+            began = time.monotonic()
+            answer = httpx.get(f"http://127.0.0.1:{port}/work")
+            assert time.monotonic() - began < 1.0, "callers fail fast, they do not pile up"
+            assert answer.status_code == 503 and answer.json() == {"error": "degraded"}
+            assert (
+                answer.headers["x-phoenix-router"] == "fallback" and answer.headers["retry-after"]
+            )
+            wait_until(lambda: health_of(server, "billing")["circuit"] == "open", timeout=5)
+            assert health_of(server, "billing")["status"] == "degraded"
+            httpx.post(f"http://127.0.0.1:{direct}/admin/errors", json={"rate": 0})
+            recovery = server.finished(recovery_id)
+        assert recovery["status"] == "completed" and recovery["outcome"] == "success", recovery
+        assert [s["name"] for s in recovery["steps"]] == [
+            "Isolate (open circuit)",
+            "Wait before trying again",
+            "Half-open: 50% of traffic",
+            "Hold at 50%",
+            "Close circuit",
+            "Health verification",
+        ]
+        wait_until(lambda: health_of(server, "billing")["circuit"] == "closed", timeout=5)
+        assert httpx.get(f"http://127.0.0.1:{port}/work").status_code == 200
+        assert load.ok > 0
+
+
+def test_a_failure_while_half_open_reopens_the_circuit(tmp_path: Path) -> None:
+    port = free_port()
+    path = config(tmp_path, web_service_yaml("billing", port, extra=CIRCUIT))
+    with running_phoenix(path, tmp_path / "var", env={"MAX_RECOVERY_ATTEMPTS": "1"}) as server:
+        wait_until(lambda: server.status_of("billing") == "healthy", timeout=20)
+        direct = instance_port(server, "billing")
+        httpx.post(f"http://127.0.0.1:{direct}/admin/errors", json={"rate": 1.0})
+        with LoadGenerator(port, concurrency=2, path="/work"):
+            recovery = server.finished(trigger(server, "billing", "circuit_break")["recoveryId"])
+        assert recovery["status"] == "failed" and recovery["outcome"] == "failure"
+        hold = next(s for s in recovery["steps"] if s["name"] == "Hold at 50%")
+        assert hold["status"] == "failed" and "reopened the circuit" in hold["detail"]
+        wait_until(lambda: health_of(server, "billing")["circuit"] == "open", timeout=5)
+
+
+def test_scaling_out_adds_verified_replicas_up_to_max(tmp_path: Path) -> None:
+    port = free_port()
+    replicas = "    replicas: {min: 1, max: 2}\n"
+    path = config(tmp_path, web_service_yaml("search", port, extra=replicas))
+    with running_phoenix(path, tmp_path / "var") as server:
+        wait_until(lambda: server.status_of("search") == "healthy", timeout=20)
+        assert server.service("search")["strategies"] == ["circuit_break", "restart", "scale"]
+        with LoadGenerator(port, concurrency=2) as load:
+            recovery = server.finished(trigger(server, "search", "scale")["recoveryId"])
+        assert recovery["status"] == "completed", recovery
+        assert [s["name"] for s in recovery["steps"]] == [
+            "Add replicas",
+            "Health verification",
+            "Load balancer reconfiguration",
+            "Capacity verification",
+        ]
+        assert recovery["steps"][3]["detail"] == "2 instances serving"
+        running = [i for i in server.service("search")["instances"] if i["state"] == "running"]
+        assert len(running) == 2
+        assert load.failed == 0
+        refused = server.post(
+            "/api/recovery/trigger", json={"service": "search", "strategy": "scale"}
+        )
+        assert (
+            refused.status_code == 422
+            and "scale" not in refused.json()["error"]["message"].split("supports:")[1]
+        )
