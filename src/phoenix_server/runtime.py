@@ -28,6 +28,7 @@ from phoenix_server.domain.health import (
 )
 from phoenix_server.domain.services import (
     Instance,
+    InstanceRole,
     InstanceState,
     PlatformKind,
     ServiceCatalog,
@@ -62,6 +63,7 @@ OBSERVED_AS = {
     InstanceEventKind.ADOPTED: ObservationKind.ADOPTED,
     InstanceEventKind.EXITED: ObservationKind.EXIT,
     InstanceEventKind.STOPPED: ObservationKind.REMOVED,
+    InstanceEventKind.PROMOTED: ObservationKind.PROMOTED,
 }
 STATUS_BATCH_DELAY = 0.2
 
@@ -237,6 +239,8 @@ class Runtime:
         elif event.kind is InstanceEventKind.EXITED:
             self.scheduler.remove(instance.id)
             detail = f"{instance.id} {describe_exit(instance.exit_code)}"
+        elif event.kind is InstanceEventKind.PROMOTED:
+            detail = f"{instance.id} promoted from standby"
         else:
             self.scheduler.remove(instance.id)
             detail = f"{instance.id} stopped by Phoenix"
@@ -248,6 +252,7 @@ class Runtime:
                 at=self.clock.now(),
                 ok=event.kind is not InstanceEventKind.EXITED,
                 detail=detail,
+                standby=instance.role is InstanceRole.STANDBY,
             )
         )
 

@@ -134,3 +134,48 @@ def test_scaling_out_adds_verified_replicas_up_to_max(tmp_path: Path) -> None:
             refused.status_code == 422
             and "scale" not in refused.json()["error"]["message"].split("supports:")[1]
         )
+
+
+HOT_BACKUP = """    backup: {mode: hot}
+    hooks:
+      data_sync: ["{python}", "-c", "print('replica caught up')"]
+      consistency_check: ["{python}", "-c", "print('checksums match')"]
+"""
+
+
+def test_failover_to_a_hot_standby_when_the_primary_dies(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    port = free_port()
+    path = config(tmp_path, web_service_yaml("ledger", port, extra=HOT_BACKUP))
+    with running_phoenix(path, tmp_path / "var") as server:
+        wait_until(lambda: server.status_of("ledger") == "healthy", timeout=20)
+        standby = wait_until(lambda: server.service("ledger")["standby"], timeout=20)
+        assert "failover" in server.service("ledger")["strategies"]
+        [primary] = server.service("ledger")["instances"]
+        with LoadGenerator(port, concurrency=4) as load:
+            wait_until(lambda: load.ok > 200, timeout=10)
+            os.kill(primary["pid"], signal.SIGKILL)
+            [summary] = wait_until(lambda: server.recoveries_of("ledger"), timeout=10)
+            recovery = server.finished(summary["id"])
+            ok_then = load.ok
+            wait_until(lambda: load.ok > ok_then + 200, timeout=10)
+        assert recovery["strategy"] == "failover" and recovery["status"] == "completed", recovery
+        assert recovery["decision"]["reason"].startswith("default table: service_down → failover")
+        assert [s["name"] for s in recovery["steps"]] == [
+            "Primary to backup switch",
+            "Data synchronization",
+            "Routing update",
+            "Consistency check",
+            "Standby replacement",
+        ]
+        assert standby["id"] in recovery["steps"][0]["detail"]
+        assert "replica caught up" in recovery["steps"][1]["detail"]
+        assert recovery["metrics"]["dataIntegrity"] == "verified"
+        assert recovery["metrics"]["downtime"] < 1.0
+        assert load.failed == 0, f"clients saw failures: {load.bad}"
+        [serving] = server.service("ledger")["instances"]
+        assert serving["id"] == standby["id"], "the standby now serves"
+        fresh = wait_until(lambda: server.service("ledger")["standby"], timeout=20)
+        assert fresh["id"] not in (standby["id"], primary["id"]), "and a new standby waits"

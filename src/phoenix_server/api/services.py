@@ -65,6 +65,8 @@ class ServiceOut(WireModel):
     strategies: list[str]
     """Recovery strategies Phoenix can carry out for this service as declared."""
     instances: list[InstanceOut]
+    standby: InstanceOut | None
+    """The hot backup, running out of rotation until a failover promotes it."""
 
 
 class ServicesResponse(WireModel):
@@ -132,6 +134,7 @@ def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
         actions=sorted(spec.actions),
         strategies=sorted(s.value for s in platform.supported_strategies(spec)),
         instances=[_instance(i) for i in platform.instances(spec.name)],
+        standby=_instance(standby) if (standby := platform.standby(spec.name)) else None,
     )
 
 

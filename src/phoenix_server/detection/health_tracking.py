@@ -36,6 +36,7 @@ LATENCY_WINDOW = 120
 class _Target:
     policy: HealthPolicy
     added_mono: float
+    standby: bool = False
     status: ServiceStatus = ServiceStatus.UNKNOWN
     failures: int = 0
     successes: int = 0
@@ -77,6 +78,8 @@ class ServiceHealthView:
     latency_p50: float | None
     """Seconds, over the last probes."""
     targets: dict[str, ServiceStatus]
+    standby: dict[str, ServiceStatus]
+    """Standby instances (hot backups) and their health, apart from the service's."""
     traffic: TrafficView
     """From the router, for a routed service (all None otherwise)."""
 
@@ -111,8 +114,14 @@ class HealthTracker:
             grace_from = self._clock.monotonic()
             if kind is ObservationKind.ADOPTED:
                 grace_from -= service.policy.startup_timeout
-            service.targets[observation.target] = _Target(service.policy, grace_from)
-            service.ever_had_targets = True
+            service.targets[observation.target] = _Target(
+                service.policy, grace_from, standby=observation.standby
+            )
+            service.ever_had_targets = service.ever_had_targets or not observation.standby
+        elif kind is ObservationKind.PROMOTED:
+            target = service.targets.get(observation.target)
+            if target is not None:
+                target.standby = False
         elif kind is ObservationKind.REMOVED:
             service.targets.pop(observation.target, None)
         else:
@@ -158,7 +167,7 @@ class HealthTracker:
             target.status = ServiceStatus.UNHEALTHY
 
     def _aggregate(self, service: _Service) -> ServiceStatus:
-        statuses = [target.status for target in service.targets.values()]
+        statuses = [t.status for t in service.targets.values() if not t.standby]
         healthy = statuses.count(ServiceStatus.HEALTHY)
         unhealthy = statuses.count(ServiceStatus.UNHEALTHY)
         if not statuses:
@@ -223,7 +232,8 @@ class HealthTracker:
             last_check=state.last_check,
             uptime=state.uptime.percent(self._clock.now()),
             latency_p50=statistics.median(latencies) if latencies else None,
-            targets={name: target.status for name, target in state.targets.items()},
+            targets={name: t.status for name, t in state.targets.items() if not t.standby},
+            standby={name: t.status for name, t in state.targets.items() if t.standby},
             traffic=state.traffic.view(),
         )
 

@@ -28,6 +28,8 @@ class ObservationKind(StrEnum):
     STARTED = "started"
     ADOPTED = "adopted"
     """A running instance taken over after Phoenix restarted: no start-up grace."""
+    PROMOTED = "promoted"
+    """A standby now serves: it counts for the service's status from here on."""
     REMOVED = "removed"
     """The target was deliberately taken away (stopped by Phoenix)."""
 
@@ -52,6 +54,8 @@ class Observation:
     ok: bool
     detail: str = ""
     latency: float | None = None
+    standby: bool = False
+    """A standby target: probed, but not part of the service's status until promoted."""
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,8 @@ class InstanceRole(StrEnum):
     SERVICE = "service"
     ROUTER = "router"
     """The router process in front of a routed service (journalled, adopted, watched)."""
+    STANDBY = "standby"
+    """A hot backup: running and probed, out of rotation until a failover promotes it."""
 
 
 class InstanceState(StrEnum):

@@ -24,6 +24,8 @@ class InstanceEventKind(StrEnum):
     STARTED = "started"
     ADOPTED = "adopted"
     """Found running from before Phoenix restarted; already past its start-up."""
+    PROMOTED = "promoted"
+    """A standby became a serving instance (failover)."""
     EXITED = "exited"
     """Ended without Phoenix asking: a crash, an outside kill."""
     STOPPED = "stopped"
@@ -92,6 +94,24 @@ class Platform(Protocol):
 
     async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
         """Health verified: put these instances in rotation."""
+        ...
+
+    def standby(self, service: str) -> Instance | None:
+        """The service's hot standby, if it has one running."""
+        ...
+
+    async def start_standby(self, service: ServiceSpec) -> Instance:
+        """Start a standby (the backup's command) out of rotation."""
+        ...
+
+    async def promote(self, service: ServiceSpec, instance_id: str) -> Instance:
+        """Make a standby a serving instance and put it in rotation."""
+        ...
+
+    async def run_hook(
+        self, service: ServiceSpec, argv: Sequence[str], timeout: float
+    ) -> tuple[bool, str]:
+        """Run a declared hook command where the service runs: (exit 0, what it said)."""
         ...
 
     async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:

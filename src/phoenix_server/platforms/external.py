@@ -46,6 +46,20 @@ class ExternalPlatform:
     async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
         raise self._refuse(service)
 
+    def standby(self, service: str) -> Instance | None:
+        return None
+
+    async def start_standby(self, service: ServiceSpec) -> Instance:
+        raise self._refuse(service)
+
+    async def promote(self, service: ServiceSpec, instance_id: str) -> Instance:
+        raise self._refuse(service)
+
+    async def run_hook(
+        self, service: ServiceSpec, argv: Sequence[str], timeout: float
+    ) -> tuple[bool, str]:
+        raise self._refuse(service)
+
     async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
         raise self._refuse(service)
 

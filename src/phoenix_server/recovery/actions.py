@@ -21,7 +21,7 @@ from datetime import datetime
 
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.health import ServiceStatus
-from phoenix_server.domain.recoveries import PlannedStep
+from phoenix_server.domain.recoveries import DataIntegrity, PlannedStep
 from phoenix_server.domain.services import CircuitMode, Instance, InstanceState, ServiceSpec
 from phoenix_server.platforms.base import Platform, describe_exit
 from phoenix_server.recovery.ports import HealthVerifier
@@ -53,6 +53,8 @@ class StepContext:
     """When the last verification passed."""
     status_of: Callable[[str], ServiceStatus] = lambda _name: ServiceStatus.UNKNOWN
     """The service's health status now (for steps that watch it)."""
+    integrity: DataIntegrity | None = None
+    """What a consistency check or validation found (None: nothing checked)."""
 
 
 Handler = Callable[[StepContext, PlannedStep, float], Awaitable[StepOutcome]]
@@ -204,6 +206,49 @@ async def verify_capacity(ctx: StepContext, step: PlannedStep, timeout: float) -
     return StepOutcome(True, f"{len(running)} instances serving")
 
 
+async def promote_backup(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
+    """Switch the traffic to the backup: the hot standby, or (cold) one started now."""
+    service = ctx.service
+    standby = ctx.platform.standby(service.name)
+    started = ""
+    if standby is None:
+        if service.backup is None or service.backup.mode != "cold":
+            return StepOutcome(False, "no standby is running to take over")
+        standby = await ctx.platform.start_standby(service)
+        started = f"started cold backup {standby.id} (pid {standby.pid}); "
+    verification = await ctx.verifier.verify(service, [standby], timeout=timeout)
+    if not verification.ok:
+        return StepOutcome(
+            False, f"{started}backup not healthy: {verification.detail}", verification.timed_out
+        )
+    promoted = await ctx.platform.promote(service, standby.id)
+    ctx.verified_at = ctx.clock.now()
+    if ctx.down_since is not None and ctx.back_at is None:
+        ctx.back_at = ctx.verified_at
+    return StepOutcome(True, f"{started}{promoted.id} (pid {promoted.pid}) now serves")
+
+
+async def run_hook(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
+    """Run one of the service's declared hooks (data_sync, consistency_check, ...)."""
+    hook = str(step.params["hook"])
+    argv = ctx.service.hooks.get(hook)
+    if argv is None:
+        return StepOutcome(False, f"no {hook} hook declared")
+    ok, detail = await ctx.platform.run_hook(ctx.service, argv, timeout)
+    if hook in VALIDATING_HOOKS:
+        ctx.integrity = DataIntegrity.VERIFIED if ok else DataIntegrity.FAILED
+    return StepOutcome(ok, detail)
+
+
+async def start_standby(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
+    standby = await ctx.platform.start_standby(ctx.service)
+    return StepOutcome(
+        True, f"new standby {standby.id} (pid {standby.pid}) starting, out of rotation"
+    )
+
+
+VALIDATING_HOOKS = frozenset({"consistency_check", "smoke"})
+"""Hooks whose verdict is the recovery's dataIntegrity."""
 HOLD_POLL = 0.25
 
 HANDLERS: dict[str, Handler] = {
@@ -215,5 +260,8 @@ HANDLERS: dict[str, Handler] = {
     "wait": wait,
     "hold": hold,
     "verify_capacity": verify_capacity,
+    "promote_backup": promote_backup,
+    "run_hook": run_hook,
+    "start_standby": start_standby,
 }
 """Every action a planned step may name."""

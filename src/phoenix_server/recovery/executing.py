@@ -317,7 +317,7 @@ class Executor:
             metrics=RecoveryMetrics(
                 downtime=round(downtime, 3),
                 requests_lost=requests_lost,
-                data_integrity=DataIntegrity.UNVERIFIED,
+                data_integrity=ctx.integrity or DataIntegrity.UNVERIFIED,
             ),
         )
         await durably(lambda: self._recorder.save_recovery(final), self._clock)

@@ -19,6 +19,7 @@ STOP_MARGIN = 15.0
 """Seconds beyond the stop grace period for SIGKILL and reaping."""
 START_TIMEOUT = 30.0
 TRAFFIC_TIMEOUT = 10.0
+HOOK_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,40 @@ def plan_scale(given: PlanInput) -> Plan:
     )  # fmt: skip
 
 
+def plan_failover(given: PlanInput) -> Plan:
+    """Primary to backup switch → data sync (if declared) → routing update (the old primary
+    drained and stopped) → consistency check → a new standby in the background."""
+    service = given.service
+    primaries = [i.id for i in given.instances]
+    steps = [
+        PlannedStep("Primary to backup switch", "promote_backup", service.health.startup_timeout)
+    ]
+    if "data_sync" in service.hooks:
+        steps.append(
+            PlannedStep(
+                "Data synchronization", "run_hook", HOOK_TIMEOUT, params={"hook": "data_sync"}
+            )
+        )
+    steps.append(
+        PlannedStep(
+            "Routing update", "stop_instances",
+            service.stop.drain + service.stop.grace + STOP_MARGIN,
+            params={"instances": primaries},
+        )
+    )  # fmt: skip
+    if "consistency_check" in service.hooks:
+        check = PlannedStep(
+            "Consistency check", "run_hook", HOOK_TIMEOUT, params={"hook": "consistency_check"}
+        )
+    else:
+        check = PlannedStep("Consistency check", "verify_health", service.health.startup_timeout)
+    steps.append(check)
+    steps.append(PlannedStep("Standby replacement", "start_standby", START_TIMEOUT))
+    return Plan(tuple(steps))
+
+
 PLANNERS: dict[Strategy, Planner] = {
+    Strategy.FAILOVER: plan_failover,
     Strategy.RESTART: plan_restart,
     Strategy.CIRCUIT_BREAK: plan_circuit_break,
     Strategy.SCALE: plan_scale,

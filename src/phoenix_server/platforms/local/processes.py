@@ -160,6 +160,11 @@ def adopt(pid: int, *, on_exit: ExitCallback) -> Process:
     return Process(pid, popen=None, on_exit=on_exit)
 
 
+def kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -61,6 +61,8 @@ OWNER_ENV = "PHOENIX_OWNER"
 """Marks every process this Phoenix (this data directory) started."""
 INSTANCE_ENV = "PHOENIX_INSTANCE"
 SERVICE_ENV = "PHOENIX_SERVICE"
+STANDBY_RESTART_DELAY = 1.0
+"""Seconds before a standby that died is started again (it serves no one meanwhile)."""
 STRAY_GRACE = 5.0
 """Seconds a stray process group gets between SIGTERM and SIGKILL."""
 
@@ -99,6 +101,8 @@ class LocalPlatform:
         self._listeners: list[EventListener] = []
         self._writes = SupervisedTasks("local-journal")
         self._ports = PortAllocator()
+        self._specs: dict[str, ServiceSpec] = {}
+        self._closing = False
         self.routers = RouterKeeper(
             run_dir=run_dir,
             log_dir=log_dir,
@@ -123,6 +127,9 @@ class LocalPlatform:
             )
             if live < service.replicas.max:
                 supported.add(Strategy.SCALE)
+            backup = service.backup
+            if backup is not None and (backup.mode == "cold" or self.standby(service.name)):
+                supported.add(Strategy.FAILOVER)
         return frozenset(supported)
 
     async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
@@ -132,7 +139,23 @@ class LocalPlatform:
         self._listeners.append(listener)
 
     def instances(self, service: str) -> list[Instance]:
-        return [m.instance for m in self._managed.values() if m.instance.service == service]
+        return [
+            m.instance
+            for m in self._managed.values()
+            if m.instance.service == service and m.instance.role is InstanceRole.SERVICE
+        ]
+
+    def standby(self, service: str) -> Instance | None:
+        return next(
+            (
+                m.instance
+                for m in self._managed.values()
+                if m.instance.service == service
+                and m.instance.role is InstanceRole.STANDBY
+                and m.instance.alive
+            ),
+            None,
+        )
 
     def log_path(self, service: str) -> Path:
         return self._log_dir / f"{service}.log"
@@ -142,12 +165,66 @@ class LocalPlatform:
     async def start(self, service: ServiceSpec, *, count: int = 1) -> list[Instance]:
         started = []
         for _ in range(count):
-            instance = self._spawn(service)
+            instance = self._spawn(service, InstanceRole.SERVICE)
             await self._journal.save_instance(instance)
             started.append(instance)
         return started
 
-    def _spawn(self, service: ServiceSpec) -> Instance:
+    async def start_standby(self, service: ServiceSpec) -> Instance:
+        if service.backup is None:
+            raise PlatformError(f"service '{service.name}' declares no backup")
+        instance = self._spawn(service, InstanceRole.STANDBY)
+        await self._journal.save_instance(instance)
+        return instance
+
+    async def promote(self, service: ServiceSpec, instance_id: str) -> Instance:
+        managed = self._managed.get(instance_id)
+        if managed is None or not managed.instance.alive:
+            raise PlatformError(f"standby {instance_id} of '{service.name}' is not running")
+        managed.instance = replace(
+            managed.instance, role=InstanceRole.SERVICE, state=InstanceState.RUNNING
+        )
+        if service.routed:
+            await self.routers.admit(service.name, [managed.instance])
+        self._emit(InstanceEventKind.PROMOTED, managed.instance)
+        await self._journal.save_instance(managed.instance)
+        return managed.instance
+
+    async def run_hook(
+        self, service: ServiceSpec, argv: Sequence[str], timeout: float
+    ) -> tuple[bool, str]:
+        context = RenderContext(name=service.name, python=self._python, port=service.port)
+        command = [render(arg, context) for arg in argv]
+        env = {**self._base_env, **{k: render(v, context) for k, v in service.env.items()}}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=service.cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return False, f"cannot run {command[0]!r}: {exc.strerror or exc}"
+        try:
+            async with asyncio.timeout(timeout):
+                output, _ = await process.communicate()
+        except TimeoutError:
+            processes.kill_group(process.pid)
+            await process.wait()
+            return False, f"{shlex.join(command)} did not finish within {timeout:g}s"
+        finally:
+            if process.returncode is None:
+                processes.kill_group(process.pid)
+        said = output.decode(errors="replace").strip().splitlines()[-1:] if output else []
+        tail = f": {said[0][:300]}" if said else ""
+        if process.returncode == 0:
+            return True, f"{shlex.join(command)} passed{tail}"
+        return False, f"{shlex.join(command)} exited {process.returncode}{tail}"
+
+    def _spawn(self, service: ServiceSpec, role: InstanceRole) -> Instance:
         if not service.command:
             raise PlatformError(f"service '{service.name}' declares no command to start")
         instance_id = f"{service.name}-{secrets.token_hex(3)}"
@@ -161,11 +238,16 @@ class LocalPlatform:
             instance=instance_id,
         )
         command = version.command if version and version.command else service.command
+        backup = service.backup if role is InstanceRole.STANDBY else None
+        if backup is not None and backup.command:
+            command = backup.command
         argv = [render(arg, context) for arg in command]
         env = dict(self._base_env)
         env.update({key: render(value, context) for key, value in service.env.items()})
         if version:
             env.update({key: render(value, context) for key, value in version.env.items()})
+        if backup is not None:
+            env.update({key: render(value, context) for key, value in backup.env.items()})
         if port is not None:
             env["PORT"] = str(port)
         env.update({OWNER_ENV: self._owner, INSTANCE_ENV: instance_id, SERVICE_ENV: service.name})
@@ -197,6 +279,7 @@ class LocalPlatform:
             log_path=str(log_path),
             config_hash=service.config_hash,
             process_start=process.start_time,
+            role=role,
         )
         self._managed[instance_id] = _Managed(instance, process, service.stop, service.routed)
         log.info("started %s (pid %d)", instance_id, process.pid)
@@ -212,7 +295,14 @@ class LocalPlatform:
         managed.instance = replace(
             managed.instance, state=state, ended_at=self._clock.now(), exit_code=code
         )
-        if state is InstanceState.EXITED:
+        if state is InstanceState.EXITED and managed.instance.role is InstanceRole.STANDBY:
+            # A backup that dies is replaced quietly: it served no one, it must just be there.
+            log.warning("standby %s %s; replacing it", managed.instance.id, describe_exit(code))
+            self._forget(managed)
+            spec = self._specs.get(managed.instance.service)
+            if spec is not None:
+                self._writes.spawn(self._replace_standby(spec), name="replace-standby")
+        elif state is InstanceState.EXITED:
             log.warning("%s (pid %d) %s", managed.instance.id, process.pid, describe_exit(code))
             self._emit(InstanceEventKind.EXITED, managed.instance)
             self._writes.spawn(
@@ -225,6 +315,14 @@ class LocalPlatform:
         self._writes.spawn(
             self._journal.remove_instance(managed.instance.id), name="remove-instance"
         )
+
+    async def _replace_standby(self, spec: ServiceSpec) -> None:
+        await asyncio.sleep(STANDBY_RESTART_DELAY)
+        if self._wants_standby(spec):
+            try:
+                await self.start_standby(spec)
+            except PlatformError as exc:
+                log.error("cannot start a standby for %s: %s", spec.name, exc.message)
 
     def _forget(self, managed: _Managed) -> None:
         self._managed.pop(managed.instance.id, None)
@@ -239,7 +337,11 @@ class LocalPlatform:
             m
             for m in list(self._managed.values())
             if m.instance.service == service.name
-            and (instance_ids is None or m.instance.id in instance_ids)
+            and (
+                m.instance.id in instance_ids
+                if instance_ids is not None
+                else m.instance.role is InstanceRole.SERVICE
+            )
         ]
         if service.routed:
             # Out of rotation first: no request is sent to an instance about to be stopped,
@@ -316,6 +418,7 @@ class LocalPlatform:
 
     async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
         specs = {s.name: s for s in services if s.platform is PlatformKind.LOCAL}
+        self._specs = specs
         stale: list[tuple[Instance, StopPolicy]] = []
         routers: dict[str, Instance] = {}
         for record in await self._journal.load_instances(PlatformKind.LOCAL):
@@ -350,7 +453,11 @@ class LocalPlatform:
                     failed[spec.name] = exc.message
         await self._stop_strays()
         for spec in specs.values():
-            live = [m for m in self._managed.values() if m.instance.service == spec.name]
+            live = [
+                m
+                for m in self._managed.values()
+                if m.instance.service == spec.name and m.instance.role is InstanceRole.SERVICE
+            ]
             missing = max(spec.replicas.min, 0) - len(live)
             if missing > 0 and spec.name not in failed:
                 try:
@@ -359,7 +466,19 @@ class LocalPlatform:
                     # One service that cannot start must not keep the others unsupervised.
                     log.error("cannot start %s: %s", spec.name, exc.message)
                     failed[spec.name] = exc.message
+            if self._wants_standby(spec) and spec.name not in failed:
+                await self.start_standby(spec)
         return failed
+
+    def _wants_standby(self, spec: ServiceSpec) -> bool:
+        backup = spec.backup
+        return (
+            spec.routed
+            and backup is not None
+            and backup.mode == "hot"
+            and self.standby(spec.name) is None
+            and not self._closing
+        )
 
     def _still_ours(self, record: Instance) -> bool:
         """The journalled process is alive and is that very instance (pid, start, marker)."""
@@ -406,6 +525,7 @@ class LocalPlatform:
         await asyncio.gather(*(processes.stop_group(pgid, STRAY_GRACE) for pgid in groups))
 
     async def shutdown(self, *, keep_running: bool) -> None:
+        self._closing = True
         # Routers go first: they finish the requests in flight, and nothing new reaches an
         # instance while it stops.
         await self.routers.shutdown(keep_running=keep_running)
