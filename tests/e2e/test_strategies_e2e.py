@@ -130,9 +130,10 @@ def test_scaling_out_adds_verified_replicas_up_to_max(tmp_path: Path) -> None:
         refused = server.post(
             "/api/recovery/trigger", json={"service": "search", "strategy": "scale"}
         )
+        assert refused.status_code == 422
         assert (
-            refused.status_code == 422
-            and "scale" not in refused.json()["error"]["message"].split("supports:")[1]
+            "already runs 2 replica(s), its declared maximum (replicas.max: 2)"
+            in (refused.json()["error"]["message"])
         )
 
 

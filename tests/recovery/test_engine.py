@@ -247,7 +247,7 @@ async def test_one_recovery_per_service_unless_forced(tmp_path: Path) -> None:
 
 async def test_an_unsupported_strategy_is_refused_before_anything_happens(tmp_path: Path) -> None:
     async with engine(tmp_path, web_service_yaml("web", free_port())) as runtime:
-        with pytest.raises(UnsupportedStrategyError, match="supports: circuit_break, restart"):
+        with pytest.raises(UnsupportedStrategyError, match="declares no backup"):
             await runtime.orchestrator.trigger(
                 service="web", strategy=Strategy.FAILOVER, reason="", force=False
             )

@@ -67,7 +67,11 @@ class Platform(Protocol):
     kind: PlatformKind
 
     def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
-        """Strategies this platform can carry out for ``service`` as declared."""
+        """Strategies this platform can carry out for ``service`` as declared, now."""
+        ...
+
+    def unavailable_strategies(self, service: ServiceSpec) -> dict[Strategy, str]:
+        """The other strategies, each with what is missing, in words an operator can act on."""
         ...
 
     def subscribe(self, listener: EventListener) -> None: ...

@@ -21,6 +21,10 @@ class ExternalPlatform:
     def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
         return frozenset()
 
+    def unavailable_strategies(self, service: ServiceSpec) -> dict[Strategy, str]:
+        why = f"service '{service.name}' is external: Phoenix only monitors it"
+        return {strategy: why for strategy in Strategy}
+
     def subscribe(self, listener: EventListener) -> None:
         """External services raise no lifecycle events."""
 

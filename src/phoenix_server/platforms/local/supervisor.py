@@ -115,22 +115,42 @@ class LocalPlatform:
     # -- queries --------------------------------------------------------------------------
 
     def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
+        return frozenset(Strategy) - self.unavailable_strategies(service).keys()
+
+    def unavailable_strategies(self, service: ServiceSpec) -> dict[Strategy, str]:
+        name = service.name
         if not service.command:
-            return frozenset()
-        supported = {Strategy.RESTART}
-        if service.routed:
-            supported.add(Strategy.CIRCUIT_BREAK)
+            return {s: f"service '{name}' declares no command to run" for s in Strategy}
+        missing: dict[Strategy, str] = {}
+        if not service.routed:
+            why = f"service '{name}' has no router in front of it (declare a port)"
+            missing[Strategy.CIRCUIT_BREAK] = f"circuit breaking needs the router: {why}"
+            missing[Strategy.SCALE] = f"scaling needs the router: {why}"
+            missing[Strategy.FAILOVER] = f"failover needs the router: {why}"
+        else:
             live = sum(
-                1
-                for m in self._managed.values()
-                if m.instance.service == service.name and m.instance.alive
+                1 for m in self._managed.values() if m.instance.service == name and m.instance.alive
             )
-            if live < service.replicas.max:
-                supported.add(Strategy.SCALE)
-            backup = service.backup
-            if backup is not None and (backup.mode == "cold" or self.standby(service.name)):
-                supported.add(Strategy.FAILOVER)
-        return frozenset(supported)
+            if live >= service.replicas.max:
+                missing[Strategy.SCALE] = (
+                    f"service '{name}' already runs {live} replica(s), its declared maximum "
+                    f"(replicas.max: {service.replicas.max})"
+                )
+            if service.backup is None:
+                missing[Strategy.FAILOVER] = (
+                    f"service '{name}' declares no backup (add backup: {{mode: hot}} or "
+                    "{mode: cold} to its service file)"
+                )
+            elif service.backup.mode == "hot" and not self.standby(name):
+                missing[Strategy.FAILOVER] = (
+                    f"service '{name}''s hot standby is not running yet; try again once it is"
+                )
+        if len(service.versions) < 2:
+            missing[Strategy.ROLLBACK] = (
+                f"service '{name}' declares no earlier version to roll back to "
+                "(add a versions: list to its service file)"
+            )
+        return missing
 
     async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
         await self.routers.set_circuit(service.name, mode, admit)
@@ -193,9 +213,16 @@ class LocalPlatform:
     async def run_hook(
         self, service: ServiceSpec, argv: Sequence[str], timeout: float
     ) -> tuple[bool, str]:
-        context = RenderContext(name=service.name, python=self._python, port=service.port)
+        version = service.version(service.current_version or "")
+        context = RenderContext(
+            name=service.name,
+            python=self._python,
+            port=service.port,
+            version=service.current_version,
+        )
         command = [render(arg, context) for arg in argv]
-        env = {**self._base_env, **{k: render(v, context) for k, v in service.env.items()}}
+        declared = {**service.env, **(version.env if version else {})}
+        env = {**self._base_env, **{k: render(v, context) for k, v in declared.items()}}
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
