@@ -46,10 +46,12 @@ from phoenix_server.platforms.base import (
 )
 from phoenix_server.platforms.external import ExternalPlatform
 from phoenix_server.platforms.local.supervisor import LocalPlatform
+from phoenix_server.recovery.deploying import Deployer
 from phoenix_server.recovery.estimating import KEPT as DURATIONS_KEPT
 from phoenix_server.recovery.executing import ExecutionLimits, Executor
 from phoenix_server.recovery.orchestrating import Orchestrator, OrchestratorLimits
-from phoenix_server.store import health_events, incidents, playbooks, recoveries
+from phoenix_server.recovery.versions import VersionKeeper
+from phoenix_server.store import deployments, health_events, incidents, playbooks, recoveries
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreJournal, StoreRecorder
 from phoenix_server.support.tasks import SupervisedTasks
@@ -112,6 +114,9 @@ class Runtime:
             status_of=self.tracker.status,
             limits=ExecutionLimits(recovery_timeout=settings.recovery_timeout),
         )
+        self.versions = VersionKeeper(
+            catalog=catalog, recorder=recorder, clock=self.clock, health_of=self.tracker.view
+        )
         self.orchestrator = Orchestrator(
             catalog=catalog,
             platforms=self.platforms,
@@ -124,6 +129,14 @@ class Runtime:
                 max_attempts=settings.max_recovery_attempts,
                 max_concurrent=settings.max_concurrent_recoveries,
             ),
+            versions=self.versions,
+        )
+        self.deployer = Deployer(
+            catalog=catalog,
+            platforms=self.platforms,
+            versions=self.versions,
+            orchestrator=self.orchestrator,
+            executor=self.executor,
         )
         self._status_changes: asyncio.Queue[HealthTransition] = asyncio.Queue()
         self._background = SupervisedTasks("runtime")
@@ -135,8 +148,13 @@ class Runtime:
 
     async def start(self) -> None:
         now = self.clock.now()
-        interrupted = await self.store.write(
-            recoveries.interrupt_unfinished, at=now, owner=owner_id(self.settings)
+        owner = owner_id(self.settings)
+        interrupted = await self.store.write(recoveries.interrupt_unfinished, at=now, owner=owner)
+        await self.store.write(deployments.interrupt_unfinished, at=now, owner=owner)
+        # Before anything starts an instance: each service runs the version last deployed.
+        await self.versions.load(
+            await self.store.read(deployments.latest_deployments, owner=owner),
+            await self.store.read(deployments.proven_versions, owner=owner),
         )
         if interrupted:
             log.warning(
@@ -156,6 +174,7 @@ class Runtime:
         )
         self._background.spawn(self._persist_status_changes(), name="status-writer")
         self._background.spawn(self._watch_database(), name="database-watch")
+        self._background.spawn(self.versions.watch(), name="known-good-watch")
         self._background.spawn(
             TrafficWatcher(self.catalog, self.platforms, self.tracker, self.clock).run(),
             name="traffic-watch",
@@ -181,7 +200,12 @@ class Runtime:
 
     def dead_tasks(self) -> list[str]:
         """Background loops that died: each one is something Phoenix stopped doing."""
-        return [*self._background.died, *self.scheduler.died, *self.orchestrator.died]
+        return [
+            *self._background.died,
+            *self.scheduler.died,
+            *self.orchestrator.died,
+            *self.deployer.died,
+        ]
 
     async def refresh_playbook_count(self) -> None:
         """Count active playbooks now (after a playbook changes; the watch does it too)."""
@@ -208,6 +232,7 @@ class Runtime:
             await self.platforms.for_service(spec).mark_serving(spec, [i.id for i in instances])
 
     async def stop(self) -> None:
+        await self.deployer.close()
         await self.orchestrator.close()
         await self.scheduler.close()
         self._stopping = True

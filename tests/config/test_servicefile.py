@@ -488,3 +488,44 @@ def test_addresses_and_durations_that_cannot_work_are_refused(
 def test_addresses_with_placeholders_are_checked_once_filled() -> None:
     catalog = parse(local('port: 8080\nhealth: {http: "http://127.0.0.1:{port}/health"}'))
     assert catalog.get("a").health.check == svc.HttpCheck("http://127.0.0.1:{port}/health")
+
+
+def test_versions_initial_version_and_known_good_after(tmp_path: Path) -> None:
+    path = tmp_path / "phoenix.yaml"
+    path.write_text(
+        """services:
+  - name: shop
+    command: [run]
+    version: v2
+    known_good_after: 90s
+    versions:
+      - {name: v1, known_good: true}
+      - {name: v2, env: {FEATURE_X: "1"}}
+      - {name: v3, command: [run, --new]}
+"""
+    )
+    [shop] = list(load_service_file(path, default_interval=2.0))
+    assert shop.current_version == "v2" and shop.known_good_after == 90.0
+    assert [(v.name, v.known_good) for v in shop.versions] == [
+        ("v1", True),
+        ("v2", False),
+        ("v3", False),
+    ]
+    assert shop.versions[2].command == ("run", "--new")
+
+
+def test_version_mistakes_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "phoenix.yaml"
+    path.write_text(
+        """services:
+  - name: shop
+    command: [run]
+    version: v7
+    versions: [{name: v1}, {name: v1}]
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_service_file(path, default_interval=2.0)
+    problems = {p.path: p.message for p in caught.value.problems}
+    assert problems["services[0] (shop).versions[1].name"] == "duplicate version 'v1'"
+    assert problems["services[0] (shop).version"] == "unknown version 'v7'; declared: v1"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -30,7 +31,7 @@ from phoenix_server.domain.services import (
 )
 from phoenix_server.recovery.executing import should_run
 from phoenix_server.recovery.selecting import DEFAULT_TABLE, decide
-from phoenix_server.recovery.strategies import PLANNERS, PlanInput, plan_restart
+from phoenix_server.recovery.strategies import PLANNERS, PlanInput, plan_deploy, plan_restart
 
 ALL = frozenset(Strategy)
 RESTART_ONLY = frozenset({Strategy.RESTART})
@@ -270,3 +271,63 @@ def test_should_run_answers_for_every_condition() -> None:
         for previous_ok in (None, True, False):
             for status in ServiceStatus:
                 assert isinstance(should_run(condition, previous_ok, status), bool)
+
+
+# --- plan_rollback / plan_deploy --------------------------------------------------------------
+
+
+def running(instance_id: str) -> Instance:
+    started = datetime(2025, 1, 1, tzinfo=UTC)
+    return Instance(instance_id, "azora-auth", PlatformKind.LOCAL, InstanceState.RUNNING, started)
+
+
+def routed_with_hooks(*hooks: str) -> ServiceSpec:
+    return replace(
+        service(replicas=Replicas(2, 2)),
+        routed=True,
+        port=8080,
+        hooks={hook: ("true",) for hook in hooks},
+    )
+
+
+def test_rollback_replaces_replicas_one_at_a_time_then_migrates_and_validates() -> None:
+    spec = routed_with_hooks("data_migration", "smoke")
+    a, b = running("a"), running("b")
+    plan = PLANNERS[Strategy.ROLLBACK](PlanInput(spec, (a, b), version="v1"))
+    assert plan.requires_verification
+    names = [(s.name, s.action) for s in plan.steps]
+    assert names[:4] == [
+        ("Graceful shutdown (1/2: a)", "stop_instances"),
+        ("Deploy v1 (1/2: a)", "start_instances"),
+        ("Health verification (1/2: a)", "verify_health"),
+        ("Traffic restoration (1/2: a)", "restore_traffic"),
+    ]
+    assert names[4][0] == "Graceful shutdown (2/2: b)"
+    assert names[8:] == [
+        ("Data migration", "run_hook"),
+        ("Validation: health", "verify_health"),
+        ("Validation: smoke test", "run_hook"),
+    ]
+    assert plan.steps[8].params == {"hook": "data_migration"}
+    assert plan.steps[10].params == {"hook": "smoke"}
+
+
+def test_rollback_without_hooks_validates_health_only_and_needs_a_version() -> None:
+    plan = PLANNERS[Strategy.ROLLBACK](PlanInput(service(), (), version="v1"))
+    assert [s.name for s in plan.steps][-1] == "Validation: health"
+    assert not any(s.action == "run_hook" for s in plan.steps)
+    with pytest.raises(UnsupportedStrategyError, match="known-good version"):
+        PLANNERS[Strategy.ROLLBACK](PlanInput(service(), ()))
+
+
+def test_deploy_is_a_rollback_without_the_data_migration() -> None:
+    spec = routed_with_hooks("data_migration", "smoke")
+    plan = plan_deploy(PlanInput(spec, (running("a"),), version="v3"))
+    assert [s.name for s in plan.steps] == [
+        "Graceful shutdown",
+        "Deploy v3",
+        "Health verification",
+        "Traffic restoration",
+        "Validation: health",
+        "Validation: smoke test",
+    ]

@@ -24,7 +24,15 @@ from phoenix_server.store.tables import Base, IncidentRow
 from tests.store.conftest import postgres_schema, sqlite_url
 from tests.support import free_port
 
-TABLES = {"health_events", "incidents", "instances", "playbooks", "recoveries", "recovery_steps"}
+TABLES = {
+    "deployments",
+    "health_events",
+    "incidents",
+    "instances",
+    "playbooks",
+    "recoveries",
+    "recovery_steps",
+}
 
 
 def head_revision() -> str:

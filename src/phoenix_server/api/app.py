@@ -8,7 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from phoenix_server import __version__
-from phoenix_server.api import errors, health, incidents, playbooks, recoveries, services
+from phoenix_server.api import (
+    deployments,
+    errors,
+    health,
+    incidents,
+    playbooks,
+    recoveries,
+    services,
+)
 from phoenix_server.runtime import Runtime
 
 DESCRIPTION = """Phoenix watches services, recovers them when they fail, and records
@@ -36,6 +44,6 @@ def create_api(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
-    for module in (health, recoveries, services, playbooks, incidents):
+    for module in (health, recoveries, services, deployments, playbooks, incidents):
         app.include_router(module.router)
     return app

@@ -14,6 +14,7 @@ from phoenix_server.domain.recoveries import (
     Recovery,
     RecoveryStatus,
     RecoveryTrigger,
+    Step,
     StepCondition,
     StepStatus,
     Strategy,
@@ -126,6 +127,20 @@ def _seconds(value: float | None) -> float | None:
     return round(value, 3) if value is not None else None
 
 
+def step_out(step: Step) -> StepOut:
+    return StepOut(
+        name=step.name,
+        status=step.status,
+        duration=_seconds(step.duration),
+        action=step.action,
+        condition=step.condition,
+        timeout=step.timeout,
+        start_time=iso_ms(step.started_at),
+        end_time=iso_ms(step.ended_at),
+        detail=step.detail,
+    )
+
+
 def recovery_out(recovery: Recovery) -> RecoveryOut:
     return RecoveryOut(
         id=recovery.id,
@@ -135,20 +150,7 @@ def recovery_out(recovery: Recovery) -> RecoveryOut:
         start_time=iso_ms(recovery.start_time) or "",
         end_time=iso_ms(recovery.ended_at),
         duration=_seconds(recovery.duration),
-        steps=[
-            StepOut(
-                name=s.name,
-                status=s.status,
-                duration=_seconds(s.duration),
-                action=s.action,
-                condition=s.condition,
-                timeout=s.timeout,
-                start_time=iso_ms(s.started_at),
-                end_time=iso_ms(s.ended_at),
-                detail=s.detail,
-            )
-            for s in recovery.steps
-        ],
+        steps=[step_out(s) for s in recovery.steps],
         outcome=recovery.outcome,
         metrics=MetricsOut(
             downtime=recovery.metrics.downtime,

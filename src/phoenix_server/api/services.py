@@ -61,6 +61,8 @@ class ServiceOut(WireModel):
     replicas: ReplicasOut
     versions: list[str]
     current_version: str | None
+    known_good_versions: list[str]
+    """Declared known good, or proven by running healthy for ``known_good_after``."""
     actions: list[str]
     strategies: list[str]
     """Recovery strategies Phoenix can carry out for this service as declared."""
@@ -131,6 +133,7 @@ def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
         replicas=ReplicasOut(min=spec.replicas.min, max=spec.replicas.max),
         versions=[v.name for v in spec.versions],
         current_version=spec.current_version,
+        known_good_versions=runtime.versions.known_good(spec),
         actions=sorted(spec.actions),
         strategies=sorted(s.value for s in platform.supported_strategies(spec)),
         instances=[_instance(i) for i in platform.instances(spec.name)],

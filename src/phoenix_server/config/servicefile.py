@@ -229,6 +229,9 @@ class ServiceDoc(_Doc):
         default_factory=ReplicasDoc
     )
     versions: list[VersionDoc] = Field(default_factory=list)
+    version: str | None = None
+    """The version a fresh installation runs (default: the newest declared)."""
+    known_good_after: Seconds = Field(300.0, ge=0)
     backup: BackupDoc | None = None
     hooks: HooksDoc = Field(default_factory=HooksDoc)
     actions: dict[str, ActionDoc] = Field(default_factory=dict)
@@ -391,6 +394,16 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
                 "more than one replica needs Phoenix's router in front of them: "
                 "declare a port (and do not set router: false)",
             )
+        version_names: set[str] = set()
+        for version_index, version in enumerate(service.versions):
+            if version.name in version_names:
+                add(f"versions[{version_index}].name", f"duplicate version '{version.name}'")
+            version_names.add(version.name)
+        if service.version is not None and service.version not in version_names:
+            declared = ", ".join(dict.fromkeys(v.name for v in service.versions)) or "none"
+            add("version", f"unknown version '{service.version}'; declared: {declared}")
+        if service.versions and service.platform == "external":
+            add("versions", "Phoenix deploys versions only of services it runs")
         for name in service.actions:
             if name in BuiltinAction.__members__.values():
                 add(f"actions.{name}", "shadows a built-in playbook action; choose another name")
@@ -584,6 +597,8 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
             )
             for v in service.versions
         ),
+        initial_version=service.version,
+        known_good_after=service.known_good_after,
         backup=svc.Backup(
             service.backup.mode,
             tuple(service.backup.command) if service.backup.command else None,

@@ -7,6 +7,7 @@ import secrets
 RECOVERY = "rec"
 PLAYBOOK = "pb"
 INCIDENT = "inc"
+DEPLOYMENT = "dep"
 
 
 def new_id(prefix: str) -> str:

@@ -208,13 +208,27 @@ class ServiceSpec:
     stop: StopPolicy = field(default_factory=StopPolicy)
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
+    initial_version: str | None = None
+    """The version a fresh installation runs (None: the newest declared)."""
+    known_good_after: float = 300.0
+    """Seconds a deployed version must run healthy to become known good (a rollback target)."""
+    deployed: str | None = None
+    """The version Phoenix last deployed (None: none yet, the newest declared runs)."""
     config_hash: str = ""
     """Digest of the declaration: an instance started from another declaration is not adopted."""
 
     @property
     def current_version(self) -> str | None:
-        """The version a fresh start runs: the newest declared one, if any."""
+        """The version a start runs: the deployed one, else the declared initial one, else
+        the newest declared."""
+        if self.deployed is not None:
+            return self.deployed
+        if self.initial_version is not None:
+            return self.initial_version
         return self.versions[-1].name if self.versions else None
+
+    def version(self, name: str) -> Version | None:
+        return next((v for v in self.versions if v.name == name), None)
 
 
 class InstanceRole(StrEnum):
@@ -327,6 +341,12 @@ class ServiceCatalog:
             return self._services[name]
         except KeyError:
             raise NotFoundError(f"unknown service '{name}'") from None
+
+    def replace(self, service: ServiceSpec) -> None:
+        """Swap in a new spec for a declared service (a deployed version changes it)."""
+        if service.name not in self._services:
+            raise NotFoundError(f"unknown service '{service.name}'")
+        self._services[service.name] = service
 
     def dependents(self, name: str) -> list[ServiceSpec]:
         """Services that declare ``name`` in their ``depends_on``."""

@@ -149,6 +149,10 @@ class Executor:
         self._limits = limits
         self._handlers = handlers
 
+    @property
+    def recovery_timeout(self) -> float:
+        return self._limits.recovery_timeout
+
     async def execute(
         self,
         recovery: Recovery,
@@ -175,14 +179,8 @@ class Executor:
                 for i, p in enumerate(plan.steps)
             ],
         )
-        platform = self._platforms.for_service(service)
-        ctx = StepContext(
-            service=service,
-            platform=platform,
-            verifier=self._verifier,
-            clock=clock,
-            status_of=self._status_of,
-        )
+        ctx = self.context_for(service)
+        platform = ctx.platform
         # Sampled alongside the first steps, not before them: every millisecond is downtime.
         traffic_before = asyncio.ensure_future(platform.traffic(service))
         deadline = clock.monotonic() + self._limits.recovery_timeout
@@ -205,7 +203,8 @@ class Executor:
                     continue
                 progress.set(replace(step, status=StepStatus.RUNNING, started_at=clock.now()))
                 await progress.flush()
-                done = await self._run_step(recovery, progress.steps[index], planned, ctx, deadline)
+                label = f"{recovery.id} {recovery.service}"
+                done = await self.run_step(label, progress.steps[index], planned, ctx, deadline)
                 progress.set(done)
                 previous_ok = done.status is StepStatus.COMPLETED
                 if not previous_ok and planned.abort_on_failure:
@@ -233,15 +232,26 @@ class Executor:
             recovery, plan, progress.steps, ctx, down_since, cancelled, aborted_by, lost
         )
 
-    async def _run_step(
+    def context_for(self, service: ServiceSpec) -> StepContext:
+        """What the steps of one run share (the deployer runs steps with it too)."""
+        return StepContext(
+            service=service,
+            platform=self._platforms.for_service(service),
+            verifier=self._verifier,
+            clock=self._clock,
+            status_of=self._status_of,
+        )
+
+    async def run_step(
         self,
-        recovery: Recovery,
+        label: str,
         step: Step,
         planned: PlannedStep,
         ctx: StepContext,
         deadline: float,
     ) -> Step:
-        """Run one (already recorded as running) step under its timeout; return it finished."""
+        """Run one (already recorded as running) step under its timeout, bounded by the
+        monotonic ``deadline``; return it finished. ``label`` names the run in the log."""
         clock = self._clock
         remaining = deadline - clock.monotonic()
         timeout = min(planned.timeout, max(remaining, 0.0))
@@ -271,12 +281,11 @@ class Executor:
         except PhoenixError as exc:
             detail = exc.message
         except Exception as exc:  # a bug must not leave the recovery running forever
-            log.exception("step %s of %s failed unexpectedly", planned.name, recovery.id)
+            log.exception("step %s of %s failed unexpectedly", planned.name, label)
             detail = f"internal error: {exc.__class__.__name__}: {exc}"
         log.info(
-            "%s %s step %d %s: %s",
-            recovery.id,
-            recovery.service,
+            "%s step %d %s: %s",
+            label,
             step.position,
             status.value,
             detail,

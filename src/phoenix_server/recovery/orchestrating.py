@@ -23,7 +23,13 @@ from phoenix_server.detection.classifying import Diagnosis, diagnose_status, dia
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain import ids
 from phoenix_server.domain.clock import Clock, sleep_unless
-from phoenix_server.domain.errors import RecoveryInProgressError
+from phoenix_server.domain.deployments import DeploymentReason, DeploymentStatus, no_rollback_reason
+from phoenix_server.domain.errors import (
+    ConflictError,
+    Problem,
+    RecoveryInProgressError,
+    UnsupportedStrategyError,
+)
 from phoenix_server.domain.health import HealthTransition, ServiceStatus
 from phoenix_server.domain.incidents import (
     FailureType,
@@ -40,7 +46,7 @@ from phoenix_server.domain.recoveries import (
     RecoveryTrigger,
     Strategy,
 )
-from phoenix_server.domain.services import ServiceCatalog, ServiceSpec
+from phoenix_server.domain.services import Instance, ServiceCatalog, ServiceSpec
 from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.estimating import DurationEstimates
 from phoenix_server.recovery.executing import Executor
@@ -48,6 +54,7 @@ from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.ports import RecoveryRecorder
 from phoenix_server.recovery.selecting import decide
 from phoenix_server.recovery.strategies import PLANNERS, PlanInput
+from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.support.tasks import SupervisedTasks
 
 log = logging.getLogger("phoenix.recovery")
@@ -79,6 +86,9 @@ class _Run:
     down_since: datetime | None
     delay: float = 0.0
     """Crash-loop backoff to wait before the first attempt."""
+    asked: bool = False
+    """Someone asked for it (an operator, or Phoenix after a failed deploy): it runs even if
+    the service looks healthy by then, unlike one started by detection."""
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -94,8 +104,10 @@ class Orchestrator:
         recorder: RecoveryRecorder,
         clock: Clock,
         limits: OrchestratorLimits,
+        versions: VersionKeeper,
     ) -> None:
         self._catalog = catalog
+        self._versions = versions
         self._platforms = platforms
         self._tracker = tracker
         self._executor = executor
@@ -104,6 +116,8 @@ class Orchestrator:
         self._limits = limits
         self._slots = asyncio.Semaphore(limits.max_concurrent)
         self._runs: dict[str, _Run] = {}
+        self._held: dict[str, str] = {}
+        """Services a deployment holds (service → deployment id): no recovery starts."""
         self._incidents: dict[str, Incident] = {}
         """Per service, the latest incident not yet resolved."""
         self._recovered_at: dict[str, float] = {}
@@ -138,6 +152,38 @@ class Orchestrator:
 
     def on_transition(self, transition: HealthTransition) -> None:
         self._queue.put_nowait((transition.service, transition))
+
+    # -- deployments ------------------------------------------------------------------------
+
+    def hold(self, service: str, deployment_id: str) -> None:
+        """Keep recoveries off ``service`` while a deployment changes its version."""
+        run = self._runs.get(service)
+        if run is not None:
+            raise RecoveryInProgressError(service, run.recovery.id)
+        held = self._held.get(service)
+        if held is not None:
+            raise ConflictError(f"service '{service}' is being deployed ({held}); wait for it")
+        self._held[service] = deployment_id
+
+    def release(self, service: str) -> None:
+        self._held.pop(service, None)
+        self._queue.put_nowait((service, None))  # look again now that nothing holds it
+
+    def supported(self, spec: ServiceSpec) -> frozenset[Strategy]:
+        """What can be done for ``spec`` now: the platform's means, and a rollback only
+        with a known-good version to go to."""
+        supported = self._platforms.for_service(spec).supported_strategies(spec)
+        if Strategy.ROLLBACK in supported and self._versions.rollback_target(spec) is None:
+            supported -= {Strategy.ROLLBACK}
+        return supported
+
+    def unavailable_reason(self, spec: ServiceSpec, strategy: Strategy) -> str:
+        reasons = self._platforms.for_service(spec).unavailable_strategies(spec)
+        if strategy in reasons:
+            return reasons[strategy]
+        if strategy is Strategy.ROLLBACK:
+            return no_rollback_reason(spec, spec.current_version, self._versions.proven(spec.name))
+        return f"service '{spec.name}' cannot use strategy '{strategy.value}' now"
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -188,8 +234,8 @@ class Orchestrator:
 
     async def _evaluate(self, name: str, transition: HealthTransition | None) -> None:
         """Act on ``name``'s status now (``transition``, if any, is the evidence)."""
-        if name in self._runs or name not in self._catalog:
-            return  # the run looks again when it ends
+        if name in self._runs or name in self._held or name not in self._catalog:
+            return  # the run (or deployment) looks again when it ends
         view = self._tracker.view(name)
         incident = self._incidents.get(name)
         if view.status is ServiceStatus.HEALTHY:
@@ -216,7 +262,7 @@ class Orchestrator:
                 incident.failure_type.value,
                 incident.summary,
             )
-        supported = self._platforms.for_service(spec).supported_strategies(spec)
+        supported = self.supported(spec)
         if not self._limits.auto_recovery or not supported:
             self._incidents[name] = incident
             if not supported:
@@ -260,12 +306,21 @@ class Orchestrator:
         reason: str,
         force: bool,
         trigger: RecoveryTrigger = RecoveryTrigger.MANUAL,
+        policy_reason: str | None = None,
     ) -> Recovery:
         """Start a recovery now: recorded before this returns. A running recovery of the
         service is a conflict (409) unless ``force``, which cancels it at its next safe point
-        once this one is recorded."""
+        once this one is recorded. ``policy_reason``: Phoenix itself asks for ``strategy``
+        (a failed deploy rolls back), and this says why."""
         spec = self._catalog.get(service)
-        supported = self._platforms.for_service(spec).supported_strategies(spec)
+        supported = self.supported(spec)
+        if service in self._held:
+            raise ConflictError(
+                f"service '{service}' is being deployed ({self._held[service]}); wait for it"
+            )
+        if strategy is not None and supported and strategy not in supported:
+            message = self.unavailable_reason(spec, strategy)
+            raise UnsupportedStrategyError(message, [Problem("strategy", message)])
         previous = self._runs.get(service)
         if previous is not None and not force:
             raise RecoveryInProgressError(service, previous.recovery.id)
@@ -285,6 +340,8 @@ class Orchestrator:
             supported=supported,
             requested=strategy,
         )
+        if policy_reason is not None:
+            decision = replace(decision, source=DecisionSource.DEFAULT, reason=policy_reason)
         recovery = self._new_recovery(spec, incident, decision, trigger, reason, force=force)
         if previous is None and not self._slots.locked():
             # It starts as soon as this call returns; say so (the seed answers in_progress).
@@ -292,7 +349,7 @@ class Orchestrator:
                 recovery, status=RecoveryStatus.IN_PROGRESS, started_at=recovery.created_at
             )
         down_since = incident.detected_at if incident and not view.status.serving else None
-        run = _Run(spec, incident, recovery, down_since=down_since)
+        run = _Run(spec, incident, recovery, down_since=down_since, asked=True)
         self._runs[service] = run  # claimed before the first await
         try:
             write_incident = incident if incident is not None and incident != known else None
@@ -336,9 +393,7 @@ class Orchestrator:
                 if run.cancel.is_set():
                     await self._end_unstarted(run, "cancelled before it started")
                     return
-                needed = run.recovery.trigger is not RecoveryTrigger.AUTOMATIC or (
-                    self._tracker.status(name) is not ServiceStatus.HEALTHY
-                )
+                needed = run.asked or self._tracker.status(name) is not ServiceStatus.HEALTHY
                 if not needed and run.recovery.attempt == 1:
                     await self._end_unstarted(run, "not needed: the service is healthy again")
                     await self._resolve(run, "healthy again before Phoenix acted")
@@ -382,12 +437,15 @@ class Orchestrator:
         ):
             # Some replicas serve: replace the failing ones, leave the others alone.
             only = frozenset(t for t, s in view.targets.items() if s is ServiceStatus.UNHEALTHY)
-        given = PlanInput(run.service, tuple(platform.instances(run.service.name)), only)
-        plan = PLANNERS[run.recovery.strategy](given)
         try:
+            spec = self._catalog.get(run.service.name)
+            instances = tuple(platform.instances(spec.name))
+            if run.recovery.strategy is Strategy.ROLLBACK:
+                return await self._roll_back(run, spec, instances)
+            plan = PLANNERS[run.recovery.strategy](PlanInput(spec, instances, only))
             async with self._slots:
                 return await self._executor.execute(
-                    run.recovery, run.service, plan, cancel=run.cancel, down_since=run.down_since
+                    run.recovery, spec, plan, cancel=run.cancel, down_since=run.down_since
                 )
         except Exception as exc:
             log.exception(
@@ -403,9 +461,46 @@ class Orchestrator:
             await self._writes.write(failed)
             return failed
 
+    async def _roll_back(
+        self, run: _Run, spec: ServiceSpec, instances: tuple[Instance, ...]
+    ) -> Recovery:
+        """Move the service to its last known-good version (recorded as a deployment first,
+        so anything started from now on runs it), then carry out the rollback plan."""
+        target = self._versions.rollback_target(spec)
+        if target is None:
+            raise UnsupportedStrategyError(
+                no_rollback_reason(spec, spec.current_version, self._versions.proven(spec.name))
+            )
+        deployment, moved = await self._versions.begin(
+            spec.name, target, DeploymentReason.ROLLBACK, recovery_id=run.recovery.id
+        )
+        plan = PLANNERS[Strategy.ROLLBACK](PlanInput(moved, instances, version=target))
+        result = run.recovery
+        try:
+            async with self._slots:
+                result = await self._executor.execute(
+                    run.recovery, moved, plan, cancel=run.cancel, down_since=run.down_since
+                )
+        finally:
+            if result.status is RecoveryStatus.COMPLETED:
+                status = DeploymentStatus.COMPLETED
+            elif result.status.terminal:
+                status = DeploymentStatus.FAILED
+            else:
+                status = DeploymentStatus.INTERRUPTED
+            await self._versions.save(
+                replace(
+                    deployment,
+                    status=status,
+                    ended_at=self._clock.now(),
+                    detail=f"rolled back from {deployment.previous_version} by {result.id}",
+                )
+            )
+        return result
+
     def _next_attempt(self, run: _Run, last: Recovery) -> Recovery:
-        spec = run.service
-        supported = self._platforms.for_service(spec).supported_strategies(spec)
+        spec = self._catalog.get(run.service.name)
+        supported = self.supported(spec)
         manual = last.decision.source is DecisionSource.MANUAL
         decision = decide(
             service=spec.name,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from phoenix_server.domain.errors import UnsupportedStrategyError
 from phoenix_server.domain.recoveries import PlannedStep, Strategy
 from phoenix_server.domain.services import Instance, ServiceSpec
 
@@ -29,6 +30,8 @@ class PlanInput:
     """What the platform runs for the service now (live or exited, not yet replaced)."""
     only: frozenset[str] | None = None
     """Replace just these instances (the failing replicas of a degraded service)."""
+    version: str | None = None
+    """The version a rollback or deploy moves to (``service`` already names it deployed)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,12 @@ def plan_restart(given: PlanInput) -> Plan:
 
 
 def _restart_steps(
-    service: ServiceSpec, suffix: str, *, instances: list[str] | None, count: int
+    service: ServiceSpec,
+    suffix: str,
+    *,
+    instances: list[str] | None,
+    count: int,
+    start_name: str = "Service restart",
 ) -> list[PlannedStep]:
     stop_params: dict[str, object] = {} if instances is None else {"instances": instances}
     return [
@@ -73,13 +81,65 @@ def _restart_steps(
             params=stop_params,
         ),
         PlannedStep(
-            f"Service restart{suffix}", "start_instances", START_TIMEOUT, params={"count": count}
+            f"{start_name}{suffix}", "start_instances", START_TIMEOUT, params={"count": count}
         ),
         PlannedStep(
             f"Health verification{suffix}", "verify_health", service.health.startup_timeout
         ),
         PlannedStep(f"Traffic restoration{suffix}", "restore_traffic", TRAFFIC_TIMEOUT),
     ]
+
+
+def _version_change_steps(given: PlanInput, verb: str) -> list[PlannedStep]:
+    """Replace every instance with one of ``given.version``: one at a time behind the router
+    (each drained first, so clients lose nothing), else all at once."""
+    service = given.service
+    start_name = f"{verb} {given.version}"
+    live = [i for i in given.instances if i.alive]
+    if service.routed and live:
+        steps: list[PlannedStep] = []
+        for index, instance in enumerate(live, start=1):
+            suffix = f" ({index}/{len(live)}: {instance.id})" if len(live) > 1 else ""
+            steps += _restart_steps(
+                service, suffix, instances=[instance.id], count=1, start_name=start_name
+            )
+        return steps
+    count = max(1, service.replicas.min, len(live))
+    return _restart_steps(service, "", instances=None, count=count, start_name=start_name)
+
+
+def _validation_steps(service: ServiceSpec) -> list[PlannedStep]:
+    steps = [PlannedStep("Validation: health", "verify_health", service.health.startup_timeout)]
+    if "smoke" in service.hooks:
+        steps.append(
+            PlannedStep(
+                "Validation: smoke test", "run_hook", HOOK_TIMEOUT, params={"hook": "smoke"}
+            )
+        )
+    return steps
+
+
+def plan_rollback(given: PlanInput) -> Plan:
+    """Deploy the last known-good version (found by the caller, ``given.version``) → the
+    data-migration hook if declared → validation (health, then the smoke hook if declared)."""
+    if given.version is None:
+        raise UnsupportedStrategyError("rollback needs a known-good version to deploy")
+    steps = _version_change_steps(given, "Deploy")
+    if "data_migration" in given.service.hooks:
+        steps.append(
+            PlannedStep(
+                "Data migration", "run_hook", HOOK_TIMEOUT, params={"hook": "data_migration"}
+            )
+        )
+    return Plan((*steps, *_validation_steps(given.service)))
+
+
+def plan_deploy(given: PlanInput) -> Plan:
+    """An operator's roll forward (or back) to ``given.version``: replace the instances,
+    then validate as a rollback does. Not a recovery strategy: the deployer runs it."""
+    if given.version is None:
+        raise UnsupportedStrategyError("deploy needs a version")
+    return Plan((*_version_change_steps(given, "Deploy"), *_validation_steps(given.service)))
 
 
 def plan_circuit_break(given: PlanInput) -> Plan:
@@ -178,6 +238,7 @@ PLANNERS: dict[Strategy, Planner] = {
     Strategy.RESTART: plan_restart,
     Strategy.CIRCUIT_BREAK: plan_circuit_break,
     Strategy.SCALE: plan_scale,
+    Strategy.ROLLBACK: plan_rollback,
 }
 """The planner of each strategy Phoenix can carry out."""
 

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
+from phoenix_server.domain.deployments import Deployment
 from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import Recovery, Step
 from phoenix_server.domain.services import Instance, PlatformKind
-from phoenix_server.store import incidents, instances, recoveries
+from phoenix_server.store import deployments, incidents, instances, recoveries
 from phoenix_server.store.database import Store
 
 
@@ -38,6 +39,9 @@ class StoreRecorder:
 
     async def save_incident(self, incident: Incident) -> None:
         await self._store.write(incidents.save_incident, incident)
+
+    async def save_deployment(self, deployment: Deployment) -> None:
+        await self._store.write(deployments.save_deployment, deployment, self._owner)
 
 
 class StoreJournal:

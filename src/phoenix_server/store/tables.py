@@ -167,3 +167,27 @@ class HealthEventRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (Index("ix_health_events_service_at", "service", "at"),)
+
+
+class DeploymentRow(Base):
+    """Which version of a service ran when, and whether it proved itself (known good)."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    service: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    previous_version: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    known_good_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    recovery_id: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    owner: Mapped[str] = mapped_column(String(32), default="", server_default="")
+
+    __table_args__ = (
+        Index("ix_deployments_owner_service_started", "owner", "service", "started_at"),
+    )

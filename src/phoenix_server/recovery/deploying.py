@@ -1,0 +1,179 @@
+"""Deploys: an operator rolls a service to one of its declared versions.
+
+A deploy holds the service (no recovery starts meanwhile), records the move before it
+acts, replaces the instances one at a time behind the router (the rollback plan without
+its data migration), and validates: health, then the smoke hook if declared. Each step is
+written to the deployment's record as it starts and ends. A version that fails validation
+is rolled back at once to the newest known-good version older than it (a rollback
+recovery, in the history like any other); with none, the failure is left to the usual
+detection and recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+from phoenix_server.domain import ids
+from phoenix_server.domain.deployments import Deployment, DeploymentReason, DeploymentStatus
+from phoenix_server.domain.errors import InvalidRequestError, PhoenixError, Problem
+from phoenix_server.domain.recoveries import RecoveryTrigger, Step, StepStatus, Strategy
+from phoenix_server.domain.services import ServiceCatalog
+from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.recovery.executing import Executor
+from phoenix_server.recovery.orchestrating import Orchestrator
+from phoenix_server.recovery.strategies import PlanInput, plan_deploy
+from phoenix_server.recovery.versions import VersionKeeper
+from phoenix_server.support.tasks import SupervisedTasks
+
+log = logging.getLogger("phoenix.recovery")
+
+
+class Deployer:
+    def __init__(
+        self,
+        *,
+        catalog: ServiceCatalog,
+        platforms: PlatformRegistry,
+        versions: VersionKeeper,
+        orchestrator: Orchestrator,
+        executor: Executor,
+    ) -> None:
+        self._catalog = catalog
+        self._platforms = platforms
+        self._versions = versions
+        self._orchestrator = orchestrator
+        self._executor = executor
+        self._tasks = SupervisedTasks("deploy")
+
+    @property
+    def died(self) -> list[str]:
+        return self._tasks.died
+
+    async def close(self) -> None:
+        await self._tasks.close(timeout=10.0)
+
+    async def deploy(self, service: str, version: str) -> tuple[Deployment, bool]:
+        """Start rolling ``service`` to ``version``; the deployment is recorded before this
+        returns. Returns it and whether anything changes (False: it already runs it)."""
+        spec = self._catalog.get(service)
+        if not spec.versions:
+            message = (
+                f"service '{service}' declares no versions to deploy "
+                "(add a versions: list to its service file)"
+            )
+            raise InvalidRequestError(message, [Problem("version", message)])
+        if spec.version(version) is None:
+            declared = ", ".join(v.name for v in spec.versions)
+            message = f"unknown version '{version}' of '{service}'; declared: {declared}"
+            raise InvalidRequestError(message, [Problem("version", message)])
+        current = self._versions.current(service)
+        if (
+            current is not None
+            and current.version == version
+            and current.status is DeploymentStatus.COMPLETED
+        ):
+            return current, False
+        deployment_id = ids.new_id(ids.DEPLOYMENT)
+        self._orchestrator.hold(service, deployment_id)
+        try:
+            deployment, _ = await self._versions.begin(
+                service, version, DeploymentReason.DEPLOY, deployment_id=deployment_id
+            )
+        except BaseException:
+            self._orchestrator.release(service)
+            raise
+        log.info("%s: deploying %s (%s)", service, version, deployment.id)
+        self._tasks.spawn(self._run(deployment), name=f"deploy-{service}")
+        return deployment, True
+
+    async def _run(self, deployment: Deployment) -> None:
+        name = deployment.service
+        try:
+            deployment = await self._carry_out(deployment)
+        finally:
+            self._orchestrator.release(name)
+        if deployment.status is DeploymentStatus.FAILED:
+            await self._roll_back_failed(deployment)
+
+    async def _carry_out(self, deployment: Deployment) -> Deployment:
+        spec = self._catalog.get(deployment.service)
+        platform = self._platforms.for_service(spec)
+        given = PlanInput(spec, tuple(platform.instances(spec.name)), version=deployment.version)
+        plan = plan_deploy(given)
+        steps = [
+            Step(i, p.name, p.action, StepStatus.PENDING, p.timeout, p.condition)
+            for i, p in enumerate(plan.steps)
+        ]
+        ctx = self._executor.context_for(spec)
+        clock = ctx.clock
+        deadline = clock.monotonic() + self._executor.recovery_timeout
+        failed: Step | None = None
+        try:
+            for index, planned in enumerate(plan.steps):
+                if failed is not None:
+                    detail = f"not run: step '{failed.name}' {failed.status.value}"
+                    steps[index] = replace(steps[index], status=StepStatus.SKIPPED, detail=detail)
+                    continue
+                steps[index] = replace(
+                    steps[index], status=StepStatus.RUNNING, started_at=clock.now()
+                )
+                await self._versions.save(replace(deployment, steps=tuple(steps)))
+                label = f"{deployment.id} {deployment.service}"
+                steps[index] = await self._executor.run_step(
+                    label, steps[index], planned, ctx, deadline
+                )
+                if steps[index].status is not StepStatus.COMPLETED:
+                    failed = steps[index]
+        except asyncio.CancelledError:
+            stopped = replace(
+                deployment,
+                status=DeploymentStatus.INTERRUPTED,
+                ended_at=clock.now(),
+                detail="Phoenix stopped while it ran",
+                steps=tuple(steps),
+            )
+            await asyncio.shield(self._versions.save(stopped))
+            raise
+        if failed is None:
+            status, detail = DeploymentStatus.COMPLETED, f"{deployment.version} deployed"
+        else:
+            status = DeploymentStatus.FAILED
+            detail = f"step '{failed.name}' {failed.status.value}: {failed.detail}"
+        finished = replace(
+            deployment, status=status, ended_at=clock.now(), detail=detail, steps=tuple(steps)
+        )
+        await self._versions.save(finished)
+        log.info("%s: deployment %s %s: %s", spec.name, deployment.id, status.value, detail)
+        return finished
+
+    async def _roll_back_failed(self, deployment: Deployment) -> None:
+        spec = self._catalog.get(deployment.service)
+        target = self._versions.rollback_target(spec)
+        if target is None:
+            log.error(
+                "%s: %s failed and no known-good older version exists to roll back to; "
+                "leaving it to detection and recovery",
+                spec.name,
+                deployment.version,
+            )
+            return
+        reason = f"deployment {deployment.id} of {deployment.version} failed: {deployment.detail}"
+        try:
+            recovery = await self._orchestrator.trigger(
+                service=spec.name,
+                strategy=Strategy.ROLLBACK,
+                reason=reason,
+                force=False,
+                trigger=RecoveryTrigger.AUTOMATIC,
+                policy_reason=(
+                    f"a failed deploy rolls back to the last known-good version ({target})"
+                ),
+            )
+        except PhoenixError as exc:
+            log.error("%s: could not roll back the failed deploy: %s", spec.name, exc.message)
+            return
+        await self._versions.save(
+            replace(deployment, detail=f"{deployment.detail}; rolling back by {recovery.id}")
+        )

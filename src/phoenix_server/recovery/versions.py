@@ -1,0 +1,171 @@
+"""Which version each service runs, which versions are known good, and their records.
+
+The :class:`VersionKeeper` is the one owner of a service's deployed version: it writes the
+deployment record *before* the catalog names the new version (so instances started after
+that, by a deploy, a rollback or any later recovery, run it), and it promotes a
+deployment to known good once the service has stayed healthy on it for
+``known_good_after``. Rollback targets come from here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Protocol
+
+from phoenix_server.detection.health_tracking import ServiceHealthView
+from phoenix_server.domain import ids
+from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.deployments import (
+    Deployment,
+    DeploymentReason,
+    DeploymentStatus,
+    known_good_versions,
+    rollback_target,
+)
+from phoenix_server.domain.errors import UnavailableError
+from phoenix_server.domain.health import ServiceStatus
+from phoenix_server.domain.services import ServiceCatalog, ServiceSpec
+from phoenix_server.recovery.executing import durably
+
+log = logging.getLogger("phoenix.recovery")
+
+KNOWN_GOOD_CHECK = 1.0
+"""Seconds between looks for deployments that have now run healthy long enough."""
+
+
+class DeploymentRecorder(Protocol):
+    async def save_deployment(self, deployment: Deployment) -> None: ...
+
+
+class VersionKeeper:
+    def __init__(
+        self,
+        *,
+        catalog: ServiceCatalog,
+        recorder: DeploymentRecorder,
+        clock: Clock,
+        health_of: Callable[[str], ServiceHealthView],
+    ) -> None:
+        self._catalog = catalog
+        self._recorder = recorder
+        self._clock = clock
+        self._health_of = health_of
+        self._current: dict[str, Deployment] = {}
+        self._proven: dict[str, set[str]] = {}
+
+    async def load(self, latest: dict[str, Deployment], proven: dict[str, set[str]]) -> None:
+        """Resume from the records: each service with versions runs its last deployed one
+        (if it has none yet, the one its file starts with, recorded now as its initial one)."""
+        self._proven = {name: set(found) for name, found in proven.items()}
+        for spec in list(self._catalog):
+            if not spec.versions:
+                continue
+            last = latest.get(spec.name)
+            if last is not None and spec.version(last.version) is not None:
+                self._current[spec.name] = last
+                self._catalog.replace(replace(spec, deployed=last.version))
+                continue
+            first = Deployment(
+                id=ids.new_id(ids.DEPLOYMENT),
+                service=spec.name,
+                version=spec.current_version or spec.versions[-1].name,
+                previous_version=last.version if last else None,
+                reason=DeploymentReason.INITIAL,
+                status=DeploymentStatus.COMPLETED,
+                started_at=self._clock.now(),
+                ended_at=self._clock.now(),
+                detail="the version the service file starts with",
+            )
+            await self._recorder.save_deployment(first)
+            self._current[spec.name] = first
+            self._catalog.replace(replace(spec, deployed=first.version))
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def current(self, service: str) -> Deployment | None:
+        return self._current.get(service)
+
+    def known_good(self, spec: ServiceSpec) -> list[str]:
+        return known_good_versions(spec, self._proven.get(spec.name, ()))
+
+    def proven(self, service: str) -> set[str]:
+        return set(self._proven.get(service, ()))
+
+    def rollback_target(self, spec: ServiceSpec) -> str | None:
+        return rollback_target(spec, spec.current_version, self._proven.get(spec.name, ()))
+
+    # -- changes ----------------------------------------------------------------------------
+
+    async def begin(
+        self,
+        service: str,
+        version: str,
+        reason: DeploymentReason,
+        *,
+        deployment_id: str | None = None,
+        recovery_id: str | None = None,
+    ) -> tuple[Deployment, ServiceSpec]:
+        """Record the move to ``version`` (durably, first), then make it the version the
+        service runs. Returns the record and the service's spec naming the version."""
+        spec = self._catalog.get(service)
+        deployment = Deployment(
+            id=deployment_id or ids.new_id(ids.DEPLOYMENT),
+            service=service,
+            version=version,
+            previous_version=spec.current_version,
+            reason=reason,
+            status=DeploymentStatus.IN_PROGRESS,
+            started_at=self._clock.now(),
+            recovery_id=recovery_id,
+        )
+        await durably(lambda: self._recorder.save_deployment(deployment), self._clock)
+        moved = replace(spec, deployed=version)
+        self._catalog.replace(moved)
+        self._current[service] = deployment
+        return deployment, moved
+
+    async def save(self, deployment: Deployment) -> None:
+        """Write a changed record (progress, or its end); keep it if it is the current one."""
+        if self._current.get(deployment.service, deployment).id == deployment.id:
+            self._current[deployment.service] = deployment
+        await durably(lambda: self._recorder.save_deployment(deployment), self._clock)
+
+    # -- known good -------------------------------------------------------------------------
+
+    async def watch(self) -> None:
+        """Promote deployments that have run healthy for their service's ``known_good_after``."""
+        while True:
+            await self._clock.sleep(KNOWN_GOOD_CHECK)
+            for name, deployment in list(self._current.items()):
+                try:
+                    await self._check(name, deployment)
+                except UnavailableError as exc:
+                    log.warning("%s: cannot record known-good yet: %s", name, exc)
+
+    async def _check(self, name: str, deployment: Deployment) -> None:
+        if deployment.known_good_at is not None or deployment.status not in (
+            DeploymentStatus.COMPLETED,
+        ):
+            return
+        if name not in self._catalog:
+            return
+        spec = self._catalog.get(name)
+        health = self._health_of(name)
+        if health.status is not ServiceStatus.HEALTHY or health.status_since is None:
+            return
+        since: datetime = max(health.status_since, deployment.ended_at or deployment.started_at)
+        now = self._clock.now()
+        if (now - since).total_seconds() < spec.known_good_after:
+            return
+        proven = replace(deployment, known_good_at=now)
+        await self.save(proven)
+        self._proven.setdefault(name, set()).add(deployment.version)
+        log.info(
+            "%s: %s is known good (healthy for %gs)",
+            name,
+            deployment.version,
+            spec.known_good_after,
+        )

@@ -1,0 +1,148 @@
+"""Deployments: mapping and queries (one installation's own, by ``owner``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from phoenix_server.domain.deployments import Deployment, DeploymentReason, DeploymentStatus
+from phoenix_server.domain.recoveries import Step, StepCondition, StepStatus
+from phoenix_server.store.tables import DeploymentRow
+from phoenix_server.store.upserting import upsert
+from phoenix_server.support.timefmt import as_utc, iso_ms
+
+
+def _step_to_json(step: Step) -> dict[str, Any]:
+    return {
+        "position": step.position,
+        "name": step.name,
+        "action": step.action,
+        "status": step.status.value,
+        "timeout": step.timeout,
+        "condition": step.condition.value,
+        "started_at": iso_ms(step.started_at),
+        "ended_at": iso_ms(step.ended_at),
+        "detail": step.detail,
+    }
+
+
+def _step_from_json(data: dict[str, Any]) -> Step:
+    def when(value: str | None) -> datetime | None:
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00"))) if value else None
+
+    return Step(
+        position=int(data["position"]),
+        name=str(data["name"]),
+        action=str(data["action"]),
+        status=StepStatus(data["status"]),
+        timeout=float(data["timeout"]),
+        condition=StepCondition(data.get("condition", "always")),
+        started_at=when(data.get("started_at")),
+        ended_at=when(data.get("ended_at")),
+        detail=data.get("detail"),
+    )
+
+
+def _values(deployment: Deployment, owner: str) -> dict[str, Any]:
+    return {
+        "id": deployment.id,
+        "service": deployment.service,
+        "version": deployment.version,
+        "previous_version": deployment.previous_version,
+        "reason": deployment.reason.value,
+        "status": deployment.status.value,
+        "started_at": deployment.started_at,
+        "ended_at": deployment.ended_at,
+        "known_good_at": deployment.known_good_at,
+        "recovery_id": deployment.recovery_id,
+        "detail": deployment.detail,
+        "steps": [_step_to_json(step) for step in deployment.steps],
+        "owner": owner,
+    }
+
+
+def _from_row(row: DeploymentRow) -> Deployment:
+    return Deployment(
+        id=row.id,
+        service=row.service,
+        version=row.version,
+        previous_version=row.previous_version,
+        reason=DeploymentReason(row.reason),
+        status=DeploymentStatus(row.status),
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        known_good_at=row.known_good_at,
+        recovery_id=row.recovery_id,
+        detail=row.detail,
+        steps=tuple(_step_from_json(step) for step in row.steps or ()),
+    )
+
+
+def save_deployment(session: Session, deployment: Deployment, owner: str = "") -> None:
+    upsert(session, DeploymentRow, [_values(deployment, owner)], ["id"])
+
+
+def list_deployments(
+    session: Session, *, service: str, owner: str = "", limit: int, offset: int
+) -> tuple[list[Deployment], int]:
+    """Newest first, and how many there are in all."""
+    where = (DeploymentRow.owner == owner, DeploymentRow.service == service)
+    total = session.scalar(select(func.count()).select_from(DeploymentRow).where(*where)) or 0
+    rows = session.scalars(
+        select(DeploymentRow)
+        .where(*where)
+        .order_by(DeploymentRow.started_at.desc(), DeploymentRow.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return [_from_row(row) for row in rows], total
+
+
+def latest_deployments(session: Session, *, owner: str = "") -> dict[str, Deployment]:
+    """Each service's newest deployment: the version it runs (or was moving to)."""
+    newest = (
+        select(DeploymentRow.service, func.max(DeploymentRow.started_at).label("at"))
+        .where(DeploymentRow.owner == owner)
+        .group_by(DeploymentRow.service)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(DeploymentRow)
+        .join(
+            newest,
+            (DeploymentRow.service == newest.c.service) & (DeploymentRow.started_at == newest.c.at),
+        )
+        .where(DeploymentRow.owner == owner)
+    ).all()
+    return {row.service: _from_row(row) for row in rows}
+
+
+def proven_versions(session: Session, *, owner: str = "") -> dict[str, set[str]]:
+    """Per service, the versions some deployment of which ran healthy long enough."""
+    rows = session.execute(
+        select(DeploymentRow.service, DeploymentRow.version)
+        .where(DeploymentRow.owner == owner, DeploymentRow.known_good_at.is_not(None))
+        .distinct()
+    ).all()
+    found: dict[str, set[str]] = {}
+    for service, version in rows:
+        found.setdefault(service, set()).add(version)
+    return found
+
+
+def interrupt_unfinished(session: Session, *, at: datetime, owner: str = "") -> int:
+    """Deployments this installation left running when it stopped become ``interrupted``."""
+    rows = session.scalars(
+        select(DeploymentRow).where(
+            DeploymentRow.owner == owner,
+            DeploymentRow.status == DeploymentStatus.IN_PROGRESS.value,
+        )
+    ).all()
+    for row in rows:
+        row.status = DeploymentStatus.INTERRUPTED.value
+        row.ended_at = at
+        row.detail = (row.detail + "; " if row.detail else "") + "Phoenix stopped while it ran"
+    return len(rows)
