@@ -659,6 +659,33 @@ async def test_with_no_backend_a_request_waits_then_gets_the_fallback(
     assert (stats.received, stats.rejected, stats.lost) == (2, 2, 2)
 
 
+async def test_a_fallback_upstream_answers_when_no_instance_can_and_is_not_a_loss(
+    router: RouterProcess, upstreams: Upstreams
+) -> None:
+    spare = await upstreams.web("spare")
+    a = await upstreams.web("a")
+    fallback = Fallback(status=503, body="static", upstream=f"127.0.0.1:{spare.port}")
+    await router.push(backend(a), circuit=CircuitMode.OPEN, queue_timeout=0.2, fallback=fallback)
+    answer = await get(router.port, "/catalog")
+    assert answer.status == 200 and answer.header("X-Upstream") == "spare"
+    assert [s.target for s in spare.seen] == ["/catalog"] and a.seen == []
+    stats = await router.stats()
+    assert (stats.fallback_served, stats.rejected, stats.lost) == (1, 0, 0)
+
+    # The fallback service is down too: the static answer, counted as rejected.
+    await spare.close()
+    answer = await get(router.port, "/catalog")
+    assert (answer.status, answer.body) == (503, b"static")
+    assert answer.header("X-Phoenix-Router") == "fallback"
+    stats = await router.stats()
+    assert (stats.fallback_served, stats.rejected) == (1, 1)
+
+    # Closed again: the service answers, the fallback is not involved.
+    await router.push(backend(a), queue_timeout=0.2, fallback=fallback)
+    answer = await get(router.port, "/catalog")
+    assert answer.status == 200 and answer.header("X-Upstream") == "a"
+
+
 async def test_a_backend_added_while_a_request_waits_serves_it(
     router: RouterProcess, upstreams: Upstreams
 ) -> None:

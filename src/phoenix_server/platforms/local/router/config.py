@@ -46,6 +46,9 @@ class Fallback:
     content_type: str = "text/plain"
     retry_after: int = 5
     """Seconds, sent as ``Retry-After`` with a 503."""
+    upstream: str | None = None
+    """``host:port`` of a fallback service that answers first; the static answer is used
+    only if it cannot."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class RouterStats:
     """Requests received from clients."""
     rejected: int = 0
     """Answered by the router itself: no backend in time, circuit open, queue full."""
+    fallback_served: int = 0
+    """Answered by the fallback upstream instead of the service (degraded, not lost)."""
     failed: int = 0
     """Forwarded but broke with no answer possible elsewhere (the client saw an error)."""
     queued: int = 0

@@ -82,10 +82,22 @@ def plain_answer(status: int, text: str, *, keep_alive: bool, extra: str = "") -
     return head.encode() + body
 
 
+FALLBACK_ID = "fallback-upstream"
+"""The fallback upstream's id: it is no backend of the service, so it has no counters."""
+
+
 class Request:
     """One parsed client request, rebuilt for the backend."""
 
-    __slots__ = ("head_only", "idempotent", "keep_alive", "raw", "received", "upgrade")
+    __slots__ = (
+        "fell_back",
+        "head_only",
+        "idempotent",
+        "keep_alive",
+        "raw",
+        "received",
+        "upgrade",
+    )
 
     def __init__(
         self, raw: bytes, *, method: bytes, keep_alive: bool, upgrade: bool, received: float
@@ -96,6 +108,8 @@ class Request:
         self.keep_alive = keep_alive
         self.upgrade = upgrade
         self.received = received
+        self.fell_back = False
+        """Sent to the fallback upstream already: if that fails too, the static answer."""
 
 
 class Outcome:
@@ -135,6 +149,7 @@ class Router:
         self.clients: set[Client] = set()
         self._tracks: dict[str, _Track] = {}
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.fallback_upstream: Backend | None = None
         self.apply(config)
 
     # -- configuration ----------------------------------------------------------------------
@@ -144,6 +159,10 @@ class Router:
         self.config = config
         self.stats.config_version = config.version
         self.stats.circuit = config.circuit.value
+        self.fallback_upstream = None
+        if config.fallback.upstream:
+            host, _, port = config.fallback.upstream.rpartition(":")
+            self.fallback_upstream = Backend(id=FALLBACK_ID, port=int(port), host=host)
         known = {b.id for b in config.backends}
         for backend_id in list(self._tracks):
             if backend_id not in known:
@@ -491,7 +510,7 @@ class Client(asyncio.Protocol):
         router = self.router
         router.in_flight += 1
         if not router.admitted():
-            self._done(self._fallback(request))
+            self._answer_instead(request)
             return
         backend = router.choose() if router.config.circuit is CircuitMode.CLOSED else None
         connection = router.idle_connection(backend) if backend is not None else None
@@ -513,7 +532,7 @@ class Client(asyncio.Protocol):
             backend = chosen or await router.wait_for_backend(deadline, tried)
             chosen = None
             if backend is None:
-                self._done(self._fallback(request))
+                self._answer_instead(request)
                 return
             try:
                 connection = router.idle_connection(backend) or await router.connect(backend)
@@ -590,6 +609,24 @@ class Client(asyncio.Protocol):
             self._next()
         else:
             self.close()
+
+    def _answer_instead(self, request: Request) -> None:
+        """No instance can take ``request``: the fallback upstream, else the static answer."""
+        upstream = self.router.fallback_upstream
+        if upstream is None or request.fell_back:
+            self._done(self._fallback(request))
+            return
+        request.fell_back = True
+        self.slow = self.router.loop.create_task(self._via_fallback(request, upstream))
+
+    async def _via_fallback(self, request: Request, upstream: Backend) -> None:
+        try:
+            connection = await self.router.connect(upstream)
+        except (OSError, TimeoutError):
+            self._done(self._fallback(request))
+            return
+        self.router.stats.fallback_served += 1
+        self._send(request, upstream, connection, frozenset({upstream.id}))
 
     def _fallback(self, request: Request) -> bool:
         self.router.stats.rejected += 1
