@@ -35,9 +35,9 @@ services:
 class World:
     """A tracker on a manual clock, with shorthands for the observations Phoenix makes."""
 
-    def __init__(self) -> None:
+    def __init__(self, services: str = SERVICES) -> None:
         catalog = parse_service_file(
-            SERVICES, source="s.yaml", base_dir=Path("/srv"), default_interval=1.0
+            services, source="s.yaml", base_dir=Path("/srv"), default_interval=1.0
         )
         self.clock = ManualClock()
         self.tracker = HealthTracker(catalog, self.clock)
@@ -355,3 +355,69 @@ def test_mark_unobserved_closes_the_interval(world: World) -> None:
     world.clock.advance(3600)
     # serving 1h, unobserved 2h, then not serving 1h
     assert world.tracker.view("web").uptime == 50.0
+
+
+# --- failures explained by a dependency --------------------------------------------------------
+
+CHAIN = """
+services:
+  - name: db
+    command: [run, db]
+    health: {process: true, interval: 1s, timeout: 1s, failure_threshold: 1}
+  - name: api
+    command: [run, api]
+    depends_on: [db]
+    health: {process: true, interval: 1s, timeout: 1s, failure_threshold: 1}
+  - name: front
+    command: [run, front]
+    depends_on: [api]
+    health: {process: true, interval: 1s, timeout: 1s, failure_threshold: 1}
+"""
+
+
+@pytest.fixture
+def chain() -> World:
+    world = World(CHAIN)
+    for name in ("db", "api", "front"):
+        world.send(ObservationKind.STARTED, f"{name}-1", service=name)
+        world.probe(f"{name}-1", True, service=name)
+    world.clock.advance(60)
+    return world
+
+
+def test_a_failure_is_blamed_on_the_failing_dependency_at_the_root(chain: World) -> None:
+    chain.probe("db-1", False, service="db")
+    chain.probe("api-1", False, service="api")
+    chain.probe("front-1", False, service="front")
+    assert [chain.status(n) for n in ("db", "api", "front")] == [UNHEALTHY] * 3
+    assert chain.tracker.waiting_on("db") is None, "the root's failure is its own"
+    assert chain.tracker.waiting_on("api") == "db"
+    assert chain.tracker.waiting_on("front") == "db"
+    assert chain.tracker.failing_checks("api")
+
+
+def test_a_crash_is_a_services_own_failure_whatever_its_dependencies_do(chain: World) -> None:
+    chain.probe("db-1", False, service="db")
+    chain.send(ObservationKind.EXIT, "api-1", service="api")
+    assert chain.status("api") is UNHEALTHY
+    assert not chain.tracker.failing_checks("api")
+    assert chain.tracker.waiting_on("api") is None
+
+
+def test_a_dependency_just_back_gives_its_callers_a_moment_then_blames_them(
+    chain: World,
+) -> None:
+    chain.probe("db-1", False, service="db")
+    chain.probe("api-1", False, service="api")
+    chain.probe("db-1", True, service="db")
+    assert chain.status("db") is HEALTHY
+    # Grace: interval x (success_threshold + 1) + timeout = 3 s to see db back.
+    assert chain.tracker.waiting_on("api") == "db"
+    chain.clock.advance(3.5)
+    assert chain.tracker.waiting_on("api") is None, "still failing: its own problem now"
+
+
+def test_healthy_dependencies_explain_nothing(chain: World) -> None:
+    chain.probe("api-1", False, service="api")
+    assert chain.status("api") is UNHEALTHY and chain.tracker.waiting_on("api") is None
+    assert chain.tracker.detection_time("db") == 2.0

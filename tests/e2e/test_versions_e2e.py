@@ -141,7 +141,7 @@ def test_a_failed_deploy_is_rolled_back_to_the_last_known_good_version_without_l
     assert recovery["outcome"] == "success"
     assert recovery["trigger"] == "automatic"
     assert recovery["decision"]["source"] == "default"
-    assert "known-good" in recovery["decision"]["reason"]
+    assert "goes back to what ran before it (v2)" in recovery["decision"]["reason"]
     names = [s["name"] for s in recovery["steps"]]
     assert any(n.startswith("Deploy v2") for n in names), names
     assert names[-3:] == ["Data migration", "Validation: health", "Validation: smoke test"]
@@ -193,7 +193,8 @@ def test_deploy_rolls_forward_and_an_operator_rolls_back_and_it_survives_a_resta
         assert refused.status_code == 422
         assert "oldest declared version" in refused.json()["error"]["message"]
 
-        # And forward again to v2 by deploy.
+        # And forward again to v2 by deploy (once the rollback's record is closed).
+        wait_until(lambda: deployments(server, "shop")[0]["status"] == "completed", timeout=10)
         forward = deploy(server, "shop", "v2")
         assert forward.status_code == 202, forward.text
         dep_id = forward.json()["deployment"]["id"]
@@ -251,3 +252,50 @@ def test_deploy_refusals_name_the_problem(tmp_path: Path) -> None:
         assert again.status_code == 409, again.text
         dep_id = started.json()["deployment"]["id"]
         wait_until(lambda: deployment(server, "shop", dep_id)["status"] == "completed", timeout=60)
+
+
+def test_a_rollback_that_does_not_verify_is_followed_by_restarts_then_phoenix_gives_up(
+    tmp_path: Path,
+) -> None:
+    """v1 (declared known good) turns out broken: the rollback to it fails, and the next
+    attempts restart v1 rather than rolling back further; nothing in Phoenix dies."""
+    port = free_port()
+    extra = f"""    version: v2
+    versions:
+      - {{name: v1, known_good: true, command: {BROKEN}}}
+      - {{name: v2}}
+    recovery: {{backoff: {{initial: 200ms}}}}
+"""
+    entry = web_service_yaml("shop", port, extra=extra).replace(
+        "      failure_threshold: 2\n", "      failure_threshold: 2\n      startup_timeout: 2s\n"
+    )
+    with running_phoenix(config(tmp_path, entry), tmp_path / "var") as server:
+        wait_until(lambda: server.status_of("shop") == "healthy", timeout=30)
+        answer = server.post(
+            "/api/recovery/trigger", json={"service": "shop", "strategy": "rollback"}
+        )
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["incidentId"] is None, "a healthy service: maintenance"
+        first = server.finished(answer.json()["recoveryId"], timeout=30)
+        assert first["status"] == "failed"
+
+        def attempts() -> list[dict[str, Any]]:
+            items = server.recoveries_of("shop")
+            return sorted(items, key=lambda r: r["attempt"])
+
+        done = wait_until(
+            lambda: (a := attempts()) and len(a) == 3 and a[-1]["status"] == "failed" and a,
+            timeout=60,
+            message="three attempts",
+        )
+        assert [a["strategy"] for a in done] == ["rollback", "restart", "restart"]
+        # Phoenix gave up: the service is left to a person, with an unresolved incident.
+        wait_until(
+            lambda: any(
+                i["service"] == "shop" and i["status"] == "unresolved"
+                for i in server.get("/api/incidents").json()["incidents"]
+            ),
+            timeout=10,
+        )
+        assert not any("died" in w for w in server.get("/health").json()["warnings"])
+        assert server.service("shop")["currentVersion"] == "v1"

@@ -20,6 +20,7 @@ from phoenix_server.domain.recoveries import (
     Strategy,
 )
 from phoenix_server.domain.services import (
+    Backup,
     HealthPolicy,
     Instance,
     InstanceState,
@@ -330,4 +331,22 @@ def test_deploy_is_a_rollback_without_the_data_migration() -> None:
         "Traffic restoration",
         "Validation: health",
         "Validation: smoke test",
+    ]
+
+
+def test_a_version_change_keeps_instances_already_on_the_version() -> None:
+    spec = routed_with_hooks()
+    on_new = replace(running("a"), version="v3")
+    on_old = replace(running("b"), version="v2")
+    plan = PLANNERS[Strategy.ROLLBACK](PlanInput(spec, (on_new, on_old), version="v2"))
+    assert [s.name for s in plan.steps][:2] == ["Graceful shutdown", "Deploy v2"]
+    assert plan.steps[0].params == {"instances": ["a"]}, "the v2 replica keeps serving"
+
+
+def test_a_version_change_replaces_the_hot_standby_last() -> None:
+    spec = replace(routed_with_hooks("smoke"), backup=Backup("hot"))
+    plan = plan_deploy(PlanInput(spec, (running("a"),), version="v3"))
+    assert [(s.name, s.action) for s in plan.steps][-2:] == [
+        ("Validation: smoke test", "run_hook"),
+        ("Standby replacement", "replace_standby"),
     ]

@@ -89,6 +89,11 @@ class ServiceHealth(WireModel):
     reason: str
     circuit: str | None
     """``closed``, ``open`` or ``half_open`` for a service behind Phoenix's router."""
+    waiting_on: str | None
+    """A failing dependency that explains this service's failure: it is shown degraded and
+    left alone (not restarted) until the dependency is back."""
+    fallback: bool
+    """Clients are answered by the service's declared fallback (nothing of its own serves)."""
     active_recovery_id: str | None
 
 
@@ -99,11 +104,22 @@ class ServicesHealth(WireModel):
 
 
 def service_health(
-    spec: ServiceSpec, view: ServiceHealthView, recovery_id: str | None
+    spec: ServiceSpec, view: ServiceHealthView, recovery_id: str | None, waiting_on: str | None
 ) -> ServiceHealth:
-    status = view.status
+    status, reason = view.status, view.reason
     if view.traffic.circuit not in (None, "closed") and status is ServiceStatus.HEALTHY:
         status = ServiceStatus.DEGRADED  # isolated by its circuit: clients get the fallback
+    on_fallback = (
+        spec.fallback is not None
+        and spec.routed
+        and (view.traffic.circuit == "open" or status is ServiceStatus.UNHEALTHY)
+    )
+    if status is ServiceStatus.UNHEALTHY and waiting_on is not None:
+        status = ServiceStatus.DEGRADED
+        reason = f"its dependency {waiting_on} is failing ({reason})"
+    elif status is ServiceStatus.UNHEALTHY and on_fallback:
+        status = ServiceStatus.DEGRADED  # clients get the declared fallback, not an error
+        reason = f"answered by its fallback: {reason}"
     return ServiceHealth(
         name=spec.name,
         status=status,
@@ -119,8 +135,10 @@ def service_health(
         ),
         platform=spec.platform.value,
         status_since=iso_ms(view.status_since),
-        reason=view.reason,
+        reason=reason,
         circuit=view.traffic.circuit,
+        waiting_on=waiting_on,
+        fallback=on_fallback,
         active_recovery_id=recovery_id,
     )
 
@@ -131,7 +149,7 @@ async def services_health(runtime: RuntimeDep) -> ServicesHealth:
     items = []
     for spec in runtime.catalog:
         active = runtime.orchestrator.active_recovery(spec.name)
-        items.append(
-            service_health(spec, runtime.tracker.view(spec.name), active.id if active else None)
-        )
+        view = runtime.tracker.view(spec.name)
+        waiting_on = runtime.tracker.waiting_on(spec.name)
+        items.append(service_health(spec, view, active.id if active else None, waiting_on))
     return ServicesHealth(services=items, total=len(items))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from phoenix_server.api.common import RuntimeDep, WireModel
+from phoenix_server.api.health import service_health
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import (
     CommandCheck,
@@ -118,12 +119,19 @@ def _instance(instance: Instance) -> InstanceOut:
     )
 
 
+def displayed_status(runtime: Runtime, spec: ServiceSpec) -> ServiceStatus:
+    """The status /api/health/services shows (degraded while a fallback or a failing
+    dependency explains the failure)."""
+    view = runtime.tracker.view(spec.name)
+    return service_health(spec, view, None, runtime.tracker.waiting_on(spec.name)).status
+
+
 def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
     platform = runtime.platforms.for_service(spec)
     return ServiceOut(
         name=spec.name,
         platform=spec.platform.value,
-        status=runtime.tracker.status(spec.name),
+        status=displayed_status(runtime, spec),
         port=spec.port,
         routed=spec.routed,
         command=list(spec.command),
@@ -135,7 +143,7 @@ def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
         current_version=spec.current_version,
         known_good_versions=runtime.versions.known_good(spec),
         actions=sorted(spec.actions),
-        strategies=sorted(s.value for s in platform.supported_strategies(spec)),
+        strategies=sorted(s.value for s in runtime.orchestrator.supported(spec)),
         instances=[_instance(i) for i in platform.instances(spec.name)],
         standby=_instance(standby) if (standby := platform.standby(spec.name)) else None,
     )

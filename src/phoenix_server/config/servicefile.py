@@ -164,6 +164,8 @@ class FallbackDoc(_Doc):
     status: int = Field(503, ge=100, le=599)
     body: str = ""
     content_type: str = "text/plain"
+    upstream: str | None = None
+    """``host:port`` of a service that answers instead (a static copy, a degraded mode)."""
 
 
 class StopDoc(_Doc):
@@ -386,6 +388,8 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
         replicas = service.replicas
         if service.router and service.port is None:
             add("router", "a router needs the service's public port: set port")
+        if service.fallback is not None and not _routed(service):
+            add("fallback", "a fallback is served by Phoenix's router: declare a port")
         if service.router and service.platform != "local":
             add("router", "only local services have Phoenix's router")
         if service.platform == "local" and replicas.max > 1 and not _routed(service):
@@ -443,6 +447,22 @@ def _address_problems(service: ServiceDoc) -> list[tuple[str, str]]:
             found.append(
                 (path, f"expected an http:// or https:// URL with a host, got {template!r}")
             )
+    if service.fallback is not None and service.fallback.upstream is not None:
+        upstream = service.fallback.upstream
+        host, _, port = upstream.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            found.append(("fallback.upstream", f"expected host:port, got {upstream!r}"))
+        elif (
+            service.port is not None
+            and int(port) == service.port
+            and host
+            in (
+                service.host,
+                "localhost",
+                "127.0.0.1",
+            )
+        ):
+            found.append(("fallback.upstream", "is the service's own public port"))
     if service.health is not None and service.health.tcp is not None:
         host, _, port = svc.render(service.health.tcp, _SAMPLE).rpartition(":")
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:

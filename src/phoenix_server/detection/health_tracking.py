@@ -41,6 +41,8 @@ class _Target:
     failures: int = 0
     successes: int = 0
     detail: str = ""
+    exited: bool = False
+    """Its process died: a failure of its own, whatever its dependencies do."""
 
     def in_startup(self, now_mono: float) -> bool:
         """A target never yet healthy gets ``startup_timeout`` before failures count."""
@@ -54,6 +56,7 @@ class _Target:
 class _Service:
     name: str
     policy: HealthPolicy
+    depends_on: tuple[str, ...] = ()
     targets: dict[str, _Target] = field(default_factory=dict)
     status: ServiceStatus = ServiceStatus.UNKNOWN
     status_since: datetime | None = None
@@ -92,7 +95,9 @@ class HealthTracker:
 
     def __init__(self, catalog: ServiceCatalog, clock: Clock) -> None:
         self._clock = clock
-        self._services = {spec.name: _Service(spec.name, spec.health) for spec in catalog}
+        self._services = {
+            spec.name: _Service(spec.name, spec.health, spec.depends_on) for spec in catalog
+        }
         self._listeners: list[TransitionListener] = []
 
     def subscribe(self, listener: TransitionListener) -> None:
@@ -145,6 +150,7 @@ class HealthTracker:
 
     def _apply(self, target: _Target, observation: Observation) -> None:
         target.detail = observation.detail
+        target.exited = observation.kind is ObservationKind.EXIT
         if observation.kind is ObservationKind.EXIT:
             target.status = ServiceStatus.UNHEALTHY
             target.failures = max(target.failures + 1, target.policy.failure_threshold)
@@ -220,6 +226,51 @@ class HealthTracker:
 
     def status(self, service: str) -> ServiceStatus:
         return self._services[service].status
+
+    def failing_checks(self, service: str) -> bool:
+        """Failing, with its instances alive: only their checks fail (no exit)."""
+        state = self._services.get(service)
+        if state is None or state.status not in (ServiceStatus.UNHEALTHY, ServiceStatus.DEGRADED):
+            return False
+        targets = [t for t in state.targets.values() if not t.standby]
+        return bool(targets) and not any(t.exited for t in targets)
+
+    def detection_time(self, service: str) -> float:
+        """Seconds this service's checks take to declare a failure (threshold times interval,
+        plus the last probe's timeout)."""
+        policy = self._services[service].policy
+        return policy.interval * policy.failure_threshold + policy.timeout
+
+    def waiting_on(self, service: str) -> str | None:
+        """The dependency (by ``depends_on``, followed down to the root) whose failure
+        explains this service's: its own instances are alive but failing their checks while
+        a dependency is unhealthy, isolated by its circuit, or back for less than this
+        service's grace to notice. None when the failure is its own (or there is none)."""
+        state = self._services.get(service)
+        if state is None or not self.failing_checks(service):
+            return None  # a crash, or nothing left running: that is this service's own
+        policy = state.policy
+        grace = policy.interval * (policy.success_threshold + 1) + policy.timeout
+        now = self._clock.now()
+        for name in state.depends_on:
+            dependency = self._services.get(name)
+            if dependency is None:
+                continue
+            deeper = self.waiting_on(name)  # the graph is acyclic (the service file says so)
+            if deeper is not None:
+                return deeper
+            if dependency.status is ServiceStatus.UNHEALTHY:
+                return name
+            if dependency.traffic.view().circuit == "open":
+                return name
+            since = dependency.status_since
+            if (
+                dependency.status is ServiceStatus.HEALTHY
+                and since is not None
+                and (now - since).total_seconds() < grace
+            ):
+                return name  # just back: give this one a moment to notice
+        return None
 
     def view(self, service: str) -> ServiceHealthView:
         state = self._services[service]

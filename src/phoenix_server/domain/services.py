@@ -148,9 +148,13 @@ class HttpAction:
 
 @dataclass(frozen=True)
 class Fallback:
+    """What clients get while no instance can answer: a fallback service (``upstream``,
+    ``host:port``) if declared and reachable, else this static answer."""
+
     status: int = 503
     body: str = ""
     content_type: str = "text/plain"
+    upstream: str | None = None
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,16 @@ async def start_standby(ctx: StepContext, step: PlannedStep, timeout: float) -> 
     )
 
 
+async def replace_standby(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
+    """A new standby of the service as it is now (a deploy changed its version)."""
+    old = ctx.platform.standby(ctx.service.name)
+    if old is not None:
+        await ctx.platform.stop(ctx.service, [old.id])
+    new = await ctx.platform.start_standby(ctx.service)
+    replaced = f"replaced {old.id}: " if old is not None else ""
+    return StepOutcome(True, f"{replaced}standby {new.id} (pid {new.pid}) runs {new.version}")
+
+
 VALIDATING_HOOKS = frozenset({"consistency_check", "smoke"})
 """Hooks whose verdict is the recovery's dataIntegrity."""
 HOLD_POLL = 0.25
@@ -263,5 +273,6 @@ HANDLERS: dict[str, Handler] = {
     "promote_backup": promote_backup,
     "run_hook": run_hook,
     "start_standby": start_standby,
+    "replace_standby": replace_standby,
 }
 """Every action a planned step may name."""

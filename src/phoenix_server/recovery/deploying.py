@@ -4,9 +4,8 @@ A deploy holds the service (no recovery starts meanwhile), records the move befo
 acts, replaces the instances one at a time behind the router (the rollback plan without
 its data migration), and validates: health, then the smoke hook if declared. Each step is
 written to the deployment's record as it starts and ends. A version that fails validation
-is rolled back at once to the newest known-good version older than it (a rollback
-recovery, in the history like any other); with none, the failure is left to the usual
-detection and recovery.
+is rolled back at once to the version that ran before it (a rollback recovery, in the
+history like any other).
 """
 
 from __future__ import annotations
@@ -92,6 +91,20 @@ class Deployer:
         name = deployment.service
         try:
             deployment = await self._carry_out(deployment)
+        except Exception as exc:
+            # A bug, or the database gone for longer than a step may wait: never leave the
+            # record in progress and the service half-deployed without a word.
+            log.exception("%s: deployment %s stopped by an error", name, deployment.id)
+            deployment = replace(
+                deployment,
+                status=DeploymentStatus.FAILED,
+                ended_at=self._executor.context_for(self._catalog.get(name)).clock.now(),
+                detail=f"stopped by an error: {exc}",
+            )
+            try:
+                await self._versions.save(deployment)
+            except Exception:
+                log.exception("%s: could not record that %s failed", name, deployment.id)
         finally:
             self._orchestrator.release(name)
         if deployment.status is DeploymentStatus.FAILED:
@@ -127,12 +140,18 @@ class Deployer:
                 if steps[index].status is not StepStatus.COMPLETED:
                     failed = steps[index]
         except asyncio.CancelledError:
+            ended = clock.now()
             stopped = replace(
                 deployment,
                 status=DeploymentStatus.INTERRUPTED,
-                ended_at=clock.now(),
+                ended_at=ended,
                 detail="Phoenix stopped while it ran",
-                steps=tuple(steps),
+                steps=tuple(
+                    replace(s, status=StepStatus.FAILED, ended_at=ended, detail="Phoenix stopped")
+                    if s.status is StepStatus.RUNNING
+                    else s
+                    for s in steps
+                ),
             )
             await asyncio.shield(self._versions.save(stopped))
             raise
@@ -149,11 +168,12 @@ class Deployer:
         return finished
 
     async def _roll_back_failed(self, deployment: Deployment) -> None:
+        """Back to what ran before the failed version: it was serving a moment ago."""
         spec = self._catalog.get(deployment.service)
-        target = self._versions.rollback_target(spec)
-        if target is None:
+        target = deployment.previous_version
+        if target is None or spec.version(target) is None:
             log.error(
-                "%s: %s failed and no known-good older version exists to roll back to; "
+                "%s: %s failed and no earlier version is declared to go back to; "
                 "leaving it to detection and recovery",
                 spec.name,
                 deployment.version,
@@ -167,9 +187,8 @@ class Deployer:
                 reason=reason,
                 force=False,
                 trigger=RecoveryTrigger.AUTOMATIC,
-                policy_reason=(
-                    f"a failed deploy rolls back to the last known-good version ({target})"
-                ),
+                policy_reason=f"a failed deploy goes back to what ran before it ({target})",
+                rollback_to=target,
             )
         except PhoenixError as exc:
             log.error("%s: could not roll back the failed deploy: %s", spec.name, exc.message)

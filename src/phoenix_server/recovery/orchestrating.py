@@ -23,11 +23,17 @@ from phoenix_server.detection.classifying import Diagnosis, diagnose_status, dia
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain import ids
 from phoenix_server.domain.clock import Clock, sleep_unless
-from phoenix_server.domain.deployments import DeploymentReason, DeploymentStatus, no_rollback_reason
+from phoenix_server.domain.deployments import (
+    Deployment,
+    DeploymentReason,
+    DeploymentStatus,
+    no_rollback_reason,
+)
 from phoenix_server.domain.errors import (
     ConflictError,
     Problem,
     RecoveryInProgressError,
+    UnavailableError,
     UnsupportedStrategyError,
 )
 from phoenix_server.domain.health import HealthTransition, ServiceStatus
@@ -86,6 +92,9 @@ class _Run:
     down_since: datetime | None
     delay: float = 0.0
     """Crash-loop backoff to wait before the first attempt."""
+    rollback_to: str | None = None
+    """The version a rollback goes to, when its requester named it (a failed deploy goes
+    back to what ran before); otherwise the newest known-good older version."""
     asked: bool = False
     """Someone asked for it (an operator, or Phoenix after a failed deploy): it runs even if
     the service looks healthy by then, unlike one started by detection."""
@@ -116,6 +125,11 @@ class Orchestrator:
         self._limits = limits
         self._slots = asyncio.Semaphore(limits.max_concurrent)
         self._runs: dict[str, _Run] = {}
+        self._giving_time: dict[str, bool] = {}
+        """Failing services with dependencies: True while Phoenix gives the dependencies
+        time to show a failure (their detection takes that long), False once it has."""
+        self._waiting: dict[str, str] = {}
+        """Failing services left alone because a dependency's failure explains theirs."""
         self._held: dict[str, str] = {}
         """Services a deployment holds (service → deployment id): no recovery starts."""
         self._incidents: dict[str, Incident] = {}
@@ -227,7 +241,11 @@ class Orchestrator:
         status = self._tracker.status(name)
         incident = self._incidents.get(name)
         if status is ServiceStatus.HEALTHY:
+            self._giving_time.pop(name, None)
             return incident is not None
+        if self._tracker.waiting_on(name) is not None:
+            return False
+        self._waiting.pop(name, None)
         return status in FAILING and not (
             incident is not None and incident.status is IncidentStatus.UNRESOLVED
         )
@@ -239,11 +257,28 @@ class Orchestrator:
         view = self._tracker.view(name)
         incident = self._incidents.get(name)
         if view.status is ServiceStatus.HEALTHY:
+            self._giving_time.pop(name, None)
             if incident is not None:
                 await self._close_incident(incident, IncidentStatus.RESOLVED, "healthy again")
             return
         if view.status not in FAILING:
             return
+        if self._give_dependencies_time(name):
+            return
+        dependency = self._tracker.waiting_on(name)
+        if dependency is not None:
+            # Not its failure: restarting it would not help and would cost its warm state.
+            if self._waiting.get(name) != dependency:
+                log.warning(
+                    "%s: failing, but so is its dependency %s: recovering that first, "
+                    "leaving %s alone",
+                    name,
+                    dependency,
+                    name,
+                )
+            self._waiting[name] = dependency
+            return
+        self._waiting.pop(name, None)
         if incident is not None and incident.status is IncidentStatus.UNRESOLVED:
             return  # Phoenix gave up on this one: a person, or a healthy spell, comes first
         spec = self._catalog.get(name)
@@ -296,6 +331,26 @@ class Orchestrator:
         self._incidents[name] = incident
         self._tasks.spawn(self._attempts(run, previous=None), name=name)
 
+    def _give_dependencies_time(self, name: str) -> bool:
+        """A service whose checks fail (no crash) may be failing because a dependency is:
+        wait, once per failure, as long as the dependencies need to show it. True: wait."""
+        spec = self._catalog.get(name)
+        if not spec.depends_on or not self._tracker.failing_checks(name):
+            return False
+        waiting = self._giving_time.get(name)
+        if waiting is None:
+            wait = max(self._tracker.detection_time(d) for d in spec.depends_on)
+            self._giving_time[name] = True
+            self._tasks.spawn(self._look_again(name, wait), name=f"blame-{name}")
+            return True
+        return waiting
+
+    async def _look_again(self, name: str, delay: float) -> None:
+        await self._clock.sleep(delay)
+        if self._giving_time.get(name):
+            self._giving_time[name] = False
+        self._queue.put_nowait((name, None))
+
     # -- the manual path --------------------------------------------------------------------
 
     async def trigger(
@@ -307,6 +362,7 @@ class Orchestrator:
         force: bool,
         trigger: RecoveryTrigger = RecoveryTrigger.MANUAL,
         policy_reason: str | None = None,
+        rollback_to: str | None = None,
     ) -> Recovery:
         """Start a recovery now: recorded before this returns. A running recovery of the
         service is a conflict (409) unless ``force``, which cancels it at its next safe point
@@ -314,6 +370,10 @@ class Orchestrator:
         (a failed deploy rolls back), and this says why."""
         spec = self._catalog.get(service)
         supported = self.supported(spec)
+        if rollback_to is not None and Strategy.ROLLBACK in (
+            self._platforms.for_service(spec).supported_strategies(spec)
+        ):
+            supported |= {Strategy.ROLLBACK}  # a named version needs no known-good one
         if service in self._held:
             raise ConflictError(
                 f"service '{service}' is being deployed ({self._held[service]}); wait for it"
@@ -349,7 +409,9 @@ class Orchestrator:
                 recovery, status=RecoveryStatus.IN_PROGRESS, started_at=recovery.created_at
             )
         down_since = incident.detected_at if incident and not view.status.serving else None
-        run = _Run(spec, incident, recovery, down_since=down_since, asked=True)
+        run = _Run(
+            spec, incident, recovery, down_since=down_since, asked=True, rollback_to=rollback_to
+        )
         self._runs[service] = run  # claimed before the first await
         try:
             write_incident = incident if incident is not None and incident != known else None
@@ -418,8 +480,17 @@ class Orchestrator:
                 if self._tracker.status(name) is ServiceStatus.HEALTHY:
                     await self._resolve(run, f"healthy again after {result.id}")
                     return
-                run.recovery = self._next_attempt(run, result)
+                try:
+                    run.recovery = self._next_attempt(run, result)
+                except UnsupportedStrategyError as exc:
+                    log.error("%s: no strategy left to try: %s", name, exc.message)
+                    await self._give_up(run, result)
+                    return
                 await self._recorder.save_recovery(run.recovery)
+        except Exception:
+            # A bug or a database gone for good must not leave the service unwatched with a
+            # dead task: say so, and let the next look start afresh.
+            log.exception("%s: recovery %s stopped by an error", name, run.recovery.id)
         finally:
             run.done.set()
             if self._runs.get(name) is run:
@@ -466,22 +537,29 @@ class Orchestrator:
     ) -> Recovery:
         """Move the service to its last known-good version (recorded as a deployment first,
         so anything started from now on runs it), then carry out the rollback plan."""
-        target = self._versions.rollback_target(spec)
+        target = run.rollback_to or self._versions.rollback_target(spec)
         if target is None:
             raise UnsupportedStrategyError(
                 no_rollback_reason(spec, spec.current_version, self._versions.proven(spec.name))
             )
-        deployment, moved = await self._versions.begin(
-            spec.name, target, DeploymentReason.ROLLBACK, recovery_id=run.recovery.id
-        )
-        plan = PLANNERS[Strategy.ROLLBACK](PlanInput(moved, instances, version=target))
         result = run.recovery
-        try:
-            async with self._slots:
+        async with self._slots:
+            deployment, moved = await self._versions.begin(
+                spec.name, target, DeploymentReason.ROLLBACK, recovery_id=run.recovery.id
+            )
+            try:
+                plan = PLANNERS[Strategy.ROLLBACK](PlanInput(moved, instances, version=target))
                 result = await self._executor.execute(
                     run.recovery, moved, plan, cancel=run.cancel, down_since=run.down_since
                 )
-        finally:
+            finally:
+                await self._end_rollback(deployment, result)
+        return result
+
+    async def _end_rollback(self, deployment: Deployment, result: Recovery) -> None:
+        """Close the rollback's deployment record. A write that fails here is logged: it
+        must not turn the recovery's own (already recorded) outcome into a failure."""
+        try:
             if result.status is RecoveryStatus.COMPLETED:
                 status = DeploymentStatus.COMPLETED
             elif result.status.terminal:
@@ -496,18 +574,32 @@ class Orchestrator:
                     detail=f"rolled back from {deployment.previous_version} by {result.id}",
                 )
             )
-        return result
+        except UnavailableError as exc:
+            log.error("%s: could not record the end of %s: %s", result.service, deployment.id, exc)
 
     def _next_attempt(self, run: _Run, last: Recovery) -> Recovery:
+        """The next attempt: the operator's strategy again, else the policy's choice. A
+        rollback is not repeated (that would go one version further back each time): the
+        service now runs the known-good version, so the next attempt restarts it."""
         spec = self._catalog.get(run.service.name)
         supported = self.supported(spec)
-        manual = last.decision.source is DecisionSource.MANUAL
+        requested = last.strategy if last.decision.source is DecisionSource.MANUAL else None
+        if last.strategy is Strategy.ROLLBACK:
+            requested = Strategy.RESTART if Strategy.RESTART in supported else None
+        elif requested is not None and requested not in supported:
+            requested = None  # no longer possible (a backup used up): the policy chooses
         decision = decide(
             service=spec.name,
             failure_type=run.incident.failure_type if run.incident else FailureType.UNKNOWN,
             supported=supported,
-            requested=last.strategy if manual else None,
+            requested=requested,
         )
+        if last.strategy is Strategy.ROLLBACK and requested is Strategy.RESTART:
+            decision = replace(
+                decision,
+                source=DecisionSource.DEFAULT,
+                reason=f"the rollback to {spec.current_version} did not verify: restart it",
+            )
         return self._new_recovery(
             spec, run.incident, decision, last.trigger, last.reason, attempt=last.attempt + 1
         )

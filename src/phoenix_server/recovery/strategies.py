@@ -91,15 +91,19 @@ def _restart_steps(
 
 
 def _version_change_steps(given: PlanInput, verb: str) -> list[PlannedStep]:
-    """Replace every instance with one of ``given.version``: one at a time behind the router
-    (each drained first, so clients lose nothing), else all at once."""
+    """Replace the instances with ones of ``given.version``: one at a time behind the router
+    (each drained first, so clients lose nothing), else all at once. Behind the router,
+    instances already on the version are kept (after a failed deploy, the ones still on the
+    old version are what serves) unless every instance is, and the others go in the order
+    given, so one that serves is never the first to stop while one that cannot is left."""
     service = given.service
     start_name = f"{verb} {given.version}"
     live = [i for i in given.instances if i.alive]
     if service.routed and live:
+        targets = [i for i in live if i.version != given.version] or live
         steps: list[PlannedStep] = []
-        for index, instance in enumerate(live, start=1):
-            suffix = f" ({index}/{len(live)}: {instance.id})" if len(live) > 1 else ""
+        for index, instance in enumerate(targets, start=1):
+            suffix = f" ({index}/{len(targets)}: {instance.id})" if len(targets) > 1 else ""
             steps += _restart_steps(
                 service, suffix, instances=[instance.id], count=1, start_name=start_name
             )
@@ -116,6 +120,9 @@ def _validation_steps(service: ServiceSpec) -> list[PlannedStep]:
                 "Validation: smoke test", "run_hook", HOOK_TIMEOUT, params={"hook": "smoke"}
             )
         )
+    if service.backup is not None and service.backup.mode == "hot":
+        # The backup must run the same version, or a failover would undo the change.
+        steps.append(PlannedStep("Standby replacement", "replace_standby", START_TIMEOUT))
     return steps
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from phoenix_server.detection.health_tracking import ServiceHealthView
@@ -65,23 +65,54 @@ class VersionKeeper:
                 continue
             last = latest.get(spec.name)
             if last is not None and spec.version(last.version) is not None:
-                self._current[spec.name] = last
-                self._catalog.replace(replace(spec, deployed=last.version))
-                continue
+                if not self._abandoned(last):
+                    self._current[spec.name] = last
+                    self._catalog.replace(replace(spec, deployed=last.version))
+                    continue
+            version, detail = (
+                spec.current_version or spec.versions[-1].name,
+                ("the version the service file starts with"),
+            )
+            if last is not None and self._abandoned(last):
+                assert last.previous_version is not None
+                version = last.previous_version
+                detail = (
+                    f"back to {version}: deployment {last.id} of {last.version} "
+                    f"{last.status.value} and was not rolled back"
+                )
             first = Deployment(
                 id=ids.new_id(ids.DEPLOYMENT),
                 service=spec.name,
-                version=spec.current_version or spec.versions[-1].name,
+                version=version,
                 previous_version=last.version if last else None,
                 reason=DeploymentReason.INITIAL,
                 status=DeploymentStatus.COMPLETED,
-                started_at=self._clock.now(),
+                started_at=self._after(last),
                 ended_at=self._clock.now(),
-                detail="the version the service file starts with",
+                detail=detail,
             )
             await self._recorder.save_deployment(first)
             self._current[spec.name] = first
             self._catalog.replace(replace(spec, deployed=first.version))
+
+    def _abandoned(self, deployment: Deployment) -> bool:
+        """A deploy that did not finish well, and nothing took its place: what ran before it
+        (still declared) is what the service should run."""
+        return (
+            deployment.reason is DeploymentReason.DEPLOY
+            and deployment.status in (DeploymentStatus.FAILED, DeploymentStatus.INTERRUPTED)
+            and deployment.previous_version is not None
+            and self._catalog.get(deployment.service).version(deployment.previous_version)
+            is not None
+        )
+
+    def _after(self, last: Deployment | None) -> datetime:
+        """Now, but strictly after ``last`` began: the newest record is the one in force,
+        even if the clock stepped back."""
+        now = self._clock.now()
+        if last is not None and now <= last.started_at:
+            return last.started_at + timedelta(milliseconds=1)
+        return now
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -118,7 +149,7 @@ class VersionKeeper:
             previous_version=spec.current_version,
             reason=reason,
             status=DeploymentStatus.IN_PROGRESS,
-            started_at=self._clock.now(),
+            started_at=self._after(self._current.get(service)),
             recovery_id=recovery_id,
         )
         await durably(lambda: self._recorder.save_deployment(deployment), self._clock)

@@ -338,4 +338,5 @@ def _fallback(spec: ServiceSpec) -> Fallback:
         status=spec.fallback.status,
         body=spec.fallback.body,
         content_type=spec.fallback.content_type,
+        upstream=spec.fallback.upstream,
     )

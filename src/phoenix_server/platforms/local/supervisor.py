@@ -183,6 +183,7 @@ class LocalPlatform:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, service: ServiceSpec, *, count: int = 1) -> list[Instance]:
+        self._specs[service.name] = service  # the latest (a deploy changes the version)
         started = []
         for _ in range(count):
             instance = self._spawn(service, InstanceRole.SERVICE)
@@ -193,6 +194,7 @@ class LocalPlatform:
     async def start_standby(self, service: ServiceSpec) -> Instance:
         if service.backup is None:
             raise PlatformError(f"service '{service.name}' declares no backup")
+        self._specs[service.name] = service
         instance = self._spawn(service, InstanceRole.STANDBY)
         await self._journal.save_instance(instance)
         return instance
@@ -457,8 +459,17 @@ class LocalPlatform:
                     stale.append((record, StopPolicy(grace=5.0)))
             elif not self._still_ours(record):
                 await self._journal.remove_instance(record.id)
-            elif spec is None or record.config_hash != spec.config_hash:
-                why = "no longer declared" if spec is None else "its declaration changed"
+            elif (
+                spec is None
+                or record.config_hash != spec.config_hash
+                or record.version != spec.current_version
+            ):
+                if spec is None:
+                    why = "no longer declared"
+                elif record.config_hash != spec.config_hash:
+                    why = "its declaration changed"
+                else:
+                    why = f"it runs {record.version}, not the deployed {spec.current_version}"
                 log.info("stopping %s (pid %s): %s", record.id, record.pid, why)
                 stale.append((record, spec.stop if spec else StopPolicy()))
             else:
