@@ -50,6 +50,7 @@ from phoenix_server.recovery.deploying import Deployer
 from phoenix_server.recovery.estimating import KEPT as DURATIONS_KEPT
 from phoenix_server.recovery.executing import ExecutionLimits, Executor
 from phoenix_server.recovery.orchestrating import Orchestrator, OrchestratorLimits
+from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.store import deployments, health_events, incidents, playbooks, recoveries
 from phoenix_server.store.database import Store
@@ -175,6 +176,16 @@ class Runtime:
         self._background.spawn(self._persist_status_changes(), name="status-writer")
         self._background.spawn(self._watch_database(), name="database-watch")
         self._background.spawn(self.versions.watch(), name="known-good-watch")
+        self._background.spawn(
+            ScaleInWatcher(
+                catalog=self.catalog,
+                platforms=self.platforms,
+                tracker=self.tracker,
+                orchestrator=self.orchestrator,
+                clock=self.clock,
+            ).run(),
+            name="scale-in-watch",
+        )
         self._background.spawn(
             TrafficWatcher(self.catalog, self.platforms, self.tracker, self.clock).run(),
             name="traffic-watch",

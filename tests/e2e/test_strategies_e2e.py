@@ -137,6 +137,34 @@ def test_scaling_out_adds_verified_replicas_up_to_max(tmp_path: Path) -> None:
         )
 
 
+def test_a_scaled_out_service_scales_back_in_once_load_stays_low(tmp_path: Path) -> None:
+    port = free_port()
+    # Any load this test makes counts as low (the threshold itself is unit-tested).
+    replicas = "    replicas: {min: 1, max: 3, step: 2, scale_in_below: 1e6, scale_in_after: 2s}\n"
+    path = config(tmp_path, web_service_yaml("search", port, extra=replicas))
+    with running_phoenix(path, tmp_path / "var") as server:
+        wait_until(lambda: server.status_of("search") == "healthy", timeout=20)
+
+        def running() -> list[str]:
+            instances = server.service("search")["instances"]
+            return [i["id"] for i in instances if i["state"] == "running"]
+
+        first = running()
+        assert len(first) == 1
+        recovery = server.finished(trigger(server, "search", "scale")["recoveryId"])
+        assert recovery["status"] == "completed", recovery
+        assert len(running()) == 3
+        with LoadGenerator(port, concurrency=1) as load:
+            # Light load: one replica at a time is drained and stopped, a window apart.
+            wait_until(lambda: len(running()) == 2, timeout=20, message="down to 2")
+            wait_until(lambda: running() == first, timeout=20, message="down to min")
+        assert load.ok > 0 and load.failed == 0, load.bad
+        log = server.log()
+        assert "scaling in from 3 to 2 replicas" in log
+        assert "scaling in from 2 to 1 replicas" in log
+        assert "scaling in from 1" not in log
+
+
 HOT_BACKUP = """    backup: {mode: hot}
     hooks:
       data_sync: ["{python}", "-c", "print('replica caught up')"]

@@ -75,7 +75,7 @@ class Deployer:
         ):
             return current, False
         deployment_id = ids.new_id(ids.DEPLOYMENT)
-        self._orchestrator.hold(service, deployment_id)
+        self._orchestrator.hold(service, f"deployed ({deployment_id})")
         try:
             deployment, _ = await self._versions.begin(
                 service, version, DeploymentReason.DEPLOY, deployment_id=deployment_id

@@ -131,7 +131,8 @@ class Orchestrator:
         self._waiting: dict[str, str] = {}
         """Failing services left alone because a dependency's failure explains theirs."""
         self._held: dict[str, str] = {}
-        """Services a deployment holds (service → deployment id): no recovery starts."""
+        """Services something else is changing (a deploy, a scale-in), with what: no
+        recovery starts meanwhile."""
         self._incidents: dict[str, Incident] = {}
         """Per service, the latest incident not yet resolved."""
         self._recovered_at: dict[str, float] = {}
@@ -169,15 +170,23 @@ class Orchestrator:
 
     # -- deployments ------------------------------------------------------------------------
 
-    def hold(self, service: str, deployment_id: str) -> None:
-        """Keep recoveries off ``service`` while a deployment changes its version."""
+    def hold(self, service: str, activity: str) -> None:
+        """Keep recoveries off ``service`` while something else changes it: ``activity``
+        completes "service 'x' is being …" (``deployed (dep-…)``, ``scaled in``)."""
         run = self._runs.get(service)
         if run is not None:
             raise RecoveryInProgressError(service, run.recovery.id)
-        held = self._held.get(service)
-        if held is not None:
-            raise ConflictError(f"service '{service}' is being deployed ({held}); wait for it")
-        self._held[service] = deployment_id
+        self._refuse_if_held(service)
+        self._held[service] = activity
+
+    def _refuse_if_held(self, service: str) -> None:
+        activity = self._held.get(service)
+        if activity is not None:
+            raise ConflictError(f"service '{service}' is being {activity}; wait for it")
+
+    def busy(self, service: str) -> bool:
+        """A recovery or deploy of ``service`` is running (or waiting to)."""
+        return service in self._runs or service in self._held
 
     def release(self, service: str) -> None:
         self._held.pop(service, None)
@@ -374,10 +383,7 @@ class Orchestrator:
             self._platforms.for_service(spec).supported_strategies(spec)
         ):
             supported |= {Strategy.ROLLBACK}  # a named version needs no known-good one
-        if service in self._held:
-            raise ConflictError(
-                f"service '{service}' is being deployed ({self._held[service]}); wait for it"
-            )
+        self._refuse_if_held(service)
         if strategy is not None and supported and strategy not in supported:
             message = self.unavailable_reason(spec, strategy)
             raise UnsupportedStrategyError(message, [Problem("strategy", message)])
