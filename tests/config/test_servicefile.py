@@ -11,6 +11,7 @@ import pytest
 from phoenix_server.config.servicefile import load_service_file, parse_service_file
 from phoenix_server.domain import services as svc
 from phoenix_server.domain.errors import ConfigError, Problem
+from phoenix_server.support.sizes import parse_size
 
 BASE = Path("/srv/phoenix")
 EXAMPLE = """
@@ -529,3 +530,33 @@ def test_version_mistakes_are_named(tmp_path: Path) -> None:
     problems = {p.path: p.message for p in caught.value.problems}
     assert problems["services[0] (shop).versions[1].name"] == "duplicate version 'v1'"
     assert problems["services[0] (shop).version"] == "unknown version 'v7'; declared: v1"
+
+
+def test_resources_are_parsed_with_sizes_and_checked() -> None:
+    found = problems(
+        """services:
+  - name: api
+    command: [run]
+    resources: {nice: 30, cpus: [4095], memory_max: 12parsecs}
+  - name: ext
+    platform: external
+    health: {http: "http://ext.example/health"}
+    resources: {nice: 1}
+"""
+    )
+    by_path = {p.path: p.message for p in found}
+    assert "less than or equal to 19" in by_path["services[0] (api).resources.nice"]
+    assert "not available here" in by_path["services[0] (api).resources.cpus"]
+    assert "unknown size unit 'parsecs'" in by_path["services[0] (api).resources.memory_max"]
+    assert by_path["services[1] (ext).resources"] == (
+        "resources apply to the processes of a local service only"
+    )
+
+
+def test_sizes() -> None:
+    assert parse_size("512MB") == 512_000_000
+    assert parse_size("1GiB") == parse_size("1g") == 1024**3
+    assert parse_size(4096) == 4096
+    for bad in ("0", "-1k", "lots", True):
+        with pytest.raises(ValueError):
+            parse_size(bad)

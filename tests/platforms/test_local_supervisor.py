@@ -393,3 +393,38 @@ async def test_a_recycled_pid_is_not_adopted(tmp_path: Path, store: Store) -> No
         await second.shutdown(keep_running=False)
         stranger.kill()
         stranger.wait()
+
+
+async def test_declared_resources_are_set_on_each_process(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, _ = platform
+    cpu = min(os.sched_getaffinity(0))
+    spec = spec_of(
+        tmp_path,
+        SLEEPER + f"  resources: {{nice: 7, cpus: [{cpu}], memory_max: 1GiB, open_files: 512}}\n",
+    )
+    [instance] = await local.start(spec)
+    assert instance.pid is not None
+    process = psutil.Process(instance.pid)
+    assert process.nice() == 7
+    assert process.cpu_affinity() == [cpu]
+    assert process.rlimit(psutil.RLIMIT_DATA) == (1024**3, 1024**3)
+    assert process.rlimit(psutil.RLIMIT_NOFILE) == (512, 512)
+    summary = await local.apply_resources(spec)
+    assert summary == f"{instance.id}: nice 7, cpus {cpu}, memory_max 1024 MiB, open_files 512"
+
+
+async def test_resources_that_cannot_be_set_are_reported_and_the_service_still_runs(
+    tmp_path: Path, platform: tuple[LocalPlatform, Recorder]
+) -> None:
+    local, _ = platform
+    # Raising the hard limit of open files beyond the system's maximum is refused.
+    spec = spec_of(tmp_path, SLEEPER + "  resources: {open_files: 1048576}\n")
+    [instance] = await local.start(spec)
+    summary = await local.apply_resources(spec)
+    if "cannot set the resources" not in summary:
+        pytest.skip("this machine lets the test raise the open-files limit that far")
+    assert "needs privileges" in summary
+    assert local.instances("sleeper")[0].id == instance.id and instance.pid is not None
+    assert psutil.Process(instance.pid).is_running()

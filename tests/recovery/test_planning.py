@@ -27,6 +27,7 @@ from phoenix_server.domain.services import (
     PlatformKind,
     ProcessCheck,
     Replicas,
+    Resources,
     ServiceSpec,
     StopPolicy,
 )
@@ -349,4 +350,16 @@ def test_a_version_change_replaces_the_hot_standby_last() -> None:
     assert [(s.name, s.action) for s in plan.steps][-2:] == [
         ("Validation: smoke test", "run_hook"),
         ("Standby replacement", "replace_standby"),
+    ]
+
+
+def test_scaling_out_a_service_with_declared_resources_allocates_them() -> None:
+    spec = replace(routed_with_hooks(), replicas=Replicas(1, 3), resources=Resources(nice=5))
+    plan = PLANNERS[Strategy.SCALE](PlanInput(spec, (running("a"),)))
+    assert [s.name for s in plan.steps] == [
+        "Add replicas",
+        "Resource allocation",
+        "Health verification",
+        "Load balancer reconfiguration",
+        "Capacity verification",
     ]

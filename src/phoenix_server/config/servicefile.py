@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import signal
 import sys
@@ -32,8 +33,10 @@ from phoenix_server.domain import services as svc
 from phoenix_server.domain.errors import ConfigError, Problem
 from phoenix_server.domain.playbooks import BuiltinAction
 from phoenix_server.support.durations import parse_duration
+from phoenix_server.support.sizes import parse_size
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Bytes = Annotated[int, BeforeValidator(parse_size)]
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
 _UNKNOWN_KEY = "unknown key (check its spelling against the README's service file reference)"
 _NAME_HINT = (
@@ -200,6 +203,27 @@ class CircuitDoc(_Doc):
         return steps
 
 
+class ResourcesDoc(_Doc):
+    nice: int | None = Field(None, ge=-20, le=19)
+    cpus: list[Annotated[int, Field(ge=0, le=4095)]] | None = Field(None, min_length=1)
+    memory_max: Bytes | None = None
+    open_files: int | None = Field(None, ge=16, le=1_048_576)
+
+    @field_validator("cpus")
+    @classmethod
+    def _existing_cpus(cls, cpus: list[int] | None) -> list[int] | None:
+        if cpus is None:
+            return None
+        usable = sorted(os.sched_getaffinity(0))
+        missing = sorted(set(cpus) - set(usable))
+        if missing:
+            raise ValueError(
+                f"CPU(s) {', '.join(map(str, missing))} not available here; "
+                f"usable: {', '.join(map(str, usable))}"
+            )
+        return sorted(set(cpus))
+
+
 class BackoffDoc(_Doc):
     initial: Seconds = Field(1.0, gt=0)
     max: Seconds = Field(300.0, gt=0)
@@ -239,6 +263,7 @@ class ServiceDoc(_Doc):
     actions: dict[str, ActionDoc] = Field(default_factory=dict)
     fallback: FallbackDoc | None = None
     stop: StopDoc = Field(default_factory=StopDoc)
+    resources: ResourcesDoc = Field(default_factory=ResourcesDoc)
     recovery: RecoveryDoc = Field(default_factory=RecoveryDoc)
     circuit: CircuitDoc = Field(default_factory=CircuitDoc)
 
@@ -376,6 +401,8 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
             )
         if service.platform == "local" and not service.command:
             add("command", "required for a local service: the argument list that starts it")
+        if service.platform != "local" and service.resources != ResourcesDoc():
+            add("resources", "resources apply to the processes of a local service only")
         if service.platform == "external":
             if service.command:
                 add("command", "an external service runs elsewhere; Phoenix does not start it")
@@ -642,6 +669,12 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
             signal=int(signal.Signals[service.stop.signal]),
             grace=service.stop.grace,
             drain=service.stop.drain,
+        ),
+        resources=svc.Resources(
+            nice=service.resources.nice,
+            cpus=tuple(service.resources.cpus) if service.resources.cpus else None,
+            memory_max=service.resources.memory_max,
+            open_files=service.resources.open_files,
         ),
         circuit=svc.CircuitPolicy(
             open_for=service.circuit.open_for,

@@ -158,6 +158,24 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """Limits and priorities of each process of a local service, applied as it starts."""
+
+    nice: int | None = None
+    """Scheduling niceness, -20 (first) to 19 (last); below 0 needs privileges."""
+    cpus: tuple[int, ...] | None = None
+    """CPU affinity: the CPUs its processes may run on."""
+    memory_max: int | None = None
+    """Bytes of data (heap and private mappings, RLIMIT_DATA) a process may allocate."""
+    open_files: int | None = None
+    """File descriptors a process may hold open (RLIMIT_NOFILE)."""
+
+    @property
+    def declared(self) -> bool:
+        return any(v is not None for v in (self.nice, self.cpus, self.memory_max, self.open_files))
+
+
+@dataclass(frozen=True)
 class Backoff:
     initial: float = 1.0
     """Delay before the second attempt of a crash loop."""
@@ -210,6 +228,7 @@ class ServiceSpec:
     actions: Mapping[str, HttpAction] = field(default_factory=dict)
     fallback: Fallback | None = None
     stop: StopPolicy = field(default_factory=StopPolicy)
+    resources: Resources = field(default_factory=Resources)
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     initial_version: str | None = None

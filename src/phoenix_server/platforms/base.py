@@ -118,6 +118,10 @@ class Platform(Protocol):
         """Run a declared hook command where the service runs: (exit 0, what it said)."""
         ...
 
+    async def apply_resources(self, service: ServiceSpec) -> str:
+        """Apply the service's declared resources to its running instances; say what was set."""
+        ...
+
     async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
         """Open, half-open (letting ``admit`` of requests through) or close the circuit."""
         ...

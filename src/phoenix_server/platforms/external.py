@@ -64,6 +64,9 @@ class ExternalPlatform:
     ) -> tuple[bool, str]:
         raise self._refuse(service)
 
+    async def apply_resources(self, service: ServiceSpec) -> str:
+        raise self._refuse(service)
+
     async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
         raise self._refuse(service)
 

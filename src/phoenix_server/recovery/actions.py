@@ -247,6 +247,11 @@ async def start_standby(ctx: StepContext, step: PlannedStep, timeout: float) -> 
     )
 
 
+async def apply_resources(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
+    """The declared resources (nice, CPUs, memory and file limits) on every instance."""
+    return StepOutcome(True, await ctx.platform.apply_resources(ctx.service))
+
+
 async def replace_standby(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     """A new standby of the service as it is now (a deploy changed its version)."""
     old = ctx.platform.standby(ctx.service.name)
@@ -274,5 +279,6 @@ HANDLERS: dict[str, Handler] = {
     "run_hook": run_hook,
     "start_standby": start_standby,
     "replace_standby": replace_standby,
+    "apply_resources": apply_resources,
 }
 """Every action a planned step may name."""

@@ -193,11 +193,17 @@ def plan_scale(given: PlanInput) -> Plan:
     live = sum(1 for i in given.instances if i.alive)
     target = min(service.replicas.max, live + service.replicas.step)
     added = max(1, target - live)
+    resources = (
+        [PlannedStep("Resource allocation", "apply_resources", TRAFFIC_TIMEOUT)]
+        if service.resources.declared
+        else []
+    )
     return Plan(
         (
             PlannedStep(
                 "Add replicas", "start_instances", START_TIMEOUT, params={"count": added}
             ),
+            *resources,
             PlannedStep("Health verification", "verify_health", service.health.startup_timeout),
             PlannedStep("Load balancer reconfiguration", "restore_traffic", TRAFFIC_TIMEOUT),
             PlannedStep(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from phoenix_server.domain.errors import PlatformError, ProcessStartError
+from phoenix_server.domain.services import Resources
 from phoenix_server.support import procinfo
 
 ExitCallback = Callable[["Process"], None]
@@ -204,3 +206,33 @@ def instance_of(pid: int, instance_env: str) -> str | None:
         return psutil.Process(pid).environ().get(instance_env)
     except (psutil.Error, OSError):
         return None
+
+
+def apply_resources(pid: int, resources: Resources) -> list[str]:
+    """Set ``resources`` on the running process ``pid`` (its later children inherit them);
+    return what was set, in words. Raises PlatformError naming what could not be set."""
+    done: list[str] = []
+    try:
+        if resources.nice is not None:
+            os.setpriority(os.PRIO_PROCESS, pid, resources.nice)
+            done.append(f"nice {resources.nice}")
+        if resources.cpus is not None:
+            os.sched_setaffinity(pid, resources.cpus)
+            done.append(f"cpus {','.join(map(str, resources.cpus))}")
+        if resources.memory_max is not None:
+            limit = resources.memory_max
+            resource.prlimit(pid, resource.RLIMIT_DATA, (limit, limit))
+            done.append(f"memory_max {limit // (1024 * 1024)} MiB")
+        if resources.open_files is not None:
+            limit = resources.open_files
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+            done.append(f"open_files {limit}")
+    except ProcessLookupError:
+        raise PlatformError(f"process {pid} ended before its resources could be set") from None
+    except (PermissionError, OSError, ValueError) as exc:
+        already = f" (set: {', '.join(done)})" if done else ""
+        raise PlatformError(
+            f"cannot set the resources of process {pid}: {exc}{already}; lowering nice below "
+            "0 or raising a hard limit needs privileges"
+        ) from None
+    return done

@@ -311,9 +311,30 @@ class LocalPlatform:
             role=role,
         )
         self._managed[instance_id] = _Managed(instance, process, service.stop, service.routed)
+        self._set_resources(service, instance)
         log.info("started %s (pid %d)", instance_id, process.pid)
         self._emit(InstanceEventKind.STARTED, instance)
         return instance
+
+    def _set_resources(self, service: ServiceSpec, instance: Instance) -> str:
+        """Apply the service's declared resources to ``instance`` (at its start, at its
+        adoption, and when a scale-out re-checks them). A failure is logged, not fatal: the
+        service runs, with what could be set."""
+        if not service.resources.declared or instance.pid is None:
+            return "no resources declared"
+        try:
+            done = processes.apply_resources(instance.pid, service.resources)
+        except PlatformError as exc:
+            log.error("%s: %s", instance.id, exc.message)
+            return exc.message
+        return ", ".join(done)
+
+    async def apply_resources(self, service: ServiceSpec) -> str:
+        live = [i for i in self.instances(service.name) if i.alive]
+        if not service.resources.declared:
+            return "no resources declared"
+        applied = {i.id: self._set_resources(service, i) for i in live}
+        return "; ".join(f"{name}: {what}" for name, what in applied.items()) or "no instance"
 
     def _on_process_exit(self, process: processes.Process) -> None:
         managed = next((m for m in self._managed.values() if m.process is process), None)
@@ -531,6 +552,7 @@ class LocalPlatform:
         process = processes.adopt(record.pid, on_exit=self._on_process_exit)
         instance = replace(record, state=InstanceState.RUNNING)
         self._managed[record.id] = _Managed(instance, process, spec.stop, spec.routed)
+        self._set_resources(spec, instance)  # the declaration may have changed meanwhile
         if spec.routed and record.port is not None:
             self._ports.hold(record.port)
         log.info("adopted %s (pid %d) still running from before", record.id, record.pid)
