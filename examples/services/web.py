@@ -66,6 +66,14 @@ def exit_now(code: int, reason: str) -> NoReturn:
     os._exit(code)
 
 
+def _burn(seconds: float) -> None:
+    """Compute (not sleep) for ``seconds`` of wall time."""
+    end = time.perf_counter() + seconds
+    total = 0
+    while time.perf_counter() < end:
+        total += sum(range(200))
+
+
 def schedule(seconds: float, action: Callable[[], object]) -> None:
     """Run ``action`` once after ``seconds`` on a daemon timer that never delays shutdown."""
     timer = threading.Timer(seconds, action)
@@ -199,6 +207,7 @@ class Switches(NamedTuple):
     leak_mb_per_s: float = 0.0
     fail_health: bool = False
     hanging: bool = False
+    cpu_ms: float = 0.0
 
 
 class Counters:
@@ -299,6 +308,8 @@ class ServiceState:
         switches = self.switches
         if switches.latency_ms > 0:
             time.sleep(switches.latency_ms / 1000)
+        if switches.cpu_ms > 0:
+            _burn(switches.cpu_ms / 1000)
         failed = random.random() < switches.error_rate
         with self.lock:
             self.counters.requests += 1
@@ -377,6 +388,13 @@ def admin_latency(state: ServiceState, body: Body) -> Reply:
     return _ok(latency_ms=state.change(lambda s: s._replace(latency_ms=ms)).latency_ms)
 
 
+def admin_cpu(state: ServiceState, body: Body) -> Reply:
+    """POST /admin/cpu {"ms": n}: CPU time each ordinary request spends (a load spike
+    saturates the process: the GIL lets one request compute at a time)."""
+    ms = _field_number(body, "ms", MAX_LATENCY_MS)
+    return _ok(cpu_ms=state.change(lambda s: s._replace(cpu_ms=ms)).cpu_ms)
+
+
 def admin_leak(state: ServiceState, body: Body) -> Reply:
     """POST /admin/leak {"mb_per_s": r}: start (or, with 0, stop) leaking memory."""
     rate = _field_number(body, "mb_per_s", MAX_LEAK_MB_PER_S)
@@ -408,6 +426,7 @@ ADMIN_ROUTES: dict[str, tuple[str, Action]] = {
     "/admin/errors": ("POST", admin_errors),
     "/admin/latency": ("POST", admin_latency),
     "/admin/leak": ("POST", admin_leak),
+    "/admin/cpu": ("POST", admin_cpu),
     "/admin/health": ("POST", admin_health),
     "/admin/pool/restart": ("POST", admin_pool_restart),
     "/admin/reset": ("POST", admin_reset),

@@ -35,6 +35,7 @@ from phoenix_server.domain.services import (
     ServiceSpec,
 )
 from phoenix_server.monitoring.probing import Prober, target_for
+from phoenix_server.monitoring.resources import ProcessSampler
 from phoenix_server.monitoring.scheduling import ProbeScheduler
 from phoenix_server.monitoring.traffic import TrafficWatcher
 from phoenix_server.monitoring.verifying import ProbeVerifier
@@ -176,6 +177,10 @@ class Runtime:
         self._background.spawn(self._persist_status_changes(), name="status-writer")
         self._background.spawn(self._watch_database(), name="database-watch")
         self._background.spawn(self.versions.watch(), name="known-good-watch")
+        self._background.spawn(
+            ProcessSampler(self.catalog, self.platforms, self.tracker, self.clock).run(),
+            name="process-sampler",
+        )
         self._background.spawn(
             ScaleInWatcher(
                 catalog=self.catalog,

@@ -560,3 +560,42 @@ def test_sizes() -> None:
     for bad in ("0", "-1k", "lots", True):
         with pytest.raises(ValueError):
             parse_size(bad)
+
+
+def test_detection_rules_are_parsed_with_units() -> None:
+    catalog = parse_service_file(
+        """services:
+  - name: api
+    command: [run]
+    detection:
+      error_rate: {above: 0.25, for: 5s, hysteresis: 0.5}
+      latency_p99: {above: 750ms, for: 1m}
+      throughput: {above: 300, for: 10s}
+      memory: {leak_window: 2m, min_growth: 0.5, limit: 2GiB}
+""",
+        source="s",
+        base_dir=Path("/srv"),
+        default_interval=1.0,
+    )
+    detection = catalog.get("api").detection
+    assert detection.error_rate == svc.ThresholdRule("error_rate", 0.25, 5.0, 0.5)
+    assert detection.latency_p99 == svc.ThresholdRule("latency_p99", 750.0, 60.0, 0.2)
+    assert detection.throughput == svc.ThresholdRule("throughput", 300.0, 10.0, 0.2)
+    assert (detection.leak_window, detection.leak_min_growth) == (120.0, 0.5)
+    assert detection.memory_limit == 2 * 1024**3
+
+
+def test_detection_mistakes_are_named() -> None:
+    found = {
+        p.path: p.message
+        for p in problems(
+            """services:
+  - name: api
+    command: [run]
+    detection: {error_rate: {above: 0.2}, cpu: {above: 50, for: 1x}, memory: {leak_window: 1s}}
+"""
+        )
+    }
+    assert "required" in found["services[0] (api).detection.error_rate.for"]
+    assert "expected a duration" in found["services[0] (api).detection.cpu.for"]
+    assert "greater than or equal to 5" in found["services[0] (api).detection.memory.leak_window"]

@@ -87,6 +87,7 @@ def test_a_service_failing_because_its_dependency_fails_is_degraded_and_not_rest
               startup_timeout: 2s}}
     stop: {{grace: 2s}}
     recovery: {{backoff: {{initial: 500ms}}}}
+    circuit: {{open_for: 1s, steps: [100], hold: 0s}}
 """
     app = f"""
   - name: app

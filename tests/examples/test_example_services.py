@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+import psutil
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -493,3 +494,16 @@ def test_worker_bad_interval_exits_2() -> None:
     )
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_admin_cpu_makes_each_request_compute(children: Children) -> None:
+    web = children.web()
+    assert web.call("POST", "/admin/cpu", {"ms": 30}) == (200, {"cpu_ms": 30.0})
+    process = psutil.Process(web.proc.pid)
+    before = process.cpu_times()
+    for _ in range(5):
+        assert web.call("GET", "/work")[0] == 200
+    after = process.cpu_times()
+    used = (after.user + after.system) - (before.user + before.system)
+    assert used >= 0.1, f"5 requests of 30 ms CPU each used only {used:.3f}s"
+    assert web.call("POST", "/admin/cpu", {"ms": -1})[0] == 400

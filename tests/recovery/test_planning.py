@@ -32,7 +32,7 @@ from phoenix_server.domain.services import (
     StopPolicy,
 )
 from phoenix_server.recovery.executing import should_run
-from phoenix_server.recovery.selecting import DEFAULT_TABLE, decide
+from phoenix_server.recovery.selecting import DEFAULT_TABLE, decide, escalated
 from phoenix_server.recovery.strategies import PLANNERS, PlanInput, plan_deploy, plan_restart
 
 ALL = frozenset(Strategy)
@@ -170,16 +170,36 @@ def test_memory_leak_without_a_known_good_version_restarts() -> None:
 
 def test_nothing_in_the_table_supported_falls_back_to_a_supported_strategy() -> None:
     decision = decide(
-        service="azora-auth", failure_type=FailureType.CASCADING, supported=RESTART_ONLY
+        service="azora-auth", failure_type=FailureType.HIGH_LOAD, supported=RESTART_ONLY
     )
     assert decision.strategy is Strategy.RESTART
     assert decision.candidates == (
+        Candidate(Strategy.SCALE, 0.0),
         Candidate(Strategy.CIRCUIT_BREAK, 0.0),
         Candidate(Strategy.RESTART, 0.1),
     )
     assert decision.reason == (
-        "default table: cascading → restart (circuit_break not available for this service)"
+        "default table: high_load → restart (scale, circuit_break not available for this service)"
     )
+
+
+@pytest.mark.parametrize(
+    ("failure_type", "failed", "chosen"),
+    [
+        (FailureType.CASCADING, [], Strategy.CIRCUIT_BREAK),
+        (FailureType.CASCADING, [Strategy.CIRCUIT_BREAK], Strategy.RESTART),
+        (FailureType.SERVICE_DOWN, [Strategy.RESTART], Strategy.FAILOVER),
+        (FailureType.SERVICE_DOWN, [Strategy.RESTART, Strategy.FAILOVER], Strategy.FAILOVER),
+        (FailureType.HIGH_LOAD, [Strategy.SCALE], Strategy.CIRCUIT_BREAK),
+        (FailureType.MEMORY_LEAK, [Strategy.ROLLBACK], Strategy.RESTART),
+    ],
+)
+def test_a_failed_strategy_escalates_to_the_tables_next_choice(
+    failure_type: FailureType, failed: list[Strategy], chosen: Strategy
+) -> None:
+    supported = escalated(failure_type, ALL, failed)
+    decision = decide(service="x", failure_type=failure_type, supported=supported)
+    assert decision.strategy is chosen
 
 
 def test_the_chosen_strategy_is_always_supported() -> None:

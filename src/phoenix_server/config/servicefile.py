@@ -224,6 +224,40 @@ class ResourcesDoc(_Doc):
         return sorted(set(cpus))
 
 
+class RuleDoc(_Doc):
+    above: float = Field(ge=0)
+    for_: Seconds = Field(alias="for", ge=0, le=3600)
+    hysteresis: float = Field(0.2, ge=0, lt=1)
+
+
+class LatencyRuleDoc(RuleDoc):
+    above: Seconds = Field(gt=0)
+    """A duration (``2s``, ``500ms``); the metric is in milliseconds."""
+
+
+class MemoryDoc(_Doc):
+    leak_window: Seconds = Field(60.0, ge=5, le=900)
+    min_growth: float = Field(0.1, gt=0, le=10)
+    limit: Bytes | None = None
+
+
+class DetectionDoc(_Doc):
+    error_rate: RuleDoc = Field(default_factory=lambda: RuleDoc(above=0.1, **{"for": 10.0}))
+    latency_p99: LatencyRuleDoc = Field(
+        default_factory=lambda: LatencyRuleDoc(above=2.0, **{"for": 30.0})
+    )
+    cpu: RuleDoc = Field(default_factory=lambda: RuleDoc(above=90.0, **{"for": 15.0}))
+    throughput: RuleDoc | None = None
+    memory: MemoryDoc = Field(default_factory=MemoryDoc)
+    min_requests: int = Field(20, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DetectionDoc:
+        if self.error_rate.above > 1:
+            raise ValueError("error_rate.above is a share of requests, 0 to 1")
+        return self
+
+
 class BackoffDoc(_Doc):
     initial: Seconds = Field(1.0, gt=0)
     max: Seconds = Field(300.0, gt=0)
@@ -264,6 +298,7 @@ class ServiceDoc(_Doc):
     fallback: FallbackDoc | None = None
     stop: StopDoc = Field(default_factory=StopDoc)
     resources: ResourcesDoc = Field(default_factory=ResourcesDoc)
+    detection: DetectionDoc = Field(default_factory=DetectionDoc)
     recovery: RecoveryDoc = Field(default_factory=RecoveryDoc)
     circuit: CircuitDoc = Field(default_factory=CircuitDoc)
 
@@ -598,6 +633,23 @@ def _health(service: ServiceDoc, default_interval: float) -> svc.HealthPolicy:
     )
 
 
+def _rule(metric: str, doc: RuleDoc, scale: float = 1.0) -> svc.ThresholdRule:
+    return svc.ThresholdRule(metric, doc.above * scale, doc.for_, doc.hysteresis)
+
+
+def _detection(doc: DetectionDoc) -> svc.DetectionPolicy:
+    return svc.DetectionPolicy(
+        error_rate=_rule("error_rate", doc.error_rate),
+        latency_p99=_rule("latency_p99", doc.latency_p99, scale=1000.0),
+        cpu=_rule("cpu", doc.cpu),
+        throughput=_rule("throughput", doc.throughput) if doc.throughput else None,
+        leak_window=doc.memory.leak_window,
+        leak_min_growth=doc.memory.min_growth,
+        memory_limit=doc.memory.limit,
+        min_requests=doc.min_requests,
+    )
+
+
 def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) -> svc.ServiceSpec:
     cwd = str((base_dir / service.cwd).resolve()) if service.cwd else str(base_dir)
     replicas = service.replicas
@@ -676,6 +728,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
             memory_max=service.resources.memory_max,
             open_files=service.resources.open_files,
         ),
+        detection=_detection(service.detection),
         circuit=svc.CircuitPolicy(
             open_for=service.circuit.open_for,
             steps=tuple(share / 100 for share in service.circuit.steps),

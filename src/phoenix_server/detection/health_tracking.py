@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import psutil
+
+from phoenix_server.detection.signals import CPU, MEMORY, ServiceSignals
+from phoenix_server.detection.symptoms import Symptom, SymptomDetector
 from phoenix_server.detection.traffic import TrafficView, TrafficWindow
 from phoenix_server.detection.uptime import UptimeTimeline
 from phoenix_server.domain.clock import Clock
@@ -26,7 +30,7 @@ from phoenix_server.domain.health import (
     ServiceStatus,
     TrafficCounters,
 )
-from phoenix_server.domain.services import HealthPolicy, ServiceCatalog
+from phoenix_server.domain.services import HealthPolicy, ServiceCatalog, ServiceSpec
 
 LATENCY_WINDOW = 120
 """Probe latencies kept per service for the p50 (bounded memory)."""
@@ -57,6 +61,11 @@ class _Service:
     name: str
     policy: HealthPolicy
     depends_on: tuple[str, ...] = ()
+    signals: ServiceSignals = field(default_factory=ServiceSignals)
+    detector: SymptomDetector | None = None
+    symptoms: tuple[Symptom, ...] = ()
+    replicas: int = 0
+    """Instances the last resource sample saw."""
     targets: dict[str, _Target] = field(default_factory=dict)
     status: ServiceStatus = ServiceStatus.UNKNOWN
     status_since: datetime | None = None
@@ -85,6 +94,8 @@ class ServiceHealthView:
     """Standby instances (hot backups) and their health, apart from the service's."""
     traffic: TrafficView
     """From the router, for a routed service (all None otherwise)."""
+    symptoms: tuple[Symptom, ...] = ()
+    """Failures its health checks do not show (error rate, load, latency, a leak)."""
 
 
 TransitionListener = Callable[[HealthTransition], None]
@@ -93,10 +104,21 @@ TransitionListener = Callable[[HealthTransition], None]
 class HealthTracker:
     """Holds every service's health; not thread-safe (lives on the event loop)."""
 
-    def __init__(self, catalog: ServiceCatalog, clock: Clock) -> None:
+    def __init__(
+        self, catalog: ServiceCatalog, clock: Clock, *, memory_total: int | None = None
+    ) -> None:
         self._clock = clock
+        memory = memory_total if memory_total is not None else psutil.virtual_memory().total
+        self._memory_total = memory
         self._services = {
-            spec.name: _Service(spec.name, spec.health, spec.depends_on) for spec in catalog
+            spec.name: _Service(
+                spec.name,
+                spec.health,
+                spec.depends_on,
+                signals=ServiceSignals(spec.detection.min_requests),
+                detector=SymptomDetector(spec, memory),
+            )
+            for spec in catalog
         }
         self._listeners: list[TransitionListener] = []
 
@@ -146,7 +168,12 @@ class HealthTracker:
             if observation.latency is not None and observation.ok:
                 service.latencies.append(observation.latency)
             self._apply(target, observation)
-        return self._reaggregate(service, observation)
+        return self._reaggregate(
+            service,
+            observation.at,
+            observation.detail or observation.kind.value,
+            certain=observation.kind is ObservationKind.EXIT,
+        )
 
     def _apply(self, target: _Target, observation: Observation) -> None:
         target.detail = observation.detail
@@ -181,7 +208,8 @@ class HealthTracker:
         if healthy and unhealthy:
             return ServiceStatus.DEGRADED
         if healthy:
-            return ServiceStatus.HEALTHY
+            # Answering its checks, but showing a failure they do not: degraded.
+            return ServiceStatus.DEGRADED if service.symptoms else ServiceStatus.HEALTHY
         if unhealthy:
             return ServiceStatus.UNHEALTHY
         # Every target still starting: unknown at first sight, but a service that was being
@@ -192,26 +220,28 @@ class HealthTracker:
             else ServiceStatus.UNHEALTHY
         )
 
-    def _reaggregate(self, service: _Service, observation: Observation) -> HealthTransition | None:
+    def _reaggregate(
+        self, service: _Service, at: datetime, reason: str, *, certain: bool = False
+    ) -> HealthTransition | None:
         new = self._aggregate(service)
         if new is service.status:
             return None
         previous = service.status
         service.status = new
-        service.status_since = observation.at
-        service.reason = observation.detail or observation.kind.value
-        service.uptime.record(observation.at, None if new is ServiceStatus.UNKNOWN else new.serving)
+        service.status_since = at
+        service.reason = reason
+        service.uptime.record(at, None if new is ServiceStatus.UNKNOWN else new.serving)
         transition = HealthTransition(
             service=service.name,
             previous=previous,
             current=new,
-            at=observation.at,
+            at=at,
             reason=service.reason,
             evidence=tuple(
                 f"{name}: {target.status.value}" + (f" ({target.detail})" if target.detail else "")
                 for name, target in service.targets.items()
             ),
-            certain=observation.kind is ObservationKind.EXIT,
+            certain=certain,
         )
         for listener in self._listeners:
             listener(transition)
@@ -221,8 +251,7 @@ class HealthTracker:
         """The service could not even be started: unhealthy, with no instance to probe."""
         state = self._services[service]
         state.ever_had_targets = True
-        observation = Observation(service, service, ObservationKind.EXIT, at, False, detail)
-        return self._reaggregate(state, observation)
+        return self._reaggregate(state, at, detail, certain=True)
 
     def status(self, service: str) -> ServiceStatus:
         return self._services[service].status
@@ -259,7 +288,7 @@ class HealthTracker:
             deeper = self.waiting_on(name)  # the graph is acyclic (the service file says so)
             if deeper is not None:
                 return deeper
-            if dependency.status is ServiceStatus.UNHEALTHY:
+            if dependency.status is ServiceStatus.UNHEALTHY or dependency.symptoms:
                 return name
             if dependency.traffic.view().circuit == "open":
                 return name
@@ -286,12 +315,57 @@ class HealthTracker:
             targets={name: t.status for name, t in state.targets.items() if not t.standby},
             standby={name: t.status for name, t in state.targets.items() if t.standby},
             traffic=state.traffic.view(),
+            symptoms=state.symptoms,
         )
+
+    def record_metrics(self, service: str, values: Mapping[str, float]) -> None:
+        """Samples of the service's metrics now (process memory and CPU, pushed metrics)."""
+        state = self._services.get(service)
+        if state is not None:
+            state.signals.record(self._clock.monotonic(), values)
+            self._look_for_symptoms(state)
+
+    def record_resources(self, service: str, memory: float, cpu: float, replicas: int) -> None:
+        """The largest instance's memory (bytes) and CPU (% of a core), across ``replicas``."""
+        state = self._services.get(service)
+        if state is not None:
+            state.replicas = replicas
+            state.signals.record(self._clock.monotonic(), {MEMORY: memory, CPU: cpu})
+            self._look_for_symptoms(state)
+
+    def symptoms(self, service: str) -> tuple[Symptom, ...]:
+        return self._services[service].symptoms
+
+    def signals(self, service: str) -> ServiceSignals:
+        return self._services[service].signals
+
+    def reset_symptoms(self, service: str, spec: ServiceSpec) -> None:
+        """Forget the signals and rule states (a recovery replaced the processes): what
+        follows is judged on what the new ones do, not on the failure just recovered."""
+        state = self._services[service]
+        state.signals = ServiceSignals(spec.detection.min_requests)
+        state.detector = SymptomDetector(spec, self._memory_total)
+        if state.symptoms:
+            state.symptoms = ()
+            self._reaggregate(state, self._clock.now(), "symptoms cleared by the recovery")
+
+    def _look_for_symptoms(self, state: _Service) -> None:
+        if state.detector is None:
+            return
+        found = state.detector.evaluate(self._clock.monotonic(), state.signals, state.replicas)
+        if [s.failure_type for s in found] == [s.failure_type for s in state.symptoms]:
+            state.symptoms = found  # same kinds, fresher evidence
+            return
+        state.symptoms = found
+        reason = found[0].summary if found else "symptoms cleared"
+        self._reaggregate(state, self._clock.now(), reason)
 
     def record_traffic(self, service: str, counters: TrafficCounters) -> None:
         """A sample of the service's router counters."""
         state = self._services.get(service)
         if state is not None:
+            state.signals.record_traffic(self._clock.monotonic(), counters)
+            self._look_for_symptoms(state)
             state.traffic.record(self._clock.monotonic(), counters)
 
     def mark_unobserved(self, at: datetime) -> None:

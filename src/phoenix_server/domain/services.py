@@ -176,6 +176,45 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class ThresholdRule:
+    """A metric beyond ``above`` for ``duration`` seconds fires; it clears once the metric
+    has stayed at or under ``above * (1 - hysteresis)`` for ``duration`` again, so a value
+    hovering at the threshold does not flap."""
+
+    metric: str
+    above: float
+    duration: float
+    hysteresis: float = 0.2
+
+
+@dataclass(frozen=True)
+class DetectionPolicy:
+    """What counts as a failure beyond a failing health check (``detection:``)."""
+
+    error_rate: ThresholdRule = field(
+        default_factory=lambda: ThresholdRule("error_rate", 0.1, 10.0)
+    )
+    """Share of requests not really answered (5xx, broken, rejected) while it answers."""
+    latency_p99: ThresholdRule = field(
+        default_factory=lambda: ThresholdRule("latency_p99", 2000.0, 30.0)
+    )
+    """Milliseconds, p99 through the router."""
+    cpu: ThresholdRule = field(default_factory=lambda: ThresholdRule("cpu", 90.0, 15.0))
+    """Percent of one core per instance: saturated (with traffic) means high load."""
+    throughput: ThresholdRule | None = None
+    """Requests per second per replica above which load counts as high (none: CPU only)."""
+    leak_window: float = 60.0
+    """Seconds of memory samples a leak must show steady growth over."""
+    leak_min_growth: float = 0.1
+    """Growth over the window, as a share of the start, below which it is no leak."""
+    memory_limit: int | None = None
+    """Bytes; the limit a leak is projected to reach (default: resources.memory_max, else the
+    machine's memory)."""
+    min_requests: int = 20
+    """Requests a one-second sample needs before its error rate counts."""
+
+
+@dataclass(frozen=True)
 class Backoff:
     initial: float = 1.0
     """Delay before the second attempt of a crash loop."""
@@ -229,6 +268,7 @@ class ServiceSpec:
     fallback: Fallback | None = None
     stop: StopPolicy = field(default_factory=StopPolicy)
     resources: Resources = field(default_factory=Resources)
+    detection: DetectionPolicy = field(default_factory=DetectionPolicy)
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     initial_version: str | None = None

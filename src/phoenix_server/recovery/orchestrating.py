@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from phoenix_server.detection.classifying import Diagnosis, diagnose_status, diagnose_transition
+from phoenix_server.detection.classifying import Diagnosis, cascading, diagnose, diagnose_status
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain import ids
 from phoenix_server.domain.clock import Clock, sleep_unless
@@ -58,7 +58,7 @@ from phoenix_server.recovery.estimating import DurationEstimates
 from phoenix_server.recovery.executing import Executor
 from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.ports import RecoveryRecorder
-from phoenix_server.recovery.selecting import decide
+from phoenix_server.recovery.selecting import decide, escalated
 from phoenix_server.recovery.strategies import PLANNERS, PlanInput
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.support.tasks import SupervisedTasks
@@ -95,6 +95,8 @@ class _Run:
     rollback_to: str | None = None
     """The version a rollback goes to, when its requester named it (a failed deploy goes
     back to what ran before); otherwise the newest known-good older version."""
+    failed: list[Strategy] = field(default_factory=list)
+    """Strategies whose attempts failed for this incident: the next attempt escalates."""
     asked: bool = False
     """Someone asked for it (an operator, or Phoenix after a failed deploy): it runs even if
     the service looks healthy by then, unlike one started by detection."""
@@ -128,6 +130,7 @@ class Orchestrator:
         self._giving_time: dict[str, bool] = {}
         """Failing services with dependencies: True while Phoenix gives the dependencies
         time to show a failure (their detection takes that long), False once it has."""
+        self._giving_callers_time: dict[str, bool] = {}
         self._waiting: dict[str, str] = {}
         """Failing services left alone because a dependency's failure explains theirs."""
         self._held: dict[str, str] = {}
@@ -251,6 +254,7 @@ class Orchestrator:
         incident = self._incidents.get(name)
         if status is ServiceStatus.HEALTHY:
             self._giving_time.pop(name, None)
+            self._giving_callers_time.pop(name, None)
             return incident is not None
         if self._tracker.waiting_on(name) is not None:
             return False
@@ -267,12 +271,13 @@ class Orchestrator:
         incident = self._incidents.get(name)
         if view.status is ServiceStatus.HEALTHY:
             self._giving_time.pop(name, None)
+            self._giving_callers_time.pop(name, None)
             if incident is not None:
                 await self._close_incident(incident, IncidentStatus.RESOLVED, "healthy again")
             return
         if view.status not in FAILING:
             return
-        if self._give_dependencies_time(name):
+        if self._give_dependencies_time(name) or self._give_callers_time(name):
             return
         dependency = self._tracker.waiting_on(name)
         if dependency is not None:
@@ -293,11 +298,14 @@ class Orchestrator:
         spec = self._catalog.get(name)
         new_incident = incident is None
         if incident is None:
-            diagnosis = (
-                diagnose_transition(transition)
-                if transition is not None and transition.current in FAILING
-                else diagnose_status(view.status, view.reason)
-            )
+            diagnosis = diagnose(view, transition)
+            callers = [
+                (caller.name, self._tracker.view(caller.name).reason)
+                for caller in self._catalog.dependents(name)
+                if self._tracker.waiting_on(caller.name) == name
+            ]
+            if callers:
+                diagnosis = cascading(name, diagnosis, callers)
             incident = self._make_incident(name, diagnosis, IncidentSource.DETECTED)
             log.warning(
                 "%s: incident %s %s: %s",
@@ -354,10 +362,26 @@ class Orchestrator:
             return True
         return waiting
 
-    async def _look_again(self, name: str, delay: float) -> None:
+    def _give_callers_time(self, name: str) -> bool:
+        """The other way round: a service others depend on, failing its checks, waits (once
+        per failure) as long as its callers' checks need to show whether they fail with it:
+        then it is the root of a cascade, and is treated as one. True: wait."""
+        callers = self._catalog.dependents(name)
+        if not callers or not self._tracker.failing_checks(name):
+            return False
+        waiting = self._giving_callers_time.get(name)
+        if waiting is None:
+            wait = max(self._tracker.detection_time(c.name) for c in callers)
+            self._giving_callers_time[name] = True
+            self._tasks.spawn(self._look_again(name, wait, callers=True), name=f"cascade-{name}")
+            return True
+        return waiting
+
+    async def _look_again(self, name: str, delay: float, *, callers: bool = False) -> None:
         await self._clock.sleep(delay)
-        if self._giving_time.get(name):
-            self._giving_time[name] = False
+        waits = self._giving_callers_time if callers else self._giving_time
+        if waits.get(name):
+            waits[name] = False
         self._queue.put_nowait((name, None))
 
     # -- the manual path --------------------------------------------------------------------
@@ -468,6 +492,8 @@ class Orchestrator:
                     return
                 result = await self._execute(run)
                 if result.status is RecoveryStatus.COMPLETED:
+                    # New processes: judge them on what they do from now on.
+                    self._tracker.reset_symptoms(name, self._catalog.get(name))
                     self._estimates.record(result)
                     self._recovered_at[name] = self._clock.monotonic()
                     await self._resolve(run, f"recovered by {result.strategy.value} ({result.id})")
@@ -477,6 +503,7 @@ class Orchestrator:
                 if self._tracker.status(name) is ServiceStatus.HEALTHY:
                     await self._resolve(run, f"healthy again after {result.id}")
                     return
+                run.failed.append(result.strategy)
                 if result.attempt >= self._limits.max_attempts:
                     await self._give_up(run, result)
                     return
@@ -512,8 +539,10 @@ class Orchestrator:
             run.recovery.trigger is RecoveryTrigger.AUTOMATIC
             and view.status is ServiceStatus.DEGRADED
         ):
-            # Some replicas serve: replace the failing ones, leave the others alone.
-            only = frozenset(t for t, s in view.targets.items() if s is ServiceStatus.UNHEALTHY)
+            # Some replicas serve: replace the failing ones, leave the others alone (all of
+            # them, one at a time, when none fails its checks: a symptom such as errors).
+            failing = frozenset(t for t, s in view.targets.items() if s is ServiceStatus.UNHEALTHY)
+            only = failing or None
         try:
             spec = self._catalog.get(run.service.name)
             instances = tuple(platform.instances(spec.name))
@@ -594,9 +623,12 @@ class Orchestrator:
             requested = Strategy.RESTART if Strategy.RESTART in supported else None
         elif requested is not None and requested not in supported:
             requested = None  # no longer possible (a backup used up): the policy chooses
+        failure_type = run.incident.failure_type if run.incident else FailureType.UNKNOWN
+        if requested is None:
+            supported = escalated(failure_type, supported, run.failed)
         decision = decide(
             service=spec.name,
-            failure_type=run.incident.failure_type if run.incident else FailureType.UNKNOWN,
+            failure_type=failure_type,
             supported=supported,
             requested=requested,
         )

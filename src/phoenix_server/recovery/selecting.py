@@ -14,7 +14,7 @@ DEFAULT_TABLE: dict[FailureType, tuple[Strategy, ...]] = {
     FailureType.MEMORY_LEAK: (Strategy.ROLLBACK, Strategy.RESTART),
     FailureType.HIGH_LOAD: (Strategy.SCALE, Strategy.CIRCUIT_BREAK),
     FailureType.SERVICE_DOWN: (Strategy.FAILOVER, Strategy.RESTART),
-    FailureType.CASCADING: (Strategy.CIRCUIT_BREAK,),
+    FailureType.CASCADING: (Strategy.CIRCUIT_BREAK, Strategy.RESTART),
     FailureType.LATENCY_DEGRADATION: (Strategy.SCALE, Strategy.RESTART),
     FailureType.UNKNOWN: (Strategy.RESTART,),
 }
@@ -43,6 +43,18 @@ def _unsupported_message(
         )
     assert strategy is not None
     return f"service '{service}' cannot use strategy '{strategy.value}'; it supports: {can}"
+
+
+def escalated(
+    failure_type: FailureType, supported: frozenset[Strategy], failed: list[Strategy]
+) -> frozenset[Strategy]:
+    """What the next attempt may choose from: the table's next choice for the failure type
+    once an earlier one has failed for this incident; when every choice the service can use
+    has failed, the first again (a retry beats a strategy the table does not advise)."""
+    preferred = [s for s in DEFAULT_TABLE.get(failure_type, ()) if s in supported]
+    if any(s not in failed for s in preferred):
+        return supported - set(failed)
+    return supported
 
 
 def decide(
