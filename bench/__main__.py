@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["mttr", "probes", "router", "failover"]
+BENCHMARKS = ["mttr", "probes", "router", "failover", "detect"]
 
 
 def main() -> None:
