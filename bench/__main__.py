@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["mttr", "probes", "router", "failover", "detect"]
+BENCHMARKS = ["mttr", "probes", "router", "failover", "detect", "detection"]
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ the error envelope with ``details`` paths.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -374,11 +375,70 @@ def test_incidents_and_false_positive(server: PhoenixServer) -> None:
     assert "only monitor" in incident["summary"]
     detail = server.get(f"/api/incidents/{incident['id']}").json()["incident"]
     assert detail["recoveries"] == [] and ISO_MS.match(detail["detectedAt"])
+    before = server.get("/api/incidents", params={"service": "ledger"}).json()
+    assert before["falsePositives"] == 0 and before["falsePositiveRate"] == 0.0
     marked = server.post(f"/api/incidents/{incident['id']}/false-positive").json()
     assert marked["incident"]["falsePositive"] is True
+    after = server.get("/api/incidents", params={"service": "ledger"}).json()
+    assert after["falsePositives"] == 1
+    assert after["falsePositiveRate"] == round(1 / after["total"], 4)
     assert_error(server.get("/api/incidents/inc-000000000000"), 404, "not_found")
     assert_error(server.post("/api/incidents/inc-000000000000/false-positive"), 404, "not_found")
 
 
 def test_config_path_is_reported_back(server: PhoenixServer) -> None:
     assert Path(server.config).exists()
+
+
+def test_pushed_metrics_join_the_services_signals(server: PhoenixServer) -> None:
+    rng = random.Random(3)
+    samples = [{"metric": "queue_depth", "value": rng.gauss(20, 2)} for _ in range(1000)]
+    samples.append({"metric": "queue_depth", "value": 5000.0})
+    answer = server.post("/api/metrics", json={"service": "ledger", "samples": samples})
+    assert answer.status_code == 202 and answer.json() == {"success": True, "accepted": 1001}
+    shown = next(
+        s for s in server.get("/api/health/services").json()["services"] if s["name"] == "ledger"
+    )
+    assert shown["anomalyScores"]["queue_depth"] > 0.5, "a value far from all before it"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "path"),
+    [
+        ({"service": "nope", "samples": [{"metric": "x", "value": 1}]}, 404, None),
+        ({"service": "ledger", "samples": []}, 422, "samples"),
+        (
+            {"service": "ledger", "samples": [{"metric": "Bad Name", "value": 1}]},
+            422,
+            "samples[0].metric",
+        ),
+        (
+            {"service": "ledger", "samples": [{"metric": "x", "value": "NaN"}]},
+            422,
+            "samples[0].value",
+        ),
+        (
+            {
+                "service": "ledger",
+                "samples": [{"metric": "x", "value": 1, "timestamp": "2001-01-01T00:00:00Z"}],
+            },
+            422,
+            "samples[0].timestamp",
+        ),
+        (
+            {
+                "service": "ledger",
+                "samples": [{"metric": "x", "value": 1, "timestamp": "2999-01-01T00:00:00Z"}],
+            },
+            422,
+            "samples[0].timestamp",
+        ),
+    ],
+)
+def test_pushed_metrics_refusals_name_the_problem(
+    server: PhoenixServer, body: dict[str, Any], status: int, path: str | None
+) -> None:
+    answer = server.post("/api/metrics", json=body)
+    assert answer.status_code == status, answer.text
+    if path is not None:
+        assert path in [d["path"] for d in answer.json()["error"]["details"]]

@@ -209,3 +209,21 @@ def test_the_memory_limit_defaults_to_the_declared_resources_then_the_machine() 
         signals.record(float(t), {MEMORY: 100e6 + 20e6 * t})
         found = detector.evaluate(float(t), signals, replicas=1)
     assert "limit of 512 MiB" in found[0].summary
+
+
+def test_an_anomaly_alone_opens_an_incident_only_when_asked_and_is_held_then_dropped() -> None:
+    rng = random.Random(5)
+    asked = replace(FAST, detection=replace(FAST.detection, anomaly_incidents=True))
+    for policy, expected in ((FAST, []), (asked, [FailureType.HIGH_LOAD])):
+        detector, signals = SymptomDetector(policy, 8 << 30), ServiceSignals()
+        for t in range(1000):
+            signals.record(float(t), {CPU: rng.gauss(20, 1)})
+            detector.evaluate(float(t), signals, replicas=1)
+        signals.record(1000.0, {CPU: 75.0})
+        found = detector.evaluate(1000.0, signals, replicas=1)
+        assert [s.failure_type for s in found] == expected
+        if expected:
+            assert "anomalous cpu (score" in found[0].summary
+            assert any(e.startswith("anomaly: cpu scored") for e in found[0].evidence)
+            signals.record(1031.0, {CPU: 20.0})
+            assert detector.evaluate(1031.0, signals, replicas=1) == (), "held 30 s, then gone"

@@ -13,6 +13,7 @@ from phoenix_server.api import (
     errors,
     health,
     incidents,
+    metrics,
     playbooks,
     recoveries,
     services,
@@ -44,6 +45,6 @@ def create_api(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
-    for module in (health, recoveries, services, deployments, playbooks, incidents):
+    for module in (health, recoveries, services, deployments, playbooks, incidents, metrics):
         app.include_router(module.router)
     return app

@@ -94,6 +94,10 @@ class ServiceHealth(WireModel):
     left alone (not restarted) until the dependency is back."""
     fallback: bool
     """Clients are answered by the service's declared fallback (nothing of its own serves)."""
+    anomaly_scores: dict[str, float]
+    """Each metric's latest anomaly score, 0-1 (0.5: a one-in-a-thousand sample)."""
+    symptoms: list[str]
+    """What its health checks do not show: error rate, load, latency, a leak."""
     active_recovery_id: str | None
 
 
@@ -139,6 +143,8 @@ def service_health(
         circuit=view.traffic.circuit,
         waiting_on=waiting_on,
         fallback=on_fallback,
+        anomaly_scores=view.anomaly,
+        symptoms=[symptom.summary for symptom in view.symptoms],
         active_recovery_id=recovery_id,
     )
 

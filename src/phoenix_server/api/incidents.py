@@ -47,6 +47,10 @@ class IncidentsResponse(WireModel):
     total: int
     limit: int
     offset: int
+    false_positives: int
+    """Incidents Phoenix detected (for ``service``, if given) that operators marked false."""
+    false_positive_rate: float | None
+    """That share of the incidents Phoenix detected; null before any."""
 
 
 class IncidentResponse(WireModel):
@@ -97,11 +101,14 @@ async def list_incidents(
     items, total = await runtime.store.read(
         incidents.list_incidents, service=service, status=status, limit=limit, offset=offset
     )
+    detected, marked = await runtime.store.read(incidents.false_positive_counts, service=service)
     return IncidentsResponse(
         incidents=[IncidentOut.model_validate(incident_fields(i)) for i in items],
         total=total,
         limit=limit,
         offset=offset,
+        false_positives=marked,
+        false_positive_rate=round(marked / detected, 4) if detected else None,
     )
 
 

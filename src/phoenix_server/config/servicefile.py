@@ -241,6 +241,12 @@ class MemoryDoc(_Doc):
     limit: Bytes | None = None
 
 
+class AnomalyDoc(_Doc):
+    threshold: float = Field(0.5, gt=0, le=1)
+    incidents: bool = False
+    hold: Seconds = Field(30.0, ge=0, le=3600)
+
+
 class DetectionDoc(_Doc):
     error_rate: RuleDoc = Field(default_factory=lambda: RuleDoc(above=0.1, **{"for": 10.0}))
     latency_p99: LatencyRuleDoc = Field(
@@ -250,6 +256,7 @@ class DetectionDoc(_Doc):
     throughput: RuleDoc | None = None
     memory: MemoryDoc = Field(default_factory=MemoryDoc)
     min_requests: int = Field(20, ge=1, le=1_000_000)
+    anomaly: AnomalyDoc = Field(default_factory=AnomalyDoc)
 
     @model_validator(mode="after")
     def _fractions(self) -> DetectionDoc:
@@ -647,6 +654,9 @@ def _detection(doc: DetectionDoc) -> svc.DetectionPolicy:
         leak_min_growth=doc.memory.min_growth,
         memory_limit=doc.memory.limit,
         min_requests=doc.min_requests,
+        anomaly_threshold=doc.anomaly.threshold,
+        anomaly_incidents=doc.anomaly.incidents,
+        anomaly_hold=doc.anomaly.hold,
     )
 
 

@@ -96,6 +96,8 @@ class ServiceHealthView:
     """From the router, for a routed service (all None otherwise)."""
     symptoms: tuple[Symptom, ...] = ()
     """Failures its health checks do not show (error rate, load, latency, a leak)."""
+    anomaly: dict[str, float] = field(default_factory=dict)
+    """Each metric's latest anomaly score."""
 
 
 TransitionListener = Callable[[HealthTransition], None]
@@ -316,14 +318,20 @@ class HealthTracker:
             standby={name: t.status for name, t in state.targets.items() if t.standby},
             traffic=state.traffic.view(),
             symptoms=state.symptoms,
+            anomaly={name: round(score, 4) for name, (_, score) in state.signals.anomaly.items()},
         )
 
-    def record_metrics(self, service: str, values: Mapping[str, float]) -> None:
-        """Samples of the service's metrics now (process memory and CPU, pushed metrics)."""
+    def record_metrics(
+        self, service: str, values: Mapping[str, float], *, at: float | None = None
+    ) -> list[str]:
+        """Samples of the service's metrics (pushed ones), at monotonic ``at`` (default now).
+        Returns the names refused because the service has too many series."""
         state = self._services.get(service)
-        if state is not None:
-            state.signals.record(self._clock.monotonic(), values)
-            self._look_for_symptoms(state)
+        if state is None:
+            return []
+        refused = state.signals.record(self._clock.monotonic() if at is None else at, values)
+        self._look_for_symptoms(state)
+        return refused
 
     def record_resources(self, service: str, memory: float, cpu: float, replicas: int) -> None:
         """The largest instance's memory (bytes) and CPU (% of a core), across ``replicas``."""

@@ -13,7 +13,7 @@ the signals as they arrive and says which symptoms hold now, most telling first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from phoenix_server.detection.rules import RuleState
 from phoenix_server.detection.signals import (
@@ -29,6 +29,14 @@ from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.services import ServiceSpec
 
 LEAK_CHECK_EVERY = 5.0
+ANOMALY_TYPES = {
+    ERROR_RATE: FailureType.HIGH_ERROR_RATE,
+    LATENCY_P99: FailureType.LATENCY_DEGRADATION,
+    "latency_p50": FailureType.LATENCY_DEGRADATION,
+    CPU: FailureType.HIGH_LOAD,
+    THROUGHPUT: FailureType.HIGH_LOAD,
+}
+"""The failure an anomaly alone suggests, by metric (others: unknown)."""
 """Seconds between trend tests of memory (they cost more than a threshold)."""
 
 
@@ -55,6 +63,8 @@ class SymptomDetector:
         self._seen: dict[str, float] = {}
         self._leak: Symptom | None = None
         self._leak_checked = float("-inf")
+        self._anomalous: dict[str, tuple[float, float]] = {}
+        """Metric -> (when, score) of its latest anomalous sample."""
 
     def _fresh(self, signals: ServiceSignals, name: str) -> float | None:
         """The metric's newest value if it arrived since the last look (else None)."""
@@ -76,6 +86,7 @@ class SymptomDetector:
             per_replica = fresh / max(replicas, 1) if fresh is not None else None
             crowded = self._throughput.update(at, per_replica)
         serving = throughput > 0
+        anomalies = self._anomalies(at, signals)
         found: list[Symptom] = []
         leak = self._check_leak(at, signals)
         if leak is not None:
@@ -108,7 +119,31 @@ class SymptomDetector:
                     (self._latency.describe(),),
                 )
             )
+        if anomalies and not found and self._policy.anomaly_incidents:
+            metric = max(anomalies, key=lambda name: anomalies[name])
+            found.append(
+                Symptom(
+                    ANOMALY_TYPES.get(metric, FailureType.UNKNOWN),
+                    f"anomalous {metric} (score {anomalies[metric]:.2f})",
+                )
+            )
+        if anomalies:
+            seen = tuple(
+                f"anomaly: {name} scored {score:.2f}" for name, score in sorted(anomalies.items())
+            )
+            found = [replace(s, evidence=(*s.evidence, *seen)) for s in found]
         return tuple(found)
+
+    def _anomalies(self, at: float, signals: ServiceSignals) -> dict[str, float]:
+        """Metrics with an anomalous sample within the hold time, with their score."""
+        policy = self._policy
+        for name, (sampled, score) in signals.anomaly.items():
+            if score >= policy.anomaly_threshold:
+                self._anomalous[name] = (sampled, score)
+        for name, (when, _) in list(self._anomalous.items()):
+            if at - when > policy.anomaly_hold:
+                del self._anomalous[name]
+        return {name: score for name, (_, score) in self._anomalous.items()}
 
     def _check_leak(self, at: float, signals: ServiceSignals) -> Symptom | None:
         if at - self._leak_checked < LEAK_CHECK_EVERY:

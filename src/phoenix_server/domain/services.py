@@ -212,6 +212,13 @@ class DetectionPolicy:
     machine's memory)."""
     min_requests: int = 20
     """Requests a one-second sample needs before its error rate counts."""
+    anomaly_threshold: float = 0.5
+    """Anomaly score (0-1; 0.5 is a one-in-a-thousand sample) from which a metric's sample
+    is anomalous: named in incidents' evidence for ``anomaly_hold`` seconds."""
+    anomaly_incidents: bool = False
+    """Whether an anomaly alone (no rule firing) makes the service degraded and opens an
+    incident. Off by default: one anomalous sample in a thousand is normal."""
+    anomaly_hold: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,20 @@ def list_incidents(
     return [_from_row(row) for row in rows], total
 
 
+def false_positive_counts(session: Session, *, service: str | None) -> tuple[int, int]:
+    """(incidents Phoenix detected, of which operators marked false positives)."""
+    conditions = [IncidentRow.source == IncidentSource.DETECTED.value]
+    if service is not None:
+        conditions.append(IncidentRow.service == service)
+    detected = session.scalar(select(func.count()).select_from(IncidentRow).where(*conditions))
+    marked = session.scalar(
+        select(func.count())
+        .select_from(IncidentRow)
+        .where(*conditions, IncidentRow.false_positive.is_(True))
+    )
+    return detected or 0, marked or 0
+
+
 def unresolved_incidents(session: Session) -> list[Incident]:
     """The newest open or unresolved incident of each service, oldest first."""
     rows = session.scalars(
