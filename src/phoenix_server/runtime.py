@@ -37,6 +37,7 @@ from phoenix_server.domain.services import (
 from phoenix_server.monitoring.probing import Prober, target_for
 from phoenix_server.monitoring.resources import ProcessSampler
 from phoenix_server.monitoring.scheduling import ProbeScheduler
+from phoenix_server.monitoring.scraping import PrometheusScraper
 from phoenix_server.monitoring.traffic import TrafficWatcher
 from phoenix_server.monitoring.verifying import ProbeVerifier
 from phoenix_server.platforms.base import (
@@ -180,6 +181,10 @@ class Runtime:
         self._background.spawn(
             ProcessSampler(self.catalog, self.platforms, self.tracker, self.clock).run(),
             name="process-sampler",
+        )
+        self._background.spawn(
+            PrometheusScraper(self.catalog, self.platforms, self.tracker, self.clock).run(),
+            name="prometheus-scraper",
         )
         self._background.spawn(
             ScaleInWatcher(

@@ -599,3 +599,17 @@ def test_detection_mistakes_are_named() -> None:
     assert "required" in found["services[0] (api).detection.error_rate.for"]
     assert "expected a duration" in found["services[0] (api).detection.cpu.for"]
     assert "greater than or equal to 5" in found["services[0] (api).detection.memory.leak_window"]
+
+
+def test_a_prometheus_source_is_checked_like_every_url() -> None:
+    def found(metrics: str) -> list[str]:
+        text = f"services:\n  - name: api\n    command: [run]\n    metrics: {metrics}\n"
+        return [f"{p.path}: {p.message}" for p in problems(text)]
+
+    where = "services[0] (api).metrics"
+    bad_url = found('{prometheus: "ftp://{port}/metrics"}')
+    assert any(m.startswith(f"{where}.prometheus: expected an http://") for m in bad_url)
+    assert f"{where}.prometheus: uses {{port}} but the service declares no port" in bad_url
+    shape = found('{prometheus: "http://127.0.0.1:9100/metrics", every: 0.1s, names: ["a b"]}')
+    assert any(m.startswith(f"{where}.every:") and "0.5" in m for m in shape)
+    assert any(m.startswith(f"{where}.names[0]:") for m in shape)

@@ -184,3 +184,42 @@ def test_a_healthy_but_noisy_service_raises_no_incident(tmp_path: Path) -> None:
                 assert incidents_of(server, "feed") == []
                 time.sleep(0.5)
         assert load.ok > 100 and load.bad.get("HTTP 500", 0) > 0, "the noise was real"
+
+
+EXPORTER = """import sys, time
+from prometheus_client import Counter, Gauge, start_http_server
+
+depth = Gauge("app_queue_depth", "jobs waiting")
+jobs = Counter("app_jobs", "jobs done")
+start_http_server(int(sys.argv[1]), addr="127.0.0.1")
+depth.set(7)
+while True:
+    jobs.inc(10)
+    time.sleep(0.1)
+"""
+
+
+def test_a_prometheus_endpoint_is_scraped_into_the_services_signals(tmp_path: Path) -> None:
+    port = free_port()
+    exporter = tmp_path / "exporter.py"
+    exporter.write_text(EXPORTER)
+    entry = f"""
+  - name: worker
+    command: ["{{python}}", "{exporter}", "{{port}}"]
+    port: {port}
+    router: false
+    health: {{tcp: "127.0.0.1:{{port}}", interval: 0.5s}}
+    metrics: {{prometheus: "http://127.0.0.1:{{port}}/metrics", every: 0.5s,
+               names: [app_queue_depth, app_jobs_total]}}
+"""
+    path = config(tmp_path, entry)
+    with running_phoenix(path, tmp_path / "var") as server:
+        wait_until(lambda: server.status_of("worker") == "healthy", timeout=20)
+        signals = wait_until(
+            lambda: (s := server.service("worker")["signals"]).get("app_jobs_total") and s,
+            timeout=15,
+            message="scraped signals",
+        )
+        assert signals["app_queue_depth"] == 7.0
+        assert 50 <= signals["app_jobs_total"] <= 150, "a counter becomes a rate per second"
+        assert "python_gc_objects_collected_total" not in signals, "only the names asked for"

@@ -70,6 +70,8 @@ class ServiceOut(WireModel):
     instances: list[InstanceOut]
     standby: InstanceOut | None
     """The hot backup, running out of rotation until a failover promotes it."""
+    signals: dict[str, float]
+    """The latest value of each of its metric series (router, processes, pushed, scraped)."""
 
 
 class ServicesResponse(WireModel):
@@ -146,6 +148,11 @@ def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
         strategies=sorted(s.value for s in runtime.orchestrator.supported(spec)),
         instances=[_instance(i) for i in platform.instances(spec.name)],
         standby=_instance(standby) if (standby := platform.standby(spec.name)) else None,
+        signals={
+            name: round(sample.value, 6)
+            for name, series in runtime.tracker.signals(spec.name).series.items()
+            if (sample := series.latest()) is not None
+        },
     )
 
 

@@ -247,6 +247,14 @@ class AnomalyDoc(_Doc):
     hold: Seconds = Field(30.0, ge=0, le=3600)
 
 
+class MetricsDoc(_Doc):
+    prometheus: str
+    every: Seconds = Field(5.0, ge=0.5, le=3600)
+    names: list[Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]] | None = (
+        Field(None, min_length=1, max_length=64)
+    )
+
+
 class DetectionDoc(_Doc):
     error_rate: RuleDoc = Field(default_factory=lambda: RuleDoc(above=0.1, **{"for": 10.0}))
     latency_p99: LatencyRuleDoc = Field(
@@ -306,6 +314,7 @@ class ServiceDoc(_Doc):
     stop: StopDoc = Field(default_factory=StopDoc)
     resources: ResourcesDoc = Field(default_factory=ResourcesDoc)
     detection: DetectionDoc = Field(default_factory=DetectionDoc)
+    metrics: MetricsDoc | None = None
     recovery: RecoveryDoc = Field(default_factory=RecoveryDoc)
     circuit: CircuitDoc = Field(default_factory=CircuitDoc)
 
@@ -503,6 +512,8 @@ def _address_problems(service: ServiceDoc) -> list[tuple[str, str]]:
     """URLs and host:port addresses that cannot work once their placeholders are filled."""
     found: list[tuple[str, str]] = []
     urls = [(f"actions.{n}.http.url", a.http.url) for n, a in service.actions.items()]
+    if service.metrics is not None:
+        urls.append(("metrics.prometheus", service.metrics.prometheus))
     if service.health is not None and service.health.http is not None:
         urls.append(("health.http", service.health.http.url))
     for path, template in urls:
@@ -590,6 +601,8 @@ def _templates(service: ServiceDoc) -> list[tuple[str, str]]:
             found.append((f"health.command[{i}]", arg))
     for name, action in service.actions.items():
         found.append((f"actions.{name}.http.url", action.http.url))
+    if service.metrics is not None:
+        found.append(("metrics.prometheus", service.metrics.prometheus))
     for vi, version in enumerate(service.versions):
         for i, arg in enumerate(version.command or []):
             found.append((f"versions[{vi}].command[{i}]", arg))
@@ -739,6 +752,13 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
             open_files=service.resources.open_files,
         ),
         detection=_detection(service.detection),
+        metrics=svc.MetricsSource(
+            prometheus=service.metrics.prometheus,
+            every=service.metrics.every,
+            names=tuple(service.metrics.names) if service.metrics.names else None,
+        )
+        if service.metrics
+        else None,
         circuit=svc.CircuitPolicy(
             open_for=service.circuit.open_for,
             steps=tuple(share / 100 for share in service.circuit.steps),

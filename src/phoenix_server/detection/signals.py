@@ -24,10 +24,11 @@ RATE_WINDOW = 5.0
 ERROR_RATE = "error_rate"
 THROUGHPUT = "throughput"
 LATENCY_P50 = "latency_p50"
+LATENCY_P95 = "latency_p95"
 LATENCY_P99 = "latency_p99"
 MEMORY = "memory_rss"
 CPU = "cpu"
-BUILTIN = frozenset({ERROR_RATE, THROUGHPUT, LATENCY_P50, LATENCY_P99, MEMORY, CPU})
+BUILTIN = frozenset({ERROR_RATE, THROUGHPUT, LATENCY_P50, LATENCY_P95, LATENCY_P99, MEMORY, CPU})
 MAX_SERIES = 64
 """Series one service may have (pushed metrics included): memory stays bounded."""
 ANOMALY_SETTINGS = DetectorSettings(memory=2048)
@@ -120,6 +121,8 @@ class ServiceSignals:
                 values[ERROR_RATE] = (counters.lost - first.lost) / received
         if counters.latency_p50_ms is not None:
             values[LATENCY_P50] = counters.latency_p50_ms
+        if counters.latency_p95_ms is not None:
+            values[LATENCY_P95] = counters.latency_p95_ms
         if counters.latency_p99_ms is not None:
             values[LATENCY_P99] = counters.latency_p99_ms
         self.record(at, values)

@@ -96,6 +96,7 @@ class TrafficCounters:
     """Not really answered: rejected by the router, broken after forwarding, or 5xx."""
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
+    latency_p95_ms: float | None = None
     circuit: str = "closed"
     """The router's circuit: ``closed``, ``open`` or ``half_open``."""
     reopened: int = 0

@@ -222,6 +222,17 @@ class DetectionPolicy:
 
 
 @dataclass(frozen=True)
+class MetricsSource:
+    """A Prometheus endpoint of each instance, scraped into the service's signals."""
+
+    prometheus: str
+    """URL template (``http://127.0.0.1:{port}/metrics``), rendered per instance."""
+    every: float = 5.0
+    names: tuple[str, ...] | None = None
+    """Metric names to keep (None: every gauge and counter, up to the series limit)."""
+
+
+@dataclass(frozen=True)
 class Backoff:
     initial: float = 1.0
     """Delay before the second attempt of a crash loop."""
@@ -276,6 +287,7 @@ class ServiceSpec:
     stop: StopPolicy = field(default_factory=StopPolicy)
     resources: Resources = field(default_factory=Resources)
     detection: DetectionPolicy = field(default_factory=DetectionPolicy)
+    metrics: MetricsSource | None = None
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     initial_version: str | None = None

@@ -326,6 +326,7 @@ class RouterKeeper:
             lost=stats.lost,
             latency_p50_ms=stats.latency_p50_ms,
             latency_p99_ms=stats.latency_p99_ms,
+            latency_p95_ms=stats.latency_p95_ms,
             circuit=stats.circuit,
             reopened=stats.reopened,
         )
