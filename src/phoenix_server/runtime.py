@@ -52,6 +52,7 @@ from phoenix_server.recovery.deploying import Deployer
 from phoenix_server.recovery.estimating import KEPT as DURATIONS_KEPT
 from phoenix_server.recovery.executing import ExecutionLimits, Executor
 from phoenix_server.recovery.orchestrating import Orchestrator, OrchestratorLimits
+from phoenix_server.recovery.playbook_runs import PLAYBOOK_HANDLERS
 from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.store import deployments, health_events, incidents, playbooks, recoveries
@@ -116,6 +117,7 @@ class Runtime:
             clock=self.clock,
             status_of=self.tracker.status,
             limits=ExecutionLimits(recovery_timeout=settings.recovery_timeout),
+            handlers=PLAYBOOK_HANDLERS,
         )
         self.versions = VersionKeeper(
             catalog=catalog, recorder=recorder, clock=self.clock, health_of=self.tracker.view
@@ -228,19 +230,23 @@ class Runtime:
             *self.deployer.died,
         ]
 
-    async def refresh_playbook_count(self) -> None:
-        """Count active playbooks now (after a playbook changes; the watch does it too)."""
+    async def refresh_playbooks(self) -> None:
+        """Load the active playbooks now (after a playbook changes; the watch does it too):
+        the engine answers failures with them, /health counts them."""
         try:
+            active = await self.store.read(playbooks.active_playbooks)
             self.playbooks_active = await self.store.read(playbooks.count_active)
             self.database_problem = None
         except UnavailableError as exc:
             self.database_problem = exc.message
+            return
+        self.orchestrator.set_playbooks(active)
 
     async def _watch_database(self) -> None:
         """Keep what /health reports about the database fresh, so that liveness never
         waits on the database itself."""
         while True:
-            await self.refresh_playbook_count()
+            await self.refresh_playbooks()
             await self.clock.sleep(DATABASE_WATCH_INTERVAL)
 
     async def _admit(self, spec: ServiceSpec, instances: list[Instance]) -> None:

@@ -3,7 +3,8 @@
 Bodies are validated as a whole (shape and meaning) by ``config.playbooks``, so the API
 and playbook files accept exactly the same documents; every problem comes back in one 422.
 ``PUT`` merges: fields it omits keep their stored values, so ``{"status": "disabled"}``
-alone disables a playbook. Execution comes with the playbooks issue.
+alone disables a playbook. ``dry-run`` shows what a run would do now; ``execute`` runs one
+as a recovery.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
+from pydantic import Field
 
-from phoenix_server.api.common import Limit, Offset, RuntimeDep, WireModel
+from phoenix_server.api.common import Limit, Offset, RuntimeDep, StrictInput, WireModel
+from phoenix_server.api.recoveries import DecisionOut, decision_out
 from phoenix_server.config.playbooks import to_document, to_playbook, validate_playbook
 from phoenix_server.domain import ids
-from phoenix_server.domain.errors import ConflictError
+from phoenix_server.domain.errors import ConflictError, InvalidRequestError, Problem
 from phoenix_server.domain.playbooks import Playbook, PlaybookSource, PlaybookStatus
+from phoenix_server.domain.recoveries import RecoveryStatus, StepCondition, Strategy
+from phoenix_server.recovery.playbook_runs import main_strategy, preview
 from phoenix_server.runtime import Runtime
 from phoenix_server.store import playbooks
 from phoenix_server.support.timefmt import iso_ms
@@ -130,7 +135,7 @@ async def create_playbook(body: PlaybookBody, runtime: RuntimeDep) -> PlaybookCr
         source=PlaybookSource.API,
     )
     await runtime.store.write(playbooks.create_playbook, playbook)
-    await runtime.refresh_playbook_count()
+    await runtime.refresh_playbooks()
     return PlaybookCreated(
         playbook_id=playbook.id,
         status=playbook.status,
@@ -188,12 +193,136 @@ async def update_playbook(
         source=current.source,
     )
     await runtime.store.write(playbooks.update_playbook, updated)
-    await runtime.refresh_playbook_count()
+    await runtime.refresh_playbooks()
     return PlaybookResponse(playbook=playbook_out(updated))
 
 
 @router.delete("/{playbook_id}", response_model=PlaybookDeleted, response_model_by_alias=True)
 async def delete_playbook(playbook_id: str, runtime: RuntimeDep) -> PlaybookDeleted:
     await runtime.store.write(playbooks.delete_playbook, playbook_id)
-    await runtime.refresh_playbook_count()
+    await runtime.refresh_playbooks()
     return PlaybookDeleted(playbook_id=playbook_id)
+
+
+class RunRequest(StrictInput):
+    service: str | None = Field(None, min_length=1, max_length=128)
+    """Required for a playbook bound to no service; optional (and must match) otherwise."""
+    reason: str = Field("", max_length=2000)
+
+
+class StepPreviewOut(WireModel):
+    position: int
+    name: str
+    action: str
+    condition: StepCondition
+    timeout: float
+    would: str
+    """``run``, ``skip``, or ``depends`` (on how the steps before it end)."""
+    why: str
+    plan: list[str]
+    """A strategy step's own steps, for the service as it is now."""
+
+
+class DryRunResponse(WireModel):
+    success: bool = True
+    playbook_id: str
+    version: int
+    service: str
+    service_status: str
+    strategy: Strategy
+    steps: list[StepPreviewOut]
+
+
+class ExecuteResponse(WireModel):
+    success: bool = True
+    recovery_id: str
+    playbook_id: str
+    version: int
+    status: RecoveryStatus
+    strategy: Strategy
+    start_time: str
+    incident_id: str | None
+    decision: DecisionOut
+
+
+def _target(playbook: Playbook, body: RunRequest | None) -> str:
+    asked = body.service if body is not None else None
+    if playbook.service is not None and asked not in (None, playbook.service):
+        message = f"this playbook is bound to service '{playbook.service}'"
+        raise InvalidRequestError(message, [Problem("service", message)])
+    service = asked or playbook.service
+    if service is None:
+        message = "required: this playbook is bound to no service, so name the one to run it on"
+        raise InvalidRequestError(message, [Problem("service", message)])
+    return service
+
+
+@router.post("/{playbook_id}/dry-run", response_model=DryRunResponse, response_model_by_alias=True)
+async def dry_run(
+    playbook_id: str, runtime: RuntimeDep, body: RunRequest | None = None
+) -> DryRunResponse:
+    """What running the playbook on the service now would do; nothing is acted on."""
+    playbook = await runtime.store.read(playbooks.get_playbook, playbook_id)
+    spec = runtime.catalog.get(_target(playbook, body))
+    platform = runtime.platforms.for_service(spec)
+    status = runtime.tracker.status(spec.name)
+    previews = preview(
+        playbook,
+        spec,
+        tuple(platform.instances(spec.name)),
+        serving=status.serving,
+        rollback_to=runtime.versions.rollback_target(spec),
+    )
+    return DryRunResponse(
+        playbook_id=playbook.id,
+        version=playbook.version,
+        service=spec.name,
+        service_status=status.value,
+        strategy=main_strategy(playbook),
+        steps=[
+            StepPreviewOut(
+                position=p.position,
+                name=p.name,
+                action=p.action,
+                condition=p.condition,
+                timeout=p.timeout,
+                would=p.would,
+                why=p.why,
+                plan=list(p.plan),
+            )
+            for p in previews
+        ],
+    )
+
+
+@router.post(
+    "/{playbook_id}/execute",
+    status_code=202,
+    response_model=ExecuteResponse,
+    response_model_by_alias=True,
+)
+async def execute(
+    playbook_id: str, runtime: RuntimeDep, body: RunRequest | None = None
+) -> ExecuteResponse:
+    """Run the playbook on the service now, as a recovery (202; follow its recoveryId).
+    409 if the playbook is disabled or a recovery of the service is running."""
+    playbook = await runtime.store.read(playbooks.get_playbook, playbook_id)
+    service = _target(playbook, body)
+    if playbook.status is not PlaybookStatus.ACTIVE:
+        raise ConflictError(
+            f"playbook '{playbook.name}' is disabled; set its status to active to run it"
+        )
+    reason = (body.reason if body is not None else "") or f"playbook '{playbook.name}' run"
+    recovery = await runtime.orchestrator.trigger(
+        service=service, strategy=None, reason=reason, force=False, playbook=playbook
+    )
+    return ExecuteResponse(
+        recovery_id=recovery.id,
+        playbook_id=playbook.id,
+        version=playbook.version,
+        status=recovery.status,
+        strategy=recovery.strategy,
+        start_time=iso_ms(recovery.start_time) or "",
+        incident_id=recovery.incident_id,
+        decision=decision_out(recovery.decision),
+    )

@@ -121,6 +121,9 @@ class RecoveryOut(WireModel):
     reason: str
     estimated_duration: float | None
     force: bool
+    playbook_id: str | None
+    playbook_version: int | None
+    """The playbook (and its version) this attempt ran, if one decided it."""
 
 
 def _seconds(value: float | None) -> float | None:
@@ -164,6 +167,8 @@ def recovery_out(recovery: Recovery) -> RecoveryOut:
         reason=recovery.reason,
         estimated_duration=recovery.estimated_duration,
         force=recovery.force,
+        playbook_id=recovery.playbook_id,
+        playbook_version=recovery.playbook_version,
     )
 
 

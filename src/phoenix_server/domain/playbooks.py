@@ -36,6 +36,17 @@ class TriggerType(StrEnum):
     MANUAL = "manual"
 
 
+SIGNAL_TRIGGERS = frozenset(
+    {
+        TriggerType.ERROR_RATE,
+        TriggerType.LATENCY,
+        TriggerType.MEMORY,
+        TriggerType.CPU,
+        TriggerType.ANOMALY_SCORE,
+    }
+)
+
+
 class BuiltinAction(StrEnum):
     RESTART_SERVICE = "restart_service"
     ROLLBACK = "rollback"
@@ -84,3 +95,8 @@ class Playbook:
     priority: int = 0
     version: int = 1
     source: PlaybookSource = PlaybookSource.API
+
+    @property
+    def triggers_on_signals(self) -> bool:
+        """Whether a trigger watches a metric (and so can fire with no failure detected)."""
+        return any(t.type in SIGNAL_TRIGGERS for t in self.triggers)

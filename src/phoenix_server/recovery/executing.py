@@ -161,9 +161,11 @@ class Executor:
         *,
         cancel: asyncio.Event,
         down_since: datetime | None,
+        prepare_rollback: Callable[[], Awaitable[tuple[ServiceSpec, str]]] | None = None,
     ) -> Recovery:
         """Run ``plan``; return the finished recovery (also saved). Raises UnavailableError
-        only if the database stays away longer than :data:`WRITE_PATIENCE`."""
+        only if the database stays away longer than :data:`WRITE_PATIENCE`.
+        ``prepare_rollback``: how a playbook's rollback step moves the service's version."""
         clock = self._clock
         recovery = replace(
             recovery,
@@ -180,6 +182,7 @@ class Executor:
             ],
         )
         ctx = self.context_for(service)
+        ctx.prepare_rollback = prepare_rollback
         platform = ctx.platform
         # Sampled alongside the first steps, not before them: every millisecond is downtime.
         traffic_before = asyncio.ensure_future(platform.traffic(service))

@@ -43,6 +43,7 @@ from phoenix_server.domain.incidents import (
     IncidentSource,
     IncidentStatus,
 )
+from phoenix_server.domain.playbooks import Playbook, PlaybookStatus, TriggerType
 from phoenix_server.domain.recoveries import (
     Decision,
     DecisionSource,
@@ -57,6 +58,8 @@ from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.estimating import DurationEstimates
 from phoenix_server.recovery.executing import Executor
 from phoenix_server.recovery.persisting import EventualWrites
+from phoenix_server.recovery.playbook_choice import choose, describe_trigger
+from phoenix_server.recovery.playbook_runs import main_strategy, plan_playbook
 from phoenix_server.recovery.ports import RecoveryRecorder
 from phoenix_server.recovery.selecting import decide, escalated
 from phoenix_server.recovery.strategies import PLANNERS, PlanInput
@@ -66,6 +69,16 @@ from phoenix_server.support.tasks import SupervisedTasks
 log = logging.getLogger("phoenix.recovery")
 
 FAILING = frozenset({ServiceStatus.UNHEALTHY, ServiceStatus.DEGRADED})
+TRIGGER_CHECK = 1.0
+"""Seconds between looks at playbook triggers on signals."""
+FIRED_AS = {
+    TriggerType.ERROR_RATE: FailureType.HIGH_ERROR_RATE,
+    TriggerType.LATENCY: FailureType.LATENCY_DEGRADATION,
+    TriggerType.MEMORY: FailureType.MEMORY_LEAK,
+    TriggerType.CPU: FailureType.HIGH_LOAD,
+    TriggerType.ANOMALY_SCORE: FailureType.UNKNOWN,
+}
+"""The failure type an incident opened by a fired trigger is filed under."""
 """Statuses Phoenix acts on: nothing serving, or some replicas failing."""
 
 
@@ -95,6 +108,8 @@ class _Run:
     rollback_to: str | None = None
     """The version a rollback goes to, when its requester named it (a failed deploy goes
     back to what ran before); otherwise the newest known-good older version."""
+    playbook: Playbook | None = None
+    """The playbook its first attempt runs (later attempts follow the default policy)."""
     failed: list[Strategy] = field(default_factory=list)
     """Strategies whose attempts failed for this incident: the next attempt escalates."""
     asked: bool = False
@@ -131,6 +146,8 @@ class Orchestrator:
         """Failing services with dependencies: True while Phoenix gives the dependencies
         time to show a failure (their detection takes that long), False once it has."""
         self._giving_callers_time: dict[str, bool] = {}
+        self._playbooks: list[Playbook] = []
+        """The active playbooks, as the store had them at the last refresh."""
         self._waiting: dict[str, str] = {}
         """Failing services left alone because a dependency's failure explains theirs."""
         self._held: dict[str, str] = {}
@@ -162,6 +179,7 @@ class Orchestrator:
                 self._incidents[incident.service] = incident
         self._tasks.spawn(self._dispatch(), name="dispatcher")
         self._tasks.spawn(self._sweep(), name="sweeper")
+        self._tasks.spawn(self._watch_triggers(), name="playbook-triggers")
 
     async def close(self) -> None:
         """Stop: running recoveries are cancelled where they stand and recorded as interrupted."""
@@ -211,6 +229,18 @@ class Orchestrator:
             return no_rollback_reason(spec, spec.current_version, self._versions.proven(spec.name))
         return f"service '{spec.name}' cannot use strategy '{strategy.value}' now"
 
+    def set_playbooks(self, playbooks: list[Playbook]) -> None:
+        """The playbooks that may answer failures from now on (refreshed by the runtime)."""
+        self._playbooks = [p for p in playbooks if p.status is PlaybookStatus.ACTIVE]
+
+    def _playbook_decision(self, playbook: Playbook, why: str) -> Decision:
+        return Decision(
+            strategy=main_strategy(playbook),
+            source=DecisionSource.PLAYBOOK,
+            reason=f"playbook '{playbook.name}' (version {playbook.version}): {why}",
+            candidates=(),
+        )
+
     # -- queries ----------------------------------------------------------------------------
 
     def active_count(self) -> int:
@@ -248,6 +278,53 @@ class Orchestrator:
             for spec in self._catalog:
                 if spec.name not in self._runs and self._needs_attention(spec.name):
                     self._queue.put_nowait((spec.name, None))
+
+    async def _watch_triggers(self) -> None:
+        """Playbook triggers on signals fire on their own (a playbook may act on an error
+        rate the default rules tolerate): once a second, for services nothing acts on."""
+        while True:
+            await self._clock.sleep(TRIGGER_CHECK)
+            if not self._limits.auto_recovery or not self._playbooks:
+                continue
+            for spec in list(self._catalog):
+                name = spec.name
+                if name in self._runs or name in self._held or name in self._incidents:
+                    continue
+                fired = choose(
+                    [p for p in self._playbooks if p.triggers_on_signals],
+                    name,
+                    None,
+                    self._tracker.signals(name),
+                    self._clock.monotonic(),
+                )
+                if fired is None or not self.supported(spec):
+                    continue
+                try:
+                    await self._run_fired_playbook(spec, fired)
+                except Exception:
+                    log.exception("%s: could not start playbook '%s'", name, fired.name)
+
+    async def _run_fired_playbook(self, spec: ServiceSpec, playbook: Playbook) -> None:
+        name = spec.name
+        kind = FIRED_AS.get(playbook.triggers[0].type, FailureType.UNKNOWN)
+        summary = f"playbook '{playbook.name}' triggered: " + ", ".join(
+            describe_trigger(t) for t in playbook.triggers
+        )
+        incident = self._make_incident(name, Diagnosis(kind, summary, ()), IncidentSource.DETECTED)
+        decision = self._playbook_decision(playbook, "its trigger fired")
+        recovery = self._new_recovery(
+            spec, incident, decision, RecoveryTrigger.PLAYBOOK, summary, playbook=playbook
+        )
+        run = _Run(spec, incident, recovery, down_since=None, playbook=playbook, asked=True)
+        self._runs[name] = run  # claimed before the first await
+        try:
+            await self._recorder.save_recovery(recovery, incident=incident)
+        except BaseException:
+            del self._runs[name]
+            raise
+        self._incidents[name] = incident
+        log.warning("%s: incident %s: %s", name, incident.id, summary)
+        self._tasks.spawn(self._attempts(run, previous=None), name=name)
 
     def _needs_attention(self, name: str) -> bool:
         status = self._tracker.status(name)
@@ -332,11 +409,23 @@ class Orchestrator:
                 f"; failed again within {spec.recovery.backoff.reset_after:g}s of its last "
                 f"recovery: waiting {delay:g}s first (crash-loop backoff)"
             )
-        decision = decide(service=name, failure_type=incident.failure_type, supported=supported)
-        recovery = self._new_recovery(spec, incident, decision, RecoveryTrigger.AUTOMATIC, reason)
+        playbook = choose(
+            self._playbooks,
+            name,
+            incident,
+            self._tracker.signals(name),
+            self._clock.monotonic(),
+        )
+        if playbook is not None:
+            decision = self._playbook_decision(playbook, "its trigger matches this failure")
+        else:
+            decision = decide(service=name, failure_type=incident.failure_type, supported=supported)
+        recovery = self._new_recovery(
+            spec, incident, decision, RecoveryTrigger.AUTOMATIC, reason, playbook=playbook
+        )
         # Downtime counts from detection only if nothing was serving (not for a degraded one).
         down_since = incident.detected_at if view.status is ServiceStatus.UNHEALTHY else None
-        run = _Run(spec, incident, recovery, down_since=down_since, delay=delay)
+        run = _Run(spec, incident, recovery, down_since=down_since, delay=delay, playbook=playbook)
         self._runs[name] = run  # claimed before the first await: triggers now see it
         try:
             await self._recorder.save_recovery(
@@ -396,6 +485,7 @@ class Orchestrator:
         trigger: RecoveryTrigger = RecoveryTrigger.MANUAL,
         policy_reason: str | None = None,
         rollback_to: str | None = None,
+        playbook: Playbook | None = None,
     ) -> Recovery:
         """Start a recovery now: recorded before this returns. A running recovery of the
         service is a conflict (409) unless ``force``, which cancels it at its next safe point
@@ -408,7 +498,7 @@ class Orchestrator:
         ):
             supported |= {Strategy.ROLLBACK}  # a named version needs no known-good one
         self._refuse_if_held(service)
-        if strategy is not None and supported and strategy not in supported:
+        if strategy is not None and playbook is None and supported and strategy not in supported:
             message = self.unavailable_reason(spec, strategy)
             raise UnsupportedStrategyError(message, [Problem("strategy", message)])
         previous = self._runs.get(service)
@@ -424,15 +514,22 @@ class Orchestrator:
             incident = None  # maintenance: nothing is failing, so no incident
         else:
             incident = self._make_incident(service, diagnosis, IncidentSource.MANUAL)
-        decision = decide(
-            service=service,
-            failure_type=incident.failure_type if incident else diagnosis.failure_type,
-            supported=supported,
-            requested=strategy,
-        )
+        if playbook is not None:
+            if not supported:
+                decide(service=service, failure_type=diagnosis.failure_type, supported=supported)
+            decision = self._playbook_decision(playbook, "run on request")
+        else:
+            decision = decide(
+                service=service,
+                failure_type=incident.failure_type if incident else diagnosis.failure_type,
+                supported=supported,
+                requested=strategy,
+            )
         if policy_reason is not None:
             decision = replace(decision, source=DecisionSource.DEFAULT, reason=policy_reason)
-        recovery = self._new_recovery(spec, incident, decision, trigger, reason, force=force)
+        recovery = self._new_recovery(
+            spec, incident, decision, trigger, reason, force=force, playbook=playbook
+        )
         if previous is None and not self._slots.locked():
             # It starts as soon as this call returns; say so (the seed answers in_progress).
             recovery = replace(
@@ -440,7 +537,13 @@ class Orchestrator:
             )
         down_since = incident.detected_at if incident and not view.status.serving else None
         run = _Run(
-            spec, incident, recovery, down_since=down_since, asked=True, rollback_to=rollback_to
+            spec,
+            incident,
+            recovery,
+            down_since=down_since,
+            asked=True,
+            rollback_to=rollback_to,
+            playbook=playbook,
         )
         self._runs[service] = run  # claimed before the first await
         try:
@@ -546,6 +649,9 @@ class Orchestrator:
         try:
             spec = self._catalog.get(run.service.name)
             instances = tuple(platform.instances(spec.name))
+            playbook = run.playbook
+            if playbook is not None and run.recovery.playbook_id == playbook.id:
+                return await self._run_playbook(run, spec, playbook)
             if run.recovery.strategy is Strategy.ROLLBACK:
                 return await self._roll_back(run, spec, instances)
             plan = PLANNERS[run.recovery.strategy](PlanInput(spec, instances, only))
@@ -566,6 +672,42 @@ class Orchestrator:
             )
             await self._writes.write(failed)
             return failed
+
+    async def _run_playbook(self, run: _Run, spec: ServiceSpec, playbook: Playbook) -> Recovery:
+        """The playbook's steps as written, then its verdict (a health verification)."""
+        name = spec.name
+        opened: list[Deployment] = []
+
+        async def prepare_rollback() -> tuple[ServiceSpec, str]:
+            current = self._catalog.get(name)
+            target = self._versions.rollback_target(current)
+            if target is None:
+                raise UnsupportedStrategyError(
+                    no_rollback_reason(
+                        current, current.current_version, self._versions.proven(name)
+                    )
+                )
+            deployment, moved = await self._versions.begin(
+                name, target, DeploymentReason.ROLLBACK, recovery_id=run.recovery.id
+            )
+            opened.append(deployment)
+            return moved, target
+
+        result = run.recovery
+        async with self._slots:
+            try:
+                result = await self._executor.execute(
+                    run.recovery,
+                    spec,
+                    plan_playbook(playbook, spec),
+                    cancel=run.cancel,
+                    down_since=run.down_since,
+                    prepare_rollback=prepare_rollback,
+                )
+            finally:
+                for deployment in opened:
+                    await self._end_rollback(deployment, result)
+        return result
 
     async def _roll_back(
         self, run: _Run, spec: ServiceSpec, instances: tuple[Instance, ...]
@@ -715,6 +857,7 @@ class Orchestrator:
         *,
         attempt: int = 1,
         force: bool = False,
+        playbook: Playbook | None = None,
     ) -> Recovery:
         return Recovery(
             id=ids.new_id(ids.RECOVERY),
@@ -729,4 +872,6 @@ class Orchestrator:
             attempt=attempt,
             force=force,
             estimated_duration=self._estimates.estimate(spec.name, decision.strategy),
+            playbook_id=playbook.id if playbook else None,
+            playbook_version=playbook.version if playbook else None,
         )

@@ -159,6 +159,21 @@ def list_playbooks(
     return [_from_row(row) for row in rows], total
 
 
+ACTIVE_KEPT = 1000
+"""Active playbooks the engine holds at most (the oldest first beyond that are ignored)."""
+
+
+def active_playbooks(session: Session) -> list[Playbook]:
+    """Every active playbook (up to :data:`ACTIVE_KEPT`), oldest first."""
+    rows = session.scalars(
+        select(PlaybookRow)
+        .where(PlaybookRow.status == PlaybookStatus.ACTIVE.value)
+        .order_by(PlaybookRow.created_at, PlaybookRow.id)
+        .limit(ACTIVE_KEPT)
+    ).all()
+    return [_from_row(row) for row in rows]
+
+
 def count_active(session: Session) -> int:
     return (
         session.scalar(
