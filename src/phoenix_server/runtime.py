@@ -15,17 +15,20 @@ import os
 import socket
 import sys
 from datetime import timedelta
+from pathlib import Path
 
+from phoenix_server.config import playbook_files
 from phoenix_server.config.settings import Settings, service_environment
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain.clock import Clock, SystemClock
-from phoenix_server.domain.errors import UnavailableError
+from phoenix_server.domain.errors import InvalidRequestError, UnavailableError
 from phoenix_server.domain.health import (
     HealthTransition,
     Observation,
     ObservationKind,
     ServiceStatus,
 )
+from phoenix_server.domain.playbooks import Playbook
 from phoenix_server.domain.services import (
     Instance,
     InstanceRole,
@@ -72,6 +75,8 @@ OBSERVED_AS = {
     InstanceEventKind.PROMOTED: ObservationKind.PROMOTED,
 }
 STATUS_BATCH_DELAY = 0.2
+PLAYBOOK_FILES_INTERVAL = 1.0
+"""Seconds between looks at the playbook folder (a stat of each file: cheap)."""
 
 
 def owner_id(settings: Settings) -> str:
@@ -150,6 +155,10 @@ class Runtime:
         """Active playbooks at the last look (None until the database has answered)."""
         self.database_problem: str | None = None
         """Why the database did not answer at the last look, if it did not."""
+        self.playbook_file_problems: dict[str, str] = {}
+        """Playbook files that failed validation (their previous playbooks stay in force)."""
+        self._file_playbooks: dict[Path, list[Playbook]] = {}
+        self._file_stamps: dict[Path, tuple[int, int]] = {}
 
     async def start(self) -> None:
         now = self.clock.now()
@@ -179,6 +188,9 @@ class Runtime:
         )
         self._background.spawn(self._persist_status_changes(), name="status-writer")
         self._background.spawn(self._watch_database(), name="database-watch")
+        if self.settings.playbooks_dir is not None:
+            await self.load_playbook_files()
+            self._background.spawn(self._watch_playbook_files(), name="playbook-files")
         self._background.spawn(self.versions.watch(), name="known-good-watch")
         self._background.spawn(
             ProcessSampler(self.catalog, self.platforms, self.tracker, self.clock).run(),
@@ -241,6 +253,52 @@ class Runtime:
             self.database_problem = exc.message
             return
         self.orchestrator.set_playbooks(active)
+
+    async def load_playbook_files(self) -> None:
+        """Read the playbook folder if anything in it changed; store what is valid."""
+        folder = self.settings.playbooks_dir
+        assert folder is not None
+        now_stamps = await asyncio.to_thread(playbook_files.stamps, folder)
+        if now_stamps == self._file_stamps:
+            return
+        for path in set(self._file_playbooks) - set(now_stamps):
+            del self._file_playbooks[path]  # removed: its playbooks go with it
+            self.playbook_file_problems.pop(path.name, None)
+        for path, stamp in now_stamps.items():
+            if self._file_stamps.get(path) == stamp:
+                continue
+            try:
+                self._file_playbooks[path] = playbook_files.read_playbook_file(
+                    path,
+                    catalog=self.catalog,
+                    recovery_timeout=self.settings.recovery_timeout,
+                    now=self.clock.now(),
+                )
+                self.playbook_file_problems.pop(path.name, None)
+                log.info(
+                    "playbook file %s: %d playbook(s)", path.name, len(self._file_playbooks[path])
+                )
+            except (InvalidRequestError, OSError) as exc:
+                detail = str(exc) if isinstance(exc, OSError) else exc.message
+                if isinstance(exc, InvalidRequestError) and exc.problems:
+                    detail += ": " + "; ".join(f"{p.path}: {p.message}" for p in exc.problems)
+                self.playbook_file_problems[path.name] = detail
+                log.error("playbook file %s kept at its previous version: %s", path.name, detail)
+        every = [p for found in self._file_playbooks.values() for p in found]
+        try:
+            refused = await self.store.write(playbooks.sync_file_playbooks, every)
+        except UnavailableError as exc:
+            log.warning("playbook files not stored yet: %s", exc.message)
+            return  # the next look tries again
+        for why in refused:
+            log.error("playbook file playbook not taken: %s", why)
+        self._file_stamps = now_stamps
+        await self.refresh_playbooks()
+
+    async def _watch_playbook_files(self) -> None:
+        while True:
+            await self.clock.sleep(PLAYBOOK_FILES_INTERVAL)
+            await self.load_playbook_files()
 
     async def _watch_database(self) -> None:
         """Keep what /health reports about the database fresh, so that liveness never

@@ -174,3 +174,64 @@ def test_a_playbook_trigger_fires_on_a_signal_the_default_rules_tolerate(tmp_pat
         incident = server.get(f"/api/incidents/{recovery['incidentId']}").json()["incident"]
         assert incident["failureType"] == "high_error_rate"
         assert "error_rate >= 0.1 for 2s" in incident["summary"]
+
+
+FILE_PLAYBOOK = """name: Touch a mark
+service: azora-education
+description: {description}
+triggers: [{{type: manual}}]
+steps:
+  - action: run_command
+    command: ["{{python}}", "-c", "import pathlib, sys; pathlib.Path(sys.argv[1]).touch()", "{mark}"]
+"""
+
+
+def file_playbooks(server: PhoenixServer) -> list[dict[str, Any]]:
+    listed = server.get("/api/playbooks").json()["playbooks"]
+    return [p for p in listed if p["source"] == "file"]
+
+
+def test_playbooks_from_files_are_loaded_reloaded_and_kept_when_broken(tmp_path: Path) -> None:
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    mark = tmp_path / "mark"
+    source = folder / "touch.yaml"
+    source.write_text(FILE_PLAYBOOK.format(description="first", mark=mark))
+    env = {"PHOENIX_PLAYBOOKS_DIR": str(folder)}
+    with running_phoenix(config(tmp_path), tmp_path / "var", env=env) as server:
+        wait_until(lambda: server.status_of("azora-education") == "healthy", timeout=20)
+        [loaded] = file_playbooks(server)
+        assert (loaded["name"], loaded["version"], loaded["description"]) == (
+            "Touch a mark",
+            1,
+            "first",
+        )
+        # run_command is allowed here: the file is the operator's.
+        answer = server.post(f"/api/playbooks/{loaded['id']}/execute", json={})
+        assert answer.status_code == 202, answer.text
+        recovery = server.finished(answer.json()["recoveryId"], timeout=30)
+        assert recovery["steps"][0]["status"] == "completed", recovery
+        assert mark.exists()
+
+        source.write_text(FILE_PLAYBOOK.format(description="second", mark=mark))
+        changed = wait_until(
+            lambda: (p := file_playbooks(server)) and p[0]["version"] == 2 and p[0],
+            timeout=10,
+            message="the change reloaded",
+        )
+        assert changed["id"] == loaded["id"] and changed["description"] == "second"
+
+        source.write_text("name: Touch a mark\nsteps: [{action: teleport}]\n")
+        warnings = wait_until(
+            lambda: [w for w in server.get("/health").json()["warnings"] if "touch.yaml" in w],
+            timeout=10,
+            message="the broken file reported",
+        )
+        assert "triggers" in warnings[0] and "teleport" in warnings[0]
+        assert file_playbooks(server)[0]["description"] == "second", "previous version kept"
+
+        edit = server.client.put(f"/api/playbooks/{loaded['id']}", json={"priority": 3})
+        assert edit.status_code == 409 and "change or remove the file" in edit.text
+
+        source.unlink()
+        wait_until(lambda: file_playbooks(server) == [], timeout=10, message="removed")

@@ -149,8 +149,7 @@ def test_a_scaled_out_service_scales_back_in_once_load_stays_low(tmp_path: Path)
             instances = server.service("search")["instances"]
             return [i["id"] for i in instances if i["state"] == "running"]
 
-        first = running()
-        assert len(first) == 1
+        first = wait_until(lambda: (found := running()) and len(found) == 1 and found, timeout=10)
         recovery = server.finished(trigger(server, "search", "scale")["recoveryId"])
         assert recovery["status"] == "completed", recovery
         assert len(running()) == 3

@@ -327,3 +327,25 @@ def test_count_active_playbooks(three: Store) -> None:
     assert three.run_sync(playbooks.count_active) == 1
     three.run_sync(playbooks.delete_playbook, "pb-1")
     assert three.run_sync(playbooks.count_active) == 0
+
+
+def test_file_playbooks_are_synced_versioned_on_change_and_removed(store: Store) -> None:
+    from_file = replace(full_playbook(), version=1, status=PlaybookStatus.ACTIVE)
+    assert store.run_sync(playbooks.sync_file_playbooks, [from_file]) == []
+    assert store.run_sync(playbooks.sync_file_playbooks, [from_file]) == []
+    assert store.run_sync(playbooks.get_playbook, from_file.id).version == 1, "unchanged"
+    edited = replace(from_file, priority=9, updated_at=at(7200))
+    store.run_sync(playbooks.sync_file_playbooks, [edited])
+    stored = store.run_sync(playbooks.get_playbook, from_file.id)
+    assert (stored.version, stored.priority, stored.created_at) == (2, 9, from_file.created_at)
+
+    api = playbook("pb-api", "taken name", source=PlaybookSource.API)
+    store.run_sync(playbooks.create_playbook, api)
+    clash = replace(from_file, id="pb-other", name="taken name")
+    refused = store.run_sync(playbooks.sync_file_playbooks, [edited, clash])
+    assert refused and "'taken name': the name belongs to playbook pb-api (api)" in refused[0]
+
+    store.run_sync(playbooks.sync_file_playbooks, [])
+    with pytest.raises(NotFoundError):
+        store.run_sync(playbooks.get_playbook, from_file.id)
+    assert store.run_sync(playbooks.get_playbook, "pb-api") == api, "API playbooks untouched"

@@ -53,6 +53,8 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
             f"probes are running {lateness:.1f}s late: more targets "
             f"({len(runtime.scheduler.targets())}) than this Phoenix can probe on time"
         )
+    for name, problem in sorted(runtime.playbook_file_problems.items()):
+        warnings.append(f"playbook file {name} is invalid (its previous version stays): {problem}")
     if runtime.settings.insecure:
         warnings.append("insecure mode (PHOENIX_INSECURE=1): the API has no authentication")
     return PhoenixHealth(

@@ -112,6 +112,14 @@ def playbook_out(playbook: Playbook) -> PlaybookOut:
     )
 
 
+def _refuse_file_playbook(playbook: Playbook) -> None:
+    if playbook.source is PlaybookSource.FILE:
+        raise ConflictError(
+            f"playbook '{playbook.name}' comes from a file in PHOENIX_PLAYBOOKS_DIR; "
+            "change or remove the file instead"
+        )
+
+
 def _validate(runtime: Runtime, body: object) -> Any:
     return validate_playbook(
         body,
@@ -177,6 +185,7 @@ async def update_playbook(
     read, edited and wrote back cannot silently overwrite someone else's change.
     """
     current = await runtime.store.read(playbooks.get_playbook, playbook_id)
+    _refuse_file_playbook(current)
     if "version" in body and body["version"] != current.version:
         raise ConflictError(
             f"playbook '{playbook_id}' is at version {current.version}, not "
@@ -199,6 +208,7 @@ async def update_playbook(
 
 @router.delete("/{playbook_id}", response_model=PlaybookDeleted, response_model_by_alias=True)
 async def delete_playbook(playbook_id: str, runtime: RuntimeDep) -> PlaybookDeleted:
+    _refuse_file_playbook(await runtime.store.read(playbooks.get_playbook, playbook_id))
     await runtime.store.write(playbooks.delete_playbook, playbook_id)
     await runtime.refresh_playbooks()
     return PlaybookDeleted(playbook_id=playbook_id)

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     config_file: Path | None = Field(None, validation_alias="PHOENIX_CONFIG")
     """The service file (YAML)."""
     data_dir: Path = Field(Path("var"), validation_alias="PHOENIX_DATA_DIR")
+    playbooks_dir: Path | None = Field(None, validation_alias="PHOENIX_PLAYBOOKS_DIR")
+    """A folder of playbook YAML files (``*.yaml``/``*.yml``), reloaded when they change."""
     """Where the default SQLite database and the services' log files live."""
     max_concurrent_recoveries: int = Field(
         4, ge=1, le=1000, validation_alias="PHOENIX_MAX_CONCURRENT_RECOVERIES"

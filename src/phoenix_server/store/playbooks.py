@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -183,3 +184,48 @@ def count_active(session: Session) -> int:
         )
         or 0
     )
+
+
+def sync_file_playbooks(session: Session, playbooks: list[Playbook]) -> list[str]:
+    """Make the stored file playbooks exactly ``playbooks``: new ones added, changed ones
+    stored as their next version (same id, so their history stays), the others removed.
+    Returns why some could not be taken (their name belongs to an API playbook)."""
+    refused: list[str] = []
+    wanted = {p.id for p in playbooks}
+    for playbook in playbooks:
+        clash = session.scalar(
+            select(PlaybookRow).where(
+                PlaybookRow.name == playbook.name, PlaybookRow.id != playbook.id
+            )
+        )
+        if clash is not None:
+            refused.append(
+                f"'{playbook.name}': the name belongs to playbook {clash.id} "
+                f"({clash.source}); rename one of them"
+            )
+            wanted.discard(playbook.id)
+            continue
+        row = session.get(PlaybookRow, playbook.id)
+        if row is None:
+            row = PlaybookRow(id=playbook.id)
+            _fill_row(row, playbook)
+            session.add(row)
+            continue
+        stored = _from_row(row)
+        same = replace(
+            playbook,
+            version=stored.version,
+            created_at=stored.created_at,
+            updated_at=stored.updated_at,
+        )
+        if same != stored:
+            _fill_row(
+                row,
+                replace(playbook, version=stored.version + 1, created_at=stored.created_at),
+            )
+    for row in session.scalars(
+        select(PlaybookRow).where(PlaybookRow.source == PlaybookSource.FILE.value)
+    ).all():
+        if row.id not in wanted:
+            session.delete(row)
+    return refused
