@@ -147,6 +147,17 @@ class PhoenixServer:
         service: dict[str, Any] = response.json()["service"]
         return service
 
+    def health_of(self, name: str) -> dict[str, Any]:
+        """The service's entry in ``/api/health/services``."""
+        services = self.get("/api/health/services").json()["services"]
+        found: dict[str, Any] = next(s for s in services if s["name"] == name)
+        return found
+
+    def instance_port(self, name: str) -> int:
+        """The port of the service's one running instance (behind its router)."""
+        [instance] = [i for i in self.service(name)["instances"] if i["state"] == "running"]
+        return int(instance["port"])
+
     def status_of(self, name: str) -> str:
         services = self.get("/api/health/services").json()["services"]
         return str(next(s for s in services if s["name"] == name)["status"])
@@ -198,6 +209,13 @@ def running_phoenix(
         yield server
     finally:
         server.close()
+
+
+def service_file(tmp_path: Path, *entries: str) -> Path:
+    """A service file of ``entries`` (each from :func:`web_service_yaml` or written out)."""
+    path = tmp_path / "phoenix.yaml"
+    path.write_text("services:" + "".join(entries))
+    return path
 
 
 def web_service_yaml(name: str, port: int, *, extra: str = "", interval: str = "0.5s") -> str:

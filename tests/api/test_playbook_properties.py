@@ -52,7 +52,11 @@ CONDITIONS = [
     "if_prev_failed",
 ]
 anything = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.text(max_size=8), st.floats()
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.text(max_size=8),
+    st.floats(allow_nan=False, allow_infinity=False),
 )
 numbers = st.one_of(st.integers(-5, 5000), st.floats(-1, 5000, allow_nan=False))
 
@@ -186,6 +190,7 @@ def _same(sent: Any, returned: Any) -> bool:
 @settings(
     max_examples=150,
     deadline=None,
+    derandomize=True,  # the same examples on every run: CI must not pass or fail by luck
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(document=body)

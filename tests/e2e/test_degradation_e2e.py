@@ -4,16 +4,15 @@ and a service failing because its dependency fails is shown degraded and left al
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.support import (
     REPO,
-    PhoenixServer,
     free_port,
     running_phoenix,
+    service_file,
     wait_until,
     web_service_yaml,
 )
@@ -21,24 +20,12 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 
 
-def config(tmp_path: Path, *entries: str) -> Path:
-    path = tmp_path / "phoenix.yaml"
-    path.write_text("services:" + "".join(entries))
-    return path
-
-
-def health_of(server: PhoenixServer, name: str) -> dict[str, Any]:
-    services = server.get("/api/health/services").json()["services"]
-    found: dict[str, Any] = next(s for s in services if s["name"] == name)
-    return found
-
-
 def test_a_fallback_service_answers_while_the_circuit_is_open(tmp_path: Path) -> None:
     port, spare_port = free_port(), free_port()
     fallback = f"""    fallback: {{upstream: "127.0.0.1:{spare_port}", status: 503, body: static}}
     circuit: {{open_for: 30s, queue_timeout: 100ms}}
 """
-    path = config(
+    path = service_file(
         tmp_path,
         web_service_yaml("catalog", port, extra=fallback),
         web_service_yaml("catalog-static", spare_port),
@@ -51,11 +38,11 @@ def test_a_fallback_service_answers_while_the_circuit_is_open(tmp_path: Path) ->
             "/api/recovery/trigger", json={"service": "catalog", "strategy": "circuit_break"}
         )
         assert answer.status_code == 202, answer.text
-        wait_until(lambda: health_of(server, "catalog")["circuit"] == "open", timeout=10)
+        wait_until(lambda: server.health_of("catalog")["circuit"] == "open", timeout=10)
         # Clients get the fallback service's answers, not errors.
         served = httpx.get(f"http://127.0.0.1:{port}/")
         assert served.status_code == 200 and served.json()["name"] == "catalog-static"
-        shown = health_of(server, "catalog")
+        shown = server.health_of("catalog")
         assert (shown["status"], shown["fallback"]) == ("degraded", True)
         # The fallback service down too: the static answer.
         spare = server.service("catalog-static")
@@ -63,7 +50,7 @@ def test_a_fallback_service_answers_while_the_circuit_is_open(tmp_path: Path) ->
             "/api/recovery/trigger",
             json={"service": "catalog-static", "strategy": "circuit_break"},
         )
-        wait_until(lambda: health_of(server, "catalog-static")["circuit"] == "open", timeout=10)
+        wait_until(lambda: server.health_of("catalog-static")["circuit"] == "open", timeout=10)
         assert spare["routed"]
         static = httpx.get(f"http://127.0.0.1:{port}/")
         # catalog's router forwards to catalog-static's router, which answers its own
@@ -98,14 +85,14 @@ def test_a_service_failing_because_its_dependency_fails_is_degraded_and_not_rest
     health: {{command: {check}, interval: 0.3s, timeout: 1s, failure_threshold: 1}}
     stop: {{grace: 2s}}
 """
-    path = config(tmp_path, db, app)
+    path = service_file(tmp_path, db, app)
     with running_phoenix(path, tmp_path / "var") as server:
         for name in ("db", "app"):
             wait_until(lambda name=name: server.status_of(name) == "healthy", timeout=20)
         app_pid = server.live_pid("app")
         flag.touch()  # db's checks fail, and so do app's, because of db
         shown = wait_until(
-            lambda: (h := health_of(server, "app"))["waitingOn"] == "db" and h,
+            lambda: (h := server.health_of("app"))["waitingOn"] == "db" and h,
             timeout=15,
             message="app shown waiting on db",
         )
@@ -122,11 +109,11 @@ def test_a_service_failing_because_its_dependency_fails_is_degraded_and_not_rest
             message="Phoenix to give up on db",
         )
         wait_until(lambda: "leaving app alone" in server.log(), timeout=10)
-        assert health_of(server, "db")["status"] == "unhealthy"
-        assert health_of(server, "app")["waitingOn"] == "db"
+        assert server.health_of("db")["status"] == "unhealthy"
+        assert server.health_of("app")["waitingOn"] == "db"
         flag.unlink()  # db is back; app's own checks pass again without any action on it
         wait_until(lambda: server.status_of("db") == "healthy", timeout=30)
-        wait_until(lambda: health_of(server, "app")["status"] == "healthy", timeout=15)
+        wait_until(lambda: server.health_of("app")["status"] == "healthy", timeout=15)
         assert server.live_pid("app") == app_pid, "app was not restarted"
         assert server.recoveries_of("app") == []
         incidents = server.get("/api/incidents").json()["incidents"]

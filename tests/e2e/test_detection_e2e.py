@@ -17,6 +17,7 @@ from tests.support import (
     PhoenixServer,
     free_port,
     running_phoenix,
+    service_file,
     wait_until,
     web_service_yaml,
 )
@@ -28,17 +29,6 @@ FAST = """    detection:
       cpu: {above: 60, for: 2s}
       memory: {leak_window: 5s, min_growth: 0.2}
 """
-
-
-def config(tmp_path: Path, *entries: str) -> Path:
-    path = tmp_path / "phoenix.yaml"
-    path.write_text("services:" + "".join(entries))
-    return path
-
-
-def instance_port(server: PhoenixServer, name: str) -> int:
-    [instance] = [i for i in server.service(name)["instances"] if i["state"] == "running"]
-    return int(instance["port"])
 
 
 def incidents_of(server: PhoenixServer, name: str) -> list[dict[str, Any]]:
@@ -70,10 +60,10 @@ def inject(port: int, path: str, body: dict[str, object] | None = None) -> None:
 @pytest.mark.parametrize("fault", ["/admin/crash", "/admin/hang"])
 def test_a_crash_or_a_hang_is_service_down_and_restarted(tmp_path: Path, fault: str) -> None:
     port = free_port()
-    path = config(tmp_path, web_service_yaml("auth", port))
+    path = service_file(tmp_path, web_service_yaml("auth", port))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("auth") == "healthy", timeout=20)
-        inject(instance_port(server, "auth"), fault)
+        inject(server.instance_port("auth"), fault)
         incident = first_incident(server, "auth")
         assert incident["failureType"] == "service_down"
         assert first_strategy(server, incident["id"]) == "restart"
@@ -81,11 +71,11 @@ def test_a_crash_or_a_hang_is_service_down_and_restarted(tmp_path: Path, fault: 
 
 def test_an_error_burst_is_a_high_error_rate_and_restarted(tmp_path: Path) -> None:
     port = free_port()
-    path = config(tmp_path, web_service_yaml("billing", port, extra=FAST))
+    path = service_file(tmp_path, web_service_yaml("billing", port, extra=FAST))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("billing") == "healthy", timeout=20)
         with LoadGenerator(port, concurrency=2, path="/work"):
-            inject(instance_port(server, "billing"), "/admin/errors", {"rate": 0.9})
+            inject(server.instance_port("billing"), "/admin/errors", {"rate": 0.9})
             incident = first_incident(server, "billing")
             assert incident["failureType"] == "high_error_rate", incident
             assert any("error_rate" in e for e in incident["evidence"])
@@ -105,10 +95,10 @@ def test_a_memory_leak_is_found_before_the_limit_and_rolled_back(tmp_path: Path)
     versions: [{name: v1, known_good: true}, {name: v2}]
 """
     )
-    path = config(tmp_path, web_service_yaml("ledger", port, extra=extra))
+    path = service_file(tmp_path, web_service_yaml("ledger", port, extra=extra))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("ledger") == "healthy", timeout=20)
-        inject(instance_port(server, "ledger"), "/admin/leak", {"mb_per_s": 20})
+        inject(server.instance_port("ledger"), "/admin/leak", {"mb_per_s": 20})
         incident = first_incident(server, "ledger")
         assert incident["failureType"] == "memory_leak", incident
         assert "reaches its limit of 4096 MiB in about" in incident["summary"]
@@ -118,10 +108,10 @@ def test_a_memory_leak_is_found_before_the_limit_and_rolled_back(tmp_path: Path)
 def test_a_load_spike_is_high_load_and_scaled_out(tmp_path: Path) -> None:
     port = free_port()
     extra = FAST + "    replicas: {min: 1, max: 2}\n"
-    path = config(tmp_path, web_service_yaml("search", port, extra=extra))
+    path = service_file(tmp_path, web_service_yaml("search", port, extra=extra))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("search") == "healthy", timeout=20)
-        inject(instance_port(server, "search"), "/admin/cpu", {"ms": 20})
+        inject(server.instance_port("search"), "/admin/cpu", {"ms": 20})
         with LoadGenerator(port, concurrency=4, path="/work"):
             incident = first_incident(server, "search")
             assert incident["failureType"] == "high_load", incident
@@ -149,7 +139,7 @@ def test_a_failing_dependency_is_the_root_of_a_cascade_and_gets_circuit_breaking
     circuit: {{open_for: 1s, steps: [100], hold: 0s}}
 """
 
-    path = config(
+    path = service_file(
         tmp_path,
         entry("db", "", "0.3s"),
         entry("orders", "depends_on: [db]", "0.3s"),
@@ -170,10 +160,10 @@ def test_a_failing_dependency_is_the_root_of_a_cascade_and_gets_circuit_breaking
 
 def test_a_healthy_but_noisy_service_raises_no_incident(tmp_path: Path) -> None:
     port = free_port()
-    path = config(tmp_path, web_service_yaml("feed", port, extra=FAST))
+    path = service_file(tmp_path, web_service_yaml("feed", port, extra=FAST))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("feed") == "healthy", timeout=20)
-        direct = instance_port(server, "feed")
+        direct = server.instance_port("feed")
         # Some errors and some latency, well inside what the service tolerates.
         inject(direct, "/admin/errors", {"rate": 0.05})
         inject(direct, "/admin/latency", {"ms": 3})
@@ -212,7 +202,7 @@ def test_a_prometheus_endpoint_is_scraped_into_the_services_signals(tmp_path: Pa
     metrics: {{prometheus: "http://127.0.0.1:{{port}}/metrics", every: 0.5s,
                names: [app_queue_depth, app_jobs_total]}}
 """
-    path = config(tmp_path, entry)
+    path = service_file(tmp_path, entry)
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("worker") == "healthy", timeout=20)
         signals = wait_until(

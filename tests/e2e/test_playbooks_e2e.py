@@ -44,13 +44,6 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def instance_port(server: PhoenixServer) -> int:
-    [instance] = [
-        i for i in server.service("azora-education")["instances"] if i["state"] == "running"
-    ]
-    return int(instance["port"])
-
-
 def create(server: PhoenixServer, body: dict[str, Any]) -> str:
     answer = server.post("/api/playbooks", json=body)
     assert answer.status_code == 201, answer.text
@@ -64,7 +57,10 @@ def test_the_seeds_playbook_answers_a_real_error_burst(tmp_path: Path) -> None:
         pid = server.live_pid("azora-education")
         public = int(server.service("azora-education")["port"])
         with LoadGenerator(public, concurrency=2, path="/work"):
-            httpx.post(f"http://127.0.0.1:{instance_port(server)}/admin/errors", json={"rate": 1})
+            httpx.post(
+                f"http://127.0.0.1:{server.instance_port('azora-education')}/admin/errors",
+                json={"rate": 1},
+            )
             recovery_id = wait_until(
                 lambda: next(iter(server.recoveries_of("azora-education")), {}).get("id"),
                 timeout=30,
@@ -160,7 +156,10 @@ def test_a_playbook_trigger_fires_on_a_signal_the_default_rules_tolerate(tmp_pat
         public = int(server.service("azora-education")["port"])
         with LoadGenerator(public, concurrency=2, path="/work"):
             # 30% errors: under the service's own rule (50%), over the playbook's (10%).
-            httpx.post(f"http://127.0.0.1:{instance_port(server)}/admin/errors", json={"rate": 0.3})
+            httpx.post(
+                f"http://127.0.0.1:{server.instance_port('azora-education')}/admin/errors",
+                json={"rate": 0.3},
+            )
             recovery_id = wait_until(
                 lambda: next(iter(server.recoveries_of("azora-education")), {}).get("id"),
                 timeout=30,

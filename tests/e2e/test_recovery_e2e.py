@@ -23,6 +23,7 @@ from tests.support import (
     PhoenixServer,
     free_port,
     running_phoenix,
+    service_file,
     wait_until,
     web_service_yaml,
 )
@@ -37,16 +38,10 @@ def answers(port: int) -> bool:
         return False
 
 
-def config(tmp_path: Path, *entries: str) -> Path:
-    path = tmp_path / "phoenix.yaml"
-    path.write_text("services:" + "".join(entries))
-    return path
-
-
 def test_a_killed_service_is_recovered_automatically(tmp_path: Path) -> None:
     port = free_port()
     with running_phoenix(
-        config(tmp_path, web_service_yaml("azora-auth", port)), tmp_path / "var"
+        service_file(tmp_path, web_service_yaml("azora-auth", port)), tmp_path / "var"
     ) as server:
         wait_until(lambda: server.status_of("azora-auth") == "healthy", timeout=15)
         pid = server.live_pid("azora-auth")
@@ -69,7 +64,7 @@ def test_a_killed_service_is_recovered_automatically(tmp_path: Path) -> None:
 def test_a_hung_service_is_detected_by_its_probe_and_restarted(tmp_path: Path) -> None:
     port = free_port()
     with running_phoenix(
-        config(tmp_path, web_service_yaml("azora-auth", port)), tmp_path / "var"
+        service_file(tmp_path, web_service_yaml("azora-auth", port)), tmp_path / "var"
     ) as server:
         wait_until(lambda: server.status_of("azora-auth") == "healthy", timeout=15)
         pid = server.live_pid("azora-auth")
@@ -86,7 +81,7 @@ def test_a_hung_service_is_detected_by_its_probe_and_restarted(tmp_path: Path) -
 def test_a_manual_restart_through_the_api(tmp_path: Path) -> None:
     port = free_port()
     with running_phoenix(
-        config(tmp_path, web_service_yaml("azora-auth", port)), tmp_path / "var"
+        service_file(tmp_path, web_service_yaml("azora-auth", port)), tmp_path / "var"
     ) as server:
         wait_until(lambda: server.status_of("azora-auth") == "healthy", timeout=15)
         response = server.post(
@@ -102,7 +97,7 @@ def test_a_manual_restart_through_the_api(tmp_path: Path) -> None:
 
 def test_services_outlive_a_killed_phoenix_and_are_adopted(tmp_path: Path) -> None:
     port = free_port()
-    path = config(tmp_path, web_service_yaml("azora-auth", port))
+    path = service_file(tmp_path, web_service_yaml("azora-auth", port))
     server = PhoenixServer(path, tmp_path / "var").start()
     try:
         wait_until(lambda: server.status_of("azora-auth") == "healthy", timeout=15)
@@ -126,7 +121,7 @@ def test_a_recovery_cut_short_by_phoenix_dying_is_closed_as_interrupted(tmp_path
     stubborn = web_service_yaml("azora-auth", port).replace(
         '"--name", "{name}"]', '"--name", "{name}", "--ignore-sigterm"]'
     )
-    path = config(tmp_path, stubborn)
+    path = service_file(tmp_path, stubborn)
     server = PhoenixServer(path, tmp_path / "var").start()
     try:
         wait_until(lambda: server.status_of("azora-auth") == "healthy", timeout=15)
@@ -217,7 +212,7 @@ def test_a_bad_environment_value_refuses_to_start(tmp_path: Path) -> None:
 
 def test_a_port_in_use_is_reported_before_anything_starts(tmp_path: Path) -> None:
     port = free_port()
-    path = config(tmp_path, web_service_yaml("azora-auth", free_port()))
+    path = service_file(tmp_path, web_service_yaml("azora-auth", free_port()))
     with running_phoenix(path, tmp_path / "one") as first:
         result = phoenix(
             "serve",
@@ -248,7 +243,7 @@ def test_a_service_that_cannot_start_does_not_stop_the_others(tmp_path: Path) ->
     health: {process: true}
     recovery: {backoff: {initial: 100ms}}
 """
-    path = config(tmp_path, web_service_yaml("azora-auth", port), broken)
+    path = service_file(tmp_path, web_service_yaml("azora-auth", port), broken)
     with running_phoenix(path, tmp_path / "var", env={"MAX_RECOVERY_ATTEMPTS": "2"}) as server:
         wait_until(lambda: server.status_of("azora-auth") == "healthy", timeout=15)
         assert server.status_of("broken") == "unhealthy"

@@ -17,6 +17,7 @@ from tests.support import (
     PhoenixServer,
     free_port,
     running_phoenix,
+    service_file,
     wait_until,
     web_service_yaml,
 )
@@ -24,12 +25,6 @@ from tests.support import (
 pytestmark = pytest.mark.e2e
 
 REPLICAS = "    replicas: 2\n"
-
-
-def config(tmp_path: Path, *entries: str) -> Path:
-    path = tmp_path / "phoenix.yaml"
-    path.write_text("services:" + "".join(entries))
-    return path
 
 
 def live_pids(server: PhoenixServer, name: str) -> dict[str, int]:
@@ -53,7 +48,7 @@ def settle(load: LoadGenerator, requests: int = 200, timeout: float = 10) -> Non
 
 def test_a_rolling_restart_of_two_replicas_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
-    path = config(tmp_path, web_service_yaml("azora-auth", port, extra=REPLICAS))
+    path = service_file(tmp_path, web_service_yaml("azora-auth", port, extra=REPLICAS))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: in_rotation(server, "azora-auth", 2), timeout=20)
         before = live_pids(server, "azora-auth")
@@ -77,7 +72,7 @@ def test_a_rolling_restart_of_two_replicas_loses_nothing(tmp_path: Path) -> None
 
 def test_a_crashed_replica_is_replaced_alone_without_losing_requests(tmp_path: Path) -> None:
     port = free_port()
-    path = config(tmp_path, web_service_yaml("azora-auth", port, extra=REPLICAS))
+    path = service_file(tmp_path, web_service_yaml("azora-auth", port, extra=REPLICAS))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: in_rotation(server, "azora-auth", 2), timeout=20)
         victim, survivor = sorted(live_pids(server, "azora-auth").items())
@@ -105,7 +100,7 @@ def test_a_crashed_replica_is_replaced_alone_without_losing_requests(tmp_path: P
 def test_a_single_instance_crash_is_ridden_out_by_the_router(tmp_path: Path) -> None:
     """With one instance, requests arriving while it restarts wait in the router for it."""
     port = free_port()
-    path = config(tmp_path, web_service_yaml("azora-auth", port))
+    path = service_file(tmp_path, web_service_yaml("azora-auth", port))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: in_rotation(server, "azora-auth", 1), timeout=20)
         [pid] = live_pids(server, "azora-auth").values()
@@ -122,7 +117,7 @@ def test_a_single_instance_crash_is_ridden_out_by_the_router(tmp_path: Path) -> 
 
 def test_traffic_flows_while_phoenix_is_dead_and_is_adopted_after(tmp_path: Path) -> None:
     port = free_port()
-    path = config(tmp_path, web_service_yaml("azora-auth", port, extra=REPLICAS))
+    path = service_file(tmp_path, web_service_yaml("azora-auth", port, extra=REPLICAS))
     server = PhoenixServer(path, tmp_path / "var").start()
     try:
         wait_until(lambda: in_rotation(server, "azora-auth", 2), timeout=20)

@@ -15,6 +15,7 @@ from tests.support import (
     PhoenixServer,
     free_port,
     running_phoenix,
+    service_file,
     wait_until,
     web_service_yaml,
 )
@@ -24,17 +25,6 @@ pytestmark = pytest.mark.e2e
 CIRCUIT = """    circuit: {open_for: 1s, steps: [50, 100], hold: 1s, queue_timeout: 200ms}
     fallback: {status: 503, body: '{"error":"degraded"}', content_type: application/json}
 """
-
-
-def config(tmp_path: Path, *entries: str) -> Path:
-    path = tmp_path / "phoenix.yaml"
-    path.write_text("services:" + "".join(entries))
-    return path
-
-
-def instance_port(server: PhoenixServer, name: str) -> int:
-    [instance] = [i for i in server.service(name)["instances"] if i["state"] == "running"]
-    return int(instance["port"])
 
 
 def trigger(server: PhoenixServer, service: str, strategy: str) -> dict[str, Any]:
@@ -49,20 +39,14 @@ def step_done(server: PhoenixServer, recovery_id: str, index: int) -> bool:
     return len(steps) > index and steps[index]["status"] == "completed"
 
 
-def health_of(server: PhoenixServer, name: str) -> dict[str, Any]:
-    services = server.get("/api/health/services").json()["services"]
-    found: dict[str, Any] = next(s for s in services if s["name"] == name)
-    return found
-
-
 def test_a_circuit_isolates_a_failing_service_and_lets_it_back_once_it_heals(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    path = config(tmp_path, web_service_yaml("billing", port, extra=CIRCUIT))
+    path = service_file(tmp_path, web_service_yaml("billing", port, extra=CIRCUIT))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("billing") == "healthy", timeout=20)
-        direct = instance_port(server, "billing")
+        direct = server.instance_port("billing")
         httpx.post(f"http://127.0.0.1:{direct}/admin/errors", json={"rate": 1.0})
         with LoadGenerator(port, concurrency=2) as load:
             recovery_id = trigger(server, "billing", "circuit_break")["recoveryId"]
@@ -74,8 +58,8 @@ def test_a_circuit_isolates_a_failing_service_and_lets_it_back_once_it_heals(
             assert (
                 answer.headers["x-phoenix-router"] == "fallback" and answer.headers["retry-after"]
             )
-            wait_until(lambda: health_of(server, "billing")["circuit"] == "open", timeout=5)
-            assert health_of(server, "billing")["status"] == "degraded"
+            wait_until(lambda: server.health_of("billing")["circuit"] == "open", timeout=5)
+            assert server.health_of("billing")["status"] == "degraded"
             httpx.post(f"http://127.0.0.1:{direct}/admin/errors", json={"rate": 0})
             recovery = server.finished(recovery_id)
         assert recovery["status"] == "completed" and recovery["outcome"] == "success", recovery
@@ -87,30 +71,30 @@ def test_a_circuit_isolates_a_failing_service_and_lets_it_back_once_it_heals(
             "Close circuit",
             "Health verification",
         ]
-        wait_until(lambda: health_of(server, "billing")["circuit"] == "closed", timeout=5)
+        wait_until(lambda: server.health_of("billing")["circuit"] == "closed", timeout=5)
         assert httpx.get(f"http://127.0.0.1:{port}/work").status_code == 200
         assert load.ok > 0
 
 
 def test_a_failure_while_half_open_reopens_the_circuit(tmp_path: Path) -> None:
     port = free_port()
-    path = config(tmp_path, web_service_yaml("billing", port, extra=CIRCUIT))
+    path = service_file(tmp_path, web_service_yaml("billing", port, extra=CIRCUIT))
     with running_phoenix(path, tmp_path / "var", env={"MAX_RECOVERY_ATTEMPTS": "1"}) as server:
         wait_until(lambda: server.status_of("billing") == "healthy", timeout=20)
-        direct = instance_port(server, "billing")
+        direct = server.instance_port("billing")
         httpx.post(f"http://127.0.0.1:{direct}/admin/errors", json={"rate": 1.0})
         with LoadGenerator(port, concurrency=2, path="/work"):
             recovery = server.finished(trigger(server, "billing", "circuit_break")["recoveryId"])
         assert recovery["status"] == "failed" and recovery["outcome"] == "failure"
         hold = next(s for s in recovery["steps"] if s["name"] == "Hold at 50%")
         assert hold["status"] == "failed" and "reopened the circuit" in hold["detail"]
-        wait_until(lambda: health_of(server, "billing")["circuit"] == "open", timeout=5)
+        wait_until(lambda: server.health_of("billing")["circuit"] == "open", timeout=5)
 
 
 def test_scaling_out_adds_verified_replicas_up_to_max(tmp_path: Path) -> None:
     port = free_port()
     replicas = "    replicas: {min: 1, max: 2}\n"
-    path = config(tmp_path, web_service_yaml("search", port, extra=replicas))
+    path = service_file(tmp_path, web_service_yaml("search", port, extra=replicas))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("search") == "healthy", timeout=20)
         assert server.service("search")["strategies"] == ["circuit_break", "restart", "scale"]
@@ -141,7 +125,7 @@ def test_a_scaled_out_service_scales_back_in_once_load_stays_low(tmp_path: Path)
     port = free_port()
     # Any load this test makes counts as low (the threshold itself is unit-tested).
     replicas = "    replicas: {min: 1, max: 3, step: 2, scale_in_below: 1e6, scale_in_after: 2s}\n"
-    path = config(tmp_path, web_service_yaml("search", port, extra=replicas))
+    path = service_file(tmp_path, web_service_yaml("search", port, extra=replicas))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("search") == "healthy", timeout=20)
 
@@ -176,7 +160,7 @@ def test_failover_to_a_hot_standby_when_the_primary_dies(tmp_path: Path) -> None
     import signal
 
     port = free_port()
-    path = config(tmp_path, web_service_yaml("ledger", port, extra=HOT_BACKUP))
+    path = service_file(tmp_path, web_service_yaml("ledger", port, extra=HOT_BACKUP))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("ledger") == "healthy", timeout=20)
         standby = wait_until(lambda: server.service("ledger")["standby"], timeout=20)

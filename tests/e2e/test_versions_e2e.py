@@ -15,6 +15,7 @@ from tests.support import (
     PhoenixServer,
     free_port,
     running_phoenix,
+    service_file,
     wait_until,
     web_service_yaml,
 )
@@ -48,12 +49,6 @@ def versioned(name: str, port: int, marks: Path, *, known_good_after: str = "1s"
     )
 
 
-def config(tmp_path: Path, *entries: str) -> Path:
-    path = tmp_path / "phoenix.yaml"
-    path.write_text("services:" + "".join(entries))
-    return path
-
-
 def deploy(server: PhoenixServer, name: str, version: str) -> httpx.Response:
     return server.post(f"/api/services/{name}/deploy", json={"version": version})
 
@@ -83,7 +78,7 @@ def test_a_failed_deploy_is_rolled_back_to_the_last_known_good_version_without_l
     port = free_port()
     marks = tmp_path / "marks"
     marks.mkdir()
-    path = config(tmp_path, versioned("shop", port, marks))
+    path = service_file(tmp_path, versioned("shop", port, marks))
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("shop") == "healthy", timeout=30)
         assert server.service("shop")["currentVersion"] == "v2"
@@ -157,7 +152,7 @@ def test_deploy_rolls_forward_and_an_operator_rolls_back_and_it_survives_a_resta
     port = free_port()
     marks = tmp_path / "marks"
     marks.mkdir()
-    path = config(tmp_path, versioned("shop", port, marks, known_good_after="1h"))
+    path = service_file(tmp_path, versioned("shop", port, marks, known_good_after="1h"))
     data_dir = tmp_path / "var"
     with running_phoenix(path, data_dir) as server:
         wait_until(lambda: versions_running(server, "shop") == ["v2", "v2"], timeout=30)
@@ -219,7 +214,9 @@ def test_deploy_refusals_name_the_problem(tmp_path: Path) -> None:
     port, plain_port = free_port(), free_port()
     marks = tmp_path / "marks"
     marks.mkdir()
-    path = config(tmp_path, versioned("shop", port, marks), web_service_yaml("plain", plain_port))
+    path = service_file(
+        tmp_path, versioned("shop", port, marks), web_service_yaml("plain", plain_port)
+    )
     with running_phoenix(path, tmp_path / "var") as server:
         wait_until(lambda: server.status_of("shop") == "healthy", timeout=30)
         cases = [
@@ -269,7 +266,7 @@ def test_a_rollback_that_does_not_verify_is_followed_by_restarts_then_phoenix_gi
     entry = web_service_yaml("shop", port, extra=extra).replace(
         "      failure_threshold: 2\n", "      failure_threshold: 2\n      startup_timeout: 2s\n"
     )
-    with running_phoenix(config(tmp_path, entry), tmp_path / "var") as server:
+    with running_phoenix(service_file(tmp_path, entry), tmp_path / "var") as server:
         wait_until(lambda: server.status_of("shop") == "healthy", timeout=30)
         answer = server.post(
             "/api/recovery/trigger", json={"service": "shop", "strategy": "rollback"}

@@ -153,3 +153,39 @@ def test_a_preview_says_a_rollback_without_a_target_would_fail() -> None:
     book = playbook("p", DOWN, steps=(PlaybookStep("rollback"),))
     [step, _] = preview(book, SPEC, (), serving=True, rollback_to=None)
     assert "no known-good version" in step.why and step.plan == ()
+
+
+@pytest.mark.parametrize(
+    ("trigger", "metric", "value", "matches"),
+    [
+        (PlaybookTrigger(TriggerType.MEMORY, threshold=100), "memory_rss", 150 * 1024 * 1024, True),
+        (PlaybookTrigger(TriggerType.MEMORY, threshold=100), "memory_rss", 50 * 1024 * 1024, False),
+        (PlaybookTrigger(TriggerType.CPU, threshold=80), "cpu", 95.0, True),
+        (
+            PlaybookTrigger(TriggerType.LATENCY, threshold=500, params={"percentile": 95}),
+            "latency_p95",
+            800.0,
+            True,
+        ),
+        (
+            PlaybookTrigger(TriggerType.LATENCY, threshold=500, params={"percentile": 95}),
+            "latency_p99",
+            800.0,
+            False,
+        ),
+    ],
+)
+def test_metric_triggers_read_their_series_in_their_units(
+    trigger: PlaybookTrigger, metric: str, value: float, matches: bool
+) -> None:
+    assert trigger_matches(trigger, None, signals_with(metric, [value]), now=0.0) is matches
+
+
+def test_an_anomaly_score_trigger_matches_a_recent_anomaly() -> None:
+    trigger = PlaybookTrigger(TriggerType.ANOMALY_SCORE, threshold=0.5, duration=10)
+    signals = ServiceSignals()
+    signals.anomaly["queue_depth"] = (100.0, 0.8)
+    assert trigger_matches(trigger, None, signals, now=105.0)
+    assert not trigger_matches(trigger, None, signals, now=115.0), "too long ago"
+    signals.anomaly["queue_depth"] = (100.0, 0.3)
+    assert not trigger_matches(trigger, None, signals, now=101.0), "not anomalous enough"
