@@ -17,6 +17,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from phoenix_server.config import playbook_files
 from phoenix_server.config.settings import Settings, service_environment
 from phoenix_server.detection.health_tracking import HealthTracker
@@ -54,6 +56,7 @@ from phoenix_server.platforms.local.supervisor import LocalPlatform
 from phoenix_server.recovery.deploying import Deployer
 from phoenix_server.recovery.estimating import KEPT as DURATIONS_KEPT
 from phoenix_server.recovery.executing import ExecutionLimits, Executor
+from phoenix_server.recovery.observing import PrometheusObserver
 from phoenix_server.recovery.orchestrating import Orchestrator, OrchestratorLimits
 from phoenix_server.recovery.playbook_runs import PLAYBOOK_HANDLERS
 from phoenix_server.recovery.scaling_in import ScaleInWatcher
@@ -127,6 +130,8 @@ class Runtime:
         self.versions = VersionKeeper(
             catalog=catalog, recorder=recorder, clock=self.clock, health_of=self.tracker.view
         )
+        self.metrics_registry = CollectorRegistry(auto_describe=True)
+        """The engine's own metrics (histograms, attempts) for ``/metrics``."""
         self.orchestrator = Orchestrator(
             catalog=catalog,
             platforms=self.platforms,
@@ -140,6 +145,7 @@ class Runtime:
                 max_concurrent=settings.max_concurrent_recoveries,
             ),
             versions=self.versions,
+            observer=PrometheusObserver(self.metrics_registry),
         )
         self.deployer = Deployer(
             catalog=catalog,

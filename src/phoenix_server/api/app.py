@@ -15,6 +15,7 @@ from phoenix_server.api import (
     incidents,
     metrics,
     playbooks,
+    prometheus,
     recoveries,
     services,
 )
@@ -45,6 +46,15 @@ def create_api(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
-    for module in (health, recoveries, services, deployments, playbooks, incidents, metrics):
+    for module in (
+        health,
+        recoveries,
+        services,
+        deployments,
+        playbooks,
+        incidents,
+        metrics,
+        prometheus,
+    ):
         app.include_router(module.router)
     return app

@@ -57,6 +57,7 @@ from phoenix_server.domain.services import Instance, ServiceCatalog, ServiceSpec
 from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.estimating import DurationEstimates
 from phoenix_server.recovery.executing import Executor
+from phoenix_server.recovery.observing import NoObserver, RecoveryObserver
 from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.playbook_choice import choose, describe_trigger
 from phoenix_server.recovery.playbook_runs import main_strategy, plan_playbook
@@ -131,8 +132,10 @@ class Orchestrator:
         clock: Clock,
         limits: OrchestratorLimits,
         versions: VersionKeeper,
+        observer: RecoveryObserver | None = None,
     ) -> None:
         self._catalog = catalog
+        self._observer: RecoveryObserver = observer or NoObserver()
         self._versions = versions
         self._platforms = platforms
         self._tracker = tracker
@@ -594,6 +597,7 @@ class Orchestrator:
                     await self._resolve(run, "healthy again before Phoenix acted")
                     return
                 result = await self._execute(run)
+                self._observer.recovery_ended(result, run.incident)
                 if result.status is RecoveryStatus.COMPLETED:
                     # New processes: judge them on what they do from now on.
                     self._tracker.reset_symptoms(name, self._catalog.get(name))

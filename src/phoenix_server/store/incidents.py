@@ -113,3 +113,16 @@ def mark_false_positive(session: Session, incident_id: str) -> Incident:
         raise NotFoundError(f"no incident with id '{incident_id}'")
     row.false_positive = True
     return _from_row(row)
+
+
+def incident_totals(session: Session) -> list[tuple[str, str, bool, int]]:
+    """(service, failure type, marked false positive, count) over every incident."""
+    rows = session.execute(
+        select(
+            IncidentRow.service,
+            IncidentRow.failure_type,
+            IncidentRow.false_positive,
+            func.count(),
+        ).group_by(IncidentRow.service, IncidentRow.failure_type, IncidentRow.false_positive)
+    ).all()
+    return [(s, kind, bool(fp), int(n)) for s, kind, fp, n in rows]

@@ -240,3 +240,19 @@ def recent_successful_durations(
         if started and ended and len(durations) < per_key:
             durations.append((ended - started).total_seconds())
     return found
+
+
+def recovery_totals(session: Session) -> list[tuple[str, str, str, str | None, int]]:
+    """(service, strategy, status, outcome, count) over every recovery recorded."""
+    rows = session.execute(
+        select(
+            RecoveryRow.service,
+            RecoveryRow.strategy,
+            RecoveryRow.status,
+            RecoveryRow.outcome,
+            func.count(),
+        ).group_by(
+            RecoveryRow.service, RecoveryRow.strategy, RecoveryRow.status, RecoveryRow.outcome
+        )
+    ).all()
+    return [(s, st, status, outcome, int(n)) for s, st, status, outcome, n in rows]

@@ -1,0 +1,95 @@
+"""``GET /metrics``: Phoenix in the Prometheus text format (prometheus-client).
+
+Totals over the whole history (recoveries by service, strategy and outcome; incidents by
+failure type; false positives) are read from the store at scrape time; the state now
+(services' health and uptime, recoveries running) from the engine; histograms of time to
+recovery and detection-to-action latency from the engine's observer since it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from phoenix_server.api.common import RuntimeDep
+from phoenix_server.domain.health import ServiceStatus
+from phoenix_server.store import incidents, recoveries
+
+router = APIRouter(tags=["metrics"])
+
+
+class _Snapshot(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus exposition of recoveries, incidents, services and Phoenix itself."""
+    families: list[Metric] = []
+    recovered = CounterMetricFamily(
+        "phoenix_recoveries",
+        "Recoveries recorded, by service, strategy, status and outcome",
+        labels=["service", "strategy", "status", "outcome"],
+    )
+    for service, strategy, status, outcome, count in await runtime.store.read(
+        recoveries.recovery_totals
+    ):
+        recovered.add_metric([service, strategy, status, outcome or "none"], count)
+    families.append(recovered)
+    found = CounterMetricFamily(
+        "phoenix_incidents",
+        "Incidents recorded, by failure type",
+        labels=["service", "failure_type"],
+    )
+    false = CounterMetricFamily(
+        "phoenix_false_positives",
+        "Incidents an operator marked as no real failure",
+        labels=["service"],
+    )
+    flagged: dict[str, int] = {}
+    by_type: dict[tuple[str, str], int] = {}
+    for service, kind, false_positive, count in await runtime.store.read(incidents.incident_totals):
+        by_type[(service, kind)] = by_type.get((service, kind), 0) + count
+        if false_positive:
+            flagged[service] = flagged.get(service, 0) + count
+    for (service, kind), count in sorted(by_type.items()):
+        found.add_metric([service, kind], count)
+    for service, count in sorted(flagged.items()):
+        false.add_metric([service], count)
+    families += [found, false]
+    active = GaugeMetricFamily("phoenix_active_recoveries", "Recoveries running now")
+    active.add_metric([], runtime.orchestrator.active_count())
+    up = GaugeMetricFamily(
+        "phoenix_service_up",
+        "1 while the service serves (healthy or degraded), else 0",
+        labels=["service"],
+    )
+    states = GaugeMetricFamily(
+        "phoenix_service_status", "1 for the service's current status", labels=["service", "status"]
+    )
+    uptime = GaugeMetricFamily(
+        "phoenix_service_uptime_ratio",
+        "Share of the last 24 h (or since monitoring began) the service was serving",
+        labels=["service"],
+    )
+    for spec in runtime.catalog:
+        view = runtime.tracker.view(spec.name)
+        if view.status is not ServiceStatus.UNKNOWN:
+            up.add_metric([spec.name], 1.0 if view.status.serving else 0.0)
+        for candidate in ServiceStatus:
+            states.add_metric([spec.name, candidate.value], float(candidate is view.status))
+        if view.uptime is not None:
+            uptime.add_metric([spec.name], view.uptime / 100.0)
+    families += [active, up, states, uptime]
+    snapshot = CollectorRegistry(auto_describe=False)
+    snapshot.register(_Snapshot(families))
+    body = generate_latest(snapshot) + generate_latest(runtime.metrics_registry)
+    return Response(content=body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,77 @@
+"""``GET /metrics`` read back with the Prometheus text parser, after real recoveries."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import PhoenixServer, free_port, service_file, wait_until, web_service_yaml
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PhoenixServer]:
+    path = service_file(tmp_path, web_service_yaml("web", free_port()))
+    phoenix = PhoenixServer(path, tmp_path / "var").start()
+    wait_until(lambda: phoenix.status_of("web") == "healthy", timeout=20)
+    yield phoenix
+    phoenix.close()
+
+
+def samples(server: PhoenixServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    answer = server.get("/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    found = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = float(sample.value)
+    return found
+
+
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return found[(name, frozenset(labels.items()))]
+
+
+def test_metrics_count_recoveries_and_show_services(server: PhoenixServer) -> None:
+    before = samples(server)
+    assert value(before, "phoenix_service_up", service="web") == 1.0
+    assert value(before, "phoenix_service_status", service="web", status="healthy") == 1.0
+    assert value(before, "phoenix_service_status", service="web", status="unhealthy") == 0.0
+    assert value(before, "phoenix_active_recoveries") == 0.0
+
+    pid = server.live_pid("web")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: server.recoveries_of("web"), timeout=20)
+    recovery = server.finished(server.recoveries_of("web")[0]["id"])
+    assert recovery["status"] == "completed"
+
+    after = wait_until(
+        lambda: (
+            (found := samples(server))
+            and (
+                "phoenix_time_to_recovery_seconds_count",
+                frozenset({("service", "web"), ("strategy", "restart")}),
+            )
+            in found
+            and found
+        ),
+        timeout=10,
+    )
+    done = {"service": "web", "strategy": "restart", "status": "completed", "outcome": "success"}
+    assert value(after, "phoenix_recoveries_total", **done) == 1.0
+    assert value(after, "phoenix_recovery_attempts_total", **done) == 1.0
+    assert value(after, "phoenix_incidents_total", service="web", failure_type="service_down") == 1
+    took = value(after, "phoenix_time_to_recovery_seconds_sum", service="web", strategy="restart")
+    assert 0 < took < 10
+    assert value(after, "phoenix_detection_to_action_seconds_count", service="web") == 1.0
+    assert 0.0 < value(after, "phoenix_service_uptime_ratio", service="web") <= 1.0
