@@ -75,3 +75,10 @@ def test_metrics_count_recoveries_and_show_services(server: PhoenixServer) -> No
     assert 0 < took < 10
     assert value(after, "phoenix_detection_to_action_seconds_count", service="web") == 1.0
     assert 0.0 < value(after, "phoenix_service_uptime_ratio", service="web") <= 1.0
+    summary = server.get("/api/metrics/summary").json()
+    assert (summary["recoveries"], summary["recoverySuccessRate"]) == (1, 1.0)
+    assert 0 < summary["meanTimeToRecovery"] < 10
+    assert summary["falsePositiveRate"] == 0.0
+    [restart] = summary["strategies"]
+    assert (restart["strategy"], restart["attempts"], restart["successes"]) == ("restart", 1, 1)
+    assert summary["services"][0]["service"] == "web" and summary["services"][0]["uptime"] > 0

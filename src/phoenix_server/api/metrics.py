@@ -9,6 +9,7 @@ older than the signals keep, or from the future, is refused.
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime, timedelta
 
 from fastapi import APIRouter
@@ -17,6 +18,8 @@ from pydantic import Field
 from phoenix_server.api.common import RuntimeDep, StrictInput, WireModel
 from phoenix_server.detection.signals import HORIZON
 from phoenix_server.domain.errors import InvalidRequestError, Problem
+from phoenix_server.domain.recoveries import Outcome, RecoveryStatus
+from phoenix_server.store import incidents, recoveries
 from phoenix_server.support.timefmt import as_utc
 
 router = APIRouter(prefix="/api/metrics", tags=["metrics"])
@@ -82,3 +85,76 @@ async def push_metrics(batch: MetricsBatch, runtime: RuntimeDep) -> MetricsAccep
             [Problem("samples", f"too many series; not kept: {names}")],
         )
     return MetricsAccepted(accepted=len(timed))
+
+
+class StrategyEffect(WireModel):
+    strategy: str
+    attempts: int
+    successes: int
+    success_rate: float | None
+    mean_time_to_recover: float | None
+    """Seconds, over its latest successful recoveries (up to 1,000 per service)."""
+
+
+class ServiceUptime(WireModel):
+    service: str
+    uptime: float | None
+    """Percent of the last 24 h (or since monitoring began) the service was serving."""
+
+
+class MetricsSummary(WireModel):
+    success: bool = True
+    recoveries: int
+    """Attempts that ended (cancelled ones excluded)."""
+    recovery_success_rate: float | None
+    mean_time_to_recovery: float | None
+    """Seconds, over the latest successful recoveries."""
+    false_positive_rate: float | None
+    strategies: list[StrategyEffect]
+    services: list[ServiceUptime]
+
+
+@router.get("/summary", response_model=MetricsSummary, response_model_by_alias=True)
+async def summary(runtime: RuntimeDep) -> MetricsSummary:
+    """The seed's "metrics to track": success rate, MTTR, false positives, uptime, and how
+    well each strategy works."""
+    totals = await runtime.store.read(recoveries.recovery_totals)
+    durations = await runtime.store.read(recoveries.recent_successful_durations, per_key=1000)
+    detected, marked = await runtime.store.read(incidents.false_positive_counts, service=None)
+    attempts: dict[str, int] = {}
+    successes: dict[str, int] = {}
+    for _service, strategy, status, outcome, count in totals:
+        if status in (RecoveryStatus.CANCELLED.value, RecoveryStatus.PENDING.value) or (
+            status == RecoveryStatus.IN_PROGRESS.value
+        ):
+            continue
+        attempts[strategy] = attempts.get(strategy, 0) + count
+        if outcome == Outcome.SUCCESS.value:
+            successes[strategy] = successes.get(strategy, 0) + count
+    took: dict[str, list[float]] = {}
+    for (_service, strategy), values in durations.items():
+        took.setdefault(strategy.value, []).extend(values)
+    everything = [v for values in took.values() for v in values]
+    ended, won = sum(attempts.values()), sum(successes.values())
+    return MetricsSummary(
+        recoveries=ended,
+        recovery_success_rate=round(won / ended, 4) if ended else None,
+        mean_time_to_recovery=round(statistics.fmean(everything), 3) if everything else None,
+        false_positive_rate=round(marked / detected, 4) if detected else None,
+        strategies=[
+            StrategyEffect(
+                strategy=strategy,
+                attempts=attempts[strategy],
+                successes=successes.get(strategy, 0),
+                success_rate=round(successes.get(strategy, 0) / attempts[strategy], 4),
+                mean_time_to_recover=round(statistics.fmean(took[strategy]), 3)
+                if took.get(strategy)
+                else None,
+            )
+            for strategy in sorted(attempts)
+        ],
+        services=[
+            ServiceUptime(service=spec.name, uptime=runtime.tracker.view(spec.name).uptime)
+            for spec in runtime.catalog
+        ],
+    )
