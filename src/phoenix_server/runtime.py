@@ -195,7 +195,7 @@ class Runtime:
         self._background.spawn(self._persist_status_changes(), name="status-writer")
         self._background.spawn(self._watch_database(), name="database-watch")
         if self.settings.playbooks_dir is not None:
-            await self.load_playbook_files()
+            await self._load_playbook_files_safely()
             self._background.spawn(self._watch_playbook_files(), name="playbook-files")
         self._background.spawn(self.versions.watch(), name="known-good-watch")
         self._background.spawn(
@@ -267,9 +267,12 @@ class Runtime:
         now_stamps = await asyncio.to_thread(playbook_files.stamps, folder)
         if now_stamps == self._file_stamps:
             return
+        self.playbook_file_problems.pop("(folder)", None)
         for path in set(self._file_playbooks) - set(now_stamps):
             del self._file_playbooks[path]  # removed: its playbooks go with it
-            self.playbook_file_problems.pop(path.name, None)
+        names = {path.name for path in now_stamps}
+        for name in [n for n in self.playbook_file_problems if n not in names]:
+            del self.playbook_file_problems[name]
         for path, stamp in now_stamps.items():
             if self._file_stamps.get(path) == stamp:
                 continue
@@ -304,7 +307,15 @@ class Runtime:
     async def _watch_playbook_files(self) -> None:
         while True:
             await self.clock.sleep(PLAYBOOK_FILES_INTERVAL)
+            await self._load_playbook_files_safely()
+
+    async def _load_playbook_files_safely(self) -> None:
+        try:
             await self.load_playbook_files()
+        except Exception as exc:
+            # A folder made unreadable, a file gone mid-read: say so, look again later.
+            self.playbook_file_problems["(folder)"] = f"cannot read the playbook folder: {exc}"
+            log.exception("cannot load playbook files; trying again")
 
     async def _watch_database(self) -> None:
         """Keep what /health reports about the database fresh, so that liveness never

@@ -61,11 +61,12 @@ def test_hysteresis_keeps_it_firing_between_the_levels_and_clears_below() -> Non
     assert cleared.index(False) == 10
 
 
-def test_no_sample_keeps_the_state() -> None:
+def test_a_short_gap_keeps_the_state_and_a_long_silence_clears_it() -> None:
     state = RuleState(RULE)
-    feed(state, [0.5] * 11)
-    assert state.update(100.0, None) is True
+    feed(state, [0.5] * 11)  # samples at 0..10 s
+    assert state.update(15.0, None) is True, "5 s without a sample: still firing"
     assert "error_rate 0.5 above 0.1 for 10s" == state.describe()
+    assert state.update(20.0, None) is False, "nothing shows the failure for 10 s: cleared"
 
 
 # --- trends -----------------------------------------------------------------------------------
@@ -227,3 +228,16 @@ def test_an_anomaly_alone_opens_an_incident_only_when_asked_and_is_held_then_dro
             assert any(e.startswith("anomaly: cpu scored") for e in found[0].evidence)
             signals.record(1031.0, {CPU: 20.0})
             assert detector.evaluate(1031.0, signals, replicas=1) == (), "held 30 s, then gone"
+
+
+def test_latency_is_only_sampled_while_requests_flow() -> None:
+    signals = ServiceSignals()
+    busy = TrafficCounters(epoch=1.0, received=0, errors=0, lost=0, latency_p99_ms=900.0)
+    signals.record_traffic(0.0, busy)
+    assert signals.latest("latency_p99") is None, "no request yet"
+    signals.record_traffic(1.0, replace(busy, received=50))
+    assert signals.latest("latency_p99") == 900.0
+    for t in range(2, 20):
+        signals.record_traffic(float(t), replace(busy, received=50, latency_p99_ms=950.0))
+    last = signals.series["latency_p99"].latest()
+    assert last is not None and last.at <= 1.0 + 5.0, "idle past the rate window: not sampled"

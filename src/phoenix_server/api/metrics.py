@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from phoenix_server.api.common import RuntimeDep, StrictInput, WireModel
-from phoenix_server.detection.signals import HORIZON
+from phoenix_server.detection.signals import HORIZON, MAX_SERIES
 from phoenix_server.domain.errors import InvalidRequestError, Problem
 from phoenix_server.domain.recoveries import Outcome, RecoveryStatus
 from phoenix_server.store import incidents, recoveries
@@ -73,6 +73,15 @@ async def push_metrics(batch: MetricsBatch, runtime: RuntimeDep) -> MetricsAccep
         timed.append((at, index, sample))
     if problems:
         raise InvalidRequestError("some samples cannot be accepted", problems)
+    known = runtime.tracker.signals(batch.service).series
+    new = sorted({s.metric for s in batch.samples} - set(known))
+    if len(known) + len(new) > MAX_SERIES:
+        names = ", ".join(new)
+        message = (
+            f"service '{batch.service}' would have more than {MAX_SERIES} metric series; "
+            f"nothing recorded (new: {names})"
+        )
+        raise InvalidRequestError(message, [Problem("samples", message)])
     refused: list[str] = []
     for at, _, sample in sorted(timed, key=lambda item: (item[0], item[1])):
         refused += runtime.tracker.record_metrics(

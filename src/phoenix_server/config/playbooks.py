@@ -62,7 +62,8 @@ class _Doc(BaseModel):
 class TriggerDoc(_Doc):
     type: TriggerType
     threshold: float | None = Field(None, allow_inf_nan=False)
-    duration: Seconds | None = Field(None, le=86_400)
+    duration: Seconds | None = Field(None, le=900)
+    """At most the signal history Phoenix keeps (15 min)."""
     percentile: int | None = Field(None, ge=1, le=100)
     failure_type: FailureType | None = Field(None, alias="failureType")
     alert: Text | None = None

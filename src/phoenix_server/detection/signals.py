@@ -114,15 +114,19 @@ class ServiceSignals:
             self._counters.popleft()
         values: dict[str, float] = {}
         first_at, first = self._counters[0]
+        received = 0
         if at > first_at:
             received = counters.received - first.received
             values[THROUGHPUT] = received / (at - first_at)
             if received >= self._min_requests:
                 values[ERROR_RATE] = (counters.lost - first.lost) / received
-        if counters.latency_p50_ms is not None:
-            values[LATENCY_P50] = counters.latency_p50_ms
-        if counters.latency_p95_ms is not None:
-            values[LATENCY_P95] = counters.latency_p95_ms
-        if counters.latency_p99_ms is not None:
-            values[LATENCY_P99] = counters.latency_p99_ms
+        if received > 0:
+            # The router's percentiles cover its last answers however old: they say
+            # something about now only while requests are flowing.
+            if counters.latency_p50_ms is not None:
+                values[LATENCY_P50] = counters.latency_p50_ms
+            if counters.latency_p95_ms is not None:
+                values[LATENCY_P95] = counters.latency_p95_ms
+            if counters.latency_p99_ms is not None:
+                values[LATENCY_P99] = counters.latency_p99_ms
         self.record(at, values)

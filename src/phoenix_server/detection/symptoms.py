@@ -111,7 +111,7 @@ class SymptomDetector:
                     (self._error.describe(), f"throughput {throughput:.1f} req/s"),
                 )
             )
-        elif slow:
+        elif serving and slow:
             found.append(
                 Symptom(
                     FailureType.LATENCY_DEGRADATION,

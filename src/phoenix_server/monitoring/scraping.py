@@ -67,8 +67,8 @@ class PrometheusScraper:
         self._platforms = platforms
         self._tracker = tracker
         self._clock = clock
-        self._counters: dict[tuple[str, str], tuple[float, float]] = {}
-        """(instance, metric) -> (when, value) of the last reading, for rates."""
+        self._counters: dict[tuple[str, str, str], tuple[float, float]] = {}
+        """(instance, metric, service) -> (when, value) of the last reading, for rates."""
         self._failing: set[str] = set()
 
     async def run(self) -> None:
@@ -83,7 +83,11 @@ class PrometheusScraper:
         while True:
             spec = self._catalog.get(name)
             assert spec.metrics is not None
-            await self.scrape(session, spec)
+            try:
+                await self.scrape(session, spec)
+            except Exception:
+                # One service's odd endpoint must not stop the scraping of any other.
+                log.exception("%s: scrape failed; trying again next time", name)
             await self._clock.sleep(spec.metrics.every)
 
     async def scrape(self, session: aiohttp.ClientSession, spec: ServiceSpec) -> None:
@@ -101,25 +105,28 @@ class PrometheusScraper:
                 continue
             try:
                 readings = read_exposition(text, spec.metrics.names)
-            except ValueError as exc:
+            except Exception as exc:  # the parser raises more than ValueError on odd input
                 self._complain(instance.id, f"{url}: not the Prometheus text format: {exc}")
                 continue
             now = self._clock.monotonic()
             for metric, (kind, value) in readings.items():
                 if kind == "counter":
-                    rate = self._rate(instance.id, metric, now, value)
+                    rate = self._rate((instance.id, metric, spec.name), now, value)
                     if rate is None:
                         continue
                     value = rate
                 totals[metric] = totals.get(metric, 0.0) + value
+        live = {i.id for i in platform.instances(spec.name)}
+        for key in [k for k in self._counters if k[0] not in live and k[2] == spec.name]:
+            del self._counters[key]  # an instance gone: its counters with it
         if totals:
             refused = self._tracker.record_metrics(spec.name, totals)
             if refused:
                 self._complain(spec.name, f"too many series; not kept: {', '.join(refused)}")
 
-    def _rate(self, instance: str, metric: str, now: float, value: float) -> float | None:
-        previous = self._counters.get((instance, metric))
-        self._counters[(instance, metric)] = (now, value)
+    def _rate(self, key: tuple[str, str, str], now: float, value: float) -> float | None:
+        previous = self._counters.get(key)
+        self._counters[key] = (now, value)
         if previous is None or now <= previous[0] or value < previous[1]:
             return None  # the first reading, or the counter restarted with its process
         return (value - previous[1]) / (now - previous[0])

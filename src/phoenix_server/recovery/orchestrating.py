@@ -71,6 +71,9 @@ log = logging.getLogger("phoenix.recovery")
 
 FAILING = frozenset({ServiceStatus.UNHEALTHY, ServiceStatus.DEGRADED})
 TRIGGER_CHECK = 1.0
+FIRE_COOLDOWN = 60.0
+"""Seconds before a playbook that fired on a signal may fire again for the same service
+(on top of the crash-loop backoff): a condition that persists is not hammered."""
 """Seconds between looks at playbook triggers on signals."""
 FIRED_AS = {
     TriggerType.ERROR_RATE: FailureType.HIGH_ERROR_RATE,
@@ -150,6 +153,8 @@ class Orchestrator:
         time to show a failure (their detection takes that long), False once it has."""
         self._giving_callers_time: dict[str, bool] = {}
         self._playbooks: list[Playbook] = []
+        self._fired_at: dict[tuple[str, str], float] = {}
+        """When each (service, playbook) last fired on its own: it waits a cooldown."""
         """The active playbooks, as the store had them at the last refresh."""
         self._waiting: dict[str, str] = {}
         """Failing services left alone because a dependency's failure explains theirs."""
@@ -235,6 +240,8 @@ class Orchestrator:
     def set_playbooks(self, playbooks: list[Playbook]) -> None:
         """The playbooks that may answer failures from now on (refreshed by the runtime)."""
         self._playbooks = [p for p in playbooks if p.status is PlaybookStatus.ACTIVE]
+        ids = {p.id for p in self._playbooks}
+        self._fired_at = {k: v for k, v in self._fired_at.items() if k[1] in ids}
 
     def _playbook_decision(self, playbook: Playbook, why: str) -> Decision:
         return Decision(
@@ -293,15 +300,22 @@ class Orchestrator:
                 name = spec.name
                 if name in self._runs or name in self._held or name in self._incidents:
                     continue
+                now = self._clock.monotonic()
                 fired = choose(
-                    [p for p in self._playbooks if p.triggers_on_signals],
+                    [
+                        p
+                        for p in self._playbooks
+                        if p.triggers_on_signals
+                        and now - self._fired_at.get((name, p.id), float("-inf")) >= FIRE_COOLDOWN
+                    ],
                     name,
                     None,
                     self._tracker.signals(name),
-                    self._clock.monotonic(),
+                    now,
                 )
                 if fired is None or not self.supported(spec):
                     continue
+                self._fired_at[(name, fired.id)] = now
                 try:
                     await self._run_fired_playbook(spec, fired)
                 except Exception:
@@ -318,12 +332,22 @@ class Orchestrator:
         recovery = self._new_recovery(
             spec, incident, decision, RecoveryTrigger.PLAYBOOK, summary, playbook=playbook
         )
-        run = _Run(spec, incident, recovery, down_since=None, playbook=playbook, asked=True)
+        run = _Run(
+            spec,
+            incident,
+            recovery,
+            down_since=None,
+            playbook=playbook,
+            asked=True,
+            delay=self._crash_loop_delay(spec),
+        )
         self._runs[name] = run  # claimed before the first await
         try:
             await self._recorder.save_recovery(recovery, incident=incident)
         except BaseException:
-            del self._runs[name]
+            run.done.set()  # a forced trigger may be waiting on it
+            if self._runs.get(name) is run:
+                del self._runs[name]
             raise
         self._incidents[name] = incident
         log.warning("%s: incident %s: %s", name, incident.id, summary)
@@ -435,7 +459,9 @@ class Orchestrator:
                 recovery, incident=incident if new_incident else None
             )
         except BaseException:
-            del self._runs[name]
+            run.done.set()  # a forced trigger may be waiting on it
+            if self._runs.get(name) is run:
+                del self._runs[name]
             raise
         self._incidents[name] = incident
         self._tasks.spawn(self._attempts(run, previous=None), name=name)

@@ -133,6 +133,8 @@ async def run_strategy(ctx: StepContext, step: PlannedStep, timeout: float) -> S
     if strategy is Strategy.SCALE and "replicas" in step.params:
         wanted = int(str(step.params["replicas"]))
         live = sum(1 for i in instances if i.alive)
+        if wanted <= live:
+            return StepOutcome(True, f"scale: already {live} replica(s); {wanted} asked")
         given = PlanInput(
             replace(
                 service,
@@ -172,9 +174,16 @@ def _carry_back(ctx: StepContext, sub: StepContext) -> None:
     ctx.integrity = sub.integrity
 
 
-def _allowed_host(host: str | None, service: ServiceSpec) -> bool:
-    """A playbook calls the service's own endpoints: loopback, or the service's host."""
-    if host is None:
+def _own_endpoint(url: str, service: ServiceSpec, ports: set[int]) -> bool:
+    """A playbook calls only the service's own endpoints: on loopback or the service's host,
+    and on its public port or one of its instances' ports."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    host = parts.hostname
+    if host is None or port not in ports:
         return False
     if host in ("localhost", service.host):
         return True
@@ -208,20 +217,27 @@ async def http_request(ctx: StepContext, step: PlannedStep, timeout: float) -> S
         ]
         if not ports:
             return StepOutcome(False, "no running instance to call")
+    own_ports = {i.port for i in ctx.platform.instances(service.name) if i.port is not None}
+    if service.port is not None:
+        own_ports.add(service.port)
     results = []
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         for port in ports:
             url = render(action.url, RenderContext(name=service.name, python="", port=port))
-            if not _allowed_host(urlsplit(url).hostname, service):
+            if not _own_endpoint(url, service, own_ports):
                 return StepOutcome(
                     False,
                     f"refused {url}: a playbook calls only the service's own endpoints "
-                    "(loopback or its host)",
+                    "(loopback or its host, on its port or its instances')",
                 )
             try:
                 async with session.request(
-                    action.method, url, data=action.body, headers=dict(action.headers)
+                    action.method,
+                    url,
+                    data=action.body,
+                    headers=dict(action.headers),
+                    allow_redirects=False,  # a redirect must not lead it elsewhere
                 ) as answer:
                     await answer.read()
                     low, high = action.expect_status
