@@ -53,6 +53,7 @@ from phoenix_server.platforms.base import (
 )
 from phoenix_server.platforms.external import ExternalPlatform
 from phoenix_server.platforms.local.supervisor import LocalPlatform
+from phoenix_server.recovery.alerting import Alerter
 from phoenix_server.recovery.deploying import Deployer
 from phoenix_server.recovery.estimating import KEPT as DURATIONS_KEPT
 from phoenix_server.recovery.executing import ExecutionLimits, Executor
@@ -63,7 +64,7 @@ from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.store import deployments, health_events, incidents, playbooks, recoveries
 from phoenix_server.store.database import Store
-from phoenix_server.store.recording import StoreJournal, StoreRecorder
+from phoenix_server.store.recording import StoreAlertQueue, StoreJournal, StoreRecorder
 from phoenix_server.support.tasks import SupervisedTasks
 
 log = logging.getLogger("phoenix")
@@ -130,6 +131,14 @@ class Runtime:
         self.versions = VersionKeeper(
             catalog=catalog, recorder=recorder, clock=self.clock, health_of=self.tracker.view
         )
+        secret = settings.alert_webhook_secret
+        self.alerter = Alerter(
+            StoreAlertQueue(store),
+            self.clock,
+            webhook=settings.alert_webhook,
+            secret=secret.get_secret_value() if secret is not None else None,
+            on_success=settings.alert_on_success,
+        )
         self.metrics_registry = CollectorRegistry(auto_describe=True)
         """The engine's own metrics (histograms, attempts) for ``/metrics``."""
         self.orchestrator = Orchestrator(
@@ -146,6 +155,7 @@ class Runtime:
             ),
             versions=self.versions,
             observer=PrometheusObserver(self.metrics_registry),
+            alerter=self.alerter,
         )
         self.deployer = Deployer(
             catalog=catalog,
@@ -194,6 +204,7 @@ class Runtime:
         )
         self._background.spawn(self._persist_status_changes(), name="status-writer")
         self._background.spawn(self._watch_database(), name="database-watch")
+        self.alerter.start()
         if self.settings.playbooks_dir is not None:
             await self._load_playbook_files_safely()
             self._background.spawn(self._watch_playbook_files(), name="playbook-files")
@@ -246,6 +257,7 @@ class Runtime:
             *self.scheduler.died,
             *self.orchestrator.died,
             *self.deployer.died,
+            *self.alerter.died,
         ]
 
     async def refresh_playbooks(self) -> None:
@@ -336,6 +348,7 @@ class Runtime:
     async def stop(self) -> None:
         await self.deployer.close()
         await self.orchestrator.close()
+        await self.alerter.close()
         await self.scheduler.close()
         self._stopping = True
         for platform in self.platforms.all():

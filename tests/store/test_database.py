@@ -25,6 +25,7 @@ from tests.store.conftest import postgres_schema, sqlite_url
 from tests.support import free_port
 
 TABLES = {
+    "alerts",
     "deployments",
     "health_events",
     "incidents",

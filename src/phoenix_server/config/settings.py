@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     """Probe interval for services whose health section sets none."""
     alert_webhook: str | None = Field(None, validation_alias="ALERT_WEBHOOK")
     alert_webhook_secret: SecretStr | None = Field(None, validation_alias="ALERT_WEBHOOK_SECRET")
+    alert_on_success: bool = Field(False, validation_alias="PHOENIX_ALERT_ON_SUCCESS")
+    """Also alert when a recovery succeeds (failures always alert)."""
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     """SQLAlchemy URL (``sqlite:///var/phoenix.db``, ``postgresql://…``); default: SQLite in
     the data directory."""

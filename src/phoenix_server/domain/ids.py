@@ -7,6 +7,7 @@ import secrets
 RECOVERY = "rec"
 PLAYBOOK = "pb"
 INCIDENT = "inc"
+ALERT = "alt"
 DEPLOYMENT = "dep"
 
 

@@ -22,6 +22,7 @@ from datetime import datetime
 from phoenix_server.detection.classifying import Diagnosis, cascading, diagnose, diagnose_status
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain import ids
+from phoenix_server.domain.alerts import AlertKind
 from phoenix_server.domain.clock import Clock, sleep_unless
 from phoenix_server.domain.deployments import (
     Deployment,
@@ -55,6 +56,7 @@ from phoenix_server.domain.recoveries import (
 )
 from phoenix_server.domain.services import Instance, ServiceCatalog, ServiceSpec
 from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.recovery.alerting import Alerter
 from phoenix_server.recovery.estimating import DurationEstimates
 from phoenix_server.recovery.executing import Executor
 from phoenix_server.recovery.observing import NoObserver, RecoveryObserver
@@ -136,8 +138,10 @@ class Orchestrator:
         limits: OrchestratorLimits,
         versions: VersionKeeper,
         observer: RecoveryObserver | None = None,
+        alerter: Alerter | None = None,
     ) -> None:
         self._catalog = catalog
+        self._alerter = alerter
         self._observer: RecoveryObserver = observer or NoObserver()
         self._versions = versions
         self._platforms = platforms
@@ -411,6 +415,10 @@ class Orchestrator:
             if callers:
                 diagnosis = cascading(name, diagnosis, callers)
             incident = self._make_incident(name, diagnosis, IncidentSource.DETECTED)
+            if callers and self._alerter is not None:
+                self._alerter.raise_alert(
+                    AlertKind.CASCADING, service=name, text=incident.summary, incident=incident
+                )
             log.warning(
                 "%s: incident %s %s: %s",
                 name,
@@ -624,6 +632,7 @@ class Orchestrator:
                     return
                 result = await self._execute(run)
                 self._observer.recovery_ended(result, run.incident)
+                self._alert_after(run, result)
                 if result.status is RecoveryStatus.COMPLETED:
                     # New processes: judge them on what they do from now on.
                     self._tracker.reset_symptoms(name, self._catalog.get(name))
@@ -827,6 +836,39 @@ class Orchestrator:
         if run.incident is not None:
             await self._close_incident(run.incident, IncidentStatus.RESOLVED, summary)
 
+    def _alert_after(self, run: _Run, result: Recovery) -> None:
+        if self._alerter is None:
+            return
+        tried = tuple(s.value for s in [*run.failed, result.strategy])
+        if result.status is RecoveryStatus.COMPLETED:
+            self._alerter.raise_alert(
+                AlertKind.RECOVERY_SUCCEEDED,
+                service=result.service,
+                text=f"recovered by {result.strategy.value} ({result.id})",
+                recovery=result,
+                incident=run.incident,
+                tried=tried,
+            )
+        elif result.status is RecoveryStatus.FAILED:
+            failed = next(
+                (s for s in result.steps if s.status.value in ("failed", "timed_out")), None
+            )
+            why = (
+                f"step '{failed.name}' {failed.status.value}: {failed.detail}"
+                if failed
+                else result.reason
+            )
+            kind = AlertKind.PLAYBOOK_ERROR if result.playbook_id else AlertKind.RECOVERY_FAILED
+            what = f"playbook {result.playbook_id}" if result.playbook_id else result.strategy.value
+            self._alerter.raise_alert(
+                kind,
+                service=result.service,
+                text=f"attempt {result.attempt} ({what}, {result.id}) failed: {why}",
+                recovery=result,
+                incident=run.incident,
+                tried=tried,
+            )
+
     async def _give_up(self, run: _Run, last: Recovery) -> None:
         log.error(
             "%s: giving up after %d attempt(s); last: %s", last.service, last.attempt, last.id
@@ -843,6 +885,19 @@ class Orchestrator:
             IncidentStatus.UNRESOLVED,
             f"gave up after {last.attempt} recovery attempt(s); last {last.id}",
         )
+        if self._alerter is not None:
+            tried = tuple(dict.fromkeys(s.value for s in [*run.failed, last.strategy]))
+            self._alerter.raise_alert(
+                AlertKind.ATTEMPTS_EXHAUSTED,
+                service=last.service,
+                text=(
+                    f"gave up after {last.attempt} attempt(s) (tried: {', '.join(tried)}); "
+                    f"a person must act — {incident.summary}"
+                ),
+                recovery=last,
+                incident=incident,
+                tried=tried,
+            )
 
     # -- records ----------------------------------------------------------------------------
 

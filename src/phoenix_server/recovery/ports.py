@@ -7,8 +7,10 @@ The store implements :class:`RecoveryRecorder` and monitoring implements
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
+from phoenix_server.domain.alerts import Alert
 from phoenix_server.domain.health import Verification
 from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import Recovery, Step
@@ -35,3 +37,19 @@ class HealthVerifier(Protocol):
     async def verify(
         self, service: ServiceSpec, instances: Sequence[Instance], *, timeout: float
     ) -> Verification: ...
+
+
+class AlertQueue(Protocol):
+    """The durable alert outbox (the store implements it)."""
+
+    async def enqueue(self, alert: Alert) -> bool:
+        """Queue unless the alert's event already has one; True if queued now."""
+        ...
+
+    async def due(self, now: datetime) -> list[tuple[str, bytes, int]]:
+        """Undelivered alerts whose next try is due: (id, exact body, tries so far)."""
+        ...
+
+    async def delivered(self, alert_id: str, at: datetime) -> None: ...
+
+    async def failed(self, alert_id: str, retry_at: datetime, error: str) -> None: ...

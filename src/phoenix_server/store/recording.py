@@ -7,14 +7,16 @@ structurally, so neither layer imports the store.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from phoenix_server.domain.alerts import Alert
 from phoenix_server.domain.deployments import Deployment
 from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import Recovery, Step
 from phoenix_server.domain.services import Instance, PlatformKind
-from phoenix_server.store import deployments, incidents, instances, recoveries
+from phoenix_server.store import alerts, deployments, incidents, instances, recoveries
 from phoenix_server.store.database import Store
 
 
@@ -42,6 +44,25 @@ class StoreRecorder:
 
     async def save_deployment(self, deployment: Deployment) -> None:
         await self._store.write(deployments.save_deployment, deployment, self._owner)
+
+
+class StoreAlertQueue:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def enqueue(self, alert: Alert) -> bool:
+        queued: bool = await self._store.write(alerts.enqueue, alert)
+        return queued
+
+    async def due(self, now: datetime) -> list[tuple[str, bytes, int]]:
+        found = await self._store.read(alerts.due, now=now)
+        return [(a.id, a.body, a.attempts) for a in found]
+
+    async def delivered(self, alert_id: str, at: datetime) -> None:
+        await self._store.write(alerts.delivered, alert_id, at=at)
+
+    async def failed(self, alert_id: str, retry_at: datetime, error: str) -> None:
+        await self._store.write(alerts.failed, alert_id, retry_at=retry_at, error=error)
 
 
 class StoreJournal:

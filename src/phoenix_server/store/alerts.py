@@ -1,0 +1,80 @@
+"""The alert outbox: queue once per event, hand out what is due, record each try."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from phoenix_server.domain.alerts import Alert
+from phoenix_server.store.tables import AlertRow
+
+
+@dataclass(frozen=True)
+class QueuedAlert:
+    id: str
+    body: bytes
+    """The exact JSON bytes sent on every try (so a signature and a retry agree)."""
+    attempts: int
+
+
+def enqueue(session: Session, alert: Alert) -> bool:
+    """Queue ``alert`` unless its event already has one; True if queued now."""
+    if session.scalar(select(AlertRow.id).where(AlertRow.dedup_key == alert.dedup_key)):
+        return False
+    session.add(
+        AlertRow(
+            id=alert.id,
+            dedup_key=alert.dedup_key,
+            kind=alert.kind.value,
+            service=alert.service,
+            created_at=alert.created_at,
+            payload=alert.payload(),
+            attempts=0,
+            next_attempt_at=alert.created_at,
+            delivered_at=None,
+            last_error="",
+        )
+    )
+    return True
+
+
+def due(session: Session, *, now: datetime, limit: int = 50) -> list[QueuedAlert]:
+    rows = session.scalars(
+        select(AlertRow)
+        .where(AlertRow.delivered_at.is_(None), AlertRow.next_attempt_at <= now)
+        .order_by(AlertRow.next_attempt_at, AlertRow.id)
+        .limit(limit)
+    ).all()
+    return [
+        QueuedAlert(row.id, json.dumps(row.payload, sort_keys=True).encode(), row.attempts)
+        for row in rows
+    ]
+
+
+def delivered(session: Session, alert_id: str, *, at: datetime) -> None:
+    row = session.get(AlertRow, alert_id)
+    if row is not None:
+        row.delivered_at = at
+        row.attempts += 1
+        row.last_error = ""
+
+
+def failed(session: Session, alert_id: str, *, retry_at: datetime, error: str) -> None:
+    row = session.get(AlertRow, alert_id)
+    if row is not None:
+        row.attempts += 1
+        row.next_attempt_at = retry_at
+        row.last_error = error[:500]
+
+
+def undelivered(session: Session) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(AlertRow).where(AlertRow.delivered_at.is_(None))
+        )
+        or 0
+    )
