@@ -124,6 +124,9 @@ class Alerter:
                     await self.deliver_due(session)
                 except UnavailableError as exc:
                     log.warning("alerts wait for the database: %s", exc.message)
+                except Exception:
+                    # Sending must outlive any one bad turn: the outbox keeps the alerts.
+                    log.exception("alert delivery failed; trying again")
                 self._wake.clear()
                 try:
                     async with asyncio.timeout(LOOK_EVERY):
