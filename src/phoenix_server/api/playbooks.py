@@ -15,12 +15,12 @@ from fastapi import APIRouter, Body, Query
 from pydantic import Field
 
 from phoenix_server.api.common import Limit, Offset, RuntimeDep, StrictInput, WireModel
-from phoenix_server.api.recoveries import DecisionOut, decision_out
+from phoenix_server.api.recoveries import TriggerResponse, started_fields
 from phoenix_server.config.playbooks import to_document, to_playbook, validate_playbook
 from phoenix_server.domain import ids
 from phoenix_server.domain.errors import ConflictError, InvalidRequestError, Problem
 from phoenix_server.domain.playbooks import Playbook, PlaybookSource, PlaybookStatus
-from phoenix_server.domain.recoveries import RecoveryStatus, StepCondition, Strategy
+from phoenix_server.domain.recoveries import StepCondition, Strategy
 from phoenix_server.recovery.playbook_runs import main_strategy, preview
 from phoenix_server.runtime import Runtime
 from phoenix_server.store import playbooks
@@ -243,16 +243,11 @@ class DryRunResponse(WireModel):
     steps: list[StepPreviewOut]
 
 
-class ExecuteResponse(WireModel):
-    success: bool = True
-    recovery_id: str
+class ExecuteResponse(TriggerResponse):
+    """The trigger's 202, with the playbook (and version) that runs."""
+
     playbook_id: str
     version: int
-    status: RecoveryStatus
-    strategy: Strategy
-    start_time: str
-    incident_id: str | None
-    decision: DecisionOut
 
 
 def _target(playbook: Playbook, body: RunRequest | None) -> str:
@@ -327,12 +322,5 @@ async def execute(
         service=service, strategy=None, reason=reason, force=False, playbook=playbook
     )
     return ExecuteResponse(
-        recovery_id=recovery.id,
-        playbook_id=playbook.id,
-        version=playbook.version,
-        status=recovery.status,
-        strategy=recovery.strategy,
-        start_time=iso_ms(recovery.start_time) or "",
-        incident_id=recovery.incident_id,
-        decision=decision_out(recovery.decision),
+        **started_fields(recovery), playbook_id=playbook.id, version=playbook.version
     )

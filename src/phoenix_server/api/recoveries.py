@@ -74,15 +74,20 @@ async def trigger_recovery(body: TriggerRequest, runtime: RuntimeDep) -> Trigger
     recovery = await runtime.orchestrator.trigger(
         service=body.service, strategy=body.strategy, reason=body.reason, force=body.force
     )
-    return TriggerResponse(
-        recovery_id=recovery.id,
-        status=recovery.status,
-        strategy=recovery.strategy,
-        estimated_duration=recovery.estimated_duration,
-        start_time=iso_ms(recovery.start_time) or "",
-        incident_id=recovery.incident_id,
-        decision=decision_out(recovery.decision),
-    )
+    return TriggerResponse(**started_fields(recovery))
+
+
+def started_fields(recovery: Recovery) -> dict[str, object]:
+    """What a 202 for a recovery just started says (trigger, playbook execute)."""
+    return {
+        "recovery_id": recovery.id,
+        "status": recovery.status,
+        "strategy": recovery.strategy,
+        "estimated_duration": recovery.estimated_duration,
+        "start_time": iso_ms(recovery.start_time) or "",
+        "incident_id": recovery.incident_id,
+        "decision": decision_out(recovery.decision),
+    }
 
 
 class StepOut(WireModel):

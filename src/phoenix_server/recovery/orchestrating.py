@@ -345,17 +345,8 @@ class Orchestrator:
             asked=True,
             delay=self._crash_loop_delay(spec),
         )
-        self._runs[name] = run  # claimed before the first await
-        try:
-            await self._recorder.save_recovery(recovery, incident=incident)
-        except BaseException:
-            run.done.set()  # a forced trigger may be waiting on it
-            if self._runs.get(name) is run:
-                del self._runs[name]
-            raise
-        self._incidents[name] = incident
+        await self._start(run, write_incident=True)
         log.warning("%s: incident %s: %s", name, incident.id, summary)
-        self._tasks.spawn(self._attempts(run, previous=None), name=name)
 
     def _needs_attention(self, name: str) -> bool:
         status = self._tracker.status(name)
@@ -461,17 +452,25 @@ class Orchestrator:
         # Downtime counts from detection only if nothing was serving (not for a degraded one).
         down_since = incident.detected_at if view.status is ServiceStatus.UNHEALTHY else None
         run = _Run(spec, incident, recovery, down_since=down_since, delay=delay, playbook=playbook)
-        self._runs[name] = run  # claimed before the first await: triggers now see it
+        await self._start(run, write_incident=new_incident)
+
+    async def _start(self, run: _Run, *, write_incident: bool) -> None:
+        """Claim the service for ``run`` (before any await: triggers see it at once), record
+        it (with its incident if new), then run it. Nothing stays claimed if the record
+        cannot be written, and a forced trigger waiting on this run is let go."""
+        name = run.service.name
+        assert run.incident is not None
+        self._runs[name] = run
         try:
             await self._recorder.save_recovery(
-                recovery, incident=incident if new_incident else None
+                run.recovery, incident=run.incident if write_incident else None
             )
         except BaseException:
-            run.done.set()  # a forced trigger may be waiting on it
+            run.done.set()
             if self._runs.get(name) is run:
                 del self._runs[name]
             raise
-        self._incidents[name] = incident
+        self._incidents[name] = run.incident
         self._tasks.spawn(self._attempts(run, previous=None), name=name)
 
     def _give_dependencies_time(self, name: str) -> bool:
@@ -587,6 +586,7 @@ class Orchestrator:
             write_incident = incident if incident is not None and incident != known else None
             await self._recorder.save_recovery(recovery, incident=write_incident)
         except BaseException:
+            run.done.set()  # a later forced trigger may be waiting on it
             if self._runs.get(service) is run:
                 if previous is not None and not previous.done.is_set():
                     self._runs[service] = previous
