@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["mttr", "probes", "router", "failover", "detect", "detection"]
+BENCHMARKS = ["mttr", "probes", "router", "failover", "detect", "detection", "learning"]
 
 
 def main() -> None:

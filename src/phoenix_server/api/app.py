@@ -13,6 +13,7 @@ from phoenix_server.api import (
     errors,
     health,
     incidents,
+    learning,
     metrics,
     playbooks,
     prometheus,
@@ -53,6 +54,7 @@ def create_api(runtime: Runtime) -> FastAPI:
         deployments,
         playbooks,
         incidents,
+        learning,
         metrics,
         prometheus,
     ):

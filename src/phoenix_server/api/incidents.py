@@ -132,6 +132,8 @@ async def get_incident(incident_id: str, runtime: RuntimeDep) -> IncidentRespons
     "/{incident_id}/false-positive", response_model=MarkedResponse, response_model_by_alias=True
 )
 async def mark_false_positive(incident_id: str, runtime: RuntimeDep) -> MarkedResponse:
-    """An operator says this was no real failure (it counts in the false-positive rate)."""
+    """An operator says this was no real failure: it counts in the false-positive rate, and
+    its recoveries stop counting as evidence for the learned policy."""
     incident = await runtime.store.write(incidents.mark_false_positive, incident_id)
+    runtime.orchestrator.learning.forget_incident(incident.id)
     return MarkedResponse(incident=IncidentOut.model_validate(incident_fields(incident)))

@@ -37,6 +37,10 @@ class TriggerRequest(StrictInput):
 class CandidateOut(WireModel):
     strategy: Strategy
     score: float
+    estimate: float | None = None
+    """Learned decisions: the posterior mean success rate behind ``score``."""
+    observations: int | None = None
+    """Learned decisions: the outcomes behind ``estimate``."""
 
 
 class DecisionOut(WireModel):
@@ -51,7 +55,15 @@ def decision_out(decision: Decision) -> DecisionOut:
         strategy=decision.strategy,
         source=decision.source.value,
         reason=decision.reason,
-        candidates=[CandidateOut(strategy=c.strategy, score=c.score) for c in decision.candidates],
+        candidates=[
+            CandidateOut(
+                strategy=c.strategy,
+                score=c.score,
+                estimate=c.estimate,
+                observations=c.observations,
+            )
+            for c in decision.candidates
+        ],
     )
 
 

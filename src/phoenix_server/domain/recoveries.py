@@ -84,6 +84,12 @@ class DataIntegrity(StrEnum):
 class Candidate:
     strategy: Strategy
     score: float
+    """What ranked it: the learned policy's speed-weighted draw, the default table's
+    preference (1, 1/2, …), or 1 for the operator's choice."""
+    estimate: float | None = None
+    """Learned decisions: the posterior mean success rate behind the draw."""
+    observations: int | None = None
+    """Learned decisions: the outcomes behind the estimate (this service's and others')."""
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from phoenix_server.domain.incidents import (
     IncidentSource,
     IncidentStatus,
 )
+from phoenix_server.domain.learning import AttemptOutcome, outcome_of
 from phoenix_server.domain.playbooks import Playbook, PlaybookStatus, TriggerType
 from phoenix_server.domain.recoveries import (
     Decision,
@@ -59,6 +60,7 @@ from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.alerting import Alerter
 from phoenix_server.recovery.estimating import DurationEstimates
 from phoenix_server.recovery.executing import Executor
+from phoenix_server.recovery.learning import LearnedPolicy
 from phoenix_server.recovery.observing import NoObserver, RecoveryObserver
 from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.playbook_choice import choose, describe_trigger
@@ -139,8 +141,11 @@ class Orchestrator:
         versions: VersionKeeper,
         observer: RecoveryObserver | None = None,
         alerter: Alerter | None = None,
+        learning: LearnedPolicy | None = None,
     ) -> None:
         self._catalog = catalog
+        self.learning = learning or LearnedPolicy()
+        """What recorded outcomes say about each strategy (read by the API)."""
         self._alerter = alerter
         self._observer: RecoveryObserver = observer or NoObserver()
         self._versions = versions
@@ -182,10 +187,13 @@ class Orchestrator:
         self,
         unresolved: list[Incident],
         durations: dict[tuple[str, Strategy], list[float]],
+        outcomes: list[AttemptOutcome] | None = None,
     ) -> None:
         """Begin. ``unresolved``: incidents a previous run left open; ``durations``: recent
-        successful recovery durations, newest first (for estimates)."""
+        successful recovery durations, newest first (for estimates); ``outcomes``: recorded
+        attempts the learned policy starts from."""
         self._estimates = DurationEstimates(durations)
+        self.learning.load(outcomes or [])
         for incident in unresolved:
             if incident.service in self._catalog:
                 self._incidents[incident.service] = incident
@@ -246,6 +254,16 @@ class Orchestrator:
         self._playbooks = [p for p in playbooks if p.status is PlaybookStatus.ACTIVE]
         ids = {p.id for p in self._playbooks}
         self._fired_at = {k: v for k, v in self._fired_at.items() if k[1] in ids}
+
+    def _policy(
+        self, service: str, failure_type: FailureType, allowed: frozenset[Strategy]
+    ) -> Decision:
+        """Phoenix's own choice where no playbook decides: learned where outcomes exist,
+        else the default table."""
+        learned = self.learning.decide(service, failure_type, allowed)
+        if learned is not None:
+            return learned
+        return decide(service=service, failure_type=failure_type, supported=allowed)
 
     def _playbook_decision(self, playbook: Playbook, why: str) -> Decision:
         return Decision(
@@ -445,7 +463,7 @@ class Orchestrator:
         if playbook is not None:
             decision = self._playbook_decision(playbook, "its trigger matches this failure")
         else:
-            decision = decide(service=name, failure_type=incident.failure_type, supported=supported)
+            decision = self._policy(name, incident.failure_type, supported)
         recovery = self._new_recovery(
             spec, incident, decision, RecoveryTrigger.AUTOMATIC, reason, playbook=playbook
         )
@@ -550,14 +568,26 @@ class Orchestrator:
             incident = None  # maintenance: nothing is failing, so no incident
         else:
             incident = self._make_incident(service, diagnosis, IncidentSource.MANUAL)
+        failure_type = incident.failure_type if incident else diagnosis.failure_type
+        if strategy is None and playbook is None and policy_reason is None and incident:
+            # The operator left the choice to Phoenix: playbook > learned > default.
+            playbook = choose(
+                self._playbooks,
+                service,
+                incident,
+                self._tracker.signals(service),
+                self._clock.monotonic(),
+            )
         if playbook is not None:
             if not supported:
-                decide(service=service, failure_type=diagnosis.failure_type, supported=supported)
+                decide(service=service, failure_type=failure_type, supported=supported)
             decision = self._playbook_decision(playbook, "run on request")
+        elif strategy is None and policy_reason is None and incident is not None:
+            decision = self._policy(service, failure_type, supported)
         else:
             decision = decide(
                 service=service,
-                failure_type=incident.failure_type if incident else diagnosis.failure_type,
+                failure_type=failure_type,
                 supported=supported,
                 requested=strategy,
             )
@@ -631,6 +661,9 @@ class Orchestrator:
                     await self._resolve(run, "healthy again before Phoenix acted")
                     return
                 result = await self._execute(run)
+                outcome = outcome_of(result, run.incident.failure_type if run.incident else None)
+                if outcome is not None:
+                    self.learning.record(outcome)
                 self._observer.recovery_ended(result, run.incident)
                 self._alert_after(run, result)
                 if result.status is RecoveryStatus.COMPLETED:
@@ -806,13 +839,16 @@ class Orchestrator:
             requested = None  # no longer possible (a backup used up): the policy chooses
         failure_type = run.incident.failure_type if run.incident else FailureType.UNKNOWN
         if requested is None:
-            supported = escalated(failure_type, supported, run.failed)
-        decision = decide(
-            service=spec.name,
-            failure_type=failure_type,
-            supported=supported,
-            requested=requested,
-        )
+            decision = self._policy(
+                spec.name, failure_type, escalated(failure_type, supported, run.failed)
+            )
+        else:
+            decision = decide(
+                service=spec.name,
+                failure_type=failure_type,
+                supported=supported,
+                requested=requested,
+            )
         if last.strategy is Strategy.ROLLBACK and requested is Strategy.RESTART:
             decision = replace(
                 decision,

@@ -45,10 +45,17 @@ def _decision_to_json(decision: Decision) -> dict[str, Any]:
         "strategy": decision.strategy.value,
         "source": decision.source.value,
         "reason": decision.reason,
-        "candidates": [
-            {"strategy": c.strategy.value, "score": c.score} for c in decision.candidates
-        ],
+        "candidates": [_candidate_to_json(c) for c in decision.candidates],
     }
+
+
+def _candidate_to_json(candidate: Candidate) -> dict[str, Any]:
+    found: dict[str, Any] = {"strategy": candidate.strategy.value, "score": candidate.score}
+    if candidate.estimate is not None:
+        found["estimate"] = candidate.estimate
+    if candidate.observations is not None:
+        found["observations"] = candidate.observations
+    return found
 
 
 def _decision_from_json(data: dict[str, Any]) -> Decision:
@@ -57,7 +64,12 @@ def _decision_from_json(data: dict[str, Any]) -> Decision:
         source=DecisionSource(data["source"]),
         reason=data.get("reason", ""),
         candidates=tuple(
-            Candidate(Strategy(c["strategy"]), float(c["score"]))
+            Candidate(
+                Strategy(c["strategy"]),
+                float(c["score"]),
+                estimate=c.get("estimate"),
+                observations=c.get("observations"),
+            )
             for c in data.get("candidates", [])
         ),
     )
@@ -117,7 +129,7 @@ def _step_from_row(row: StepRow) -> Step:
     )
 
 
-def _from_row(row: RecoveryRow, steps: list[StepRow] | None) -> Recovery:
+def recovery_from_row(row: RecoveryRow, steps: list[StepRow] | None) -> Recovery:
     return Recovery(
         id=row.id,
         service=row.service,
@@ -170,7 +182,7 @@ def get_recovery(session: Session, recovery_id: str) -> Recovery:
     ).one_or_none()
     if row is None:
         raise NotFoundError(f"no recovery with id '{recovery_id}'")
-    return _from_row(row, row.steps)
+    return recovery_from_row(row, row.steps)
 
 
 def list_recoveries(
@@ -194,7 +206,7 @@ def list_recoveries(
         .limit(limit)
         .offset(offset)
     ).all()
-    return [_from_row(row, None) for row in rows], total
+    return [recovery_from_row(row, None) for row in rows], total
 
 
 def interrupt_unfinished(session: Session, *, at: datetime, owner: str = "") -> list[str]:
