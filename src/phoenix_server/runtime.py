@@ -19,7 +19,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from phoenix_server.config import playbook_files
+from phoenix_server.config import playbook_files, servicefile
 from phoenix_server.config.settings import Settings, service_environment
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain.clock import Clock, SystemClock
@@ -40,6 +40,7 @@ from phoenix_server.domain.services import (
     ServiceSpec,
 )
 from phoenix_server.monitoring.probing import Prober, target_for
+from phoenix_server.monitoring.registry import RegistrySync
 from phoenix_server.monitoring.resources import ProcessSampler
 from phoenix_server.monitoring.scheduling import ProbeScheduler
 from phoenix_server.monitoring.scraping import PrometheusScraper
@@ -62,7 +63,14 @@ from phoenix_server.recovery.orchestrating import Orchestrator, OrchestratorLimi
 from phoenix_server.recovery.playbook_runs import PLAYBOOK_HANDLERS
 from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
-from phoenix_server.store import deployments, health_events, incidents, playbooks, recoveries
+from phoenix_server.store import (
+    deployments,
+    health_events,
+    incidents,
+    learning,
+    playbooks,
+    recoveries,
+)
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreAlertQueue, StoreJournal, StoreRecorder
 from phoenix_server.support.tasks import SupervisedTasks
@@ -91,6 +99,9 @@ def owner_id(settings: Settings) -> str:
 
 
 class Runtime:
+    registry: RegistrySync | None = None
+    """The service registry sync, once started (``PHOENIX_REGISTRY_URL``)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -201,6 +212,7 @@ class Runtime:
         self.orchestrator.start(
             await self.store.read(incidents.unresolved_incidents),
             await self.store.read(recoveries.recent_successful_durations, per_key=DURATIONS_KEPT),
+            await self.store.read(learning.recent_outcomes),
         )
         self._background.spawn(self._persist_status_changes(), name="status-writer")
         self._background.spawn(self._watch_database(), name="database-watch")
@@ -244,11 +256,43 @@ class Runtime:
                 ]
                 if fresh:
                     self._background.spawn(self._admit(spec, fresh), name=f"admit-{spec.name}")
+        self._start_registry_sync()
         log.info(
             "watching %d service(s); automatic recovery %s",
             len(self.catalog),
             "on" if self.settings.auto_recovery else "OFF",
         )
+
+    def _start_registry_sync(self) -> None:
+        """Watch the registry's services too, if there is one; the file's services are in
+        place by now, so a registry entry of the same name is seen to be the file's."""
+        url = self.settings.registry_url
+        if url is None:
+            return
+        base_dir = (
+            self.settings.config_file.parent.resolve()
+            if self.settings.config_file is not None
+            else Path.cwd()
+        )
+        file_names = [s.name for s in self.catalog]
+        self.registry = RegistrySync(
+            url=url,
+            interval=self.settings.registry_interval,
+            catalog=self.catalog,
+            tracker=self.tracker,
+            scheduler=self.scheduler,
+            validate=lambda item, index: servicefile.parse_registry_entry(
+                item,
+                index=index,
+                dependencies=file_names,
+                base_dir=base_dir,
+                default_interval=self.settings.health_check_interval,
+            ),
+            busy=self.orchestrator.busy,
+            clock=self.clock,
+            python=sys.executable,
+        )
+        self._background.spawn(self.registry.run(), name="registry-sync")
 
     def dead_tasks(self) -> list[str]:
         """Background loops that died: each one is something Phoenix stopped doing."""

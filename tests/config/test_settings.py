@@ -29,6 +29,8 @@ VARIABLES = (
     "PHOENIX_API_TOKENS",
     "PHOENIX_TOKENS_FILE",
     "PHOENIX_LOG_LEVEL",
+    "PHOENIX_REGISTRY_URL",
+    "PHOENIX_REGISTRY_INTERVAL",
 )
 
 
@@ -71,6 +73,8 @@ def test_defaults() -> None:
     assert settings.insecure is False
     assert settings.keep_services is False
     assert settings.log_level == "info"
+    assert settings.registry_url is None
+    assert settings.registry_interval == 30.0
 
 
 def test_each_seed_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,6 +115,16 @@ def test_each_phoenix_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert settings.alert_webhook_secret is not None
     assert settings.alert_webhook_secret.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(settings)
+
+
+def test_the_service_registry_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PHOENIX_REGISTRY_URL", "https://gateway.internal:8443/registry")
+    monkeypatch.setenv("PHOENIX_REGISTRY_INTERVAL", "2m")
+    settings = load_settings()
+    assert settings.registry_url == "https://gateway.internal:8443/registry"
+    assert settings.registry_interval == 120.0
+    monkeypatch.setenv("PHOENIX_REGISTRY_URL", "")
+    assert load_settings().registry_url is None
 
 
 def test_empty_alert_webhook_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,6 +210,11 @@ def test_durations(
         ("HEALTH_CHECK_INTERVAL", "-1", "duration", "'-1'"),
         ("HEALTH_CHECK_INTERVAL", "5 minutes", "duration", "'5 minutes'"),
         ("ALERT_WEBHOOK", "ftp://x", "http", "'ftp://x'"),
+        ("PHOENIX_REGISTRY_URL", "ftp://gw/registry", "http", "'ftp://gw/registry'"),
+        ("PHOENIX_REGISTRY_URL", "gateway:8080", "with a host", "'gateway:8080'"),
+        ("PHOENIX_REGISTRY_URL", "http://gw:99999/", "port", "'http://gw:99999/'"),
+        ("PHOENIX_REGISTRY_INTERVAL", "often", "duration", "'often'"),
+        ("PHOENIX_REGISTRY_INTERVAL", "0", "greater than 0", "got 0"),
         ("PHOENIX_ENV", "prod", "production", "'prod'"),
         ("PHOENIX_LOG_LEVEL", "loud", "debug", "'loud'"),
     ],

@@ -55,6 +55,11 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
         )
     for name, problem in sorted(runtime.playbook_file_problems.items()):
         warnings.append(f"playbook file {name} is invalid (its previous version stays): {problem}")
+    if runtime.registry is not None:
+        if runtime.registry.problem:
+            warnings.append(f"{runtime.registry.problem}; the services it added stay as they were")
+        for entry, reason in runtime.registry.rejected.items():
+            warnings.append(f"service registry entry {entry} refused: {reason}")
     if runtime.settings.insecure:
         warnings.append("insecure mode (PHOENIX_INSECURE=1): the API has no authentication")
     return PhoenixHealth(

@@ -51,6 +51,8 @@ class ReplicasOut(WireModel):
 class ServiceOut(WireModel):
     name: str
     platform: str
+    source: str
+    """``file`` (the service file) or ``registry`` (the service registry sync)."""
     status: ServiceStatus
     port: int | None
     routed: bool
@@ -133,6 +135,7 @@ def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
     return ServiceOut(
         name=spec.name,
         platform=spec.platform.value,
+        source=spec.origin.value,
         status=displayed_status(runtime, spec),
         port=spec.port,
         routed=spec.routed,
@@ -158,7 +161,7 @@ def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
 
 @router.get("", response_model=ServicesResponse, response_model_by_alias=True)
 async def list_services(runtime: RuntimeDep) -> ServicesResponse:
-    """Every declared service, in the order of the service file."""
+    """Every declared service, in the order of the service file, then the registry's."""
     items = [service_out(runtime, spec) for spec in runtime.catalog]
     return ServicesResponse(services=items, total=len(items))
 

@@ -13,6 +13,8 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -372,6 +374,29 @@ def parse_service_file(
     return svc.ServiceCatalog(
         [_to_spec(doc, base_dir=base_dir, default_interval=default_interval) for _, doc in valid]
     )
+
+
+def parse_registry_entry(
+    item: object,
+    *,
+    index: int,
+    dependencies: Collection[str],
+    base_dir: Path,
+    default_interval: float,
+) -> svc.ServiceSpec:
+    """One service of the service registry, written as a service-file entry (as JSON) and
+    checked as the file's are. It may depend only on ``dependencies``. ConfigError lists its
+    problems, located as ``services[3] (billing).health``."""
+    where = _where(item, index)
+    try:
+        doc = ServiceDoc.model_validate(item)
+    except ValidationError as exc:
+        raise ConfigError(where, _dedupe(_problems_from(exc, where))) from None
+    problems = _check_whole_file([(index, doc)], [*dependencies, doc.name])
+    if problems:
+        raise ConfigError(where, _dedupe(problems))
+    spec = _to_spec(doc, base_dir=base_dir, default_interval=default_interval)
+    return replace(spec, origin=svc.ServiceOrigin.REGISTRY)
 
 
 def _where(item: object, index: int) -> str:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -62,9 +63,21 @@ class Settings(BaseSettings):
     config_file: Path | None = Field(None, validation_alias="PHOENIX_CONFIG")
     """The service file (YAML)."""
     data_dir: Path = Field(Path("var"), validation_alias="PHOENIX_DATA_DIR")
+    """Where the default SQLite database and the services' log files live."""
     playbooks_dir: Path | None = Field(None, validation_alias="PHOENIX_PLAYBOOKS_DIR")
     """A folder of playbook YAML files (``*.yaml``/``*.yml``), reloaded when they change."""
-    """Where the default SQLite database and the services' log files live."""
+    alertmanager_label: str = Field(
+        "service",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+        validation_alias="PHOENIX_ALERTMANAGER_LABEL",
+    )
+    """The Alertmanager alert label that names the Phoenix service an alert is about."""
+    registry_url: str | None = Field(None, validation_alias="PHOENIX_REGISTRY_URL")
+    """A service registry (the API gateway's): JSON services to monitor besides the file's."""
+    registry_interval: Seconds = Field(30.0, gt=0, validation_alias="PHOENIX_REGISTRY_INTERVAL")
+    """Seconds between reads of the service registry."""
     max_concurrent_recoveries: int = Field(
         4, ge=1, le=1000, validation_alias="PHOENIX_MAX_CONCURRENT_RECOVERIES"
     )
@@ -86,6 +99,20 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
         return value
+
+    @field_validator("registry_url")
+    @classmethod
+    def _registry_is_http(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        try:
+            parts.port  # noqa: B018 - raises for a port out of range
+        except ValueError as exc:
+            raise ValueError(f"invalid port: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        return value.strip()
 
     @field_validator("log_level", "env", mode="before")
     @classmethod

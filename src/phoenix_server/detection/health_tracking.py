@@ -112,17 +112,34 @@ class HealthTracker:
         self._clock = clock
         memory = memory_total if memory_total is not None else psutil.virtual_memory().total
         self._memory_total = memory
-        self._services = {
-            spec.name: _Service(
-                spec.name,
-                spec.health,
-                spec.depends_on,
-                signals=ServiceSignals(spec.detection.min_requests),
-                detector=SymptomDetector(spec, memory),
-            )
-            for spec in catalog
-        }
+        self._services = {spec.name: self._state_of(spec) for spec in catalog}
         self._listeners: list[TransitionListener] = []
+
+    def _state_of(self, spec: ServiceSpec) -> _Service:
+        return _Service(
+            spec.name,
+            spec.health,
+            spec.depends_on,
+            signals=ServiceSignals(spec.detection.min_requests),
+            detector=SymptomDetector(spec, self._memory_total),
+        )
+
+    def track(self, spec: ServiceSpec) -> None:
+        """Start tracking a service added while Phoenix runs (or take its new declaration:
+        its status and uptime stay, its checks follow the new policy)."""
+        state = self._services.get(spec.name)
+        if state is None:
+            self._services[spec.name] = self._state_of(spec)
+            return
+        state.policy = spec.health
+        state.depends_on = spec.depends_on
+        state.detector = SymptomDetector(spec, self._memory_total)
+        for target in state.targets.values():
+            target.policy = spec.health
+
+    def forget(self, service: str) -> None:
+        """Stop tracking a service no longer watched (its recorded history stays in the store)."""
+        self._services.pop(service, None)
 
     def subscribe(self, listener: TransitionListener) -> None:
         self._listeners.append(listener)
@@ -345,7 +362,10 @@ class HealthTracker:
         return self._services[service].symptoms
 
     def signals(self, service: str) -> ServiceSignals:
-        return self._services[service].signals
+        """The service's metric series; none for a service just forgotten (a loop that took
+        its list of services before the registry dropped one may still ask)."""
+        state = self._services.get(service)
+        return state.signals if state is not None else ServiceSignals()
 
     def reset_symptoms(self, service: str, spec: ServiceSpec) -> None:
         """Forget the signals and rule states (a recovery replaced the processes): what

@@ -1,9 +1,10 @@
 """What a service is (its declared specification) and what runs for it (its instances).
 
-A :class:`ServiceSpec` is built once from the operator's service file and never
-changes while Phoenix runs. Strings in commands, URLs and environments may hold
-placeholders (``{port}``, ``{python}``, ``{name}``, ``{version}``, ``{instance}``)
-that a platform fills in per instance with :func:`render`.
+A :class:`ServiceSpec` is built once from the operator's service file (or from an entry of
+the service registry, :class:`ServiceOrigin`) and never changes while Phoenix runs. Strings
+in commands, URLs and environments may hold placeholders (``{port}``, ``{python}``,
+``{name}``, ``{version}``, ``{instance}``) that a platform fills in per instance with
+:func:`render`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from phoenix_server.domain.errors import NotFoundError
+from phoenix_server.domain.errors import ConflictError, NotFoundError
 
 PLACEHOLDERS = frozenset({"port", "python", "name", "version", "instance"})
+
+
+class ServiceOrigin(StrEnum):
+    """Where a service's declaration came from: the operator's file wins over the registry."""
+
+    FILE = "file"
+    REGISTRY = "registry"
+    """The service registry (``PHOENIX_REGISTRY_URL``): added and removed as it changes."""
 
 
 class PlatformKind(StrEnum):
@@ -298,6 +307,7 @@ class ServiceSpec:
     """The version Phoenix last deployed (None: none yet, the newest declared runs)."""
     config_hash: str = ""
     """Digest of the declaration: an instance started from another declaration is not adopted."""
+    origin: ServiceOrigin = ServiceOrigin.FILE
 
     @property
     def current_version(self) -> str | None:
@@ -403,7 +413,7 @@ def placeholders_in(template: str) -> set[str]:
 
 
 class ServiceCatalog:
-    """The declared services, in file order, looked up by name."""
+    """The declared services, in file order (then the registry's), looked up by name."""
 
     def __init__(self, services: list[ServiceSpec] | tuple[ServiceSpec, ...] = ()) -> None:
         self._services = {service.name: service for service in services}
@@ -429,6 +439,19 @@ class ServiceCatalog:
         if service.name not in self._services:
             raise NotFoundError(f"unknown service '{service.name}'")
         self._services[service.name] = service
+
+    def add(self, service: ServiceSpec) -> None:
+        """Start knowing a service (one the registry added); ConflictError if the name is taken."""
+        if service.name in self._services:
+            raise ConflictError(f"service '{service.name}' already exists")
+        self._services[service.name] = service
+
+    def remove(self, name: str) -> ServiceSpec:
+        """Forget a service (one the registry dropped); NotFoundError naming it if unknown."""
+        try:
+            return self._services.pop(name)
+        except KeyError:
+            raise NotFoundError(f"unknown service '{name}'") from None
 
     def dependents(self, name: str) -> list[ServiceSpec]:
         """Services that declare ``name`` in their ``depends_on``."""

@@ -47,12 +47,16 @@ class ProbeScheduler:
         self._admission = asyncio.Semaphore(max_in_flight)
         self._tasks = SupervisedTasks("probe")
         self._loops: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
         self.probes_run = 0
         self.lateness = 0.0
         """Smoothed seconds by which probes start after their scheduled time."""
 
     def add(self, target: ProbeTarget) -> None:
-        """Start probing ``target`` (replacing any loop for the same target)."""
+        """Start probing ``target`` (replacing any loop for the same target); once closed,
+        nothing starts."""
+        if self._closed:
+            return
         self.remove(target.target)
         self._loops[target.target] = self._tasks.spawn(self._run(target), name=target.target)
 
@@ -95,5 +99,6 @@ class ProbeScheduler:
             due = due + step if due + step > began else began + step
 
     async def close(self) -> None:
+        self._closed = True
         self._loops.clear()
         await self._tasks.close()
