@@ -61,6 +61,7 @@ from phoenix_server.recovery.executing import ExecutionLimits, Executor
 from phoenix_server.recovery.observing import PrometheusObserver
 from phoenix_server.recovery.orchestrating import Orchestrator, OrchestratorLimits
 from phoenix_server.recovery.playbook_runs import PLAYBOOK_HANDLERS
+from phoenix_server.recovery.reports import ReportIntake
 from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.store import (
@@ -168,6 +169,8 @@ class Runtime:
             observer=PrometheusObserver(self.metrics_registry),
             alerter=self.alerter,
         )
+        self.reports = ReportIntake(self.orchestrator)
+        """Failures reported by Alertmanager and event senders."""
         self.deployer = Deployer(
             catalog=catalog,
             platforms=self.platforms,

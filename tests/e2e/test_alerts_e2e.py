@@ -100,6 +100,13 @@ def test_alerts_survive_a_failing_webhook_and_a_phoenix_restart_and_arrive_once(
             message="alerts tried",
         )
         assert receiver.accepted == []
+        warned = wait_until(
+            lambda: [w for w in first.get("/health").json()["warnings"] if "ALERT_WEBHOOK" in w],
+            timeout=10,
+            message="/health warns of undelivered alerts",
+        )
+        assert "not delivered" in warned[0] and "answered 500" in warned[0], warned
+        assert receiver.url not in warned[0]
     finally:
         first.stop(signal.SIGKILL)
         first.close()
@@ -133,5 +140,6 @@ def test_alerts_survive_a_failing_webhook_and_a_phoenix_restart_and_arrive_once(
         assert exhausted["tried"] == ["restart"] and "a person must act" in exhausted["text"]
         # Nothing new happens to the given-up service after the restart: no more alerts.
         assert len(receiver.accepted) == 3
+        assert not [w for w in second.get("/health").json()["warnings"] if "ALERT_WEBHOOK" in w]
     finally:
         second.close()

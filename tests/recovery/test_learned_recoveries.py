@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -110,3 +111,22 @@ async def test_recorded_outcomes_decide_the_next_recovery(tmp_path: Path) -> Non
             "ledger", FailureType.SERVICE_DOWN, Strategy.RESTART
         )
         assert after.observations == 9 and after.successes == 9
+
+
+async def test_a_reported_incident_outlives_phoenixs_own_healthy_look(tmp_path: Path) -> None:
+    """Alertmanager may see what Phoenix's probes do not: only the report's resolution (or a
+    recovery) closes what it opened."""
+    from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin
+
+    async with engine(tmp_path, web_service_yaml("web", free_port())) as runtime:
+        await healthy(runtime, "web")
+        report = FailureReport(
+            service="web", firing=True, origin=ReportOrigin.ALERTMANAGER, key="k1", recover=False
+        )
+        opened = await runtime.reports.receive(report)
+        assert opened.action is ReportAction.RECORDED and opened.incident_id
+        await runtime.orchestrator._evaluate("web", None)  # what the periodic sweep does
+        assert runtime.orchestrator.open_incident_id("web") == opened.incident_id
+        closed = await runtime.reports.receive(replace(report, firing=False))
+        assert closed.action is ReportAction.RESOLVED
+        assert runtime.orchestrator.open_incident_id("web") is None

@@ -9,8 +9,10 @@ from fastapi import FastAPI
 
 from phoenix_server import __version__
 from phoenix_server.api import (
+    alertmanager,
     deployments,
     errors,
+    events,
     health,
     incidents,
     learning,
@@ -56,6 +58,8 @@ def create_api(runtime: Runtime) -> FastAPI:
         incidents,
         learning,
         metrics,
+        alertmanager,
+        events,
         prometheus,
     ):
         app.include_router(module.router)

@@ -60,6 +60,8 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
             warnings.append(f"{runtime.registry.problem}; the services it added stay as they were")
         for entry, reason in runtime.registry.rejected.items():
             warnings.append(f"service registry entry {entry} refused: {reason}")
+    if undelivered := runtime.alerter.problem:
+        warnings.append(undelivered)
     if runtime.settings.insecure:
         warnings.append("insecure mode (PHOENIX_INSECURE=1): the API has no authentication")
     return PhoenixHealth(

@@ -29,6 +29,10 @@ class IncidentStatus(StrEnum):
 class IncidentSource(StrEnum):
     DETECTED = "detected"
     MANUAL = "manual"
+    ALERT = "alert"
+    """Reported by a Prometheus Alertmanager alert."""
+    EVENT = "event"
+    """Reported through ``POST /api/events`` (chaos tooling, a health monitor)."""
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,23 @@ class Alerter:
         self._on_success = on_success
         self._wake = asyncio.Event()
         self._tasks = SupervisedTasks("alerts")
+        self._failing: dict[str, str] = {}
+        """Alerts whose last delivery attempt failed, with why."""
 
     @property
     def died(self) -> list[str]:
         return self._tasks.died
+
+    @property
+    def problem(self) -> str | None:
+        """Why alerts are not reaching the webhook, if they are not (for ``/health``)."""
+        if not self._failing:
+            return None
+        last = next(reversed(self._failing.values()))
+        return (
+            f"{len(self._failing)} alert(s) not delivered to ALERT_WEBHOOK yet (last: {last}); "
+            "Phoenix keeps retrying them"
+        )
 
     # -- raising ------------------------------------------------------------------------------
 
@@ -146,6 +159,7 @@ class Alerter:
                     await answer.read()
                     if 200 <= answer.status < 300:
                         await self._queue.delivered(alert_id, self._clock.now())
+                        self._failing.pop(alert_id, None)
                         continue
                     error = f"the webhook answered {answer.status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -153,4 +167,6 @@ class Alerter:
             wait = min(MAX_RETRY, FIRST_RETRY * 2**tries)
             log.warning("alert %s not delivered (%s); again in %gs", alert_id, error, wait)
             retry_at = self._clock.now() + timedelta(seconds=wait)
+            self._failing.pop(alert_id, None)
+            self._failing[alert_id] = error  # newest last
             await self._queue.failed(alert_id, retry_at, error)

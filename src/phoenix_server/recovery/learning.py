@@ -5,7 +5,7 @@ The prior is the default table, held lightly: its first choice for the failure t
 at Beta(2, 1), its second at Beta(1.5, 1), and the other strategies worth trying for that
 failure type at Beta(1, 1). With no evidence at all the table decides outright; once there
 is evidence, a few outcomes outweigh the prior (a heavier one was measured to keep the
-policy on a wrong table choice for longer: ``bench/learning.py``). Evidence is each
+policy on a wrong table choice for longer: BENCHMARKS.md, bench/learning). Evidence is each
 attempt's reward (1 success, 0.5 partial, 0 failure), the latest :data:`WINDOW` per key, so a
 service that changes is re-learned.
 

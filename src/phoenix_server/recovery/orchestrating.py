@@ -55,6 +55,7 @@ from phoenix_server.domain.recoveries import (
     RecoveryTrigger,
     Strategy,
 )
+from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin, ReportResult
 from phoenix_server.domain.services import Instance, ServiceCatalog, ServiceSpec
 from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.alerting import Alerter
@@ -72,6 +73,13 @@ from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.support.tasks import SupervisedTasks
 
 log = logging.getLogger("phoenix.recovery")
+
+
+def _reported(incident: Incident) -> bool:
+    """Someone else reported it: their resolution (or a recovery) closes it, not a healthy
+    look from Phoenix's own checks, which may not see what they saw."""
+    return incident.source in (IncidentSource.ALERT, IncidentSource.EVENT)
+
 
 FAILING = frozenset({ServiceStatus.UNHEALTHY, ServiceStatus.DEGRADED})
 TRIGGER_CHECK = 1.0
@@ -372,7 +380,7 @@ class Orchestrator:
         if status is ServiceStatus.HEALTHY:
             self._giving_time.pop(name, None)
             self._giving_callers_time.pop(name, None)
-            return incident is not None
+            return incident is not None and not _reported(incident)
         if self._tracker.waiting_on(name) is not None:
             return False
         self._waiting.pop(name, None)
@@ -389,7 +397,7 @@ class Orchestrator:
         if view.status is ServiceStatus.HEALTHY:
             self._giving_time.pop(name, None)
             self._giving_callers_time.pop(name, None)
-            if incident is not None:
+            if incident is not None and not _reported(incident):
                 await self._close_incident(incident, IncidentStatus.RESOLVED, "healthy again")
             return
         if view.status not in FAILING:
@@ -629,6 +637,128 @@ class Orchestrator:
             previous.cancel.set()
         self._tasks.spawn(self._attempts(run, previous), name=service)
         return recovery
+
+    # -- failures reported from outside -----------------------------------------------------
+
+    def open_incident_id(self, service: str) -> str | None:
+        incident = self._incidents.get(service)
+        if incident is None or incident.status is not IncidentStatus.OPEN:
+            return None
+        return incident.id
+
+    async def open_reported(self, report: FailureReport) -> ReportResult:
+        """An incident for a failure someone else saw, recorded before this returns, and a
+        recovery for it unless Phoenix must not act. A service already in trouble gets no
+        second incident: the report joins the one it has."""
+        name = report.service
+        spec = self._catalog.get(name)
+        run = self._runs.get(name)
+        if run is not None:
+            return ReportResult(
+                ReportAction.JOINED,
+                f"recovery {run.recovery.id} is already under way",
+                service=name,
+                incident_id=run.incident.id if run.incident else None,
+                recovery_id=run.recovery.id,
+            )
+        known = self._incidents.get(name)
+        if known is not None:
+            why = (
+                "Phoenix gave up on this service's incident: a person must act"
+                if known.status is IncidentStatus.UNRESOLVED
+                else "the service already has an open incident"
+            )
+            return ReportResult(ReportAction.JOINED, why, service=name, incident_id=known.id)
+        source = (
+            IncidentSource.ALERT
+            if report.origin is ReportOrigin.ALERTMANAGER
+            else IncidentSource.EVENT
+        )
+        diagnosis = Diagnosis(report.failure_type, report.summary, report.evidence)
+        incident = self._make_incident(name, diagnosis, source)
+        supported = self.supported(spec)
+        held = self._held.get(name)
+        why_not = (
+            "Phoenix can only monitor this service"
+            if not supported
+            else "the report asks Phoenix not to act"
+            if not report.recover
+            else "automatic recovery is off"
+            if not self._limits.auto_recovery
+            else f"{held} under way: Phoenix looks again when it ends"
+            if held is not None
+            else None
+        )
+        if why_not is not None:
+            if not supported:
+                incident = replace(
+                    incident,
+                    status=IncidentStatus.UNRESOLVED,
+                    summary=f"{incident.summary}; {why_not}",
+                )
+            await self._recorder.save_incident(incident)
+            self._incidents[name] = incident
+            log.warning("%s: incident %s reported (%s); %s", name, incident.id, source, why_not)
+            return ReportResult(
+                ReportAction.RECORDED, why_not, service=name, incident_id=incident.id
+            )
+        playbook = choose(
+            self._playbooks,
+            name,
+            incident,
+            self._tracker.signals(name),
+            self._clock.monotonic(),
+            alert=report.alert_name,
+        )
+        if playbook is not None:
+            decision = self._playbook_decision(playbook, "its trigger matches this report")
+        else:
+            decision = self._policy(name, incident.failure_type, supported)
+        recovery = self._new_recovery(
+            spec, incident, decision, RecoveryTrigger.ALERT, report.summary, playbook=playbook
+        )
+        run = _Run(spec, incident, recovery, down_since=None, asked=True, playbook=playbook)
+        await self._start(run, write_incident=True)
+        log.warning(
+            "%s: incident %s reported by %s; %s (%s)",
+            name,
+            incident.id,
+            report.origin.value,
+            decision.strategy.value,
+            recovery.id,
+        )
+        return ReportResult(
+            ReportAction.RECOVERING,
+            decision.reason,
+            service=name,
+            incident_id=incident.id,
+            recovery_id=recovery.id,
+        )
+
+    async def close_reported(self, service: str, incident_id: str, why: str) -> ReportResult:
+        """The reporter says the failure is over: close its incident, unless a recovery is
+        working on it (the recovery's verdict closes it then)."""
+        incident = self._incidents.get(service)
+        if incident is None or incident.id != incident_id:
+            return ReportResult(ReportAction.IGNORED, f"incident {incident_id} is not open")
+        run = self._runs.get(service)
+        if run is not None:
+            return ReportResult(
+                ReportAction.IGNORED,
+                f"recovery {run.recovery.id} is under way; its verdict closes the incident",
+                service=service,
+                incident_id=incident_id,
+                recovery_id=run.recovery.id,
+            )
+        closed = replace(
+            incident,
+            status=IncidentStatus.RESOLVED,
+            resolved_at=self._clock.now(),
+            summary=f"{incident.summary}; {why}",
+        )
+        await self._recorder.save_incident(closed)
+        del self._incidents[service]
+        return ReportResult(ReportAction.RESOLVED, why, service=service, incident_id=incident_id)
 
     # -- running ----------------------------------------------------------------------------
 

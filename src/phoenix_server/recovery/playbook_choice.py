@@ -5,7 +5,8 @@ A trigger matches a failure when its condition holds now: a ``failure_type`` (or
 percentile, ms), ``memory`` (MB of the largest instance), ``cpu`` (% of a core) when every
 sample of the metric over the trigger's ``duration`` is at or above its threshold (and the
 samples cover the duration); ``anomaly_score`` when a metric's score reached the threshold
-within the duration. ``alert`` and ``manual`` triggers never match a detected failure. Of
+within the duration; ``alert`` when an Alertmanager alert of that name reports the failure.
+``manual`` triggers never match a failure (the playbook runs when asked). Of
 the playbooks that match, a service-bound one wins over a global one, then the higher
 priority, then the older one — never two.
 """
@@ -38,7 +39,11 @@ def _held(
 
 
 def trigger_matches(
-    trigger: PlaybookTrigger, incident: Incident | None, signals: ServiceSignals, now: float
+    trigger: PlaybookTrigger,
+    incident: Incident | None,
+    signals: ServiceSignals,
+    now: float,
+    alert: str | None = None,
 ) -> bool:
     duration = trigger.duration or 0.0
     threshold = trigger.threshold if trigger.threshold is not None else 0.0
@@ -62,6 +67,8 @@ def trigger_matches(
             return _held(signals, MEMORY, threshold * MB, duration, now)
         case TriggerType.CPU:
             return _held(signals, CPU, threshold, duration, now)
+        case TriggerType.ALERT:
+            return alert is not None and trigger.params.get("alert") == alert
         case TriggerType.ANOMALY_SCORE:
             return any(
                 score >= threshold and now - at <= max(duration, 1.0)
@@ -87,14 +94,16 @@ def choose(
     incident: Incident | None,
     signals: ServiceSignals,
     now: float,
+    alert: str | None = None,
 ) -> Playbook | None:
-    """The one playbook that answers the service's failure now, or None."""
+    """The one playbook that answers the service's failure now, or None. ``alert``: the
+    name of the Alertmanager alert that reported it."""
     matching = [
         p
         for p in playbooks
         if p.status is PlaybookStatus.ACTIVE
         and p.service in (None, service)
-        and any(trigger_matches(t, incident, signals, now) for t in p.triggers)
+        and any(trigger_matches(t, incident, signals, now, alert) for t in p.triggers)
     ]
     if not matching:
         return None

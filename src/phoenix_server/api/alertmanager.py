@@ -1,0 +1,142 @@
+"""``POST /api/alerts/alertmanager``: Prometheus Alertmanager's webhook (payload version 4).
+
+Point an Alertmanager receiver at it (``webhook_configs: [{url: http://phoenix:3051/api/
+alerts/alertmanager}]``). Each alert names its service by a label (``service`` unless
+``PHOENIX_ALERTMANAGER_LABEL`` says otherwise). A firing alert opens an incident — typed by
+a ``failure_type`` label when it has one, else ``unknown`` — and Phoenix acts on it: a
+playbook with an ``alert`` trigger naming the ``alertname`` runs first, else the learned or
+default policy (a ``phoenix_recover: "false"`` label records it without acting). The same
+alert sent again (same fingerprint and start) changes nothing; its resolution closes the
+incident it opened. Alerts Phoenix cannot map are reported back in the answer, never a
+reason to refuse the batch (Alertmanager would retry it forever).
+
+Alertmanager adds fields over time: unknown ones are ignored here, unlike Phoenix's own
+request bodies.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from phoenix_server.api.common import RuntimeDep, WireModel
+from phoenix_server.domain.incidents import FailureType
+from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin, ReportResult
+from phoenix_server.support.timefmt import iso_ms
+
+router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+
+MAX_ALERTS = 1000
+MAX_LABELS = 64
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class AlertIn(_Lenient):
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(max_length=MAX_LABELS)
+    annotations: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    starts_at: datetime | None = Field(None, alias="startsAt")
+    ends_at: datetime | None = Field(None, alias="endsAt")
+    generator_url: str | None = Field(None, alias="generatorURL", max_length=4096)
+    fingerprint: str | None = Field(None, max_length=128)
+
+
+class AlertmanagerPayload(_Lenient):
+    version: Literal["4"]
+    """Alertmanager's webhook payload version; Phoenix understands version 4."""
+    status: Literal["firing", "resolved"] | None = None
+    receiver: str | None = None
+    group_key: str | None = Field(None, alias="groupKey")
+    external_url: str | None = Field(None, alias="externalURL")
+    alerts: list[AlertIn] = Field(max_length=MAX_ALERTS)
+
+
+class AlertResultOut(WireModel):
+    index: int
+    alertname: str | None
+    fingerprint: str | None
+    action: ReportAction
+    reason: str
+    service: str | None
+    incident_id: str | None
+    recovery_id: str | None
+
+
+class AlertsReceived(WireModel):
+    success: bool = True
+    received: int
+    results: list[AlertResultOut]
+
+
+def _fingerprint(alert: AlertIn) -> str:
+    """Alertmanager's own fingerprint; for senders that omit it, the sorted labels."""
+    if alert.fingerprint:
+        return alert.fingerprint
+    return ",".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+
+
+def report_of(alert: AlertIn, service: str) -> FailureReport:
+    name = alert.labels.get("alertname")
+    wanted = alert.labels.get("failure_type", "")
+    known = {t.value for t in FailureType}
+    failure_type = FailureType(wanted) if wanted in known else FailureType.UNKNOWN
+    text = alert.annotations.get("summary") or alert.annotations.get("description") or ""
+    summary = f"Alertmanager alert {name or '(unnamed)'}" + (f": {text}" if text else "")
+    evidence = [
+        "labels: " + ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items())),
+    ]
+    if alert.starts_at is not None:
+        evidence.append(f"firing since {iso_ms(alert.starts_at)}")
+    if alert.generator_url:
+        evidence.append(f"source: {alert.generator_url}")
+    started = iso_ms(alert.starts_at) if alert.starts_at else ""
+    return FailureReport(
+        service=service,
+        firing=alert.status == "firing",
+        origin=ReportOrigin.ALERTMANAGER,
+        key=f"am:{_fingerprint(alert)}@{started}",
+        failure_type=failure_type,
+        summary=summary,
+        evidence=tuple(evidence),
+        alert_name=name,
+        recover=alert.labels.get("phoenix_recover", "true").lower() != "false",
+    )
+
+
+@router.post("/alertmanager", response_model=AlertsReceived, response_model_by_alias=True)
+async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep) -> AlertsReceived:
+    """Each alert's effect, in order: an incident opened (and a recovery started), joined,
+    resolved, a duplicate, or ignored with the reason."""
+    label = runtime.settings.alertmanager_label
+    results = []
+    for index, alert in enumerate(payload.alerts):
+        name = alert.labels.get("alertname")
+        service = alert.labels.get(label)
+        result: ReportResult
+        if service is None:
+            result = ReportResult(ReportAction.IGNORED, f"the alert has no '{label}' label")
+        elif service not in runtime.catalog:
+            result = ReportResult(
+                ReportAction.IGNORED, f"unknown service '{service}' (label '{label}')"
+            )
+        else:
+            result = await runtime.reports.receive(report_of(alert, service))
+        results.append(
+            AlertResultOut(
+                index=index,
+                alertname=name,
+                fingerprint=alert.fingerprint,
+                action=result.action,
+                reason=result.reason,
+                service=service if service in runtime.catalog else None,
+                incident_id=result.incident_id,
+                recovery_id=result.recovery_id,
+            )
+        )
+    return AlertsReceived(received=len(payload.alerts), results=results)

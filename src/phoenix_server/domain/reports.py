@@ -1,0 +1,60 @@
+"""Failures reported from outside: Prometheus Alertmanager alerts and events from chaos
+tooling or a health monitor. Each becomes (or joins) an incident like one Phoenix detected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from phoenix_server.domain.incidents import FailureType
+
+
+class ReportOrigin(StrEnum):
+    ALERTMANAGER = "alertmanager"
+    EVENT = "event"
+
+
+@dataclass(frozen=True)
+class FailureReport:
+    """One report that a service is failing (``firing``) or no longer is."""
+
+    service: str
+    firing: bool
+    origin: ReportOrigin
+    key: str | None
+    """What identifies the same report when it is sent again (an alert's fingerprint and
+    start, an event's id); None: every report is new."""
+    failure_type: FailureType = FailureType.UNKNOWN
+    summary: str = ""
+    evidence: tuple[str, ...] = ()
+    alert_name: str | None = None
+    """For ``alert`` playbook triggers."""
+    recover: bool = True
+    """False: record the incident, do not act (the reporter only informs)."""
+
+
+class ReportAction(StrEnum):
+    RECOVERING = "recovering"
+    """A new incident, and a recovery started for it."""
+    RECORDED = "recorded"
+    """A new incident, recorded only (auto-recovery off, a deploy under way, asked not to
+    act, or a service Phoenix can only monitor); ``reason`` says which."""
+    JOINED = "joined"
+    """The service already had an open incident or a running recovery: the report joins it."""
+    DUPLICATE = "duplicate"
+    """Sent before (same key): nothing new."""
+    RESOLVED = "resolved"
+    """The incident this report's source opened is closed."""
+    IGNORED = "ignored"
+    """Nothing to do (a resolution for an incident that is gone, an unmapped alert);
+    ``reason`` says why."""
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    action: ReportAction
+    reason: str
+    service: str | None = None
+    incident_id: str | None = None
+    recovery_id: str | None = None
