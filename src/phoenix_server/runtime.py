@@ -29,6 +29,7 @@ from phoenix_server.domain.health import (
     Observation,
     ObservationKind,
     ServiceStatus,
+    UptimeBaseline,
 )
 from phoenix_server.domain.playbooks import Playbook
 from phoenix_server.domain.services import (
@@ -65,6 +66,7 @@ from phoenix_server.recovery.reports import ReportIntake
 from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.store import (
+    baselines,
     deployments,
     health_events,
     incidents,
@@ -79,6 +81,8 @@ from phoenix_server.support.tasks import SupervisedTasks
 log = logging.getLogger("phoenix")
 
 UPTIME_HORIZON = timedelta(hours=24)
+BASELINE_EVERY = 60.0
+"""Seconds between looks at the services' first-day uptime."""
 DATABASE_WATCH_INTERVAL = 5.0
 OBSERVED_AS = {
     InstanceEventKind.STARTED: ObservationKind.STARTED,
@@ -181,6 +185,8 @@ class Runtime:
         self._status_changes: asyncio.Queue[HealthTransition] = asyncio.Queue()
         self._background = SupervisedTasks("runtime")
         self._stopping = False
+        self.baselines: dict[str, UptimeBaseline] = {}
+        """Per service, when Phoenix began managing it and its first day's uptime."""
         self.playbooks_active: int | None = None
         """Active playbooks at the last look (None until the database has answered)."""
         self.database_problem: str | None = None
@@ -217,7 +223,9 @@ class Runtime:
             await self.store.read(recoveries.recent_successful_durations, per_key=DURATIONS_KEPT),
             await self.store.read(learning.recent_outcomes),
         )
+        self.baselines = await self.store.read(baselines.load_baselines)
         self._background.spawn(self._persist_status_changes(), name="status-writer")
+        self._background.spawn(self._track_uptime_baselines(), name="uptime-baselines")
         self._background.spawn(self._watch_database(), name="database-watch")
         self.alerter.start()
         if self.settings.playbooks_dir is not None:
@@ -296,6 +304,38 @@ class Runtime:
             python=sys.executable,
         )
         self._background.spawn(self.registry.run(), name="registry-sync")
+
+    async def _track_uptime_baselines(self) -> None:
+        """Record when Phoenix began managing each service and its uptime over that first
+        day, once a minute (and at stop), for the summary's uptime change."""
+        unsaved = False
+        while True:
+            unsaved = await self.look_at_baselines(save_all=unsaved)
+            await self.clock.sleep(BASELINE_EVERY)
+
+    async def look_at_baselines(self, *, save_all: bool = False) -> bool:
+        """Advance every service's baseline; True if they could not be saved (retry)."""
+        now = self.clock.now()
+        changed = []
+        for spec in list(self.catalog):
+            known = self.baselines.get(spec.name)
+            uptime = self.tracker.view(spec.name).uptime
+            new = (
+                UptimeBaseline(spec.name, managed_since=now, first_day_uptime=uptime)
+                if known is None
+                else known.advanced(now, uptime)
+            )
+            if new != known:
+                self.baselines[spec.name] = new
+                changed.append(new)
+        try:
+            await self.store.write(
+                baselines.save_baselines, list(self.baselines.values()) if save_all else changed
+            )
+        except UnavailableError as exc:
+            log.warning("uptime baselines not saved yet (%s); retrying", exc.message)
+            return True
+        return False
 
     def dead_tasks(self) -> list[str]:
         """Background loops that died: each one is something Phoenix stopped doing."""
@@ -401,6 +441,8 @@ class Runtime:
         for platform in self.platforms.all():
             await platform.shutdown(keep_running=self.settings.keep_services)
         now = self.clock.now()
+        if self.baselines:
+            await self.look_at_baselines()
         self.tracker.mark_unobserved(now)
         for spec in self.catalog:
             self._status_changes.put_nowait(

@@ -33,6 +33,7 @@ TABLES = {
     "playbooks",
     "recoveries",
     "recovery_steps",
+    "uptime_baselines",
 }
 
 

@@ -19,8 +19,9 @@ from phoenix_server.api.common import RuntimeDep, StrictInput, WireModel
 from phoenix_server.detection.signals import HORIZON, MAX_SERIES
 from phoenix_server.domain.errors import InvalidRequestError, Problem
 from phoenix_server.domain.recoveries import Outcome, RecoveryStatus
+from phoenix_server.runtime import Runtime
 from phoenix_server.store import incidents, recoveries
-from phoenix_server.support.timefmt import as_utc
+from phoenix_server.support.timefmt import as_utc, iso_ms
 
 router = APIRouter(prefix="/api/metrics", tags=["metrics"])
 
@@ -109,6 +110,12 @@ class ServiceUptime(WireModel):
     service: str
     uptime: float | None
     """Percent of the last 24 h (or since monitoring began) the service was serving."""
+    managed_since: str | None
+    """When Phoenix began managing it."""
+    first_day_uptime: float | None
+    """Its uptime over Phoenix's first 24 h managing it (so far, until those are over)."""
+    uptime_change: float | None
+    """``uptime`` minus ``firstDayUptime``, in percentage points; null during the first day."""
 
 
 class MetricsSummary(WireModel):
@@ -121,6 +128,18 @@ class MetricsSummary(WireModel):
     false_positive_rate: float | None
     strategies: list[StrategyEffect]
     services: list[ServiceUptime]
+
+
+def _uptime(runtime: Runtime, service: str) -> ServiceUptime:
+    uptime = runtime.tracker.view(service).uptime
+    baseline = runtime.baselines.get(service)
+    return ServiceUptime(
+        service=service,
+        uptime=uptime,
+        managed_since=iso_ms(baseline.managed_since) if baseline else None,
+        first_day_uptime=baseline.first_day_uptime if baseline else None,
+        uptime_change=baseline.change(uptime) if baseline else None,
+    )
 
 
 @router.get("/summary", response_model=MetricsSummary, response_model_by_alias=True)
@@ -162,8 +181,5 @@ async def summary(runtime: RuntimeDep) -> MetricsSummary:
             )
             for strategy in sorted(attempts)
         ],
-        services=[
-            ServiceUptime(service=spec.name, uptime=runtime.tracker.view(spec.name).uptime)
-            for spec in runtime.catalog
-        ],
+        services=[_uptime(runtime, spec.name) for spec in runtime.catalog],
     )

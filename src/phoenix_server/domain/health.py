@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -107,3 +107,35 @@ class TrafficCounters:
         if earlier is None or earlier.epoch != self.epoch:
             return self.lost
         return max(0, self.lost - earlier.lost)
+
+
+FIRST_DAY_SECONDS = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class UptimeBaseline:
+    """A service's uptime over Phoenix's first day managing it: what today's is compared
+    with."""
+
+    service: str
+    managed_since: datetime
+    first_day_uptime: float | None
+    complete: bool = False
+    """The first day is over: ``first_day_uptime`` no longer changes."""
+
+    def advanced(self, now: datetime, uptime: float | None) -> UptimeBaseline:
+        """After a look at ``now`` with the service's current uptime (whose 24 h window
+        still lies within the first day while the first day lasts)."""
+        if self.complete:
+            return self
+        if (now - self.managed_since).total_seconds() >= FIRST_DAY_SECONDS:
+            return replace(self, complete=True)  # the last look within the first day stands
+        if uptime is None:
+            return self
+        return replace(self, first_day_uptime=uptime)
+
+    def change(self, uptime: float | None) -> float | None:
+        """Percentage points gained since the first day (None until it is over)."""
+        if not self.complete or uptime is None or self.first_day_uptime is None:
+            return None
+        return round(uptime - self.first_day_uptime, 3)

@@ -208,3 +208,14 @@ class AlertRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class UptimeBaselineRow(Base):
+    """Per service: when Phoenix began managing it, and its uptime over that first day."""
+
+    __tablename__ = "uptime_baselines"
+
+    service: Mapped[str] = mapped_column(String(128), primary_key=True)
+    managed_since: Mapped[datetime] = mapped_column(UTCDateTime())
+    first_day_uptime: Mapped[float | None] = mapped_column(Float)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
