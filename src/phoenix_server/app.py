@@ -57,6 +57,19 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def warn_about_access(settings: Settings) -> None:
+    if settings.has_tokens:
+        return
+    if settings.insecure:
+        log.warning(
+            "INSECURE (PHOENIX_INSECURE=1): the API on %s has no authentication; anyone who "
+            "reaches it can restart, deploy and change playbooks",
+            settings.host,
+        )
+    else:
+        log.info("no API tokens: serving loopback (%s) only", settings.host)
+
+
 def load_catalog(settings: Settings) -> ServiceCatalog:
     if settings.config_file is None:
         log.warning("no service file (PHOENIX_CONFIG or --config): watching no services")
@@ -86,6 +99,7 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(settings: Settings) -> None:
     """Run Phoenix until SIGINT/SIGTERM; raises ConfigError for anything misconfigured."""
     configure_logging(settings)
+    warn_about_access(settings)
     catalog = load_catalog(settings)
     store = Store(settings.effective_database_url)
     try:

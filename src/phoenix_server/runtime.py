@@ -21,7 +21,9 @@ from prometheus_client import CollectorRegistry
 
 from phoenix_server.config import playbook_files, servicefile
 from phoenix_server.config.settings import Settings, service_environment
+from phoenix_server.config.tokens import configured_tokens
 from phoenix_server.detection.health_tracking import HealthTracker
+from phoenix_server.domain.auth import TokenRegistry
 from phoenix_server.domain.clock import Clock, SystemClock
 from phoenix_server.domain.errors import InvalidRequestError, UnavailableError
 from phoenix_server.domain.health import (
@@ -74,6 +76,7 @@ from phoenix_server.store import (
     playbooks,
     recoveries,
 )
+from phoenix_server.store.audit import AuditTrail
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreAlertQueue, StoreJournal, StoreRecorder
 from phoenix_server.support.tasks import SupervisedTasks
@@ -173,6 +176,9 @@ class Runtime:
             observer=PrometheusObserver(self.metrics_registry),
             alerter=self.alerter,
         )
+        self.tokens = TokenRegistry(configured_tokens(settings.env_tokens, settings.tokens_file))
+        """Who may call the API (empty: loopback only, everyone is anonymous)."""
+        self.audit = AuditTrail(store)
         self.reports = ReportIntake(self.orchestrator)
         """Failures reported by Alertmanager and event senders."""
         self.deployer = Deployer(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from phoenix_server.config.settings import load_settings
+from phoenix_server.config.tokens import configured_tokens
+from phoenix_server.domain.auth import TokenRegistry
 from phoenix_server.domain.errors import ConfigError
 
 VARIABLES = (
@@ -299,20 +302,65 @@ def test_production_refuses_a_public_host_even_with_insecure(
     assert [p.path for p in error.problems] == ["PHOENIX_INSECURE"]
 
 
+SECRET = "s3cr3t-token-0123456789"
+
+
 @pytest.mark.parametrize(
-    ("variable", "value"),
-    [("PHOENIX_API_TOKENS", "admin:abc123"), ("PHOENIX_TOKENS_FILE", "/etc/phoenix/tokens")],
+    ("value", "path", "says"),
+    [
+        ("admin:abc123", "PHOENIX_API_TOKENS[0]", "expected name:role:token"),
+        ("ci:root:" + SECRET, "PHOENIX_API_TOKENS[0]", "unknown role 'root'"),
+        ("ci:viewer:short", "PHOENIX_API_TOKENS[0]", "shorter than 16"),
+        ("a:viewer:" + SECRET + ",b:admin:" + SECRET, "token", "given twice"),
+        ("a:viewer:" + SECRET + "1,a:admin:" + SECRET, "name", "more than once: a"),
+    ],
 )
-def test_api_tokens_are_refused_with_an_explanation(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+def test_bad_api_tokens_are_refused_without_echoing_them(
+    monkeypatch: pytest.MonkeyPatch, value: str, path: str, says: str
 ) -> None:
-    error = config_error(monkeypatch, **{variable: value})
+    error = config_error(monkeypatch, PHOENIX_API_TOKENS=value)
     (problem,) = error.problems
-    assert problem.path == "PHOENIX_API_TOKENS"
-    assert variable in problem.message
-    assert "not implemented" in problem.message
-    assert "PHOENIX_HOST=127.0.0.1" in problem.message
-    assert "abc123" not in " ".join(error.lines())
+    assert problem.path == path and says in problem.message
+    assert SECRET not in " ".join(error.lines()) and "abc123" not in " ".join(error.lines())
+
+
+def test_tokens_allow_a_public_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    digest = hashlib.sha256(SECRET.encode()).hexdigest()
+    tokens.write_text(
+        f"tokens:\n  - {{name: ci, role: operator, sha256: {digest}}}\n"
+        f"  - {{name: alice, role: admin, token: {SECRET}x}}\n"
+    )
+    monkeypatch.setenv("PHOENIX_HOST", "0.0.0.0")
+    monkeypatch.setenv("PHOENIX_TOKENS_FILE", str(tokens))
+    settings = load_settings()
+    assert settings.has_tokens and not settings.binds_loopback_only
+    found = configured_tokens(settings.env_tokens, settings.tokens_file)
+    assert [(t.name, t.role.value) for t in found] == [("ci", "operator"), ("alice", "admin")]
+    assert TokenRegistry(found).holder(SECRET) == found[0]
+    assert TokenRegistry(found).holder(SECRET + "y") is None
+    assert SECRET not in repr(found)
+
+
+def test_a_broken_tokens_file_names_each_problem(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(
+        "tokens:\n  - {name: ci, role: boss, token: x}\n  - {name: b, role: viewer}\n"
+        "  - {name: c, role: admin, sha256: nothex, extra: 1}\n"
+    )
+    error = config_error(monkeypatch, PHOENIX_TOKENS_FILE=str(tokens))
+    paths = [p.path for p in error.problems]
+    assert paths == [
+        "tokens[0].role",
+        "tokens[0].token",
+        "tokens[1]",
+        "tokens[2]",
+        "tokens[2].sha256",
+    ], error.problems
+    missing = config_error(monkeypatch, PHOENIX_TOKENS_FILE=str(tmp_path / "none.yaml"))
+    assert "cannot read tokens file" in missing.message
 
 
 # --- database ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from tests.support import free_port
 
 TABLES = {
     "alerts",
+    "audit_log",
     "deployments",
     "health_events",
     "incidents",

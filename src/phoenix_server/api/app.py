@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from phoenix_server import __version__
 from phoenix_server.api import (
     alertmanager,
+    audit,
     deployments,
     errors,
     events,
@@ -22,6 +23,7 @@ from phoenix_server.api import (
     recoveries,
     services,
 )
+from phoenix_server.api.auth import Authorization
 from phoenix_server.runtime import Runtime
 
 DESCRIPTION = """Phoenix watches services, recovers them when they fail, and records
@@ -49,6 +51,8 @@ def create_api(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
+    # Outermost: a refused caller gets no further, and every mutating call is audited.
+    app.add_middleware(Authorization, tokens=runtime.tokens, audit=audit.audit_writer(runtime))
     for module in (
         health,
         recoveries,
@@ -60,6 +64,7 @@ def create_api(runtime: Runtime) -> FastAPI:
         metrics,
         alertmanager,
         events,
+        audit,
         prometheus,
     ):
         app.include_router(module.router)

@@ -62,8 +62,10 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
             warnings.append(f"service registry entry {entry} refused: {reason}")
     if undelivered := runtime.alerter.problem:
         warnings.append(undelivered)
-    if runtime.settings.insecure:
+    if runtime.settings.insecure and not runtime.tokens:
         warnings.append("insecure mode (PHOENIX_INSECURE=1): the API has no authentication")
+    if runtime.audit.pending:
+        warnings.append(f"{runtime.audit.pending} audit entr(ies) waiting for the database")
     return PhoenixHealth(
         status="degraded" if runtime.database_problem else "healthy",
         version=__version__,

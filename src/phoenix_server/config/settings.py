@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from phoenix_server.config.tokens import configured_tokens
 from phoenix_server.domain.errors import ConfigError, Problem
 from phoenix_server.support.durations import parse_duration
 
@@ -139,6 +140,14 @@ class Settings(BaseSettings):
         return self.data_dir / "run"
 
     @property
+    def has_tokens(self) -> bool:
+        return self.api_tokens is not None or self.tokens_file is not None
+
+    @property
+    def env_tokens(self) -> str | None:
+        return self.api_tokens.get_secret_value() if self.api_tokens is not None else None
+
+    @property
     def binds_loopback_only(self) -> bool:
         if self.host == "localhost":
             return True
@@ -199,26 +208,17 @@ def load_settings(**overrides: object) -> Settings:
 
 def _check_security(settings: Settings) -> None:
     """Safe by default: no API on a non-loopback address without explicit consent."""
-    if settings.api_tokens is not None or settings.tokens_file is not None:
-        raise ConfigError(
-            "invalid environment",
-            [
-                Problem(
-                    "PHOENIX_API_TOKENS",
-                    "API tokens are not implemented in this version of Phoenix; unset "
-                    "PHOENIX_API_TOKENS/PHOENIX_TOKENS_FILE and bind to loopback "
-                    "(PHOENIX_HOST=127.0.0.1) so that only local users reach the API",
-                )
-            ],
-        )
-    if not settings.binds_loopback_only and not settings.insecure:
+    if settings.has_tokens:
+        configured_tokens(settings.env_tokens, settings.tokens_file)  # refuses what it cannot use
+    elif not settings.binds_loopback_only and not settings.insecure:
         raise ConfigError(
             "invalid environment",
             [
                 Problem(
                     "PHOENIX_HOST",
-                    f"refusing to serve an unauthenticated API on {settings.host}; bind to "
-                    "127.0.0.1, or set PHOENIX_INSECURE=1 if the network is trusted",
+                    f"refusing to serve an unauthenticated API on {settings.host}; add API "
+                    "tokens (PHOENIX_API_TOKENS=name:role:token,… or PHOENIX_TOKENS_FILE), "
+                    "bind to 127.0.0.1, or set PHOENIX_INSECURE=1 if the network is trusted",
                 )
             ],
         )

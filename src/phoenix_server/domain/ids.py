@@ -9,6 +9,7 @@ PLAYBOOK = "pb"
 INCIDENT = "inc"
 ALERT = "alt"
 DEPLOYMENT = "dep"
+AUDIT = "aud"
 
 
 def new_id(prefix: str) -> str:

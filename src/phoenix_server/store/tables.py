@@ -219,3 +219,18 @@ class UptimeBaselineRow(Base):
     managed_since: Mapped[datetime] = mapped_column(UTCDateTime())
     first_day_uptime: Mapped[float | None] = mapped_column(Float)
     complete: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AuditRow(Base):
+    """Every mutating API call: who, what, when, from where, the result."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str | None] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(2048))
+    remote: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
