@@ -171,6 +171,8 @@ class Runtime:
                 auto_recovery=settings.auto_recovery,
                 max_attempts=settings.max_recovery_attempts,
                 max_concurrent=settings.max_concurrent_recoveries,
+                fleet_floor=settings.fleet_floor,
+                fleet_floor_min=settings.fleet_floor_min,
             ),
             versions=self.versions,
             observer=PrometheusObserver(self.metrics_registry),
@@ -192,6 +194,7 @@ class Runtime:
         self._background = SupervisedTasks("runtime")
         self._stopping = False
         self.baselines: dict[str, UptimeBaseline] = {}
+        self._baselines_unsaved = False
         """Per service, when Phoenix began managing it and its first day's uptime."""
         self.playbooks_active: int | None = None
         """Active playbooks at the last look (None until the database has answered)."""
@@ -224,8 +227,10 @@ class Runtime:
         self.tracker.subscribe(self._on_transition)
         for platform in self.platforms.all():
             platform.subscribe(self._on_instance_event)
+        unresolved = await self.store.read(incidents.unresolved_incidents)
+        self.reports.restore(unresolved)
         self.orchestrator.start(
-            await self.store.read(incidents.unresolved_incidents),
+            unresolved,
             await self.store.read(recoveries.recent_successful_durations, per_key=DURATIONS_KEPT),
             await self.store.read(learning.recent_outcomes),
         )
@@ -314,9 +319,8 @@ class Runtime:
     async def _track_uptime_baselines(self) -> None:
         """Record when Phoenix began managing each service and its uptime over that first
         day, once a minute (and at stop), for the summary's uptime change."""
-        unsaved = False
         while True:
-            unsaved = await self.look_at_baselines(save_all=unsaved)
+            self._baselines_unsaved = await self.look_at_baselines(save_all=self._baselines_unsaved)
             await self.clock.sleep(BASELINE_EVERY)
 
     async def look_at_baselines(self, *, save_all: bool = False) -> bool:
@@ -448,7 +452,7 @@ class Runtime:
             await platform.shutdown(keep_running=self.settings.keep_services)
         now = self.clock.now()
         if self.baselines:
-            await self.look_at_baselines()
+            await self.look_at_baselines(save_all=self._baselines_unsaved)
         self.tracker.mark_unobserved(now)
         for spec in self.catalog:
             self._status_changes.put_nowait(

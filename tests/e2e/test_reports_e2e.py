@@ -140,10 +140,22 @@ def test_alertmanager_payloads_phoenix_cannot_read(server: PhoenixServer) -> Non
     no_alerts = server.post("/api/alerts/alertmanager", json={"version": "4"})
     assert no_alerts.status_code == 422
     assert no_alerts.json()["error"]["details"][0]["path"] == "alerts"
-    bad_status = alertmanager_payload("firing", {**alert("firing", {}, "x"), "status": "maybe"})
-    answer = server.post("/api/alerts/alertmanager", json=bad_status)
-    assert answer.status_code == 422
-    assert answer.json()["error"]["details"][0]["path"] == "alerts[0].status"
+    # One bad alert never costs the others (Alertmanager does not retry a 4xx).
+    bad = {**alert("firing", {"alertname": "X", "service": "web"}, "x"), "status": "maybe"}
+    long_url = alert(
+        "firing", {"alertname": "Y", "service": "web", "phoenix_recover": "false"}, "y"
+    )
+    long_url["generatorURL"] = "http://prometheus.example:9090/graph?g0.expr=" + "x" * 10_000
+    payload = {**alertmanager_payload("firing", bad, long_url), "truncatedAlerts": 3}
+    answer = server.post("/api/alerts/alertmanager", json=payload)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["truncated"] == 3
+    first, second = body["results"]
+    assert first["action"] == "ignored" and "status" in first["reason"]
+    assert second["action"] == "recorded"
+    evidence = incident(server, second["incidentId"])["evidence"]
+    assert max(len(line) for line in evidence) <= 512
 
 
 def test_a_chaos_event_opens_an_incident_and_phoenix_recovers(server: PhoenixServer) -> None:

@@ -206,3 +206,34 @@ def test_what_counts_as_an_outcome() -> None:
     assert outcome_of(_recovery(RecoveryStatus.COMPLETED, Outcome.SUCCESS), None) is None
     playbook = _recovery(RecoveryStatus.COMPLETED, Outcome.SUCCESS, playbook_id="pb-1")
     assert outcome_of(playbook, DOWN) is None
+
+
+def test_a_relapse_takes_back_the_last_success() -> None:
+    policy = taught(outcomes("web", DOWN, Strategy.RESTART, succeeded=2, seconds=0.2))
+    policy.relapsed("web")
+    estimate = policy.estimate("web", DOWN, Strategy.RESTART)
+    assert estimate.observations == 2 and estimate.successes == 1
+    policy.relapsed("web")  # once per recovery: the earlier success stands
+    assert policy.estimate("web", DOWN, Strategy.RESTART).successes == 1
+
+
+def test_attempts_ending_after_a_false_positive_mark_teach_nothing() -> None:
+    policy = taught()
+    policy.forget_incident("inc-false")
+    for outcome in outcomes("web", DOWN, Strategy.RESTART, succeeded=2, incident="inc-false"):
+        policy.record(outcome)
+    assert policy.estimate("web", DOWN, Strategy.RESTART).observations == 0
+
+
+def test_stats_stay_linear_in_the_evidence() -> None:
+    many = [
+        outcomes(f"svc{n}", DOWN, Strategy.RESTART, succeeded=WINDOW, seconds=0.5)
+        for n in range(200)
+    ]
+    policy = taught(*many)
+    [pooled] = policy.by_failure_type()
+    assert pooled.observations == 200 * WINDOW
+    found = policy.estimates()
+    assert len(found) == 200
+    assert all(e.pooled_observations == 199 * WINDOW for e in found)
+    assert found[0].alpha == 1.5 + WINDOW + 5  # others' 9,950 outcomes count as five

@@ -16,11 +16,13 @@ request bodies.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from phoenix_server.api.common import RuntimeDep, WireModel
 from phoenix_server.domain.incidents import FailureType
@@ -31,6 +33,11 @@ router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
 MAX_ALERTS = 1000
 MAX_LABELS = 64
+"""Labels shown in an incident's evidence (all of them count for the fingerprint)."""
+MAX_TEXT = 512
+"""Longest text taken from an alert into a record (longer is shortened, not refused)."""
+
+log = logging.getLogger("phoenix.api")
 
 
 class _Lenient(BaseModel):
@@ -38,13 +45,16 @@ class _Lenient(BaseModel):
 
 
 class AlertIn(_Lenient):
+    """One alert, checked on its own: a bad one is answered ``ignored``, never a reason to
+    refuse the rest (Alertmanager does not retry a 4xx)."""
+
     status: Literal["firing", "resolved"]
-    labels: dict[str, str] = Field(max_length=MAX_LABELS)
-    annotations: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
     starts_at: datetime | None = Field(None, alias="startsAt")
     ends_at: datetime | None = Field(None, alias="endsAt")
-    generator_url: str | None = Field(None, alias="generatorURL", max_length=4096)
-    fingerprint: str | None = Field(None, max_length=128)
+    generator_url: str | None = Field(None, alias="generatorURL")
+    fingerprint: str | None = None
 
 
 class AlertmanagerPayload(_Lenient):
@@ -54,7 +64,8 @@ class AlertmanagerPayload(_Lenient):
     receiver: str | None = None
     group_key: str | None = Field(None, alias="groupKey")
     external_url: str | None = Field(None, alias="externalURL")
-    alerts: list[AlertIn] = Field(max_length=MAX_ALERTS)
+    truncated_alerts: int = Field(0, alias="truncatedAlerts")
+    alerts: list[dict[str, Any]] = Field(max_length=MAX_ALERTS)
 
 
 class AlertResultOut(WireModel):
@@ -71,14 +82,22 @@ class AlertResultOut(WireModel):
 class AlertsReceived(WireModel):
     success: bool = True
     received: int
+    truncated: int
+    """Alerts Alertmanager left out of this payload (``truncatedAlerts``): their groups'
+    other alerts were received; raise ``max_alerts`` in the receiver to get them all."""
     results: list[AlertResultOut]
 
 
 def _fingerprint(alert: AlertIn) -> str:
-    """Alertmanager's own fingerprint; for senders that omit it, the sorted labels."""
+    """Alertmanager's own fingerprint; for senders that omit it, a digest of the labels."""
     if alert.fingerprint:
-        return alert.fingerprint
-    return ",".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+        return alert.fingerprint[:MAX_TEXT]
+    labels = "\n".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
+    return "labels-" + hashlib.sha256(labels.encode()).hexdigest()[:32]
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
 def report_of(alert: AlertIn, service: str) -> FailureReport:
@@ -87,14 +106,13 @@ def report_of(alert: AlertIn, service: str) -> FailureReport:
     known = {t.value for t in FailureType}
     failure_type = FailureType(wanted) if wanted in known else FailureType.UNKNOWN
     text = alert.annotations.get("summary") or alert.annotations.get("description") or ""
-    summary = f"Alertmanager alert {name or '(unnamed)'}" + (f": {text}" if text else "")
-    evidence = [
-        "labels: " + ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items())),
-    ]
+    summary = _short(f"Alertmanager alert {name or '(unnamed)'}" + (f": {text}" if text else ""))
+    labels = sorted(alert.labels.items())[:MAX_LABELS]
+    evidence = [_short("labels: " + ", ".join(f"{k}={v}" for k, v in labels))]
     if alert.starts_at is not None:
         evidence.append(f"firing since {iso_ms(alert.starts_at)}")
     if alert.generator_url:
-        evidence.append(f"source: {alert.generator_url}")
+        evidence.append(_short(f"source: {alert.generator_url}"))
     started = iso_ms(alert.starts_at) if alert.starts_at else ""
     return FailureReport(
         service=service,
@@ -104,7 +122,7 @@ def report_of(alert: AlertIn, service: str) -> FailureReport:
         failure_type=failure_type,
         summary=summary,
         evidence=tuple(evidence),
-        alert_name=name,
+        alert_name=name[:MAX_TEXT] if name else None,
         recover=alert.labels.get("phoenix_recover", "true").lower() != "false",
     )
 
@@ -114,8 +132,31 @@ async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep
     """Each alert's effect, in order: an incident opened (and a recovery started), joined,
     resolved, a duplicate, or ignored with the reason."""
     label = runtime.settings.alertmanager_label
+    if payload.truncated_alerts:
+        log.warning(
+            "Alertmanager left %d alert(s) out of a payload (truncatedAlerts); raise max_alerts",
+            payload.truncated_alerts,
+        )
     results = []
-    for index, alert in enumerate(payload.alerts):
+    for index, raw in enumerate(payload.alerts):
+        try:
+            alert = AlertIn.model_validate(raw)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"]) or "alert"
+            results.append(
+                AlertResultOut(
+                    index=index,
+                    alertname=None,
+                    fingerprint=None,
+                    action=ReportAction.IGNORED,
+                    reason=f"not a valid alert: {where}: {problem['msg']}",
+                    service=None,
+                    incident_id=None,
+                    recovery_id=None,
+                )
+            )
+            continue
         name = alert.labels.get("alertname")
         service = alert.labels.get(label)
         result: ReportResult
@@ -123,15 +164,15 @@ async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep
             result = ReportResult(ReportAction.IGNORED, f"the alert has no '{label}' label")
         elif service not in runtime.catalog:
             result = ReportResult(
-                ReportAction.IGNORED, f"unknown service '{service}' (label '{label}')"
+                ReportAction.IGNORED, f"unknown service '{_short(service)}' (label '{label}')"
             )
         else:
             result = await runtime.reports.receive(report_of(alert, service))
         results.append(
             AlertResultOut(
                 index=index,
-                alertname=name,
-                fingerprint=alert.fingerprint,
+                alertname=_short(name) if name else None,
+                fingerprint=_fingerprint(alert),
                 action=result.action,
                 reason=result.reason,
                 service=service if service in runtime.catalog else None,
@@ -139,4 +180,6 @@ async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep
                 recovery_id=result.recovery_id,
             )
         )
-    return AlertsReceived(received=len(payload.alerts), results=results)
+    return AlertsReceived(
+        received=len(payload.alerts), truncated=payload.truncated_alerts, results=results
+    )

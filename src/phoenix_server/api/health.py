@@ -43,6 +43,8 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
         )
     if runtime.orchestrator.unwritten:
         warnings.append(f"{runtime.orchestrator.unwritten} record(s) waiting for the database")
+    if runtime.orchestrator.fleet_pause:
+        warnings.append(runtime.orchestrator.fleet_pause)
     if not runtime.settings.auto_recovery:
         warnings.append(
             "automatic recovery is off (AUTO_RECOVERY=false): failures are only recorded"

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     max_concurrent_recoveries: int = Field(
         4, ge=1, le=1000, validation_alias="PHOENIX_MAX_CONCURRENT_RECOVERIES"
     )
+    fleet_floor: float = Field(0.5, gt=0, le=1, validation_alias="PHOENIX_FLEET_FLOOR")
+    """Pause automatic recovery while more than this share of the services is unhealthy."""
+    fleet_floor_min: int = Field(3, ge=1, le=100_000, validation_alias="PHOENIX_FLEET_FLOOR_MIN")
+    """…and at least this many services are."""
     keep_services: bool = Field(False, validation_alias="PHOENIX_KEEP_SERVICES")
     """On a clean shutdown leave local services running, to be adopted by the next start."""
     insecure: bool = Field(False, validation_alias="PHOENIX_INSECURE")

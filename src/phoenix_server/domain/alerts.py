@@ -21,6 +21,11 @@ class AlertKind(StrEnum):
     """A playbook run ended without the service recovered."""
     RECOVERY_SUCCEEDED = "recovery_succeeded"
     """Only when configured (``PHOENIX_ALERT_ON_SUCCESS``)."""
+    FLEET_PAUSED = "fleet_paused"
+    """Too many services failed at once: automatic recovery is paused (service ``*``)."""
+    BUDGET_SPENT = "budget_spent"
+    """A service used its recovery budget: Phoenix stops recovering it until a person acts
+    or it stays healthy."""
 
 
 @dataclass(frozen=True)

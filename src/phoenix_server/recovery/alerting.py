@@ -84,15 +84,23 @@ class Alerter:
         recovery: Recovery | None = None,
         incident: Incident | None = None,
         tried: tuple[str, ...] = (),
+        event: str | None = None,
     ) -> None:
-        """Queue an alert for this event (returns at once; the write happens beside)."""
+        """Queue an alert for this event (returns at once; the write happens beside).
+        ``event`` names the event when no recovery or incident does (one alert per event)."""
         if self._webhook is None:
             log.warning("%s: %s (no ALERT_WEBHOOK: not sent)", service, text)
             return
         if kind is AlertKind.RECOVERY_SUCCEEDED and not self._on_success:
             return
-        event = recovery.id if recovery is not None else (incident.id if incident else service)
-        if kind in (AlertKind.ATTEMPTS_EXHAUSTED, AlertKind.CASCADING) and incident is not None:
+        if event is None:
+            event = recovery.id if recovery is not None else (incident.id if incident else service)
+        once_per_incident = (
+            AlertKind.ATTEMPTS_EXHAUSTED,
+            AlertKind.CASCADING,
+            AlertKind.BUDGET_SPENT,
+        )
+        if kind in once_per_incident and incident is not None:
             event = incident.id
         alert = Alert(
             id=ids.new_id(ids.ALERT),

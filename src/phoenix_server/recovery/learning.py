@@ -31,7 +31,7 @@ import random
 import statistics
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.learning import AttemptOutcome
@@ -142,17 +142,14 @@ class Estimate:
 
 
 def _log_time_posterior(
-    strategy: Strategy, times: list[tuple[float | None, float]]
+    strategy: Strategy, weight: float, log_seconds: float
 ) -> tuple[float, float]:
-    """Normal posterior of log seconds: the default estimate as prior, then each weighed
-    success's time."""
+    """Normal posterior of log seconds: the default estimate as prior, then the successes'
+    times (``weight`` of them, summing to ``log_seconds``)."""
     precision = 1.0 / TIME_PRIOR_SD**2
     total = math.log(DEFAULT_ESTIMATES[strategy]) * precision
-    for seconds, weight in times:
-        if seconds is not None:
-            noise = weight / TIME_NOISE_SD**2
-            precision += noise
-            total += math.log(max(seconds, 0.001)) * noise
+    precision += weight / TIME_NOISE_SD**2
+    total += log_seconds / TIME_NOISE_SD**2
     return total / precision, math.sqrt(1.0 / precision)
 
 
@@ -161,17 +158,74 @@ def _median(values: Iterable[float | int | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
+@dataclass
+class _Totals:
+    """Sums over outcomes: what an estimate needs of them, so other services' evidence is
+    the key's totals less the service's own (no rescan per service)."""
+
+    count: int = 0
+    reward: float = 0.0
+    timed: int = 0
+    log_seconds: float = 0.0
+
+    def add(self, outcome: AttemptOutcome) -> None:
+        self.count += 1
+        self.reward += outcome.reward
+        if outcome.time_to_recover is not None:
+            self.timed += 1
+            self.log_seconds += math.log(max(outcome.time_to_recover, 0.001))
+
+    def minus(self, other: _Totals) -> _Totals:
+        return _Totals(
+            self.count - other.count,
+            self.reward - other.reward,
+            self.timed - other.timed,
+            self.log_seconds - other.log_seconds,
+        )
+
+
+def _totals(outcomes: Iterable[AttemptOutcome]) -> _Totals:
+    found = _Totals()
+    for outcome in outcomes:
+        found.add(outcome)
+    return found
+
+
 class LearnedPolicy:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
         self._evidence: dict[tuple[FailureType, Strategy], dict[str, deque[AttemptOutcome]]] = {}
+        self._latest: dict[str, tuple[tuple[FailureType, Strategy], AttemptOutcome]] = {}
+        """Each service's latest outcome (a relapse takes back its success)."""
+        self._forgotten: set[str] = set()
+        """Incidents marked false positives: attempts still ending for them teach nothing."""
 
     def record(self, outcome: AttemptOutcome) -> None:
-        per_service = self._evidence.setdefault((outcome.failure_type, outcome.strategy), {})
+        if outcome.incident_id is not None and outcome.incident_id in self._forgotten:
+            return
+        key = (outcome.failure_type, outcome.strategy)
+        per_service = self._evidence.setdefault(key, {})
         per_service.setdefault(outcome.service, deque(maxlen=WINDOW)).append(outcome)
+        self._latest[outcome.service] = (key, outcome)
+
+    def relapsed(self, service: str) -> None:
+        """The service failed again right after its last recovery verified (sooner than
+        ``reset_after``): that recovery did not fix it, whatever the verification said."""
+        latest = self._latest.pop(service, None)
+        if latest is None or latest[1].reward == 0:
+            return
+        key, outcome = latest
+        kept = self._evidence.get(key, {}).get(service)
+        if kept is None:
+            return
+        for index, candidate in enumerate(kept):
+            if candidate is outcome:
+                kept[index] = replace(outcome, reward=0.0, time_to_recover=None)
+                break
 
     def forget_incident(self, incident_id: str) -> None:
         """An operator marked the incident a false positive: its attempts teach nothing."""
+        self._forgotten.add(incident_id)
         for per_service in self._evidence.values():
             for service, kept in per_service.items():
                 per_service[service] = deque(
@@ -183,36 +237,42 @@ class LearnedPolicy:
         for outcome in sorted(outcomes, key=lambda o: o.at):
             self.record(outcome)
 
-    def estimate(self, service: str, failure_type: FailureType, strategy: Strategy) -> Estimate:
+    def estimate(
+        self,
+        service: str,
+        failure_type: FailureType,
+        strategy: Strategy,
+        everyone: _Totals | None = None,
+    ) -> Estimate:
+        """``everyone``: the key's totals over every service, if already summed."""
         per_service = self._evidence.get((failure_type, strategy), {})
         own = list(per_service.get(service, ()))
-        others = [o for name, kept in per_service.items() if name != service for o in kept]
+        if everyone is None:
+            everyone = _totals(o for kept in per_service.values() for o in kept)
+        mine = _totals(own)
+        others = everyone.minus(mine)
         alpha, beta = prior(failure_type, strategy)
-        own_reward = sum(o.reward for o in own)
-        alpha += own_reward
-        beta += len(own) - own_reward
-        if others:
-            weight = min(1.0, POOLED_CAP / len(others))
-            pooled_reward = sum(o.reward for o in others)
-            alpha += weight * pooled_reward
-            beta += weight * (len(others) - pooled_reward)
-        basis = own or others
-        weight = min(1.0, POOLED_CAP / len(others)) if others else 0.0
-        log_time = _log_time_posterior(
-            strategy,
-            [(o.time_to_recover, 1.0) for o in own] + [(o.time_to_recover, weight) for o in others],
-        )
+        alpha += mine.reward
+        beta += mine.count - mine.reward
+        weight = min(1.0, POOLED_CAP / others.count) if others.count else 0.0
+        alpha += weight * others.reward
+        beta += weight * (others.count - others.reward)
+        basis = own or [o for name, kept in per_service.items() if name != service for o in kept]
         return Estimate(
             service=service,
             failure_type=failure_type,
             strategy=strategy,
-            observations=len(own),
-            successes=own_reward,
-            pooled_observations=len(others),
+            observations=mine.count,
+            successes=mine.reward,
+            pooled_observations=others.count,
             alpha=alpha,
             beta=beta,
             time_to_recover=_median(o.time_to_recover for o in basis),
-            log_time=log_time,
+            log_time=_log_time_posterior(
+                strategy,
+                mine.timed + weight * others.timed,
+                mine.log_seconds + weight * others.log_seconds,
+            ),
             downtime=_median(o.downtime for o in basis),
             requests_lost=_median(o.requests_lost for o in basis),
         )
@@ -260,12 +320,14 @@ class LearnedPolicy:
 
     def estimates(self, service: str | None = None) -> list[Estimate]:
         """Per (service, failure type, strategy) with evidence of its own."""
-        found = [
-            self.estimate(name, failure_type, strategy)
-            for (failure_type, strategy), per_service in self._evidence.items()
-            for name, kept in per_service.items()
-            if kept and (service is None or name == service)
-        ]
+        found: list[Estimate] = []
+        for (failure_type, strategy), per_service in self._evidence.items():
+            everyone = _totals(o for kept in per_service.values() for o in kept)
+            found.extend(
+                self.estimate(name, failure_type, strategy, everyone)
+                for name, kept in per_service.items()
+                if kept and (service is None or name == service)
+            )
         return sorted(found, key=lambda e: (e.service or "", e.failure_type, -e.success_rate))
 
     def by_failure_type(self) -> list[Estimate]:
@@ -289,7 +351,7 @@ class LearnedPolicy:
                     beta=beta + len(every) - reward,
                     time_to_recover=_median(o.time_to_recover for o in every),
                     log_time=_log_time_posterior(
-                        strategy, [(o.time_to_recover, 1.0) for o in every]
+                        strategy, _totals(every).timed, _totals(every).log_seconds
                     ),
                     downtime=_median(o.downtime for o in every),
                     requests_lost=_median(o.requests_lost for o in every),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -61,7 +62,7 @@ from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.alerting import Alerter
 from phoenix_server.recovery.estimating import DurationEstimates
 from phoenix_server.recovery.executing import Executor
-from phoenix_server.recovery.learning import LearnedPolicy
+from phoenix_server.recovery.learning import CANDIDATES, LearnedPolicy
 from phoenix_server.recovery.observing import NoObserver, RecoveryObserver
 from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.playbook_choice import choose, describe_trigger
@@ -76,9 +77,13 @@ log = logging.getLogger("phoenix.recovery")
 
 
 def _reported(incident: Incident) -> bool:
-    """Someone else reported it: their resolution (or a recovery) closes it, not a healthy
-    look from Phoenix's own checks, which may not see what they saw."""
-    return incident.source in (IncidentSource.ALERT, IncidentSource.EVENT)
+    """Someone else reported it and it is open: their resolution (or a recovery) closes it,
+    not a healthy look from Phoenix's own checks, which may not see what they saw. (One
+    Phoenix gave up on is closed by a healthy spell, like any other.)"""
+    return incident.status is IncidentStatus.OPEN and incident.source in (
+        IncidentSource.ALERT,
+        IncidentSource.EVENT,
+    )
 
 
 FAILING = frozenset({ServiceStatus.UNHEALTHY, ServiceStatus.DEGRADED})
@@ -108,6 +113,10 @@ class OrchestratorLimits:
     """Recoveries running at once across all services."""
     recheck_interval: float = 5.0
     """Seconds between sweeps for unhealthy services nothing is recovering."""
+    fleet_floor: float = 0.5
+    """Pause automatic recovery while more than this share of the services is unhealthy…"""
+    fleet_floor_min: int = 3
+    """…and at least this many are (one failure in a fleet of two is not a mass failure)."""
 
 
 @dataclass
@@ -184,6 +193,17 @@ class Orchestrator:
         """Monotonic time each service last came back healthy from a recovery."""
         self._quick_failures: dict[str, int] = {}
         """Failures in a row that came sooner than ``reset_after`` after a recovery."""
+        self._attempted: dict[str, deque[float]] = {}
+        """Monotonic start times of each service's recent attempts (the recovery budget)."""
+        self._budget_alerted: set[str] = set()
+        """Services whose spent budget was alerted (once, until the budget resets)."""
+        self._waiting_reports: dict[str, FailureReport] = {}
+        """Reports that wanted a recovery Phoenix could not start yet (a deploy, a fleet
+        pause, an operator's restart), per service: acted on when that is over."""
+        self.fleet_pause: str | None = None
+        """Why automatic recovery is paused by the fleet floor, while it is."""
+        self._healthy_from: dict[str, float] = {}
+        """When each service was last seen turning healthy (monotonic)."""
         self._estimates = DurationEstimates()
         self._queue: asyncio.Queue[tuple[str, HealthTransition | None]] = asyncio.Queue()
         self._tasks = SupervisedTasks("recovery")
@@ -315,6 +335,7 @@ class Orchestrator:
     async def _sweep(self) -> None:
         while True:
             await self._clock.sleep(self._limits.recheck_interval)
+            self._check_fleet_floor()  # resumes even when no transition comes
             for spec in self._catalog:
                 if spec.name not in self._runs and self._needs_attention(spec.name):
                     self._queue.put_nowait((spec.name, None))
@@ -324,7 +345,7 @@ class Orchestrator:
         rate the default rules tolerate): once a second, for services nothing acts on."""
         while True:
             await self._clock.sleep(TRIGGER_CHECK)
-            if not self._limits.auto_recovery or not self._playbooks:
+            if not self._limits.auto_recovery or not self._playbooks or self.fleet_pause:
                 continue
             for spec in list(self._catalog):
                 name = spec.name
@@ -375,6 +396,8 @@ class Orchestrator:
         log.warning("%s: incident %s: %s", name, incident.id, summary)
 
     def _needs_attention(self, name: str) -> bool:
+        if name in self._waiting_reports:
+            return True
         status = self._tracker.status(name)
         incident = self._incidents.get(name)
         if status is ServiceStatus.HEALTHY:
@@ -392,8 +415,11 @@ class Orchestrator:
         """Act on ``name``'s status now (``transition``, if any, is the evidence)."""
         if name in self._runs or name in self._held or name not in self._catalog:
             return  # the run (or deployment) looks again when it ends
+        if name in self._waiting_reports and await self._act_on_waiting_report(name):
+            return
         view = self._tracker.view(name)
         incident = self._incidents.get(name)
+        self._note_health(name, view.status)
         if view.status is ServiceStatus.HEALTHY:
             self._giving_time.pop(name, None)
             self._giving_callers_time.pop(name, None)
@@ -444,7 +470,8 @@ class Orchestrator:
                 incident.summary,
             )
         supported = self.supported(spec)
-        if not self._limits.auto_recovery or not supported:
+        paused = self._check_fleet_floor()
+        if not self._limits.auto_recovery or paused or not supported:
             self._incidents[name] = incident
             if not supported:
                 await self._close_incident(
@@ -452,7 +479,8 @@ class Orchestrator:
                 )
             elif new_incident:
                 await self._writes.write(incident)
-                log.warning("%s: automatic recovery is off; recorded only", name)
+                why = "automatic recovery is off" if paused is None else paused
+                log.warning("%s: %s; recorded only", name, why)
             return
         delay = self._crash_loop_delay(spec)
         reason = incident.summary
@@ -566,6 +594,8 @@ class Orchestrator:
         previous = self._runs.get(service)
         if previous is not None and not force:
             raise RecoveryInProgressError(service, previous.recovery.id)
+        if not force and not self._budget_left(spec):
+            raise ConflictError(f"{self._budget_reason(spec)}; force: true overrides it")
         view = self._tracker.view(service)
         diagnosis = diagnose_status(view.status, view.reason)
         known = self._incidents.get(service)
@@ -641,15 +671,16 @@ class Orchestrator:
     # -- failures reported from outside -----------------------------------------------------
 
     def open_incident_id(self, service: str) -> str | None:
+        """The service's incident not yet resolved (open, or given up on), if any."""
         incident = self._incidents.get(service)
-        if incident is None or incident.status is not IncidentStatus.OPEN:
-            return None
-        return incident.id
+        return incident.id if incident is not None else None
 
     async def open_reported(self, report: FailureReport) -> ReportResult:
         """An incident for a failure someone else saw, recorded before this returns, and a
-        recovery for it unless Phoenix must not act. A service already in trouble gets no
-        second incident: the report joins the one it has."""
+        recovery for it unless Phoenix must not act now. A service already in trouble gets
+        no second incident: the report joins the one it has — and starts its recovery if
+        that incident was only recorded so far. A report that wanted action but met a
+        deploy or a fleet pause is acted on once that is over."""
         name = report.service
         spec = self._catalog.get(name)
         run = self._runs.get(name)
@@ -662,46 +693,72 @@ class Orchestrator:
                 recovery_id=run.recovery.id,
             )
         known = self._incidents.get(name)
-        if known is not None:
+        new = known is None
+        if known is not None and not (
+            _reported(known) and report.recover and known.status is IncidentStatus.OPEN
+        ):
             why = (
                 "Phoenix gave up on this service's incident: a person must act"
                 if known.status is IncidentStatus.UNRESOLVED
                 else "the service already has an open incident"
             )
             return ReportResult(ReportAction.JOINED, why, service=name, incident_id=known.id)
-        source = (
-            IncidentSource.ALERT
-            if report.origin is ReportOrigin.ALERTMANAGER
-            else IncidentSource.EVENT
-        )
-        diagnosis = Diagnosis(report.failure_type, report.summary, report.evidence)
-        incident = self._make_incident(name, diagnosis, source)
-        supported = self.supported(spec)
-        held = self._held.get(name)
-        why_not = (
-            "Phoenix can only monitor this service"
-            if not supported
-            else "the report asks Phoenix not to act"
-            if not report.recover
-            else "automatic recovery is off"
-            if not self._limits.auto_recovery
-            else f"{held} under way: Phoenix looks again when it ends"
-            if held is not None
-            else None
-        )
-        if why_not is not None:
-            if not supported:
-                incident = replace(
-                    incident,
-                    status=IncidentStatus.UNRESOLVED,
-                    summary=f"{incident.summary}; {why_not}",
-                )
-            await self._recorder.save_incident(incident)
-            self._incidents[name] = incident
-            log.warning("%s: incident %s reported (%s); %s", name, incident.id, source, why_not)
-            return ReportResult(
-                ReportAction.RECORDED, why_not, service=name, incident_id=incident.id
+        if known is None:
+            source = (
+                IncidentSource.ALERT
+                if report.origin is ReportOrigin.ALERTMANAGER
+                else IncidentSource.EVENT
             )
+            evidence = (*report.evidence, *((f"report key: {report.key}",) if report.key else ()))
+            diagnosis = Diagnosis(report.failure_type, report.summary, evidence)
+            incident = self._make_incident(name, diagnosis, source)
+        else:
+            incident = known
+        why_not, later = self._why_not_act(spec, report)
+        if why_not is not None:
+            if later:
+                self._waiting_reports[name] = report
+            if new:
+                self._incidents[name] = incident  # claimed before the await
+                try:
+                    await self._recorder.save_incident(incident)
+                except BaseException:
+                    if self._incidents.get(name) is incident:
+                        del self._incidents[name]
+                    raise
+            log.warning("%s: incident %s reported; %s", name, incident.id, why_not)
+            action = ReportAction.RECORDED if new else ReportAction.JOINED
+            return ReportResult(action, why_not, service=name, incident_id=incident.id)
+        self._waiting_reports.pop(name, None)
+        recovery = await self._act_on_report(spec, incident, report, write_incident=new)
+        return ReportResult(
+            ReportAction.RECOVERING if new else ReportAction.JOINED,
+            recovery.decision.reason,
+            service=name,
+            incident_id=incident.id,
+            recovery_id=recovery.id,
+        )
+
+    def _why_not_act(self, spec: ServiceSpec, report: FailureReport) -> tuple[str | None, bool]:
+        """Why Phoenix does not act on ``report`` now (None: it does), and whether it will
+        once that passes."""
+        if not self.supported(spec):
+            return "Phoenix can only monitor this service", False
+        if not report.recover:
+            return "the report asks Phoenix not to act", False
+        if not self._limits.auto_recovery:
+            return "automatic recovery is off", False
+        if self._check_fleet_floor():
+            return f"{self.fleet_pause}; Phoenix acts on it when the pause ends", True
+        held = self._held.get(spec.name)
+        if held is not None:
+            return f"{held} under way: Phoenix acts on it when that ends", True
+        return None, False
+
+    async def _act_on_report(
+        self, spec: ServiceSpec, incident: Incident, report: FailureReport, *, write_incident: bool
+    ) -> Recovery:
+        name = spec.name
         playbook = choose(
             self._playbooks,
             name,
@@ -713,12 +770,12 @@ class Orchestrator:
         if playbook is not None:
             decision = self._playbook_decision(playbook, "its trigger matches this report")
         else:
-            decision = self._policy(name, incident.failure_type, supported)
+            decision = self._policy(name, incident.failure_type, self.supported(spec))
         recovery = self._new_recovery(
             spec, incident, decision, RecoveryTrigger.ALERT, report.summary, playbook=playbook
         )
         run = _Run(spec, incident, recovery, down_since=None, asked=True, playbook=playbook)
-        await self._start(run, write_incident=True)
+        await self._start(run, write_incident=write_incident)
         log.warning(
             "%s: incident %s reported by %s; %s (%s)",
             name,
@@ -727,13 +784,20 @@ class Orchestrator:
             decision.strategy.value,
             recovery.id,
         )
-        return ReportResult(
-            ReportAction.RECOVERING,
-            decision.reason,
-            service=name,
-            incident_id=incident.id,
-            recovery_id=recovery.id,
-        )
+        return recovery
+
+    async def _act_on_waiting_report(self, name: str) -> bool:
+        """A report that had to wait (a deploy, a fleet pause): act on it now if nothing
+        stops that any more. True if a recovery started."""
+        report = self._waiting_reports.get(name)
+        if report is None or name in self._runs or name in self._held:
+            return False
+        del self._waiting_reports[name]
+        incident = self._incidents.get(name)
+        if incident is None or incident.status is not IncidentStatus.OPEN:
+            return False  # resolved meanwhile, or given up on: a person acts
+        result = await self.open_reported(report)  # still waiting: it is kept again
+        return result.recovery_id is not None
 
     async def close_reported(self, service: str, incident_id: str, why: str) -> ReportResult:
         """The reporter says the failure is over: close its incident, unless a recovery is
@@ -750,17 +814,104 @@ class Orchestrator:
                 incident_id=incident_id,
                 recovery_id=run.recovery.id,
             )
+        self._waiting_reports.pop(service, None)
+        del self._incidents[service]  # before the await: nothing starts on it meanwhile
         closed = replace(
             incident,
             status=IncidentStatus.RESOLVED,
             resolved_at=self._clock.now(),
             summary=f"{incident.summary}; {why}",
         )
-        await self._recorder.save_incident(closed)
-        del self._incidents[service]
+        await self._writes.write(closed)
         return ReportResult(ReportAction.RESOLVED, why, service=service, incident_id=incident_id)
 
     # -- running ----------------------------------------------------------------------------
+
+    def _check_fleet_floor(self) -> str | None:
+        """Pause automatic recovery while a large share of the fleet is down at once: that
+        usually means the network or Phoenix's own view is broken, and restarting everything
+        makes it worse. Alerts once per pause; resumes by itself."""
+        total = len(self._catalog)
+        # A caller failing because its dependency does is one failure, not two (a cascade
+        # is not a mass failure: its root is recovered).
+        down = [
+            s.name
+            for s in self._catalog
+            if self._tracker.status(s.name) is ServiceStatus.UNHEALTHY
+            and self._tracker.waiting_on(s.name) is None
+        ]
+        limit = self._limits.fleet_floor
+        if len(down) >= self._limits.fleet_floor_min and len(down) > limit * total:
+            if self.fleet_pause is None:
+                self.fleet_pause = (
+                    f"automatic recovery paused: {len(down)} of {total} services are unhealthy "
+                    f"at once (more than {limit:.0%}) — a mass failure usually means the "
+                    "network or Phoenix's own view is broken; manual triggers still work"
+                )
+                log.error("%s (%s)", self.fleet_pause, ", ".join(sorted(down)))
+                if self._alerter is not None:
+                    self._alerter.raise_alert(
+                        AlertKind.FLEET_PAUSED,
+                        service="*",
+                        text=f"{self.fleet_pause}: {', '.join(sorted(down))}",
+                        event=f"{self._clock.now().isoformat()}",
+                    )
+        elif self.fleet_pause is not None:
+            log.warning("automatic recovery resumed: %d of %d services unhealthy", len(down), total)
+            self.fleet_pause = None
+        return self.fleet_pause
+
+    def _note_health(self, name: str, status: ServiceStatus) -> None:
+        """A service that stayed healthy ``reset_after`` gets its recovery budget back."""
+        now = self._clock.monotonic()
+        if status is ServiceStatus.HEALTHY:
+            self._healthy_from.setdefault(name, now)
+            return
+        healthy_from = self._healthy_from.pop(name, None)
+        if name not in self._catalog or healthy_from is None:
+            return
+        if now - healthy_from >= self._catalog.get(name).recovery.backoff.reset_after:
+            self._attempted.pop(name, None)
+            self._budget_alerted.discard(name)
+
+    def _budget_left(self, spec: ServiceSpec) -> bool:
+        budget = spec.recovery.budget
+        times = self._attempted.setdefault(spec.name, deque())
+        now = self._clock.monotonic()
+        while times and now - times[0] >= budget.window:
+            times.popleft()
+        return len(times) < budget.attempts
+
+    def _budget_reason(self, spec: ServiceSpec) -> str:
+        budget = spec.recovery.budget
+        return (
+            f"recovery budget spent: {budget.attempts} attempt(s) within {budget.window:g}s; "
+            f"Phoenix waits for a person (a forced trigger) or for {spec.name} to stay "
+            f"healthy {spec.recovery.backoff.reset_after:g}s"
+        )
+
+    async def _stop_for_budget(self, run: _Run) -> None:
+        """The budget is spent: no attempt now; say so once, and leave it to a person."""
+        spec = run.service
+        why = self._budget_reason(spec)
+        log.error("%s: %s", spec.name, why)
+        await self._end_unstarted(run, why)
+        incident = run.incident
+        if incident is None:
+            view = self._tracker.view(spec.name)
+            diagnosis = diagnose_status(view.status, view.reason)
+            incident = self._make_incident(spec.name, diagnosis, IncidentSource.MANUAL)
+        await self._close_incident(incident, IncidentStatus.UNRESOLVED, why)
+        if self._alerter is not None and spec.name not in self._budget_alerted:
+            self._budget_alerted.add(spec.name)
+            self._alerter.raise_alert(
+                AlertKind.BUDGET_SPENT,
+                service=spec.name,
+                text=f"{why} — {incident.summary}",
+                recovery=run.recovery,
+                incident=incident,
+                tried=tuple(dict.fromkeys(s.value for s in run.failed)),
+            )
 
     def _crash_loop_delay(self, spec: ServiceSpec) -> float:
         """API.md's crash semantics: the first recovery after a healthy run is immediate; a
@@ -771,6 +922,7 @@ class Orchestrator:
             self._quick_failures[spec.name] = 0
             return 0.0
         self._quick_failures[spec.name] = self._quick_failures.get(spec.name, 0) + 1
+        self.learning.relapsed(spec.name)  # the last "successful" recovery did not hold
         return backoff.delay(self._quick_failures[spec.name])
 
     async def _attempts(self, run: _Run, previous: _Run | None) -> None:
@@ -790,6 +942,11 @@ class Orchestrator:
                     await self._end_unstarted(run, "not needed: the service is healthy again")
                     await self._resolve(run, "healthy again before Phoenix acted")
                     return
+                if not run.recovery.force:
+                    if not self._budget_left(run.service):
+                        await self._stop_for_budget(run)
+                        return
+                    self._attempted[name].append(self._clock.monotonic())
                 result = await self._execute(run)
                 outcome = outcome_of(result, run.incident.failure_type if run.incident else None)
                 if outcome is not None:
@@ -969,9 +1126,13 @@ class Orchestrator:
             requested = None  # no longer possible (a backup used up): the policy chooses
         failure_type = run.incident.failure_type if run.incident else FailureType.UNKNOWN
         if requested is None:
-            decision = self._policy(
-                spec.name, failure_type, escalated(failure_type, supported, run.failed)
+            untried = supported - set(run.failed)
+            allowed = (
+                untried  # something worth trying is left: not what just failed
+                if untried & set(CANDIDATES[failure_type])
+                else escalated(failure_type, supported, run.failed)
             )
+            decision = self._policy(spec.name, failure_type, allowed)
         else:
             decision = decide(
                 service=spec.name,
@@ -986,7 +1147,13 @@ class Orchestrator:
                 reason=f"the rollback to {spec.current_version} did not verify: restart it",
             )
         return self._new_recovery(
-            spec, run.incident, decision, last.trigger, last.reason, attempt=last.attempt + 1
+            spec,
+            run.incident,
+            decision,
+            last.trigger,
+            last.reason,
+            attempt=last.attempt + 1,
+            force=last.force,  # a forced run's later attempts bypass the budget too
         )
 
     async def _end_unstarted(self, run: _Run, why: str) -> None:

@@ -1,0 +1,120 @@
+"""Reported failures against the running engine: a report that was only recorded is acted
+on by a later one that asks for action, or when the deploy that held it ends; two copies
+of one alert arriving together open one incident; a late copy after the resolution changes
+nothing; a monitor-only service's report is closed by its resolution; keys survive a
+restart in the incidents' evidence."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+from phoenix_server.domain.incidents import IncidentStatus
+from phoenix_server.domain.recoveries import Recovery, RecoveryTrigger
+from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin
+from phoenix_server.store import incidents
+from tests.recovery.test_engine import engine, finished, healthy, history
+from tests.support import eventually, free_port, web_service_yaml
+
+EXTERNAL = """
+  - name: outside
+    platform: external
+    health: {tcp: "127.0.0.1:1", interval: 1s}
+"""
+
+
+def alert(key: str, *, recover: bool = True, firing: bool = True) -> FailureReport:
+    return FailureReport(
+        service="web",
+        firing=firing,
+        origin=ReportOrigin.ALERTMANAGER,
+        key=key,
+        summary="Alertmanager alert X",
+        recover=recover,
+    )
+
+
+async def alert_recoveries(runtime: object) -> list[Recovery]:
+    found = await history(runtime, service="web")  # type: ignore[arg-type]
+    return [r for r in found if r.trigger is RecoveryTrigger.ALERT]
+
+
+async def test_a_recorded_report_is_acted_on_when_asked_or_when_the_hold_ends(
+    tmp_path: Path,
+) -> None:
+    async with engine(tmp_path, web_service_yaml("web", free_port())) as runtime:
+        await healthy(runtime, "web")
+        intake = runtime.reports
+        informing = await intake.receive(alert("k1", recover=False))
+        assert informing.action is ReportAction.RECORDED
+        acting = await intake.receive(alert("k2"))
+        assert acting.action is ReportAction.JOINED and acting.recovery_id is not None
+        assert acting.incident_id == informing.incident_id
+        recovery = await finished(runtime, acting.recovery_id)
+        assert recovery.incident_id == informing.incident_id
+
+        # A deploy holds the service: recorded now, acted on when the hold ends.
+        runtime.orchestrator.hold("web", "a deploy")
+        held = await intake.receive(alert("k3"))
+        assert held.action is ReportAction.RECORDED and "when that ends" in held.reason
+        assert len(await alert_recoveries(runtime)) == 1
+        runtime.orchestrator.release("web")
+
+        async def second() -> Recovery | None:
+            found = [r for r in await alert_recoveries(runtime) if r.id != recovery.id]
+            return found[0] if found else None
+
+        after = await eventually(second, timeout=10, message="acted on after the hold")
+        assert after.incident_id == held.incident_id
+
+
+async def test_copies_of_one_alert_open_one_incident_and_a_late_copy_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    async with engine(tmp_path, web_service_yaml("web", free_port())) as runtime:
+        await healthy(runtime, "web")
+        intake = runtime.reports
+        first, second = await asyncio.gather(
+            intake.receive(alert("k", recover=False)), intake.receive(alert("k", recover=False))
+        )
+        assert {first.action, second.action} == {ReportAction.RECORDED, ReportAction.DUPLICATE}
+        opened = [
+            i
+            for i in (
+                await runtime.store.read(
+                    incidents.list_incidents, service="web", status=None, limit=10, offset=0
+                )
+            )[0]
+        ]
+        assert len(opened) == 1
+        resolved = await intake.receive(alert("k", recover=False, firing=False))
+        assert resolved.action is ReportAction.RESOLVED
+        late = await intake.receive(alert("k", recover=False))
+        assert late.action is ReportAction.DUPLICATE and "resolved" in late.reason
+
+
+async def test_a_monitor_only_services_report_is_closed_by_its_resolution(
+    tmp_path: Path,
+) -> None:
+    async with engine(tmp_path, EXTERNAL) as runtime:
+        report = replace(alert("e1"), service="outside")
+        recorded = await runtime.reports.receive(report)
+        assert recorded.action is ReportAction.RECORDED and "only monitor" in recorded.reason
+        closed = await runtime.reports.receive(replace(report, firing=False))
+        assert closed.action is ReportAction.RESOLVED
+
+
+async def test_report_keys_survive_a_restart(tmp_path: Path) -> None:
+    yaml = web_service_yaml("web", free_port())
+    async with engine(tmp_path, yaml) as runtime:
+        await healthy(runtime, "web")
+        recorded = await runtime.reports.receive(alert("kept", recover=False))
+        assert recorded.incident_id is not None
+    async with engine(tmp_path, yaml) as runtime:
+        again = await runtime.reports.receive(alert("kept", recover=False))
+        assert again.action is ReportAction.DUPLICATE
+        closed = await runtime.reports.receive(alert("kept", recover=False, firing=False))
+        assert closed.action is ReportAction.RESOLVED
+        incident = await runtime.store.read(incidents.get_incident, recorded.incident_id)
+        assert incident.status is IncidentStatus.RESOLVED
