@@ -1,6 +1,7 @@
 # Phoenix: two commands do all the set-up on a fresh machine.
 #   make run    create .venv if missing, install Phoenix, start it with the example services
 #   make test   the same environment plus dev tools; run the whole suite (lint, types, tests)
+#   make soak   the long runs (Phoenix SIGKILLed during 500 triggers); .ci/run runs it too
 #   make bench  the benchmarks under bench/ (figures go in BENCHMARKS.md)
 
 # The first Python 3.11+ on PATH (never a version too old to run Phoenix).
@@ -11,7 +12,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CODE := src tests bench examples
 
-.PHONY: run test bench lint format clean
+.PHONY: run test soak bench lint format clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Phoenix needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -31,6 +32,9 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-dev lint
 	$(BIN)/pytest
+
+soak: $(VENV)/.installed-dev
+	PHOENIX_SOAK=1 $(BIN)/pytest tests/soak -s
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check $(CODE)

@@ -123,7 +123,13 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every async test is checked for leaked tasks; the long runs (``soak``) belong to
+    ``make soak`` (PHOENIX_SOAK=1), not ``make test``."""
+    soak = os.environ.get("PHOENIX_SOAK") == "1"
+    skip = pytest.mark.skip(reason="a soak: run it with `make soak`")
     for item in items:
         if item.get_closest_marker("asyncio") is not None and isinstance(item, pytest.Function):
             if "no_leaked_tasks" not in item.fixturenames:
                 item.fixturenames.insert(0, "no_leaked_tasks")
+        if item.get_closest_marker("soak") is not None and not soak:
+            item.add_marker(skip)

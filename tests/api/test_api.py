@@ -193,6 +193,25 @@ def test_a_second_trigger_conflicts_unless_forced(server: PhoenixServer) -> None
     assert server.finished(forced.json()["recoveryId"])["status"] == "completed"
 
 
+def test_concurrent_triggers_start_one_recovery(server: PhoenixServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"service": "azora-education", "strategy": "restart", "reason": "race"}
+
+    def trigger(_: int) -> httpx.Response:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            return client.post("/api/recovery/trigger", json=body)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(trigger, range(16)))
+    started = [a for a in answers if a.status_code == 202]
+    refused = [a for a in answers if a.status_code == 409]
+    assert len(started) == 1 and len(refused) == 15, [a.status_code for a in answers]
+    winner = started[0].json()["recoveryId"]
+    assert {a.json()["recoveryId"] for a in refused} == {winner}
+    assert server.finished(winner)["status"] == "completed"
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code", "fragment"),
     [

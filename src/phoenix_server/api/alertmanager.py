@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from phoenix_server.api.common import RuntimeDep, WireModel
+from phoenix_server.api.common import RuntimeDep, UtcTime, WireModel
 from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin, ReportResult
 from phoenix_server.support.timefmt import iso_ms
@@ -44,17 +43,30 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
+def _unicode(text: str) -> str:
+    """JSON can escape half a surrogate pair (``"\\udc00"``): not text Phoenix can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode (an unpaired surrogate)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+"""A string of an alert: the alerts arrive as raw JSON objects, checked one by one here."""
+
+
 class AlertIn(_Lenient):
     """One alert, checked on its own: a bad one is answered ``ignored``, never a reason to
     refuse the rest (Alertmanager does not retry a 4xx)."""
 
     status: Literal["firing", "resolved"]
-    labels: dict[str, str]
-    annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime | None = Field(None, alias="startsAt")
-    ends_at: datetime | None = Field(None, alias="endsAt")
-    generator_url: str | None = Field(None, alias="generatorURL")
-    fingerprint: str | None = None
+    labels: dict[Text, Text]
+    annotations: dict[Text, Text] = Field(default_factory=dict)
+    starts_at: UtcTime | None = Field(None, alias="startsAt")
+    ends_at: UtcTime | None = Field(None, alias="endsAt")
+    generator_url: Text | None = Field(None, alias="generatorURL")
+    fingerprint: Text | None = None
 
 
 class AlertmanagerPayload(_Lenient):
@@ -64,7 +76,7 @@ class AlertmanagerPayload(_Lenient):
     receiver: str | None = None
     group_key: str | None = Field(None, alias="groupKey")
     external_url: str | None = Field(None, alias="externalURL")
-    truncated_alerts: int = Field(0, alias="truncatedAlerts")
+    truncated_alerts: int = Field(0, ge=0, alias="truncatedAlerts")
     alerts: list[dict[str, Any]] = Field(max_length=MAX_ALERTS)
 
 
@@ -144,13 +156,14 @@ async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep
         except ValidationError as exc:
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem["loc"]) or "alert"
+            message = str(problem["msg"]).removeprefix("Value error, ")
             results.append(
                 AlertResultOut(
                     index=index,
                     alertname=None,
                     fingerprint=None,
                     action=ReportAction.IGNORED,
-                    reason=f"not a valid alert: {where}: {problem['msg']}",
+                    reason=f"not a valid alert: {where}: {message}",
                     service=None,
                     incident_id=None,
                     recovery_id=None,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from phoenix_server.runtime import Runtime
+from phoenix_server.support.timefmt import as_utc
 
 MAX_LIMIT = 1000
 
@@ -23,6 +25,17 @@ class StrictInput(BaseModel):
     """Request bodies: unknown fields are an error, so a typo never silently does nothing."""
 
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return as_utc(moment)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError("out of range once converted to UTC") from None
+
+
+UtcTime = Annotated[datetime, AfterValidator(_in_utc)]
+"""A time in a request, as UTC (a time without a zone is taken as UTC)."""
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -69,7 +69,14 @@ def deployment_out(deployment: Deployment) -> DeploymentOut:
 
 
 @router.post(
-    "/{name}/deploy", status_code=202, response_model=DeployResponse, response_model_by_alias=True
+    "/{name}/deploy",
+    status_code=202,
+    response_model=DeployResponse,
+    response_model_by_alias=True,
+    responses={
+        200: {"model": DeployResponse, "description": "Already at that version: changed false"},
+        409: {"description": "A recovery or another deploy of the service is running"},
+    },
 )
 async def deploy(
     name: str, body: DeployRequest, runtime: RuntimeDep, response: Response

@@ -80,7 +80,12 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-@router.get("/stats", response_model=LearningStats, response_model_by_alias=True)
+@router.get(
+    "/stats",
+    response_model=LearningStats,
+    response_model_by_alias=True,
+    responses={404: {"description": "Unknown service (named in the message)"}},
+)
 async def learning_stats(
     runtime: RuntimeDep,
     service: Annotated[str | None, Query(max_length=128)] = None,

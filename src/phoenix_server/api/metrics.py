@@ -10,12 +10,12 @@ older than the signals keep, or from the future, is refused.
 from __future__ import annotations
 
 import statistics
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from fastapi import APIRouter
 from pydantic import Field
 
-from phoenix_server.api.common import RuntimeDep, StrictInput, WireModel
+from phoenix_server.api.common import RuntimeDep, StrictInput, UtcTime, WireModel
 from phoenix_server.detection.signals import HORIZON, MAX_SERIES
 from phoenix_server.domain.errors import InvalidRequestError, Problem
 from phoenix_server.domain.recoveries import Outcome, RecoveryStatus
@@ -33,7 +33,7 @@ class SampleIn(StrictInput):
     metric: str = Field(pattern=r"^[a-z][a-z0-9_.]{0,63}$")
     """Lowercase letters, digits, ``_`` and ``.``; at most 64 characters."""
     value: float = Field(allow_inf_nan=False)
-    timestamp: datetime | None = None
+    timestamp: UtcTime | None = None
 
 
 class MetricsBatch(StrictInput):
@@ -46,7 +46,13 @@ class MetricsAccepted(WireModel):
     accepted: int
 
 
-@router.post("", status_code=202, response_model=MetricsAccepted, response_model_by_alias=True)
+@router.post(
+    "",
+    status_code=202,
+    response_model=MetricsAccepted,
+    response_model_by_alias=True,
+    responses={404: {"description": "Unknown service (named in the message)"}},
+)
 async def push_metrics(batch: MetricsBatch, runtime: RuntimeDep) -> MetricsAccepted:
     """Add samples to a service's series (202: accepted, judged as they come)."""
     runtime.catalog.get(batch.service)  # 404 naming an unknown service

@@ -129,7 +129,16 @@ def _validate(runtime: Runtime, body: object) -> Any:
     )
 
 
-@router.post("", status_code=201, response_model=PlaybookCreated, response_model_by_alias=True)
+FROM_FILE = "the playbook comes from a file in PHOENIX_PLAYBOOKS_DIR"
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=PlaybookCreated,
+    response_model_by_alias=True,
+    responses={409: {"description": "A playbook of that name exists"}},
+)
 async def create_playbook(body: PlaybookBody, runtime: RuntimeDep) -> PlaybookCreated:
     """Validate and store a playbook; 422 lists every problem, 409 if the name is taken."""
     doc = _validate(runtime, body)
@@ -175,7 +184,17 @@ async def get_playbook(playbook_id: str, runtime: RuntimeDep) -> PlaybookRespons
     return PlaybookResponse(playbook=playbook_out(playbook))
 
 
-@router.put("/{playbook_id}", response_model=PlaybookResponse, response_model_by_alias=True)
+@router.put(
+    "/{playbook_id}",
+    response_model=PlaybookResponse,
+    response_model_by_alias=True,
+    responses={
+        409: {
+            "description": "The body's version is not the stored one (it changed since it was "
+            f"read), the name is taken, or {FROM_FILE}"
+        }
+    },
+)
 async def update_playbook(
     playbook_id: str, body: PlaybookBody, runtime: RuntimeDep
 ) -> PlaybookResponse:
@@ -206,7 +225,12 @@ async def update_playbook(
     return PlaybookResponse(playbook=playbook_out(updated))
 
 
-@router.delete("/{playbook_id}", response_model=PlaybookDeleted, response_model_by_alias=True)
+@router.delete(
+    "/{playbook_id}",
+    response_model=PlaybookDeleted,
+    response_model_by_alias=True,
+    responses={409: {"description": FROM_FILE.capitalize()}},
+)
 async def delete_playbook(playbook_id: str, runtime: RuntimeDep) -> PlaybookDeleted:
     _refuse_file_playbook(await runtime.store.read(playbooks.get_playbook, playbook_id))
     await runtime.store.write(playbooks.delete_playbook, playbook_id)
@@ -305,6 +329,12 @@ async def dry_run(
     status_code=202,
     response_model=ExecuteResponse,
     response_model_by_alias=True,
+    responses={
+        409: {
+            "description": "The playbook is disabled, a recovery of the service is running "
+            "(its recoveryId is given), or its recovery budget is spent"
+        }
+    },
 )
 async def execute(
     playbook_id: str, runtime: RuntimeDep, body: RunRequest | None = None

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import Field, StrictBool
 
 from phoenix_server.api.common import Limit, Offset, RuntimeDep, StrictInput, WireModel
+from phoenix_server.domain.errors import InvalidRequestError, Problem
 from phoenix_server.domain.recoveries import (
     Decision,
     Outcome,
@@ -79,13 +80,28 @@ class TriggerResponse(WireModel):
 
 
 @router.post(
-    "/trigger", status_code=202, response_model=TriggerResponse, response_model_by_alias=True
+    "/trigger",
+    status_code=202,
+    response_model=TriggerResponse,
+    response_model_by_alias=True,
+    responses={
+        404: {"description": "Unknown service (named in the message)"},
+        409: {
+            "description": "A recovery of the service is running (its recoveryId is given), "
+            "or its recovery budget is spent; force: true overrides either"
+        },
+    },
 )
 async def trigger_recovery(body: TriggerRequest, runtime: RuntimeDep) -> TriggerResponse:
     """Start a recovery now. 409 with the running ``recoveryId`` unless ``force``."""
-    recovery = await runtime.orchestrator.trigger(
-        service=body.service, strategy=body.strategy, reason=body.reason, force=body.force
-    )
+    try:
+        recovery = await runtime.orchestrator.trigger(
+            service=body.service, strategy=body.strategy, reason=body.reason, force=body.force
+        )
+    except InvalidRequestError as exc:
+        if not exc.problems:  # e.g. a service whose platform has no strategy at all
+            exc.problems = [Problem("strategy" if body.strategy else "service", exc.message)]
+        raise
     return TriggerResponse(**started_fields(recovery))
 
 

@@ -84,7 +84,8 @@ def decide(
     if chosen is None:
         chosen = next((s for s in FALLBACK_ORDER if s in supported), None)
         if chosen is None:
-            raise UnsupportedStrategyError(_unsupported_message(service, None, supported))
+            message = _unsupported_message(service, None, supported)
+            raise UnsupportedStrategyError(message, [Problem("service", message)])
         candidates = (*candidates, Candidate(chosen, 0.1))
     skipped = [c.strategy.value for c in candidates if c.score == 0]
     reason = f"default table: {failure_type.value} → {chosen.value}"
