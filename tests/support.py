@@ -149,17 +149,26 @@ class PhoenixServer:
 
     def health_of(self, name: str) -> dict[str, Any]:
         """The service's entry in ``/api/health/services``."""
-        services = self.get("/api/health/services").json()["services"]
+        body = self.get("/api/health/services").json()
+        assert "services" in body, body
+        services = body["services"]
         found: dict[str, Any] = next(s for s in services if s["name"] == name)
         return found
 
     def instance_port(self, name: str) -> int:
-        """The port of the service's one running instance (behind its router)."""
-        [instance] = [i for i in self.service(name)["instances"] if i["state"] == "running"]
+        """The port of the service's one running instance (behind its router); waits for it
+        while an instance is still starting (healthy can be reported a moment earlier)."""
+        [instance] = wait_until(
+            lambda: [i for i in self.service(name)["instances"] if i["state"] == "running"],
+            timeout=10,
+            message=f"a running instance of {name}",
+        )
         return int(instance["port"])
 
     def status_of(self, name: str) -> str:
-        services = self.get("/api/health/services").json()["services"]
+        body = self.get("/api/health/services").json()
+        assert "services" in body, body
+        services = body["services"]
         return str(next(s for s in services if s["name"] == name)["status"])
 
     def live_pid(self, name: str) -> int | None:

@@ -261,7 +261,13 @@ def fuzz(operation: Any, mode: GenerationMode, run: Run, session: requests.Sessi
 
 def test_every_operation_survives_the_fuzz(phoenix: PhoenixServer) -> None:
     schema = load_schema(phoenix, seed(phoenix))
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # The event stream never ends by design: its auth and first event are tested in
+    # tests/web/test_dashboard.py.
+    operations = [
+        op
+        for op in (result.ok() for result in schema.get_all_operations())
+        if op.path != "/api/stream"
+    ]
     # Deletions last, so the seeded playbook is there for the operations that use it.
     operations.sort(key=lambda operation: operation.method.upper() == "DELETE")
     run = Run()

@@ -11,6 +11,7 @@ from phoenix_server import __version__
 from phoenix_server.api import (
     alertmanager,
     audit,
+    dashboard,
     deployments,
     errors,
     events,
@@ -22,6 +23,7 @@ from phoenix_server.api import (
     prometheus,
     recoveries,
     services,
+    sessions,
 )
 from phoenix_server.api.auth import Authorization
 from phoenix_server.runtime import Runtime
@@ -52,7 +54,13 @@ def create_api(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     # Outermost: a refused caller gets no further, and every mutating call is audited.
-    app.add_middleware(Authorization, tokens=runtime.tokens, audit=audit.audit_writer(runtime))
+    app.state.sessions = sessions.Sessions()
+    app.add_middleware(
+        Authorization,
+        tokens=runtime.tokens,
+        audit=audit.audit_writer(runtime),
+        sessions=app.state.sessions.holder,
+    )
     for module in (
         health,
         recoveries,
@@ -65,7 +73,9 @@ def create_api(runtime: Runtime) -> FastAPI:
         alertmanager,
         events,
         audit,
+        sessions,
         prometheus,
+        dashboard,
     ):
         app.include_router(module.router)
     return app

@@ -22,7 +22,10 @@ from phoenix_server.domain.auth import ApiToken, Role, TokenRegistry
 
 log = logging.getLogger("phoenix.api")
 
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+OPEN_PATHS = frozenset(
+    {"/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/api/session"}
+)
+"""Liveness, the API's documentation, the dashboard's page and its sign-in."""
 READING = frozenset({"GET", "HEAD", "OPTIONS"})
 ANONYMOUS = ApiToken("anonymous", Role.ADMIN, "")
 """Every caller when no token is configured (loopback only)."""
@@ -30,14 +33,14 @@ ANONYMOUS = ApiToken("anonymous", Role.ADMIN, "")
 
 def needed_role(method: str, path: str) -> Role | None:
     """The least role that may make this request; None: anyone may."""
-    if path in OPEN_PATHS:
+    if path in OPEN_PATHS or path.startswith("/static/"):
         return None
     if path == "/api/audit" or path.startswith("/api/audit/"):
         return Role.ADMIN
     if method in READING:
         return Role.VIEWER
     if path.startswith("/api/playbooks"):
-        if path.endswith("/dry-run"):
+        if path.endswith("/dry-run") or path == "/api/playbooks/validate":
             return Role.VIEWER  # acts on nothing
         if path.endswith("/execute"):
             return Role.OPERATOR
@@ -53,6 +56,16 @@ def _bearer(scope: Scope) -> str | None:
             if scheme.lower() == "bearer" and credentials.strip():
                 return credentials.strip()
             return ""
+    return None
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    for header, value in scope.get("headers", []):
+        if header == b"cookie":
+            for part in bytes(value).decode("latin-1").split(";"):
+                key, _, found = part.strip().partition("=")
+                if key == name and found:
+                    return found
     return None
 
 
@@ -76,6 +89,8 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+SESSION_COOKIE = "phoenix_session"
+
 AuditWriter = Callable[[Scope, ApiToken | None, int], Awaitable[None]]
 
 
@@ -83,10 +98,18 @@ class Authorization:
     """Who is calling (``scope["state"]["caller"]``), and whether they may; every mutating
     call, allowed or not, goes to ``audit`` with its result."""
 
-    def __init__(self, app: ASGIApp, tokens: TokenRegistry, audit: AuditWriter) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: TokenRegistry,
+        audit: AuditWriter,
+        sessions: Callable[[str], ApiToken | None] | None = None,
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.audit = audit
+        self.sessions = sessions
+        """A browser session's holder, from its cookie (the dashboard)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,12 +122,23 @@ class Authorization:
         if self.tokens:
             presented = _bearer(scope)
             caller = self.tokens.holder(presented) if presented else None
+            session = _cookie(scope, SESSION_COOKIE) if presented is None else None
+            ended = False
+            if session and self.sessions is not None:
+                caller = self.sessions(session)
+                presented, ended = session, caller is None
             if needed is not None:
                 if presented is None:
                     refusal = (
                         401,
                         "unauthorized",
                         "an API token is required: Authorization: Bearer <token>",
+                    )
+                elif ended:
+                    refusal = (
+                        401,
+                        "unauthorized",
+                        "the session has ended (it expired, or Phoenix restarted): sign in again",
                     )
                 elif caller is None:
                     refusal = (401, "unauthorized", "the API token is not valid")

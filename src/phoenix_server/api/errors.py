@@ -34,6 +34,7 @@ from phoenix_server.domain.errors import (
     PlatformError,
     Problem,
     RecoveryInProgressError,
+    UnauthorizedError,
     UnavailableError,
     problem_path,
 )
@@ -76,6 +77,7 @@ def _sendable(text: str) -> str:
 
 
 _STATUS = {
+    UnauthorizedError: 401,
     NotFoundError: 404,
     ConflictError: 409,
     InvalidRequestError: 422,

@@ -161,6 +161,30 @@ async def create_playbook(body: PlaybookBody, runtime: RuntimeDep) -> PlaybookCr
     )
 
 
+class PlaybookValid(WireModel):
+    success: bool = True
+    valid: bool = True
+    playbook: dict[str, Any]
+    """The playbook as it would be stored (defaults filled in)."""
+
+
+@router.post("/validate", response_model=PlaybookValid, response_model_by_alias=True)
+async def validate(body: PlaybookBody, runtime: RuntimeDep) -> PlaybookValid:
+    """Check a playbook without storing it: 200 with its normal form, or 422 listing every
+    problem (the same checks as creating it; a name already taken is not one)."""
+    doc = _validate(runtime, body)
+    now = runtime.clock.now()
+    playbook = to_playbook(
+        doc,
+        playbook_id="pb-000000000000",
+        created_at=now,
+        updated_at=now,
+        version=1,
+        source=PlaybookSource.API,
+    )
+    return PlaybookValid(playbook=to_document(playbook))
+
+
 @router.get("", response_model=PlaybooksResponse, response_model_by_alias=True)
 async def list_playbooks(
     runtime: RuntimeDep,

@@ -144,6 +144,10 @@ class HealthTracker:
     def subscribe(self, listener: TransitionListener) -> None:
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: TransitionListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def seed_uptime(self, service: str, events: list[tuple[datetime, ServiceStatus]]) -> None:
         """Replay persisted status changes so uptime spans Phoenix restarts."""
         timeline = self._services[service].uptime

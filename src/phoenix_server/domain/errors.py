@@ -73,6 +73,12 @@ class RecoveryInProgressError(ConflictError):
         self.recovery_id = recovery_id
 
 
+class UnauthorizedError(PhoenixError):
+    """No valid credentials (an unknown token, no session)."""
+
+    code = "unauthorized"
+
+
 class InvalidRequestError(PhoenixError):
     code = "invalid"
 
