@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -62,6 +61,7 @@ from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.alerting import Alerter
 from phoenix_server.recovery.estimating import DurationEstimates
 from phoenix_server.recovery.executing import Executor
+from phoenix_server.recovery.guards import FleetFloor, RecoveryBudgets
 from phoenix_server.recovery.learning import CANDIDATES, LearnedPolicy
 from phoenix_server.recovery.observing import NoObserver, RecoveryObserver
 from phoenix_server.recovery.persisting import EventualWrites
@@ -193,17 +193,11 @@ class Orchestrator:
         """Monotonic time each service last came back healthy from a recovery."""
         self._quick_failures: dict[str, int] = {}
         """Failures in a row that came sooner than ``reset_after`` after a recovery."""
-        self._attempted: dict[str, deque[float]] = {}
-        """Monotonic start times of each service's recent attempts (the recovery budget)."""
-        self._budget_alerted: set[str] = set()
-        """Services whose spent budget was alerted (once, until the budget resets)."""
+        self._budgets = RecoveryBudgets(clock.monotonic)
+        self._floor = FleetFloor(limits.fleet_floor, limits.fleet_floor_min)
         self._waiting_reports: dict[str, FailureReport] = {}
         """Reports that wanted a recovery Phoenix could not start yet (a deploy, a fleet
         pause, an operator's restart), per service: acted on when that is over."""
-        self.fleet_pause: str | None = None
-        """Why automatic recovery is paused by the fleet floor, while it is."""
-        self._healthy_from: dict[str, float] = {}
-        """When each service was last seen turning healthy (monotonic)."""
         self._estimates = DurationEstimates()
         self._queue: asyncio.Queue[tuple[str, HealthTransition | None]] = asyncio.Queue()
         self._tasks = SupervisedTasks("recovery")
@@ -419,7 +413,8 @@ class Orchestrator:
             return
         view = self._tracker.view(name)
         incident = self._incidents.get(name)
-        self._note_health(name, view.status)
+        if name in self._catalog:
+            self._budgets.note_health(self._catalog.get(name), view.status)
         if view.status is ServiceStatus.HEALTHY:
             self._giving_time.pop(name, None)
             self._giving_callers_time.pop(name, None)
@@ -594,8 +589,8 @@ class Orchestrator:
         previous = self._runs.get(service)
         if previous is not None and not force:
             raise RecoveryInProgressError(service, previous.recovery.id)
-        if not force and not self._budget_left(spec):
-            raise ConflictError(f"{self._budget_reason(spec)}; force: true overrides it")
+        if not force and not self._budgets.left(spec):
+            raise ConflictError(f"{self._budgets.reason(spec)}; force: true overrides it")
         view = self._tracker.view(service)
         diagnosis = diagnose_status(view.status, view.reason)
         known = self._incidents.get(service)
@@ -827,73 +822,36 @@ class Orchestrator:
 
     # -- running ----------------------------------------------------------------------------
 
+    @property
+    def fleet_pause(self) -> str | None:
+        """Why automatic recovery is paused by the fleet floor, while it is."""
+        return self._floor.pause
+
     def _check_fleet_floor(self) -> str | None:
-        """Pause automatic recovery while a large share of the fleet is down at once: that
-        usually means the network or Phoenix's own view is broken, and restarting everything
-        makes it worse. Alerts once per pause; resumes by itself."""
-        total = len(self._catalog)
-        # A caller failing because its dependency does is one failure, not two (a cascade
-        # is not a mass failure: its root is recovered).
-        down = [
-            s.name
-            for s in self._catalog
-            if self._tracker.status(s.name) is ServiceStatus.UNHEALTHY
-            and self._tracker.waiting_on(s.name) is None
-        ]
-        limit = self._limits.fleet_floor
-        if len(down) >= self._limits.fleet_floor_min and len(down) > limit * total:
-            if self.fleet_pause is None:
-                self.fleet_pause = (
-                    f"automatic recovery paused: {len(down)} of {total} services are unhealthy "
-                    f"at once (more than {limit:.0%}) — a mass failure usually means the "
-                    "network or Phoenix's own view is broken; manual triggers still work"
+        """The fleet floor now (see ``guards``): alerts once per pause, logs its end."""
+        was = self._floor.pause
+        began, down = self._floor.check(self._catalog, self._tracker)
+        if began:
+            log.error("%s (%s)", self._floor.pause, ", ".join(down))
+            if self._alerter is not None:
+                self._alerter.raise_alert(
+                    AlertKind.FLEET_PAUSED,
+                    service="*",
+                    text=f"{self._floor.pause}: {', '.join(down)}",
+                    event=self._clock.now().isoformat(),
                 )
-                log.error("%s (%s)", self.fleet_pause, ", ".join(sorted(down)))
-                if self._alerter is not None:
-                    self._alerter.raise_alert(
-                        AlertKind.FLEET_PAUSED,
-                        service="*",
-                        text=f"{self.fleet_pause}: {', '.join(sorted(down))}",
-                        event=f"{self._clock.now().isoformat()}",
-                    )
-        elif self.fleet_pause is not None:
-            log.warning("automatic recovery resumed: %d of %d services unhealthy", len(down), total)
-            self.fleet_pause = None
-        return self.fleet_pause
-
-    def _note_health(self, name: str, status: ServiceStatus) -> None:
-        """A service that stayed healthy ``reset_after`` gets its recovery budget back."""
-        now = self._clock.monotonic()
-        if status is ServiceStatus.HEALTHY:
-            self._healthy_from.setdefault(name, now)
-            return
-        healthy_from = self._healthy_from.pop(name, None)
-        if name not in self._catalog or healthy_from is None:
-            return
-        if now - healthy_from >= self._catalog.get(name).recovery.backoff.reset_after:
-            self._attempted.pop(name, None)
-            self._budget_alerted.discard(name)
-
-    def _budget_left(self, spec: ServiceSpec) -> bool:
-        budget = spec.recovery.budget
-        times = self._attempted.setdefault(spec.name, deque())
-        now = self._clock.monotonic()
-        while times and now - times[0] >= budget.window:
-            times.popleft()
-        return len(times) < budget.attempts
-
-    def _budget_reason(self, spec: ServiceSpec) -> str:
-        budget = spec.recovery.budget
-        return (
-            f"recovery budget spent: {budget.attempts} attempt(s) within {budget.window:g}s; "
-            f"Phoenix waits for a person (a forced trigger) or for {spec.name} to stay "
-            f"healthy {spec.recovery.backoff.reset_after:g}s"
-        )
+        elif was is not None and self._floor.pause is None:
+            log.warning(
+                "automatic recovery resumed: %d of %d services unhealthy",
+                len(down),
+                len(self._catalog),
+            )
+        return self._floor.pause
 
     async def _stop_for_budget(self, run: _Run) -> None:
         """The budget is spent: no attempt now; say so once, and leave it to a person."""
         spec = run.service
-        why = self._budget_reason(spec)
+        why = self._budgets.reason(spec)
         log.error("%s: %s", spec.name, why)
         await self._end_unstarted(run, why)
         incident = run.incident
@@ -902,8 +860,7 @@ class Orchestrator:
             diagnosis = diagnose_status(view.status, view.reason)
             incident = self._make_incident(spec.name, diagnosis, IncidentSource.MANUAL)
         await self._close_incident(incident, IncidentStatus.UNRESOLVED, why)
-        if self._alerter is not None and spec.name not in self._budget_alerted:
-            self._budget_alerted.add(spec.name)
+        if self._alerter is not None and self._budgets.first_alert(spec):
             self._alerter.raise_alert(
                 AlertKind.BUDGET_SPENT,
                 service=spec.name,
@@ -943,10 +900,10 @@ class Orchestrator:
                     await self._resolve(run, "healthy again before Phoenix acted")
                     return
                 if not run.recovery.force:
-                    if not self._budget_left(run.service):
+                    if not self._budgets.left(run.service):
                         await self._stop_for_budget(run)
                         return
-                    self._attempted[name].append(self._clock.monotonic())
+                    self._budgets.spend(run.service)
                 result = await self._execute(run)
                 outcome = outcome_of(result, run.incident.failure_type if run.incident else None)
                 if outcome is not None:
