@@ -7,22 +7,21 @@ import hashlib
 import hmac
 import json
 import signal
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import PhoenixServer, free_port, service_file, wait_until
+from tests.support import LoopbackHTTPServer, PhoenixServer, free_port, service_file, wait_until
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "s3cret-for-tests"
 
 
-class Receiver:
+class Receiver(LoopbackHTTPServer):
     """A webhook receiver: answers 500 until told to accept, records every delivery."""
 
     def __init__(self) -> None:
@@ -50,17 +49,8 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.url += "/hook"
 
 
 @pytest.fixture

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import PhoenixServer, service_file, wait_until
+from tests.support import LoopbackHTTPServer, PhoenixServer, service_file, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
-class Endpoint:
+class Endpoint(LoopbackHTTPServer):
     """A tiny HTTP server on loopback: answers GETs with what the test sets per path and
     counts the requests of each path."""
 
@@ -42,20 +41,10 @@ class Endpoint:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def serve(self, path: str, document: object, status: int = 200) -> None:
         self.answers[path] = (status, json.dumps(document).encode())
-
-    def __enter__(self) -> Endpoint:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -287,6 +287,19 @@ class Orchestrator:
             return learned
         return decide(service=service, failure_type=failure_type, supported=allowed)
 
+    def _matching_playbook(
+        self, service: str, incident: Incident, *, alert: str | None = None
+    ) -> Playbook | None:
+        """The active playbook whose trigger answers this incident now, if any."""
+        return choose(
+            self._playbooks,
+            service,
+            incident,
+            self._tracker.signals(service),
+            self._clock.monotonic(),
+            alert=alert,
+        )
+
     def _playbook_decision(self, playbook: Playbook, why: str) -> Decision:
         return Decision(
             strategy=main_strategy(playbook),
@@ -484,13 +497,7 @@ class Orchestrator:
                 f"; failed again within {spec.recovery.backoff.reset_after:g}s of its last "
                 f"recovery: waiting {delay:g}s first (crash-loop backoff)"
             )
-        playbook = choose(
-            self._playbooks,
-            name,
-            incident,
-            self._tracker.signals(name),
-            self._clock.monotonic(),
-        )
+        playbook = self._matching_playbook(name, incident)
         if playbook is not None:
             decision = self._playbook_decision(playbook, "its trigger matches this failure")
         else:
@@ -604,13 +611,7 @@ class Orchestrator:
         failure_type = incident.failure_type if incident else diagnosis.failure_type
         if strategy is None and playbook is None and policy_reason is None and incident:
             # The operator left the choice to Phoenix: playbook > learned > default.
-            playbook = choose(
-                self._playbooks,
-                service,
-                incident,
-                self._tracker.signals(service),
-                self._clock.monotonic(),
-            )
+            playbook = self._matching_playbook(service, incident)
         if playbook is not None:
             if not supported:
                 decide(service=service, failure_type=failure_type, supported=supported)
@@ -754,14 +755,7 @@ class Orchestrator:
         self, spec: ServiceSpec, incident: Incident, report: FailureReport, *, write_incident: bool
     ) -> Recovery:
         name = spec.name
-        playbook = choose(
-            self._playbooks,
-            name,
-            incident,
-            self._tracker.signals(name),
-            self._clock.monotonic(),
-            alert=report.alert_name,
-        )
+        playbook = self._matching_playbook(name, incident, alert=report.alert_name)
         if playbook is not None:
             decision = self._playbook_decision(playbook, "its trigger matches this report")
         else:
