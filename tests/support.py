@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -92,7 +93,16 @@ def write_service_file(path: Path, text: str) -> Path:
 class PhoenixServer:
     """``phoenix serve`` as a real child process with its own data directory and port."""
 
-    def __init__(self, config: Path, data_dir: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        data_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        open_files: int | None = None,
+    ) -> None:
+        self.open_files = open_files
+        """Run Phoenix with this descriptor limit (soft and hard), as ``ulimit -n`` does."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = config
@@ -120,10 +130,15 @@ class PhoenixServer:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._limit_files if self.open_files is not None else None,
             )
         if wait:
             wait_until(self._ready, timeout=30, message=f"Phoenix on {self.url}")
         return self
+
+    def _limit_files(self) -> None:
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def _ready(self) -> bool:
         assert self.process is not None
@@ -213,9 +228,13 @@ class PhoenixServer:
 
 @contextlib.contextmanager
 def running_phoenix(
-    config: Path, data_dir: Path, *, env: dict[str, str] | None = None
+    config: Path,
+    data_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    open_files: int | None = None,
 ) -> Iterator[PhoenixServer]:
-    server = PhoenixServer(config, data_dir, env=env).start()
+    server = PhoenixServer(config, data_dir, env=env, open_files=open_files).start()
     try:
         yield server
     finally:

@@ -14,7 +14,9 @@ from typing import Any
 
 import uvicorn
 
+from phoenix_server.api import front_door
 from phoenix_server.api.app import create_api
+from phoenix_server.api.health import health_json
 from phoenix_server.config.servicefile import load_service_file
 from phoenix_server.config.settings import Settings
 from phoenix_server.domain.errors import ConfigError
@@ -104,13 +106,18 @@ def serve(settings: Settings) -> None:
     store = Store(settings.effective_database_url)
     try:
         store.migrate()
+        front_door.raise_descriptor_limit()
         sock = bind(settings.host, settings.port)
         runtime = Runtime(settings, catalog, store)
         app = create_api(runtime)
+        protocol = front_door.guarded_protocol(
+            front_door.default_limits(), lambda: health_json(runtime)
+        )
+        runtime.api_problems = lambda: front_door.problems(protocol)
         config = uvicorn.Config(
             app,
             loop="uvloop",
-            http="httptools",
+            http=protocol,
             lifespan="on",
             log_config=None,
             access_log=False,

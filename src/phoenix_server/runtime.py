@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -79,13 +80,15 @@ from phoenix_server.store import (
 from phoenix_server.store.audit import AuditTrail
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreAlertQueue, StoreJournal, StoreRecorder
-from phoenix_server.support.tasks import SupervisedTasks
+from phoenix_server.support.tasks import SupervisedTasks, TaskDeath
 
 log = logging.getLogger("phoenix")
 
 UPTIME_HORIZON = timedelta(hours=24)
 BASELINE_EVERY = 60.0
 """Seconds between looks at the services' first-day uptime."""
+DEATHS_SHOWN_FOR = timedelta(hours=1)
+"""How long /health mentions a background loop that died and was restarted."""
 DATABASE_WATCH_INTERVAL = 5.0
 OBSERVED_AS = {
     InstanceEventKind.STARTED: ObservationKind.STARTED,
@@ -200,6 +203,8 @@ class Runtime:
         """Active playbooks at the last look (None until the database has answered)."""
         self.database_problem: str | None = None
         """Why the database did not answer at the last look, if it did not."""
+        self.api_problems: Callable[[], list[str]] = list
+        """What the API's front door refused lately (set by the server that serves it)."""
         self.playbook_file_problems: dict[str, str] = {}
         """Playbook files that failed validation (their previous playbooks stay in force)."""
         self._file_playbooks: dict[Path, list[Playbook]] = {}
@@ -235,34 +240,34 @@ class Runtime:
             await self.store.read(learning.recent_outcomes),
         )
         self.baselines = await self.store.read(baselines.load_baselines)
-        self._background.spawn(self._persist_status_changes(), name="status-writer")
-        self._background.spawn(self._track_uptime_baselines(), name="uptime-baselines")
-        self._background.spawn(self._watch_database(), name="database-watch")
+        self._background.keep_running(self._persist_status_changes, name="status-writer")
+        self._background.keep_running(self._track_uptime_baselines, name="uptime-baselines")
+        self._background.keep_running(self._watch_database, name="database-watch")
         self.alerter.start()
         if self.settings.playbooks_dir is not None:
             await self._load_playbook_files_safely()
-            self._background.spawn(self._watch_playbook_files(), name="playbook-files")
-        self._background.spawn(self.versions.watch(), name="known-good-watch")
-        self._background.spawn(
-            ProcessSampler(self.catalog, self.platforms, self.tracker, self.clock).run(),
+            self._background.keep_running(self._watch_playbook_files, name="playbook-files")
+        self._background.keep_running(self.versions.watch, name="known-good-watch")
+        self._background.keep_running(
+            ProcessSampler(self.catalog, self.platforms, self.tracker, self.clock).run,
             name="process-sampler",
         )
-        self._background.spawn(
-            PrometheusScraper(self.catalog, self.platforms, self.tracker, self.clock).run(),
+        self._background.keep_running(
+            PrometheusScraper(self.catalog, self.platforms, self.tracker, self.clock).run,
             name="prometheus-scraper",
         )
-        self._background.spawn(
+        self._background.keep_running(
             ScaleInWatcher(
                 catalog=self.catalog,
                 platforms=self.platforms,
                 tracker=self.tracker,
                 orchestrator=self.orchestrator,
                 clock=self.clock,
-            ).run(),
+            ).run,
             name="scale-in-watch",
         )
-        self._background.spawn(
-            TrafficWatcher(self.catalog, self.platforms, self.tracker, self.clock).run(),
+        self._background.keep_running(
+            TrafficWatcher(self.catalog, self.platforms, self.tracker, self.clock).run,
             name="traffic-watch",
         )
         for spec in self.catalog:
@@ -314,7 +319,7 @@ class Runtime:
             clock=self.clock,
             python=sys.executable,
         )
-        self._background.spawn(self.registry.run(), name="registry-sync")
+        self._background.keep_running(self.registry.run, name="registry-sync")
 
     async def _track_uptime_baselines(self) -> None:
         """Record when Phoenix began managing each service and its uptime over that first
@@ -348,14 +353,31 @@ class Runtime:
         return False
 
     def dead_tasks(self) -> list[str]:
-        """Background loops that died: each one is something Phoenix stopped doing."""
+        """Background tasks that died: each one is something Phoenix stopped doing (for a
+        while, for the loops it keeps running)."""
+        return [death.name for death in self._deaths()]
+
+    def task_deaths(self) -> list[str]:
+        """/health's account of them: tasks that stayed dead, and loops restarted within
+        the last hour (which, when, why)."""
+        now = self.clock.now()
         return [
-            *self._background.died,
-            *self.scheduler.died,
-            *self.orchestrator.died,
-            *self.deployer.died,
-            *self.alerter.died,
+            death.describe()
+            for death in self._deaths()
+            if death.restarts is None or now - death.at < DEATHS_SHOWN_FOR
         ]
+
+    def _deaths(self) -> list[TaskDeath]:
+        groups = (
+            self._background,
+            self.scheduler.tasks,
+            self.orchestrator.tasks,
+            self.deployer.tasks,
+            self.alerter.tasks,
+        )
+        return sorted(
+            (death for group in groups for death in group.deaths.values()), key=lambda d: d.at
+        )
 
     async def refresh_playbooks(self) -> None:
         """Load the active playbooks now (after a playbook changes; the watch does it too):

@@ -11,6 +11,7 @@ from phoenix_server.api.common import RuntimeDep, WireModel
 from phoenix_server.detection.health_tracking import ServiceHealthView
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import ServiceSpec
+from phoenix_server.runtime import Runtime
 from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(tags=["health"])
@@ -33,14 +34,33 @@ class PhoenixHealth(WireModel):
 
 @router.get("/health", response_model=PhoenixHealth, response_model_by_alias=True)
 async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
-    """Liveness of Phoenix itself; answers without a token, and says what limits it."""
-    warnings = []
+    """Liveness of Phoenix itself; answers without a token, and says what limits it. (The
+    server answers it before the app, see ``api.front_door``: this route documents it and
+    serves it where the front door is not in use, e.g. under a test client.)"""
+    return health_report(runtime)
+
+
+def health_json(runtime: Runtime) -> bytes:
+    """``GET /health``'s body, for the front door's fast path."""
+    return health_report(runtime).model_dump_json(by_alias=True).encode()
+
+
+def health_report(runtime: Runtime) -> PhoenixHealth:
+    """Phoenix's own health from memory only: no database, no await, so that it answers
+    at once whatever else is going on."""
+    warnings = [*runtime.api_problems()]
     if runtime.database_problem:
         warnings.append(runtime.database_problem)
-    if dead := runtime.dead_tasks():
+    if refused := runtime.store.write_problem:
+        since, why = refused
         warnings.append(
-            f"background task(s) died: {', '.join(dead)}; see the log, and restart Phoenix"
+            f"the database has refused writes since {iso_ms(since)} ({why}): recovery goes on, "
+            "its records wait in memory"
         )
+    if dropped := runtime.orchestrator.dropped:
+        warnings.append(f"{dropped} record(s) dropped: the database refused them too long")
+    for death in runtime.task_deaths():
+        warnings.append(death)
     if runtime.orchestrator.unwritten:
         warnings.append(f"{runtime.orchestrator.unwritten} record(s) waiting for the database")
     if runtime.orchestrator.fleet_pause:
@@ -69,7 +89,7 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
     if runtime.audit.pending:
         warnings.append(f"{runtime.audit.pending} audit entr(ies) waiting for the database")
     return PhoenixHealth(
-        status="degraded" if runtime.database_problem else "healthy",
+        status="degraded" if runtime.database_problem or runtime.store.write_problem else "healthy",
         version=__version__,
         active_recoveries=runtime.orchestrator.active_count(),
         monitored_services=len(runtime.catalog),

@@ -58,7 +58,9 @@ class ProbeScheduler:
         if self._closed:
             return
         self.remove(target.target)
-        self._loops[target.target] = self._tasks.spawn(self._run(target), name=target.target)
+        self._loops[target.target] = self._tasks.keep_running(
+            lambda: self._run(target), name=target.target
+        )
 
     def remove(self, target: str) -> None:
         task = self._loops.pop(target, None)
@@ -66,8 +68,9 @@ class ProbeScheduler:
             task.cancel()
 
     @property
-    def died(self) -> list[str]:
-        return self._tasks.died
+    def tasks(self) -> SupervisedTasks:
+        """Its background tasks (their deaths are reported by /health)."""
+        return self._tasks
 
     def targets(self) -> list[str]:
         return list(self._loops)

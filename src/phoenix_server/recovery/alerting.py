@@ -59,8 +59,9 @@ class Alerter:
         """Alerts whose last delivery attempt failed, with why."""
 
     @property
-    def died(self) -> list[str]:
-        return self._tasks.died
+    def tasks(self) -> SupervisedTasks:
+        """Its background tasks (their deaths are reported by /health)."""
+        return self._tasks
 
     @property
     def problem(self) -> str | None:
@@ -132,7 +133,7 @@ class Alerter:
 
     def start(self) -> None:
         if self._webhook is not None:
-            self._tasks.spawn(self._deliver_forever(), name="deliver")
+            self._tasks.keep_running(self._deliver_forever, name="deliver")
 
     async def close(self) -> None:
         await self._tasks.close(timeout=5.0)

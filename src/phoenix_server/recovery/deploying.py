@@ -47,8 +47,9 @@ class Deployer:
         self._tasks = SupervisedTasks("deploy")
 
     @property
-    def died(self) -> list[str]:
-        return self._tasks.died
+    def tasks(self) -> SupervisedTasks:
+        """Its background tasks (their deaths are reported by /health)."""
+        return self._tasks
 
     async def close(self) -> None:
         await self._tasks.close(timeout=10.0)

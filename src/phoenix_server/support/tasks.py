@@ -1,9 +1,12 @@
 """The one door for long-running asyncio tasks.
 
-Every never-ending loop (probe loops, the recovery dispatcher, process watchers)
-starts through :func:`spawn`, so that a loop that dies is logged with its name
-and traceback instead of vanishing silently, and so that shutdown can cancel a
-whole group with a timeout (:class:`SupervisedTasks`).
+Every task starts through :meth:`SupervisedTasks.spawn`, so that one that dies is logged
+with its name and traceback instead of vanishing silently, and so that shutdown can cancel
+a whole group with a timeout. Never-ending loops (probe loops, the recovery dispatcher,
+samplers, watchers) start through :meth:`SupervisedTasks.keep_running`: a loop that dies
+is started again after a backoff (1 s doubling to 60 s), because a loop that stays dead is
+something Phoenix silently stopped doing. Each death is kept (name, when, why) for
+``/health``.
 """
 
 from __future__ import annotations
@@ -11,10 +14,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 log = logging.getLogger("phoenix.tasks")
+
+RESTART_FIRST = 1.0
+RESTART_MAX = 60.0
+"""Backoff between restarts of a loop that keeps dying (seconds, doubling)."""
+HEALTHY_RUN = 60.0
+"""A loop that ran this long before dying starts again from the first backoff step."""
+
+
+@dataclass(frozen=True)
+class TaskDeath:
+    """A task that ended with an exception: what, when, why, and what happened next."""
+
+    name: str
+    at: datetime
+    error: str
+    restarts: int | None = None
+    """For a loop kept running: how often it was restarted so far (None: not restarted)."""
+
+    def describe(self) -> str:
+        when = self.at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = f"background task {self.name} died at {when}: {self.error}"
+        if self.restarts is None:
+            return f"{text}; see the log, and restart Phoenix"
+        return f"{text}; restarted ({self.restarts} time(s) so far)"
 
 
 class SupervisedTasks:
@@ -23,8 +53,13 @@ class SupervisedTasks:
     def __init__(self, owner: str) -> None:
         self._owner = owner
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.died: list[str] = []
-        """Names of tasks that ended with an exception (surfaced by /health)."""
+        self.deaths: dict[str, TaskDeath] = {}
+        """The last death of each task that ended with an exception (surfaced by /health)."""
+
+    @property
+    def died(self) -> list[str]:
+        """Names of the tasks that died."""
+        return list(self.deaths)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Start ``coro`` as a task called ``owner:name`` whose unexpected death is logged."""
@@ -33,14 +68,44 @@ class SupervisedTasks:
         task.add_done_callback(self._on_done)
         return task
 
+    def keep_running(
+        self, make: Callable[[], Coroutine[Any, Any, Any]], *, name: str
+    ) -> asyncio.Task[Any]:
+        """Run the loop ``make()``; if it dies, log it, wait (backoff) and start a fresh
+        one. It ends when it returns (nothing to do) or is cancelled."""
+        return self.spawn(self._restarting(make, name), name=name)
+
+    async def _restarting(self, make: Callable[[], Coroutine[Any, Any, Any]], name: str) -> None:
+        restarts = 0
+        delay = RESTART_FIRST
+        while True:
+            began = time.monotonic()
+            try:
+                await make()
+                return  # it has nothing (more) to do, e.g. no service to scrape
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("loop %s:%s died: %r", self._owner, name, exc, exc_info=exc)
+                error = repr(exc)
+            if time.monotonic() - began >= HEALTHY_RUN:
+                delay = RESTART_FIRST
+            restarts += 1
+            self.deaths[f"{self._owner}:{name}"] = TaskDeath(
+                f"{self._owner}:{name}", datetime.now(UTC), error, restarts
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX)
+
     def _on_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
-            self.died.append(task.get_name())
-            log.error("task %s died: %r", task.get_name(), exc, exc_info=exc)
+            name = task.get_name()
+            self.deaths[name] = TaskDeath(name, datetime.now(UTC), repr(exc))
+            log.error("task %s died: %r", name, exc, exc_info=exc)
 
     def __len__(self) -> int:
         return len(self._tasks)
