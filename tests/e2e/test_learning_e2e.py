@@ -27,7 +27,19 @@ def test_a_recovery_becomes_evidence_and_a_false_positive_is_forgotten(tmp_path:
         # No history yet, and only restart available: the default table decided.
         assert recovery["decision"]["source"] == "default"
 
-        stats = server.get("/api/learning/stats", params={"service": "web"}).json()
+        # Evidence once the recovery has held for its stabilisation period (10 s).
+        stats = wait_until(
+            lambda: (
+                found
+                if (found := server.get("/api/learning/stats", params={"service": "web"}).json())[
+                    "estimates"
+                ]
+                else None
+            ),
+            timeout=20,
+            interval=0.2,
+            message="the recovery learned",
+        )
         [estimate] = stats["estimates"]
         assert estimate["service"] == "web" and estimate["failureType"] == "service_down"
         assert estimate["strategy"] == "restart"

@@ -44,7 +44,8 @@ async def test_a_storm_spends_the_budget_then_waits_for_a_person_or_a_healthy_sp
     flag = tmp_path / "crash"
     flag.touch()
     caplog.set_level(logging.WARNING)
-    async with engine(tmp_path, storm(flag)) as runtime:
+    # More attempts per incident than the budget allows: the budget is what stops them.
+    async with engine(tmp_path, storm(flag), MAX_RECOVERY_ATTEMPTS="10") as runtime:
 
         async def stopped() -> list[Recovery] | None:
             found = await history(runtime, service="stormy")

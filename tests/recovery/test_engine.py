@@ -20,7 +20,7 @@ from phoenix_server.config.servicefile import parse_service_file
 from phoenix_server.config.settings import load_settings
 from phoenix_server.domain.errors import RecoveryInProgressError, UnsupportedStrategyError
 from phoenix_server.domain.health import ServiceStatus
-from phoenix_server.domain.incidents import FailureType, IncidentStatus
+from phoenix_server.domain.incidents import FailureType, Incident, IncidentStatus
 from phoenix_server.domain.recoveries import (
     DecisionSource,
     Outcome,
@@ -117,7 +117,15 @@ async def test_a_killed_service_is_restarted_and_every_step_recorded(tmp_path: P
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
         incident = await runtime.store.read(incidents.get_incident, recovery.incident_id or "")
         assert incident.failure_type is FailureType.SERVICE_DOWN
-        assert incident.status is IncidentStatus.RESOLVED and incident.resolved_at is not None
+        assert incident.status is IncidentStatus.OPEN, "open until the recovery has held"
+
+        async def resolved() -> Incident | None:
+            found = await runtime.store.read(incidents.get_incident, incident.id)
+            return found if found.status is IncidentStatus.RESOLVED else None
+
+        # Healthy for the stabilisation period (reset_after, 10 s by default): a success.
+        incident = await eventually(resolved, timeout=20, interval=0.1, message="resolved")
+        assert incident.resolved_at is not None
         [running] = runtime.local.instances("web")
         assert running.state.value == "running", "verified instances are put in rotation"
 
@@ -175,8 +183,13 @@ CRASH_LOOP = f"""
 """
 
 
-async def test_a_crash_loop_backs_off_instead_of_storming(tmp_path: Path) -> None:
-    async with engine(tmp_path, CRASH_LOOP) as runtime:
+async def test_a_crash_loop_is_one_incident_of_failed_attempts_not_a_run_of_successes(
+    tmp_path: Path,
+) -> None:
+    """Each restart verifies, then the process dies 0.3 s later, inside the stabilisation
+    period: that attempt failed (it is not a success), the incident goes on with the next
+    attempt after the backoff, and MAX_RECOVERY_ATTEMPTS ends it."""
+    async with engine(tmp_path, CRASH_LOOP, MAX_RECOVERY_ATTEMPTS="4") as runtime:
 
         async def at_least(count: int) -> list[Recovery] | None:
             found = await history(runtime, service="crasher")
@@ -184,11 +197,23 @@ async def test_a_crash_loop_backs_off_instead_of_storming(tmp_path: Path) -> Non
             return sorted(ended, key=lambda r: r.created_at) if len(ended) >= count else None
 
         loop = await eventually(lambda: at_least(4), timeout=20, interval=0.1, message="4 runs")
-        assert "crash-loop backoff" not in loop[0].reason, "the first restart is immediate"
+        assert [r.attempt for r in loop] == [1, 2, 3, 4]
+        assert len({r.incident_id for r in loop}) == 1, "one incident, not one per crash"
+        assert all(r.status is RecoveryStatus.FAILED for r in loop[:3]), loop
+        assert all("relapsed" in r.reason for r in loop[:3])
+        assert all(r.outcome is Outcome.FAILURE for r in loop[:3])
         for index, expected in ((1, 0.2), (2, 0.4), (3, 0.8)):
-            assert f"waiting {expected:g}s first (crash-loop backoff)" in loop[index].reason
             waited = (loop[index].start_time - loop[index].created_at).total_seconds()
-            assert waited >= expected - 0.02, f"run {index} waited {waited:.3f}s"
+            assert waited >= expected - 0.02, f"attempt {index + 1} waited {waited:.3f}s"
+
+        async def given_up() -> Incident | None:
+            found = await runtime.store.read(incidents.get_incident, loop[0].incident_id or "")
+            return found if found.status is IncidentStatus.UNRESOLVED else None
+
+        await eventually(given_up, timeout=10, message="the incident given up on")
+        summary = await runtime.store.read(recoveries.recovery_totals)
+        successes = sum(n for _s, _st, _status, outcome, n in summary if outcome == "success")
+        assert successes == 0, "no crash counted as a recovery"
 
 
 async def test_a_manual_restart_of_a_healthy_service(tmp_path: Path) -> None:
@@ -238,7 +263,8 @@ async def test_one_recovery_per_service_unless_forced(tmp_path: Path) -> None:
         )
         assert forced.status is RecoveryStatus.PENDING, "waits for the cancelled one's step"
         cancelled = await finished(runtime, first.id)
-        assert cancelled.status is RecoveryStatus.CANCELLED and cancelled.outcome is None
+        assert cancelled.status is RecoveryStatus.CANCELLED
+        assert cancelled.outcome is Outcome.FAILURE, "a cancelled recovery did not recover"
         assert cancelled.steps[0].status is StepStatus.COMPLETED, "its current step finished"
         assert {s.status for s in cancelled.steps[1:]} == {StepStatus.SKIPPED}
         done = await finished(runtime, forced.id)
@@ -347,4 +373,5 @@ async def test_a_failure_while_a_recovery_finishes_is_not_lost(tmp_path: Path) -
         runs = await eventually(
             repeated, timeout=20, interval=0.1, message="Phoenix to keep acting"
         )
-        assert any("crash-loop backoff" in r.reason for r in runs), "and it backs off"
+        assert any("relapsed" in r.reason for r in runs), "a success that did not hold"
+        assert all(r.status is not RecoveryStatus.COMPLETED for r in runs)

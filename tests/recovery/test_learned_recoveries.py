@@ -107,10 +107,22 @@ async def test_recorded_outcomes_decide_the_next_recovery(tmp_path: Path) -> Non
         assert set(candidates) == {Strategy.FAILOVER, Strategy.RESTART}
         assert candidates[Strategy.FAILOVER].estimate == round(2 / (2 + 1 + 8), 3)
         assert "failover" in recovery.decision.reason and "0/8 here" in recovery.decision.reason
-        after = runtime.orchestrator.learning.estimate(
-            "ledger", FailureType.SERVICE_DOWN, Strategy.RESTART
+        # Learned once the recovery has held for its stabilisation period.
+        after = await eventually(
+            lambda: (
+                estimate
+                if (
+                    estimate := runtime.orchestrator.learning.estimate(
+                        "ledger", FailureType.SERVICE_DOWN, Strategy.RESTART
+                    )
+                ).observations
+                == 9
+                else None
+            ),
+            timeout=20,
+            message="the success learned",
         )
-        assert after.observations == 9 and after.successes == 9
+        assert after.successes == 9
 
 
 async def test_a_reported_incident_outlives_phoenixs_own_healthy_look(tmp_path: Path) -> None:

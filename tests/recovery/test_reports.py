@@ -7,11 +7,13 @@ restart in the incidents' evidence."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
-from phoenix_server.domain.incidents import IncidentStatus
-from phoenix_server.domain.recoveries import Recovery, RecoveryTrigger
+from phoenix_server.domain.incidents import FailureType, IncidentStatus
+from phoenix_server.domain.recoveries import Recovery, RecoveryStatus, RecoveryTrigger
 from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin
 from phoenix_server.store import incidents
 from tests.recovery.test_engine import engine, finished, healthy, history
@@ -53,6 +55,11 @@ async def test_a_recorded_report_is_acted_on_when_asked_or_when_the_hold_ends(
         assert acting.incident_id == informing.incident_id
         recovery = await finished(runtime, acting.recovery_id)
         assert recovery.incident_id == informing.incident_id
+        await eventually(
+            lambda: runtime.orchestrator.open_incident_id("web") is None,
+            timeout=20,
+            message="the incident closed once the recovery held",
+        )
 
         # A deploy holds the service: recorded now, acted on when the hold ends.
         runtime.orchestrator.hold("web", "a deploy")
@@ -118,3 +125,30 @@ async def test_report_keys_survive_a_restart(tmp_path: Path) -> None:
         assert closed.action is ReportAction.RESOLVED
         incident = await runtime.store.read(incidents.get_incident, recorded.incident_id)
         assert incident.status is IncidentStatus.RESOLVED
+
+
+async def test_a_crash_phoenix_sees_retypes_a_record_only_unknown_incident(
+    tmp_path: Path,
+) -> None:
+    """A record-only report of type ``unknown`` is open when the service really crashes:
+    the incident takes the type and evidence Phoenix observed, and the decision follows
+    them (not "unknown → restart" on the report's word)."""
+    async with engine(tmp_path, web_service_yaml("web", free_port())) as runtime:
+        await healthy(runtime, "web")
+        recorded = await runtime.reports.receive(alert("k1", recover=False))
+        assert recorded.action is ReportAction.RECORDED and recorded.incident_id is not None
+        [pid] = [i.pid for i in runtime.local.instances("web") if i.alive and i.pid]
+        os.kill(pid, signal.SIGKILL)
+
+        async def acted() -> Recovery | None:
+            found = [r for r in await history(runtime, service="web")]
+            return found[0] if found else None
+
+        recovery = await eventually(acted, timeout=15, message="a recovery of the crash")
+        assert recovery.incident_id == recorded.incident_id, "the open incident goes on"
+        assert "unknown" not in recovery.decision.reason, recovery.decision
+        assert (await finished(runtime, recovery.id)).status is RecoveryStatus.COMPLETED
+        incident = await runtime.store.read(incidents.get_incident, recorded.incident_id)
+        assert incident.failure_type is FailureType.SERVICE_DOWN
+        assert any("killed by SIGKILL" in e for e in incident.evidence), incident.evidence
+        assert "observed by Phoenix" in incident.summary

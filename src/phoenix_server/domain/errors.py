@@ -10,7 +10,8 @@ translated into these at the door of the layer that meets them, so callers handl
     ├── UnavailableError         Phoenix temporarily cannot serve this   → HTTP 503
     ├── ConfigError              settings or service file invalid: refuse to start
     └── PlatformError            a platform failed to act (spawn, stop, adopt)
-        └── ProcessStartError    a local process could not be started
+        ├── ProcessStartError    a local process could not be started
+        └── ResourceExhaustedError   the machine is out of something it gets back
 
 Every error carries a message a person can act on; 4xx errors name the offending
 field or thing.
@@ -18,7 +19,14 @@ field or thing.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
+
+RESOURCE_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM, errno.ENOBUFS, errno.ENOSPC}
+)
+"""OS errors that say the machine (or Phoenix) ran out of something for now: descriptors,
+processes, memory, buffers, disk. Trying again later works; the strategy did not fail."""
 
 
 @dataclass(frozen=True)
@@ -117,3 +125,17 @@ class PlatformError(PhoenixError):
 
 class ProcessStartError(PlatformError):
     code = "process_start_failed"
+
+
+class ResourceExhaustedError(PlatformError):
+    """Out of descriptors, processes, memory or disk: transient. A recovery step that
+    meets it is retried after a delay and does not use up an attempt."""
+
+    code = "resource_exhausted"
+
+
+def is_resource_exhaustion(exc: BaseException) -> bool:
+    """``exc`` says the machine ran out of something it will have again."""
+    if isinstance(exc, ResourceExhaustedError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS

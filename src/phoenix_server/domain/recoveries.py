@@ -166,6 +166,9 @@ class Recovery:
     force: bool = False
     playbook_id: str | None = None
     playbook_version: int | None = None
+    resource_shortage: str | None = None
+    """Set (not stored) when the attempt failed because the machine ran out of something it
+    gets back (descriptors, memory): the orchestrator retries it without counting it."""
 
     @property
     def duration(self) -> float | None:

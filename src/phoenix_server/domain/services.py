@@ -268,6 +268,13 @@ class Budget:
 class RecoveryPolicy:
     backoff: Backoff = field(default_factory=Backoff)
     budget: Budget = field(default_factory=Budget)
+    stabilisation: float | None = None
+    """Seconds a recovered service must stay healthy for its recovery to count as a
+    success (None: ``backoff.reset_after``). A relapse inside it fails that attempt."""
+
+    @property
+    def stabilisation_period(self) -> float:
+        return self.backoff.reset_after if self.stabilisation is None else self.stabilisation
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,9 @@ class StepContext:
     """The service's health status now (for steps that watch it)."""
     integrity: DataIntegrity | None = None
     """What a consistency check or validation found (None: nothing checked)."""
+    resource_shortage: str | None = None
+    """A step failed because the machine ran out of something it gets back (descriptors,
+    memory): the attempt is retried later and not counted."""
     prepare_rollback: Callable[[], Awaitable[tuple[ServiceSpec, str]]] | None = None
     """For a playbook's rollback step: records the move to the last known-good version and
     returns the spec naming it, and the version (None: no rollback possible in this run)."""

@@ -16,7 +16,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from phoenix_server.domain.clock import Clock
-from phoenix_server.domain.errors import PhoenixError, UnavailableError
+from phoenix_server.domain.errors import (
+    PhoenixError,
+    ResourceExhaustedError,
+    UnavailableError,
+    is_resource_exhaustion,
+)
 from phoenix_server.domain.health import ServiceStatus, TrafficCounters
 from phoenix_server.domain.recoveries import (
     DataIntegrity,
@@ -32,6 +37,7 @@ from phoenix_server.domain.recoveries import (
 from phoenix_server.domain.services import ServiceSpec
 from phoenix_server.platforms.base import Platform, PlatformRegistry
 from phoenix_server.recovery.actions import HANDLERS, Handler, StepContext, StepOutcome
+from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.ports import HealthVerifier, RecoveryRecorder
 from phoenix_server.recovery.strategies import Plan
 
@@ -103,7 +109,12 @@ class _Progress:
     """
 
     def __init__(
-        self, recorder: RecoveryRecorder, clock: Clock, recovery: Recovery, steps: list[Step]
+        self,
+        recorder: RecoveryRecorder,
+        clock: Clock,
+        recovery: Recovery,
+        steps: list[Step],
+        journal: EventualWrites | None,
     ) -> None:
         self._recorder = recorder
         self._clock = clock
@@ -111,21 +122,38 @@ class _Progress:
         self.steps = steps
         self._unsaved: set[int] = set()
         self._written = False
+        self._journal = journal
+        self.journaled = False
+        """The database refused a write of this run: its whole record waits in the
+        journal, and every later state of it goes there too (the latest wins)."""
 
     def set(self, step: Step) -> None:
         self.steps[step.position] = step
         self._unsaved.add(step.position)
 
     async def flush(self) -> None:
+        if self._journal is not None and not self.journaled:
+            try:
+                await self._flush()
+            except UnavailableError as exc:
+                # The data plane comes first: the recovery goes on, its record is kept.
+                log.warning("%s: recording later (%s)", self._recovery.id, exc.message)
+                self.journaled = True
+        if self.journaled:
+            assert self._journal is not None
+            self._journal.keep(replace(self._recovery, steps=tuple(self.steps)))
+            self._unsaved.clear()
+            return
+        await durably(self._flush, self._clock)
+
+    async def _flush(self) -> None:
         if not self._written:
             whole = replace(self._recovery, steps=tuple(self.steps))
-            await durably(lambda: self._recorder.save_recovery(whole), self._clock)
+            await self._recorder.save_recovery(whole)
             self._written = True
         elif self._unsaved:
             changed = [self.steps[i] for i in sorted(self._unsaved)]
-            await durably(
-                lambda: self._recorder.save_steps(self._recovery.id, changed), self._clock
-            )
+            await self._recorder.save_steps(self._recovery.id, changed)
         self._unsaved.clear()
 
 
@@ -148,6 +176,12 @@ class Executor:
         self._status_of = status_of
         self._limits = limits
         self._handlers = handlers
+        self._journal: EventualWrites | None = None
+
+    def use_journal(self, journal: EventualWrites) -> None:
+        """Where records the database refuses go (the orchestrator's, so that one place
+        holds the latest state of each record): a recovery goes on without them."""
+        self._journal = journal
 
     @property
     def recovery_timeout(self) -> float:
@@ -180,6 +214,7 @@ class Executor:
                 Step(i, p.name, p.action, StepStatus.PENDING, p.timeout, p.condition)
                 for i, p in enumerate(plan.steps)
             ],
+            self._journal,
         )
         ctx = self.context_for(service)
         ctx.prepare_rollback = prepare_rollback
@@ -232,7 +267,15 @@ class Executor:
             raise
         lost = await _requests_lost(platform, service, await traffic_before)
         return await self._finish(
-            recovery, plan, progress.steps, ctx, down_since, cancelled, aborted_by, lost
+            recovery,
+            plan,
+            progress.steps,
+            ctx,
+            down_since,
+            cancelled,
+            aborted_by,
+            lost,
+            journaled=progress.journaled,
         )
 
     def context_for(self, service: ServiceSpec) -> StepContext:
@@ -281,11 +324,16 @@ class Executor:
                 detail = f"stopped at the recovery timeout ({self._limits.recovery_timeout:g}s)"
             else:
                 detail = f"did not finish within its {planned.timeout:g}s timeout"
+        except ResourceExhaustedError as exc:
+            detail = ctx.resource_shortage = f"out of resources: {exc.message}"
         except PhoenixError as exc:
             detail = exc.message
         except Exception as exc:  # a bug must not leave the recovery running forever
-            log.exception("step %s of %s failed unexpectedly", planned.name, label)
-            detail = f"internal error: {exc.__class__.__name__}: {exc}"
+            if is_resource_exhaustion(exc):
+                detail = ctx.resource_shortage = f"out of resources: {exc}"
+            else:
+                log.exception("step %s of %s failed unexpectedly", planned.name, label)
+                detail = f"internal error: {exc.__class__.__name__}: {exc}"
         log.info(
             "%s step %d %s: %s",
             label,
@@ -305,10 +353,12 @@ class Executor:
         cancelled: bool,
         aborted_by: Step | None,
         requests_lost: int | None,
+        *,
+        journaled: bool,
     ) -> Recovery:
         ended = self._clock.now()
         if cancelled:
-            status, outcome = RecoveryStatus.CANCELLED, None
+            status, outcome = RecoveryStatus.CANCELLED, Outcome.FAILURE
         elif aborted_by is None and ctx.verified_at is not None:
             status, outcome = RecoveryStatus.COMPLETED, Outcome.SUCCESS
         elif aborted_by is None and not plan.requires_verification:
@@ -320,11 +370,19 @@ class Executor:
         downtime = 0.0
         if down_from is not None and up_at is not None:
             downtime = max(0.0, (up_at - down_from).total_seconds())
+        reason, shortage = recovery.reason, None
+        if ctx.resource_shortage is not None and status is RecoveryStatus.FAILED:
+            # Not the strategy's failure: recorded as cancelled (no attempt, no evidence for
+            # learning), and the orchestrator tries again once the machine has recovered.
+            status, shortage = RecoveryStatus.CANCELLED, ctx.resource_shortage
+            reason = f"{reason}; {shortage}: tried again later, not counted as an attempt"
         final = replace(
             recovery,
             status=status,
             outcome=outcome,
             ended_at=ended,
+            reason=reason,
+            resource_shortage=shortage,
             steps=tuple(steps),
             metrics=RecoveryMetrics(
                 downtime=round(downtime, 3),
@@ -332,5 +390,20 @@ class Executor:
                 data_integrity=ctx.integrity or DataIntegrity.UNVERIFIED,
             ),
         )
-        await durably(lambda: self._recorder.save_recovery(final), self._clock)
+        await self._record(final, journaled=journaled)
         return final
+
+    async def _record(self, final: Recovery, *, journaled: bool) -> None:
+        """The finished record: to the journal if the run's record is there already or the
+        database refuses it now (the recovery happened either way); without a journal,
+        retried for a while, then the error."""
+        if self._journal is None:
+            await durably(lambda: self._recorder.save_recovery(final), self._clock)
+            return
+        if not journaled:
+            try:
+                await self._recorder.save_recovery(final)
+                return
+            except UnavailableError as exc:
+                log.warning("%s: recording later (%s)", final.id, exc.message)
+        self._journal.keep(final)

@@ -59,6 +59,13 @@ class RecoveryBudgets:
     def spend(self, spec: ServiceSpec) -> None:
         self._started.setdefault(spec.name, deque()).append(self._monotonic())
 
+    def refund(self, spec: ServiceSpec) -> None:
+        """Give back the last attempt spent: it never got to try (the machine was out of
+        resources), so it must not bring the budget's end nearer."""
+        times = self._started.get(spec.name)
+        if times:
+            times.pop()
+
     def first_alert(self, spec: ServiceSpec) -> bool:
         """True the first time the spent budget is reported (until it resets)."""
         if spec.name in self._alerted:

@@ -87,6 +87,10 @@ def _reported(incident: Incident) -> bool:
 
 
 FAILING = frozenset({ServiceStatus.UNHEALTHY, ServiceStatus.DEGRADED})
+REPORTED_SOURCES = frozenset({IncidentSource.ALERT, IncidentSource.EVENT})
+RESOURCE_RETRY_FIRST = 1.0
+RESOURCE_RETRY_MAX = 30.0
+"""Seconds before retrying an attempt that met a machine out of resources (doubling)."""
 TRIGGER_CHECK = 1.0
 FIRE_COOLDOWN = 60.0
 """Seconds before a playbook that fired on a signal may fire again for the same service
@@ -117,6 +121,20 @@ class OrchestratorLimits:
     """Pause automatic recovery while more than this share of the services is unhealthy…"""
     fleet_floor_min: int = 3
     """…and at least this many are (one failure in a fleet of two is not a mass failure)."""
+    try_again_after: float = 30.0
+    """Seconds after giving up on a service that is still failing before Phoenix tries
+    again (if its budget allows): the cause may have cleared (a machine out of descriptors,
+    a dependency back). Level-triggered: a service that stays down is never forgotten."""
+
+
+@dataclass
+class _Stabilising:
+    """A verified recovery waiting to have held for its stabilisation period."""
+
+    run: _Run
+    result: Recovery
+    until: float
+    """Monotonic time at which it counts as a success."""
 
 
 @dataclass
@@ -137,6 +155,8 @@ class _Run:
     """The playbook its first attempt runs (later attempts follow the default policy)."""
     failed: list[Strategy] = field(default_factory=list)
     """Strategies whose attempts failed for this incident: the next attempt escalates."""
+    shortages: int = 0
+    """Attempts that met a machine out of resources (retried, not counted)."""
     asked: bool = False
     """Someone asked for it (an operator, or Phoenix after a failed deploy): it runs even if
     the service looks healthy by then, unlike one started by detection."""
@@ -191,6 +211,10 @@ class Orchestrator:
         """Per service, the latest incident not yet resolved."""
         self._recovered_at: dict[str, float] = {}
         """Monotonic time each service last came back healthy from a recovery."""
+        self._gave_up_at: dict[str, float] = {}
+        """Monotonic time Phoenix gave up on each service it has not recovered since."""
+        self._stabilising: dict[str, _Stabilising] = {}
+        """Services recovered moments ago, until their recovery has held."""
         self._quick_failures: dict[str, int] = {}
         """Failures in a row that came sooner than ``reset_after`` after a recovery."""
         self._budgets = RecoveryBudgets(clock.monotonic)
@@ -202,6 +226,7 @@ class Orchestrator:
         self._queue: asyncio.Queue[tuple[str, HealthTransition | None]] = asyncio.Queue()
         self._tasks = SupervisedTasks("recovery")
         self._writes = EventualWrites(recorder, self._tasks)
+        executor.use_journal(self._writes)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -219,9 +244,9 @@ class Orchestrator:
         for incident in unresolved:
             if incident.service in self._catalog:
                 self._incidents[incident.service] = incident
-        self._tasks.spawn(self._dispatch(), name="dispatcher")
-        self._tasks.spawn(self._sweep(), name="sweeper")
-        self._tasks.spawn(self._watch_triggers(), name="playbook-triggers")
+        self._tasks.keep_running(self._dispatch, name="dispatcher")
+        self._tasks.keep_running(self._sweep, name="sweeper")
+        self._tasks.keep_running(self._watch_triggers, name="playbook-triggers")
 
     async def close(self) -> None:
         """Stop: running recoveries are cancelled where they stand and recorded as interrupted."""
@@ -318,8 +343,14 @@ class Orchestrator:
         return run.recovery if run else None
 
     @property
-    def died(self) -> list[str]:
-        return self._tasks.died
+    def tasks(self) -> SupervisedTasks:
+        """Its background tasks (their deaths are reported by /health)."""
+        return self._tasks
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped because the database refused them for too long."""
+        return self._writes.dropped
 
     @property
     def unwritten(self) -> int:
@@ -406,6 +437,8 @@ class Orchestrator:
         if name in self._waiting_reports:
             return True
         status = self._tracker.status(name)
+        if name in self._stabilising:
+            return status in FAILING
         incident = self._incidents.get(name)
         if status is ServiceStatus.HEALTHY:
             self._giving_time.pop(name, None)
@@ -414,9 +447,20 @@ class Orchestrator:
         if self._tracker.waiting_on(name) is not None:
             return False
         self._waiting.pop(name, None)
-        return status in FAILING and not (
-            incident is not None and incident.status is IncidentStatus.UNRESOLVED
-        )
+        if status not in FAILING:
+            return False
+        if incident is not None and incident.status is IncidentStatus.UNRESOLVED:
+            return self._may_try_again(name)
+        return True
+
+    def _may_try_again(self, name: str) -> bool:
+        """Phoenix gave up on ``name``, which is still failing: time to try again? Once
+        ``try_again_after`` has passed since, if the service's budget allows."""
+        now = self._clock.monotonic()
+        since = self._gave_up_at.setdefault(name, now)  # given up before Phoenix started
+        if now - since < self._limits.try_again_after:
+            return False
+        return self._budgets.left(self._catalog.get(name))
 
     async def _evaluate(self, name: str, transition: HealthTransition | None) -> None:
         """Act on ``name``'s status now (``transition``, if any, is the evidence)."""
@@ -428,9 +472,14 @@ class Orchestrator:
         incident = self._incidents.get(name)
         if name in self._catalog:
             self._budgets.note_health(self._catalog.get(name), view.status)
+        if name in self._stabilising:
+            if view.status in FAILING and self._tracker.waiting_on(name) is None:
+                await self._relapse(name)
+            return
         if view.status is ServiceStatus.HEALTHY:
             self._giving_time.pop(name, None)
             self._giving_callers_time.pop(name, None)
+            self._gave_up_at.pop(name, None)
             if incident is not None and not _reported(incident):
                 await self._close_incident(incident, IncidentStatus.RESOLVED, "healthy again")
             return
@@ -452,10 +501,23 @@ class Orchestrator:
             self._waiting[name] = dependency
             return
         self._waiting.pop(name, None)
+        reopened = False
         if incident is not None and incident.status is IncidentStatus.UNRESOLVED:
-            return  # Phoenix gave up on this one: a person, or a healthy spell, comes first
+            if not self._may_try_again(name):
+                return  # Phoenix gave up on this one a moment ago, or its budget is spent
+            del self._gave_up_at[name]
+            reopened = True
+            again = f"; still failing {self._limits.try_again_after:g}s later: trying again"
+            summary = incident.summary if again in incident.summary else incident.summary + again
+            incident = replace(incident, status=IncidentStatus.OPEN, summary=summary)
+            log.warning("%s: still failing after Phoenix gave up: trying again", name)
         spec = self._catalog.get(name)
         new_incident = incident is None
+        if incident is not None and incident.source in REPORTED_SOURCES:
+            # Someone reported it (perhaps record-only, perhaps as "unknown"); now Phoenix
+            # sees the failure itself: its own evidence decides the type and the strategy.
+            incident = self._retyped(incident, diagnose(view, transition))
+            reopened = True  # written again with the observed type and evidence
         if incident is None:
             diagnosis = diagnose(view, transition)
             callers = [
@@ -508,7 +570,7 @@ class Orchestrator:
         # Downtime counts from detection only if nothing was serving (not for a degraded one).
         down_since = incident.detected_at if view.status is ServiceStatus.UNHEALTHY else None
         run = _Run(spec, incident, recovery, down_since=down_since, delay=delay, playbook=playbook)
-        await self._start(run, write_incident=new_incident)
+        await self._start(run, write_incident=new_incident or reopened)
 
     async def _start(self, run: _Run, *, write_incident: bool) -> None:
         """Claim the service for ``run`` (before any await: triggers see it at once), record
@@ -517,10 +579,18 @@ class Orchestrator:
         name = run.service.name
         assert run.incident is not None
         self._runs[name] = run
+        self._supersede_stabilising(name, run)
         try:
             await self._recorder.save_recovery(
                 run.recovery, incident=run.incident if write_incident else None
             )
+        except UnavailableError as exc:
+            # The data plane comes first: the service is recovered now, and its records
+            # wait for the database in the journal (/health says so meanwhile).
+            log.warning("%s: recovering without the database for now (%s)", name, exc.message)
+            if write_incident:
+                self._writes.keep(run.incident)
+            self._writes.keep(run.recovery)
         except BaseException:
             run.done.set()
             if self._runs.get(name) is run:
@@ -528,6 +598,40 @@ class Orchestrator:
             raise
         self._incidents[name] = run.incident
         self._tasks.spawn(self._attempts(run, previous=None), name=name)
+
+    @staticmethod
+    def _retyped(incident: Incident, observed: Diagnosis) -> Incident:
+        """A reported incident with what Phoenix observed: its type, and its evidence
+        added to the report's."""
+        if observed.summary in incident.summary:
+            return incident
+        if incident.failure_type is not observed.failure_type:
+            log.warning(
+                "%s: incident %s re-typed %s -> %s by what Phoenix observed: %s",
+                incident.service,
+                incident.id,
+                incident.failure_type.value,
+                observed.failure_type.value,
+                observed.summary,
+            )
+        return replace(
+            incident,
+            failure_type=observed.failure_type,
+            summary=f"{incident.summary}; observed by Phoenix: {observed.summary}",
+            evidence=(*incident.evidence, *observed.evidence),
+        )
+
+    def _supersede_stabilising(self, name: str, run: _Run) -> None:
+        """Another recovery starts (an operator's, a report's) while the last one is
+        still proving itself: that one held until now, so it counts as a success; its
+        incident is closed unless the new run carries it on."""
+        watch = self._stabilising.pop(name, None)
+        if watch is None:
+            return
+        if run.incident is not None and watch.run.incident is not None:
+            if run.incident.id == watch.run.incident.id:
+                watch = replace(watch, run=replace(watch.run, incident=None))
+        self._tasks.spawn(self._stable(watch), name=f"stable-{name}")
 
     def _give_dependencies_time(self, name: str) -> bool:
         """A service whose checks fail (no crash) may be failing because a dependency is:
@@ -646,6 +750,7 @@ class Orchestrator:
             playbook=playbook,
         )
         self._runs[service] = run  # claimed before the first await
+        self._supersede_stabilising(service, run)
         try:
             write_incident = incident if incident is not None and incident != known else None
             await self._recorder.save_recovery(recovery, incident=write_incident)
@@ -846,6 +951,7 @@ class Orchestrator:
         """The budget is spent: no attempt now; say so once, and leave it to a person."""
         spec = run.service
         why = self._budgets.reason(spec)
+        self._gave_up_at[spec.name] = self._clock.monotonic()
         log.error("%s: %s", spec.name, why)
         await self._end_unstarted(run, why)
         incident = run.incident
@@ -899,17 +1005,20 @@ class Orchestrator:
                         return
                     self._budgets.spend(run.service)
                 result = await self._execute(run)
-                outcome = outcome_of(result, run.incident.failure_type if run.incident else None)
-                if outcome is not None:
-                    self.learning.record(outcome)
+                if result.resource_shortage is not None:
+                    if not await self._wait_for_resources(run, result):
+                        return
+                    continue
                 self._observer.recovery_ended(result, run.incident)
-                self._alert_after(run, result)
+                if result.status is not RecoveryStatus.COMPLETED:
+                    # A success is judged (learned, alerted) once it has held: see _stable.
+                    self._learn(run, result)
+                    self._alert_after(run, result)
                 if result.status is RecoveryStatus.COMPLETED:
                     # New processes: judge them on what they do from now on.
                     self._tracker.reset_symptoms(name, self._catalog.get(name))
-                    self._estimates.record(result)
                     self._recovered_at[name] = self._clock.monotonic()
-                    await self._resolve(run, f"recovered by {result.strategy.value} ({result.id})")
+                    self._watch_stability(run, result)
                     return
                 if result.status is RecoveryStatus.CANCELLED:
                     return
@@ -942,6 +1051,113 @@ class Orchestrator:
             if self._runs.get(name) is run:
                 del self._runs[name]
             self._queue.put_nowait((name, None))  # look again now that nothing runs
+
+    def _learn(self, run: _Run, result: Recovery) -> None:
+        outcome = outcome_of(result, run.incident.failure_type if run.incident else None)
+        if outcome is not None:
+            self.learning.record(outcome)
+
+    def _watch_stability(self, run: _Run, result: Recovery) -> None:
+        """A verified recovery counts as a success once the service has stayed healthy for
+        the stabilisation period; its incident stays open until then, and a relapse inside
+        it is that attempt failing (see :meth:`_relapse`), not a new incident."""
+        period = run.service.recovery.stabilisation_period
+        watch = _Stabilising(run, result, self._clock.monotonic() + period)
+        if period <= 0 or run.incident is None:
+            self._tasks.spawn(self._stable(watch), name=f"stable-{result.service}")
+            return
+        self._stabilising[result.service] = watch
+        self._tasks.spawn(self._confirm_later(watch, period), name=f"stable-{result.service}")
+
+    async def _confirm_later(self, watch: _Stabilising, period: float) -> None:
+        await self._clock.sleep(period)
+        name = watch.result.service
+        if self._stabilising.get(name) is not watch:
+            return  # relapsed, or superseded by another recovery
+        if self._tracker.status(name) in FAILING and name not in self._runs:
+            await self._relapse(name)
+            return
+        del self._stabilising[name]
+        await self._stable(watch)
+
+    async def _stable(self, watch: _Stabilising) -> None:
+        run, result = watch.run, watch.result
+        self._estimates.record(result)
+        self._learn(run, result)
+        self._alert_after(run, result)
+        await self._resolve(run, f"recovered by {result.strategy.value} ({result.id})")
+
+    async def _relapse(self, name: str) -> None:
+        """The service failed again inside its stabilisation period: the attempt that
+        "recovered" it did not, so it is recorded as failed and the incident goes on with
+        the next attempt (after the backoff), up to ``MAX_RECOVERY_ATTEMPTS``."""
+        watch = self._stabilising.pop(name)
+        run, result = watch.run, watch.result
+        view = self._tracker.view(name)
+        held = self._clock.monotonic() - (watch.until - run.service.recovery.stabilisation_period)
+        failed = replace(
+            result,
+            status=RecoveryStatus.FAILED,
+            outcome=Outcome.FAILURE,
+            reason=(
+                f"{result.reason}; relapsed {held:.1f}s after it verified (within the "
+                f"{run.service.recovery.stabilisation_period:g}s stabilisation period): "
+                f"{view.reason}"
+            ),
+        )
+        await self._writes.write(failed)
+        log.warning("%s: %s relapsed after %.1fs: %s", name, result.id, held, view.reason)
+        self._learn(run, failed)
+        self._alert_after(run, failed)
+        run.failed.append(failed.strategy)
+        if failed.attempt >= self._limits.max_attempts:
+            await self._give_up(run, failed)
+            return
+        try:
+            recovery = self._next_attempt(run, result)  # its reason, not the relapse's
+        except UnsupportedStrategyError as exc:
+            log.error("%s: no strategy left to try: %s", name, exc.message)
+            await self._give_up(run, failed)
+            return
+        spec = self._catalog.get(name)
+        again = _Run(
+            spec,
+            run.incident,
+            recovery,
+            down_since=run.incident.detected_at if run.incident else None,
+            delay=spec.recovery.backoff.delay(failed.attempt),
+            failed=list(run.failed),
+        )
+        await self._start(again, write_incident=False)
+
+    async def _wait_for_resources(self, run: _Run, result: Recovery) -> bool:
+        """The attempt met a machine out of descriptors or memory: give its budget back,
+        wait (doubling), and set up the same attempt again. False: cancelled meanwhile."""
+        if not run.recovery.force:
+            self._budgets.refund(run.service)
+        run.shortages += 1
+        delay = min(RESOURCE_RETRY_FIRST * 2 ** (run.shortages - 1), RESOURCE_RETRY_MAX)
+        log.warning(
+            "%s: %s (%s); trying the same attempt again in %gs",
+            run.service.name,
+            result.resource_shortage,
+            result.id,
+            delay,
+        )
+        if await sleep_unless(self._clock, run.cancel, delay):
+            return False
+        run.recovery = self._new_recovery(
+            run.service,
+            run.incident,
+            result.decision,
+            result.trigger,
+            result.reason.partition("; out of resources")[0],
+            attempt=result.attempt,
+            force=result.force,
+            playbook=run.playbook if result.playbook_id else None,
+        )
+        await self._recorder.save_recovery(run.recovery)
+        return True
 
     async def _execute(self, run: _Run) -> Recovery:
         """One attempt; a failure to record it is an attempt that failed, not a lost task."""
@@ -1111,6 +1327,7 @@ class Orchestrator:
         run.recovery = replace(
             run.recovery,
             status=RecoveryStatus.CANCELLED,
+            outcome=Outcome.FAILURE,
             ended_at=self._clock.now(),
             reason=f"{run.recovery.reason}; {why}" if run.recovery.reason else why,
         )
@@ -1154,6 +1371,7 @@ class Orchestrator:
             )
 
     async def _give_up(self, run: _Run, last: Recovery) -> None:
+        self._gave_up_at[last.service] = self._clock.monotonic()
         log.error(
             "%s: giving up after %d attempt(s); last: %s", last.service, last.attempt, last.id
         )

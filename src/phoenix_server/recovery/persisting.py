@@ -21,6 +21,9 @@ log = logging.getLogger("phoenix.recovery")
 
 FIRST_RETRY = 0.5
 MAX_RETRY = 30.0
+MAX_KEPT = 10_000
+"""Records held for the database at most; beyond, the oldest are dropped (and counted):
+memory stays bounded through an outage of any length."""
 
 
 class EventualWrites:
@@ -29,10 +32,27 @@ class EventualWrites:
         self._tasks = tasks
         self._latest: dict[str, Incident | Recovery] = {}
         self._retrying: asyncio.Task[None] | None = None
+        self.dropped = 0
+        """Records given up on because more than ``MAX_KEPT`` were waiting."""
 
     @property
     def pending(self) -> int:
         return len(self._latest)
+
+    def keep(self, record: Incident | Recovery) -> None:
+        """Hold ``record`` for the database without trying now (it just refused)."""
+        self._latest.pop(record.id, None)
+        self._latest[record.id] = record
+        while len(self._latest) > MAX_KEPT:
+            oldest = next(iter(self._latest))
+            del self._latest[oldest]
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error(
+                    "%d record(s) dropped: the database has refused them too long", self.dropped
+                )
+        if self._retrying is None or self._retrying.done():
+            self._retrying = self._tasks.spawn(self._retry(), name="eventual-writes")
 
     async def write(self, record: Incident | Recovery) -> None:
         """Write now if possible, otherwise keep retrying in the background."""
@@ -41,9 +61,7 @@ class EventualWrites:
             await self._save(record)
         except UnavailableError as exc:
             log.warning("could not record %s yet (%s); retrying in the background", record.id, exc)
-            self._latest[record.id] = record
-            if self._retrying is None or self._retrying.done():
-                self._retrying = self._tasks.spawn(self._retry(), name="eventual-writes")
+            self.keep(record)
 
     async def _save(self, record: Incident | Recovery) -> None:
         if isinstance(record, Incident):

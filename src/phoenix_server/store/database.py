@@ -18,6 +18,7 @@ import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -110,6 +111,8 @@ class Store:
         self.engine: Engine = self._create_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="phoenix-db-writer")
+        self.write_problem: tuple[datetime, str] | None = None
+        """Since when, and why, the database refuses writes (None: the last one worked)."""
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="phoenix-db-reader")
 
     @property
@@ -161,7 +164,14 @@ class Store:
         self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run ``fn(session, ...)`` in the writer thread, in one committed transaction."""
-        return await self._run(self._writer, fn, True, *args, **kwargs)
+        try:
+            result = await self._run(self._writer, fn, True, *args, **kwargs)
+        except UnavailableError as exc:
+            if self.write_problem is None:
+                self.write_problem = (datetime.now(UTC), exc.message)
+            raise
+        self.write_problem = None
+        return result
 
     async def read(
         self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs

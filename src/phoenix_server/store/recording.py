@@ -6,6 +6,8 @@ structurally, so neither layer imports the store.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -13,11 +15,19 @@ from sqlalchemy.orm import Session
 
 from phoenix_server.domain.alerts import Alert
 from phoenix_server.domain.deployments import Deployment
+from phoenix_server.domain.errors import UnavailableError
 from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import Recovery, Step
 from phoenix_server.domain.services import Instance, PlatformKind
 from phoenix_server.store import alerts, deployments, incidents, instances, recoveries
 from phoenix_server.store.database import Store
+
+log = logging.getLogger("phoenix.store")
+
+JOURNAL_KEPT = 10_000
+JOURNAL_FIRST_RETRY = 0.5
+JOURNAL_MAX_RETRY = 30.0
+"""The instance journal's bound and retry backoff (seconds) while the database refuses."""
 
 
 def _save_recovery_and_incident(
@@ -66,15 +76,59 @@ class StoreAlertQueue:
 
 
 class StoreJournal:
+    """Which instances Phoenix runs, for adopting them after a restart. Starting and
+    stopping processes never waits for it: while the database refuses writes, the latest
+    change of each instance is kept (bounded) and written when it takes them again."""
+
     def __init__(self, store: Store, owner: str = "") -> None:
         self._store = store
         self._owner = owner
+        self._pending: dict[str, Instance | None] = {}
+        """Per instance id, its latest unwritten state (None: removed)."""
+        self._retrying: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
 
     async def save_instance(self, instance: Instance) -> None:
-        await self._store.write(instances.save_instance, instance, self._owner)
+        await self._apply(instance.id, instance)
 
     async def remove_instance(self, instance_id: str) -> None:
-        await self._store.write(instances.remove_instance, instance_id)
+        await self._apply(instance_id, None)
+
+    async def _write(self, instance_id: str, instance: Instance | None) -> None:
+        if instance is None:
+            await self._store.write(instances.remove_instance, instance_id)
+        else:
+            await self._store.write(instances.save_instance, instance, self._owner)
+
+    async def _apply(self, instance_id: str, instance: Instance | None) -> None:
+        self._pending.pop(instance_id, None)
+        try:
+            await self._write(instance_id, instance)
+        except UnavailableError as exc:
+            log.warning("instance %s recorded later (%s)", instance_id, exc.message)
+            self._pending[instance_id] = instance
+            while len(self._pending) > JOURNAL_KEPT:
+                del self._pending[next(iter(self._pending))]
+            if self._retrying is None or self._retrying.done():
+                self._retrying = asyncio.get_running_loop().create_task(
+                    self._retry(), name="instance-journal"
+                )
+
+    async def _retry(self) -> None:
+        delay = JOURNAL_FIRST_RETRY
+        while self._pending:
+            await asyncio.sleep(delay)
+            for instance_id, instance in list(self._pending.items()):
+                try:
+                    await self._write(instance_id, instance)
+                except UnavailableError:
+                    delay = min(delay * 2, JOURNAL_MAX_RETRY)
+                    break
+                if self._pending.get(instance_id, "gone") is instance:
+                    del self._pending[instance_id]
 
     async def load_instances(self, platform: PlatformKind) -> list[Instance]:
         return await self._store.read(instances.load_instances, platform, self._owner)
