@@ -13,6 +13,7 @@ from phoenix_server.api import (
     audit,
     dashboard,
     deployments,
+    docs_ui,
     errors,
     events,
     health,
@@ -50,9 +51,13 @@ def create_api(runtime: Runtime) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their assets from a CDN: docs_ui serves them.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     errors.install(app)
+    docs_ui.install(app)
     # Outermost: a refused caller gets no further, and every mutating call is audited.
     app.state.sessions = sessions.Sessions()
     app.add_middleware(

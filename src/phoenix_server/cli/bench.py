@@ -36,8 +36,16 @@ def detect(
     """Run the anomaly detector over every file as a stream and score it by NAB's rule."""
     profiles = _profiles(profile or [])
     try:
-        streams = nab.read_corpus(data)
-        windows = nab.labelled_windows(streams, nab.read_labels(labels))
+        corpus = nab.load_corpus(data)
+        spans = nab.read_labels(labels)
+    except nab.DataError as exc:
+        raise fail([str(exc)]) from None
+    _report(corpus)
+    streams = corpus.streams
+    if not streams:
+        raise fail([f"{data}: no file could be scored (each was skipped: see above)"])
+    try:
+        windows = nab.labelled_windows(streams, spans)
     except nab.DataError as exc:
         raise fail([str(exc)]) from None
     run = nab.run(streams, anomaly.make_detector)
@@ -66,6 +74,45 @@ def detect(
             "that scores the same); score other files at it with --threshold T --profile NAME"
         )
     typer.echo(f"speed: {run.points_per_second:,.0f} points/s (the detector alone, one thread)")
+
+
+SHOWN = 3
+"""Warnings printed in full per kind and file; the rest are counted, so that one bad file
+cannot flood the terminal."""
+
+_COUNTED = {
+    nab.Problem.OUT_OF_ORDER: ("row out of time order", "rows out of time order"),
+    nab.Problem.DUPLICATE: ("duplicate timestamp", "duplicate timestamps"),
+    nab.Problem.GAP: ("gap", "gaps"),
+    nab.Problem.CONSTANT: ("constant stretch", "constant stretches"),
+    nab.Problem.NOT_A_NUMBER: ("value not a number", "values not a number"),
+    nab.Problem.UNREADABLE: ("unreadable row skipped", "unreadable rows skipped"),
+}
+
+
+def _report(corpus: nab.Corpus) -> None:
+    """On stderr: each skipped file, then per file the first few warnings of each kind and a
+    count of every kind."""
+    for error in corpus.skipped:
+        typer.echo(f"phoenix: error: {error}; file skipped", err=True)
+    for stream in corpus.streams:
+        if stream.warnings:
+            for line in _warning_lines(stream.warnings):
+                typer.echo(f"phoenix: warning: {line}", err=True)
+
+
+def _warning_lines(warnings: tuple[nab.RowWarning, ...]) -> list[str]:
+    by_problem: dict[nab.Problem, list[nab.RowWarning]] = {}
+    for warning in warnings:
+        by_problem.setdefault(warning.problem, []).append(warning)
+    lines = [str(warning) for found in by_problem.values() for warning in found[:SHOWN]]
+    counts = ", ".join(
+        f"{len(found)} {_COUNTED[problem][len(found) > 1]}" for problem, found in by_problem.items()
+    )
+    hidden = sum(max(len(found) - SHOWN, 0) for found in by_problem.values())
+    more = f" ({hidden} not shown)" if hidden else ""
+    lines.append(f"{warnings[0].file}: {counts}{more}; the file is scored")
+    return lines
 
 
 def _profiles(names: list[str]) -> list[nab.Profile]:

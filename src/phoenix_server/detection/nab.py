@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import bisect
 import csv
+import itertools
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 
 from phoenix_server.detection.anomaly import Scorer
@@ -43,6 +46,42 @@ REWARD_LOW_FN = Profile("reward_low_FN", 1.0, 0.11, 2.0)
 PROFILES = (STANDARD, REWARD_LOW_FP, REWARD_LOW_FN)
 
 
+# -- reading -----------------------------------------------------------------------------------
+
+
+class Problem(StrEnum):
+    """What can be odd about a row. Each is reported, none stops the run (as NAB's scorer)."""
+
+    OUT_OF_ORDER = "out of time order"
+    DUPLICATE = "duplicate timestamp"
+    GAP = "gap"
+    CONSTANT = "constant stretch"
+    NOT_A_NUMBER = "not a number"
+    UNREADABLE = "unreadable row"
+
+
+@dataclass(frozen=True)
+class RowWarning:
+    """One odd row of one file; ``line`` is the file's line number (the header is line 1)."""
+
+    file: str
+    line: int
+    problem: Problem
+    detail: str
+    """What is odd and what was done about it, in words."""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.detail}"
+
+
+GAP_FACTOR = 3.0
+"""A step longer than this many times the file's usual (median) step is a gap."""
+CONSTANT_ROWS = 100
+CONSTANT_SHARE = 0.10
+"""A run of one value is worth a warning from this many rows and this share of the file: a
+stuck exporter or filled-in missing data, not a quiet metric that repeats itself a while."""
+
+
 @dataclass(frozen=True)
 class Stream:
     """One file of a corpus: ``name`` is its path relative to the corpus folder."""
@@ -52,9 +91,13 @@ class Stream:
     """As written in the file, so that an output file can repeat them exactly."""
     times: list[datetime]
     values: list[float]
+    """A value that is not a finite number is NaN: a gap the detector scores 0."""
+    warnings: tuple[RowWarning, ...] = ()
+    ordered: bool = True
+    """No row is earlier than the one before (so windows can be found by bisection)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Window:
     """An anomaly window as row indices, both ends included."""
 
@@ -66,58 +109,171 @@ class Window:
         return self.last - self.first + 1
 
 
-# -- reading -----------------------------------------------------------------------------------
-
-
 def parse_time(text: str) -> datetime:
     """``YYYY-MM-DD HH:MM:SS``, optionally with fractional seconds as in NAB's labels."""
     return datetime.fromisoformat(text.strip())
 
 
 def read_stream(path: Path, name: str) -> Stream:
-    """Read one ``timestamp,value`` file; raise :class:`DataError` on the first bad row."""
-    timestamps: list[str] = []
-    times: list[datetime] = []
-    values: list[float] = []
+    """Read one ``timestamp,value`` file, in file order, noting each odd row in ``warnings``.
+
+    Raise :class:`DataError` only when the file as a whole is unusable: unreadable, no
+    ``timestamp,value`` header, or not one row with a time and a number.
+    """
     try:
-        with path.open(newline="") as handle:
+        # utf-8-sig: a spreadsheet's export starts with a byte-order mark the header must not see.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = csv.reader(handle)
             header = next(rows, None)
             if header is None or [cell.strip() for cell in header] != ["timestamp", "value"]:
                 raise DataError(f"{path}:1: expected the header 'timestamp,value', got {header}")
+            reader = _Reader(str(path))
             for row in rows:
-                line = rows.line_num
-                if not row:
-                    continue
-                try:
-                    stamp, value = row
-                    parsed = parse_time(stamp)
-                    number = float(value)
-                except ValueError:
-                    got = ",".join(row)
-                    raise DataError(
-                        f"{path}:{line}: expected 'YYYY-MM-DD HH:MM:SS,<number>', got {got!r}"
-                    ) from None
-                if times and parsed < times[-1]:
-                    raise DataError(
-                        f"{path}:{line}: timestamp {stamp} is earlier than the row before"
-                    )
-                timestamps.append(stamp)
-                times.append(parsed)
-                values.append(number)
-    except (OSError, UnicodeDecodeError) as exc:
+                if row:
+                    reader.add(rows.line_num, row)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
-    return Stream(name, timestamps, times, values)
+    if not any(math.isfinite(value) for value in reader.values):
+        raise DataError(f"{path}: no row with a timestamp and a number in it")
+    return reader.stream(name)
+
+
+class _Reader:
+    """The rows of one file as they are read, and what was odd about them."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.timestamps: list[str] = []
+        self.times: list[datetime] = []
+        self.values: list[float] = []
+        self.lines: list[int] = []
+        self.warnings: list[RowWarning] = []
+        self._seen: set[datetime] = set()
+        self._ordered = True
+
+    def warn(self, line: int, problem: Problem, detail: str) -> None:
+        self.warnings.append(RowWarning(self.file, line, problem, detail))
+
+    def add(self, line: int, row: list[str]) -> None:
+        if len(row) != 2:
+            got = ",".join(row)
+            detail = f"expected 'YYYY-MM-DD HH:MM:SS,<number>', got {got!r}; row skipped"
+            self.warn(line, Problem.UNREADABLE, detail)
+            return
+        stamp, cell = row
+        try:
+            moment = parse_time(stamp)
+        except ValueError:
+            detail = f"timestamp {stamp!r} is not YYYY-MM-DD HH:MM:SS; row skipped"
+            self.warn(line, Problem.UNREADABLE, detail)
+            return
+        self._check_time(line, stamp, moment)
+        self.timestamps.append(stamp)
+        self.times.append(moment)
+        self.values.append(self._number(line, cell))
+        self.lines.append(line)
+
+    def _check_time(self, line: int, stamp: str, moment: datetime) -> None:
+        if moment in self._seen:
+            detail = f"timestamp {stamp} already appeared; both rows scored in file order"
+            self.warn(line, Problem.DUPLICATE, detail)
+        elif self.times and moment < self.times[-1]:
+            self._ordered = False
+            detail = (
+                f"timestamp {stamp} is earlier than the row before ({self.timestamps[-1]}); "
+                "scored in file order"
+            )
+            self.warn(line, Problem.OUT_OF_ORDER, detail)
+        self._seen.add(moment)
+
+    def _number(self, line: int, cell: str) -> float:
+        try:
+            number = float(cell)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            what = "an empty value" if not cell.strip() else f"value {cell!r}"
+            detail = f"{what} is not a finite number; scored as a gap (score 0)"
+            self.warn(line, Problem.NOT_A_NUMBER, detail)
+            return math.nan
+        return number
+
+    def stream(self, name: str) -> Stream:
+        self._check_gaps()
+        self._check_constant_stretches()
+        self.warnings.sort(key=lambda warning: warning.line)
+        return Stream(
+            name,
+            self.timestamps,
+            self.times,
+            self.values,
+            tuple(self.warnings),
+            self._ordered,
+        )
+
+    def _check_gaps(self) -> None:
+        steps = [
+            (later - earlier).total_seconds() for earlier, later in itertools.pairwise(self.times)
+        ]
+        forward = [step for step in steps if step > 0]
+        if not forward:
+            return
+        usual = statistics.median(forward)
+        for row, step in enumerate(steps, start=1):
+            if step > GAP_FACTOR * usual:
+                detail = (
+                    f"gap of {timedelta(seconds=step)} since the row before "
+                    f"(the usual step is {timedelta(seconds=usual)})"
+                )
+                self.warn(self.lines[row], Problem.GAP, detail)
+
+    def _check_constant_stretches(self) -> None:
+        least = max(CONSTANT_ROWS, math.ceil(CONSTANT_SHARE * len(self.values)))
+        row = 0
+        for value, run in itertools.groupby(self.values):
+            length = sum(1 for _ in run)
+            if length >= least:
+                last = self.lines[row + length - 1]
+                detail = (
+                    f"value {value!r} repeats for {length} rows (to line {last}), "
+                    "as a stuck source or filled-in data would; scored as it is"
+                )
+                self.warn(self.lines[row], Problem.CONSTANT, detail)
+            row += length
 
 
 def read_corpus(folder: Path) -> list[Stream]:
-    """Every ``*.csv`` below ``folder``, in name order, named by their relative paths."""
+    """Every ``*.csv`` below ``folder``, in name order; raise on the first unusable file."""
+    corpus = load_corpus(folder)
+    if corpus.skipped:
+        raise corpus.skipped[0]
+    return corpus.streams
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The usable files of a folder, and why each of the others was left out."""
+
+    streams: list[Stream]
+    skipped: list[DataError]
+
+
+def load_corpus(folder: Path) -> Corpus:
+    """Every ``*.csv`` below ``folder``, in name order, named by their relative paths; a file
+    that is unusable as a whole is skipped, so one bad export does not stop the others."""
     if not folder.is_dir():
         raise DataError(f"{folder}: not a directory")
     paths = sorted(folder.rglob("*.csv"))
     if not paths:
         raise DataError(f"{folder}: no .csv files in it")
-    return [read_stream(path, path.relative_to(folder).as_posix()) for path in paths]
+    streams: list[Stream] = []
+    skipped: list[DataError] = []
+    for path in paths:
+        try:
+            streams.append(read_stream(path, path.relative_to(folder).as_posix()))
+        except DataError as exc:
+            skipped.append(exc)
+    return Corpus(streams, skipped)
 
 
 def read_labels(path: Path) -> dict[str, list[tuple[datetime, datetime]]]:
@@ -143,14 +299,28 @@ def read_labels(path: Path) -> dict[str, list[tuple[datetime, datetime]]]:
 
 
 def windows_of(stream: Stream, spans: Iterable[tuple[datetime, datetime]]) -> list[Window]:
-    """The rows inside each labelled span (ends included); spans holding no row are dropped."""
-    windows = []
-    for start, end in sorted(spans):
+    """The rows inside each labelled span (ends included); spans holding no row are dropped.
+
+    In a file whose rows are out of time order, a window runs from the first to the last row
+    (in file order) whose time is in the span, and windows that then overlap become one.
+    """
+    found = [_rows_within(stream, start, end) for start, end in sorted(spans)]
+    windows: list[Window] = []
+    for window in sorted(window for window in found if window is not None):
+        if windows and window.first <= windows[-1].last:
+            windows[-1] = Window(windows[-1].first, max(windows[-1].last, window.last))
+        else:
+            windows.append(window)
+    return windows
+
+
+def _rows_within(stream: Stream, start: datetime, end: datetime) -> Window | None:
+    if stream.ordered:
         first = bisect.bisect_left(stream.times, start)
         last = bisect.bisect_right(stream.times, end) - 1
-        if first <= last:
-            windows.append(Window(first, last))
-    return windows
+        return Window(first, last) if first <= last else None
+    inside = [row for row, moment in enumerate(stream.times) if start <= moment <= end]
+    return Window(inside[0], inside[-1]) if inside else None
 
 
 def labelled_windows(
