@@ -27,8 +27,17 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@ $(VENV)/.installed-run
 
+# One setting moves the whole example fleet: `make run PORT_OFFSET=1000` (or PHOENIX_PORT_OFFSET
+# in the environment) adds 1000 to every service port of examples/phoenix.yaml and serves the
+# API on 3051 + 1000 (PORT, when given, still names the API port itself).
+PORT_OFFSET ?= $(or $(PHOENIX_PORT_OFFSET),0)
+
 run: $(VENV)/.installed-run
-	$(BIN)/phoenix serve --config examples/phoenix.yaml
+	@case '$(PORT_OFFSET)' in ''|*[!0-9]*) \
+		echo "make run: PORT_OFFSET must be a whole number of ports, 0 or more (got '$(PORT_OFFSET)')" >&2; \
+		exit 2;; esac
+	PHOENIX_PORT_OFFSET=$(PORT_OFFSET) $(BIN)/phoenix serve --config examples/phoenix.yaml \
+		--port $(if $(PORT),$(PORT),$$((3051 + $(PORT_OFFSET))))
 
 test: $(VENV)/.installed-dev lint
 	$(BIN)/pytest

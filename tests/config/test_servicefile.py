@@ -283,7 +283,7 @@ def test_load_service_file_missing_file(tmp_path: Path) -> None:
 
 # --- errors: the file as a whole -----------------------------------------------------------------
 
-UNKNOWN_KEY = "unknown key (check its spelling against the README's service file reference)"
+UNKNOWN_KEY = "unknown key (check its spelling against docs/configuration.md)"
 
 
 def test_invalid_yaml_gives_line_and_column() -> None:
@@ -613,3 +613,193 @@ def test_a_prometheus_source_is_checked_like_every_url() -> None:
     shape = found('{prometheus: "http://127.0.0.1:9100/metrics", every: 0.1s, names: ["a b"]}')
     assert any(m.startswith(f"{where}.every:") and "0.5" in m for m in shape)
     assert any(m.startswith(f"{where}.names[0]:") for m in shape)
+
+
+# --- environment variables (${NAME}, ${NAME:-default}) and port_offset --------------------------
+
+
+def with_env(text: str, environ: dict[str, str]) -> svc.ServiceCatalog:
+    return parse_service_file(
+        textwrap.dedent(text),
+        source="services.yaml",
+        base_dir=BASE,
+        default_interval=7.0,
+        environ=environ,
+    )
+
+
+def env_problems(text: str, environ: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        with_env(text, environ)
+    assert caught.value.message == "services.yaml"
+    return [str(problem) for problem in caught.value.problems]
+
+
+ENV_FILE = """\
+services:
+  - name: api
+    command: ["{python}", "-m", "app", "--token", "${API_TOKEN}", "--mode", "${MODE:-fast}"]
+    env: {DB: "${DB_URL:-sqlite:///x.db}", GREETING: "hello ${WHO:-world}, it costs $$5"}
+    port: ${API_PORT:-8081}
+    replicas: ${REPLICAS:-1}
+"""
+
+
+def test_variables_are_filled_from_the_environment_with_defaults() -> None:
+    [api] = with_env(ENV_FILE, {"API_TOKEN": "s3cret", "API_PORT": "9000", "REPLICAS": "3"})
+    assert api.command == ("{python}", "-m", "app", "--token", "s3cret", "--mode", "fast")
+    assert api.env == {"DB": "sqlite:///x.db", "GREETING": "hello world, it costs $5"}
+    assert api.port == 9000
+    assert api.replicas == svc.Replicas(3, 3)
+
+
+def test_an_empty_variable_takes_the_default_and_a_set_one_wins() -> None:
+    [api] = with_env(ENV_FILE, {"API_TOKEN": "", "MODE": "", "WHO": "Ada"})
+    assert api.command[-3:] == ("", "--mode", "fast")
+    assert api.env["GREETING"] == "hello Ada, it costs $5"
+    assert api.port == 8081
+
+
+def test_a_plain_value_is_typed_after_expansion_and_a_quoted_one_stays_text() -> None:
+    """``port: ${P}`` is the number; a quoted value stays a string even when it looks like one."""
+    text = """\
+    services:
+      - name: api
+        command: [run]
+        env: {COUNT: "${N}"}
+        port: ${N}
+        replicas:
+          min: 1
+          max: 2
+          scale_in_below: ${LOW}
+    """
+    [api] = with_env(text, {"N": "8085", "LOW": "0.5"})
+    assert (api.port, api.env, api.replicas.scale_in_below) == (8085, {"COUNT": "8085"}, 0.5)
+
+
+def test_a_value_cannot_change_the_file_structure() -> None:
+    """Expansion is on parsed values, so YAML in a variable is text, never new keys."""
+    text = """\
+    services:
+      - name: api
+        command: [run]
+        env: {NOTE: "${NOTE}"}
+    """
+    [api] = with_env(text, {"NOTE": "x\n    port: 1\n  - name: evil"})
+    assert api.env == {"NOTE": "x\n    port: 1\n  - name: evil"}
+    assert api.port is None
+
+
+def test_an_unset_variable_without_default_names_file_line_and_variable() -> None:
+    found = env_problems(ENV_FILE, {})
+    assert found == [
+        "line 3, column 51: environment variable API_TOKEN is not set and has no default "
+        "(set it, or write ${API_TOKEN:-value})"
+    ]
+    with pytest.raises(ConfigError) as caught:
+        with_env(ENV_FILE, {})
+    assert caught.value.lines()[0].startswith("services.yaml: line 3, column 51: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("${}", "invalid variable reference '${}'"),
+        ("${1ST}", "invalid variable reference '${1ST}'"),
+        ("${A B}", "invalid variable reference '${A B}'"),
+        ("${A:default}", "invalid variable reference '${A:default}'"),
+        ("${UNCLOSED", "'${' without a closing '}' (write $$ for a literal $)"),
+    ],
+)
+def test_a_malformed_reference_is_named(value: str, message: str) -> None:
+    text = f'services:\n  - name: api\n    command: [run]\n    env: {{X: "{value}"}}\n'
+    (found,) = env_problems(text, {"A": "1"})
+    assert found.startswith("line 4, column 14: " + message), found
+
+
+def test_a_dollar_without_braces_and_an_anchor_used_twice_are_left_alone() -> None:
+    """``$PORT`` is for a shell to expand; an alias is expanded once (``$$$$`` gives ``$$``, not ``$``)."""
+    text = """\
+    services:
+      - name: api
+        command: ["sh", "-c", "exec app --port $PORT"]
+        env: {A: &cost "$$$$PRICE", B: *cost}
+    """
+    [api] = with_env(text, {"PRICE": "10"})
+    assert api.command[-1] == "exec app --port $PORT"
+    assert api.env == {"A": "$$PRICE", "B": "$$PRICE"}
+
+
+def test_keys_are_never_expanded() -> None:
+    text = 'services:\n  - name: api\n    command: [run]\n    env: {"${K}": v}\n'
+    [api] = with_env(text, {"K": "X"})
+    assert api.env == {"${K}": "v"}
+
+
+OFFSET_FILE = """\
+port_offset: ${PHOENIX_PORT_OFFSET:-0}
+services:
+  - name: web
+    command: [run]
+    port: 8081
+  - name: db
+    command: [run]
+    port: 8090
+  - name: worker
+    command: [run]
+"""
+
+
+def test_port_offset_moves_every_declared_port_and_only_those() -> None:
+    assert [s.port for s in with_env(OFFSET_FILE, {})] == [8081, 8090, None]
+    moved = with_env(OFFSET_FILE, {"PHOENIX_PORT_OFFSET": "1000"})
+    assert [s.port for s in moved] == [9081, 9090, None]
+    literal = with_env(OFFSET_FILE.replace("${PHOENIX_PORT_OFFSET:-0}", "7"), {})
+    assert [s.port for s in literal] == [8088, 8097, None]
+
+
+def test_port_offset_changes_the_config_hash() -> None:
+    """A moved port is a different process shape: the old instance is not adopted."""
+    before = with_env(OFFSET_FILE, {}).get("web").config_hash
+    after = with_env(OFFSET_FILE, {"PHOENIX_PORT_OFFSET": "1"}).get("web").config_hash
+    assert before != after
+
+
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [
+        ("abc", ["port_offset: expected a whole number of ports (0 or more), got 'abc'"]),
+        ("1.5", ["port_offset: expected a whole number of ports (0 or more), got 1.5"]),
+        ("true", ["port_offset: expected a whole number of ports (0 or more), got True"]),
+        ("-1", ["port_offset: must be 0 or more, got -1"]),
+        ("65535", ["port_offset: must be less than 65535, got 65535"]),
+        (
+            "57450",
+            [
+                "services[1] (db).port: 8090 + port_offset 57450 = 65540, over the highest "
+                "port 65535; lower port_offset or this port"
+            ],
+        ),
+    ],
+)
+def test_a_bad_port_offset_is_a_clear_error(offset: str, expected: list[str]) -> None:
+    assert env_problems(OFFSET_FILE, {"PHOENIX_PORT_OFFSET": offset}) == expected
+
+
+def test_port_offset_is_checked_with_the_rest_of_the_file() -> None:
+    text = OFFSET_FILE.replace("${PHOENIX_PORT_OFFSET:-0}", "-2") + "  - name: web\n"
+    found = env_problems(text, {})
+    assert "port_offset: must be 0 or more, got -2" in found
+    assert any(p.startswith("services[3] (web).") for p in found), found
+
+
+def test_the_example_fleet_moves_with_one_variable() -> None:
+    """``make run PORT_OFFSET=N`` moves every port of examples/phoenix.yaml by N."""
+    path = Path(__file__).resolve().parents[2] / "examples" / "phoenix.yaml"
+    default = load_service_file(path, default_interval=30.0, environ={})
+    moved = load_service_file(path, default_interval=30.0, environ={"PHOENIX_PORT_OFFSET": "1000"})
+    ports = {s.name: s.port for s in default if s.port is not None}
+    assert ports, "the example declares ports"
+    assert {s.name: s.port for s in moved if s.port is not None} == {
+        name: port + 1000 for name, port in ports.items()
+    }

@@ -3,6 +3,11 @@
 Unknown keys are refused (a typo must not silently become a default). Every problem is
 reported, each located as ``services[0] (azora-auth).health.interval``, so one run of
 ``phoenix serve`` shows everything to fix.
+
+Scalar values may name environment variables, ``${NAME}`` or ``${NAME:-default}`` (``$$`` is
+a literal ``$``), as Compose files do; they are filled in on the parsed YAML, never on its
+text, so a variable's value can change a value but never the file's structure. A top-level
+``port_offset`` shifts every service's ``port``, so one variable can move a whole fleet.
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 from urllib.parse import urlsplit
 
 import yaml
@@ -40,7 +46,9 @@ from phoenix_server.support.sizes import parse_size
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
-_UNKNOWN_KEY = "unknown key (check its spelling against the README's service file reference)"
+_UNKNOWN_KEY = "unknown key (check its spelling against docs/configuration.md)"
+_TOP_LEVEL_KEYS = ("services", "port_offset")
+_MAX_PORT = 65535
 _NAME_HINT = (
     "lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or digit"
 )
@@ -321,33 +329,42 @@ class ServiceDoc(_Doc):
     circuit: CircuitDoc = Field(default_factory=CircuitDoc)
 
 
-def load_service_file(path: Path, *, default_interval: float) -> svc.ServiceCatalog:
-    """Read, validate and convert ``path``; ConfigError lists every problem found."""
+def load_service_file(
+    path: Path, *, default_interval: float, environ: Mapping[str, str] | None = None
+) -> svc.ServiceCatalog:
+    """Read, validate and convert ``path``; ConfigError lists every problem found.
+    ``${NAME}`` references are filled from ``environ`` (default: the process environment)."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, [Problem("", f"cannot read the file: {exc.strerror}")]) from None
     return parse_service_file(
-        text, source=source, base_dir=path.parent.resolve(), default_interval=default_interval
+        text,
+        source=source,
+        base_dir=path.parent.resolve(),
+        default_interval=default_interval,
+        environ=environ,
     )
 
 
 def parse_service_file(
-    text: str, *, source: str, base_dir: Path, default_interval: float
+    text: str,
+    *,
+    source: str,
+    base_dir: Path,
+    default_interval: float,
+    environ: Mapping[str, str] | None = None,
 ) -> svc.ServiceCatalog:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [Problem(where, f"not valid YAML: {problem}")]) from None
+    raw = _load_yaml(text, source, os.environ if environ is None else environ)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(source, [Problem("", "expected a mapping with a 'services' list")])
-    problems = [Problem(str(key), _UNKNOWN_KEY) for key in raw if key != "services"]
+    problems = [Problem(str(key), _UNKNOWN_KEY) for key in raw if key not in _TOP_LEVEL_KEYS]
+    offset, offset_problem = _port_offset(raw.get("port_offset", 0))
+    if offset_problem is not None:
+        problems.append(offset_problem)
     items = raw.get("services") or []
     if not isinstance(items, list):
         raise ConfigError(source, [Problem("services", "expected a list of services")])
@@ -356,9 +373,15 @@ def parse_service_file(
     valid: list[tuple[int, ServiceDoc]] = []
     for index, item in enumerate(items):
         try:
-            valid.append((index, ServiceDoc.model_validate(item)))
+            doc = ServiceDoc.model_validate(item)
         except ValidationError as exc:
             problems.extend(_problems_from(exc, _where(item, index)))
+            continue
+        shifted, port_problem = _shift_port(doc, offset, _where(item, index))
+        if port_problem is not None:
+            problems.append(port_problem)
+        else:
+            valid.append((index, shifted))
     declared = [
         item["name"]
         for item in items
@@ -374,6 +397,145 @@ def parse_service_file(
     return svc.ServiceCatalog(
         [_to_spec(doc, base_dir=base_dir, default_interval=default_interval) for _, doc in valid]
     )
+
+
+# --- environment variables and the port offset --------------------------------------------
+
+_REFERENCE = re.compile(r"\$(?:\$|\{(?P<body>[^}]*)\}|(?P<open>\{))")
+_BODY = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?", re.DOTALL)
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _load_yaml(text: str, source: str, environ: Mapping[str, str]) -> object:
+    """Parse ``text``, filling ``${NAME}`` references in scalar values from ``environ``.
+
+    The expansion works on the composed node tree so that each problem can name its line, and
+    so that a plain (unquoted) scalar is typed after expansion as YAML would type it:
+    ``replicas: ${N:-2}`` is the number 2, ``"${N:-2}"`` stays the string "2"."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problems: list[Problem] = []
+        _expand_node(node, loader, environ, problems, seen=set())
+        if problems:
+            raise ConfigError(source, problems)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [Problem(where, f"not valid YAML: {problem}")]) from None
+    finally:
+        loader.dispose()
+
+
+def _expand_node(
+    node: yaml.Node,
+    loader: yaml.SafeLoader,
+    environ: Mapping[str, str],
+    problems: list[Problem],
+    seen: set[int],
+) -> None:
+    # An alias is the same node object as its anchor: expanding it twice would expand a
+    # literal "$${X}" (now "${X}") a second time.
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.ScalarNode):
+        if "$" not in node.value:
+            return
+        mark = node.start_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        expanded = _expand(node.value, environ, where, problems)
+        if expanded != node.value:
+            node.value = expanded
+            # An empty value stays the empty string rather than becoming YAML's null.
+            if node.style is None and node.tag == _STR_TAG and expanded:
+                node.tag = _implicit_tag(loader, expanded)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _expand_node(item, loader, environ, problems, seen)
+    elif isinstance(node, yaml.MappingNode):
+        for _key, value in node.value:  # keys are names Phoenix defines: never expanded
+            _expand_node(value, loader, environ, problems, seen)
+
+
+def _implicit_tag(loader: yaml.SafeLoader, value: str) -> str:
+    """The tag YAML gives ``value`` written as a plain scalar (int, float, bool, str, ...)."""
+    resolve = cast(Callable[[type[yaml.Node], str, tuple[bool, bool]], str], loader.resolve)
+    return resolve(yaml.ScalarNode, value, (True, False))
+
+
+def _expand(value: str, environ: Mapping[str, str], where: str, problems: list[Problem]) -> str:
+    """``value`` with every ``${NAME}`` / ``${NAME:-default}`` filled and ``$$`` made ``$``.
+    An unset variable without a default or a malformed reference is a problem at ``where``."""
+
+    def fill(match: re.Match[str]) -> str:
+        if match.group("open") is not None:
+            problems.append(Problem(where, "'${' without a closing '}' (write $$ for a literal $)"))
+            return match.group(0)
+        body = match.group("body")
+        if body is None:
+            return "$"
+        reference = _BODY.fullmatch(body)
+        if reference is None:
+            problems.append(
+                Problem(
+                    where,
+                    f"invalid variable reference '${{{body}}}': expected ${{NAME}} or "
+                    "${NAME:-default}, NAME of letters, digits and '_' (write $$ for a literal $)",
+                )
+            )
+            return match.group(0)
+        name, default = reference.group("name"), reference.group("default")
+        found = environ.get(name)
+        if found is None or (found == "" and default is not None):
+            if default is None:
+                problems.append(
+                    Problem(
+                        where,
+                        f"environment variable {name} is not set and has no default "
+                        f"(set it, or write ${{{name}:-value}})",
+                    )
+                )
+                return match.group(0)
+            return default
+        return found
+
+    return _REFERENCE.sub(fill, value)
+
+
+def _port_offset(value: object) -> tuple[int, Problem | None]:
+    """The declared ``port_offset`` (a whole number, 0 or more), or 0 and why it is wrong."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        number = int(value)
+    if number is None:
+        message = f"expected a whole number of ports (0 or more), got {value!r}"
+        return 0, Problem("port_offset", message)
+    if number < 0:
+        return 0, Problem("port_offset", f"must be 0 or more, got {number}")
+    if number >= _MAX_PORT:
+        return 0, Problem("port_offset", f"must be less than {_MAX_PORT}, got {number}")
+    return number, None
+
+
+def _shift_port(doc: ServiceDoc, offset: int, where: str) -> tuple[ServiceDoc, Problem | None]:
+    """``doc`` with its ``port`` moved by ``offset``; a port shifted past 65535 is a problem."""
+    if doc.port is None or offset == 0:
+        return doc, None
+    port = doc.port + offset
+    if port > _MAX_PORT:
+        message = (
+            f"{doc.port} + port_offset {offset} = {port}, over the highest port {_MAX_PORT}; "
+            "lower port_offset or this port"
+        )
+        return doc, Problem(f"{where}.port", message)
+    return doc.model_copy(update={"port": port}), None
 
 
 def parse_registry_entry(
