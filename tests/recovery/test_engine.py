@@ -7,10 +7,12 @@ against the records it leaves: incidents, attempts, steps, timings.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -375,3 +377,50 @@ async def test_a_failure_while_a_recovery_finishes_is_not_lost(tmp_path: Path) -
         )
         assert any("relapsed" in r.reason for r in runs), "a success that did not hold"
         assert all(r.status is not RecoveryStatus.COMPLETED for r in runs)
+
+
+def flaky(flag: Path) -> str:
+    script = (
+        f"import os, sys, time; sys.exit(3) if os.path.exists({str(flag)!r}) else time.sleep(600)"
+    )
+    command = json.dumps(["{python}", "-c", script])
+    return f"""
+  - name: flaky
+    command: {command}
+    cwd: {REPO}
+    health: {{process: true, interval: 100ms}}
+    recovery:
+      backoff: {{initial: 100ms, max: 200ms, reset_after: 500ms}}
+      budget: {{attempts: 50, window: 1h}}
+"""
+
+
+async def test_a_service_given_up_on_is_tried_again_once_the_cause_clears(
+    tmp_path: Path,
+) -> None:
+    """Level-triggered: Phoenix gives up after MAX_RECOVERY_ATTEMPTS, but a service that is
+    still down is looked at again (``try_again_after``) while its budget allows, so a cause
+    that has since cleared (here: a flag file) does not leave it down for good."""
+    flag = tmp_path / "broken"
+    flag.touch()
+    async with engine(tmp_path, flaky(flag), MAX_RECOVERY_ATTEMPTS="2") as runtime:
+        orchestrator = runtime.orchestrator
+        orchestrator._limits = replace(orchestrator._limits, try_again_after=1.0)
+
+        async def gave_up() -> Incident | None:
+            found, _ = await runtime.store.read(
+                incidents.list_incidents, service="flaky", status=None, limit=5, offset=0
+            )
+            return found[0] if found and found[0].status is IncidentStatus.UNRESOLVED else None
+
+        incident = await eventually(gave_up, timeout=20, interval=0.1, message="gave up")
+        flag.unlink()  # the cause clears
+
+        async def recovered() -> Recovery | None:
+            found = await history(runtime, service="flaky")
+            done = [r for r in found if r.status is RecoveryStatus.COMPLETED]
+            return done[0] if done else None
+
+        again = await eventually(recovered, timeout=30, interval=0.2, message="tried again")
+        assert again.incident_id == incident.id, "the same incident goes on"
+        await healthy(runtime, "flaky")

@@ -297,6 +297,9 @@ class BudgetDoc(_Doc):
 class RecoveryDoc(_Doc):
     backoff: BackoffDoc = Field(default_factory=BackoffDoc)
     budget: BudgetDoc = Field(default_factory=BudgetDoc)
+    stabilisation: Seconds | None = Field(None, ge=0, le=86_400)
+    """How long a recovered service must stay healthy for the recovery to be a success
+    (default: ``backoff.reset_after``)."""
 
 
 class ServiceDoc(_Doc):
@@ -955,6 +958,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         recovery=svc.RecoveryPolicy(
             backoff=svc.Backoff(**service.recovery.backoff.model_dump()),
             budget=svc.Budget(**service.recovery.budget.model_dump()),
+            stabilisation=service.recovery.stabilisation,
         ),
         config_hash=digest,
     )
