@@ -128,6 +128,8 @@ def test_alerts_survive_a_failing_webhook_and_a_phoenix_restart_and_arrive_once(
             json.loads(a["body"]) for a in receiver.accepted if b"attempts_exhausted" in a["body"]
         )
         assert exhausted["tried"] == ["restart"] and "a person must act" in exhausted["text"]
+        # Every alert about the incident agrees on what was tried (each strategy once).
+        assert {tuple(json.loads(a["body"])["tried"]) for a in receiver.accepted} == {("restart",)}
         # Nothing new happens to the given-up service after the restart: no more alerts.
         assert len(receiver.accepted) == 3
         assert not [w for w in second.get("/health").json()["warnings"] if "ALERT_WEBHOOK" in w]

@@ -111,6 +111,7 @@ def test_when_the_first_step_fails_the_second_runs(tmp_path: Path) -> None:
         assert steps[1]["status"] == "completed" and steps[1]["detail"].startswith("restart:")
         assert steps[2]["status"] == "completed" and steps[2]["detail"] == "noted: restarted"
         assert recovery["status"] == "completed" and recovery["outcome"] == "success"
+        assert recovery["trigger"] == "playbook", "run by /execute: a playbook run"
         assert server.live_pid("azora-education") != pid
 
 

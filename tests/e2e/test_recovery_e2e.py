@@ -56,8 +56,17 @@ def test_a_killed_service_is_recovered_automatically(tmp_path: Path) -> None:
         assert answers(port)
         assert server.live_pid("azora-auth") not in (None, pid)
         assert server.status_of("azora-auth") == "healthy"
-        incident = server.get(f"/api/incidents/{recovery['incidentId']}").json()["incident"]
-        assert incident["status"] == "resolved"
+        path = f"/api/incidents/{recovery['incidentId']}"
+        assert server.get(path).json()["incident"]["status"] == "open", "until it has held"
+        # Healthy through the stabilisation period (reset_after, 10 s): resolved.
+        incident = wait_until(
+            lambda: (
+                (found := server.get(path).json()["incident"])["status"] == "resolved" and found
+            ),
+            timeout=20,
+            interval=0.2,
+            message="the incident resolved",
+        )
         assert [r["id"] for r in incident["recoveries"]] == [recovery["id"]]
 
 

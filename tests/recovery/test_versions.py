@@ -138,3 +138,24 @@ async def test_a_version_becomes_known_good_after_running_healthy_long_enough(
         watch.cancel()
         with pytest.raises(asyncio.CancelledError):
             await watch
+
+
+async def test_a_version_declared_known_good_is_recorded_so_at_once(world: World) -> None:
+    """Running v1 (declared ``known_good: true``): its deployment carries ``knownGoodAt``
+    at the first look, without waiting ``known_good_after`` and even while unhealthy."""
+    rolled_back = world.deployment(
+        "v1", DeploymentStatus.COMPLETED, ended_at=world.clock.now() - timedelta(minutes=4)
+    )
+    await world.keeper.load({"shop": rolled_back}, {})
+    watch = asyncio.create_task(world.keeper.watch())
+    try:
+        await asyncio.sleep(0)  # the watch waits on the clock
+        world.clock.advance(1)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        [saved] = world.recorder.saved
+        assert saved.id == rolled_back.id and saved.known_good_at == rolled_back.ended_at
+    finally:
+        watch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watch

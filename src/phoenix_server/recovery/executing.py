@@ -211,7 +211,15 @@ class Executor:
             clock,
             recovery,
             [
-                Step(i, p.name, p.action, StepStatus.PENDING, p.timeout, p.condition)
+                # The timeout shown is the one enforced: no step outlives the recovery's.
+                Step(
+                    i,
+                    p.name,
+                    p.action,
+                    StepStatus.PENDING,
+                    min(p.timeout, self._limits.recovery_timeout),
+                    p.condition,
+                )
                 for i, p in enumerate(plan.steps)
             ],
             self._journal,

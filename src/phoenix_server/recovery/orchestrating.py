@@ -76,6 +76,13 @@ from phoenix_server.support.tasks import SupervisedTasks
 log = logging.getLogger("phoenix.recovery")
 
 
+def _tried(run: _Run, last: Recovery | None) -> tuple[str, ...]:
+    """The strategies tried for the run's incident so far, each once, in order: every alert
+    about one incident says the same (``last``: the attempt just ended, if any)."""
+    strategies = [*run.failed, *((last.strategy,) if last is not None else ())]
+    return tuple(dict.fromkeys(s.value for s in strategies))
+
+
 def _reported(incident: Incident) -> bool:
     """Someone else reported it and it is open: their resolution (or a recovery) closes it,
     not a healthy look from Phoenix's own checks, which may not see what they saw. (One
@@ -687,6 +694,8 @@ class Orchestrator:
         service is a conflict (409) unless ``force``, which cancels it at its next safe point
         once this one is recorded. ``policy_reason``: Phoenix itself asks for ``strategy``
         (a failed deploy rolls back), and this says why."""
+        if playbook is not None and trigger is RecoveryTrigger.MANUAL:
+            trigger = RecoveryTrigger.PLAYBOOK  # an operator ran a playbook: say which kind
         spec = self._catalog.get(service)
         supported = self.supported(spec)
         if rollback_to is not None and Strategy.ROLLBACK in (
@@ -967,7 +976,7 @@ class Orchestrator:
                 text=f"{why} — {incident.summary}",
                 recovery=run.recovery,
                 incident=incident,
-                tried=tuple(dict.fromkeys(s.value for s in run.failed)),
+                tried=_tried(run, None),
             )
 
     def _crash_loop_delay(self, spec: ServiceSpec) -> float:
@@ -1340,7 +1349,7 @@ class Orchestrator:
     def _alert_after(self, run: _Run, result: Recovery) -> None:
         if self._alerter is None:
             return
-        tried = tuple(s.value for s in [*run.failed, result.strategy])
+        tried = _tried(run, result)
         if result.status is RecoveryStatus.COMPLETED:
             self._alerter.raise_alert(
                 AlertKind.RECOVERY_SUCCEEDED,
@@ -1388,7 +1397,7 @@ class Orchestrator:
             f"gave up after {last.attempt} recovery attempt(s); last {last.id}",
         )
         if self._alerter is not None:
-            tried = tuple(dict.fromkeys(s.value for s in [*run.failed, last.strategy]))
+            tried = _tried(run, last)
             self._alerter.raise_alert(
                 AlertKind.ATTEMPTS_EXHAUSTED,
                 service=last.service,

@@ -184,6 +184,13 @@ class VersionKeeper:
         if name not in self._catalog:
             return
         spec = self._catalog.get(name)
+        declared = spec.version(deployment.version)
+        if declared is not None and declared.known_good:
+            # Declared known good: it is so from the moment it runs, no proving needed.
+            at = deployment.ended_at or deployment.started_at
+            await self.save(replace(deployment, known_good_at=at))
+            self._proven.setdefault(name, set()).add(deployment.version)
+            return
         health = self._health_of(name)
         if health.status is not ServiceStatus.HEALTHY or health.status_since is None:
             return
