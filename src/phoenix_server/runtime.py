@@ -195,6 +195,8 @@ class Runtime:
         )
         self._status_changes: asyncio.Queue[HealthTransition] = asyncio.Queue()
         self._background = SupervisedTasks("runtime")
+        self._watchers = SupervisedTasks("watch")
+        """Loops that read the platforms (samplers, scrapers): stopped before them."""
         self._stopping = False
         self.baselines: dict[str, UptimeBaseline] = {}
         self._baselines_unsaved = False
@@ -248,15 +250,15 @@ class Runtime:
             await self._load_playbook_files_safely()
             self._background.keep_running(self._watch_playbook_files, name="playbook-files")
         self._background.keep_running(self.versions.watch, name="known-good-watch")
-        self._background.keep_running(
+        self._watchers.keep_running(
             ProcessSampler(self.catalog, self.platforms, self.tracker, self.clock).run,
             name="process-sampler",
         )
-        self._background.keep_running(
+        self._watchers.keep_running(
             PrometheusScraper(self.catalog, self.platforms, self.tracker, self.clock).run,
             name="prometheus-scraper",
         )
-        self._background.keep_running(
+        self._watchers.keep_running(
             ScaleInWatcher(
                 catalog=self.catalog,
                 platforms=self.platforms,
@@ -266,7 +268,7 @@ class Runtime:
             ).run,
             name="scale-in-watch",
         )
-        self._background.keep_running(
+        self._watchers.keep_running(
             TrafficWatcher(self.catalog, self.platforms, self.tracker, self.clock).run,
             name="traffic-watch",
         )
@@ -370,6 +372,7 @@ class Runtime:
     def _deaths(self) -> list[TaskDeath]:
         groups = (
             self._background,
+            self._watchers,
             self.scheduler.tasks,
             self.orchestrator.tasks,
             self.deployer.tasks,
@@ -469,6 +472,7 @@ class Runtime:
         await self.orchestrator.close()
         await self.alerter.close()
         await self.scheduler.close()
+        await self._watchers.close()
         self._stopping = True
         for platform in self.platforms.all():
             await platform.shutdown(keep_running=self.settings.keep_services)
