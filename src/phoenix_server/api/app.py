@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +27,7 @@ from phoenix_server.api import (
     services,
     sessions,
 )
+from phoenix_server.api.admission import AdmissionLimit
 from phoenix_server.api.auth import Authorization
 from phoenix_server.runtime import Runtime
 
@@ -66,6 +68,8 @@ def create_api(runtime: Runtime) -> FastAPI:
         audit=audit.audit_writer(runtime),
         sessions=app.state.sessions.holder,
     )
+    # Outermost of all: requests enter the app a few at a time (see api.admission).
+    app.add_middleware(AdmissionLimit)
     for module in (
         health,
         recoveries,
@@ -83,4 +87,14 @@ def create_api(runtime: Runtime) -> FastAPI:
         dashboard,
     ):
         app.include_router(module.router)
+    if os.environ.get("PHOENIX_BENCH_TRIVIAL") == "1":
+        app.add_api_route(
+            "/api/_bench/trivial", _bench_trivial, methods=["GET"], include_in_schema=False
+        )
     return app
+
+
+async def _bench_trivial() -> dict[str, bool]:
+    """The cheapest route behind the same middleware, protocol and loop as the real ones:
+    ``bench/api`` measures the framework's ceiling with it (``PHOENIX_BENCH_TRIVIAL=1``)."""
+    return {"success": True}

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
 from phoenix_server.api.common import RuntimeDep
-from phoenix_server.api.health import phoenix_health, services_health
+from phoenix_server.api.health import phoenix_health, services_listing
 from phoenix_server.api.recoveries import recovery_out
 from phoenix_server.domain.errors import NotFoundError, PhoenixError
 from phoenix_server.domain.health import HealthTransition
@@ -61,9 +61,7 @@ async def snapshot(runtime: Runtime) -> dict[str, Any]:
         active.append(recovery_out(stored).model_dump(by_alias=True, mode="json"))
     return {
         "phoenix": (await phoenix_health(runtime)).model_dump(by_alias=True, mode="json"),
-        "services": (await services_health(runtime)).model_dump(by_alias=True, mode="json")[
-            "services"
-        ],
+        "services": services_listing(runtime),
         "active": active,
     }
 

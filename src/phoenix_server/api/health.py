@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Literal
+from weakref import WeakKeyDictionary
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from phoenix_server import __version__
 from phoenix_server.api.common import RuntimeDep, WireModel
@@ -15,6 +18,11 @@ from phoenix_server.runtime import Runtime
 from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(tags=["health"])
+
+LISTING_MAX_AGE = 0.1
+"""Seconds a rendered service listing is served again: a burst of pollers (dashboards,
+CLIs, scripts) is answered by one rendering."""
+_LISTINGS: WeakKeyDictionary[Runtime, tuple[float, bytes]] = WeakKeyDictionary()
 
 LATE_PROBES_WARNING = 1.0
 """Seconds of smoothed probe lateness before /health warns about overload."""
@@ -143,6 +151,16 @@ class ServicesHealth(WireModel):
 def service_health(
     spec: ServiceSpec, view: ServiceHealthView, recovery_id: str | None, waiting_on: str | None
 ) -> ServiceHealth:
+    """The service's health as a model (for callers that want its fields)."""
+    return ServiceHealth.model_validate(service_health_wire(spec, view, recovery_id, waiting_on))
+
+
+def service_health_wire(
+    spec: ServiceSpec, view: ServiceHealthView, recovery_id: str | None, waiting_on: str | None
+) -> dict[str, object]:
+    """The service's health as its JSON object (camelCase keys, :class:`ServiceHealth`'s
+    shape). Built as plain data, without pydantic: the listing of every service is the
+    dashboard's and the CLI's poll, and validating models cost more than the rest of it."""
     status, reason = view.status, view.reason
     if view.traffic.circuit not in (None, "closed") and status is ServiceStatus.HEALTHY:
         status = ServiceStatus.DEGRADED  # isolated by its circuit: clients get the fallback
@@ -157,38 +175,55 @@ def service_health(
     elif status is ServiceStatus.UNHEALTHY and on_fallback:
         status = ServiceStatus.DEGRADED  # clients get the declared fallback, not an error
         reason = f"answered by its fallback: {reason}"
-    return ServiceHealth(
-        name=spec.name,
-        status=status,
-        uptime=view.uptime,
-        last_check=iso_ms(view.last_check),
-        metrics=ServiceMetrics(
-            error_rate=view.traffic.error_rate,
-            latency=view.traffic.latency_p50_ms
-            if view.traffic.latency_p50_ms is not None
-            else (round(view.latency_p50 * 1000, 3) if view.latency_p50 is not None else None),
-            latency_p99=view.traffic.latency_p99_ms,
-            throughput=view.traffic.throughput,
-        ),
-        platform=spec.platform.value,
-        status_since=iso_ms(view.status_since),
-        reason=reason,
-        circuit=view.traffic.circuit,
-        waiting_on=waiting_on,
-        fallback=on_fallback,
-        anomaly_scores=view.anomaly,
-        symptoms=[symptom.summary for symptom in view.symptoms],
-        active_recovery_id=recovery_id,
-    )
+    traffic = view.traffic
+    latency = traffic.latency_p50_ms
+    if latency is None and view.latency_p50 is not None:
+        latency = round(view.latency_p50 * 1000, 3)
+    return {
+        "name": spec.name,
+        "status": status.value,
+        "uptime": view.uptime,
+        "lastCheck": iso_ms(view.last_check),
+        "metrics": {
+            "errorRate": traffic.error_rate,
+            "latency": latency,
+            "latencyP99": traffic.latency_p99_ms,
+            "throughput": traffic.throughput,
+        },
+        "platform": spec.platform.value,
+        "statusSince": iso_ms(view.status_since),
+        "reason": reason,
+        "circuit": traffic.circuit,
+        "waitingOn": waiting_on,
+        "fallback": on_fallback,
+        "anomalyScores": dict(view.anomaly),
+        "symptoms": [symptom.summary for symptom in view.symptoms],
+        "activeRecoveryId": recovery_id,
+    }
 
 
 @router.get("/api/health/services", response_model=ServicesHealth, response_model_by_alias=True)
-async def services_health(runtime: RuntimeDep) -> ServicesHealth:
-    """Every monitored service's status, uptime over 24 h, last check and key metrics."""
+async def services_health(runtime: RuntimeDep) -> Response:
+    """Every monitored service's status, uptime over 24 h, last check and key metrics (a
+    snapshot at most 100 ms old: many pollers at once share one rendering)."""
+    now = time.monotonic()
+    cached = _LISTINGS.get(runtime)
+    if cached is not None and now - cached[0] < LISTING_MAX_AGE:
+        return Response(cached[1], media_type="application/json")
+    items = services_listing(runtime)
+    body = {"success": True, "services": items, "total": len(items)}
+    # Serialized here, once: FastAPI would validate the model and serialize it again.
+    rendered = json.dumps(body, separators=(",", ":")).encode()
+    _LISTINGS[runtime] = (now, rendered)
+    return Response(rendered, media_type="application/json")
+
+
+def services_listing(runtime: Runtime) -> list[dict[str, object]]:
+    """Every service's health as JSON objects, in catalog order."""
     items = []
     for spec in runtime.catalog:
         active = runtime.orchestrator.active_recovery(spec.name)
         view = runtime.tracker.view(spec.name)
         waiting_on = runtime.tracker.waiting_on(spec.name)
-        items.append(service_health(spec, view, active.id if active else None, waiting_on))
-    return ServicesHealth(services=items, total=len(items))
+        items.append(service_health_wire(spec, view, active.id if active else None, waiting_on))
+    return items

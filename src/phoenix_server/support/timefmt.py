@@ -14,8 +14,10 @@ def iso_ms(moment: datetime | None) -> str | None:
     """``2025-11-25T18:00:00.000Z`` for ``moment`` (None stays None)."""
     if moment is None:
         return None
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # isoformat is several times faster than strftime (listing 100 services formats 200).
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def as_utc(moment: datetime) -> datetime:
