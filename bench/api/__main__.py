@@ -1,0 +1,7 @@
+"""``python -m bench.api``."""
+
+import sys
+
+from bench.api import main
+
+main(sys.argv[1:])
