@@ -1,4 +1,5 @@
-"""Anomaly detection quality and speed on the labelled NAB streams in ``../shared/data/nab-dev``.
+"""Anomaly detection quality and speed on labelled NAB streams (``--data DIR``, or
+``PHOENIX_NAB_DATA``; by default the development set kept beside this checkout).
 
 ``python -m bench.detect [--data DIR] [--quick]``. Prints, for Phoenix's detector and for
 the baselines it was chosen against, NAB's three normalised scores (each profile at its own
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,7 @@ from pathlib import Path
 from phoenix_server.detection import anomaly, nab
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "nab-dev"
+DATA = Path(os.environ.get("PHOENIX_NAB_DATA", ROOT.parent / "shared" / "data" / "nab-dev"))
 TARGET_SCORE = 70.0
 TARGET_SPEED = 100_000
 
