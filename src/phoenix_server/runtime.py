@@ -137,6 +137,9 @@ class Runtime:
             owner=owner_id(settings),
             base_env=service_environment(os.environ),
         )
+        # A service whose public port another process holds is unhealthy for that reason,
+        # whatever its instances' checks say (clients reach the other process).
+        self.local.watch_ports(self._port_served)
         self.platforms = PlatformRegistry(
             {PlatformKind.LOCAL: self.local, PlatformKind.EXTERNAL: ExternalPlatform()}
         )
@@ -358,6 +361,11 @@ class Runtime:
         """Background tasks that died: each one is something Phoenix stopped doing (for a
         while, for the loops it keeps running)."""
         return [death.name for death in self._deaths()]
+
+    def _port_served(self, service: str, problem: str | None) -> None:
+        """The platform's word that ``service``'s public port stopped (``problem``) or
+        started again (None) being served."""
+        self.tracker.set_port_problem(service, problem)
 
     def task_deaths(self) -> list[str]:
         """/health's account of them: tasks that stayed dead, and loops restarted within

@@ -67,6 +67,8 @@ def health_report(runtime: Runtime) -> PhoenixHealth:
         )
     if dropped := runtime.orchestrator.dropped:
         warnings.append(f"{dropped} record(s) dropped: the database refused them too long")
+    for service, problem in sorted(runtime.local.port_problems().items()):
+        warnings.append(f"service {service} is not served on its port: {problem}")
     for death in runtime.task_deaths():
         warnings.append(death)
     if runtime.orchestrator.unwritten:
@@ -94,6 +96,11 @@ def health_report(runtime: Runtime) -> PhoenixHealth:
         warnings.append(undelivered)
     if runtime.settings.insecure and not runtime.tokens:
         warnings.append("insecure mode (PHOENIX_INSECURE=1): the API has no authentication")
+    if runtime.audit.dropped:
+        warnings.append(
+            f"{runtime.audit.dropped} audit entr(ies) dropped: the database refused them "
+            "(see the log for the first)"
+        )
     if runtime.audit.pending:
         warnings.append(f"{runtime.audit.pending} audit entr(ies) waiting for the database")
     return PhoenixHealth(

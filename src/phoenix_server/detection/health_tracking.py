@@ -3,7 +3,10 @@
 Each *target* (an instance of a local service, or an external service itself) has its
 own status driven by consecutive probe results against the service's thresholds. A
 process exit is certain and marks its target unhealthy at once. A service's status
-aggregates its targets: all serving → healthy, some → degraded, none → unhealthy.
+aggregates its targets: all serving → healthy, some → degraded, none → unhealthy — unless
+its public port is not served (another process holds it, see :meth:`HealthTracker.
+set_port_problem`): then it is unhealthy whatever its checks say, since clients do not
+reach it.
 Whenever a service's status changes, :class:`HealthTracker` reports a
 :class:`HealthTransition` to its listener — that is where incidents begin.
 """
@@ -72,6 +75,8 @@ class _Service:
     reason: str = ""
     last_check: datetime | None = None
     ever_had_targets: bool = False
+    port_problem: str | None = None
+    """Why clients cannot reach it on its port (None: nothing known against it)."""
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     uptime: UptimeTimeline = field(default_factory=UptimeTimeline)
     traffic: TrafficWindow = field(default_factory=TrafficWindow)
@@ -222,7 +227,26 @@ class HealthTracker:
         if target.failures >= target.policy.failure_threshold:
             target.status = ServiceStatus.UNHEALTHY
 
+    def set_port_problem(self, service: str, problem: str | None) -> HealthTransition | None:
+        """The service's public port is not served (``problem`` says why), or is again
+        (None). Its instances may pass their checks meanwhile, reached directly, but clients
+        reach whatever holds the port: unhealthy, for that reason."""
+        state = self._services.get(service)
+        if state is None or state.port_problem == problem:
+            return None
+        state.port_problem = problem
+        reason = problem if problem is not None else "its port is served again"
+        return self._reaggregate(state, self._clock.now(), reason)
+
+    def port_problem(self, service: str) -> str | None:
+        """Why ``service``'s port is not served now, if it is not (recovering its instances
+        would not help: what holds the port must go)."""
+        state = self._services.get(service)
+        return state.port_problem if state is not None else None
+
     def _aggregate(self, service: _Service) -> ServiceStatus:
+        if service.port_problem is not None:
+            return ServiceStatus.UNHEALTHY
         statuses = [t.status for t in service.targets.values() if not t.standby]
         healthy = statuses.count(ServiceStatus.HEALTHY)
         unhealthy = statuses.count(ServiceStatus.UNHEALTHY)
@@ -284,6 +308,8 @@ class HealthTracker:
         state = self._services.get(service)
         if state is None or state.status not in (ServiceStatus.UNHEALTHY, ServiceStatus.DEGRADED):
             return False
+        if state.port_problem is not None:
+            return False  # its checks may well pass: what fails is its port
         targets = [t for t in state.targets.values() if not t.standby]
         return bool(targets) and not any(t.exited for t in targets)
 
@@ -331,7 +357,8 @@ class HealthTracker:
             name=state.name,
             status=state.status,
             status_since=state.status_since,
-            reason=state.reason,
+            # While its port is taken that is the reason, whatever else changed meanwhile.
+            reason=state.port_problem or state.reason,
             last_check=state.last_check,
             uptime=state.uptime.percent(self._clock.now()),
             latency_p50=statistics.median(latencies) if latencies else None,

@@ -494,6 +494,10 @@ class Orchestrator:
             return
         if self._give_dependencies_time(name) or self._give_callers_time(name):
             return
+        if self._tracker.port_problem(name) is not None:
+            # Another process holds its public port: restarting its instances would not
+            # help (they pass their checks); the platform retries the port with backoff.
+            return
         dependency = self._tracker.waiting_on(name)
         if dependency is not None:
             # Not its failure: restarting it would not help and would cost its warm state.

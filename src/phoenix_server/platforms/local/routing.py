@@ -5,6 +5,12 @@ module starts it (journalled like an instance, so a restarted Phoenix adopts it)
 it at once if it dies — it is the data plane — and pushes it a new configuration whenever
 the service's backends change: an instance enters rotation once verified, is drained before
 it is stopped, and leaves when it ends. Its counters are the service's traffic.
+
+A router that cannot take its port (another process holds it) does not stop Phoenix: the
+service is reported with the reason (:meth:`RouterKeeper.problems`, and to the listeners of
+:meth:`RouterKeeper.watch`), and one task per service tries again with a growing backoff,
+one log line per try, until the port is free. Meanwhile configuration changes are kept and
+pushed when the router comes up.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import hashlib
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +36,7 @@ from phoenix_server.domain.services import (
     ServiceSpec,
 )
 from phoenix_server.platforms.base import InstanceJournal
-from phoenix_server.platforms.local import processes
+from phoenix_server.platforms.local import ports, processes
 from phoenix_server.platforms.local.router.client import RouterClient
 from phoenix_server.platforms.local.router.config import (
     Backend,
@@ -47,8 +53,34 @@ log = logging.getLogger("phoenix.platforms.local.routing")
 READY_WITHIN = 15.0
 """Seconds a new router process has to open its control socket."""
 RESTART_DELAY = 0.2
+"""Seconds before a router that died while serving is started again (the first try)."""
 MAX_SOCKET_PATH = 100
 DRAIN_POLL = 0.05
+
+ProblemListener = Callable[[str, str | None], None]
+"""Told ``(service, reason)`` when a service's router stops serving its port, and
+``(service, None)`` when it serves it again."""
+
+
+@dataclass(frozen=True)
+class ListenBackoff:
+    """How a router that could not start (its port held, say) is tried again."""
+
+    first: float = 1.0
+    """Seconds before the second try; each later wait doubles."""
+    most: float = 60.0
+    """The longest wait between two tries, in seconds."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.first <= self.most:
+            raise ValueError(
+                f"listen backoff: need 0 < first <= most, got first={self.first:g}s, "
+                f"most={self.most:g}s"
+            )
+
+    def delay(self, failures: int) -> float:
+        """The wait after the ``failures``-th failed try in a row (1, 2, …)."""
+        return min(self.first * 2.0 ** max(failures - 1, 0), self.most)
 
 
 @dataclass
@@ -59,6 +91,12 @@ class _Kept:
     instance: Instance | None = None
     process: processes.Process | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    serving: bool = False
+    """Its router is up and answered: configuration can be pushed to it."""
+    retrying: bool = False
+    """A task is starting it again: exits meanwhile are that task's business."""
+    problem: str | None = None
+    """Why its port is not served (None while it is)."""
 
 
 def router_hash(spec: ServiceSpec, python: str) -> str:
@@ -76,6 +114,7 @@ class RouterKeeper:
         clock: Clock,
         env: Mapping[str, str],
         python: str = sys.executable,
+        backoff: ListenBackoff | None = None,
     ) -> None:
         self._run_dir = run_dir
         self._log_dir = log_dir
@@ -86,6 +125,8 @@ class RouterKeeper:
         self._kept: dict[str, _Kept] = {}
         self._tasks = SupervisedTasks("routers")
         self._closing = False
+        self._backoff = backoff or ListenBackoff()
+        self._listeners: list[ProblemListener] = []
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -104,7 +145,8 @@ class RouterKeeper:
 
     async def ensure(self, spec: ServiceSpec, record: Instance | None) -> None:
         """Adopt ``record`` (the journalled router) if it is still this service's router,
-        else start one; then learn the configuration it serves."""
+        else start one; then learn the configuration it serves. A router that cannot start
+        is a problem reported and retried in the background, not an error."""
         socket_path, _ = self._paths(spec.name)
         kept = _Kept(spec, RouterConfig(service=spec.name), RouterClient(str(socket_path)))
         self._kept[spec.name] = kept
@@ -115,13 +157,20 @@ class RouterKeeper:
             log.info("adopted the router of %s (pid %d)", spec.name, record.pid)
             try:
                 kept.config = await kept.client.config()
+                kept.serving = True
                 return
             except PlatformError:
                 log.warning("the adopted router of %s does not answer; replacing it", spec.name)
                 await kept.process.stop(signal.SIGTERM, 2.0)
         elif record is not None:
             await self._stop_record(record)
-        await self._start(kept)
+        try:
+            await self._start(kept)
+        except PlatformError as exc:
+            # Not fatal: the service's instances still start (and take traffic once the
+            # router can), and every other service is still supervised.
+            self._failed(kept, exc.message, failures=1)
+            self._retry(kept, self._backoff.delay(1), failures=1)
 
     def _adoptable(self, record: Instance, spec: ServiceSpec) -> bool:
         return (
@@ -139,6 +188,11 @@ class RouterKeeper:
     async def _start(self, kept: _Kept) -> None:
         spec = kept.spec
         socket_path, state_path = self._paths(spec.name)
+        # Asked before spawning: the reason names the holder, and a held port costs no
+        # process per try. The router's own bind still decides (the port may go meanwhile).
+        problem = ports.listen_problem(spec.host, spec.port or 0)
+        if problem is not None:
+            raise PlatformError(problem)
         self._run_dir.mkdir(parents=True, exist_ok=True)
         socket_path.unlink(missing_ok=True)
         argv = [
@@ -170,17 +224,21 @@ class RouterKeeper:
             log_path=str(self._log_dir / f"{spec.name}.router.log"),
         )
         await self._journal.save_instance(kept.instance)
-        await self._until_ready(kept)
+        try:
+            await self._until_ready(kept)
+        except PlatformError:
+            await process.stop(signal.SIGTERM, 2.0)  # never two routers of one service
+            await self._journal.remove_instance(kept.instance.id)
+            kept.instance = None
+            raise
+        kept.serving = True
         log.info("router of %s on %s:%s (pid %d)", spec.name, spec.host, spec.port, process.pid)
 
     async def _until_ready(self, kept: _Kept) -> None:
         deadline = self._clock.monotonic() + READY_WITHIN
         while True:
             if kept.process is not None and kept.process.exited.done():
-                raise PlatformError(
-                    f"the router of {kept.spec.name} exited at start; see "
-                    f"{self._log_dir / f'{kept.spec.name}.router.log'}"
-                )
+                raise PlatformError(self._exited_at_start(kept))
             try:
                 served = await kept.client.config()
                 kept.config = replace(kept.config, version=max(kept.config.version, served.version))
@@ -194,29 +252,96 @@ class RouterKeeper:
                     ) from None
                 await asyncio.sleep(0.05)
 
+    def _exited_at_start(self, kept: _Kept) -> str:
+        """Why a router just spawned is gone: its port, if that is taken now (it was free a
+        moment before), else its own last words."""
+        spec = kept.spec
+        problem = ports.listen_problem(spec.host, spec.port or 0)
+        if problem is not None:
+            return problem
+        log_path = self._log_dir / f"{spec.name}.router.log"
+        return f"the router of {spec.name} exited at start; see {log_path}"
+
     def _on_exit(self, process: processes.Process) -> None:
         kept = next((k for k in self._kept.values() if k.process is process), None)
         if kept is None or self._closing:
             return
+        was_serving, kept.serving = kept.serving, False
+        if not was_serving or kept.retrying:
+            return  # died while being started: whoever started it deals with that
+        # Not yet a problem to report: the next try, a moment away, is likely to succeed.
         log.error("the router of %s (pid %d) died; restarting it", kept.spec.name, process.pid)
-        self._tasks.spawn(self._restart(kept), name=f"restart-{kept.spec.name}")
+        self._retry(kept, RESTART_DELAY, failures=0)
 
-    async def _restart(self, kept: _Kept) -> None:
-        if kept.instance is not None:
-            await self._journal.remove_instance(kept.instance.id)
-        while not self._closing:
-            await asyncio.sleep(RESTART_DELAY)
-            try:
-                await self._start(kept)
+    def _failed(self, kept: _Kept, reason: str, *, failures: int) -> None:
+        """Say in one line, and record, why ``kept``'s port is not served after
+        ``failures`` failed tries in a row."""
+        name = kept.spec.name
+        log.error(
+            "service %s: its router cannot serve %s:%s: %s (try %d; next in %gs)",
+            name,
+            kept.spec.host,
+            kept.spec.port,
+            reason,
+            failures,
+            self._backoff.delay(failures),
+        )
+        if kept.problem != reason:
+            kept.problem = reason
+            self._tell(name, reason)
+
+    def _retry(self, kept: _Kept, first_wait: float, *, failures: int) -> None:
+        """Start ``kept``'s router again in the background (one task per service), after
+        ``failures`` failed tries in a row."""
+        if kept.retrying or self._closing:
+            return
+        kept.retrying = True
+        self._tasks.spawn(
+            self._keep_trying(kept, first_wait, failures), name=f"router-{kept.spec.name}"
+        )
+
+    async def _keep_trying(self, kept: _Kept, wait: float, failures: int) -> None:
+        try:
+            if kept.instance is not None:
+                await self._journal.remove_instance(kept.instance.id)
+                kept.instance = None
+            while not self._closing:
+                await self._clock.sleep(wait)
+                try:
+                    await self._start(kept)
+                except PlatformError as exc:
+                    failures += 1
+                    self._failed(kept, exc.message, failures=failures)
+                    wait = self._backoff.delay(failures)
+                    continue
+                if kept.problem is not None:
+                    log.info("service %s: port %s is served again", kept.spec.name, kept.spec.port)
+                    kept.problem = None
+                    self._tell(kept.spec.name, None)
                 return
-            except PlatformError as exc:
-                log.error("could not restart the router of %s: %s", kept.spec.name, exc.message)
+        finally:
+            kept.retrying = False
+
+    # -- problems ---------------------------------------------------------------------------
+
+    def watch(self, listener: ProblemListener) -> None:
+        """Call ``listener`` whenever a service's port stops or starts being served."""
+        self._listeners.append(listener)
+
+    def problems(self) -> dict[str, str]:
+        """Each service whose public port its router does not serve now, with the reason."""
+        return {name: k.problem for name, k in self._kept.items() if k.problem is not None}
+
+    def _tell(self, service: str, problem: str | None) -> None:
+        for listener in self._listeners:
+            listener(service, problem)
 
     async def shutdown(self, *, keep_running: bool) -> None:
         self._closing = True
         await self._tasks.close()
         for kept in self._kept.values():
             if kept.process is None:
+                await kept.client.close()
                 continue
             if keep_running:
                 kept.process.close()
@@ -254,7 +379,8 @@ class RouterKeeper:
                 fallback=_fallback(kept.spec),
                 queue_timeout=kept.spec.circuit.queue_timeout,
             )
-            await self._push(kept)
+            if kept.serving:  # else kept, and pushed when the router comes up
+                await self._push(kept)
 
     async def set_circuit(self, service: str, mode: CircuitMode, admit: float) -> None:
         kept = self._kept.get(service)
@@ -262,7 +388,8 @@ class RouterKeeper:
             raise PlatformError(f"service '{service}' has no router to break the circuit in")
         async with kept.lock:
             kept.config = replace(kept.config, circuit=RouterCircuit(mode.value), admit=admit)
-            await self._push(kept)
+            if kept.serving:  # else kept, and pushed when the router comes up
+                await self._push(kept)
 
     def backends(self, service: str) -> tuple[Backend, ...]:
         kept = self._kept.get(service)
@@ -297,6 +424,8 @@ class RouterKeeper:
             return True
         await self._change(service, backends)
         kept = self._kept[service]
+        if not kept.serving:
+            return True  # no router, no request in flight through it
         deadline = self._clock.monotonic() + within
         while self._clock.monotonic() < deadline:
             try:

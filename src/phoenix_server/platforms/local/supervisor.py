@@ -48,9 +48,9 @@ from phoenix_server.platforms.base import (
     InstanceJournal,
     describe_exit,
 )
-from phoenix_server.platforms.local import processes
+from phoenix_server.platforms.local import ports, processes
 from phoenix_server.platforms.local.ports import PortAllocator
-from phoenix_server.platforms.local.routing import RouterKeeper
+from phoenix_server.platforms.local.routing import ListenBackoff, ProblemListener, RouterKeeper
 from phoenix_server.support import procinfo
 from phoenix_server.support.tasks import SupervisedTasks
 from phoenix_server.support.timefmt import iso_ms
@@ -89,6 +89,7 @@ class LocalPlatform:
         owner: str,
         base_env: Mapping[str, str] | None = None,
         python: str = sys.executable,
+        router_backoff: ListenBackoff | None = None,
     ) -> None:
         self._log_dir = log_dir
         self._journal = journal
@@ -110,6 +111,7 @@ class LocalPlatform:
             clock=clock,
             env={**self._base_env, OWNER_ENV: owner},
             python=python,
+            backoff=router_backoff,
         )
 
     # -- queries --------------------------------------------------------------------------
@@ -154,6 +156,16 @@ class LocalPlatform:
 
     async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
         await self.routers.set_circuit(service.name, mode, admit)
+
+    def port_problems(self) -> dict[str, str]:
+        """Each routed service whose public port is not served now (another process holds
+        it, say), with the reason; its router is being tried again meanwhile."""
+        return self.routers.problems()
+
+    def watch_ports(self, listener: ProblemListener) -> None:
+        """Tell ``listener(service, reason)`` when a service's port stops being served, and
+        ``listener(service, None)`` when it is served again."""
+        self.routers.watch(listener)
 
     def subscribe(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -256,6 +268,8 @@ class LocalPlatform:
     def _spawn(self, service: ServiceSpec, role: InstanceRole) -> Instance:
         if not service.command:
             raise PlatformError(f"service '{service.name}' declares no command to start")
+        if not service.routed and service.port is not None:
+            self._check_own_port(service)
         instance_id = f"{service.name}-{secrets.token_hex(3)}"
         version = next((v for v in service.versions if v.name == service.current_version), None)
         port = self._ports.allocate() if service.routed else service.port
@@ -315,6 +329,20 @@ class LocalPlatform:
         log.info("started %s (pid %d)", instance_id, process.pid)
         self._emit(InstanceEventKind.STARTED, instance)
         return instance
+
+    def _check_own_port(self, service: ServiceSpec) -> None:
+        """An unrouted service listens on its declared port itself: if another process
+        holds it, say who rather than start an instance that cannot bind (or, worse, whose
+        checks would reach that other process). Not asked while an instance of the service
+        lives: the holder may be that instance."""
+        assert service.port is not None
+        if any(
+            m.instance.service == service.name and m.instance.alive for m in self._managed.values()
+        ):
+            return
+        problem = ports.listen_problem(service.host, service.port)
+        if problem is not None:
+            raise PlatformError(f"service '{service.name}' cannot listen: {problem}")
 
     def _set_resources(self, service: ServiceSpec, instance: Instance) -> str:
         """Apply the service's declared resources to ``instance`` (at its start, at its
