@@ -22,7 +22,12 @@ from pathlib import Path
 
 import psutil
 
-from phoenix_server.domain.errors import PlatformError, ProcessStartError
+from phoenix_server.domain.errors import (
+    RESOURCE_ERRNOS,
+    PlatformError,
+    ProcessStartError,
+    ResourceExhaustedError,
+)
 from phoenix_server.domain.services import Resources
 from phoenix_server.support import procinfo
 
@@ -153,6 +158,12 @@ def spawn(
     except PermissionError as exc:
         raise ProcessStartError(f"permission denied starting {argv[0]!r}: {exc}") from None
     except OSError as exc:
+        if exc.errno in RESOURCE_ERRNOS:
+            # Out of descriptors or processes for now: not this service's fault, and the
+            # recovery waits and tries again without spending an attempt.
+            raise ResourceExhaustedError(
+                f"cannot start {argv[0]!r} for now: {exc.strerror or exc}"
+            ) from None
         raise ProcessStartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
     return Process(popen.pid, popen=popen, on_exit=on_exit)
 
