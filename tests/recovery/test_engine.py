@@ -370,13 +370,19 @@ async def test_a_failure_while_a_recovery_finishes_is_not_lost(tmp_path: Path) -
 
         async def repeated() -> list[Recovery] | None:
             found = [r for r in await history(runtime, service="flash") if r.status.terminal]
-            return found if len(found) >= 3 else None
+            relapsed = [r for r in found if "relapsed" in r.reason]
+            return found if len(relapsed) >= 2 else None
 
         runs = await eventually(
             repeated, timeout=20, interval=0.1, message="Phoenix to keep acting"
         )
-        assert any("relapsed" in r.reason for r in runs), "a success that did not hold"
-        assert all(r.status is not RecoveryStatus.COMPLETED for r in runs)
+        # The newest attempt may still be inside its stabilisation period (verified, not yet
+        # judged); every one before it must have been judged a failure, never left "completed".
+        runs.sort(key=lambda r: r.created_at)
+        settled = runs[:-1]
+        assert all(r.status is RecoveryStatus.FAILED for r in settled), [
+            (r.id, r.status, r.reason) for r in settled
+        ]
 
 
 def flaky(flag: Path) -> str:
