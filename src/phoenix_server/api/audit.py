@@ -1,9 +1,17 @@
 """``GET /api/audit`` (admin): every mutating API call — who, what, when, from where, and
-its result — newest first."""
+its result — newest first.
+
+The recorded path keeps its query string for context, but never a secret in it: values of
+keys such as ``token`` or ``password`` are replaced by :data:`REDACTED` (a client that put
+its token in the URL must not leave it in the log for every admin to read). ``remote`` is
+the peer address, or the client a trusted proxy (``TRUSTED_PROXIES``) names.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Query
 from starlette.types import Scope
@@ -17,6 +25,30 @@ from phoenix_server.store import audit
 from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
+
+REDACTED = "[redacted]"
+SECRET_KEY = re.compile(
+    r"token|passw|secret|api[-_]?key|apikey|auth|credential|session|signature|sig$|^key$",
+    re.IGNORECASE,
+)
+"""Query keys whose values are secrets (``token``, ``access_token``, ``api_key``, ...)."""
+
+
+def redacted_query(query: str) -> str:
+    """``query`` with the value of every key that names a secret replaced."""
+    parts = []
+    for part in query.split("&"):
+        key, equals, value = part.partition("=")
+        if equals and value and SECRET_KEY.search(unquote_plus(key)):
+            value = REDACTED
+        parts.append(f"{key}{equals}{value}")
+    return "&".join(parts)
+
+
+def recorded_path(scope: Scope) -> str:
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    path: str = scope["path"]
+    return path + (f"?{redacted_query(query)}" if query else "")
 
 
 class AuditEntryOut(WireModel):
@@ -41,8 +73,7 @@ class AuditLog(WireModel):
 def audit_writer(runtime: Runtime) -> AuditWriter:
     async def write(scope: Scope, caller: ApiToken | None, status: int) -> None:
         client = scope.get("client")
-        query = scope.get("query_string", b"").decode("latin-1")
-        path = scope["path"] + (f"?{query}" if query else "")
+        path = recorded_path(scope)
         await runtime.audit.record(
             AuditEntry(
                 id=ids.new_id(ids.AUDIT),
@@ -50,7 +81,7 @@ def audit_writer(runtime: Runtime) -> AuditWriter:
                 actor=caller.name if caller is not None else "unauthenticated",
                 role=caller.role if caller is not None and caller is not ANONYMOUS else None,
                 method=scope["method"],
-                path=path[:2048],
+                path=path,
                 remote=client[0] if client else None,
                 status=status,
             )
