@@ -370,7 +370,34 @@ def test_several_shape_problems_are_all_reported() -> None:
         "name",
         "triggers[0].type",
         "steps[0].bogus",
+        "steps[0].seconds",  # the step's meaning is checked despite its unknown field
     }
+
+
+def test_four_faults_in_different_passes_are_reported_at_once() -> None:
+    """Each item with a shape fault used to be set aside whole, hiding its meaning faults:
+    a body with four faults answered two."""
+    data = seed(
+        triggers=[{"type": "error_rate", "threshold": 5, "bogus": 1}],
+        steps=[{"action": "zap", "condition": "weird", "timeout": 900}],
+    )
+    problems = {p.path: p.message for p in problems_of(data)}
+    assert set(problems) == {
+        "triggers[0].bogus",  # shape
+        "triggers[0].threshold",  # meaning, of the same trigger
+        "steps[0].condition",  # shape
+        "steps[0].action",  # meaning, of the same step
+        "steps[0].timeout",  # meaning, of the same step
+    }
+    assert "unknown action 'zap'" in problems["steps[0].action"]
+    assert "exceeds RECOVERY_TIMEOUT" in problems["steps[0].timeout"]
+
+
+def test_a_field_of_the_wrong_shape_is_not_also_called_missing() -> None:
+    data = seed(steps=[{"action": "wait", "seconds": "soon", "condition": "weird"}])
+    problems = problems_of(data)
+    assert sorted(p.path for p in problems) == ["steps[0].condition", "steps[0].seconds"]
+    assert "required" not in next(p.message for p in problems if p.path == "steps[0].seconds")
 
 
 def test_shape_and_meaning_problems_are_reported_together() -> None:

@@ -16,7 +16,12 @@ from pydantic import Field
 
 from phoenix_server.api.common import Limit, Offset, RuntimeDep, StrictInput, WireModel
 from phoenix_server.api.recoveries import TriggerResponse, started_fields
-from phoenix_server.config.playbooks import to_document, to_playbook, validate_playbook
+from phoenix_server.config.playbooks import (
+    PlaybookDoc,
+    to_document,
+    to_playbook,
+    validate_playbook,
+)
 from phoenix_server.domain import ids
 from phoenix_server.domain.errors import ConflictError, InvalidRequestError, Problem
 from phoenix_server.domain.playbooks import Playbook, PlaybookSource, PlaybookStatus
@@ -28,26 +33,73 @@ from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(prefix="/api/playbooks", tags=["playbooks"])
 
+EXAMPLE = {
+    "name": "Database Connection Recovery",
+    "service": "azora-education",
+    "triggers": [{"type": "error_rate", "threshold": 0.1, "duration": 60}],
+    "steps": [
+        {"action": "restart_connection_pool", "timeout": 30},
+        {"action": "restart_service", "timeout": 60, "condition": "if_previous_failed"},
+    ],
+}
+DURATIONS = ("duration", "timeout", "seconds")
+"""Fields that take seconds as a number or a string with a unit (``30s``, ``5m``)."""
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """``node`` with every ``$ref`` to ``defs`` replaced by the definition itself."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(defs[node["$ref"].rpartition("/")[2]], defs)
+        return {key: _inline(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    return node
+
+
+def _widen_durations(node: Any) -> None:
+    if isinstance(node, dict):
+        for name, field in node.get("properties", {}).items():
+            if name in DURATIONS and "anyOf" in field:
+                field["anyOf"].insert(1, {"type": "string", "examples": ["30s", "500ms"]})
+        for value in node.values():
+            _widen_durations(value)
+    elif isinstance(node, list):
+        for item in node:
+            _widen_durations(item)
+
+
+def playbook_schema(*, partial: bool) -> dict[str, Any]:
+    """The JSON schema of a playbook document, self-contained, for the OpenAPI document
+    (``config.playbooks`` checks the body as a whole, so every problem comes back at once;
+    this tells clients and the fuzzer what it takes). ``partial``: a PUT, where every
+    field is optional and the bookkeeping fields of a GET may be echoed back."""
+    schema = PlaybookDoc.model_json_schema(by_alias=True, mode="validation")
+    defs = schema.pop("$defs", {})
+    schema = _inline(schema, defs)
+    _widen_durations(schema)
+    if partial:
+        schema.pop("required", None)
+        schema["properties"]["version"] = {
+            "type": "integer",
+            "minimum": 1,
+            "description": "The version you read: the update is refused (409) if it moved on",
+        }
+        for name in ("id", "source", "createdAt", "updatedAt"):
+            schema["properties"][name] = {"type": "string", "description": "Ignored"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
 PlaybookBody = Annotated[
     dict[str, Any],
     Body(
         openapi_examples={
-            "seed": {
-                "summary": "The product description's example",
-                "value": {
-                    "name": "Database Connection Recovery",
-                    "service": "azora-education",
-                    "triggers": [{"type": "error_rate", "threshold": 0.1, "duration": 60}],
-                    "steps": [
-                        {"action": "restart_connection_pool", "timeout": 30},
-                        {
-                            "action": "restart_service",
-                            "timeout": 60,
-                            "condition": "if_previous_failed",
-                        },
-                    ],
-                },
-            }
+            "seed": {"summary": "The product description's example", "value": EXAMPLE}
         }
     ),
 ]
@@ -132,12 +184,22 @@ def _validate(runtime: Runtime, body: object) -> Any:
 FROM_FILE = "the playbook comes from a file in PHOENIX_PLAYBOOKS_DIR"
 
 
+def _check_version_type(version: object) -> None:
+    """A ``version`` that no stored playbook can have is the client's mistake (422), not a
+    conflict with someone else's change (409)."""
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
+        return
+    message = f"expected the version you read, a whole number from 1, got {version!r}"
+    raise InvalidRequestError(f"version: {message}", [Problem("version", message)])
+
+
 @router.post(
     "",
     status_code=201,
     response_model=PlaybookCreated,
     response_model_by_alias=True,
     responses={409: {"description": "A playbook of that name exists"}},
+    openapi_extra=playbook_schema(partial=False),
 )
 async def create_playbook(body: PlaybookBody, runtime: RuntimeDep) -> PlaybookCreated:
     """Validate and store a playbook; 422 lists every problem, 409 if the name is taken."""
@@ -168,7 +230,12 @@ class PlaybookValid(WireModel):
     """The playbook as it would be stored (defaults filled in)."""
 
 
-@router.post("/validate", response_model=PlaybookValid, response_model_by_alias=True)
+@router.post(
+    "/validate",
+    response_model=PlaybookValid,
+    response_model_by_alias=True,
+    openapi_extra=playbook_schema(partial=False),
+)
 async def validate(body: PlaybookBody, runtime: RuntimeDep) -> PlaybookValid:
     """Check a playbook without storing it: 200 with its normal form, or 422 listing every
     problem (the same checks as creating it; a name already taken is not one)."""
@@ -218,6 +285,7 @@ async def get_playbook(playbook_id: str, runtime: RuntimeDep) -> PlaybookRespons
             f"read), the name is taken, or {FROM_FILE}"
         }
     },
+    openapi_extra=playbook_schema(partial=True),
 )
 async def update_playbook(
     playbook_id: str, body: PlaybookBody, runtime: RuntimeDep
@@ -227,6 +295,8 @@ async def update_playbook(
     A ``version`` in the body must match the stored one (409 otherwise): a client that
     read, edited and wrote back cannot silently overwrite someone else's change.
     """
+    if "version" in body:
+        _check_version_type(body["version"])
     current = await runtime.store.read(playbooks.get_playbook, playbook_id)
     _refuse_file_playbook(current)
     if "version" in body and body["version"] != current.version:

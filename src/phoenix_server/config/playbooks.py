@@ -150,14 +150,32 @@ def _well_formed_parts(
 
 
 def _each(items: object, model: type[M]) -> list[tuple[int, M]]:
-    """Each list item that validates as ``model``, with its index."""
+    """Each list item that validates as ``model`` once its ill-formed fields are set aside,
+    with its index."""
     found: list[tuple[int, M]] = []
     for index, item in enumerate(items if isinstance(items, list) else []):
-        try:
-            found.append((index, model.model_validate(item)))
-        except ValidationError:
-            continue
+        salvaged = _salvage(item, model)
+        if salvaged is not None:
+            found.append((index, salvaged))
     return found
+
+
+def _salvage(item: object, model: type[M]) -> M | None:
+    """``item`` as ``model`` without its ill-formed fields, so that the meaning of the rest
+    (a step's unknown action beside its bad condition) is checked in the same answer; None
+    when what is left is no ``model`` (a required field is missing or ill-formed)."""
+    if not isinstance(item, dict):
+        return None
+    data = dict(item)
+    while True:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+            if not bad & data.keys():
+                return None
+            for key in bad:
+                data.pop(key, None)
 
 
 def _meaning(
@@ -292,7 +310,11 @@ def validate_playbook(
             recovery_timeout=recovery_timeout,
             allow_commands=allow_commands,
         )
-        raise InvalidRequestError("invalid playbook", problems_from(exc) + meaning) from None
+        shape = problems_from(exc)
+        reported = {problem.path for problem in shape}
+        # A field whose shape is wrong is reported once, not again as "required".
+        extra = [problem for problem in meaning if problem.path not in reported]
+        raise InvalidRequestError("invalid playbook", shape + extra) from None
     problems = check_playbook(
         doc, catalog=catalog, recovery_timeout=recovery_timeout, allow_commands=allow_commands
     )
