@@ -23,6 +23,7 @@ from phoenix_server.domain.errors import ConfigError
 from phoenix_server.domain.services import ServiceCatalog
 from phoenix_server.runtime import Runtime
 from phoenix_server.store.database import Store
+from phoenix_server.support.logsafe import Escaping
 from phoenix_server.support.timefmt import iso_ms, utcnow
 
 log = logging.getLogger("phoenix")
@@ -49,6 +50,9 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        # One record, one line: a newline or ESC from a caller's value cannot forge a line
+        # or rewrite the terminal (JSON lines escape them already).
+        handler.addFilter(Escaping())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
@@ -122,6 +126,7 @@ def serve(settings: Settings) -> None:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=10,
+            **settings.proxy_options,  # type: ignore[arg-type]
         )
         log.info(
             "Phoenix listening on http://%s:%d (API docs at /docs), database %s",

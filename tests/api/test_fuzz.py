@@ -13,7 +13,7 @@ Phoenix answers may still differ, e.g. a 409 while an earlier trigger's restart 
 Each answer must be:
 
 * never a 5xx (``not_a_server_error``);
-* a 4xx in the envelope of ../shared/API.md, with a message, for a 422 every problem in
+* a 4xx in the envelope of docs/api.md, with a message, for a 422 every problem in
   ``details`` with its path and message, and a 404 naming what it did not find
   (:func:`error_envelope`);
 * a declared status, with the declared content type and a body matching the declared

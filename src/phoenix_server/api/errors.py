@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from phoenix_server.api.auth import needed_role
+from phoenix_server.api.auth import READING, needed_role
 from phoenix_server.domain.auth import Role
 from phoenix_server.domain.errors import (
     ConflictError,
@@ -211,10 +211,13 @@ class ErrorEnvelope(BaseModel):
 ERROR_STATUSES = {
     400: "Malformed: the body is not JSON, or not a JSON object",
     401: "No API token, or not a valid one",
-    403: "The token's role is too low (the message names the role needed)",
+    403: "The token's role is too low (the message names the role needed), or a browser's "
+    "request came from another origin",
     404: "Unknown thing (named in the message)",
     409: "Conflict with the current state (a running recovery adds its recoveryId)",
     413: f"Request body over {MAX_BODY_BYTES} bytes",
+    415: "The body is not JSON (Content-Type must be application/json)",
+    421: "The Host header names a host this Phoenix does not answer to (PHOENIX_ALLOWED_HOSTS)",
     422: "Invalid: each problem in details, with a path such as steps[1].condition",
     503: "Phoenix is temporarily unable to serve this (the reason is given; Retry-After)",
 }
@@ -239,6 +242,11 @@ def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int
         statuses.add(422)
     if "requestBody" in operation:
         statuses |= {400, 413}
+    if method.upper() in BODY_METHODS:
+        statuses.add(415)  # not JSON
+    if method.upper() not in READING:
+        statuses.add(403)  # a browser's request from another origin
+    statuses.add(421)  # a Host this Phoenix does not answer to
     if any(parameter.get("in") == "path" for parameter in parameters):
         statuses.add(404)
     if path.startswith("/api/"):

@@ -22,7 +22,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from phoenix_server.config.tokens import configured_tokens
 from phoenix_server.domain.errors import ConfigError, Problem
@@ -30,9 +30,41 @@ from phoenix_server.support.durations import parse_duration
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Host names a loopback-bound Phoenix always answers to."""
+
+
+def _comma_list(value: object) -> object:
+    """``a, b,c`` as ``("a", "b", "c")``; empty items (a trailing comma) are ignored."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _host_name(entry: str) -> str:
+    """One ``PHOENIX_ALLOWED_HOSTS`` entry: a host name or address, no scheme, port or path."""
+    name = entry.lower().removeprefix("[").removesuffix("]")
+    if name == "*":
+        return name
+    if "/" in name or "@" in name or (name.count(":") == 1) or not name.strip("."):
+        raise ValueError(f"expected host names such as phoenix.example.com, got {entry!r}")
+    return name
+
+
+def _proxy_network(entry: str) -> str:
+    try:
+        return str(ipaddress.ip_network(entry, strict=False))
+    except ValueError:
+        raise ValueError(
+            f"expected IP addresses or networks such as 10.0.0.5 or 10.0.0.0/24, got {entry!r}"
+        ) from None
+
+
+HostNames = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+
 
 class Settings(BaseSettings):
-    """Every environment variable Phoenix reads. Field docs are the README's table."""
+    """Every environment variable Phoenix reads (documented in docs/configuration.md)."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
@@ -94,6 +126,23 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias="PHOENIX_LOG_LEVEL"
     )
+    allowed_hosts: HostNames = Field((), validation_alias="PHOENIX_ALLOWED_HOSTS")
+    """Host names the API answers to besides the loopback ones (``Host`` and ``Origin``
+    headers); any other is refused (421), which defeats DNS rebinding. ``*``: any."""
+    trusted_proxies: HostNames = Field((), validation_alias="PHOENIX_TRUSTED_PROXIES")
+    """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` are believed; by default none, so no caller can choose the
+    address the audit log records."""
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_host_name(entry) for entry in value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_proxy_network(entry) for entry in value)
 
     @field_validator("alert_webhook")
     @classmethod
@@ -150,6 +199,24 @@ class Settings(BaseSettings):
     @property
     def env_tokens(self) -> str | None:
         return self.api_tokens.get_secret_value() if self.api_tokens is not None else None
+
+    @property
+    def accepted_hosts(self) -> frozenset[str] | None:
+        """The host names the API answers to; None: any (a public bind that names none)."""
+        if "*" in self.allowed_hosts:
+            return None
+        if self.binds_loopback_only or self.allowed_hosts:
+            return LOOPBACK_NAMES | frozenset(self.allowed_hosts)
+        return None
+
+    @property
+    def proxy_options(self) -> dict[str, object]:
+        """uvicorn's settings for forwarded headers: honoured from the trusted proxies only
+        (uvicorn's own default trusts loopback, which lets any local caller choose its
+        recorded address)."""
+        if not self.trusted_proxies:
+            return {"proxy_headers": False}
+        return {"proxy_headers": True, "forwarded_allow_ips": list(self.trusted_proxies)}
 
     @property
     def binds_loopback_only(self) -> bool:
