@@ -10,7 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
 
+from tests.api.test_fuzz import envelope_error
 from tests.support import PhoenixServer, free_port, wait_until, web_service_yaml
 
 VIEWER = "viewer-token-0123456789abcdef"
@@ -127,3 +131,101 @@ def test_no_token_is_ever_shown(server: PhoenixServer) -> None:
     log = server.log()
     for token in (VIEWER, OPERATOR, ADMIN):
         assert token not in audit and token not in log
+
+
+# --- every operation of the contract, fuzzed without the right token ---------------------
+
+OPEN = ("/health", "/openapi.json", "/docs", "/redoc", "/api/session")
+"""What anyone may call (docs/api.md): liveness, the API's documentation, and the
+dashboard's sign-in, which checks the token it is given itself (tested in this file)."""
+
+
+def role_needed(method: str, template: str) -> str | None:
+    """The contract of docs/configuration.md, written out independently of the code."""
+    if template in OPEN or template.startswith(("/docs", "/static/")):
+        return None
+    if template.startswith("/api/audit"):
+        return "admin"
+    if method == "GET":
+        return "viewer"
+    if template in ("/api/playbooks/validate", "/api/playbooks/{playbook_id}/dry-run"):
+        return "viewer"
+    if template == "/api/playbooks/{playbook_id}/execute":
+        return "operator"
+    if template.startswith("/api/playbooks"):
+        return "admin"
+    return "operator"
+
+
+LOWER = {"operator": ("viewer", VIEWER), "admin": ("operator", OPERATOR)}
+"""For each role, a token one role short of it."""
+
+
+def test_every_operation_refuses_a_caller_without_the_right_token(server: PhoenixServer) -> None:
+    """Each operation of the OpenAPI document, with schemathesis-generated parameters and
+    bodies: no token and a wrong token are 401 with the challenge, a token one role short is
+    403 naming the role needed — before anything is acted on — all in the error envelope."""
+    schema = schemathesis.openapi.from_url(
+        f"{server.url}/openapi.json",
+        config=schemathesis.Config.from_dict({"headers": {"Authorization": f"Bearer {ADMIN}"}}),
+    )
+    operations = [
+        op
+        for op in (result.ok() for result in schema.get_all_operations())
+        if op.path != "/api/stream"
+    ]
+    assert len(operations) >= 26
+    seen: list[str] = []
+    problems: list[str] = []
+
+    for operation in operations:
+        _refusals(operation, seen, problems)
+    assert len(seen) >= len(operations), "every operation was called"
+    assert not problems, "\n".join(problems[:20])
+    # Nothing refused was acted on: no playbook was made or changed by a refused caller.
+    names = [
+        p["name"] for p in server.get("/api/playbooks", headers=bearer(ADMIN)).json()["playbooks"]
+    ]
+    assert all(name == "auth test" for name in names), names
+
+
+def _refusals(operation: Any, seen: list[str], problems: list[str]) -> None:
+    """Call ``operation`` as each caller who may not, and note what went wrong."""
+    needed = role_needed(operation.method.upper(), operation.path)
+
+    @settings(
+        max_examples=5,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    def one(case: Any) -> None:
+        label = f"{case.method} {case.formatted_path}"
+        seen.append(label)
+        callers: list[tuple[str, dict[str, str], int]] = []
+        if needed is not None:
+            callers += [("no token", {}, 401), ("a wrong token", bearer(ADMIN + "x"), 401)]
+        if needed in LOWER:
+            role, token = LOWER[needed]
+            callers.append((role, bearer(token), 403))
+        for who, headers, status in callers:
+            case.headers = {**(case.headers or {}), **headers}
+            if not headers:
+                case.headers.pop("Authorization", None)
+            answer = case.call(timeout=15)
+            if answer.status_code != status:
+                problems.append(f"{label} by {who}: {answer.status_code} {answer.text[:200]}")
+                continue
+            error = envelope_error(status, answer.json())
+            challenge = answer.headers.get("www-authenticate")  # schemathesis: a list
+            if status == 401 and challenge not in ("Bearer", ["Bearer"]):
+                problems.append(f"{label} by {who}: 401 without WWW-Authenticate: Bearer")
+            if status == 403 and f"{needed} role" not in error["message"]:
+                problems.append(f"{label} by {who}: 403 not naming {needed}: {error}")
+            for secret in (VIEWER, OPERATOR, ADMIN):
+                assert secret not in answer.text
+
+    one()
