@@ -229,3 +229,14 @@ def _refusals(operation: Any, seen: list[str], problems: list[str]) -> None:
                 assert secret not in answer.text
 
     one()
+
+
+def test_the_role_follows_the_route_not_the_last_segment(server: PhoenixServer) -> None:
+    """``PUT /api/playbooks/validate`` changes the playbook whose id is ``validate``: admin's
+    business, so a viewer is refused for its role (it once got 404, judged by "validate")."""
+    refused = server.client.put(
+        "/api/playbooks/validate", json={"name": "x"}, headers=bearer(VIEWER)
+    )
+    assert "admin role" in error_of(refused, 403)["message"]
+    unknown = server.client.put("/api/no/such/route", json={}, headers=bearer(VIEWER))
+    assert error_of(unknown, 404)["message"].startswith("no such endpoint")
