@@ -9,6 +9,7 @@ orchestrator (which recovers) and to the store (which keeps uptime across restar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -463,6 +464,8 @@ class Runtime:
         """Keep what /health reports about the database fresh, so that liveness never
         waits on the database itself."""
         while True:
+            with contextlib.suppress(UnavailableError):  # said in /health by the store
+                await self.store.rebuild_if_deleted()
             await self.refresh_playbooks()
             await self.clock.sleep(DATABASE_WATCH_INTERVAL)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from phoenix_server.domain.errors import ConfigError, ConflictError, Unavailable
 from phoenix_server.domain.incidents import FailureType, Incident, IncidentStatus
 from phoenix_server.store import incidents, playbooks
 from phoenix_server.store.database import MIGRATIONS, Store, normalize_url
-from phoenix_server.store.tables import Base, IncidentRow
+from phoenix_server.store.tables import AuditRow, Base, IncidentRow
 from tests.store.conftest import postgres_schema, sqlite_url
 from tests.support import free_port
 
@@ -175,6 +175,41 @@ def test_sqlite_runs_in_wal_with_full_sync_and_foreign_keys(tmp_path: Path) -> N
     database = tmp_path / "nested" / "dir" / "phoenix.db"
     with sqlite3.connect(database) as raw:  # WAL is a property of the file itself
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def _audited(path: str) -> Callable[[Session], object]:
+    def write(session: Session) -> object:
+        return session.execute(
+            insert(AuditRow).values(
+                id=path, at=datetime.now(UTC), actor="a", method="POST", path=path, status=200
+            )
+        )
+
+    return write
+
+
+async def test_a_deleted_sqlite_file_is_written_again_with_everything_in_it(
+    tmp_path: Path,
+) -> None:
+    """``rm -rf`` of the data directory under a running Phoenix: the open database still
+    works but lives in a deleted file. It is written again, and later writes land in it."""
+    directory = tmp_path / "data"
+    store = Store(sqlite_url(directory))
+    try:
+        store.migrate()
+        assert await store.rebuild_if_deleted() is None  # nothing to do
+        await store.write(_audited("/before"))
+        for entry in directory.iterdir():
+            entry.unlink()
+        directory.rmdir()
+        said = await store.rebuild_if_deleted()
+        assert said is not None and "written again" in said and store.rebuilt_at is not None
+        await store.write(_audited("/after"))
+    finally:
+        store.close()
+    with sqlite3.connect(directory / "phoenix.db") as raw:
+        paths = sorted(row[0] for row in raw.execute("SELECT path FROM audit_log"))
+    assert paths == ["/after", "/before"]
 
 
 # -- errors -------------------------------------------------------------------------------

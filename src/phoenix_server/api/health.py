@@ -15,7 +15,7 @@ from phoenix_server.detection.health_tracking import ServiceHealthView
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import ServiceSpec
 from phoenix_server.runtime import Runtime
-from phoenix_server.support.timefmt import iso_ms
+from phoenix_server.support.timefmt import iso_ms, utcnow
 
 router = APIRouter(tags=["health"])
 
@@ -26,6 +26,8 @@ _LISTINGS: WeakKeyDictionary[Runtime, tuple[float, bytes]] = WeakKeyDictionary()
 
 LATE_PROBES_WARNING = 1.0
 """Seconds of smoothed probe lateness before /health warns about overload."""
+REBUILT_SHOWN = 3600.0
+"""Seconds /health keeps saying that the database file had to be written again."""
 
 
 class PhoenixHealth(WireModel):
@@ -64,6 +66,12 @@ def health_report(runtime: Runtime) -> PhoenixHealth:
         warnings.append(
             f"the database has refused writes since {iso_ms(since)} ({why}): recovery goes on, "
             "its records wait in memory"
+        )
+    rebuilt = runtime.store.rebuilt_at
+    if rebuilt is not None and (utcnow() - rebuilt).total_seconds() < REBUILT_SHOWN:
+        warnings.append(
+            f"the database file was deleted while Phoenix ran and written again at "
+            f"{iso_ms(rebuilt)} from the open database: find out who removed it"
         )
     if dropped := runtime.orchestrator.dropped:
         warnings.append(f"{dropped} record(s) dropped: the database refused them too long")

@@ -113,6 +113,9 @@ class Store:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="phoenix-db-writer")
         self.write_problem: tuple[datetime, str] | None = None
         """Since when, and why, the database refuses writes (None: the last one worked)."""
+        self.rebuilt_at: datetime | None = None
+        """When the SQLite file was last written again after being deleted (see
+        :meth:`rebuild_if_deleted`)."""
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="phoenix-db-reader")
 
     @property
@@ -143,6 +146,43 @@ class Store:
         )
         event.listen(engine, "connect", _postgres_session)
         return engine
+
+    async def rebuild_if_deleted(self) -> str | None:
+        """If the SQLite file was deleted while Phoenix runs (its data directory removed,
+        say), write it again from the open connection and reconnect to it; say what was
+        done (None: nothing to do). Until then every write went to a file no one could open
+        again, lost at the next start. Runs in the writer thread, so no write is lost
+        between the copy and the reconnection."""
+        if self.dialect != "sqlite" or self.url.database in (None, "", ":memory:"):
+            return None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._rebuild_if_deleted)
+
+    def _rebuild_if_deleted(self) -> str | None:
+        assert self.url.database is not None
+        path = Path(self.url.database)
+        if path.exists():
+            return None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self.engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            ) as connection:
+                connection.exec_driver_sql("VACUUM INTO ?", (str(path),))
+        except (OSError, DBAPIError) as exc:
+            reason = _reason(exc) if isinstance(exc, DBAPIError) else str(exc)
+            problem = f"the database file {path} was deleted and cannot be written again: {reason}"
+            if self.write_problem is None:
+                self.write_problem = (datetime.now(UTC), problem)
+            raise UnavailableError(problem) from None
+        self.engine.dispose()  # new connections open the file just written
+        self.rebuilt_at = datetime.now(UTC)
+        message = (
+            f"the database file {path} was deleted while Phoenix ran; it was written again "
+            "from the open database, with everything recorded so far"
+        )
+        log.warning("%s", message)
+        return message
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; run at start)."""

@@ -17,6 +17,8 @@ from phoenix_server.platforms.local.router.control import control_app, load_stat
 from phoenix_server.platforms.local.router.proxy import Router, client_factory
 
 DRAIN_ON_EXIT = 5.0
+CONTROL_CHECK = 0.5
+"""Seconds between looks at the control socket's path (see :func:`keep_control_socket`)."""
 
 
 async def serve(service: str, host: str, port: int, control: Path, state: Path) -> None:
@@ -28,14 +30,15 @@ async def serve(service: str, host: str, port: int, control: Path, state: Path) 
     control.unlink(missing_ok=True)
     runner = web.AppRunner(control_app(router, state), access_log=None, handle_signals=False)
     await runner.setup()
-    await web.UnixSite(runner, str(control)).start()
-    control.chmod(0o600)
+    await open_control_socket(runner, control)
     print(f"router {service} on {host}:{port}, control {control}", flush=True)
 
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    keeper = asyncio.create_task(keep_control_socket(runner, control, stopping))
     await stopping.wait()
+    keeper.cancel()
     server.close()
     for client in list(router.clients):
         if not client.busy:
@@ -45,6 +48,30 @@ async def serve(service: str, host: str, port: int, control: Path, state: Path) 
             while router.in_flight:
                 await asyncio.sleep(0.02)
     await runner.cleanup()
+
+
+async def open_control_socket(runner: web.AppRunner, control: Path) -> None:
+    control.parent.mkdir(parents=True, exist_ok=True)
+    await web.UnixSite(runner, str(control)).start()
+    control.chmod(0o600)
+
+
+async def keep_control_socket(
+    runner: web.AppRunner, control: Path, stopping: asyncio.Event
+) -> None:
+    """Listen on ``control`` again if its path goes (Phoenix's run directory deleted while
+    it runs): clients keep being served either way, but Phoenix could no longer reach the
+    router to move traffic to a new instance."""
+    while not stopping.is_set():
+        await asyncio.sleep(CONTROL_CHECK)
+        if control.exists():
+            continue
+        try:
+            await open_control_socket(runner, control)
+        except OSError as exc:
+            print(f"router: cannot listen on {control} again: {exc.strerror}", file=sys.stderr)
+        else:
+            print(f"router: control socket {control} was deleted; listening again", flush=True)
 
 
 def main() -> None:

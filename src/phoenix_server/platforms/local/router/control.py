@@ -19,6 +19,7 @@ from phoenix_server.platforms.local.router.proxy import Router
 def save_state(path: Path, config: RouterConfig) -> None:
     """Write atomically: a router killed mid-write keeps the previous state."""
     temporary = path.with_suffix(".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)  # the run directory may have been deleted
     temporary.write_text(config.to_json(), encoding="utf-8")
     os.replace(temporary, path)
 
