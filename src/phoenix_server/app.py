@@ -115,7 +115,9 @@ def serve(settings: Settings) -> None:
         runtime = Runtime(settings, catalog, store)
         app = create_api(runtime)
         protocol = front_door.guarded_protocol(
-            front_door.default_limits(), lambda: health_json(runtime)
+            front_door.default_limits(),
+            lambda: health_json(runtime),
+            accepted_hosts=settings.accepted_hosts,
         )
         runtime.api_problems = lambda: front_door.problems(protocol)
         config = uvicorn.Config(

@@ -158,6 +158,7 @@ def test_a_foreign_host_is_refused_naming_it(server: PhoenixServer) -> None:
     for call in (
         lambda h: server.post("/api/playbooks", json=PLAYBOOK, headers=h),
         lambda h: server.get("/api/services", headers=h),
+        lambda h: server.get("/health", headers=h),  # its fast path too: warnings name things
     ):
         error = error_of(call({"Host": attacker, "Origin": f"http://{attacker}"}), 421)
         assert "rebind.attacker.example" in error["message"]
@@ -169,12 +170,21 @@ def test_a_foreign_host_is_refused_naming_it(server: PhoenixServer) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["localhost", "127.0.0.1", "[::1]", "LOCALHOST", "phoenix.internal", "phoenix.internal:80"],
+    [
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "LOCALHOST",
+        "phoenix.internal",
+        "phoenix.internal:80",
+        "10.0.0.7",  # a kubelet's probe by pod address: never a rebinding page
+    ],
 )
 def test_loopback_and_configured_hosts_are_answered(server: PhoenixServer, host: str) -> None:
     if ":" not in host.replace("[::1]", ""):
         host = f"{host}:{server.port}"
     assert server.get("/api/services", headers={"Host": host}).status_code == 200
+    assert server.get("/health", headers={"Host": host}).status_code == 200
 
 
 def test_a_cross_site_form_cannot_run_a_playbook(server: PhoenixServer) -> None:

@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from phoenix_server.api.request_checks import host_acceptable
+
 log = logging.getLogger("phoenix.api")
 
 REFUSAL_LOG_EVERY = 10.0
@@ -128,6 +130,9 @@ class GuardedProtocol(HttpToolsProtocol):
     too_slow: ClassVar[_Refusals]
     waiting: ClassVar[dict[GuardedProtocol, None]]
     """Connections in the middle of sending a request's headers, oldest first."""
+    accepted_hosts: ClassVar[frozenset[str] | None]
+    """``Host`` names the fast path answers (None: any); others go through the app, which
+    refuses them (421) like any request, so a DNS-rebinding page cannot read /health."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -209,10 +214,17 @@ class GuardedProtocol(HttpToolsProtocol):
             and self.url.partition(b"?")[0] == b"/health"
             and (self.cycle is None or self.cycle.response_complete)
             and not self.pipeline
+            and self._host_accepted()
         ):
             self._fast_health = method
             return
         super().on_headers_complete()
+
+    def _host_accepted(self) -> bool:
+        if self.accepted_hosts is None:
+            return True
+        host = next((value for name, value in self.headers if name == b"host"), None)
+        return host is None or host_acceptable(host.decode("latin-1"), self.accepted_hosts)
 
     def on_body(self, body: bytes) -> None:
         if self._fast_health is None:
@@ -258,10 +270,13 @@ def problems(protocol: type[GuardedProtocol]) -> list[str]:
 
 
 def guarded_protocol(
-    limits: FrontDoorLimits, health_body: Callable[[], bytes] | None
+    limits: FrontDoorLimits,
+    health_body: Callable[[], bytes] | None,
+    accepted_hosts: frozenset[str] | None = None,
 ) -> type[GuardedProtocol]:
     """A protocol class for ``uvicorn.Config(http=...)`` with these limits; ``health_body``
-    renders ``GET /health`` (None: /health goes through the app like any route)."""
+    renders ``GET /health`` for the ``accepted_hosts`` (None: any) and the app does for the
+    rest (``health_body`` None: always the app, like any route)."""
     return type(
         "PhoenixHttpProtocol",
         (GuardedProtocol,),
@@ -271,5 +286,6 @@ def guarded_protocol(
             "over_cap": _Refusals(),
             "too_slow": _Refusals(),
             "waiting": {},
+            "accepted_hosts": accepted_hosts,
         },
     )

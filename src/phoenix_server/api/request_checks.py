@@ -16,6 +16,7 @@ operator opens can make the browser connect. Three doors are closed here:
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -49,12 +50,26 @@ def host_name(netloc: str) -> str:
     return name if colon and port.isdigit() and ":" not in name else netloc
 
 
+def host_acceptable(host: str, accepted: frozenset[str]) -> bool:
+    """``host`` is one of ``accepted``, or an IP address: a rebinding page always reaches
+    Phoenix under a name (the attacker's), so an address is never one, and a kubelet or
+    load balancer probing ``10.0.0.7:3051`` must be answered."""
+    name = host_name(host)
+    if name in accepted:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def host_refusal(scope: Scope, accepted: frozenset[str] | None) -> Refusal | None:
     """421 for a ``Host`` that is not one of ``accepted`` (None: any host)."""
     if accepted is None:
         return None
     host = header(scope, b"host")
-    if host is None or host_name(host) in accepted:
+    if host is None or host_acceptable(host, accepted):
         return None  # no Host at all is HTTP/1.0 from a tool: no browser sends that
     return Refusal(
         421,
