@@ -245,6 +245,7 @@ class Runtime:
             await self.store.read(recoveries.recent_successful_durations, per_key=DURATIONS_KEPT),
             await self.store.read(learning.recent_outcomes),
         )
+        self.orchestrator.remember_successes(await self.store.read(recoveries.last_successes))
         self.baselines = await self.store.read(baselines.load_baselines)
         self._background.keep_running(self._persist_status_changes, name="status-writer")
         self._background.keep_running(self._track_uptime_baselines, name="uptime-baselines")

@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from phoenix_server.domain.incidents import FailureType, IncidentStatus
@@ -152,3 +153,48 @@ async def test_a_crash_phoenix_sees_retypes_a_record_only_unknown_incident(
         assert incident.failure_type is FailureType.SERVICE_DOWN
         assert any("killed by SIGKILL" in e for e in incident.evidence), incident.evidence
         assert "observed by Phoenix" in incident.summary
+
+
+async def test_an_alert_about_a_fixed_failure_is_stale_and_a_newer_one_is_news(
+    tmp_path: Path,
+) -> None:
+    """After a Phoenix restart Alertmanager re-sends what fired before: an alert that began
+    before the service's last successful recovery ended is about that fixed failure (not
+    acted on, also after a restart); one that began after it is news, acted on even though
+    Phoenix's own check says healthy (a SIGSTOPped database passes a TCP check)."""
+    yaml = web_service_yaml("web", free_port())
+    async with engine(tmp_path, yaml) as runtime:
+        await healthy(runtime, "web")
+        began = datetime.now(UTC)
+        first = await runtime.reports.receive(replace(alert("a@1"), started_at=began))
+        assert first.action is ReportAction.RECOVERING and first.recovery_id is not None
+        fixed = await finished(runtime, first.recovery_id)
+        assert fixed.status is RecoveryStatus.COMPLETED and fixed.ended_at is not None
+        await eventually(
+            lambda: runtime.orchestrator.open_incident_id("web") is None,
+            timeout=20,
+            message="the incident closed once the recovery held",
+        )
+
+        late = replace(alert("a@2"), started_at=fixed.ended_at - timedelta(milliseconds=5))
+        stale = await runtime.reports.receive(late)
+        assert stale.action is ReportAction.STALE, stale
+        assert fixed.id in stale.reason and stale.incident_id is None
+        assert len(await alert_recoveries(runtime)) == 1, "nothing acted on"
+
+        news = await runtime.reports.receive(
+            replace(alert("b@1"), started_at=fixed.ended_at + timedelta(seconds=1))
+        )
+        assert news.action is ReportAction.RECOVERING and news.recovery_id is not None
+        await finished(runtime, news.recovery_id)
+        await eventually(
+            lambda: runtime.orchestrator.open_incident_id("web") is None,
+            timeout=20,
+            message="the second incident closed",
+        )
+
+    async with engine(tmp_path, yaml) as runtime:  # Phoenix restarted: read from the store
+        await healthy(runtime, "web")
+        again = await runtime.reports.receive(replace(alert("c@1"), started_at=began))
+        assert again.action is ReportAction.STALE, again
+        assert news.recovery_id in again.reason and "ended at" in again.reason

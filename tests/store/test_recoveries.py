@@ -341,6 +341,24 @@ def test_recent_successful_durations_per_service_and_strategy(store: Store) -> N
     assert everything[("azora-auth", Strategy.RESTART)] == [3.5, 2.5, 1.5]
 
 
+def test_last_successes_are_the_latest_successful_end_per_service(store: Store) -> None:
+    def ended(recovery_id: str, created: float, seconds: float, **fields: object) -> None:
+        saved = recovery(recovery_id, created=created, outcome=Outcome.SUCCESS)
+        saved = replace(saved, started_at=at(created), ended_at=at(created + seconds))
+        store.run_sync(recoveries.save_recovery, replace(saved, **fields))  # type: ignore[arg-type]
+
+    ended("rec-1", 10, 1)
+    ended("rec-2", 20, 1)
+    ended("rec-3", 30, 1, outcome=Outcome.FAILURE, status=RecoveryStatus.FAILED)
+    ended("rec-4", 5, 1, service="billing")
+    ended("rec-5", 40, 1, service="billing", outcome=None, status=RecoveryStatus.INTERRUPTED)
+
+    assert store.run_sync(recoveries.last_successes) == {
+        "azora-auth": (at(21), "rec-2"),
+        "billing": (at(6), "rec-4"),
+    }
+
+
 def incident(incident_id: str = "inc-0123456789ab") -> Incident:
     return Incident(
         id=incident_id,

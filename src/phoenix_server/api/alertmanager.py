@@ -136,6 +136,7 @@ def report_of(alert: AlertIn, service: str) -> FailureReport:
         evidence=tuple(evidence),
         alert_name=name[:MAX_TEXT] if name else None,
         recover=alert.labels.get("phoenix_recover", "true").lower() != "false",
+        started_at=alert.starts_at,
     )
 
 

@@ -5,6 +5,7 @@ tooling or a health monitor. Each becomes (or joins) an incident like one Phoeni
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from phoenix_server.domain.incidents import FailureType
@@ -32,6 +33,10 @@ class FailureReport:
     """For ``alert`` playbook triggers."""
     recover: bool = True
     """False: record the incident, do not act (the reporter only informs)."""
+    started_at: datetime | None = None
+    """When the failure began as the reporter saw it (an alert's ``startsAt``): a report of
+    a failure that began before Phoenix's last successful recovery of the service ended is
+    about that fixed failure, and is not acted on."""
 
 
 class ReportAction(StrEnum):
@@ -46,6 +51,9 @@ class ReportAction(StrEnum):
     """Sent before (same key): nothing new."""
     RESOLVED = "resolved"
     """The incident this report's source opened is closed."""
+    STALE = "stale"
+    """About a failure that began before the service's last successful recovery ended:
+    already fixed, so not acted on (``reason`` names the recovery)."""
     IGNORED = "ignored"
     """Nothing to do (a resolution for an incident that is gone, an unmapped alert);
     ``reason`` says why."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -72,6 +73,7 @@ from phoenix_server.recovery.selecting import decide, escalated
 from phoenix_server.recovery.strategies import PLANNERS, PlanInput
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.support.tasks import SupervisedTasks
+from phoenix_server.support.timefmt import iso_ms
 
 log = logging.getLogger("phoenix.recovery")
 
@@ -217,6 +219,9 @@ class Orchestrator:
         self._incidents: dict[str, Incident] = {}
         """Per service, the latest incident not yet resolved."""
         self._recovered_at: dict[str, float] = {}
+        self._fixed_until: dict[str, tuple[datetime, str]] = {}
+        """Per service, when its latest successful recovery ended (and which it was): a
+        report of a failure that began before then is about that fixed failure."""
         """Monotonic time each service last came back healthy from a recovery."""
         self._gave_up_at: dict[str, float] = {}
         """Monotonic time Phoenix gave up on each service it has not recovered since."""
@@ -789,6 +794,27 @@ class Orchestrator:
         incident = self._incidents.get(service)
         return incident.id if incident is not None else None
 
+    def remember_successes(self, ended: Mapping[str, tuple[datetime, str]]) -> None:
+        """When each service's latest successful recovery ended, and which it was, as
+        recorded (at start)."""
+        for service, last in ended.items():
+            self._fixed_until.setdefault(service, last)
+
+    def _stale(self, report: FailureReport) -> str | None:
+        """Why ``report`` is about a failure already fixed, if it is: it began before the
+        service's latest successful recovery ended. One that began after it is news, even
+        if Phoenix's own checks say healthy (they may miss what the alert sees)."""
+        fixed = self._fixed_until.get(report.service)
+        if report.started_at is None or fixed is None:
+            return None
+        until, recovery = fixed
+        if report.started_at >= until:
+            return None
+        return (
+            f"stale: it started at {iso_ms(report.started_at)}, before {recovery} "
+            f"ended at {iso_ms(until)}; that failure is fixed"
+        )
+
     async def open_reported(self, report: FailureReport) -> ReportResult:
         """An incident for a failure someone else saw, recorded before this returns, and a
         recovery for it unless Phoenix must not act now. A service already in trouble gets
@@ -807,6 +833,9 @@ class Orchestrator:
                 recovery_id=run.recovery.id,
             )
         known = self._incidents.get(name)
+        if known is None and (stale := self._stale(report)) is not None:
+            log.info("%s: report not acted on: %s", name, stale)
+            return ReportResult(ReportAction.STALE, stale, service=name)
         new = known is None
         if known is not None and not (
             _reported(known) and report.recover and known.status is IncidentStatus.OPEN
@@ -1095,6 +1124,8 @@ class Orchestrator:
 
     async def _stable(self, watch: _Stabilising) -> None:
         run, result = watch.run, watch.result
+        if result.ended_at is not None:
+            self._fixed_until[result.service] = (result.ended_at, result.id)
         self._estimates.record(result)
         self._learn(run, result)
         self._alert_after(run, result)

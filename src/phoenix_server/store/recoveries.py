@@ -254,6 +254,23 @@ def recent_successful_durations(
     return found
 
 
+def last_successes(session: Session, *, scan: int = 10_000) -> dict[str, tuple[datetime, str]]:
+    """Per service, when its latest successful recovery ended, and its id (what tells a
+    late alert about an already fixed failure from news, after a restart); from the latest
+    ``scan`` successes."""
+    rows = session.execute(
+        select(RecoveryRow.service, RecoveryRow.ended_at, RecoveryRow.id)
+        .where(RecoveryRow.outcome == Outcome.SUCCESS.value, RecoveryRow.ended_at.is_not(None))
+        .order_by(RecoveryRow.ended_at.desc())
+        .limit(scan)
+    ).all()
+    found: dict[str, tuple[datetime, str]] = {}
+    for service, ended, recovery_id in rows:
+        if ended is not None:
+            found.setdefault(service, (ended, recovery_id))
+    return found
+
+
 def recovery_totals(session: Session) -> list[tuple[str, str, str, str | None, int]]:
     """(service, strategy, status, outcome, count) over every recovery recorded."""
     rows = session.execute(
