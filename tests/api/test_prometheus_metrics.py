@@ -82,3 +82,35 @@ def test_metrics_count_recoveries_and_show_services(server: PhoenixServer) -> No
     [restart] = summary["strategies"]
     assert (restart["strategy"], restart["attempts"], restart["successes"]) == ("restart", 1, 1)
     assert summary["services"][0]["service"] == "web" and summary["services"][0]["uptime"] > 0
+
+
+def test_a_restart_by_phoenix_is_exported_as_recovering_not_down(server: PhoenixServer) -> None:
+    """An alert rule on ``phoenix_service_up == 0`` fired during Phoenix's own restart and
+    came back as a second incident: while Phoenix recovers a service, ``up`` is not
+    exported for it and ``phoenix_service_recovering`` says why."""
+    trigger = server.post(
+        "/api/recovery/trigger", json={"service": "web", "strategy": "restart", "reason": "t"}
+    )
+    assert trigger.status_code == 202, trigger.text
+    recovery_id = trigger.json()["recoveryId"]
+    seen: list[tuple[float | None, float]] = []
+
+    def ended() -> bool:
+        found = samples(server)
+        seen.append(
+            (
+                found.get(("phoenix_service_up", frozenset({("service", "web")}))),
+                value(found, "phoenix_service_recovering", service="web"),
+            )
+        )
+        status = server.get(f"/api/recovery/status/{recovery_id}").json()["recovery"]["status"]
+        return status not in ("pending", "in_progress")
+
+    wait_until(ended, timeout=30, interval=0.01, message="the restart to end")
+    assert server.finished(recovery_id)["status"] == "completed"
+    assert any(recovering == 1.0 for _, recovering in seen), seen
+    assert all(up is None for up, recovering in seen if recovering == 1.0), seen
+    assert all(up != 0.0 for up, _ in seen), f"reported down during its own restart: {seen}"
+    after = samples(server)
+    assert value(after, "phoenix_service_recovering", service="web") == 0.0
+    assert value(after, "phoenix_service_up", service="web") == 1.0

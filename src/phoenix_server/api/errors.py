@@ -243,7 +243,8 @@ def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int
     if "requestBody" in operation:
         statuses |= {400, 413}
     if method.upper() in BODY_METHODS:
-        statuses.add(415)  # not JSON
+        # Any POST/PUT/PATCH may carry a body, declared or not: too big, or not JSON.
+        statuses |= {413, 415}
     if method.upper() not in READING:
         statuses.add(403)  # a browser's request from another origin
     statuses.add(421)  # a Host this Phoenix does not answer to

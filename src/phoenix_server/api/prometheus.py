@@ -69,7 +69,13 @@ async def metrics(runtime: RuntimeDep) -> Response:
     active.add_metric([], runtime.orchestrator.active_count())
     up = GaugeMetricFamily(
         "phoenix_service_up",
-        "1 while the service serves (healthy or degraded), else 0",
+        "1 while the service serves (healthy or degraded), else 0; not exported while "
+        "Phoenix is recovering it (see phoenix_service_recovering)",
+        labels=["service"],
+    )
+    recovering = GaugeMetricFamily(
+        "phoenix_service_recovering",
+        "1 while Phoenix is recovering the service (its own stops and starts), else 0",
         labels=["service"],
     )
     states = GaugeMetricFamily(
@@ -82,13 +88,17 @@ async def metrics(runtime: RuntimeDep) -> Response:
     )
     for spec in runtime.catalog:
         view = runtime.tracker.view(spec.name)
-        if view.status is not ServiceStatus.UNKNOWN:
+        acting = runtime.orchestrator.active_recovery(spec.name) is not None
+        recovering.add_metric([spec.name], float(acting))
+        # A stop Phoenix makes itself is not the service being down: an alert rule on
+        # up == 0 must not fire (and come back to Phoenix as a second incident) mid-restart.
+        if view.status is not ServiceStatus.UNKNOWN and not acting:
             up.add_metric([spec.name], 1.0 if view.status.serving else 0.0)
         for candidate in ServiceStatus:
             states.add_metric([spec.name, candidate.value], float(candidate is view.status))
         if view.uptime is not None:
             uptime.add_metric([spec.name], view.uptime / 100.0)
-    families += [active, up, states, uptime]
+    families += [active, up, recovering, states, uptime]
     snapshot = CollectorRegistry(auto_describe=False)
     snapshot.register(_Snapshot(families))
     body = generate_latest(snapshot) + generate_latest(runtime.metrics_registry)
