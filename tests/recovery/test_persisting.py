@@ -97,3 +97,54 @@ async def test_durably_waits_out_a_short_refusal_and_gives_up_on_a_long_one(stor
     with pytest.raises(UnavailableError):
         await durably(lambda: stubborn.save_incident(incident()), clock, patience=0.3)
     assert stubborn.refused >= 3
+
+
+class SlowDoor(StoreRecorder):
+    """The real recorder, but a write takes until ``opened`` is set (a slow disk)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.opened = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def save_incident(self, incident: Incident) -> None:
+        self.started.set()
+        await self.opened.wait()
+        await super().save_incident(incident)
+
+
+async def test_a_write_cut_off_by_a_shutdown_is_written_at_the_flush(store: Store) -> None:
+    """Phoenix stopping cancels the task that was closing an incident in the store: the
+    flush at shutdown writes it, instead of the next start finding it still open."""
+    door = SlowDoor(store)
+    tasks = SupervisedTasks("test")
+    writes = EventualWrites(door, tasks)
+    resolved = incident(IncidentStatus.RESOLVED)
+    writing = asyncio.create_task(writes.write(resolved))
+    await asyncio.wait_for(door.started.wait(), timeout=5)
+    writing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    with pytest.raises(NotFoundError):
+        await store.read(incidents.get_incident, resolved.id)
+
+    door.opened.set()
+    await writes.flush(timeout=5)
+    assert (await store.read(incidents.get_incident, resolved.id)).status is (
+        IncidentStatus.RESOLVED
+    )
+    assert writes.pending == 0
+    await tasks.close()
+
+
+async def test_the_flush_gives_up_within_its_time_and_names_what_was_lost(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    door = ShutDoor(store, closed_for=1_000)
+    tasks = SupervisedTasks("test")
+    writes = EventualWrites(door, tasks)
+    await writes.write(incident())
+    await writes.flush(timeout=1)
+    assert "1 record(s) could not be written before stopping" in caplog.text
+    assert "inc-000000000001" in caplog.text
+    await tasks.close()

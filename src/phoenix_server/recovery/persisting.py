@@ -31,6 +31,9 @@ class EventualWrites:
         self._recorder = recorder
         self._tasks = tasks
         self._latest: dict[str, Incident | Recovery] = {}
+        self._in_flight: dict[str, Incident | Recovery] = {}
+        """Records being written right now: if Phoenix stops mid-write (the writing task is
+        cancelled), ``flush`` writes them again rather than lose them."""
         self._retrying: asyncio.Task[None] | None = None
         self.dropped = 0
         """Records given up on because more than ``MAX_KEPT`` were waiting."""
@@ -57,11 +60,36 @@ class EventualWrites:
     async def write(self, record: Incident | Recovery) -> None:
         """Write now if possible, otherwise keep retrying in the background."""
         self._latest.pop(record.id, None)
+        self._in_flight[record.id] = record
         try:
             await self._save(record)
         except UnavailableError as exc:
             log.warning("could not record %s yet (%s); retrying in the background", record.id, exc)
             self.keep(record)
+        finally:  # cut off by a shutdown, it stays in flight for ``flush``
+            if not _stopping() and self._in_flight.get(record.id) is record:
+                del self._in_flight[record.id]
+
+    async def flush(self, timeout: float) -> None:
+        """At shutdown: one last try, within ``timeout`` seconds, for every record not yet
+        written (waiting for the database, or cut off mid-write by the shutdown itself)."""
+        records = {**self._latest, **self._in_flight}
+        self._latest.clear()
+        self._in_flight.clear()
+        if not records:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                for record in list(records.values()):
+                    await self._save(record)
+                    del records[record.id]
+        except (UnavailableError, TimeoutError) as exc:
+            log.error(
+                "%d record(s) could not be written before stopping (%s): %s",
+                len(records),
+                exc or "timed out",
+                ", ".join(records),
+            )
 
     async def _save(self, record: Incident | Recovery) -> None:
         if isinstance(record, Incident):
@@ -83,3 +111,9 @@ class EventualWrites:
                     del self._latest[record_id]
             else:
                 delay = FIRST_RETRY
+
+
+def _stopping() -> bool:
+    """Whether the current task is being cancelled."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
