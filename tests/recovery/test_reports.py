@@ -18,7 +18,7 @@ from phoenix_server.domain.recoveries import Recovery, RecoveryStatus, RecoveryT
 from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin
 from phoenix_server.store import incidents
 from tests.recovery.test_engine import engine, finished, healthy, history
-from tests.support import eventually, free_port, web_service_yaml
+from tests.support import REPO, eventually, free_port, web_service_yaml
 
 EXTERNAL = """
   - name: outside
@@ -198,3 +198,59 @@ async def test_an_alert_about_a_fixed_failure_is_stale_and_a_newer_one_is_news(
         again = await runtime.reports.receive(replace(alert("c@1"), started_at=began))
         assert again.action is ReportAction.STALE, again
         assert news.recovery_id in again.reason and "ended at" in again.reason
+
+
+def _dependent_pair(flag: Path) -> str:
+    check = (
+        f'["{{python}}", "-c", "import os, sys; sys.exit(os.path.exists(sys.argv[1]))", "{flag}"]'
+    )
+    return f"""
+  - name: db
+    command: ["{{python}}", "-m", "examples.services.web", "--port", "{{port}}"]
+    cwd: {REPO}
+    port: {free_port()}
+    health: {{command: {check}, interval: 0.3s, timeout: 1s, failure_threshold: 2}}
+    stop: {{grace: 2s}}
+  - name: app
+    command: ["{{python}}", "-m", "examples.services.web", "--port", "{{port}}"]
+    cwd: {REPO}
+    port: {free_port()}
+    depends_on: [db]
+    health: {{command: {check}, interval: 0.3s, timeout: 1s, failure_threshold: 1}}
+    stop: {{grace: 2s}}
+"""
+
+
+async def test_an_alert_about_a_service_held_for_its_dependency_waits_like_its_own_failure(
+    tmp_path: Path,
+) -> None:
+    """An alert about ``app`` while Phoenix holds it for its failing dependency ``db`` used
+    to restart it at once; now it is recorded and held the same way, and once ``db`` is
+    back and ``app`` healthy again nothing is done to ``app``."""
+    flag = tmp_path / "db-is-broken"
+    async with engine(tmp_path, _dependent_pair(flag)) as runtime:
+        await healthy(runtime, "db")
+        await healthy(runtime, "app")
+        runtime.orchestrator.hold("db", "a test")  # db is not recovered: the hold is app's
+        flag.touch()
+        await eventually(
+            lambda: runtime.tracker.waiting_on("app") == "db",
+            timeout=15,
+            message="app held for db",
+        )
+        report = replace(alert("dep@1"), service="app")
+        held = await runtime.reports.receive(report)
+        assert held.action is ReportAction.RECORDED, held
+        assert "its dependency db is failing" in held.reason and held.recovery_id is None
+        assert runtime.orchestrator.report_waiting("app")
+
+        flag.unlink()
+        runtime.orchestrator.release("db")
+        await healthy(runtime, "app")
+        await eventually(
+            lambda: not runtime.orchestrator.report_waiting("app"),
+            timeout=10,
+            message="the held report dropped once app is healthy with db back",
+        )
+        assert runtime.orchestrator.active_recovery("app") is None
+        assert [r for r in await history(runtime, service="app")] == [], "app not restarted"

@@ -232,6 +232,8 @@ class Orchestrator:
         self._budgets = RecoveryBudgets(clock.monotonic)
         self._floor = FleetFloor(limits.fleet_floor, limits.fleet_floor_min)
         self._waiting_reports: dict[str, FailureReport] = {}
+        self._held_for_dependency: set[str] = set()
+        """Services whose waiting report waits for a failing dependency."""
         """Reports that wanted a recovery Phoenix could not start yet (a deploy, a fleet
         pause, an operator's restart), per service: acted on when that is over."""
         self._estimates = DurationEstimates()
@@ -264,6 +266,9 @@ class Orchestrator:
         """Stop: running recoveries are cancelled where they stand and recorded as interrupted."""
         await self._tasks.close(timeout=10.0)
         self._runs.clear()
+        # What the cancelled tasks were writing (an incident just closed, a recovery just
+        # judged) and what waited for the database: acknowledged, so not to be lost.
+        await self._writes.flush(timeout=5.0)
 
     def on_transition(self, transition: HealthTransition) -> None:
         self._queue.put_nowait((transition.service, transition))
@@ -346,6 +351,10 @@ class Orchestrator:
         )
 
     # -- queries ----------------------------------------------------------------------------
+
+    def report_waiting(self, service: str) -> bool:
+        """Whether a report about ``service`` waits to be acted on (a hold or a pause)."""
+        return service in self._waiting_reports
 
     def active_count(self) -> int:
         return len(self._runs)
@@ -858,9 +867,12 @@ class Orchestrator:
         else:
             incident = known
         why_not, later = self._why_not_act(spec, report)
+        self._held_for_dependency.discard(name)
         if why_not is not None:
             if later:
                 self._waiting_reports[name] = report
+                if self._tracker.waiting_on(name) is not None and name not in self._held:
+                    self._held_for_dependency.add(name)
             if new:
                 self._incidents[name] = incident  # claimed before the await
                 try:
@@ -896,6 +908,14 @@ class Orchestrator:
         held = self._held.get(spec.name)
         if held is not None:
             return f"{held} under way: Phoenix acts on it when that ends", True
+        dependency = self._tracker.waiting_on(spec.name)
+        if dependency is not None:
+            # The same hold as for a failure Phoenix sees itself: restarting it would not
+            # help and would cost its warm state.
+            return (
+                f"its dependency {dependency} is failing: Phoenix acts on it if it still "
+                f"fails once {dependency} is back"
+            ), True
         return None, False
 
     async def _act_on_report(
@@ -928,6 +948,14 @@ class Orchestrator:
         report = self._waiting_reports.get(name)
         if report is None or name in self._runs or name in self._held:
             return False
+        if self._tracker.waiting_on(name) is not None:
+            return False  # its dependency still explains it
+        if name in self._held_for_dependency and self._tracker.status(name) not in FAILING:
+            # It failed because of its dependency and is healthy again now that it is back:
+            # nothing to do (the alert's resolution closes the incident).
+            del self._waiting_reports[name]
+            self._held_for_dependency.discard(name)
+            return False
         del self._waiting_reports[name]
         incident = self._incidents.get(name)
         if incident is None or incident.status is not IncidentStatus.OPEN:
@@ -951,6 +979,7 @@ class Orchestrator:
                 recovery_id=run.recovery.id,
             )
         self._waiting_reports.pop(service, None)
+        self._held_for_dependency.discard(service)
         del self._incidents[service]  # before the await: nothing starts on it meanwhile
         closed = replace(
             incident,
