@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from phoenix_server.config import playbook_files, servicefile
 from phoenix_server.config.settings import Settings, service_environment
@@ -66,6 +66,8 @@ from phoenix_server.recovery.executing import ExecutionLimits, Executor
 from phoenix_server.recovery.observing import PrometheusObserver
 from phoenix_server.recovery.orchestrating import Orchestrator, OrchestratorLimits
 from phoenix_server.recovery.playbook_runs import PLAYBOOK_HANDLERS
+from phoenix_server.recovery.reports import KEPT_FOR as REPORT_KEYS_KEPT_FOR
+from phoenix_server.recovery.reports import REMEMBERED as REPORT_KEYS_KEPT
 from phoenix_server.recovery.reports import ReportIntake
 from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
@@ -77,10 +79,16 @@ from phoenix_server.store import (
     learning,
     playbooks,
     recoveries,
+    report_keys,
 )
 from phoenix_server.store.audit import AuditTrail
 from phoenix_server.store.database import Store
-from phoenix_server.store.recording import StoreAlertQueue, StoreJournal, StoreRecorder
+from phoenix_server.store.recording import (
+    StoreAlertQueue,
+    StoreJournal,
+    StoreRecorder,
+    StoreReportKeys,
+)
 from phoenix_server.support.tasks import SupervisedTasks, TaskDeath
 
 log = logging.getLogger("phoenix")
@@ -125,6 +133,8 @@ class Runtime:
         self.settings = settings
         self.catalog = catalog
         self.store = store
+        self.owner = owner_id(settings)
+        """This installation, as its records in a shared database name it."""
         self.clock: Clock = clock or SystemClock()
         self.tracker = HealthTracker(catalog, self.clock)
         self.prober = Prober()
@@ -166,7 +176,10 @@ class Runtime:
             on_success=settings.alert_on_success,
         )
         self.metrics_registry = CollectorRegistry(auto_describe=True)
-        """The engine's own metrics (histograms, attempts) for ``/metrics``."""
+        """The engine's own metrics (histograms) and the process's for ``/metrics``."""
+        ProcessCollector(registry=self.metrics_registry)
+        PlatformCollector(registry=self.metrics_registry)
+        GCCollector(registry=self.metrics_registry)
         self.orchestrator = Orchestrator(
             catalog=catalog,
             platforms=self.platforms,
@@ -188,7 +201,7 @@ class Runtime:
         self.tokens = TokenRegistry(configured_tokens(settings.env_tokens, settings.tokens_file))
         """Who may call the API (empty: loopback only, everyone is anonymous)."""
         self.audit = AuditTrail(store)
-        self.reports = ReportIntake(self.orchestrator)
+        self.reports = ReportIntake(self.orchestrator, StoreReportKeys(store), self.clock.now)
         """Failures reported by Alertmanager and event senders."""
         self.deployer = Deployer(
             catalog=catalog,
@@ -239,7 +252,15 @@ class Runtime:
         for platform in self.platforms.all():
             platform.subscribe(self._on_instance_event)
         unresolved = await self.store.read(incidents.unresolved_incidents)
-        self.reports.restore(unresolved)
+        await self.store.write(
+            report_keys.prune_seen, before=now - REPORT_KEYS_KEPT_FOR, keep=REPORT_KEYS_KEPT
+        )
+        self.reports.restore(
+            unresolved,
+            await self.store.read(
+                report_keys.recent_seen, since=now - REPORT_KEYS_KEPT_FOR, limit=REPORT_KEYS_KEPT
+            ),
+        )
         self.orchestrator.start(
             unresolved,
             await self.store.read(recoveries.recent_successful_durations, per_key=DURATIONS_KEPT),

@@ -52,24 +52,29 @@ def test_metrics_count_recoveries_and_show_services(server: PhoenixServer) -> No
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: server.recoveries_of("web"), timeout=20)
+    done = {"service": "web", "strategy": "restart", "status": "completed", "outcome": "success"}
+    seen = []
+
+    def counted() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        found = samples(server)
+        seen.append(found)
+        return found if ("phoenix_recoveries_total", frozenset(done.items())) in found else None
+
     recovery = server.finished(server.recoveries_of("web")[0]["id"])
     assert recovery["status"] == "completed"
-
-    after = wait_until(
-        lambda: (
-            (found := samples(server))
-            and (
-                "phoenix_time_to_recovery_seconds_count",
-                frozenset({("service", "web"), ("strategy", "restart")}),
-            )
-            in found
-            and found
-        ),
-        timeout=10,
-    )
-    done = {"service": "web", "strategy": "restart", "status": "completed", "outcome": "success"}
+    # Counted once it has held for its stabilisation period (10 s): never before, and never
+    # as pending or in progress (a counter that appears and vanishes is not a counter).
+    after = wait_until(counted, timeout=30, interval=0.2, message="the recovery counted")
     assert value(after, "phoenix_recoveries_total", **done) == 1.0
-    assert value(after, "phoenix_recovery_attempts_total", **done) == 1.0
+    statuses = {
+        dict(labels)["status"]
+        for found in seen
+        for name, labels in found
+        if name == "phoenix_recoveries_total"
+    }
+    assert statuses == {"completed"}, statuses
+    assert not any(name.endswith("_created") for found in seen for name, _ in found)
+    assert not any(name == "phoenix_recovery_attempts_total" for name, _ in after)
     assert value(after, "phoenix_incidents_total", service="web", failure_type="service_down") == 1
     took = value(after, "phoenix_time_to_recovery_seconds_sum", service="web", strategy="restart")
     assert 0 < took < 10
@@ -82,6 +87,12 @@ def test_metrics_count_recoveries_and_show_services(server: PhoenixServer) -> No
     [restart] = summary["strategies"]
     assert (restart["strategy"], restart["attempts"], restart["successes"]) == ("restart", 1, 1)
     assert summary["services"][0]["service"] == "web" and summary["services"][0]["uptime"] > 0
+
+    assert value(after, "phoenix_build_info", version=server.get("/health").json()["version"]) == 1
+    assert value(after, "process_cpu_seconds_total") > 0
+    assert value(after, "phoenix_alert_outbox_pending") == 0
+    assert value(after, "phoenix_alert_outbox_oldest_age_seconds") == 0
+    assert value(after, "phoenix_alerts_truncated_total", by="alertmanager") == 0
 
 
 def test_a_restart_by_phoenix_is_exported_as_recovering_not_down(server: PhoenixServer) -> None:

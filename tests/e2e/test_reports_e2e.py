@@ -210,3 +210,42 @@ def test_events_phoenix_refuses_name_the_problem(server: PhoenixServer) -> None:
     assert empty.status_code == 422
     typo = server.post("/api/events", json={"events": [{**good, "servce": "web"}]})
     assert typo.status_code == 422
+
+
+def test_a_large_group_is_taken_as_far_as_it_fits_and_the_rest_said_out_loud(
+    server: PhoenixServer,
+) -> None:
+    """Alertmanager treats a 4xx as final and re-sends the same group every interval:
+    1,001 alerts, or 700 with 1.5 KB descriptions (1.3 MB), used to be refused whole, so
+    none ever reached Phoenix. Now the first 1,000 are read and the rest reported."""
+    quiet = {"alertname": "Many", "phoenix_recover": "false"}  # no service label: ignored
+    many = [alert("firing", {**quiet, "n": str(n)}, f"many-{n}") for n in range(1_001)]
+    answer = server.post("/api/alerts/alertmanager", json=alertmanager_payload("firing", *many))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["received"], body["skipped"], len(body["results"])) == (1_001, 1, 1_000)
+
+    wordy = []
+    for n in range(700):
+        one = alert("firing", {**quiet, "n": str(n)}, f"wordy-{n}")
+        one["annotations"]["description"] = "d" * 1_500
+        wordy.append(one)
+    payload = {**alertmanager_payload("firing", *wordy), "truncatedAlerts": 5}
+    big = server.post("/api/alerts/alertmanager", json=payload)
+    assert big.status_code == 200, big.text[:300]
+    assert (big.json()["received"], big.json()["truncated"]) == (700, 5)
+
+    warnings = server.get("/health").json()["warnings"]
+    assert any(
+        "left out of an Alertmanager payload" in w and "5 by Alertmanager" in w for w in warnings
+    ), warnings
+    metrics = server.get("/metrics").text
+    assert 'phoenix_alerts_truncated_total{by="alertmanager"} 5.0' in metrics
+    assert 'phoenix_alerts_truncated_total{by="phoenix"} 1.0' in metrics
+    assert 'phoenix_reports_total{action="ignored",origin="alertmanager"} 1700.0' in metrics
+    too_big = server.post(
+        "/api/alerts/alertmanager",
+        content=b'{"version": "4", "alerts": [' + b" " * (17 * 1024 * 1024) + b"]}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert too_big.status_code == 413 and "16777216" in too_big.json()["error"]["message"]

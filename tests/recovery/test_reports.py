@@ -254,3 +254,63 @@ async def test_an_alert_about_a_service_held_for_its_dependency_waits_like_its_o
         )
         assert runtime.orchestrator.active_recovery("app") is None
         assert [r for r in await history(runtime, service="app")] == [], "app not restarted"
+
+
+async def test_an_incident_stays_open_while_any_alert_that_joined_it_fires(
+    tmp_path: Path,
+) -> None:
+    """Two alerts of one group about a monitor-only service: the first opens the incident,
+    the second joins it. The first's resolution leaves it open (the second still fires; its
+    copies name the incident); the second's closes it."""
+    async with engine(tmp_path, EXTERNAL) as runtime:
+        first = replace(alert("g@1"), service="outside")
+        second = replace(alert("g@2"), service="outside")
+        opened = await runtime.reports.receive(first)
+        joined = await runtime.reports.receive(second)
+        assert opened.action is ReportAction.RECORDED and opened.incident_id is not None
+        assert joined.action is ReportAction.JOINED
+        assert joined.incident_id == opened.incident_id
+
+        kept = await runtime.reports.receive(replace(first, firing=False))
+        assert kept.action is ReportAction.IGNORED, kept
+        assert "stays open: 1 other report(s)" in kept.reason
+        assert runtime.orchestrator.open_incident_id("outside") == opened.incident_id
+        repeat = await runtime.reports.receive(second)
+        assert repeat.action is ReportAction.DUPLICATE
+        assert repeat.incident_id == opened.incident_id
+
+        closed = await runtime.reports.receive(replace(second, firing=False))
+        assert closed.action is ReportAction.RESOLVED, closed
+        assert runtime.orchestrator.open_incident_id("outside") is None
+        again = await runtime.reports.receive(replace(second, firing=False))
+        assert again.action is ReportAction.IGNORED and "already resolved" in again.reason
+
+
+async def test_an_alert_phoenix_acted_on_is_still_a_duplicate_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """The incident it opened is long closed, yet Alertmanager re-sends the firing alert
+    after Phoenix restarts: the key comes back from the store, so nothing is restarted
+    again. (No ``startsAt``: the stale rule cannot be what stops it.)"""
+    yaml = web_service_yaml("web", free_port())
+    async with engine(tmp_path, yaml) as runtime:
+        await healthy(runtime, "web")
+        first = await runtime.reports.receive(alert("once@1"))
+        assert first.action is ReportAction.RECOVERING and first.recovery_id is not None
+        await finished(runtime, first.recovery_id)
+        await eventually(
+            lambda: runtime.orchestrator.open_incident_id("web") is None,
+            timeout=20,
+            message="the incident closed once the recovery held",
+        )
+        resolved_early = await runtime.reports.receive(alert("gone@1", firing=False))
+        assert resolved_early.action is ReportAction.IGNORED
+
+    async with engine(tmp_path, yaml) as runtime:
+        await healthy(runtime, "web")
+        again = await runtime.reports.receive(alert("once@1"))
+        assert again.action is ReportAction.DUPLICATE, again
+        assert again.incident_id == first.incident_id
+        late = await runtime.reports.receive(alert("gone@1"))
+        assert late.action is ReportAction.DUPLICATE and "resolved" in late.reason
+        assert len(await alert_recoveries(runtime)) == 1, "nothing restarted again"

@@ -4,6 +4,7 @@ on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from phoenix_server.domain.alerts import Alert, AlertKind
@@ -46,3 +47,12 @@ def test_a_failed_try_waits_for_its_retry_and_a_delivered_one_is_done(store: Sto
     [again] = store.run_sync(alerts.due, now=later)
     assert (again.id, again.attempts) == ("alt-1", 1)
     assert store.run_sync(alerts.undelivered) == 1
+
+
+def test_the_backlog_counts_undelivered_alerts_and_dates_the_oldest(store: Store) -> None:
+    assert store.run_sync(alerts.backlog) == (0, None)
+    store.run_sync(alerts.enqueue, alert("alt-1", "rec-1"))
+    later = replace(alert("alt-2", "rec-2"), created_at=NOW + timedelta(hours=1))
+    store.run_sync(alerts.enqueue, later)
+    store.run_sync(alerts.delivered, "alt-1", at=NOW)
+    assert store.run_sync(alerts.backlog) == (1, NOW + timedelta(hours=1))

@@ -34,6 +34,7 @@ TABLES = {
     "playbooks",
     "recoveries",
     "recovery_steps",
+    "report_keys",
     "uptime_baselines",
 }
 

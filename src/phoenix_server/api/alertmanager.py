@@ -31,6 +31,8 @@ from phoenix_server.support.timefmt import iso_ms
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
 MAX_ALERTS = 1000
+"""Alerts read from one payload; the rest are answered as ``skipped`` (never a 4xx, which
+Alertmanager would retry forever): set ``max_alerts`` in the receiver to at most this."""
 MAX_LABELS = 64
 """Labels shown in an incident's evidence (all of them count for the fingerprint)."""
 MAX_TEXT = 512
@@ -77,7 +79,7 @@ class AlertmanagerPayload(_Lenient):
     group_key: str | None = Field(None, alias="groupKey")
     external_url: str | None = Field(None, alias="externalURL")
     truncated_alerts: int = Field(0, ge=0, alias="truncatedAlerts")
-    alerts: list[dict[str, Any]] = Field(max_length=MAX_ALERTS)
+    alerts: list[dict[str, Any]]
 
 
 class AlertResultOut(WireModel):
@@ -97,6 +99,9 @@ class AlertsReceived(WireModel):
     truncated: int
     """Alerts Alertmanager left out of this payload (``truncatedAlerts``): their groups'
     other alerts were received; raise ``max_alerts`` in the receiver to get them all."""
+    skipped: int = 0
+    """Alerts of this payload beyond the first 1,000, not read: set ``max_alerts`` to at
+    most 1,000 in the receiver."""
     results: list[AlertResultOut]
 
 
@@ -143,21 +148,30 @@ def report_of(alert: AlertIn, service: str) -> FailureReport:
 @router.post("/alertmanager", response_model=AlertsReceived, response_model_by_alias=True)
 async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep) -> AlertsReceived:
     """Each alert's effect, in order: an incident opened (and a recovery started), joined,
-    resolved, a duplicate, or ignored with the reason."""
+    resolved, a duplicate, stale, or ignored with the reason. Alerts beyond the first 1,000
+    are not read (``skipped``), and the payload is still accepted."""
     label = runtime.settings.alertmanager_label
-    if payload.truncated_alerts:
+    read, skipped = payload.alerts[:MAX_ALERTS], payload.alerts[MAX_ALERTS:]
+    if payload.truncated_alerts or skipped:
         log.warning(
-            "Alertmanager left %d alert(s) out of a payload (truncatedAlerts); raise max_alerts",
+            "alerts left out of an Alertmanager payload: %d by Alertmanager (truncatedAlerts: "
+            "raise max_alerts), %d by Phoenix (over %d)",
             payload.truncated_alerts,
+            len(skipped),
+            MAX_ALERTS,
+        )
+        runtime.reports.note_truncated(
+            by_sender=payload.truncated_alerts, by_phoenix=len(skipped), limit=MAX_ALERTS
         )
     results = []
-    for index, raw in enumerate(payload.alerts):
+    for index, raw in enumerate(read):
         try:
             alert = AlertIn.model_validate(raw)
         except ValidationError as exc:
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem["loc"]) or "alert"
             message = str(problem["msg"]).removeprefix("Value error, ")
+            runtime.reports.note_unmapped(ReportOrigin.ALERTMANAGER)
             results.append(
                 AlertResultOut(
                     index=index,
@@ -182,6 +196,8 @@ async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep
             )
         else:
             result = await runtime.reports.receive(report_of(alert, service))
+        if service is None or service not in runtime.catalog:
+            runtime.reports.note_unmapped(ReportOrigin.ALERTMANAGER)
         results.append(
             AlertResultOut(
                 index=index,
@@ -195,5 +211,8 @@ async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep
             )
         )
     return AlertsReceived(
-        received=len(payload.alerts), truncated=payload.truncated_alerts, results=results
+        received=len(payload.alerts),
+        truncated=payload.truncated_alerts,
+        skipped=len(skipped),
+        results=results,
     )

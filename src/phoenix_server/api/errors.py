@@ -42,6 +42,10 @@ from phoenix_server.domain.errors import (
 log = logging.getLogger("phoenix.api")
 
 MAX_BODY_BYTES = 1024 * 1024
+LARGER_BODIES = {"/api/alerts/alertmanager": 16 * 1024 * 1024}
+"""Routes whose bodies may be larger: Alertmanager sends a whole group in one payload
+(1,000 alerts with long annotations are a few MB), and refusing it with a 4xx would make it
+re-send the same payload forever."""
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -179,7 +183,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, larger=LARGER_BODIES)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -215,7 +219,7 @@ ERROR_STATUSES = {
     "request came from another origin",
     404: "Unknown thing (named in the message)",
     409: "Conflict with the current state (a running recovery adds its recoveryId)",
-    413: f"Request body over {MAX_BODY_BYTES} bytes",
+    413: f"Request body over {MAX_BODY_BYTES} bytes (16 MiB for Alertmanager's webhook)",
     415: "The body is not JSON (Content-Type must be application/json)",
     421: "The Host header names a host this Phoenix does not answer to (PHOENIX_ALLOWED_HOSTS)",
     422: "Invalid: each problem in details, with a path such as steps[1].condition",
@@ -282,19 +286,22 @@ class _TooLarge(HTTPException):
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed."""
+    """Refuse request bodies over ``limit`` bytes (or the ``larger`` limit of their path)
+    with 413, declared or streamed."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.limit)
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._refuse(send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._refuse(send, limit)
                 return
         received = 0
         started = False
@@ -304,8 +311,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _TooLarge(self.limit)
+                if received > limit:
+                    raise _TooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -318,15 +325,15 @@ class BodyLimit:
             await self.app(scope, counted, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         body = json.dumps(
             {
                 "success": False,
                 "error": {
                     "code": "too_large",
-                    "message": f"request body over {self.limit} bytes",
+                    "message": f"request body over {limit} bytes",
                     "details": [],
                 },
             }

@@ -28,6 +28,8 @@ LATE_PROBES_WARNING = 1.0
 """Seconds of smoothed probe lateness before /health warns about overload."""
 REBUILT_SHOWN = 3600.0
 """Seconds /health keeps saying that the database file had to be written again."""
+TRUNCATION_SHOWN = 3600.0
+"""Seconds /health keeps saying that alerts were left out of a payload."""
 
 
 class PhoenixHealth(WireModel):
@@ -111,6 +113,18 @@ def health_report(runtime: Runtime) -> PhoenixHealth:
         )
     if runtime.audit.pending:
         warnings.append(f"{runtime.audit.pending} audit entr(ies) waiting for the database")
+    if (truncation := runtime.reports.last_truncation) is not None:
+        at, what = truncation
+        if (runtime.clock.now() - at).total_seconds() < TRUNCATION_SHOWN:
+            warnings.append(
+                f"alerts left out of an Alertmanager payload at {iso_ms(at)}: {what}; "
+                "set max_alerts in the receiver to at most 1000"
+            )
+    if runtime.reports.unsaved:
+        warnings.append(
+            f"{runtime.reports.unsaved} report key(s) waiting for the database: after a "
+            "restart now, copies of those alerts would be taken as new"
+        )
     return PhoenixHealth(
         status="degraded" if runtime.database_problem or runtime.store.write_problem else "healthy",
         version=__version__,

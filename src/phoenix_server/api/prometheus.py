@@ -1,9 +1,12 @@
 """``GET /metrics``: Phoenix in the Prometheus text format (prometheus-client).
 
-Totals over the whole history (recoveries by service, strategy and outcome; incidents by
-failure type; false positives) are read from the store at scrape time; the state now
-(services' health and uptime, recoveries running) from the engine; histograms of time to
-recovery and detection-to-action latency from the engine's observer since it started.
+Totals over the whole history (ended recoveries of this installation by service, strategy
+and outcome; incidents by failure type; false positives) are read from the store at scrape
+time; the state now (services' health and uptime, recoveries running, incidents open or
+given up on, the alert outbox) from the engine and the store; reports received since start
+from the intake; histograms of time to recovery and detection-to-action latency from the
+engine's observer since it started; and the standard process metrics. docs/operations.md
+lists them all and says which are safe to alert on.
 """
 
 from __future__ import annotations
@@ -11,15 +14,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from phoenix_server import __version__
 from phoenix_server.api.common import RuntimeDep
 from phoenix_server.domain.health import ServiceStatus
-from phoenix_server.store import incidents, recoveries
+from phoenix_server.domain.incidents import IncidentStatus
+from phoenix_server.runtime import Runtime
+from phoenix_server.store import alerts, incidents, recoveries
 
 router = APIRouter(tags=["metrics"])
+
+# ``*_created`` series double every counter and histogram for a value nobody alerts on.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _Snapshot(Collector):
@@ -36,11 +50,14 @@ async def metrics(runtime: RuntimeDep) -> Response:
     families: list[Metric] = []
     recovered = CounterMetricFamily(
         "phoenix_recoveries",
-        "Recoveries recorded, by service, strategy, status and outcome",
+        "Recoveries this Phoenix ran that ended (each attempt once, once its verdict is "
+        "final), by service, strategy, status and outcome; running: phoenix_active_recoveries",
         labels=["service", "strategy", "status", "outcome"],
     )
     for service, strategy, status, outcome, count in await runtime.store.read(
-        recoveries.recovery_totals
+        recoveries.recovery_totals,
+        owner=runtime.owner,
+        excluding=runtime.orchestrator.stabilising_ids(),
     ):
         recovered.add_metric([service, strategy, status, outcome or "none"], count)
     families.append(recovered)
@@ -99,7 +116,58 @@ async def metrics(runtime: RuntimeDep) -> Response:
         if view.uptime is not None:
             uptime.add_metric([spec.name], view.uptime / 100.0)
     families += [active, up, recovering, states, uptime]
+    families += await _incidents_and_reports(runtime)
     snapshot = CollectorRegistry(auto_describe=False)
     snapshot.register(_Snapshot(families))
     body = generate_latest(snapshot) + generate_latest(runtime.metrics_registry)
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)
+
+
+async def _incidents_and_reports(runtime: Runtime) -> list[Metric]:
+    unresolved = GaugeMetricFamily(
+        "phoenix_unresolved_incidents",
+        "Incidents not resolved now, by service, failure type and state: open (Phoenix is "
+        "on it) or gave_up (Phoenix stopped trying: a person must act)",
+        labels=["service", "failure_type", "state"],
+    )
+    counts: dict[tuple[str, str, str], int] = {}
+    for incident in runtime.orchestrator.unresolved_incidents():
+        state = "gave_up" if incident.status is IncidentStatus.UNRESOLVED else "open"
+        key = (incident.service, incident.failure_type.value, state)
+        counts[key] = counts.get(key, 0) + 1
+    for labels, count in sorted(counts.items()):
+        unresolved.add_metric(list(labels), count)
+    waiting, oldest = await runtime.store.read(alerts.backlog)
+    outbox = GaugeMetricFamily(
+        "phoenix_alert_outbox_pending", "Alerts not yet delivered to ALERT_WEBHOOK"
+    )
+    outbox.add_metric([], waiting)
+    age = GaugeMetricFamily(
+        "phoenix_alert_outbox_oldest_age_seconds",
+        "Age of the oldest alert not yet delivered to ALERT_WEBHOOK (0: none waiting)",
+    )
+    age.add_metric(
+        [], (runtime.clock.now() - oldest).total_seconds() if oldest is not None else 0.0
+    )
+    reports = CounterMetricFamily(
+        "phoenix_reports",
+        "Failure reports received since Phoenix started (Alertmanager alerts, events), by "
+        "origin and what became of them (recovering, recorded, joined, duplicate, resolved, "
+        "stale, ignored)",
+        labels=["origin", "action"],
+    )
+    for (origin, action), count in sorted(runtime.reports.received.items()):
+        reports.add_metric([origin, action], count)
+    truncated = CounterMetricFamily(
+        "phoenix_alerts_truncated",
+        "Alerts left out of Alertmanager payloads since Phoenix started, by who left them "
+        "out (alertmanager: its max_alerts; phoenix: over 1000 in one payload)",
+        labels=["by"],
+    )
+    for by in ("alertmanager", "phoenix"):
+        truncated.add_metric([by], runtime.reports.truncated[by])
+    build = GaugeMetricFamily(
+        "phoenix_build_info", "Always 1: the version of Phoenix running", labels=["version"]
+    )
+    build.add_metric([__version__], 1.0)
+    return [unresolved, outbox, age, reports, truncated, build]

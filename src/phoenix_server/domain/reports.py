@@ -66,3 +66,22 @@ class ReportResult:
     service: str | None = None
     incident_id: str | None = None
     recovery_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SeenReport:
+    """A report key Phoenix received, kept (in memory and in the store) so that copies sent
+    later change nothing: Alertmanager re-sends a firing alert for as long as it fires, and
+    again after Phoenix restarts."""
+
+    key: str
+    service: str
+    incident_id: str | None
+    """The incident it opened or joined (None: it opened and joined none)."""
+    holds_open: bool
+    """Its incident stays open while it fires: it opened that incident, or joined one a
+    report opened. (An incident Phoenix opened itself closes when Phoenix sees the service
+    healthy, whatever reports joined it.)"""
+    resolved: bool
+    seen_at: datetime
+    """When a copy of it last arrived: kept for a day after that."""

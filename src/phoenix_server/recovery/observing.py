@@ -1,15 +1,16 @@
 """What the recovery engine reports as it works, for ``/metrics``: an observer protocol the
 orchestrator calls, and the Prometheus implementation of it (prometheus-client).
 
-Histograms and the attempts counter live in memory (a restart of Phoenix is a counter reset,
-which Prometheus handles); totals over all history come from the store at scrape time.
+Histograms live in memory (a restart of Phoenix is a reset, which Prometheus handles);
+counts of recoveries come from the store at scrape time (``phoenix_recoveries_total``: one
+name for one meaning).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 
 from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import Recovery
@@ -27,15 +28,9 @@ class NoObserver:
 
 
 class PrometheusObserver:
-    """Recovery attempts, time to recovery and detection-to-action latency."""
+    """Time to recovery and detection-to-action latency."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.attempts = Counter(
-            "phoenix_recovery_attempts",
-            "Recovery attempts that ended since Phoenix started, by outcome",
-            ["service", "strategy", "status", "outcome"],
-            registry=registry,
-        )
         self.time_to_recovery = Histogram(
             "phoenix_time_to_recovery_seconds",
             "From a failure's detection to its verified recovery",
@@ -52,10 +47,6 @@ class PrometheusObserver:
         )
 
     def recovery_ended(self, recovery: Recovery, incident: Incident | None) -> None:
-        outcome = recovery.outcome.value if recovery.outcome else "none"
-        self.attempts.labels(
-            recovery.service, recovery.strategy.value, recovery.status.value, outcome
-        ).inc()
         if incident is None or recovery.started_at is None:
             return
         if recovery.attempt == 1:

@@ -359,6 +359,15 @@ class Orchestrator:
     def active_count(self) -> int:
         return len(self._runs)
 
+    def unresolved_incidents(self) -> list[Incident]:
+        """The incidents not yet resolved: open, or given up on (a person must act)."""
+        return list(self._incidents.values())
+
+    def stabilising_ids(self) -> set[str]:
+        """Recoveries recorded as succeeded that have not yet held for their stabilisation
+        period: a relapse may still turn them into failures."""
+        return {watch.result.id for watch in self._stabilising.values()}
+
     def active_recovery(self, service: str) -> Recovery | None:
         run = self._runs.get(service)
         return run.recovery if run else None

@@ -78,3 +78,11 @@ def undelivered(session: Session) -> int:
         )
         or 0
     )
+
+
+def backlog(session: Session) -> tuple[int, datetime | None]:
+    """How many alerts wait to be delivered, and when the oldest of them was raised."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(AlertRow.created_at)).where(AlertRow.delivered_at.is_(None))
+    ).one()
+    return int(count), oldest

@@ -18,8 +18,16 @@ from phoenix_server.domain.deployments import Deployment
 from phoenix_server.domain.errors import UnavailableError
 from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import Recovery, Step
+from phoenix_server.domain.reports import SeenReport
 from phoenix_server.domain.services import Instance, PlatformKind
-from phoenix_server.store import alerts, deployments, incidents, instances, recoveries
+from phoenix_server.store import (
+    alerts,
+    deployments,
+    incidents,
+    instances,
+    recoveries,
+    report_keys,
+)
 from phoenix_server.store.database import Store
 
 log = logging.getLogger("phoenix.store")
@@ -73,6 +81,19 @@ class StoreAlertQueue:
 
     async def failed(self, alert_id: str, retry_at: datetime, error: str) -> None:
         await self._store.write(alerts.failed, alert_id, retry_at=retry_at, error=error)
+
+
+class StoreReportKeys:
+    """The report keys received, for recognising copies after a restart."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def save(self, seen: SeenReport) -> None:
+        await self._store.write(report_keys.save_seen, seen)
+
+    async def prune(self, before: datetime, keep: int) -> None:
+        await self._store.write(report_keys.prune_seen, before=before, keep=keep)
 
 
 class StoreJournal:

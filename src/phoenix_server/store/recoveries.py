@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -271,16 +271,26 @@ def last_successes(session: Session, *, scan: int = 10_000) -> dict[str, tuple[d
     return found
 
 
-def recovery_totals(session: Session) -> list[tuple[str, str, str, str | None, int]]:
-    """(service, strategy, status, outcome, count) over every recovery recorded."""
+def recovery_totals(
+    session: Session, *, owner: str | None = None, excluding: Collection[str] = ()
+) -> list[tuple[str, str, str, str | None, int]]:
+    """(service, strategy, status, outcome, count) over the ended recoveries (those the
+    installation ``owner`` ran, if given), but for those in ``excluding`` (still
+    stabilising: their verdict may change, and a counter must never go down)."""
+    ended = [status.value for status in RecoveryStatus if status.terminal]
+    query = select(
+        RecoveryRow.service,
+        RecoveryRow.strategy,
+        RecoveryRow.status,
+        RecoveryRow.outcome,
+        func.count(),
+    ).where(RecoveryRow.status.in_(ended))
+    if owner is not None:
+        query = query.where(RecoveryRow.owner == owner)
+    if excluding:
+        query = query.where(RecoveryRow.id.not_in(list(excluding)))
     rows = session.execute(
-        select(
-            RecoveryRow.service,
-            RecoveryRow.strategy,
-            RecoveryRow.status,
-            RecoveryRow.outcome,
-            func.count(),
-        ).group_by(
+        query.group_by(
             RecoveryRow.service, RecoveryRow.strategy, RecoveryRow.status, RecoveryRow.outcome
         )
     ).all()

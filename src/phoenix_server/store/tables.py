@@ -234,3 +234,17 @@ class AuditRow(Base):
     path: Mapped[str] = mapped_column(String(2048))
     remote: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)
+
+
+class ReportKeyRow(Base):
+    """Keys of the failure reports received (an alert's fingerprint and start): copies sent
+    later, also after a restart, are recognised as such."""
+
+    __tablename__ = "report_keys"
+
+    key: Mapped[str] = mapped_column(String(640), primary_key=True)
+    service: Mapped[str] = mapped_column(String(128))
+    incident_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    holds_open: Mapped[bool] = mapped_column(Boolean)
+    resolved: Mapped[bool] = mapped_column(Boolean)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
