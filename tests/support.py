@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,6 +84,27 @@ def postgres_url() -> str:
             pytest.fail(f"{reason} (PHOENIX_REQUIRE_POSTGRES=1)")
         pytest.skip(reason)
     return url
+
+
+PROMETHEUS_PACKAGES = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "amtool": "prometheus-alertmanager",
+    "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
+}
+
+
+def prometheus_program(name: str) -> str:
+    """The path of one of the Prometheus programs from Debian, or skip (fail in CI, where
+    ``PHOENIX_REQUIRE_PROMETHEUS=1``) naming the package that has it."""
+    found = shutil.which(name)
+    if found is None:
+        reason = f"no {name} on PATH (Debian package {PROMETHEUS_PACKAGES[name]})"
+        if os.environ.get("PHOENIX_REQUIRE_PROMETHEUS") == "1":
+            pytest.fail(f"{reason} (PHOENIX_REQUIRE_PROMETHEUS=1)")
+        pytest.skip(reason)
+    return found
 
 
 def write_service_file(path: Path, text: str) -> Path:

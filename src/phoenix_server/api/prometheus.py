@@ -116,14 +116,14 @@ async def metrics(runtime: RuntimeDep) -> Response:
         if view.uptime is not None:
             uptime.add_metric([spec.name], view.uptime / 100.0)
     families += [active, up, recovering, states, uptime]
-    families += await _incidents_and_reports(runtime)
+    families += await _what_operators_alert_on(runtime)
     snapshot = CollectorRegistry(auto_describe=False)
     snapshot.register(_Snapshot(families))
     body = generate_latest(snapshot) + generate_latest(runtime.metrics_registry)
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)
 
 
-async def _incidents_and_reports(runtime: Runtime) -> list[Metric]:
+async def _what_operators_alert_on(runtime: Runtime) -> list[Metric]:
     unresolved = GaugeMetricFamily(
         "phoenix_unresolved_incidents",
         "Incidents not resolved now, by service, failure type and state: open (Phoenix is "
@@ -166,8 +166,27 @@ async def _incidents_and_reports(runtime: Runtime) -> list[Metric]:
     )
     for by in ("alertmanager", "phoenix"):
         truncated.add_metric([by], runtime.reports.truncated[by])
+    budget = GaugeMetricFamily(
+        "phoenix_recovery_budget_remaining",
+        "Automatic recovery attempts the service's budget still allows in its window (0: "
+        "Phoenix waits for a person or for the service to stay healthy)",
+        labels=["service"],
+    )
+    for spec in runtime.catalog:
+        budget.add_metric([spec.name], runtime.orchestrator.budget_remaining(spec.name))
+    paused = GaugeMetricFamily(
+        "phoenix_fleet_paused",
+        "1 while the fleet floor pauses automatic recovery (too many services down at once)",
+    )
+    paused.add_metric([], float(runtime.orchestrator.fleet_pause is not None))
+    late = GaugeMetricFamily(
+        "phoenix_probe_lateness_seconds",
+        "How late health probes start, smoothed (over 1 s: more targets than Phoenix's CPU "
+        "can probe on time)",
+    )
+    late.add_metric([], runtime.scheduler.lateness)
     build = GaugeMetricFamily(
         "phoenix_build_info", "Always 1: the version of Phoenix running", labels=["version"]
     )
     build.add_metric([__version__], 1.0)
-    return [unresolved, outbox, age, reports, truncated, build]
+    return [unresolved, outbox, age, reports, truncated, budget, paused, late, build]

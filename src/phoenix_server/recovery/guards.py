@@ -49,12 +49,16 @@ class RecoveryBudgets:
         return None if since is None else self._monotonic() - since
 
     def left(self, spec: ServiceSpec) -> bool:
+        return self.remaining(spec) > 0
+
+    def remaining(self, spec: ServiceSpec) -> int:
+        """Attempts the service's budget still allows within its window."""
         budget = spec.recovery.budget
         times = self._started.setdefault(spec.name, deque())
         now = self._monotonic()
         while times and now - times[0] >= budget.window:
             times.popleft()
-        return len(times) < budget.attempts
+        return max(0, budget.attempts - len(times))
 
     def spend(self, spec: ServiceSpec) -> None:
         self._started.setdefault(spec.name, deque()).append(self._monotonic())

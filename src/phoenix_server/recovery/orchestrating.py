@@ -363,6 +363,10 @@ class Orchestrator:
         """The incidents not yet resolved: open, or given up on (a person must act)."""
         return list(self._incidents.values())
 
+    def budget_remaining(self, service: str) -> int:
+        """Automatic attempts ``service``'s recovery budget still allows in its window."""
+        return self._budgets.remaining(self._catalog.get(service))
+
     def stabilising_ids(self) -> set[str]:
         """Recoveries recorded as succeeded that have not yet held for their stabilisation
         period: a relapse may still turn them into failures."""

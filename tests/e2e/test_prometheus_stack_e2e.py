@@ -1,0 +1,451 @@
+"""Phoenix behind the real Prometheus, Alertmanager and blackbox exporter from Debian, each on
+a free loopback port with its own configuration and data directory (started with its final
+configuration: Prometheus drops alerts for a few seconds after a reload).
+
+- ``web`` is checked by Phoenix over TCP only; its ``/health`` starts answering 503, which
+  only the blackbox probe sees → Prometheus fires → Alertmanager posts → Phoenix opens an
+  incident (source ``alert``) and restarts it → the probe passes, the alert resolves →
+  exactly that incident is closed, and no other was opened.
+- ``shop`` fails in a way Phoenix sees itself (HTTP check) and Phoenix fixes it first; the
+  alert about it reaches Phoenix late (its route waits 6 s): not acted on (``stale``, or
+  ``joined`` if Phoenix's incident is still open).
+- A rule on ``phoenix_service_up == 0`` routed back to Phoenix — the configuration the docs
+  warn against — never fires during Phoenix's own restarts.
+- ``promtool check metrics`` finds nothing wrong with ``/metrics`` after all that, every
+  Phoenix metric the shipped rules name is exported, and Prometheus evaluates the shipped
+  rules without error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.support import (
+    REPO,
+    PhoenixServer,
+    free_port,
+    prometheus_program,
+    running_phoenix,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+SHIPPED_RULES = REPO / "examples" / "prometheus" / "phoenix-rules.yml"
+
+
+def _services(web_port: int, shop_port: int, api_port: int) -> str:
+    def entry(name: str, port: int, health: str, extra: str = "") -> str:
+        return f"""
+  - name: {name}
+    command: ["{{python}}", "-m", "examples.services.web", "--port", "{{port}}", "--name", "{{name}}"]
+    cwd: {REPO}
+    port: {port}
+    health: {health}
+    stop: {{grace: 2s}}
+{extra}"""
+
+    return "services:" + (
+        entry("web", web_port, '{tcp: "127.0.0.1:{port}", interval: 0.5s}')
+        + entry(
+            "shop",
+            shop_port,
+            '{http: "http://127.0.0.1:{port}/health", interval: 1s, timeout: 0.5s, '
+            "failure_threshold: 3}",
+            "    recovery: {stabilisation: 1s}\n",
+        )
+        + entry(
+            "api",
+            api_port,
+            '{http: "http://127.0.0.1:{port}/health", interval: 0.5s, timeout: 0.5s}',
+        )
+    )
+
+
+@dataclass
+class Program:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+
+def _start(name: str, args: list[str], workdir: Path) -> Program:
+    log = workdir / f"{name}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            args, cwd=workdir, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Program(name, process, log)
+
+
+def _ready(program: Program, url: str) -> None:
+    def answers() -> bool:
+        if program.process.poll() is not None:
+            raise AssertionError(f"{program.name} exited: {program.output()}")
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answers, timeout=30, message=f"{program.name} ready at {url}")
+
+
+@dataclass
+class Stack:
+    phoenix: PhoenixServer
+    prometheus: str
+    programs: list[Program]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=5)
+        assert answer.status_code == 200, answer.text
+        result: list[dict[str, Any]] = answer.json()["data"]["result"]
+        return result
+
+    def incidents(self, service: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.phoenix.get(
+            "/api/incidents", params={"service": service, "limit": 100}
+        ).json()["incidents"]
+        return found
+
+    def reports(self, action: str) -> float:
+        text = self.phoenix.get("/metrics").text
+        line = f'phoenix_reports_total{{action="{action}",origin="alertmanager"}} '
+        for row in text.splitlines():
+            if row.startswith(line):
+                return float(row.removeprefix(line))
+        return 0.0
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    for program in ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"):
+        prometheus_program(program)
+    web_port, shop_port, api_port = free_port(), free_port(), free_port()
+    services = tmp_path / "phoenix.yaml"
+    services.write_text(_services(web_port, shop_port, api_port), encoding="utf-8")
+    with running_phoenix(services, tmp_path / "var") as phoenix:
+        for name in ("web", "shop", "api"):
+            wait_until(lambda n=name: phoenix.status_of(n) == "healthy", timeout=30)
+        yield from _with_prometheus(tmp_path, phoenix, {"web": web_port, "shop": shop_port})
+
+
+def _with_prometheus(
+    tmp_path: Path, phoenix: PhoenixServer, probed: dict[str, int]
+) -> Iterator[Stack]:
+    blackbox_port, alertmanager_port, prometheus_port = free_port(), free_port(), free_port()
+    (tmp_path / "blackbox.yml").write_text(
+        yaml.safe_dump({"modules": {"http_2xx": {"prober": "http", "timeout": "1s"}}})
+    )
+    routes = {
+        "receiver": "people",
+        "group_by": ["alertname", "service"],
+        "group_wait": "0s",
+        "group_interval": "1s",
+        "repeat_interval": "1h",
+        "routes": [
+            {
+                "receiver": "phoenix",
+                "matchers": ['to_phoenix="true"', 'service="shop"'],
+                "group_wait": "6s",  # Phoenix fixes shop itself before this alert arrives
+            },
+            {"receiver": "phoenix", "matchers": ['to_phoenix="true"']},
+        ],
+    }
+    (tmp_path / "alertmanager.yml").write_text(
+        yaml.safe_dump(
+            {
+                "route": routes,
+                "receivers": [
+                    {"name": "people"},
+                    {
+                        "name": "phoenix",
+                        "webhook_configs": [
+                            {
+                                "url": f"{phoenix.url}/api/alerts/alertmanager",
+                                "send_resolved": True,
+                                "max_alerts": 1000,
+                            }
+                        ],
+                    },
+                ],
+            }
+        )
+    )
+    rules = {
+        "groups": [
+            {
+                "name": "test",
+                "rules": [
+                    {
+                        "alert": "ServiceProbeFailing",
+                        "expr": 'probe_success{job="blackbox",service="web"} == 0',
+                        "labels": {"to_phoenix": "true", "failure_type": "service_down"},
+                    },
+                    {
+                        # Still firing after Phoenix fixed shop, when its route (6 s) posts
+                        # it: a late alert about a failure already fixed.
+                        "alert": "ShopProbeFailing",
+                        "expr": 'probe_success{job="blackbox",service="shop"} == 0',
+                        "keep_firing_for": "30s",
+                        "labels": {"to_phoenix": "true", "failure_type": "service_down"},
+                    },
+                    {
+                        # What the docs warn against: Phoenix's own metric back to Phoenix.
+                        "alert": "PhoenixSaysDown",
+                        "expr": "phoenix_service_up == 0",
+                        "labels": {"to_phoenix": "true"},
+                    },
+                ],
+            }
+        ]
+    }
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    targets = [
+        {"targets": [f"http://127.0.0.1:{port}/health"], "labels": {"service": name}}
+        for name, port in probed.items()
+    ]
+    (tmp_path / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms"},
+                "alerting": {
+                    "alertmanagers": [
+                        {"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}
+                    ]
+                },
+                "rule_files": ["rules.yml", str(SHIPPED_RULES)],
+                "scrape_configs": [
+                    {
+                        "job_name": "phoenix",
+                        "static_configs": [{"targets": [f"127.0.0.1:{phoenix.port}"]}],
+                    },
+                    {
+                        "job_name": "blackbox",
+                        "metrics_path": "/probe",
+                        "params": {"module": ["http_2xx"]},
+                        "static_configs": targets,
+                        "relabel_configs": [
+                            {"source_labels": ["__address__"], "target_label": "__param_target"},
+                            {"source_labels": ["__param_target"], "target_label": "instance"},
+                            {
+                                "target_label": "__address__",
+                                "replacement": f"127.0.0.1:{blackbox_port}",
+                            },
+                        ],
+                    },
+                ],
+            }
+        )
+    )
+    programs: list[Program] = []
+    try:
+        blackbox = _start(
+            "blackbox",
+            [
+                "prometheus-blackbox-exporter",
+                f"--config.file={tmp_path / 'blackbox.yml'}",
+                f"--web.listen-address=127.0.0.1:{blackbox_port}",
+                # A probe gets the scrape timeout (500 ms) less this offset (0.5 s by default).
+                "--timeout-offset=0.1",
+            ],
+            tmp_path,
+        )
+        programs.append(blackbox)
+        alertmanager = _start(
+            "alertmanager",
+            [
+                "prometheus-alertmanager",
+                f"--config.file={tmp_path / 'alertmanager.yml'}",
+                f"--storage.path={tmp_path / 'alertmanager-data'}",
+                f"--web.listen-address=127.0.0.1:{alertmanager_port}",
+                "--cluster.listen-address=",
+            ],
+            tmp_path,
+        )
+        programs.append(alertmanager)
+        prometheus = _start(
+            "prometheus",
+            [
+                "prometheus",
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{prometheus_port}",
+            ],
+            tmp_path,
+        )
+        programs.append(prometheus)
+        _ready(blackbox, f"http://127.0.0.1:{blackbox_port}/metrics")
+        _ready(alertmanager, f"http://127.0.0.1:{alertmanager_port}/-/ready")
+        _ready(prometheus, f"http://127.0.0.1:{prometheus_port}/-/ready")
+        stack = Stack(phoenix, f"http://127.0.0.1:{prometheus_port}", programs)
+        seen: list[Any] = []
+
+        def probes_pass() -> bool:
+            found = stack.query('probe_success{job="blackbox"}')
+            seen[:] = [found]
+            return len(found) == len(probed) and all(r["value"][1] == "1" for r in found)
+
+        try:
+            wait_until(probes_pass, timeout=30, message="the blackbox probes passing")
+        except AssertionError as exc:
+            targets = httpx.get(f"{stack.prometheus}/api/v1/targets", timeout=5).json()
+            raise AssertionError(f"{exc}; probes: {seen}; targets: {targets}") from None
+        yield stack
+    finally:
+        for program in programs:
+            program.process.terminate()
+        for program in programs:
+            try:
+                program.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                program.process.kill()
+                program.process.wait()
+
+
+def _at(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _break_health(phoenix: PhoenixServer, service: str) -> float:
+    port = phoenix.instance_port(service)
+    answer = httpx.post(f"http://127.0.0.1:{port}/admin/health", json={"fail": True}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    return time.time()
+
+
+def test_an_alert_only_the_blackbox_sees_is_recovered_and_its_incident_closed(
+    stack: Stack,
+) -> None:
+    phoenix = stack.phoenix
+    broke = _break_health(phoenix, "web")
+    assert phoenix.status_of("web") == "healthy", "Phoenix's TCP check cannot see it"
+
+    def opened() -> dict[str, Any] | None:
+        found = [i for i in stack.incidents("web") if i["source"] == "alert"]
+        return found[0] if found else None
+
+    incident = wait_until(opened, timeout=60, message="the alert's incident at Phoenix")
+    [recovery] = wait_until(
+        lambda: phoenix.recoveries_of("web"), timeout=30, message="the alert's recovery"
+    )
+    assert recovery["trigger"] == "alert"
+    recovered = phoenix.finished(recovery["id"], timeout=60)
+    assert recovered["status"] == "completed", recovered
+
+    def closed() -> dict[str, Any] | None:
+        found = phoenix.get(f"/api/incidents/{incident['id']}").json()["incident"]
+        return found if found["status"] == "resolved" else None
+
+    done = wait_until(closed, timeout=60, message="the incident closed")
+    wait_until(
+        lambda: not stack.query('ALERTS{alertname="ServiceProbeFailing",service="web"}'),
+        timeout=30,
+        message="the alert resolved in Prometheus",
+    )
+    assert [i["id"] for i in stack.incidents("web")] == [incident["id"]], "one incident only"
+    assert len(phoenix.recoveries_of("web")) == 1, "one recovery only"
+    timings = {
+        "fault → alert at Phoenix": _at(incident["detectedAt"]) - broke,
+        "fault → recovered": _at(recovered["endTime"]) - broke,
+        "fault → incident closed": _at(done["resolvedAt"]) - broke,
+    }
+    print("alert path timings: " + json.dumps({k: round(v, 2) for k, v in timings.items()}))
+    assert all(0 < took < 120 for took in timings.values()), timings
+
+
+def test_an_alert_about_a_failure_phoenix_already_fixed_changes_nothing(stack: Stack) -> None:
+    phoenix = stack.phoenix
+    _break_health(phoenix, "shop")
+    [recovery] = wait_until(
+        lambda: phoenix.recoveries_of("shop"), timeout=30, message="Phoenix's own recovery"
+    )
+    assert recovery["trigger"] != "alert"
+    assert phoenix.finished(recovery["id"], timeout=60)["status"] == "completed"
+    wait_until(
+        lambda: stack.query('ALERTS{alertname="ShopProbeFailing",service="shop"}'),
+        timeout=30,
+        message="Prometheus saw shop fail too",
+    )
+    wait_until(
+        lambda: stack.reports("stale") + stack.reports("joined") >= 1,
+        timeout=60,
+        message="the late alert at Phoenix",
+    )
+    print(f"late alert: stale {stack.reports('stale')}, joined {stack.reports('joined')}")
+    assert len(phoenix.recoveries_of("shop")) == 1, "the late alert restarted nothing"
+    assert all(i["source"] != "alert" for i in stack.incidents("shop"))
+
+
+def test_phoenix_own_restarts_never_fire_a_rule_on_its_up_metric(stack: Stack) -> None:
+    phoenix = stack.phoenix
+    for _ in range(5):
+        started = phoenix.post(
+            "/api/recovery/trigger",
+            json={"service": "api", "strategy": "restart", "reason": "feedback-loop test"},
+        )
+        assert started.status_code == 202, started.text
+        assert phoenix.finished(started.json()["recoveryId"], timeout=60)["status"] == "completed"
+    wait_until(
+        lambda: stack.query('count_over_time(phoenix_service_recovering{service="api"}[5m]) > 0'),
+        timeout=10,
+        message="Prometheus scraped Phoenix during the restarts",
+    )
+    assert not stack.query('count_over_time(ALERTS{alertname="PhoenixSaysDown"}[5m])')
+    assert all(i["source"] != "alert" for i in stack.incidents("api"))
+
+
+def test_promtool_finds_nothing_wrong_with_metrics_and_the_shipped_rules_evaluate(
+    stack: Stack,
+) -> None:
+    text = stack.phoenix.get("/metrics").text
+    checked = subprocess.run(
+        [prometheus_program("promtool"), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == "" and checked.stderr.strip() == "", checked
+    exported = {
+        line.split()[2].removesuffix("_total")
+        for line in text.splitlines()
+        if line.startswith("# TYPE ")
+    }
+    named = {
+        name
+        for group in yaml.safe_load(SHIPPED_RULES.read_text(encoding="utf-8"))["groups"]
+        for rule in group["rules"]
+        for name in _metric_names(rule["expr"])
+    }
+    assert named and named <= exported, named - exported
+
+    def evaluated() -> list[dict[str, Any]] | None:
+        groups = httpx.get(f"{stack.prometheus}/api/v1/rules", timeout=5).json()["data"]
+        rules = [r for g in groups["groups"] for r in g["rules"] if g["file"].endswith(".yml")]
+        shipped = [r for r in rules if r["name"] != "PhoenixSaysDown" and "phoenix" in r["query"]]
+        return shipped if all(r["health"] == "ok" for r in shipped) and shipped else None
+
+    shipped = wait_until(evaluated, timeout=30, message="the shipped rules evaluated")
+    assert len(shipped) >= 8
+
+
+def _metric_names(expr: str) -> set[str]:
+    """The Phoenix metric families ``expr`` reads (a counter's family has no ``_total``)."""
+    return {m.removesuffix("_total") for m in re.findall(r"\bphoenix_[a-z_]+", expr)}
