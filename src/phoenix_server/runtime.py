@@ -193,6 +193,7 @@ class Runtime:
                 max_concurrent=settings.max_concurrent_recoveries,
                 fleet_floor=settings.fleet_floor,
                 fleet_floor_min=settings.fleet_floor_min,
+                alert_grace=settings.alert_grace,
             ),
             versions=self.versions,
             observer=PrometheusObserver(self.metrics_registry),

@@ -103,6 +103,7 @@ def test_each_phoenix_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("PHOENIX_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PHOENIX_MAX_CONCURRENT_RECOVERIES", "9")
     monkeypatch.setenv("PHOENIX_KEEP_SERVICES", "1")
+    monkeypatch.setenv("PHOENIX_ALERT_GRACE", "5m")
     monkeypatch.setenv("PHOENIX_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("ALERT_WEBHOOK_SECRET", "s3cret")
     settings = load_settings()
@@ -114,6 +115,7 @@ def test_each_phoenix_variable_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert settings.log_dir == tmp_path / "data" / "logs"
     assert settings.max_concurrent_recoveries == 9
     assert settings.keep_services is True
+    assert settings.alert_grace == 300.0
     assert settings.log_level == "debug"
     assert settings.alert_webhook_secret is not None
     assert settings.alert_webhook_secret.get_secret_value() == "s3cret"

@@ -46,11 +46,11 @@ pytestmark = pytest.mark.e2e
 SHIPPED_RULES = REPO / "examples" / "prometheus" / "phoenix-rules.yml"
 
 
-def _services(web_port: int, shop_port: int, api_port: int) -> str:
-    def entry(name: str, port: int, health: str, extra: str = "") -> str:
+def _services(web_port: int, shop_port: int, api_port: int, stuck_port: int | None) -> str:
+    def entry(name: str, port: int, health: str, extra: str = "", flags: str = "") -> str:
         return f"""
   - name: {name}
-    command: ["{{python}}", "-m", "examples.services.web", "--port", "{{port}}", "--name", "{{name}}"]
+    command: ["{{python}}", "-m", "examples.services.web", "--port", "{{port}}", "--name", "{{name}}"{flags}]
     cwd: {REPO}
     port: {port}
     health: {health}
@@ -70,6 +70,18 @@ def _services(web_port: int, shop_port: int, api_port: int) -> str:
             "api",
             api_port,
             '{http: "http://127.0.0.1:{port}/health", interval: 0.5s, timeout: 0.5s}',
+        )
+        + (
+            # Its /health fails from the start, and a restart does not fix that.
+            entry(
+                "stuck",
+                stuck_port,
+                '{tcp: "127.0.0.1:{port}", interval: 0.5s}',
+                "    recovery: {stabilisation: 1s}\n",
+                ', "--fail-health"',
+            )
+            if stuck_port is not None
+            else ""
         )
     )
 
@@ -133,20 +145,26 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """The whole loop; ``indirect`` parameter ``{"stuck": True}`` adds a service whose
+    failure only the probe sees and no restart fixes."""
     for program in ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter"):
         prometheus_program(program)
     web_port, shop_port, api_port = free_port(), free_port(), free_port()
+    stuck_port = free_port() if getattr(request, "param", {}).get("stuck") else None
     services = tmp_path / "phoenix.yaml"
-    services.write_text(_services(web_port, shop_port, api_port), encoding="utf-8")
-    with running_phoenix(services, tmp_path / "var") as phoenix:
-        for name in ("web", "shop", "api"):
+    services.write_text(_services(web_port, shop_port, api_port, stuck_port), encoding="utf-8")
+    names = ["web", "shop", "api"] + (["stuck"] if stuck_port else [])
+    env = {"PHOENIX_ALERT_GRACE": "3s"}
+    with running_phoenix(services, tmp_path / "var", env=env) as phoenix:
+        for name in names:
             wait_until(lambda n=name: phoenix.status_of(n) == "healthy", timeout=30)
-        yield from _with_prometheus(tmp_path, phoenix, {"web": web_port, "shop": shop_port})
+        probed = {"web": web_port, "shop": shop_port}
+        yield from _with_prometheus(tmp_path, phoenix, probed, stuck_port)
 
 
 def _with_prometheus(
-    tmp_path: Path, phoenix: PhoenixServer, probed: dict[str, int]
+    tmp_path: Path, phoenix: PhoenixServer, probed: dict[str, int], stuck_port: int | None
 ) -> Iterator[Stack]:
     blackbox_port, alertmanager_port, prometheus_port = free_port(), free_port(), free_port()
     (tmp_path / "blackbox.yml").write_text(
@@ -159,6 +177,13 @@ def _with_prometheus(
         "group_interval": "1s",
         "repeat_interval": "1h",
         "routes": [
+            {
+                # Repeats soon: a copy still firing past Phoenix's grace (3 s) after a
+                # recovery says that recovery did not fix it.
+                "receiver": "phoenix",
+                "matchers": ['to_phoenix="true"', 'service="stuck"'],
+                "repeat_interval": "2s",
+            },
             {
                 "receiver": "phoenix",
                 "matchers": ['to_phoenix="true"', 'service="shop"'],
@@ -206,6 +231,11 @@ def _with_prometheus(
                         "labels": {"to_phoenix": "true", "failure_type": "service_down"},
                     },
                     {
+                        "alert": "StuckProbeFailing",
+                        "expr": 'probe_success{job="blackbox",service="stuck"} == 0',
+                        "labels": {"to_phoenix": "true", "failure_type": "service_down"},
+                    },
+                    {
                         # What the docs warn against: Phoenix's own metric back to Phoenix.
                         "alert": "PhoenixSaysDown",
                         "expr": "phoenix_service_up == 0",
@@ -218,7 +248,7 @@ def _with_prometheus(
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
     targets = [
         {"targets": [f"http://127.0.0.1:{port}/health"], "labels": {"service": name}}
-        for name, port in probed.items()
+        for name, port in {**probed, **({"stuck": stuck_port} if stuck_port else {})}.items()
     ]
     (tmp_path / "prometheus.yml").write_text(
         yaml.safe_dump(
@@ -297,7 +327,7 @@ def _with_prometheus(
         seen: list[Any] = []
 
         def probes_pass() -> bool:
-            found = stack.query('probe_success{job="blackbox"}')
+            found = stack.query('probe_success{job="blackbox",service!="stuck"}')
             seen[:] = [found]
             return len(found) == len(probed) and all(r["value"][1] == "1" for r in found)
 
@@ -449,3 +479,29 @@ def test_promtool_finds_nothing_wrong_with_metrics_and_the_shipped_rules_evaluat
 def _metric_names(expr: str) -> set[str]:
     """The Phoenix metric families ``expr`` reads (a counter's family has no ``_total``)."""
     return {m.removesuffix("_total") for m in re.findall(r"\bphoenix_[a-z_]+", expr)}
+
+
+@pytest.mark.parametrize("stack", [{"stuck": True}], indirect=True)
+def test_a_failure_no_restart_fixes_is_escalated_then_handed_to_people(stack: Stack) -> None:
+    """Phoenix's TCP check passes after each attempt, but Alertmanager keeps re-sending the
+    firing alert: past the grace each copy fails the attempt and the next one runs, until
+    Phoenix gives up — and the shipped PhoenixGaveUp rule pages a person."""
+    phoenix = stack.phoenix
+
+    def gave_up() -> dict[str, Any] | None:
+        found = [i for i in stack.incidents("stuck") if i["status"] == "unresolved"]
+        return found[0] if found else None
+
+    incident = wait_until(gave_up, timeout=120, interval=0.5, message="Phoenix gave up")
+    assert incident["source"] == "alert"
+    attempts = sorted(phoenix.recoveries_of("stuck"), key=lambda r: r["attempt"])
+    assert [r["attempt"] for r in attempts] == [1, 2, 3], attempts
+    assert all(r["trigger"] == "alert" for r in attempts)
+    assert all(r["incidentId"] == incident["id"] for r in attempts)
+    wait_until(
+        lambda: stack.query(
+            'ALERTS{alertname="PhoenixGaveUp",service="stuck",alertstate="firing"}'
+        ),
+        timeout=30,
+        message="the shipped PhoenixGaveUp rule firing",
+    )

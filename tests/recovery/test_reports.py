@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from phoenix_server.domain.incidents import FailureType, IncidentStatus
-from phoenix_server.domain.recoveries import Recovery, RecoveryStatus, RecoveryTrigger
-from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin
-from phoenix_server.store import incidents
+from phoenix_server.domain.recoveries import Recovery, RecoveryStatus, RecoveryTrigger, Strategy
+from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin, ReportResult
+from phoenix_server.runtime import Runtime
+from phoenix_server.store import incidents, recoveries
 from tests.recovery.test_engine import engine, finished, healthy, history
 from tests.support import REPO, eventually, free_port, web_service_yaml
 
@@ -314,3 +315,90 @@ async def test_an_alert_phoenix_acted_on_is_still_a_duplicate_after_a_restart(
         late = await runtime.reports.receive(alert("gone@1"))
         assert late.action is ReportAction.DUPLICATE and "resolved" in late.reason
         assert len(await alert_recoveries(runtime)) == 1, "nothing restarted again"
+
+
+def _alert_only_service(stabilisation: str) -> str:
+    """Phoenix checks only that the port accepts connections: the alert sees more."""
+    return f"""
+  - name: web
+    command: ["{{python}}", "-m", "examples.services.web", "--port", "{{port}}"]
+    cwd: {REPO}
+    port: {free_port()}
+    health: {{tcp: "127.0.0.1:{{port}}", interval: 0.3s}}
+    recovery: {{stabilisation: {stabilisation}}}
+    replicas: {{max: 2}}
+    stop: {{grace: 2s}}
+"""
+
+
+async def _repeated_until_acted_on(runtime: Runtime, report: FailureReport) -> ReportResult:
+    """Alertmanager's repeats of a firing alert, until one is more than a duplicate."""
+
+    async def repeat() -> ReportResult | None:
+        result = await runtime.reports.receive(report)
+        return None if result.action is ReportAction.DUPLICATE else result
+
+    return await eventually(repeat, timeout=15, interval=0.2, message="a repeat acted on")
+
+
+async def test_an_alert_still_firing_after_the_grace_fails_a_recovery_still_proving_itself(
+    tmp_path: Path,
+) -> None:
+    """Phoenix's check passes after the restart, but the alert that opened the incident keeps
+    firing: within the grace that is a duplicate (the alert may be resolving); after it, the
+    restart did not fix it — recorded failed, and the next attempt escalates."""
+    async with engine(tmp_path, _alert_only_service("60s"), PHOENIX_ALERT_GRACE="1s") as runtime:
+        await healthy(runtime, "web")
+        # Slow answers: the table says scale out first, then restart.
+        report = replace(alert("still@1"), failure_type=FailureType.LATENCY_DEGRADATION)
+        first = await runtime.reports.receive(report)
+        assert first.action is ReportAction.RECOVERING and first.recovery_id is not None
+        scaled = await finished(runtime, first.recovery_id)
+        assert scaled.status is RecoveryStatus.COMPLETED and scaled.strategy is Strategy.SCALE
+        soon = await runtime.reports.receive(report)
+        assert soon.action is ReportAction.DUPLICATE, "within the grace"
+
+        later = await _repeated_until_acted_on(runtime, report)
+        assert later.action is ReportAction.JOINED and later.incident_id == first.incident_id
+        assert "did not fix it" in later.reason and later.recovery_id is not None
+        failed = await runtime.store.read(recoveries.get_recovery, first.recovery_id)
+        assert failed.status is RecoveryStatus.FAILED
+        assert "still reports it failing" in failed.reason
+        escalated = await finished(runtime, later.recovery_id)
+        assert escalated.attempt == 2 and escalated.incident_id == first.incident_id
+        assert escalated.strategy is Strategy.RESTART, "the next strategy"
+
+        resolved = await runtime.reports.receive(replace(report, firing=False))
+        assert resolved.action is ReportAction.RESOLVED, resolved
+        incident = await runtime.store.read(incidents.get_incident, first.incident_id or "")
+        assert incident.status is IncidentStatus.RESOLVED
+
+
+async def test_an_alert_still_firing_after_its_incident_closed_reopens_it(
+    tmp_path: Path,
+) -> None:
+    """The restart held for its stabilisation period and closed the incident; the alert's
+    next repeat, past the grace, says it fixed nothing: the incident is reopened and the
+    next attempt runs (the first stays a success: its verdict was final and counted)."""
+    async with engine(tmp_path, _alert_only_service("0.3s"), PHOENIX_ALERT_GRACE="1s") as runtime:
+        await healthy(runtime, "web")
+        report = alert("persisting@1")
+        first = await runtime.reports.receive(report)
+        assert first.recovery_id is not None
+        await finished(runtime, first.recovery_id)
+        await eventually(
+            lambda: runtime.orchestrator.open_incident_id("web") is None,
+            timeout=20,
+            message="the incident closed once the restart held",
+        )
+
+        later = await _repeated_until_acted_on(runtime, report)
+        assert later.action is ReportAction.JOINED and "did not fix it" in later.reason
+        assert later.incident_id == first.incident_id and later.recovery_id is not None
+        assert runtime.orchestrator.open_incident_id("web") == first.incident_id
+        reopened = await runtime.store.read(incidents.get_incident, first.incident_id or "")
+        assert reopened.status is IncidentStatus.OPEN and "reopened" in reopened.summary
+        second = await finished(runtime, later.recovery_id)
+        assert second.attempt == 2
+        kept = await runtime.store.read(recoveries.get_recovery, first.recovery_id)
+        assert kept.status is RecoveryStatus.COMPLETED

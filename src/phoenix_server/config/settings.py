@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     """Pause automatic recovery while more than this share of the services is unhealthy."""
     fleet_floor_min: int = Field(3, ge=1, le=100_000, validation_alias="PHOENIX_FLEET_FLOOR_MIN")
     """…and at least this many services are."""
+    alert_grace: Seconds = Field(120.0, gt=0, le=86_400, validation_alias="PHOENIX_ALERT_GRACE")
+    """How long after a recovery the alert that reported the failure may still fire (on
+    its way to resolving); a copy still firing later means the recovery did not fix it."""
     keep_services: bool = Field(False, validation_alias="PHOENIX_KEEP_SERVICES")
     """On a clean shutdown leave local services running, to be adopted by the next start."""
     insecure: bool = Field(False, validation_alias="PHOENIX_INSECURE")

@@ -130,6 +130,9 @@ class OrchestratorLimits:
     """Pause automatic recovery while more than this share of the services is unhealthy…"""
     fleet_floor_min: int = 3
     """…and at least this many are (one failure in a fleet of two is not a mass failure)."""
+    alert_grace: float = 120.0
+    """Seconds after a recovery the alert that reported the failure may still fire on its
+    way to resolving; a copy still firing later says the recovery did not fix it."""
     try_again_after: float = 30.0
     """Seconds after giving up on a service that is still failing before Phoenix tries
     again (if its budget allows): the cause may have cleared (a machine out of descriptors,
@@ -219,6 +222,9 @@ class Orchestrator:
         self._incidents: dict[str, Incident] = {}
         """Per service, the latest incident not yet resolved."""
         self._recovered_at: dict[str, float] = {}
+        self._last_fixed: dict[str, tuple[_Run, Recovery]] = {}
+        """Per service, its latest recovery of an incident that held (with its run): if the
+        report that opened the incident still fires well after it, it did not fix it."""
         self._fixed_until: dict[str, tuple[datetime, str]] = {}
         """Per service, when its latest successful recovery ended (and which it was): a
         report of a failure that began before then is about that fixed failure."""
@@ -907,6 +913,87 @@ class Orchestrator:
             recovery_id=recovery.id,
         )
 
+    async def still_firing(self, report: FailureReport, incident_id: str) -> ReportResult | None:
+        """A copy of the report that opened (or joined) ``incident_id`` says the failure is
+        still there. Within ``alert_grace`` of the recovery that is the report on its way
+        to resolving (None: a plain duplicate). Later, the recovery did not fix what the
+        reporter sees, whatever Phoenix's own check says: that attempt failed, and the
+        incident goes on with the next, escalated attempt — within the attempts limit and
+        the budget, as for any failed attempt."""
+        name = report.service
+        if name in self._runs or name in self._held or not report.recover:
+            return None
+        grace = self._limits.alert_grace
+        watch = self._stabilising.get(name)
+        if watch is not None:
+            if watch.run.incident is None or watch.run.incident.id != incident_id:
+                return None
+            verified = watch.until - watch.run.service.recovery.stabilisation_period
+            waited = self._clock.monotonic() - verified
+            if waited < grace:
+                return None
+            why = f"{report.origin.value} still reports it failing {waited:.0f}s after it verified"
+            await self._relapse(name, why)
+            return self._carried_on(name, incident_id, why)
+        last = self._last_fixed.get(name)
+        if last is None or name in self._incidents:
+            return None
+        run, fixed = last
+        if run.incident is None or run.incident.id != incident_id or fixed.ended_at is None:
+            return None
+        waited = (self._clock.now() - fixed.ended_at).total_seconds()
+        if waited < grace:
+            return None
+        del self._last_fixed[name]
+        why = (
+            f"{report.origin.value} still reports it failing {waited:.0f}s after "
+            f"{fixed.id} ({fixed.strategy.value}) ended"
+        )
+        log.warning("%s: incident %s reopened: %s", name, incident_id, why)
+        incident = replace(
+            run.incident,
+            status=IncidentStatus.OPEN,
+            resolved_at=None,
+            summary=f"{run.incident.summary}; reopened: {why}",
+        )
+        again = _Run(
+            run.service,
+            incident,
+            fixed,
+            down_since=incident.detected_at,
+            failed=[*run.failed, fixed.strategy],
+        )
+        self._incidents[name] = incident
+        if fixed.attempt >= self._limits.max_attempts:
+            await self._give_up(again, fixed)
+            return self._carried_on(name, incident_id, why)
+        try:
+            again.recovery = self._next_attempt(again, fixed)
+        except UnsupportedStrategyError as exc:
+            log.error("%s: no strategy left to try: %s", name, exc.message)
+            await self._give_up(again, fixed)
+            return self._carried_on(name, incident_id, why)
+        await self._start(again, write_incident=True)
+        return self._carried_on(name, incident_id, why)
+
+    def _carried_on(self, name: str, incident_id: str, why: str) -> ReportResult:
+        run = self._runs.get(name)
+        if run is None:
+            return ReportResult(
+                ReportAction.JOINED,
+                f"{why}: the recovery did not fix it; Phoenix gave up (a person must act)",
+                service=name,
+                incident_id=incident_id,
+            )
+        return ReportResult(
+            ReportAction.JOINED,
+            f"{why}: the recovery did not fix it; next attempt {run.recovery.id} "
+            f"({run.recovery.strategy.value})",
+            service=name,
+            incident_id=incident_id,
+            recovery_id=run.recovery.id,
+        )
+
     def _why_not_act(self, spec: ServiceSpec, report: FailureReport) -> tuple[str | None, bool]:
         """Why Phoenix does not act on ``report`` now (None: it does), and whether it will
         once that passes."""
@@ -1168,18 +1255,21 @@ class Orchestrator:
         run, result = watch.run, watch.result
         if result.ended_at is not None:
             self._fixed_until[result.service] = (result.ended_at, result.id)
+        if run.incident is not None:
+            self._last_fixed[result.service] = (run, result)
         self._estimates.record(result)
         self._learn(run, result)
         self._alert_after(run, result)
         await self._resolve(run, f"recovered by {result.strategy.value} ({result.id})")
 
-    async def _relapse(self, name: str) -> None:
-        """The service failed again inside its stabilisation period: the attempt that
-        "recovered" it did not, so it is recorded as failed and the incident goes on with
-        the next attempt (after the backoff), up to ``MAX_RECOVERY_ATTEMPTS``."""
+    async def _relapse(self, name: str, why: str | None = None) -> None:
+        """The service failed again inside its stabilisation period (``why``: the evidence,
+        if not Phoenix's own view of it): the attempt that "recovered" it did not, so it is
+        recorded as failed and the incident goes on with the next attempt (after the
+        backoff), up to ``MAX_RECOVERY_ATTEMPTS``."""
         watch = self._stabilising.pop(name)
         run, result = watch.run, watch.result
-        view = self._tracker.view(name)
+        why = why or self._tracker.view(name).reason
         held = self._clock.monotonic() - (watch.until - run.service.recovery.stabilisation_period)
         failed = replace(
             result,
@@ -1188,11 +1278,11 @@ class Orchestrator:
             reason=(
                 f"{result.reason}; relapsed {held:.1f}s after it verified (within the "
                 f"{run.service.recovery.stabilisation_period:g}s stabilisation period): "
-                f"{view.reason}"
+                f"{why}"
             ),
         )
         await self._writes.write(failed)
-        log.warning("%s: %s relapsed after %.1fs: %s", name, result.id, held, view.reason)
+        log.warning("%s: %s relapsed after %.1fs: %s", name, result.id, held, why)
         self._learn(run, failed)
         self._alert_after(run, failed)
         run.failed.append(failed.strategy)

@@ -60,6 +60,10 @@ class ReportedIncidents(Protocol):
 
     def open_incident_id(self, service: str) -> str | None: ...
 
+    async def still_firing(
+        self, report: FailureReport, incident_id: str
+    ) -> ReportResult | None: ...
+
 
 class ReportKeyJournal(Protocol):
     """Where keys are kept across restarts (the store implements it)."""
@@ -239,6 +243,11 @@ class ReportIntake:
             if now - seen.seen_at >= RENEWED_AFTER:
                 seen.seen_at = now
                 await self._keep(report.key, seen)
+            if seen.holds_open and not seen.resolved and seen.incident_id is not None:
+                # Still firing: past the grace after a recovery, that recovery did not fix it.
+                carried_on = await self._incidents.still_firing(report, seen.incident_id)
+                if carried_on is not None:
+                    return carried_on
             return ReportResult(
                 ReportAction.DUPLICATE,
                 "already received" + (" (and resolved)" if seen.resolved else ""),
