@@ -5,7 +5,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["mttr", "probes", "router", "api", "failover", "detect", "detection", "learning"]
+BENCHMARKS = [
+    "mttr",
+    "probes",
+    "router",
+    "api",
+    "failover",
+    "detect",
+    "detection",
+    "learning",
+    "alerting",
+]
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from bench.prometheus_stack import PrometheusStack
 
 from tests.support import (
     REPO,
@@ -87,47 +88,12 @@ def _services(web_port: int, shop_port: int, api_port: int, stuck_port: int | No
 
 
 @dataclass
-class Program:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
-
-
-def _start(name: str, args: list[str], workdir: Path) -> Program:
-    log = workdir / f"{name}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            args, cwd=workdir, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Program(name, process, log)
-
-
-def _ready(program: Program, url: str) -> None:
-    def answers() -> bool:
-        if program.process.poll() is not None:
-            raise AssertionError(f"{program.name} exited: {program.output()}")
-        try:
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(answers, timeout=30, message=f"{program.name} ready at {url}")
-
-
-@dataclass
 class Stack:
     phoenix: PhoenixServer
-    prometheus: str
-    programs: list[Program]
+    programs: PrometheusStack
 
     def query(self, promql: str) -> list[dict[str, Any]]:
-        answer = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=5)
-        assert answer.status_code == 200, answer.text
-        result: list[dict[str, Any]] = answer.json()["data"]["result"]
-        return result
+        return self.programs.query(promql)
 
     def incidents(self, service: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self.phoenix.get(
@@ -166,10 +132,6 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
 def _with_prometheus(
     tmp_path: Path, phoenix: PhoenixServer, probed: dict[str, int], stuck_port: int | None
 ) -> Iterator[Stack]:
-    blackbox_port, alertmanager_port, prometheus_port = free_port(), free_port(), free_port()
-    (tmp_path / "blackbox.yml").write_text(
-        yaml.safe_dump({"modules": {"http_2xx": {"prober": "http", "timeout": "1s"}}})
-    )
     routes = {
         "receiver": "people",
         "group_by": ["alertname", "service"],
@@ -192,26 +154,23 @@ def _with_prometheus(
             {"receiver": "phoenix", "matchers": ['to_phoenix="true"']},
         ],
     }
-    (tmp_path / "alertmanager.yml").write_text(
-        yaml.safe_dump(
+    alertmanager = {
+        "route": routes,
+        "receivers": [
+            {"name": "people"},
             {
-                "route": routes,
-                "receivers": [
-                    {"name": "people"},
+                "name": "phoenix",
+                "webhook_configs": [
                     {
-                        "name": "phoenix",
-                        "webhook_configs": [
-                            {
-                                "url": f"{phoenix.url}/api/alerts/alertmanager",
-                                "send_resolved": True,
-                                "max_alerts": 1000,
-                            }
-                        ],
-                    },
+                        "url": f"{phoenix.url}/api/alerts/alertmanager",
+                        "send_resolved": True,
+                        "max_alerts": 1000,
+                    }
                 ],
-            }
-        )
-    )
+            },
+        ],
+    }
+    probe_failing = {"to_phoenix": "true", "failure_type": "service_down"}
     rules = {
         "groups": [
             {
@@ -220,7 +179,7 @@ def _with_prometheus(
                     {
                         "alert": "ServiceProbeFailing",
                         "expr": 'probe_success{job="blackbox",service="web"} == 0',
-                        "labels": {"to_phoenix": "true", "failure_type": "service_down"},
+                        "labels": probe_failing,
                     },
                     {
                         # Still firing after Phoenix fixed shop, when its route (6 s) posts
@@ -228,12 +187,12 @@ def _with_prometheus(
                         "alert": "ShopProbeFailing",
                         "expr": 'probe_success{job="blackbox",service="shop"} == 0',
                         "keep_firing_for": "30s",
-                        "labels": {"to_phoenix": "true", "failure_type": "service_down"},
+                        "labels": probe_failing,
                     },
                     {
                         "alert": "StuckProbeFailing",
                         "expr": 'probe_success{job="blackbox",service="stuck"} == 0',
-                        "labels": {"to_phoenix": "true", "failure_type": "service_down"},
+                        "labels": probe_failing,
                     },
                     {
                         # What the docs warn against: Phoenix's own metric back to Phoenix.
@@ -246,84 +205,20 @@ def _with_prometheus(
         ]
     }
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
-    targets = [
-        {"targets": [f"http://127.0.0.1:{port}/health"], "labels": {"service": name}}
-        for name, port in {**probed, **({"stuck": stuck_port} if stuck_port else {})}.items()
-    ]
-    (tmp_path / "prometheus.yml").write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms"},
-                "alerting": {
-                    "alertmanagers": [
-                        {"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}
-                    ]
-                },
-                "rule_files": ["rules.yml", str(SHIPPED_RULES)],
-                "scrape_configs": [
-                    {
-                        "job_name": "phoenix",
-                        "static_configs": [{"targets": [f"127.0.0.1:{phoenix.port}"]}],
-                    },
-                    {
-                        "job_name": "blackbox",
-                        "metrics_path": "/probe",
-                        "params": {"module": ["http_2xx"]},
-                        "static_configs": targets,
-                        "relabel_configs": [
-                            {"source_labels": ["__address__"], "target_label": "__param_target"},
-                            {"source_labels": ["__param_target"], "target_label": "instance"},
-                            {
-                                "target_label": "__address__",
-                                "replacement": f"127.0.0.1:{blackbox_port}",
-                            },
-                        ],
-                    },
-                ],
-            }
-        )
+    probes = {**probed, **({"stuck": stuck_port} if stuck_port else {})}
+    programs = PrometheusStack(tmp_path)
+    programs.start(
+        scrape_configs=[
+            {"job_name": "phoenix", "static_configs": [{"targets": [f"127.0.0.1:{phoenix.port}"]}]},
+            programs.blackbox_job(
+                {name: f"http://127.0.0.1:{port}/health" for name, port in probes.items()}
+            ),
+        ],
+        rule_files=[tmp_path / "rules.yml", SHIPPED_RULES],
+        alertmanager=alertmanager,
     )
-    programs: list[Program] = []
     try:
-        blackbox = _start(
-            "blackbox",
-            [
-                "prometheus-blackbox-exporter",
-                f"--config.file={tmp_path / 'blackbox.yml'}",
-                f"--web.listen-address=127.0.0.1:{blackbox_port}",
-                # A probe gets the scrape timeout (500 ms) less this offset (0.5 s by default).
-                "--timeout-offset=0.1",
-            ],
-            tmp_path,
-        )
-        programs.append(blackbox)
-        alertmanager = _start(
-            "alertmanager",
-            [
-                "prometheus-alertmanager",
-                f"--config.file={tmp_path / 'alertmanager.yml'}",
-                f"--storage.path={tmp_path / 'alertmanager-data'}",
-                f"--web.listen-address=127.0.0.1:{alertmanager_port}",
-                "--cluster.listen-address=",
-            ],
-            tmp_path,
-        )
-        programs.append(alertmanager)
-        prometheus = _start(
-            "prometheus",
-            [
-                "prometheus",
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
-                f"--web.listen-address=127.0.0.1:{prometheus_port}",
-            ],
-            tmp_path,
-        )
-        programs.append(prometheus)
-        _ready(blackbox, f"http://127.0.0.1:{blackbox_port}/metrics")
-        _ready(alertmanager, f"http://127.0.0.1:{alertmanager_port}/-/ready")
-        _ready(prometheus, f"http://127.0.0.1:{prometheus_port}/-/ready")
-        stack = Stack(phoenix, f"http://127.0.0.1:{prometheus_port}", programs)
+        stack = Stack(phoenix, programs)
         seen: list[Any] = []
 
         def probes_pass() -> bool:
@@ -334,18 +229,10 @@ def _with_prometheus(
         try:
             wait_until(probes_pass, timeout=30, message="the blackbox probes passing")
         except AssertionError as exc:
-            targets = httpx.get(f"{stack.prometheus}/api/v1/targets", timeout=5).json()
-            raise AssertionError(f"{exc}; probes: {seen}; targets: {targets}") from None
+            raise AssertionError(f"{exc}; probes: {seen}; targets: {programs.targets()}") from None
         yield stack
     finally:
-        for program in programs:
-            program.process.terminate()
-        for program in programs:
-            try:
-                program.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                program.process.kill()
-                program.process.wait()
+        programs.close()
 
 
 def _at(stamp: str) -> float:
@@ -467,9 +354,8 @@ def test_promtool_finds_nothing_wrong_with_metrics_and_the_shipped_rules_evaluat
     assert named and named <= exported, named - exported
 
     def evaluated() -> list[dict[str, Any]] | None:
-        groups = httpx.get(f"{stack.prometheus}/api/v1/rules", timeout=5).json()["data"]
-        rules = [r for g in groups["groups"] for r in g["rules"] if g["file"].endswith(".yml")]
-        shipped = [r for r in rules if r["name"] != "PhoenixSaysDown" and "phoenix" in r["query"]]
+        rules = stack.programs.rules()
+        shipped = [r for r in rules if r["file"] == str(SHIPPED_RULES)]
         return shipped if all(r["health"] == "ok" for r in shipped) and shipped else None
 
     shipped = wait_until(evaluated, timeout=30, message="the shipped rules evaluated")
