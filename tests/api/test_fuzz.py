@@ -329,6 +329,20 @@ ALERT = '{"version": "4", "alerts": [{"status": "firing", "labels": {"service": 
             "startsAt: out of range once converted to UTC",
         ),
         ("/api/recovery/trigger", b'{"service": "ledger"}', 422, "service: Phoenix cannot act"),
+        (
+            # PostgreSQL cannot hold a NUL: the whole payload used to be refused (a 4xx that
+            # Alertmanager re-sends forever); now only that alert is ignored.
+            "/api/alerts/alertmanager",
+            (ALERT % ('"alertname": "a\\u0000b"', "")).encode(),
+            200,
+            "labels.alertname: contains a NUL character",
+        ),
+        (
+            "/api/events",
+            b'{"events": [{"service": "ledger", "kind": "failure", "message": "a\\u0000b"}]}',
+            422,
+            "events[0].message: contains a NUL character",
+        ),
     ],
     ids=[
         "invalid-utf8",
@@ -339,6 +353,8 @@ ALERT = '{"version": "4", "alerts": [{"status": "firing", "labels": {"service": 
         "surrogate-in-alert",
         "alert-time-out-of-range",
         "unsupported-strategy-names-its-field",
+        "nul-in-alert",
+        "nul-in-event",
     ],
 )
 def test_inputs_the_generator_never_makes(

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from phoenix_server.api.common import RuntimeDep, UtcTime, WireModel
+from phoenix_server.api.common import RuntimeDep, StorableText, UtcTime, WireModel
 from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin, ReportResult
 from phoenix_server.support.timefmt import iso_ms
@@ -45,16 +45,7 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-def _unicode(text: str) -> str:
-    """JSON can escape half a surrogate pair (``"\\udc00"``): not text Phoenix can store."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("not valid Unicode (an unpaired surrogate)") from None
-    return text
-
-
-Text = Annotated[str, AfterValidator(_unicode)]
+Text = StorableText
 """A string of an alert: the alerts arrive as raw JSON objects, checked one by one here."""
 
 

@@ -38,6 +38,22 @@ UtcTime = Annotated[datetime, AfterValidator(_in_utc)]
 """A time in a request, as UTC (a time without a zone is taken as UTC)."""
 
 
+def _storable(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("contains a NUL character, which no database column can hold")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON can escape half a surrogate pair ("\udc00"): not text UTF-8 can carry.
+        raise ValueError("not valid Unicode (an unpaired surrogate)") from None
+    return text
+
+
+StorableText = Annotated[str, AfterValidator(_storable)]
+"""Text from a request that ends up in the store: refused up front (naming the field) if
+SQLite or PostgreSQL could not hold it, rather than failing a write halfway through."""
+
+
 async def get_runtime(request: Request) -> Runtime:
     # async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a
     # thread hop on every request that cost a fifth of the API's time under load.

@@ -21,7 +21,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import Field
 
-from phoenix_server.api.common import RuntimeDep, StrictInput, WireModel
+from phoenix_server.api.common import RuntimeDep, StorableText, StrictInput, WireModel
 from phoenix_server.domain.errors import InvalidRequestError, Problem
 from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin
@@ -32,12 +32,12 @@ MAX_EVENTS = 1000
 
 
 class EventIn(StrictInput):
-    service: str = Field(min_length=1, max_length=128)
+    service: StorableText = Field(min_length=1, max_length=128)
     kind: Literal["failure", "recovered"]
     failure_type: FailureType = FailureType.UNKNOWN
-    source: str = Field("event", min_length=1, max_length=64)
-    message: str = Field("", max_length=2000)
-    id: str | None = Field(None, min_length=1, max_length=128)
+    source: StorableText = Field("event", min_length=1, max_length=64)
+    message: StorableText = Field("", max_length=2000)
+    id: StorableText | None = Field(None, min_length=1, max_length=128)
     recover: bool = True
 
 
