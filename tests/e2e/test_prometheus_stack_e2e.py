@@ -7,8 +7,7 @@ configuration: Prometheus drops alerts for a few seconds after a reload).
   incident (source ``alert``) and restarts it → the probe passes, the alert resolves →
   exactly that incident is closed, and no other was opened.
 - ``shop`` fails in a way Phoenix sees itself (HTTP check) and Phoenix fixes it first; the
-  alert about it reaches Phoenix late (its route waits 6 s): not acted on (``stale``, or
-  ``joined`` if Phoenix's incident is still open).
+  alert about it reaches Phoenix late (its route waits 10 s): ``stale``, not acted on.
 - A rule on ``phoenix_service_up == 0`` routed back to Phoenix — the configuration the docs
   warn against — never fires during Phoenix's own restarts.
 - ``promtool check metrics`` finds nothing wrong with ``/metrics`` after all that, every
@@ -149,7 +148,7 @@ def _with_prometheus(
             {
                 "receiver": "phoenix",
                 "matchers": ['to_phoenix="true"', 'service="shop"'],
-                "group_wait": "6s",  # Phoenix fixes shop itself before this alert arrives
+                "group_wait": "10s",  # Phoenix fixes shop itself before this alert arrives
             },
             {"receiver": "phoenix", "matchers": ['to_phoenix="true"']},
         ],
@@ -182,7 +181,7 @@ def _with_prometheus(
                         "labels": probe_failing,
                     },
                     {
-                        # Still firing after Phoenix fixed shop, when its route (6 s) posts
+                        # Still firing after Phoenix fixed shop, when its route (10 s) posts
                         # it: a late alert about a failure already fixed.
                         "alert": "ShopProbeFailing",
                         "expr": 'probe_success{job="blackbox",service="shop"} == 0',
@@ -299,12 +298,7 @@ def test_an_alert_about_a_failure_phoenix_already_fixed_changes_nothing(stack: S
         timeout=30,
         message="Prometheus saw shop fail too",
     )
-    wait_until(
-        lambda: stack.reports("stale") + stack.reports("joined") >= 1,
-        timeout=60,
-        message="the late alert at Phoenix",
-    )
-    print(f"late alert: stale {stack.reports('stale')}, joined {stack.reports('joined')}")
+    wait_until(lambda: stack.reports("stale") >= 1, timeout=60, message="the late alert: stale")
     assert len(phoenix.recoveries_of("shop")) == 1, "the late alert restarted nothing"
     assert all(i["source"] != "alert" for i in stack.incidents("shop"))
 
@@ -371,7 +365,8 @@ def _metric_names(expr: str) -> set[str]:
 def test_a_failure_no_restart_fixes_is_escalated_then_handed_to_people(stack: Stack) -> None:
     """Phoenix's TCP check passes after each attempt, but Alertmanager keeps re-sending the
     firing alert: past the grace each copy fails the attempt and the next one runs, until
-    Phoenix gives up — and the shipped PhoenixGaveUp rule pages a person."""
+    Phoenix gives up — and the shipped PhoenixGaveUp rule pages a person, for as long as
+    the alert fires."""
     phoenix = stack.phoenix
 
     def gave_up() -> dict[str, Any] | None:
@@ -391,3 +386,16 @@ def test_a_failure_no_restart_fixes_is_escalated_then_handed_to_people(stack: St
         timeout=30,
         message="the shipped PhoenixGaveUp rule firing",
     )
+    # Giving up sticks while the alert fires, though Phoenix's own check says healthy: the
+    # gauge is there for 20 scrapes (10 s, twice Phoenix's 5 s sweep), the incident unresolved.
+    wait_until(
+        lambda: stack.query(
+            'count_over_time(phoenix_unresolved_incidents{service="stuck",state="gave_up"}[15s])'
+            " >= 20"
+        ),
+        timeout=60,
+        interval=0.5,
+        message="the given-up incident kept for 10 s",
+    )
+    current = phoenix.get(f"/api/incidents/{incident['id']}").json()["incident"]
+    assert current["status"] == "unresolved", current

@@ -229,7 +229,7 @@ async def test_an_alert_about_a_service_held_for_its_dependency_waits_like_its_o
     to restart it at once; now it is recorded and held the same way, and once ``db`` is
     back and ``app`` healthy again nothing is done to ``app``."""
     flag = tmp_path / "db-is-broken"
-    async with engine(tmp_path, _dependent_pair(flag)) as runtime:
+    async with engine(tmp_path, _dependent_pair(flag), PHOENIX_ALERT_GRACE="1s") as runtime:
         await healthy(runtime, "db")
         await healthy(runtime, "app")
         runtime.orchestrator.hold("db", "a test")  # db is not recovered: the hold is app's
@@ -255,6 +255,12 @@ async def test_an_alert_about_a_service_held_for_its_dependency_waits_like_its_o
         )
         assert runtime.orchestrator.active_recovery("app") is None
         assert [r for r in await history(runtime, service="app")] == [], "app not restarted"
+
+        # Yet the alert keeps firing past the grace: what it sees was not db's doing.
+        acted = await _repeated_until_acted_on(runtime, report)
+        assert acted.action is ReportAction.JOINED and acted.recovery_id is not None
+        assert "after its dependency came back" in acted.reason
+        assert acted.incident_id == held.incident_id
 
 
 async def test_an_incident_stays_open_while_any_alert_that_joined_it_fires(
@@ -402,3 +408,40 @@ async def test_an_alert_still_firing_after_its_incident_closed_reopens_it(
         assert second.attempt == 2
         kept = await runtime.store.read(recoveries.get_recovery, first.recovery_id)
         assert kept.status is RecoveryStatus.COMPLETED
+
+
+async def test_a_second_alert_while_the_recovery_proves_itself_joins_it(tmp_path: Path) -> None:
+    """A probe that failed during Phoenix's own restart fires a second alert (another key)
+    while the restart is proving itself: it joins that incident and restarts nothing."""
+    async with engine(tmp_path, _alert_only_service("60s")) as runtime:
+        await healthy(runtime, "web")
+        first = await runtime.reports.receive(alert("p@1"))
+        assert first.recovery_id is not None
+        await finished(runtime, first.recovery_id)
+        second = await runtime.reports.receive(alert("p@2"))
+        assert second.action is ReportAction.JOINED, second
+        assert "proving itself" in second.reason
+        assert (second.incident_id, second.recovery_id) == (first.incident_id, first.recovery_id)
+        assert len(await alert_recoveries(runtime)) == 1
+
+
+async def test_a_stale_alert_still_firing_past_the_grace_is_news(tmp_path: Path) -> None:
+    """Stale when it arrives (it began before the last recovery ended), but Alertmanager
+    keeps re-sending it well after that recovery: the recovery did not fix what it sees
+    (or the two clocks disagree), so it is acted on."""
+    async with engine(tmp_path, _alert_only_service("0.3s"), PHOENIX_ALERT_GRACE="1s") as runtime:
+        await healthy(runtime, "web")
+        first = await runtime.reports.receive(alert("s@1"))
+        assert first.recovery_id is not None
+        fixed = await finished(runtime, first.recovery_id)
+        assert fixed.ended_at is not None
+        await eventually(
+            lambda: runtime.orchestrator.open_incident_id("web") is None,
+            timeout=20,
+            message="the incident closed once the recovery held",
+        )
+        late = replace(alert("s@2"), started_at=fixed.ended_at - timedelta(milliseconds=5))
+        assert (await runtime.reports.receive(late)).action is ReportAction.STALE
+        acted = await _repeated_until_acted_on(runtime, late)
+        assert acted.action is ReportAction.RECOVERING and acted.recovery_id is not None
+        assert acted.incident_id != first.incident_id

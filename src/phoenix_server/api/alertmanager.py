@@ -178,17 +178,18 @@ async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep
             continue
         name = alert.labels.get("alertname")
         service = alert.labels.get(label)
+        known = service is not None and service in runtime.catalog
         result: ReportResult
-        if service is None:
-            result = ReportResult(ReportAction.IGNORED, f"the alert has no '{label}' label")
-        elif service not in runtime.catalog:
-            result = ReportResult(
-                ReportAction.IGNORED, f"unknown service '{_short(service)}' (label '{label}')"
-            )
-        else:
+        if service is not None and known:
             result = await runtime.reports.receive(report_of(alert, service))
-        if service is None or service not in runtime.catalog:
+        else:
             runtime.reports.note_unmapped(ReportOrigin.ALERTMANAGER)
+            result = ReportResult(
+                ReportAction.IGNORED,
+                f"the alert has no '{label}' label"
+                if service is None
+                else f"unknown service '{_short(service)}' (label '{label}')",
+            )
         results.append(
             AlertResultOut(
                 index=index,
@@ -196,7 +197,7 @@ async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep
                 fingerprint=_fingerprint(alert),
                 action=result.action,
                 reason=result.reason,
-                service=service if service in runtime.catalog else None,
+                service=service if known else None,
                 incident_id=result.incident_id,
                 recovery_id=result.recovery_id,
             )

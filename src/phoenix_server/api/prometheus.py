@@ -57,7 +57,7 @@ async def metrics(runtime: RuntimeDep) -> Response:
     for service, strategy, status, outcome, count in await runtime.store.read(
         recoveries.recovery_totals,
         owner=runtime.owner,
-        excluding=runtime.orchestrator.stabilising_ids(),
+        excluding=runtime.orchestrator.unsettled_ids(),
     ):
         recovered.add_metric([service, strategy, status, outcome or "none"], count)
     families.append(recovered)

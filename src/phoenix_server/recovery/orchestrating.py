@@ -69,6 +69,7 @@ from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.playbook_choice import choose, describe_trigger
 from phoenix_server.recovery.playbook_runs import main_strategy, plan_playbook
 from phoenix_server.recovery.ports import RecoveryRecorder
+from phoenix_server.recovery.reports import KEY_EVIDENCE
 from phoenix_server.recovery.selecting import decide, escalated
 from phoenix_server.recovery.strategies import PLANNERS, PlanInput
 from phoenix_server.recovery.versions import VersionKeeper
@@ -86,13 +87,10 @@ def _tried(run: _Run, last: Recovery | None) -> tuple[str, ...]:
 
 
 def _reported(incident: Incident) -> bool:
-    """Someone else reported it and it is open: their resolution (or a recovery) closes it,
-    not a healthy look from Phoenix's own checks, which may not see what they saw. (One
-    Phoenix gave up on is closed by a healthy spell, like any other.)"""
-    return incident.status is IncidentStatus.OPEN and incident.source in (
-        IncidentSource.ALERT,
-        IncidentSource.EVENT,
-    )
+    """Someone else reported it: their resolution (or a recovery) closes it, not a healthy
+    look from Phoenix's own checks, which may not see what they saw — also once Phoenix has
+    given up on it (the reporter still sees the failure until it says otherwise)."""
+    return incident.source in (IncidentSource.ALERT, IncidentSource.EVENT)
 
 
 FAILING = frozenset({ServiceStatus.UNHEALTHY, ServiceStatus.DEGRADED})
@@ -222,13 +220,13 @@ class Orchestrator:
         self._incidents: dict[str, Incident] = {}
         """Per service, the latest incident not yet resolved."""
         self._recovered_at: dict[str, float] = {}
+        """Monotonic time each service last came back healthy from a recovery."""
         self._last_fixed: dict[str, tuple[_Run, Recovery]] = {}
         """Per service, its latest recovery of an incident that held (with its run): if the
         report that opened the incident still fires well after it, it did not fix it."""
         self._fixed_until: dict[str, tuple[datetime, str]] = {}
         """Per service, when its latest successful recovery ended (and which it was): a
         report of a failure that began before then is about that fixed failure."""
-        """Monotonic time each service last came back healthy from a recovery."""
         self._gave_up_at: dict[str, float] = {}
         """Monotonic time Phoenix gave up on each service it has not recovered since."""
         self._stabilising: dict[str, _Stabilising] = {}
@@ -238,10 +236,13 @@ class Orchestrator:
         self._budgets = RecoveryBudgets(clock.monotonic)
         self._floor = FleetFloor(limits.fleet_floor, limits.fleet_floor_min)
         self._waiting_reports: dict[str, FailureReport] = {}
-        self._held_for_dependency: set[str] = set()
-        """Services whose waiting report waits for a failing dependency."""
         """Reports that wanted a recovery Phoenix could not start yet (a deploy, a fleet
         pause, an operator's restart), per service: acted on when that is over."""
+        self._held_for_dependency: set[str] = set()
+        """Services whose waiting report waits for a failing dependency."""
+        self._dependency_back_at: dict[str, float] = {}
+        """Services whose report was dropped because they were healthy once their dependency
+        came back (monotonic time): if the report still fires past the grace, it is acted on."""
         self._estimates = DurationEstimates()
         self._queue: asyncio.Queue[tuple[str, HealthTransition | None]] = asyncio.Queue()
         self._tasks = SupervisedTasks("recovery")
@@ -373,10 +374,13 @@ class Orchestrator:
         """Automatic attempts ``service``'s recovery budget still allows in its window."""
         return self._budgets.remaining(self._catalog.get(service))
 
-    def stabilising_ids(self) -> set[str]:
-        """Recoveries recorded as succeeded that have not yet held for their stabilisation
-        period: a relapse may still turn them into failures."""
-        return {watch.result.id for watch in self._stabilising.values()}
+    def unsettled_ids(self) -> set[str]:
+        """Recoveries whose recorded verdict may still change: succeeded but not yet held for
+        their stabilisation period (a relapse turns them into failures), or whose latest
+        state has not reached the database yet."""
+        return {watch.result.id for watch in self._stabilising.values()} | (
+            self._writes.unwritten_ids()
+        )
 
     def active_recovery(self, service: str) -> Recovery | None:
         run = self._runs.get(service)
@@ -828,22 +832,26 @@ class Orchestrator:
         for service, last in ended.items():
             self._fixed_until.setdefault(service, last)
 
-    def _stale(self, report: FailureReport) -> str | None:
+    def _stale(self, report: FailureReport, *, repeated: bool = False) -> str | None:
         """Why ``report`` is about a failure already fixed, if it is: it began before the
         service's latest successful recovery ended. One that began after it is news, even
-        if Phoenix's own checks say healthy (they may miss what the alert sees)."""
+        if Phoenix's own checks say healthy (they may miss what the alert sees) — and so is
+        a ``repeated`` copy still firing ``alert_grace`` after that recovery: the recovery
+        did not fix what the reporter sees (or its clock is off)."""
         fixed = self._fixed_until.get(report.service)
         if report.started_at is None or fixed is None:
             return None
         until, recovery = fixed
         if report.started_at >= until:
             return None
+        if repeated and (self._clock.now() - until).total_seconds() >= self._limits.alert_grace:
+            return None
         return (
             f"stale: it started at {iso_ms(report.started_at)}, before {recovery} "
             f"ended at {iso_ms(until)}; that failure is fixed"
         )
 
-    async def open_reported(self, report: FailureReport) -> ReportResult:
+    async def open_reported(self, report: FailureReport, *, repeated: bool = False) -> ReportResult:
         """An incident for a failure someone else saw, recorded before this returns, and a
         recovery for it unless Phoenix must not act now. A service already in trouble gets
         no second incident: the report joins the one it has — and starts its recovery if
@@ -861,7 +869,19 @@ class Orchestrator:
                 recovery_id=run.recovery.id,
             )
         known = self._incidents.get(name)
-        if known is None and (stale := self._stale(report)) is not None:
+        watch = self._stabilising.get(name)
+        if known is not None and watch is not None:
+            # Just recovered, still proving itself: a report of the same failure, say a
+            # probe that failed during the restart, is no reason for another; one still
+            # firing past the grace fails the recovery (``still_firing``).
+            return ReportResult(
+                ReportAction.JOINED,
+                f"recovery {watch.result.id} verified and is proving itself",
+                service=name,
+                incident_id=known.id,
+                recovery_id=watch.result.id,
+            )
+        if known is None and (stale := self._stale(report, repeated=repeated)) is not None:
             log.info("%s: report not acted on: %s", name, stale)
             return ReportResult(ReportAction.STALE, stale, service=name)
         new = known is None
@@ -880,7 +900,7 @@ class Orchestrator:
                 if report.origin is ReportOrigin.ALERTMANAGER
                 else IncidentSource.EVENT
             )
-            evidence = (*report.evidence, *((f"report key: {report.key}",) if report.key else ()))
+            evidence = (*report.evidence, *((KEY_EVIDENCE + report.key,) if report.key else ()))
             diagnosis = Diagnosis(report.failure_type, report.summary, evidence)
             incident = self._make_incident(name, diagnosis, source)
         else:
@@ -919,10 +939,15 @@ class Orchestrator:
         to resolving (None: a plain duplicate). Later, the recovery did not fix what the
         reporter sees, whatever Phoenix's own check says: that attempt failed, and the
         incident goes on with the next, escalated attempt — within the attempts limit and
-        the budget, as for any failed attempt."""
+        the budget, as for any failed attempt. The same for a report that was held for a
+        failing dependency: still firing past the grace once it is back, it is acted on.
+        A hold, a pause or automatic recovery being off keep it a duplicate."""
         name = report.service
-        if name in self._runs or name in self._held or not report.recover:
+        if name in self._runs:
             return None
+        why_not, _later = self._why_not_act(self._catalog.get(name), report)
+        if why_not is not None:
+            return None  # a plain duplicate: the hold or pause decides, as for a new report
         grace = self._limits.alert_grace
         watch = self._stabilising.get(name)
         if watch is not None:
@@ -935,8 +960,29 @@ class Orchestrator:
             why = f"{report.origin.value} still reports it failing {waited:.0f}s after it verified"
             await self._relapse(name, why)
             return self._carried_on(name, incident_id, why)
+        open_now = self._incidents.get(name)
+        back = self._dependency_back_at.get(name)
+        if open_now is not None and open_now.id == incident_id and back is not None:
+            waited = self._clock.monotonic() - back
+            if waited < grace:
+                return None
+            del self._dependency_back_at[name]
+            why = (
+                f"{report.origin.value} still reports it failing {waited:.0f}s after its "
+                "dependency came back"
+            )
+            log.warning("%s: %s", name, why)
+            spec = self._catalog.get(name)
+            recovery = await self._act_on_report(spec, open_now, report, write_incident=False)
+            return ReportResult(
+                ReportAction.JOINED,
+                f"{why}: {recovery.decision.reason}",
+                service=name,
+                incident_id=incident_id,
+                recovery_id=recovery.id,
+            )
         last = self._last_fixed.get(name)
-        if last is None or name in self._incidents:
+        if last is None or open_now is not None:
             return None
         run, fixed = last
         if run.incident is None or run.incident.id != incident_id or fixed.ended_at is None:
@@ -956,24 +1002,11 @@ class Orchestrator:
             resolved_at=None,
             summary=f"{run.incident.summary}; reopened: {why}",
         )
-        again = _Run(
-            run.service,
-            incident,
-            fixed,
-            down_since=incident.detected_at,
-            failed=[*run.failed, fixed.strategy],
+        reopened = _Run(
+            run.service, incident, fixed, down_since=incident.detected_at, failed=list(run.failed)
         )
         self._incidents[name] = incident
-        if fixed.attempt >= self._limits.max_attempts:
-            await self._give_up(again, fixed)
-            return self._carried_on(name, incident_id, why)
-        try:
-            again.recovery = self._next_attempt(again, fixed)
-        except UnsupportedStrategyError as exc:
-            log.error("%s: no strategy left to try: %s", name, exc.message)
-            await self._give_up(again, fixed)
-            return self._carried_on(name, incident_id, why)
-        await self._start(again, write_incident=True)
+        await self._carry_on(reopened, fixed, failed=fixed, write_incident=True)
         return self._carried_on(name, incident_id, why)
 
     def _carried_on(self, name: str, incident_id: str, why: str) -> ReportResult:
@@ -1016,6 +1049,8 @@ class Orchestrator:
                 f"its dependency {dependency} is failing: Phoenix acts on it if it still "
                 f"fails once {dependency} is back"
             ), True
+        if (problem := self._tracker.port_problem(spec.name)) is not None:
+            return f"{problem}: restarting its instances would not help", False
         return None, False
 
     async def _act_on_report(
@@ -1030,7 +1065,15 @@ class Orchestrator:
         recovery = self._new_recovery(
             spec, incident, decision, RecoveryTrigger.ALERT, report.summary, playbook=playbook
         )
-        run = _Run(spec, incident, recovery, down_since=None, asked=True, playbook=playbook)
+        run = _Run(
+            spec,
+            incident,
+            recovery,
+            down_since=None,
+            asked=True,
+            playbook=playbook,
+            delay=self._crash_loop_delay(spec),  # as for a failure Phoenix sees itself
+        )
         await self._start(run, write_incident=write_incident)
         log.warning(
             "%s: incident %s reported by %s; %s (%s)",
@@ -1052,9 +1095,11 @@ class Orchestrator:
             return False  # its dependency still explains it
         if name in self._held_for_dependency and self._tracker.status(name) not in FAILING:
             # It failed because of its dependency and is healthy again now that it is back:
-            # nothing to do (the alert's resolution closes the incident).
+            # nothing to do (the alert's resolution closes the incident) — unless the report
+            # still fires past the grace (``still_firing``).
             del self._waiting_reports[name]
             self._held_for_dependency.discard(name)
+            self._dependency_back_at[name] = self._clock.monotonic()
             return False
         del self._waiting_reports[name]
         incident = self._incidents.get(name)
@@ -1080,6 +1125,7 @@ class Orchestrator:
             )
         self._waiting_reports.pop(service, None)
         self._held_for_dependency.discard(service)
+        self._dependency_back_at.pop(service, None)
         del self._incidents[service]  # before the await: nothing starts on it meanwhile
         closed = replace(
             incident,
@@ -1285,12 +1331,21 @@ class Orchestrator:
         log.warning("%s: %s relapsed after %.1fs: %s", name, result.id, held, why)
         self._learn(run, failed)
         self._alert_after(run, failed)
+        await self._carry_on(run, result, failed=failed, write_incident=False)
+
+    async def _carry_on(
+        self, run: _Run, last: Recovery, *, failed: Recovery, write_incident: bool
+    ) -> None:
+        """``failed`` did not fix ``run``'s incident: its next attempt, escalated, after the
+        backoff — or give up past ``MAX_RECOVERY_ATTEMPTS`` or with no strategy left.
+        ``last`` is the attempt whose reason the next keeps (not the relapse's)."""
+        name = run.service.name
         run.failed.append(failed.strategy)
         if failed.attempt >= self._limits.max_attempts:
             await self._give_up(run, failed)
             return
         try:
-            recovery = self._next_attempt(run, result)  # its reason, not the relapse's
+            recovery = self._next_attempt(run, last)
         except UnsupportedStrategyError as exc:
             log.error("%s: no strategy left to try: %s", name, exc.message)
             await self._give_up(run, failed)
@@ -1304,7 +1359,7 @@ class Orchestrator:
             delay=spec.recovery.backoff.delay(failed.attempt),
             failed=list(run.failed),
         )
-        await self._start(again, write_incident=False)
+        await self._start(again, write_incident=write_incident)
 
     async def _wait_for_resources(self, run: _Run, result: Recovery) -> bool:
         """The attempt met a machine out of descriptors or memory: give its budget back,

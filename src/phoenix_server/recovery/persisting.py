@@ -32,8 +32,7 @@ class EventualWrites:
         self._tasks = tasks
         self._latest: dict[str, Incident | Recovery] = {}
         self._in_flight: dict[str, Incident | Recovery] = {}
-        """Records being written right now: if Phoenix stops mid-write (the writing task is
-        cancelled), ``flush`` writes them again rather than lose them."""
+        """Records being written right now (their latest state is not in the database yet)."""
         self._retrying: asyncio.Task[None] | None = None
         self.dropped = 0
         """Records given up on because more than ``MAX_KEPT`` were waiting."""
@@ -66,14 +65,25 @@ class EventualWrites:
         except UnavailableError as exc:
             log.warning("could not record %s yet (%s); retrying in the background", record.id, exc)
             self.keep(record)
-        finally:  # cut off by a shutdown, it stays in flight for ``flush``
-            if not _stopping() and self._in_flight.get(record.id) is record:
+        except asyncio.CancelledError:
+            # Cut off mid-write (its run cancelled, or Phoenix stopping): not lost — retried
+            # in the background, and written by ``flush`` at shutdown.
+            self.keep(record)
+            raise
+        finally:
+            if self._in_flight.get(record.id) is record:
                 del self._in_flight[record.id]
+
+    def unwritten_ids(self) -> set[str]:
+        """Records whose latest state is not yet in the database (waiting or being written)."""
+        return set(self._latest) | set(self._in_flight)
 
     async def flush(self, timeout: float) -> None:
         """At shutdown: one last try, within ``timeout`` seconds, for every record not yet
         written (waiting for the database, or cut off mid-write by the shutdown itself)."""
-        records = {**self._latest, **self._in_flight}
+        if self._retrying is not None:
+            self._retrying.cancel()
+        records = {**self._in_flight, **self._latest}
         self._latest.clear()
         self._in_flight.clear()
         if not records:
@@ -111,9 +121,3 @@ class EventualWrites:
                     del self._latest[record_id]
             else:
                 delay = FIRST_RETRY
-
-
-def _stopping() -> bool:
-    """Whether the current task is being cancelled."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

@@ -54,7 +54,9 @@ them): restored from there too."""
 class ReportedIncidents(Protocol):
     """What the intake needs from the orchestrator."""
 
-    async def open_reported(self, report: FailureReport) -> ReportResult: ...
+    async def open_reported(
+        self, report: FailureReport, *, repeated: bool = False
+    ) -> ReportResult: ...
 
     async def close_reported(self, service: str, incident_id: str, why: str) -> ReportResult: ...
 
@@ -194,7 +196,12 @@ class ReportIntake:
         if seen.holds_open and not seen.resolved and seen.incident_id is not None:
             self._holding.setdefault(seen.incident_id, set()).add(key)
         while len(self._seen) > REMEMBERED:
-            oldest = next(iter(self._seen))
+            # The oldest that keeps no incident open goes first: forgetting a holder would
+            # leave its incident open with no resolution to close it.
+            oldest = next(
+                (k for k, v in self._seen.items() if not (v.holds_open and not v.resolved)),
+                next(iter(self._seen)),
+            )
             self._forget_holder(oldest)
             del self._seen[oldest]
 
@@ -248,6 +255,11 @@ class ReportIntake:
                 carried_on = await self._incidents.still_firing(report, seen.incident_id)
                 if carried_on is not None:
                     return carried_on
+            elif seen.incident_id is None and not seen.resolved:
+                # It was stale (about a fixed failure): still firing long after, it is not.
+                again = await self._incidents.open_reported(report, repeated=True)
+                if again.action is not ReportAction.STALE:
+                    return await self._opened(report, report.key, again, now)
             return ReportResult(
                 ReportAction.DUPLICATE,
                 "already received" + (" (and resolved)" if seen.resolved else ""),
@@ -255,19 +267,25 @@ class ReportIntake:
                 incident_id=seen.incident_id,
             )
         result = await self._incidents.open_reported(report)
+        return await self._opened(report, report.key, result, now)
+
+    async def _opened(
+        self, report: FailureReport, key: str | None, result: ReportResult, now: datetime
+    ) -> ReportResult:
+        """Remember what ``report`` (``key``) led to: the incident it opened or joined."""
         incident_id = result.incident_id
         holds_open = incident_id is not None and (
             result.action in (ReportAction.RECOVERING, ReportAction.RECORDED)
             or incident_id in self._holding  # joined an incident a report opened
             or incident_id == self._by_service.get(report.service)
         )
-        if report.key is None:
+        if key is None:
             if holds_open and incident_id is not None:
                 self._by_service[report.service] = incident_id
             return result
         seen = _Seen(report.service, incident_id, holds_open, now)
-        self._remember(report.key, seen)
-        await self._keep(report.key, seen)
+        self._remember(key, seen)
+        await self._keep(key, seen)
         return result
 
     # -- resolved ---------------------------------------------------------------------------
