@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
-import socket
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -22,6 +20,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from phoenix_server.config import playbook_files, servicefile
+from phoenix_server.config.installation import installation_id
 from phoenix_server.config.settings import Settings, service_environment
 from phoenix_server.config.tokens import configured_tokens
 from phoenix_server.detection.health_tracking import HealthTracker
@@ -111,13 +110,6 @@ PLAYBOOK_FILES_INTERVAL = 1.0
 """Seconds between looks at the playbook folder (a stat of each file: cheap)."""
 
 
-def owner_id(settings: Settings) -> str:
-    """Names this installation (this host and data directory) in the processes it starts and
-    the records it owns, so Phoenixes sharing a database never touch each other's."""
-    where = f"{socket.gethostname()}\0{settings.data_dir.resolve()}"
-    return hashlib.sha256(where.encode()).hexdigest()[:16]
-
-
 class Runtime:
     registry: RegistrySync | None = None
     """The service registry sync, once started (``PHOENIX_REGISTRY_URL``)."""
@@ -133,8 +125,8 @@ class Runtime:
         self.settings = settings
         self.catalog = catalog
         self.store = store
-        self.owner = owner_id(settings)
-        """This installation, as its records in a shared database name it."""
+        self.owner = installation_id(settings)
+        """This installation, as its records and processes in a shared database name it."""
         self.clock: Clock = clock or SystemClock()
         self.tracker = HealthTracker(catalog, self.clock)
         self.prober = Prober()
@@ -143,9 +135,9 @@ class Runtime:
         self.local = LocalPlatform(
             log_dir=settings.log_dir,
             run_dir=settings.run_dir,
-            journal=StoreJournal(store, owner_id(settings)),
+            journal=StoreJournal(store, self.owner),
             clock=self.clock,
-            owner=owner_id(settings),
+            owner=self.owner,
             base_env=service_environment(os.environ),
         )
         # A service whose public port another process holds is unhealthy for that reason,
@@ -154,7 +146,7 @@ class Runtime:
         self.platforms = PlatformRegistry(
             {PlatformKind.LOCAL: self.local, PlatformKind.EXTERNAL: ExternalPlatform()}
         )
-        recorder = StoreRecorder(store, owner_id(settings))
+        recorder = StoreRecorder(store, self.owner)
         self.executor = Executor(
             platforms=self.platforms,
             verifier=self.verifier,
@@ -232,7 +224,7 @@ class Runtime:
 
     async def start(self) -> None:
         now = self.clock.now()
-        owner = owner_id(self.settings)
+        owner = self.owner
         interrupted = await self.store.write(recoveries.interrupt_unfinished, at=now, owner=owner)
         await self.store.write(deployments.interrupt_unfinished, at=now, owner=owner)
         # Before anything starts an instance: each service runs the version last deployed.

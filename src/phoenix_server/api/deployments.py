@@ -8,7 +8,6 @@ from pydantic import Field
 from phoenix_server.api.common import Limit, Offset, RuntimeDep, StrictInput, WireModel
 from phoenix_server.api.recoveries import StepOut, step_out
 from phoenix_server.domain.deployments import Deployment
-from phoenix_server.runtime import owner_id
 from phoenix_server.store import deployments
 from phoenix_server.support.timefmt import iso_ms
 
@@ -99,7 +98,7 @@ async def list_deployments(
     items, total = await runtime.store.read(
         deployments.list_deployments,
         service=name,
-        owner=owner_id(runtime.settings),
+        owner=runtime.owner,
         limit=limit,
         offset=offset,
     )

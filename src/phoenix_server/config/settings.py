@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     config_file: Path | None = Field(None, validation_alias="PHOENIX_CONFIG")
     """The service file (YAML)."""
     data_dir: Path = Field(Path("var"), validation_alias="PHOENIX_DATA_DIR")
+    installation_id: str | None = Field(None, validation_alias="PHOENIX_INSTALLATION_ID")
+    """This installation's name in a shared database (default: kept in the data directory)."""
     """Where the default SQLite database and the services' log files live."""
     playbooks_dir: Path | None = Field(None, validation_alias="PHOENIX_PLAYBOOKS_DIR")
     """A folder of playbook YAML files (``*.yaml``/``*.yml``), reloaded when they change."""
