@@ -122,12 +122,19 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
     pytest.fail(f"test left {len(pending)} asyncio task(s) running: {names}")
 
 
+E2E_DIRECTORY = "e2e"
+"""Every test under ``tests/e2e`` is an end-to-end test, marked or not."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every async test is checked for leaked tasks; the long runs (``soak``) belong to
-    ``make soak`` (PHOENIX_SOAK=1), not ``make test``."""
+    """Every async test is checked for leaked tasks; everything under ``tests/e2e`` is
+    ``e2e`` (so ``pytest -m "not e2e"`` stays the fast tier); the long runs (``soak``)
+    belong to ``make soak`` (PHOENIX_SOAK=1), not ``make test``."""
     soak = os.environ.get("PHOENIX_SOAK") == "1"
     skip = pytest.mark.skip(reason="a soak: run it with `make soak`")
     for item in items:
+        if E2E_DIRECTORY in item.path.parts and item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.e2e)
         if item.get_closest_marker("asyncio") is not None and isinstance(item, pytest.Function):
             if "no_leaked_tasks" not in item.fixturenames:
                 item.fixturenames.insert(0, "no_leaked_tasks")

@@ -19,6 +19,8 @@ import pytest
 
 from tests.support import PhoenixServer, free_port, wait_until, web_service_yaml
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 RESTART_POOL = """    actions:
       restart_connection_pool: {http: {method: POST, url: "http://127.0.0.1:{port}/admin/pool/restart"}}

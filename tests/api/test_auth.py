@@ -17,6 +17,8 @@ from schemathesis import GenerationMode
 from tests.api.test_fuzz import envelope_error
 from tests.support import PhoenixServer, free_port, wait_until, web_service_yaml
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 VIEWER = "viewer-token-0123456789abcdef"
 OPERATOR = "operator-token-0123456789abcdef"
 ADMIN = "admin-token-0123456789abcdef"

@@ -24,6 +24,8 @@ from typing import IO
 import psutil
 import pytest
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 10.0
 POLL_S = 0.01

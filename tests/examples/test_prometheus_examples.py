@@ -11,6 +11,8 @@ import pytest
 
 from tests.support import REPO, prometheus_program
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 RULES = sorted((REPO / "examples" / "prometheus").glob("*.yml"))
 ALERTMANAGER = REPO / "examples" / "alertmanager" / "alertmanager.yml"
 

@@ -27,6 +27,8 @@ from phoenix_server.store.recording import StoreJournal
 from phoenix_server.support import procinfo
 from tests.support import eventually, free_port
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 OWNER = "test-owner-" + str(os.getpid())
 
 

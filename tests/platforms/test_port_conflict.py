@@ -29,6 +29,8 @@ from phoenix_server.store.recording import StoreJournal
 from tests.platforms.test_local_supervisor import OWNER, Recorder, spec_of
 from tests.support import REPO, eventually, free_port
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 ROUTING_LOG = "phoenix.platforms.local.routing"
 FAST = ListenBackoff(first=0.1, most=0.4)
 """Small steps so a test sees several tries in about a second."""

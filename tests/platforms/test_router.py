@@ -33,6 +33,8 @@ from phoenix_server.platforms.local.router.config import (
 )
 from tests.support import REPO, eventually, free_port
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 SERVICE = "web"
 IO_TIMEOUT = 5.0
 DOUBLE_CHOICE = (

@@ -19,6 +19,8 @@ from phoenix_server.store import incidents
 from tests.recovery.test_engine import engine, finished, healthy, history
 from tests.support import REPO, eventually
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 
 def storm(flag: Path) -> str:
     # Crashes 0.3 s after each start while the flag file exists; otherwise keeps running.

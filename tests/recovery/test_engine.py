@@ -37,6 +37,8 @@ from phoenix_server.store import incidents, recoveries
 from phoenix_server.store.database import Store
 from tests.support import REPO, eventually, free_port, web_service_yaml
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 
 @asynccontextmanager
 async def engine(tmp_path: Path, services: str, **env: str) -> AsyncIterator[Runtime]:

@@ -18,6 +18,8 @@ from phoenix_server.store import incidents
 from tests.recovery.test_engine import engine, finished, healthy, history
 from tests.support import REPO, eventually
 
+pytestmark = pytest.mark.e2e  # starts real processes
+
 NAMES = ["a", "b", "c", "d"]
 
 

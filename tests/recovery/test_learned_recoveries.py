@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session
 
 from phoenix_server.config.settings import load_settings
@@ -27,6 +28,8 @@ from phoenix_server.store import incidents, learning, recoveries
 from phoenix_server.store.database import Store
 from tests.recovery.test_engine import engine, finished, healthy, history
 from tests.support import eventually, free_port, web_service_yaml
+
+pytestmark = pytest.mark.e2e  # starts real processes
 
 HOT_BACKUP = "    backup: {mode: hot}\n"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -13,6 +13,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from phoenix_server.domain.incidents import FailureType, IncidentStatus
 from phoenix_server.domain.recoveries import Recovery, RecoveryStatus, RecoveryTrigger, Strategy
 from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin, ReportResult
@@ -20,6 +22,8 @@ from phoenix_server.runtime import Runtime
 from phoenix_server.store import incidents, recoveries
 from tests.recovery.test_engine import engine, finished, healthy, history
 from tests.support import REPO, eventually, free_port, web_service_yaml
+
+pytestmark = pytest.mark.e2e  # starts real processes
 
 EXTERNAL = """
   - name: outside
