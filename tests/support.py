@@ -367,3 +367,20 @@ class LoopbackHTTPServer:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def envelope_error(status: int, body: Any) -> dict[str, Any]:
+    """The ``error`` of a 4xx body, once it is checked to be the envelope."""
+    assert isinstance(body, dict) and body.get("success") is False, f"not the envelope: {body}"
+    error = body.get("error")
+    assert isinstance(error, dict) and set(error) == {"code", "message", "details"}, body
+    assert isinstance(error["code"], str) and error["code"], f"no error code: {body}"
+    assert isinstance(error["message"], str) and error["message"].strip(), f"no message: {body}"
+    assert isinstance(error["details"], list), body
+    for detail in error["details"]:
+        assert isinstance(detail, dict) and set(detail) == {"path", "message"}, body
+        assert isinstance(detail["path"], str), body
+        assert isinstance(detail["message"], str) and detail["message"].strip(), body
+    if status == 422:
+        assert error["details"], f"a 422 lists its problems in details: {body}"
+    return error

@@ -14,8 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from tests.api.test_fuzz import envelope_error
-from tests.support import PhoenixServer, free_port, wait_until, web_service_yaml
+from tests.support import PhoenixServer, envelope_error, free_port, wait_until, web_service_yaml
 
 pytestmark = pytest.mark.e2e  # starts real processes
 

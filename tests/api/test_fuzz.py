@@ -55,7 +55,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.support import PhoenixServer, free_port, wait_until, web_service_yaml
+from tests.support import PhoenixServer, envelope_error, free_port, wait_until, web_service_yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -80,23 +80,6 @@ def error_envelope(ctx: Any, response: Any, case: Case) -> bool | None:
             name in error["message"] for name in sent_names(case) if name
         ), f"a 404 names what it did not find: {error}"
     return None
-
-
-def envelope_error(status: int, body: Any) -> dict[str, Any]:
-    """The ``error`` of a 4xx body, once it is checked to be the envelope."""
-    assert isinstance(body, dict) and body.get("success") is False, f"not the envelope: {body}"
-    error = body.get("error")
-    assert isinstance(error, dict) and set(error) == {"code", "message", "details"}, body
-    assert isinstance(error["code"], str) and error["code"], f"no error code: {body}"
-    assert isinstance(error["message"], str) and error["message"].strip(), f"no message: {body}"
-    assert isinstance(error["details"], list), body
-    for detail in error["details"]:
-        assert isinstance(detail, dict) and set(detail) == {"path", "message"}, body
-        assert isinstance(detail["path"], str), body
-        assert isinstance(detail["message"], str) and detail["message"].strip(), body
-    if status == 422:
-        assert error["details"], f"a 422 lists its problems in details: {body}"
-    return error
 
 
 def sent_names(case: Case) -> list[str]:

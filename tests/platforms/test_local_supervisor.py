@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -16,26 +15,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from phoenix_server.config.servicefile import parse_service_file
 from phoenix_server.domain.clock import SystemClock
 from phoenix_server.domain.errors import ProcessStartError
-from phoenix_server.domain.services import InstanceState, ServiceSpec
-from phoenix_server.platforms.base import InstanceEvent, InstanceEventKind
+from phoenix_server.domain.services import InstanceState
+from phoenix_server.platforms.base import InstanceEventKind
 from phoenix_server.platforms.local.supervisor import OWNER_ENV, LocalPlatform
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreJournal
 from phoenix_server.support import procinfo
+from tests.platforms.local import OWNER, Recorder, spec_of
 from tests.support import eventually, free_port
 
 pytestmark = pytest.mark.e2e  # starts real processes
-
-OWNER = "test-owner-" + str(os.getpid())
-
-
-def spec_of(tmp_path: Path, body: str) -> ServiceSpec:
-    text = "services:\n" + textwrap.indent(textwrap.dedent(body), "  ")
-    catalog = parse_service_file(text, source="test", base_dir=tmp_path, default_interval=1.0)
-    return next(iter(catalog))
 
 
 @pytest.fixture
@@ -44,22 +35,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     store.migrate()
     yield store
     store.close()
-
-
-class Recorder:
-    """Collects platform events with the monotonic time they arrived."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[float, InstanceEvent]] = []
-
-    def __call__(self, event: InstanceEvent) -> None:
-        self.events.append((time.monotonic(), event))
-
-    def kinds(self) -> list[InstanceEventKind]:
-        return [event.kind for _, event in self.events]
-
-    def first(self, kind: InstanceEventKind) -> tuple[float, InstanceEvent] | None:
-        return next(((t, e) for t, e in self.events if e.kind is kind), None)
 
 
 def make_platform(

@@ -26,7 +26,7 @@ from phoenix_server.platforms.local.routing import ListenBackoff, RouterKeeper
 from phoenix_server.platforms.local.supervisor import LocalPlatform
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreJournal
-from tests.platforms.test_local_supervisor import OWNER, Recorder, spec_of
+from tests.platforms.local import OWNER, Recorder, spec_of
 from tests.support import REPO, eventually, free_port
 
 pytestmark = pytest.mark.e2e  # starts real processes

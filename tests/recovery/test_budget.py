@@ -16,7 +16,7 @@ from phoenix_server.domain.errors import ConflictError
 from phoenix_server.domain.incidents import IncidentStatus
 from phoenix_server.domain.recoveries import Recovery, RecoveryStatus, Strategy
 from phoenix_server.store import incidents
-from tests.recovery.test_engine import engine, finished, healthy, history
+from tests.recovery.engine import engine, finished, healthy, history
 from tests.support import REPO, eventually
 
 pytestmark = pytest.mark.e2e  # starts real processes

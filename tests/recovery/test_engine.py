@@ -10,16 +10,12 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
-from phoenix_server.config.servicefile import parse_service_file
-from phoenix_server.config.settings import load_settings
 from phoenix_server.domain.errors import RecoveryInProgressError, UnsupportedStrategyError
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.incidents import FailureType, Incident, IncidentStatus
@@ -32,66 +28,11 @@ from phoenix_server.domain.recoveries import (
     StepStatus,
     Strategy,
 )
-from phoenix_server.runtime import Runtime
 from phoenix_server.store import incidents, recoveries
-from phoenix_server.store.database import Store
+from tests.recovery.engine import engine, finished, healthy, history, live_pid
 from tests.support import REPO, eventually, free_port, web_service_yaml
 
 pytestmark = pytest.mark.e2e  # starts real processes
-
-
-@asynccontextmanager
-async def engine(tmp_path: Path, services: str, **env: str) -> AsyncIterator[Runtime]:
-    settings = load_settings(
-        PHOENIX_DATA_DIR=str(tmp_path / "var"),
-        MAX_RECOVERY_ATTEMPTS=env.pop("MAX_RECOVERY_ATTEMPTS", "3"),
-        AUTO_RECOVERY=env.pop("AUTO_RECOVERY", "true"),
-        **env,
-    )
-    catalog = parse_service_file(
-        "services:\n" + services, source="test", base_dir=REPO, default_interval=1.0
-    )
-    store = Store(settings.effective_database_url)
-    store.migrate()
-    runtime = Runtime(settings, catalog, store)
-    await runtime.start()
-    try:
-        yield runtime
-    finally:
-        await runtime.stop()
-        store.close()
-
-
-async def healthy(runtime: Runtime, name: str, timeout: float = 15) -> None:
-    await eventually(
-        lambda: runtime.tracker.status(name) is ServiceStatus.HEALTHY,
-        timeout=timeout,
-        message=f"{name} healthy",
-    )
-
-
-def live_pid(runtime: Runtime, name: str) -> int:
-    pids = [i.pid for i in runtime.local.instances(name) if i.alive and i.pid]
-    assert len(pids) == 1, runtime.local.instances(name)
-    return pids[0]
-
-
-async def history(runtime: Runtime, **where: object) -> list[Recovery]:
-    items, _ = await runtime.store.read(
-        recoveries.list_recoveries,
-        where=recoveries.RecoveryFilter(**where),  # type: ignore[arg-type]
-        limit=100,
-        offset=0,
-    )
-    return items
-
-
-async def finished(runtime: Runtime, recovery_id: str, timeout: float = 20) -> Recovery:
-    async def check() -> Recovery | None:
-        recovery = await runtime.store.read(recoveries.get_recovery, recovery_id)
-        return recovery if recovery.status.terminal else None
-
-    return await eventually(check, timeout=timeout, interval=0.05, message=f"{recovery_id} ends")
 
 
 async def test_a_killed_service_is_restarted_and_every_step_recorded(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.recoveries import RecoveryStatus, Strategy
 from phoenix_server.store import incidents
-from tests.recovery.test_engine import engine, finished, healthy, history
+from tests.recovery.engine import engine, finished, healthy, history
 from tests.support import REPO, eventually
 
 pytestmark = pytest.mark.e2e  # starts real processes

@@ -26,7 +26,7 @@ from phoenix_server.domain.recoveries import (
 from phoenix_server.domain.services import InstanceRole
 from phoenix_server.store import incidents, learning, recoveries
 from phoenix_server.store.database import Store
-from tests.recovery.test_engine import engine, finished, healthy, history
+from tests.recovery.engine import engine, finished, healthy, history
 from tests.support import eventually, free_port, web_service_yaml
 
 pytestmark = pytest.mark.e2e  # starts real processes

@@ -20,7 +20,7 @@ from phoenix_server.domain.recoveries import Recovery, RecoveryStatus, RecoveryT
 from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin, ReportResult
 from phoenix_server.runtime import Runtime
 from phoenix_server.store import incidents, recoveries
-from tests.recovery.test_engine import engine, finished, healthy, history
+from tests.recovery.engine import engine, finished, healthy, history
 from tests.support import REPO, eventually, free_port, web_service_yaml
 
 pytestmark = pytest.mark.e2e  # starts real processes
