@@ -34,6 +34,7 @@ from phoenix_server.domain.health import (
     ServiceStatus,
     UptimeBaseline,
 )
+from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.playbooks import Playbook
 from phoenix_server.domain.services import (
     Instance,
@@ -405,6 +406,14 @@ class Runtime:
         return sorted(
             (death for group in groups for death in group.deaths.values()), key=lambda d: d.at
         )
+
+    async def mark_false_positive(self, incident_id: str) -> Incident:
+        """An operator says ``incident_id`` was no real failure: recorded (it counts in the
+        false-positive rate), and its recoveries stop counting as evidence for the learned
+        policy."""
+        incident = await self.store.write(incidents.mark_false_positive, incident_id)
+        self.orchestrator.learning.forget_incident(incident.id)
+        return incident
 
     async def refresh_playbooks(self) -> None:
         """Load the active playbooks now (after a playbook changes; the watch does it too):

@@ -134,6 +134,5 @@ async def get_incident(incident_id: str, runtime: RuntimeDep) -> IncidentRespons
 async def mark_false_positive(incident_id: str, runtime: RuntimeDep) -> MarkedResponse:
     """An operator says this was no real failure: it counts in the false-positive rate, and
     its recoveries stop counting as evidence for the learned policy."""
-    incident = await runtime.store.write(incidents.mark_false_positive, incident_id)
-    runtime.orchestrator.learning.forget_incident(incident.id)
+    incident = await runtime.mark_false_positive(incident_id)
     return MarkedResponse(incident=IncidentOut.model_validate(incident_fields(incident)))
