@@ -11,8 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy import text
 
 from phoenix_server.store.database import Store
+from phoenix_server.store.tables import Base
 from tests.support import postgres_url
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -53,12 +55,35 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    """A migrated :class:`Store` on each backend, closed after the test."""
-    store = Store(database_url)
-    try:
+@pytest.fixture(scope="module")
+def migrated_postgres() -> Iterator[str]:
+    """One migrated PostgreSQL schema for a test module: migrating one per test was most of
+    the fast tier's time. Each test gets it emptied (see ``store``)."""
+    with postgres_schema() as (url, _schema):
+        store = Store(url)
+        try:
+            store.migrate()
+        finally:
+            store.close()
+        yield url
+
+
+def _emptied(store: Store) -> Store:
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    with store.engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    return store
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A migrated, empty :class:`Store` on each backend, closed after the test."""
+    if request.param == "sqlite":
+        store = Store(sqlite_url(tmp_path))
         store.migrate()
+    else:
+        store = _emptied(Store(request.getfixturevalue("migrated_postgres")))
+    try:
         yield store
     finally:
         store.close()
