@@ -90,6 +90,7 @@ from phoenix_server.store.recording import (
     StoreReportKeys,
 )
 from phoenix_server.support.tasks import SupervisedTasks, TaskDeath
+from phoenix_server.support.timefmt import iso_ms, utcnow
 
 log = logging.getLogger("phoenix")
 
@@ -107,6 +108,12 @@ OBSERVED_AS = {
     InstanceEventKind.PROMOTED: ObservationKind.PROMOTED,
 }
 STATUS_BATCH_DELAY = 0.2
+LATE_PROBES_WARNING = 1.0
+"""Seconds of smoothed probe lateness before /health warns about overload."""
+REBUILT_SHOWN = 3600.0
+"""Seconds /health keeps saying that the database file had to be written again."""
+TRUNCATION_SHOWN = 3600.0
+"""Seconds /health keeps saying that alerts were left out of a payload."""
 PLAYBOOK_FILES_INTERVAL = 1.0
 """Seconds between looks at the playbook folder (a stat of each file: cheap)."""
 
@@ -406,6 +413,78 @@ class Runtime:
         return sorted(
             (death for group in groups for death in group.deaths.values()), key=lambda d: d.at
         )
+
+    def problems(self) -> list[str]:
+        """What limits Phoenix now, one sentence each (``/health``'s warnings), from memory
+        only: no database, no await, so that it answers at once whatever else is going on."""
+        warnings = [*self.api_problems()]
+        if self.database_problem:
+            warnings.append(self.database_problem)
+        if refused := self.store.write_problem:
+            since, why = refused
+            warnings.append(
+                f"the database has refused writes since {iso_ms(since)} ({why}): recovery "
+                "goes on, its records wait in memory"
+            )
+        rebuilt = self.store.rebuilt_at
+        if rebuilt is not None and (utcnow() - rebuilt).total_seconds() < REBUILT_SHOWN:
+            warnings.append(
+                f"the database file was deleted while Phoenix ran and written again at "
+                f"{iso_ms(rebuilt)} from the open database: find out who removed it"
+            )
+        if dropped := self.orchestrator.dropped:
+            warnings.append(f"{dropped} record(s) dropped: the database refused them too long")
+        for service, problem in sorted(self.local.port_problems().items()):
+            warnings.append(f"service {service} is not served on its port: {problem}")
+        for death in self.task_deaths():
+            warnings.append(death)
+        if self.orchestrator.unwritten:
+            warnings.append(f"{self.orchestrator.unwritten} record(s) waiting for the database")
+        if self.orchestrator.fleet_pause:
+            warnings.append(self.orchestrator.fleet_pause)
+        if not self.settings.auto_recovery:
+            warnings.append(
+                "automatic recovery is off (AUTO_RECOVERY=false): failures are only recorded"
+            )
+        lateness = self.scheduler.lateness
+        if lateness > LATE_PROBES_WARNING:
+            warnings.append(
+                f"probes are running {lateness:.1f}s late: more targets "
+                f"({len(self.scheduler.targets())}) than this Phoenix can probe on time"
+            )
+        for name, problem in sorted(self.playbook_file_problems.items()):
+            warnings.append(
+                f"playbook file {name} is invalid (its previous version stays): {problem}"
+            )
+        if self.registry is not None:
+            if self.registry.problem:
+                warnings.append(f"{self.registry.problem}; the services it added stay as they were")
+            for entry, reason in self.registry.rejected.items():
+                warnings.append(f"service registry entry {entry} refused: {reason}")
+        if undelivered := self.alerter.problem:
+            warnings.append(undelivered)
+        if self.settings.insecure and not self.tokens:
+            warnings.append("insecure mode (PHOENIX_INSECURE=1): the API has no authentication")
+        if self.audit.dropped:
+            warnings.append(
+                f"{self.audit.dropped} audit entr(ies) dropped: the database refused them "
+                "(see the log for the first)"
+            )
+        if self.audit.pending:
+            warnings.append(f"{self.audit.pending} audit entr(ies) waiting for the database")
+        if (truncation := self.reports.last_truncation) is not None:
+            at, what = truncation
+            if (self.clock.now() - at).total_seconds() < TRUNCATION_SHOWN:
+                warnings.append(
+                    f"alerts left out of an Alertmanager payload at {iso_ms(at)}: {what}; "
+                    "set max_alerts in the receiver to at most 1000"
+                )
+        if self.reports.unsaved:
+            warnings.append(
+                f"{self.reports.unsaved} report key(s) waiting for the database: after a "
+                "restart now, copies of those alerts would be taken as new"
+            )
+        return warnings
 
     async def mark_false_positive(self, incident_id: str) -> Incident:
         """An operator says ``incident_id`` was no real failure: recorded (it counts in the

@@ -15,7 +15,7 @@ from phoenix_server.detection.health_tracking import ServiceHealthView
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import ServiceSpec
 from phoenix_server.runtime import Runtime
-from phoenix_server.support.timefmt import iso_ms, utcnow
+from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(tags=["health"])
 
@@ -23,13 +23,6 @@ LISTING_MAX_AGE = 0.1
 """Seconds a rendered service listing is served again: a burst of pollers (dashboards,
 CLIs, scripts) is answered by one rendering."""
 _LISTINGS: WeakKeyDictionary[Runtime, tuple[float, bytes]] = WeakKeyDictionary()
-
-LATE_PROBES_WARNING = 1.0
-"""Seconds of smoothed probe lateness before /health warns about overload."""
-REBUILT_SHOWN = 3600.0
-"""Seconds /health keeps saying that the database file had to be written again."""
-TRUNCATION_SHOWN = 3600.0
-"""Seconds /health keeps saying that alerts were left out of a payload."""
 
 
 class PhoenixHealth(WireModel):
@@ -60,71 +53,7 @@ def health_json(runtime: Runtime) -> bytes:
 def health_report(runtime: Runtime) -> PhoenixHealth:
     """Phoenix's own health from memory only: no database, no await, so that it answers
     at once whatever else is going on."""
-    warnings = [*runtime.api_problems()]
-    if runtime.database_problem:
-        warnings.append(runtime.database_problem)
-    if refused := runtime.store.write_problem:
-        since, why = refused
-        warnings.append(
-            f"the database has refused writes since {iso_ms(since)} ({why}): recovery goes on, "
-            "its records wait in memory"
-        )
-    rebuilt = runtime.store.rebuilt_at
-    if rebuilt is not None and (utcnow() - rebuilt).total_seconds() < REBUILT_SHOWN:
-        warnings.append(
-            f"the database file was deleted while Phoenix ran and written again at "
-            f"{iso_ms(rebuilt)} from the open database: find out who removed it"
-        )
-    if dropped := runtime.orchestrator.dropped:
-        warnings.append(f"{dropped} record(s) dropped: the database refused them too long")
-    for service, problem in sorted(runtime.local.port_problems().items()):
-        warnings.append(f"service {service} is not served on its port: {problem}")
-    for death in runtime.task_deaths():
-        warnings.append(death)
-    if runtime.orchestrator.unwritten:
-        warnings.append(f"{runtime.orchestrator.unwritten} record(s) waiting for the database")
-    if runtime.orchestrator.fleet_pause:
-        warnings.append(runtime.orchestrator.fleet_pause)
-    if not runtime.settings.auto_recovery:
-        warnings.append(
-            "automatic recovery is off (AUTO_RECOVERY=false): failures are only recorded"
-        )
-    lateness = runtime.scheduler.lateness
-    if lateness > LATE_PROBES_WARNING:
-        warnings.append(
-            f"probes are running {lateness:.1f}s late: more targets "
-            f"({len(runtime.scheduler.targets())}) than this Phoenix can probe on time"
-        )
-    for name, problem in sorted(runtime.playbook_file_problems.items()):
-        warnings.append(f"playbook file {name} is invalid (its previous version stays): {problem}")
-    if runtime.registry is not None:
-        if runtime.registry.problem:
-            warnings.append(f"{runtime.registry.problem}; the services it added stay as they were")
-        for entry, reason in runtime.registry.rejected.items():
-            warnings.append(f"service registry entry {entry} refused: {reason}")
-    if undelivered := runtime.alerter.problem:
-        warnings.append(undelivered)
-    if runtime.settings.insecure and not runtime.tokens:
-        warnings.append("insecure mode (PHOENIX_INSECURE=1): the API has no authentication")
-    if runtime.audit.dropped:
-        warnings.append(
-            f"{runtime.audit.dropped} audit entr(ies) dropped: the database refused them "
-            "(see the log for the first)"
-        )
-    if runtime.audit.pending:
-        warnings.append(f"{runtime.audit.pending} audit entr(ies) waiting for the database")
-    if (truncation := runtime.reports.last_truncation) is not None:
-        at, what = truncation
-        if (runtime.clock.now() - at).total_seconds() < TRUNCATION_SHOWN:
-            warnings.append(
-                f"alerts left out of an Alertmanager payload at {iso_ms(at)}: {what}; "
-                "set max_alerts in the receiver to at most 1000"
-            )
-    if runtime.reports.unsaved:
-        warnings.append(
-            f"{runtime.reports.unsaved} report key(s) waiting for the database: after a "
-            "restart now, copies of those alerts would be taken as new"
-        )
+    warnings = runtime.problems()
     return PhoenixHealth(
         status="degraded" if runtime.database_problem or runtime.store.write_problem else "healthy",
         version=__version__,
