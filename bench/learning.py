@@ -28,7 +28,7 @@ from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.learning import AttemptOutcome
 from phoenix_server.domain.recoveries import Strategy
 from phoenix_server.recovery.learning import LearnedPolicy, expected_seconds
-from phoenix_server.recovery.selecting import decide
+from phoenix_server.recovery.selecting import table_decision
 
 LAST = 50
 TARGET = 0.90
@@ -115,7 +115,7 @@ def choose(policy: LearnedPolicy, scenario: Scenario, service: str) -> Strategy:
     learned = policy.decide(service, scenario.failure_type, scenario.allowed)
     if learned is not None:
         return learned.strategy
-    return decide(
+    return table_decision(
         service=service, failure_type=scenario.failure_type, supported=scenario.allowed
     ).strategy
 
@@ -172,7 +172,7 @@ def main(argv: list[str]) -> None:
         f"strategy in >= {TARGET:.0%} of the last {LAST}"
     )
     for scenario in SCENARIOS + CLOSE_CALLS:
-        table = decide(
+        table = table_decision(
             service="svc", failure_type=scenario.failure_type, supported=scenario.allowed
         ).strategy
         results = [run(scenario, seed, args.incidents) for seed in seeds]

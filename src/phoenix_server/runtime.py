@@ -60,6 +60,7 @@ from phoenix_server.platforms.base import (
 from phoenix_server.platforms.external import ExternalPlatform
 from phoenix_server.platforms.local.supervisor import LocalPlatform
 from phoenix_server.recovery.alerting import Alerter
+from phoenix_server.recovery.claims import LocalClaims
 from phoenix_server.recovery.deploying import Deployer
 from phoenix_server.recovery.estimating import KEPT as DURATIONS_KEPT
 from phoenix_server.recovery.executing import ExecutionLimits, Executor
@@ -191,9 +192,12 @@ class Runtime:
                 auto_recovery=settings.auto_recovery,
                 max_attempts=settings.max_recovery_attempts,
                 max_concurrent=settings.max_concurrent_recoveries,
+                alert_grace=settings.alert_grace,
+            ),
+            claims=LocalClaims(
+                self.clock.monotonic,
                 fleet_floor=settings.fleet_floor,
                 fleet_floor_min=settings.fleet_floor_min,
-                alert_grace=settings.alert_grace,
             ),
             versions=self.versions,
             observer=PrometheusObserver(self.metrics_registry),

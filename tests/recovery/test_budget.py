@@ -83,7 +83,7 @@ async def test_a_storm_spends_the_budget_then_waits_for_a_person_or_a_healthy_sp
         [pid] = [i.pid for i in runtime.local.instances("stormy") if i.alive and i.pid]
 
         async def healthy_long_enough() -> bool:
-            healthy_for = runtime.orchestrator._budgets.healthy_for("stormy")
+            healthy_for = runtime.orchestrator.claims.healthy_for("stormy")
             return healthy_for is not None and healthy_for > 1.2
 
         await eventually(healthy_long_enough, timeout=10, message="healthy for reset_after")

@@ -32,7 +32,7 @@ from phoenix_server.domain.services import (
     StopPolicy,
 )
 from phoenix_server.recovery.executing import should_run
-from phoenix_server.recovery.selecting import DEFAULT_TABLE, decide, escalated
+from phoenix_server.recovery.selecting import DEFAULT_TABLE, escalated, table_decision
 from phoenix_server.recovery.strategies import PLANNERS, PlanInput, plan_deploy, plan_restart
 
 ALL = frozenset(Strategy)
@@ -128,7 +128,7 @@ FIRST_CHOICE = {
 
 @pytest.mark.parametrize("failure_type", list(FailureType))
 def test_default_table_first_choice_when_everything_is_supported(failure_type: FailureType) -> None:
-    decision = decide(service="azora-auth", failure_type=failure_type, supported=ALL)
+    decision = table_decision(service="azora-auth", failure_type=failure_type, supported=ALL)
     assert decision.strategy is FIRST_CHOICE[failure_type]
     assert decision.source is DecisionSource.DEFAULT
     assert decision.reason == (
@@ -147,7 +147,7 @@ def test_the_seed_decision_logic_is_the_default_table() -> None:
 
 
 def test_unsupported_preferences_are_skipped_with_a_reason() -> None:
-    decision = decide(
+    decision = table_decision(
         service="azora-auth", failure_type=FailureType.SERVICE_DOWN, supported=RESTART_ONLY
     )
     assert decision.strategy is Strategy.RESTART
@@ -161,7 +161,7 @@ def test_unsupported_preferences_are_skipped_with_a_reason() -> None:
 
 
 def test_memory_leak_without_a_known_good_version_restarts() -> None:
-    decision = decide(
+    decision = table_decision(
         service="azora-auth", failure_type=FailureType.MEMORY_LEAK, supported=RESTART_ONLY
     )
     assert decision.strategy is Strategy.RESTART
@@ -169,7 +169,7 @@ def test_memory_leak_without_a_known_good_version_restarts() -> None:
 
 
 def test_nothing_in_the_table_supported_falls_back_to_a_supported_strategy() -> None:
-    decision = decide(
+    decision = table_decision(
         service="azora-auth", failure_type=FailureType.HIGH_LOAD, supported=RESTART_ONLY
     )
     assert decision.strategy is Strategy.RESTART
@@ -198,7 +198,7 @@ def test_a_failed_strategy_escalates_to_the_tables_next_choice(
     failure_type: FailureType, failed: list[Strategy], chosen: Strategy
 ) -> None:
     supported = escalated(failure_type, ALL, failed)
-    decision = decide(service="x", failure_type=failure_type, supported=supported)
+    decision = table_decision(service="x", failure_type=failure_type, supported=supported)
     assert decision.strategy is chosen
 
 
@@ -206,7 +206,7 @@ def test_the_chosen_strategy_is_always_supported() -> None:
     for failure_type in FailureType:
         for strategy in Strategy:
             supported = frozenset({strategy})
-            decision = decide(service="s", failure_type=failure_type, supported=supported)
+            decision = table_decision(service="s", failure_type=failure_type, supported=supported)
             assert decision.strategy in supported
 
 
@@ -214,7 +214,7 @@ def test_the_chosen_strategy_is_always_supported() -> None:
 
 
 def test_requested_strategy_is_a_manual_decision() -> None:
-    decision = decide(
+    decision = table_decision(
         service="azora-auth",
         failure_type=FailureType.HIGH_LOAD,
         supported=RESTART_ONLY,
@@ -228,7 +228,7 @@ def test_requested_strategy_is_a_manual_decision() -> None:
 
 def test_requested_unsupported_strategy_lists_what_is_supported() -> None:
     with pytest.raises(UnsupportedStrategyError) as caught:
-        decide(
+        table_decision(
             service="azora-auth",
             failure_type=FailureType.UNKNOWN,
             supported=frozenset({Strategy.RESTART, Strategy.SCALE}),
@@ -244,7 +244,7 @@ def test_requested_unsupported_strategy_lists_what_is_supported() -> None:
 @pytest.mark.parametrize("requested", [None, Strategy.RESTART])
 def test_nothing_supported_says_the_service_is_only_monitored(requested: Strategy | None) -> None:
     with pytest.raises(UnsupportedStrategyError) as caught:
-        decide(
+        table_decision(
             service="azora-edge",
             failure_type=FailureType.SERVICE_DOWN,
             supported=frozenset(),

@@ -18,6 +18,7 @@ import pytest
 from phoenix_server.domain.incidents import FailureType, IncidentStatus
 from phoenix_server.domain.recoveries import Recovery, RecoveryStatus, RecoveryTrigger, Strategy
 from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin, ReportResult
+from phoenix_server.recovery.claims import Activity
 from phoenix_server.runtime import Runtime
 from phoenix_server.store import incidents, recoveries
 from tests.recovery.engine import engine, finished, healthy, history
@@ -68,11 +69,11 @@ async def test_a_recorded_report_is_acted_on_when_asked_or_when_the_hold_ends(
         )
 
         # A deploy holds the service: recorded now, acted on when the hold ends.
-        runtime.orchestrator.hold("web", "a deploy")
+        deploy = runtime.orchestrator.claims.claim("web", Activity.DEPLOY, "a deploy")
         held = await intake.receive(alert("k3"))
         assert held.action is ReportAction.RECORDED and "when that ends" in held.reason
         assert len(await alert_recoveries(runtime)) == 1
-        runtime.orchestrator.release("web")
+        runtime.orchestrator.claims.release(deploy)
 
         async def second() -> Recovery | None:
             found = [r for r in await alert_recoveries(runtime) if r.id != recovery.id]
@@ -236,7 +237,8 @@ async def test_an_alert_about_a_service_held_for_its_dependency_waits_like_its_o
     async with engine(tmp_path, _dependent_pair(flag), PHOENIX_ALERT_GRACE="1s") as runtime:
         await healthy(runtime, "db")
         await healthy(runtime, "app")
-        runtime.orchestrator.hold("db", "a test")  # db is not recovered: the hold is app's
+        # db is not recovered: the hold is app's.
+        held_db = runtime.orchestrator.claims.claim("db", Activity.DEPLOY, "a test")
         flag.touch()
         await eventually(
             lambda: runtime.tracker.waiting_on("app") == "db",
@@ -250,7 +252,7 @@ async def test_an_alert_about_a_service_held_for_its_dependency_waits_like_its_o
         assert runtime.orchestrator.report_waiting("app")
 
         flag.unlink()
-        runtime.orchestrator.release("db")
+        runtime.orchestrator.claims.release(held_db)
         await healthy(runtime, "app")
         await eventually(
             lambda: not runtime.orchestrator.report_waiting("app"),

@@ -20,6 +20,7 @@ from phoenix_server.domain.errors import InvalidRequestError, PhoenixError, Prob
 from phoenix_server.domain.recoveries import RecoveryTrigger, Step, StepStatus, Strategy
 from phoenix_server.domain.services import ServiceCatalog
 from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.recovery.claims import Activity, Claim
 from phoenix_server.recovery.executing import Executor
 from phoenix_server.recovery.orchestrating import Orchestrator
 from phoenix_server.recovery.strategies import PlanInput, plan_deploy
@@ -43,6 +44,7 @@ class Deployer:
         self._platforms = platforms
         self._versions = versions
         self._orchestrator = orchestrator
+        self._claims = orchestrator.claims
         self._executor = executor
         self._tasks = SupervisedTasks("deploy")
 
@@ -76,19 +78,19 @@ class Deployer:
         ):
             return current, False
         deployment_id = ids.new_id(ids.DEPLOYMENT)
-        self._orchestrator.hold(service, f"deployed ({deployment_id})")
+        claim = self._claims.claim(service, Activity.DEPLOY, f"deployed ({deployment_id})")
         try:
             deployment, _ = await self._versions.begin(
                 service, version, DeploymentReason.DEPLOY, deployment_id=deployment_id
             )
         except BaseException:
-            self._orchestrator.release(service)
+            self._claims.release(claim)
             raise
         log.info("%s: deploying %s (%s)", service, version, deployment.id)
-        self._tasks.spawn(self._run(deployment), name=f"deploy-{service}")
+        self._tasks.spawn(self._run(deployment, claim), name=f"deploy-{service}")
         return deployment, True
 
-    async def _run(self, deployment: Deployment) -> None:
+    async def _run(self, deployment: Deployment, claim: Claim) -> None:
         name = deployment.service
         try:
             deployment = await self._carry_out(deployment)
@@ -107,7 +109,7 @@ class Deployer:
             except Exception:
                 log.exception("%s: could not record that %s failed", name, deployment.id)
         finally:
-            self._orchestrator.release(name)
+            self._claims.release(claim)
         if deployment.status is DeploymentStatus.FAILED:
             await self._roll_back_failed(deployment)
 

@@ -49,7 +49,6 @@ from phoenix_server.domain.learning import AttemptOutcome, outcome_of
 from phoenix_server.domain.playbooks import Playbook, PlaybookStatus, TriggerType
 from phoenix_server.domain.recoveries import (
     Decision,
-    DecisionSource,
     Outcome,
     Recovery,
     RecoveryStatus,
@@ -60,17 +59,17 @@ from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOri
 from phoenix_server.domain.services import Instance, ServiceCatalog, ServiceSpec
 from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.alerting import Alerter
+from phoenix_server.recovery.claims import Activity, Claim, Claims
+from phoenix_server.recovery.deciding import DecisionInput, decide
 from phoenix_server.recovery.estimating import DurationEstimates
 from phoenix_server.recovery.executing import Executor
-from phoenix_server.recovery.guards import FleetFloor, RecoveryBudgets
-from phoenix_server.recovery.learning import CANDIDATES, LearnedPolicy
+from phoenix_server.recovery.learning import LearnedPolicy
 from phoenix_server.recovery.observing import NoObserver, RecoveryObserver
 from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.playbook_choice import choose, describe_trigger
-from phoenix_server.recovery.playbook_runs import main_strategy, plan_playbook
+from phoenix_server.recovery.playbook_runs import plan_playbook
 from phoenix_server.recovery.ports import RecoveryRecorder
 from phoenix_server.recovery.reports import KEY_EVIDENCE
-from phoenix_server.recovery.selecting import decide, escalated
 from phoenix_server.recovery.strategies import PLANNERS, PlanInput
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.support.tasks import SupervisedTasks
@@ -124,10 +123,6 @@ class OrchestratorLimits:
     """Recoveries running at once across all services."""
     recheck_interval: float = 5.0
     """Seconds between sweeps for unhealthy services nothing is recovering."""
-    fleet_floor: float = 0.5
-    """Pause automatic recovery while more than this share of the services is unhealthy…"""
-    fleet_floor_min: int = 3
-    """…and at least this many are (one failure in a fleet of two is not a mass failure)."""
     alert_grace: float = 120.0
     """Seconds after a recovery the alert that reported the failure may still fire on its
     way to resolving; a copy still firing later says the recovery did not fix it."""
@@ -167,6 +162,8 @@ class _Run:
     """Strategies whose attempts failed for this incident: the next attempt escalates."""
     shortages: int = 0
     """Attempts that met a machine out of resources (retried, not counted)."""
+    claim: Claim | None = None
+    """Its claim of the service, while it holds it."""
     asked: bool = False
     """Someone asked for it (an operator, or Phoenix after a failed deploy): it runs even if
     the service looks healthy by then, unlike one started by detection."""
@@ -185,6 +182,7 @@ class Orchestrator:
         recorder: RecoveryRecorder,
         clock: Clock,
         limits: OrchestratorLimits,
+        claims: Claims,
         versions: VersionKeeper,
         observer: RecoveryObserver | None = None,
         alerter: Alerter | None = None,
@@ -203,7 +201,10 @@ class Orchestrator:
         self._clock = clock
         self._limits = limits
         self._slots = asyncio.Semaphore(limits.max_concurrent)
+        self._claims = claims
+        claims.on_release(self._on_release)
         self._runs: dict[str, _Run] = {}
+        """The recovery holding each service's claim (the claims say who holds the others)."""
         self._giving_time: dict[str, bool] = {}
         """Failing services with dependencies: True while Phoenix gives the dependencies
         time to show a failure (their detection takes that long), False once it has."""
@@ -214,13 +215,8 @@ class Orchestrator:
         """The active playbooks, as the store had them at the last refresh."""
         self._waiting: dict[str, str] = {}
         """Failing services left alone because a dependency's failure explains theirs."""
-        self._held: dict[str, str] = {}
-        """Services something else is changing (a deploy, a scale-in), with what: no
-        recovery starts meanwhile."""
         self._incidents: dict[str, Incident] = {}
         """Per service, the latest incident not yet resolved."""
-        self._recovered_at: dict[str, float] = {}
-        """Monotonic time each service last came back healthy from a recovery."""
         self._last_fixed: dict[str, tuple[_Run, Recovery]] = {}
         """Per service, its latest recovery of an incident that held (with its run): if the
         report that opened the incident still fires well after it, it did not fix it."""
@@ -231,10 +227,6 @@ class Orchestrator:
         """Monotonic time Phoenix gave up on each service it has not recovered since."""
         self._stabilising: dict[str, _Stabilising] = {}
         """Services recovered moments ago, until their recovery has held."""
-        self._quick_failures: dict[str, int] = {}
-        """Failures in a row that came sooner than ``reset_after`` after a recovery."""
-        self._budgets = RecoveryBudgets(clock.monotonic)
-        self._floor = FleetFloor(limits.fleet_floor, limits.fleet_floor_min)
         self._waiting_reports: dict[str, FailureReport] = {}
         """Reports that wanted a recovery Phoenix could not start yet (a deploy, a fleet
         pause, an operator's restart), per service: acted on when that is over."""
@@ -280,29 +272,53 @@ class Orchestrator:
     def on_transition(self, transition: HealthTransition) -> None:
         self._queue.put_nowait((transition.service, transition))
 
-    # -- deployments ------------------------------------------------------------------------
+    # -- claims -----------------------------------------------------------------------------
 
-    def hold(self, service: str, activity: str) -> None:
-        """Keep recoveries off ``service`` while something else changes it: ``activity``
-        completes "service 'x' is being …" (``deployed (dep-…)``, ``scaled in``)."""
-        run = self._runs.get(service)
-        if run is not None:
-            raise RecoveryInProgressError(service, run.recovery.id)
-        self._refuse_if_held(service)
-        self._held[service] = activity
+    @property
+    def claims(self) -> Claims:
+        """Who is changing each service (deploys and scale-ins claim through it too)."""
+        return self._claims
+
+    def busy(self, service: str) -> bool:
+        """A recovery, deploy or scale-in of ``service`` is running (or waiting to)."""
+        return self._claims.holder(service) is not None
+
+    def _held(self, service: str) -> str | None:
+        """What other than a recovery is changing ``service`` (``deployed (dep-…)``)."""
+        claim = self._claims.holder(service)
+        if claim is None or claim.activity is Activity.RECOVERY:
+            return None
+        return claim.label
 
     def _refuse_if_held(self, service: str) -> None:
-        activity = self._held.get(service)
+        activity = self._held(service)
         if activity is not None:
             raise ConflictError(f"service '{service}' is being {activity}; wait for it")
 
-    def busy(self, service: str) -> bool:
-        """A recovery or deploy of ``service`` is running (or waiting to)."""
-        return service in self._runs or service in self._held
+    def _on_release(self, claim: Claim) -> None:
+        if claim.activity is not Activity.RECOVERY:
+            self._queue.put_nowait((claim.service, None))  # look again: nothing holds it
 
-    def release(self, service: str) -> None:
-        self._held.pop(service, None)
-        self._queue.put_nowait((service, None))  # look again now that nothing holds it
+    def _claim(self, run: _Run, *, replacing: _Run | None = None) -> None:
+        """Claim the service for ``run`` (before any await: triggers see it at once)."""
+        run.claim = self._claims.claim(
+            run.service.name,
+            Activity.RECOVERY,
+            run.recovery.id,
+            replacing=replacing.claim if replacing is not None else None,
+        )
+        self._runs[run.service.name] = run
+
+    def _unclaim(self, run: _Run, *, back_to: _Run | None = None) -> None:
+        """``run`` is over (or never started): the service is free, or ``back_to``'s again."""
+        name = run.service.name
+        if run.claim is not None:
+            self._claims.release(run.claim, back_to=back_to.claim if back_to else None)
+        if self._runs.get(name) is run:
+            if back_to is not None:
+                self._runs[name] = back_to
+            else:
+                del self._runs[name]
 
     def supported(self, spec: ServiceSpec) -> frozenset[Strategy]:
         """What can be done for ``spec`` now: the platform's means, and a rollback only
@@ -326,15 +342,25 @@ class Orchestrator:
         ids = {p.id for p in self._playbooks}
         self._fired_at = {k: v for k, v in self._fired_at.items() if k[1] in ids}
 
-    def _policy(
-        self, service: str, failure_type: FailureType, allowed: frozenset[Strategy]
+    def _decide(
+        self,
+        spec: ServiceSpec,
+        incident: Incident,
+        playbook: Playbook | None,
+        why: str = "its trigger matches this failure",
     ) -> Decision:
-        """Phoenix's own choice where no playbook decides: learned where outcomes exist,
-        else the default table."""
-        learned = self.learning.decide(service, failure_type, allowed)
-        if learned is not None:
-            return learned
-        return decide(service=service, failure_type=failure_type, supported=allowed)
+        """The first attempt's decision for a failure Phoenix acts on by itself (``why``:
+        what made ``playbook``, if any, answer it)."""
+        return decide(
+            DecisionInput(
+                service=spec.name,
+                failure_type=incident.failure_type,
+                supported=self.supported(spec),
+                playbook=playbook,
+                playbook_why=why,
+                learned=self.learning.decide,
+            )
+        )
 
     def _matching_playbook(
         self, service: str, incident: Incident, *, alert: str | None = None
@@ -347,14 +373,6 @@ class Orchestrator:
             self._tracker.signals(service),
             self._clock.monotonic(),
             alert=alert,
-        )
-
-    def _playbook_decision(self, playbook: Playbook, why: str) -> Decision:
-        return Decision(
-            strategy=main_strategy(playbook),
-            source=DecisionSource.PLAYBOOK,
-            reason=f"playbook '{playbook.name}' (version {playbook.version}): {why}",
-            candidates=(),
         )
 
     # -- queries ----------------------------------------------------------------------------
@@ -372,7 +390,7 @@ class Orchestrator:
 
     def budget_remaining(self, service: str) -> int:
         """Automatic attempts ``service``'s recovery budget still allows in its window."""
-        return self._budgets.remaining(self._catalog.get(service))
+        return self._claims.budget_remaining(self._catalog.get(service))
 
     def unsettled_ids(self) -> set[str]:
         """Recoveries whose recorded verdict may still change: succeeded but not yet held for
@@ -431,7 +449,7 @@ class Orchestrator:
                 continue
             for spec in list(self._catalog):
                 name = spec.name
-                if name in self._runs or name in self._held or name in self._incidents:
+                if self.busy(name) or name in self._incidents:
                     continue
                 now = self._clock.monotonic()
                 fired = choose(
@@ -461,7 +479,7 @@ class Orchestrator:
             describe_trigger(t) for t in playbook.triggers
         )
         incident = self._make_incident(name, Diagnosis(kind, summary, ()), IncidentSource.DETECTED)
-        decision = self._playbook_decision(playbook, "its trigger fired")
+        decision = self._decide(spec, incident, playbook, "its trigger fired")
         recovery = self._new_recovery(
             spec, incident, decision, RecoveryTrigger.PLAYBOOK, summary, playbook=playbook
         )
@@ -504,18 +522,18 @@ class Orchestrator:
         since = self._gave_up_at.setdefault(name, now)  # given up before Phoenix started
         if now - since < self._limits.try_again_after:
             return False
-        return self._budgets.left(self._catalog.get(name))
+        return self._claims.budget_left(self._catalog.get(name))
 
     async def _evaluate(self, name: str, transition: HealthTransition | None) -> None:
         """Act on ``name``'s status now (``transition``, if any, is the evidence)."""
-        if name in self._runs or name in self._held or name not in self._catalog:
+        if self.busy(name) or name not in self._catalog:
             return  # the run (or deployment) looks again when it ends
         if name in self._waiting_reports and await self._act_on_waiting_report(name):
             return
         view = self._tracker.view(name)
         incident = self._incidents.get(name)
         if name in self._catalog:
-            self._budgets.note_health(self._catalog.get(name), view.status)
+            self._claims.note_health(self._catalog.get(name), view.status)
         if name in self._stabilising:
             if view.status in FAILING and self._tracker.waiting_on(name) is None:
                 await self._relapse(name)
@@ -608,10 +626,7 @@ class Orchestrator:
                 f"recovery: waiting {delay:g}s first (crash-loop backoff)"
             )
         playbook = self._matching_playbook(name, incident)
-        if playbook is not None:
-            decision = self._playbook_decision(playbook, "its trigger matches this failure")
-        else:
-            decision = self._policy(name, incident.failure_type, supported)
+        decision = self._decide(spec, incident, playbook)
         recovery = self._new_recovery(
             spec, incident, decision, RecoveryTrigger.AUTOMATIC, reason, playbook=playbook
         )
@@ -626,7 +641,7 @@ class Orchestrator:
         cannot be written, and a forced trigger waiting on this run is let go."""
         name = run.service.name
         assert run.incident is not None
-        self._runs[name] = run
+        self._claim(run)
         self._supersede_stabilising(name, run)
         try:
             await self._recorder.save_recovery(
@@ -641,8 +656,7 @@ class Orchestrator:
             self._writes.keep(run.recovery)
         except BaseException:
             run.done.set()
-            if self._runs.get(name) is run:
-                del self._runs[name]
+            self._unclaim(run)
             raise
         self._incidents[name] = run.incident
         self._tasks.spawn(self._attempts(run, previous=None), name=name)
@@ -750,8 +764,8 @@ class Orchestrator:
         previous = self._runs.get(service)
         if previous is not None and not force:
             raise RecoveryInProgressError(service, previous.recovery.id)
-        if not force and not self._budgets.left(spec):
-            raise ConflictError(f"{self._budgets.reason(spec)}; force: true overrides it")
+        if not force and not self._claims.budget_left(spec):
+            raise ConflictError(f"{self._claims.budget_reason(spec)}; force: true overrides it")
         view = self._tracker.view(service)
         diagnosis = diagnose_status(view.status, view.reason)
         known = self._incidents.get(service)
@@ -766,21 +780,19 @@ class Orchestrator:
         if strategy is None and playbook is None and policy_reason is None and incident:
             # The operator left the choice to Phoenix: playbook > learned > default.
             playbook = self._matching_playbook(service, incident)
-        if playbook is not None:
-            if not supported:
-                decide(service=service, failure_type=failure_type, supported=supported)
-            decision = self._playbook_decision(playbook, "run on request")
-        elif strategy is None and policy_reason is None and incident is not None:
-            decision = self._policy(service, failure_type, supported)
-        else:
-            decision = decide(
+        decision = decide(
+            DecisionInput(
                 service=service,
                 failure_type=failure_type,
                 supported=supported,
+                failing=incident is not None,
                 requested=strategy,
+                policy_reason=policy_reason,
+                playbook=playbook,
+                playbook_why="run on request",
+                learned=self.learning.decide,
             )
-        if policy_reason is not None:
-            decision = replace(decision, source=DecisionSource.DEFAULT, reason=policy_reason)
+        )
         recovery = self._new_recovery(
             spec, incident, decision, trigger, reason, force=force, playbook=playbook
         )
@@ -799,18 +811,15 @@ class Orchestrator:
             rollback_to=rollback_to,
             playbook=playbook,
         )
-        self._runs[service] = run  # claimed before the first await
+        self._claim(run, replacing=previous)  # before the first await
         self._supersede_stabilising(service, run)
         try:
             write_incident = incident if incident is not None and incident != known else None
             await self._recorder.save_recovery(recovery, incident=write_incident)
         except BaseException:
             run.done.set()  # a later forced trigger may be waiting on it
-            if self._runs.get(service) is run:
-                if previous is not None and not previous.done.is_set():
-                    self._runs[service] = previous
-                else:
-                    del self._runs[service]
+            alive = previous is not None and not previous.done.is_set()
+            self._unclaim(run, back_to=previous if alive else None)
             raise
         if incident is not None:
             self._incidents[service] = incident
@@ -910,7 +919,7 @@ class Orchestrator:
         if why_not is not None:
             if later:
                 self._waiting_reports[name] = report
-                if self._tracker.waiting_on(name) is not None and name not in self._held:
+                if self._tracker.waiting_on(name) is not None and self._held(name) is None:
                     self._held_for_dependency.add(name)
             if new:
                 self._incidents[name] = incident  # claimed before the await
@@ -1038,7 +1047,7 @@ class Orchestrator:
             return "automatic recovery is off", False
         if self._check_fleet_floor():
             return f"{self.fleet_pause}; Phoenix acts on it when the pause ends", True
-        held = self._held.get(spec.name)
+        held = self._held(spec.name)
         if held is not None:
             return f"{held} under way: Phoenix acts on it when that ends", True
         dependency = self._tracker.waiting_on(spec.name)
@@ -1058,10 +1067,7 @@ class Orchestrator:
     ) -> Recovery:
         name = spec.name
         playbook = self._matching_playbook(name, incident, alert=report.alert_name)
-        if playbook is not None:
-            decision = self._playbook_decision(playbook, "its trigger matches this report")
-        else:
-            decision = self._policy(name, incident.failure_type, self.supported(spec))
+        decision = self._decide(spec, incident, playbook, "its trigger matches this report")
         recovery = self._new_recovery(
             spec, incident, decision, RecoveryTrigger.ALERT, report.summary, playbook=playbook
         )
@@ -1089,7 +1095,7 @@ class Orchestrator:
         """A report that had to wait (a deploy, a fleet pause): act on it now if nothing
         stops that any more. True if a recovery started."""
         report = self._waiting_reports.get(name)
-        if report is None or name in self._runs or name in self._held:
+        if report is None or self.busy(name):
             return False
         if self._tracker.waiting_on(name) is not None:
             return False  # its dependency still explains it
@@ -1141,33 +1147,34 @@ class Orchestrator:
     @property
     def fleet_pause(self) -> str | None:
         """Why automatic recovery is paused by the fleet floor, while it is."""
-        return self._floor.pause
+        return self._claims.fleet_pause
 
     def _check_fleet_floor(self) -> str | None:
         """The fleet floor now (see ``guards``): alerts once per pause, logs its end."""
-        was = self._floor.pause
-        began, down = self._floor.check(self._catalog, self._tracker)
+        was = self._claims.fleet_pause
+        began, down = self._claims.check_fleet(self._catalog, self._tracker)
+        pause = self._claims.fleet_pause
         if began:
-            log.error("%s (%s)", self._floor.pause, ", ".join(down))
+            log.error("%s (%s)", pause, ", ".join(down))
             if self._alerter is not None:
                 self._alerter.raise_alert(
                     AlertKind.FLEET_PAUSED,
                     service="*",
-                    text=f"{self._floor.pause}: {', '.join(down)}",
+                    text=f"{pause}: {', '.join(down)}",
                     event=self._clock.now().isoformat(),
                 )
-        elif was is not None and self._floor.pause is None:
+        elif was is not None and pause is None:
             log.warning(
                 "automatic recovery resumed: %d of %d services unhealthy",
                 len(down),
                 len(self._catalog),
             )
-        return self._floor.pause
+        return pause
 
     async def _stop_for_budget(self, run: _Run) -> None:
         """The budget is spent: no attempt now; say so once, and leave it to a person."""
         spec = run.service
-        why = self._budgets.reason(spec)
+        why = self._claims.budget_reason(spec)
         self._gave_up_at[spec.name] = self._clock.monotonic()
         log.error("%s: %s", spec.name, why)
         await self._end_unstarted(run, why)
@@ -1177,7 +1184,7 @@ class Orchestrator:
             diagnosis = diagnose_status(view.status, view.reason)
             incident = self._make_incident(spec.name, diagnosis, IncidentSource.MANUAL)
         await self._close_incident(incident, IncidentStatus.UNRESOLVED, why)
-        if self._alerter is not None and self._budgets.first_alert(spec):
+        if self._alerter is not None and self._claims.first_budget_alert(spec):
             self._alerter.raise_alert(
                 AlertKind.BUDGET_SPENT,
                 service=spec.name,
@@ -1190,14 +1197,11 @@ class Orchestrator:
     def _crash_loop_delay(self, spec: ServiceSpec) -> float:
         """API.md's crash semantics: the first recovery after a healthy run is immediate; a
         service that fails again sooner than ``reset_after`` waits, doubling each time."""
-        backoff = spec.recovery.backoff
-        recovered_at = self._recovered_at.get(spec.name)
-        if recovered_at is None or self._clock.monotonic() - recovered_at >= backoff.reset_after:
-            self._quick_failures[spec.name] = 0
+        delay = self._claims.crash_loop_delay(spec)
+        if delay is None:
             return 0.0
-        self._quick_failures[spec.name] = self._quick_failures.get(spec.name, 0) + 1
         self.learning.relapsed(spec.name)  # the last "successful" recovery did not hold
-        return backoff.delay(self._quick_failures[spec.name])
+        return delay
 
     async def _attempts(self, run: _Run, previous: _Run | None) -> None:
         name = run.service.name
@@ -1217,10 +1221,10 @@ class Orchestrator:
                     await self._resolve(run, "healthy again before Phoenix acted")
                     return
                 if not run.recovery.force:
-                    if not self._budgets.left(run.service):
+                    if not self._claims.budget_left(run.service):
                         await self._stop_for_budget(run)
                         return
-                    self._budgets.spend(run.service)
+                    self._claims.spend(run.service)
                 result = await self._execute(run)
                 if result.resource_shortage is not None:
                     if not await self._wait_for_resources(run, result):
@@ -1234,7 +1238,7 @@ class Orchestrator:
                 if result.status is RecoveryStatus.COMPLETED:
                     # New processes: judge them on what they do from now on.
                     self._tracker.reset_symptoms(name, self._catalog.get(name))
-                    self._recovered_at[name] = self._clock.monotonic()
+                    self._claims.recovered(name)
                     self._watch_stability(run, result)
                     return
                 if result.status is RecoveryStatus.CANCELLED:
@@ -1265,8 +1269,7 @@ class Orchestrator:
             log.exception("%s: recovery %s stopped by an error", name, run.recovery.id)
         finally:
             run.done.set()
-            if self._runs.get(name) is run:
-                del self._runs[name]
+            self._unclaim(run)
             self._queue.put_nowait((name, None))  # look again now that nothing runs
 
     def _learn(self, run: _Run, result: Recovery) -> None:
@@ -1365,7 +1368,7 @@ class Orchestrator:
         """The attempt met a machine out of descriptors or memory: give its budget back,
         wait (doubling), and set up the same attempt again. False: cancelled meanwhile."""
         if not run.recovery.force:
-            self._budgets.refund(run.service)
+            self._claims.refund(run.service)
         run.shortages += 1
         delay = min(RESOURCE_RETRY_FIRST * 2 ** (run.shortages - 1), RESOURCE_RETRY_MAX)
         log.warning(
@@ -1516,34 +1519,17 @@ class Orchestrator:
         rollback is not repeated (that would go one version further back each time): the
         service now runs the known-good version, so the next attempt restarts it."""
         spec = self._catalog.get(run.service.name)
-        supported = self.supported(spec)
-        requested = last.strategy if last.decision.source is DecisionSource.MANUAL else None
-        if last.strategy is Strategy.ROLLBACK:
-            requested = Strategy.RESTART if Strategy.RESTART in supported else None
-        elif requested is not None and requested not in supported:
-            requested = None  # no longer possible (a backup used up): the policy chooses
-        failure_type = run.incident.failure_type if run.incident else FailureType.UNKNOWN
-        if requested is None:
-            untried = supported - set(run.failed)
-            allowed = (
-                untried  # something worth trying is left: not what just failed
-                if untried & set(CANDIDATES[failure_type])
-                else escalated(failure_type, supported, run.failed)
-            )
-            decision = self._policy(spec.name, failure_type, allowed)
-        else:
-            decision = decide(
+        decision = decide(
+            DecisionInput(
                 service=spec.name,
-                failure_type=failure_type,
-                supported=supported,
-                requested=requested,
+                failure_type=run.incident.failure_type if run.incident else FailureType.UNKNOWN,
+                supported=self.supported(spec),
+                learned=self.learning.decide,
+                previous=last,
+                failed=tuple(run.failed),
+                current_version=spec.current_version,
             )
-        if last.strategy is Strategy.ROLLBACK and requested is Strategy.RESTART:
-            decision = replace(
-                decision,
-                source=DecisionSource.DEFAULT,
-                reason=f"the rollback to {spec.current_version} did not verify: restart it",
-            )
+        )
         return self._new_recovery(
             spec,
             run.incident,

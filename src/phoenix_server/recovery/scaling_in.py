@@ -20,6 +20,7 @@ from phoenix_server.domain.errors import ConflictError, PhoenixError
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import InstanceState, ServiceCatalog, ServiceSpec
 from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.recovery.claims import Activity
 from phoenix_server.recovery.orchestrating import Orchestrator
 
 log = logging.getLogger("phoenix.recovery")
@@ -103,7 +104,7 @@ class ScaleInWatcher:
             return
         newest = max(running, key=lambda i: i.started_at)
         try:
-            self._orchestrator.hold(spec.name, "scaled in")
+            claim = self._orchestrator.claims.claim(spec.name, Activity.SCALE_IN, "scaled in")
         except ConflictError:
             return  # a recovery or deploy started meanwhile: not now
         try:
@@ -123,4 +124,4 @@ class ScaleInWatcher:
         except PhoenixError as exc:
             log.error("%s: could not scale in: %s", spec.name, exc.message)
         finally:
-            self._orchestrator.release(spec.name)
+            self._orchestrator.claims.release(claim)

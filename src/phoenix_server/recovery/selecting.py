@@ -1,6 +1,6 @@
-"""Choosing a strategy: an explicit request, else the default table, limited to what the
-service's platform can actually do. (Playbooks and the learned policy come first once they
-exist; their decisions use the same :class:`Decision` record.)
+"""The default table: an explicit request, else the table's choice for the failure type,
+limited to what the service's platform can actually do. ``deciding`` puts playbooks and
+the learned policy before it; their decisions use the same :class:`Decision` record.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def escalated(
     return supported
 
 
-def decide(
+def table_decision(
     *,
     service: str,
     failure_type: FailureType,

@@ -1,0 +1,109 @@
+"""Claims as pure code on a clock the test moves: one holder per service, tokens that grow,
+a forced takeover and its undoing, release listeners, and the crash-loop backoff."""
+
+from __future__ import annotations
+
+import pytest
+
+from phoenix_server.config.servicefile import parse_service_file
+from phoenix_server.domain.errors import ConflictError, RecoveryInProgressError
+from phoenix_server.recovery.claims import Activity, Claim, LocalClaims
+from tests.support import REPO
+
+SPEC = parse_service_file(
+    """services:
+  - name: svc
+    command: ["{python}", "-c", "pass"]
+    health: {process: true}
+    recovery: {backoff: {initial: 2s, max: 5s, reset_after: 10s}}
+""",
+    source="test",
+    base_dir=REPO,
+    default_interval=1.0,
+).get("svc")
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def claims(clock: Clock | None = None) -> LocalClaims:
+    return LocalClaims(clock or Clock(), fleet_floor=0.5, fleet_floor_min=3)
+
+
+def test_one_holder_at_a_time_and_the_refusal_names_it() -> None:
+    ledger = claims()
+    recovery = ledger.claim("svc", Activity.RECOVERY, "rec-1")
+    with pytest.raises(RecoveryInProgressError) as refused:
+        ledger.claim("svc", Activity.DEPLOY, "deployed (dep-1)")
+    assert "rec-1" in refused.value.message
+    ledger.release(recovery)
+    deploy = ledger.claim("svc", Activity.DEPLOY, "deployed (dep-1)")
+    with pytest.raises(ConflictError, match="service 'svc' is being deployed \\(dep-1\\)"):
+        ledger.claim("svc", Activity.RECOVERY, "rec-2")
+    assert ledger.holder("svc") == deploy and ledger.holder("other") is None
+    assert deploy.token > recovery.token
+
+
+def test_a_forced_claim_takes_over_and_can_hand_the_service_back() -> None:
+    ledger = claims()
+    first = ledger.claim("svc", Activity.RECOVERY, "rec-1")
+    forced = ledger.claim("svc", Activity.RECOVERY, "rec-2", replacing=first)
+    assert not ledger.holds(first) and ledger.holds(forced)
+    ledger.release(first)  # the superseded run ending later frees nothing
+    assert ledger.holds(forced)
+    ledger.release(forced, back_to=first)  # the forced one could not be recorded
+    assert ledger.holder("svc") == first
+
+
+def test_replacing_a_claim_that_has_ended_is_refused() -> None:
+    ledger = claims()
+    first = ledger.claim("svc", Activity.RECOVERY, "rec-1")
+    ledger.release(first)
+    with pytest.raises(ConflictError, match="has ended"):
+        ledger.claim("svc", Activity.RECOVERY, "rec-2", replacing=first)
+
+
+def test_listeners_hear_every_release_but_not_a_hand_back() -> None:
+    ledger = claims()
+    heard: list[Claim] = []
+    ledger.on_release(heard.append)
+    first = ledger.claim("svc", Activity.SCALE_IN, "scaled in")
+    forced = ledger.claim("svc", Activity.RECOVERY, "rec-2", replacing=first)
+    ledger.release(forced, back_to=first)
+    assert heard == []
+    ledger.release(first)
+    assert heard == [first] and ledger.holder("svc") is None
+
+
+def test_crash_loop_backoff_doubles_and_resets_after_a_healthy_spell() -> None:
+    clock = Clock()
+    ledger = claims(clock)
+    assert ledger.crash_loop_delay(SPEC) is None  # never recovered: act at once
+    ledger.recovered("svc")
+    clock.now = 3.0
+    assert ledger.crash_loop_delay(SPEC) == 2.0
+    ledger.recovered("svc")
+    clock.now = 6.0
+    assert ledger.crash_loop_delay(SPEC) == 4.0
+    ledger.recovered("svc")
+    clock.now = 9.0
+    assert ledger.crash_loop_delay(SPEC) == 5.0  # capped at max
+    ledger.recovered("svc")
+    clock.now = 19.0  # ten seconds healthy: a fresh failure
+    assert ledger.crash_loop_delay(SPEC) is None
+    ledger.recovered("svc")
+    clock.now = 20.0
+    assert ledger.crash_loop_delay(SPEC) == 2.0
+
+
+def test_the_budget_behind_the_claims_counts_spends_and_refunds() -> None:
+    ledger = claims()
+    before = ledger.budget_remaining(SPEC)
+    ledger.spend(SPEC)
+    ledger.spend(SPEC)
+    ledger.refund(SPEC)
+    assert ledger.budget_remaining(SPEC) == before - 1 and ledger.budget_left(SPEC)
