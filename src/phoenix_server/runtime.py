@@ -193,6 +193,7 @@ class Runtime:
                 max_attempts=settings.max_recovery_attempts,
                 max_concurrent=settings.max_concurrent_recoveries,
                 alert_grace=settings.alert_grace,
+                try_again_after=settings.try_again_after,
             ),
             claims=LocalClaims(
                 self.clock.monotonic,

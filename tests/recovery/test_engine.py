@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -352,9 +351,9 @@ async def test_a_service_given_up_on_is_tried_again_once_the_cause_clears(
     that has since cleared (here: a flag file) does not leave it down for good."""
     flag = tmp_path / "broken"
     flag.touch()
-    async with engine(tmp_path, flaky(flag), MAX_RECOVERY_ATTEMPTS="2") as runtime:
-        orchestrator = runtime.orchestrator
-        orchestrator._limits = replace(orchestrator._limits, try_again_after=1.0)
+    async with engine(
+        tmp_path, flaky(flag), MAX_RECOVERY_ATTEMPTS="2", PHOENIX_TRY_AGAIN_AFTER="1s"
+    ) as runtime:
 
         async def gave_up() -> Incident | None:
             found, _ = await runtime.store.read(

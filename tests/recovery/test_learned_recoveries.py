@@ -140,7 +140,7 @@ async def test_a_reported_incident_outlives_phoenixs_own_healthy_look(tmp_path: 
         )
         opened = await runtime.reports.receive(report)
         assert opened.action is ReportAction.RECORDED and opened.incident_id
-        await runtime.orchestrator._evaluate("web", None)  # what the periodic sweep does
+        await runtime.orchestrator.evaluate("web")  # what the periodic sweep does
         assert runtime.orchestrator.open_incident_id("web") == opened.incident_id
         closed = await runtime.reports.receive(replace(report, firing=False))
         assert closed.action is ReportAction.RESOLVED

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     alert_grace: Seconds = Field(120.0, gt=0, le=86_400, validation_alias="PHOENIX_ALERT_GRACE")
     """How long after a recovery the alert that reported the failure may still fire (on
     its way to resolving); a copy still firing later means the recovery did not fix it."""
+    try_again_after: Seconds = Field(
+        30.0, gt=0, le=86_400, validation_alias="PHOENIX_TRY_AGAIN_AFTER"
+    )
+    """After giving up on a service that is still failing, try again this long later (if
+    its budget allows): the cause may have cleared."""
     keep_services: bool = Field(False, validation_alias="PHOENIX_KEEP_SERVICES")
     """On a clean shutdown leave local services running, to be adopted by the next start."""
     insecure: bool = Field(False, validation_alias="PHOENIX_INSECURE")
