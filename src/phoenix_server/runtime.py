@@ -46,12 +46,13 @@ from phoenix_server.domain.services import (
 )
 from phoenix_server.monitoring.probing import Prober, target_for
 from phoenix_server.monitoring.registry import RegistrySync
-from phoenix_server.monitoring.resources import ProcessSampler
+from phoenix_server.monitoring.resources import ResourceSampler
 from phoenix_server.monitoring.scheduling import ProbeScheduler
 from phoenix_server.monitoring.scraping import PrometheusScraper
 from phoenix_server.monitoring.traffic import TrafficWatcher
 from phoenix_server.monitoring.verifying import ProbeVerifier
 from phoenix_server.platforms.base import (
+    LIFECYCLE,
     InstanceEvent,
     InstanceEventKind,
     PlatformRegistry,
@@ -283,7 +284,7 @@ class Runtime:
             self._background.keep_running(self._watch_playbook_files, name="playbook-files")
         self._background.keep_running(self.versions.watch, name="known-good-watch")
         self._watchers.keep_running(
-            ProcessSampler(self.catalog, self.platforms, self.tracker, self.clock).run,
+            ResourceSampler(self.catalog, self.platforms, self.tracker, self.clock).run,
             name="process-sampler",
         )
         self._watchers.keep_running(
@@ -584,7 +585,8 @@ class Runtime:
             spec, instances, timeout=spec.health.startup_timeout
         )
         if verification.ok:
-            await self.platforms.for_service(spec).mark_serving(spec, [i.id for i in instances])
+            lifecycle = LIFECYCLE.require(self.platforms.for_service(spec), spec)
+            await lifecycle.mark_serving(spec, [i.id for i in instances])
 
     async def stop(self) -> None:
         await self.deployer.close()

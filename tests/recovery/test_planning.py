@@ -33,7 +33,13 @@ from phoenix_server.domain.services import (
 )
 from phoenix_server.recovery.executing import should_run
 from phoenix_server.recovery.selecting import DEFAULT_TABLE, escalated, table_decision
-from phoenix_server.recovery.strategies import PLANNERS, PlanInput, plan_deploy, plan_restart
+from phoenix_server.recovery.strategies import (
+    PLANNERS,
+    PlanInput,
+    plan_deploy,
+    plan_for,
+    plan_restart,
+)
 
 ALL = frozenset(Strategy)
 RESTART_ONLY = frozenset({Strategy.RESTART})
@@ -110,7 +116,7 @@ def test_restart_starts_as_many_as_were_running() -> None:
 
 
 def test_restart_is_the_registered_planner() -> None:
-    assert PLANNERS[Strategy.RESTART] is plan_restart
+    assert PLANNERS[PlatformKind.LOCAL, Strategy.RESTART] is plan_restart
 
 
 # --- decide: the default table -----------------------------------------------------------------
@@ -315,7 +321,7 @@ def routed_with_hooks(*hooks: str) -> ServiceSpec:
 def test_rollback_replaces_replicas_one_at_a_time_then_migrates_and_validates() -> None:
     spec = routed_with_hooks("data_migration", "smoke")
     a, b = running("a"), running("b")
-    plan = PLANNERS[Strategy.ROLLBACK](PlanInput(spec, (a, b), version="v1"))
+    plan = plan_for(Strategy.ROLLBACK, PlanInput(spec, (a, b), version="v1"))
     assert plan.requires_verification
     names = [(s.name, s.action) for s in plan.steps]
     assert names[:4] == [
@@ -335,11 +341,11 @@ def test_rollback_replaces_replicas_one_at_a_time_then_migrates_and_validates() 
 
 
 def test_rollback_without_hooks_validates_health_only_and_needs_a_version() -> None:
-    plan = PLANNERS[Strategy.ROLLBACK](PlanInput(service(), (), version="v1"))
+    plan = plan_for(Strategy.ROLLBACK, PlanInput(service(), (), version="v1"))
     assert [s.name for s in plan.steps][-1] == "Validation: health"
     assert not any(s.action == "run_hook" for s in plan.steps)
     with pytest.raises(UnsupportedStrategyError, match="known-good version"):
-        PLANNERS[Strategy.ROLLBACK](PlanInput(service(), ()))
+        plan_for(Strategy.ROLLBACK, PlanInput(service(), ()))
 
 
 def test_deploy_is_a_rollback_without_the_data_migration() -> None:
@@ -359,7 +365,7 @@ def test_a_version_change_keeps_instances_already_on_the_version() -> None:
     spec = routed_with_hooks()
     on_new = replace(running("a"), version="v3")
     on_old = replace(running("b"), version="v2")
-    plan = PLANNERS[Strategy.ROLLBACK](PlanInput(spec, (on_new, on_old), version="v2"))
+    plan = plan_for(Strategy.ROLLBACK, PlanInput(spec, (on_new, on_old), version="v2"))
     assert [s.name for s in plan.steps][:2] == ["Graceful shutdown", "Deploy v2"]
     assert plan.steps[0].params == {"instances": ["a"]}, "the v2 replica keeps serving"
 
@@ -375,7 +381,7 @@ def test_a_version_change_replaces_the_hot_standby_last() -> None:
 
 def test_scaling_out_a_service_with_declared_resources_allocates_them() -> None:
     spec = replace(routed_with_hooks(), replicas=Replicas(1, 3), resources=Resources(nice=5))
-    plan = PLANNERS[Strategy.SCALE](PlanInput(spec, (running("a"),)))
+    plan = plan_for(Strategy.SCALE, PlanInput(spec, (running("a"),)))
     assert [s.name for s in plan.steps] == [
         "Add replicas",
         "Resource allocation",

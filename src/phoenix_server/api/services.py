@@ -15,6 +15,7 @@ from phoenix_server.domain.services import (
     ServiceSpec,
     TcpCheck,
 )
+from phoenix_server.platforms.base import STANDBYS, Platform
 from phoenix_server.runtime import Runtime
 from phoenix_server.support.timefmt import iso_ms
 
@@ -87,6 +88,11 @@ class ServiceResponse(WireModel):
     service: ServiceOut
 
 
+def _standby(platform: Platform, service: str) -> Instance | None:
+    standbys = STANDBYS.of(platform)
+    return standbys.standby(service) if standbys is not None else None
+
+
 def _check(spec: ServiceSpec) -> HealthCheckOut:
     check = spec.health.check
     kind, target = "process", None
@@ -150,7 +156,7 @@ def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
         actions=sorted(spec.actions),
         strategies=sorted(s.value for s in runtime.orchestrator.supported(spec)),
         instances=[_instance(i) for i in platform.instances(spec.name)],
-        standby=_instance(standby) if (standby := platform.standby(spec.name)) else None,
+        standby=_instance(standby) if (standby := _standby(platform, spec.name)) else None,
         signals={
             name: round(sample.value, 6)
             for name, series in runtime.tracker.signals(spec.name).series.items()

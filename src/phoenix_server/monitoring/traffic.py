@@ -6,7 +6,7 @@ from __future__ import annotations
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.services import ServiceCatalog
-from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.platforms.base import ROUTING, PlatformRegistry
 
 INTERVAL = 1.0
 
@@ -29,7 +29,8 @@ class TrafficWatcher:
     async def run(self) -> None:
         while True:
             for spec in self._routed:
-                counters = await self._platforms.for_service(spec).traffic(spec)
+                routing = ROUTING.of(self._platforms.for_service(spec))
+                counters = await routing.traffic(spec) if routing is not None else None
                 if counters is not None:
                     self._tracker.record_traffic(spec.name, counters)
             await self._clock.sleep(self._interval)

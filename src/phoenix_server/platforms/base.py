@@ -12,7 +12,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from phoenix_server.domain.errors import PlatformError
 from phoenix_server.domain.health import TrafficCounters
@@ -64,6 +64,10 @@ class InstanceJournal(Protocol):
 
 
 class Platform(Protocol):
+    """The core every platform implements: what it can do for a service (and why not), the
+    service's instances as it sees them, their lifecycle events, and taking over at start
+    and letting go at stop. Everything else is a capability a platform may have."""
+
     kind: PlatformKind
 
     def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
@@ -86,6 +90,24 @@ class Platform(Protocol):
         Returns the services that could not be started, with the reason."""
         ...
 
+    async def shutdown(self, *, keep_running: bool) -> None:
+        """Phoenix is stopping: stop everything, or leave it running to be adopted later."""
+        ...
+
+
+# -- capabilities ------------------------------------------------------------------------
+# A platform has a capability by implementing its methods; callers ask with
+# :func:`capability` (None: it has not) or :func:`require` (a PlatformError naming what
+# the service's platform cannot do). A platform that restarts its own instances and rolls
+# out changes by itself (Kubernetes) has no ProcessLifecycle; one with no Phoenix router
+# has no Routing.
+
+
+@runtime_checkable
+class ProcessLifecycle(Protocol):
+    """Phoenix starts and stops the instances itself, puts them in rotation once verified,
+    and sees them exit."""
+
     async def start(self, service: ServiceSpec, *, count: int = 1) -> list[Instance]:
         """Start ``count`` new instances; they are STARTING until :meth:`mark_serving`."""
         ...
@@ -100,6 +122,29 @@ class Platform(Protocol):
         """Health verified: put these instances in rotation."""
         ...
 
+    async def wait_for_exit(self, instance_ids: Sequence[str]) -> Instance:
+        """Return the first of these instances to end (never returns if none does)."""
+        ...
+
+
+@runtime_checkable
+class Routing(Protocol):
+    """Phoenix's router carries the service's traffic: it counts it and can open, half-open
+    and close a circuit in front of the instances."""
+
+    async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
+        """Open, half-open (letting ``admit`` of requests through) or close the circuit."""
+        ...
+
+    async def traffic(self, service: ServiceSpec) -> TrafficCounters | None:
+        """Request counts through the service's router; None if nothing routes its traffic."""
+        ...
+
+
+@runtime_checkable
+class Standbys(Protocol):
+    """A backup instance, running out of rotation (hot) or started on failover (cold)."""
+
     def standby(self, service: str) -> Instance | None:
         """The service's hot standby, if it has one running."""
         ...
@@ -112,31 +157,83 @@ class Platform(Protocol):
         """Make a standby a serving instance and put it in rotation."""
         ...
 
+
+@runtime_checkable
+class Hooks(Protocol):
+    """Declared hook commands run where the service runs (data sync, checks, smoke)."""
+
     async def run_hook(
         self, service: ServiceSpec, argv: Sequence[str], timeout: float
     ) -> tuple[bool, str]:
-        """Run a declared hook command where the service runs: (exit 0, what it said)."""
+        """Run a declared hook command: (exit 0, what it said)."""
         ...
+
+
+@runtime_checkable
+class ResourceControl(Protocol):
+    """The service's declared resources, applied to running instances in place."""
 
     async def apply_resources(self, service: ServiceSpec) -> str:
         """Apply the service's declared resources to its running instances; say what was set."""
         ...
 
-    async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
-        """Open, half-open (letting ``admit`` of requests through) or close the circuit."""
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one running instance uses now."""
+
+    memory: float
+    """Resident bytes (of the instance and everything it started)."""
+    cpu: float
+    """Percent of one core."""
+
+
+@runtime_checkable
+class ResourceSampling(Protocol):
+    """Memory and CPU of each running instance, sampled on demand (about once a second)."""
+
+    def sample_usage(self, service: str) -> list[Usage]:
+        """Usage of each of the service's running instances it could measure."""
         ...
 
-    async def traffic(self, service: ServiceSpec) -> TrafficCounters | None:
-        """Request counts through the service's router; None if nothing routes its traffic."""
-        ...
 
-    async def wait_for_exit(self, instance_ids: Sequence[str]) -> Instance:
-        """Return the first of these instances to end (never returns if none does)."""
-        ...
+class Capability(Generic[C]):
+    """One capability: ``ROUTING.of(platform)`` is the platform as a :class:`Routing` if it
+    has it (else None); ``ROUTING.require(platform, service)`` raises a PlatformError saying
+    what the service's platform cannot do."""
 
-    async def shutdown(self, *, keep_running: bool) -> None:
-        """Phoenix is stopping: stop everything, or leave it running to be adopted later."""
-        ...
+    def __init__(self, protocol: type, cannot: str) -> None:
+        self._protocol = protocol
+        self._cannot = cannot
+
+    def of(self, platform: Platform) -> C | None:
+        return cast(C, platform) if isinstance(platform, self._protocol) else None
+
+    def require(self, platform: Platform, service: ServiceSpec) -> C:
+        found = self.of(platform)
+        if found is None:
+            raise PlatformError(
+                f"service '{service.name}' runs on the {platform.kind.value} platform, which "
+                f"cannot {self._cannot}"
+            )
+        return found
+
+
+LIFECYCLE: Capability[ProcessLifecycle] = Capability(
+    ProcessLifecycle, "start or stop its instances"
+)
+ROUTING: Capability[Routing] = Capability(Routing, "route its traffic (it has no Phoenix router)")
+STANDBYS: Capability[Standbys] = Capability(Standbys, "run a standby for it")
+HOOKS: Capability[Hooks] = Capability(Hooks, "run hook commands where it runs")
+RESOURCE_CONTROL: Capability[ResourceControl] = Capability(
+    ResourceControl, "change its resources in place"
+)
+RESOURCE_SAMPLING: Capability[ResourceSampling] = Capability(
+    ResourceSampling, "sample its instances' memory and CPU"
+)
 
 
 class PlatformRegistry:

@@ -23,7 +23,20 @@ from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.recoveries import DataIntegrity, PlannedStep
 from phoenix_server.domain.services import CircuitMode, Instance, InstanceState, ServiceSpec
-from phoenix_server.platforms.base import Platform, describe_exit
+from phoenix_server.platforms.base import (
+    HOOKS,
+    LIFECYCLE,
+    RESOURCE_CONTROL,
+    ROUTING,
+    STANDBYS,
+    Hooks,
+    Platform,
+    ProcessLifecycle,
+    ResourceControl,
+    Routing,
+    Standbys,
+    describe_exit,
+)
 from phoenix_server.recovery.ports import HealthVerifier
 
 
@@ -62,6 +75,29 @@ class StepContext:
     """For a playbook's rollback step: records the move to the last known-good version and
     returns the spec naming it, and the version (None: no rollback possible in this run)."""
 
+    # The platform's capabilities a step needs: a PlatformError naming what the service's
+    # platform cannot do if it lacks one (the step fails with that sentence).
+
+    @property
+    def lifecycle(self) -> ProcessLifecycle:
+        return LIFECYCLE.require(self.platform, self.service)
+
+    @property
+    def routing(self) -> Routing:
+        return ROUTING.require(self.platform, self.service)
+
+    @property
+    def standbys(self) -> Standbys:
+        return STANDBYS.require(self.platform, self.service)
+
+    @property
+    def hooks(self) -> Hooks:
+        return HOOKS.require(self.platform, self.service)
+
+    @property
+    def resource_control(self) -> ResourceControl:
+        return RESOURCE_CONTROL.require(self.platform, self.service)
+
 
 Handler = Callable[[StepContext, PlannedStep, float], Awaitable[StepOutcome]]
 """``(context, step, timeout)``: a handler that can wait honours ``timeout`` itself, so it
@@ -91,7 +127,7 @@ async def stop_instances(ctx: StepContext, step: PlannedStep, timeout: float) ->
         # Downtime starts when the graceful stop begins, not when it has finished.
         ctx.down_since = ctx.down_since or ctx.clock.now()
     already = {i.id for i in chosen if i.state is InstanceState.EXITED}
-    ended = await ctx.platform.stop(ctx.service, [i.id for i in chosen])
+    ended = await ctx.lifecycle.stop(ctx.service, [i.id for i in chosen])
     parts = []
     for instance in ended:
         if instance.id in already:
@@ -104,7 +140,7 @@ async def stop_instances(ctx: StepContext, step: PlannedStep, timeout: float) ->
 async def start_instances(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     count = step.params.get("count", 1)
     assert isinstance(count, int)
-    started = await ctx.platform.start(ctx.service, count=count)
+    started = await ctx.lifecycle.start(ctx.service, count=count)
     ctx.fresh.extend(started)
     described = "; ".join(
         f"started {i.id} (pid {i.pid}{f', port {i.port}' if i.port else ''})" for i in started
@@ -118,7 +154,7 @@ async def verify_health(ctx: StepContext, step: PlannedStep, timeout: float) -> 
     if not live:
         return StepOutcome(False, "no live instance to verify")
     verifying = asyncio.ensure_future(ctx.verifier.verify(ctx.service, live, timeout=timeout))
-    exiting = asyncio.ensure_future(ctx.platform.wait_for_exit([i.id for i in live]))
+    exiting = asyncio.ensure_future(ctx.lifecycle.wait_for_exit([i.id for i in live]))
     try:
         done, _ = await asyncio.wait({verifying, exiting}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -144,13 +180,13 @@ async def restore_traffic(ctx: StepContext, step: PlannedStep, timeout: float) -
     ids = [i.id for i in fresh]
     if not ids:
         return StepOutcome(False, "no new instance to put in rotation")
-    await ctx.platform.mark_serving(ctx.service, ids)
+    await ctx.lifecycle.mark_serving(ctx.service, ids)
     if ctx.service.routed:
         detail = f"{', '.join(ids)} in rotation behind port {ctx.service.port}"
-        traffic = await ctx.platform.traffic(ctx.service)
+        traffic = await ctx.routing.traffic(ctx.service)
         if traffic is not None and traffic.circuit != CircuitMode.CLOSED.value:
             # A restarted service is given its traffic back, even if its circuit was open.
-            await ctx.platform.set_circuit(ctx.service, CircuitMode.CLOSED, 1.0)
+            await ctx.routing.set_circuit(ctx.service, CircuitMode.CLOSED, 1.0)
             detail += f"; circuit closed (was {traffic.circuit})"
         return StepOutcome(True, detail)
     port = f" on port {ctx.service.port}" if ctx.service.port else ""
@@ -164,7 +200,7 @@ def _share(admit: float) -> str:
 async def set_circuit(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     mode = CircuitMode(str(step.params["mode"]))
     admit = float(str(step.params.get("admit", 1.0)))
-    await ctx.platform.set_circuit(ctx.service, mode, admit)
+    await ctx.routing.set_circuit(ctx.service, mode, admit)
     waited = f"{ctx.service.circuit.queue_timeout:g}s"
     described = {
         CircuitMode.OPEN: f"circuit open: requests wait up to {waited}, then get the fallback",
@@ -184,10 +220,10 @@ async def hold(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutco
     """Watch the service for ``seconds``: a failure reopening the circuit, or the service
     turning unhealthy, fails the step."""
     seconds = float(str(step.params.get("seconds", 0)))
-    before = await ctx.platform.traffic(ctx.service)
+    before = await ctx.routing.traffic(ctx.service)
     deadline = ctx.clock.monotonic() + seconds
     while True:
-        now = await ctx.platform.traffic(ctx.service)
+        now = await ctx.routing.traffic(ctx.service)
         if now is not None and (
             now.circuit == CircuitMode.OPEN.value
             or (before is not None and now.epoch == before.epoch and now.reopened > before.reopened)
@@ -215,19 +251,19 @@ async def verify_capacity(ctx: StepContext, step: PlannedStep, timeout: float) -
 async def promote_backup(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     """Switch the traffic to the backup: the hot standby, or (cold) one started now."""
     service = ctx.service
-    standby = ctx.platform.standby(service.name)
+    standby = ctx.standbys.standby(service.name)
     started = ""
     if standby is None:
         if service.backup is None or service.backup.mode != "cold":
             return StepOutcome(False, "no standby is running to take over")
-        standby = await ctx.platform.start_standby(service)
+        standby = await ctx.standbys.start_standby(service)
         started = f"started cold backup {standby.id} (pid {standby.pid}); "
     verification = await ctx.verifier.verify(service, [standby], timeout=timeout)
     if not verification.ok:
         return StepOutcome(
             False, f"{started}backup not healthy: {verification.detail}", verification.timed_out
         )
-    promoted = await ctx.platform.promote(service, standby.id)
+    promoted = await ctx.standbys.promote(service, standby.id)
     ctx.verified_at = ctx.clock.now()
     if ctx.down_since is not None and ctx.back_at is None:
         ctx.back_at = ctx.verified_at
@@ -240,14 +276,14 @@ async def run_hook(ctx: StepContext, step: PlannedStep, timeout: float) -> StepO
     argv = ctx.service.hooks.get(hook)
     if argv is None:
         return StepOutcome(False, f"no {hook} hook declared")
-    ok, detail = await ctx.platform.run_hook(ctx.service, argv, timeout)
+    ok, detail = await ctx.hooks.run_hook(ctx.service, argv, timeout)
     if hook in VALIDATING_HOOKS:
         ctx.integrity = DataIntegrity.VERIFIED if ok else DataIntegrity.FAILED
     return StepOutcome(ok, detail)
 
 
 async def start_standby(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
-    standby = await ctx.platform.start_standby(ctx.service)
+    standby = await ctx.standbys.start_standby(ctx.service)
     return StepOutcome(
         True, f"new standby {standby.id} (pid {standby.pid}) starting, out of rotation"
     )
@@ -255,15 +291,15 @@ async def start_standby(ctx: StepContext, step: PlannedStep, timeout: float) -> 
 
 async def apply_resources(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     """The declared resources (nice, CPUs, memory and file limits) on every instance."""
-    return StepOutcome(True, await ctx.platform.apply_resources(ctx.service))
+    return StepOutcome(True, await ctx.resource_control.apply_resources(ctx.service))
 
 
 async def replace_standby(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     """A new standby of the service as it is now (a deploy changed its version)."""
-    old = ctx.platform.standby(ctx.service.name)
+    old = ctx.standbys.standby(ctx.service.name)
     if old is not None:
-        await ctx.platform.stop(ctx.service, [old.id])
-    new = await ctx.platform.start_standby(ctx.service)
+        await ctx.lifecycle.stop(ctx.service, [old.id])
+    new = await ctx.standbys.start_standby(ctx.service)
     replaced = f"replaced {old.id}: " if old is not None else ""
     return StepOutcome(True, f"{replaced}standby {new.id} (pid {new.pid}) runs {new.version}")
 

@@ -52,7 +52,7 @@ from phoenix_server.recovery.means import Means
 from phoenix_server.recovery.observing import RecoveryObserver
 from phoenix_server.recovery.playbook_runs import plan_playbook
 from phoenix_server.recovery.ports import RecoveryRecorder
-from phoenix_server.recovery.strategies import PLANNERS, PlanInput
+from phoenix_server.recovery.strategies import PlanInput, plan_for
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.support.tasks import SupervisedTasks
 
@@ -408,7 +408,7 @@ class Attempts:
                 return await self._run_playbook(run, spec, playbook)
             if run.recovery.strategy is Strategy.ROLLBACK:
                 return await self._roll_back(run, spec, instances)
-            plan = PLANNERS[run.recovery.strategy](PlanInput(spec, instances, only))
+            plan = plan_for(run.recovery.strategy, PlanInput(spec, instances, only))
             async with self._slots:
                 return await self._executor.execute(
                     run.recovery, spec, plan, cancel=run.cancel, down_since=run.down_since
@@ -479,7 +479,7 @@ class Attempts:
                 spec.name, target, DeploymentReason.ROLLBACK, recovery_id=run.recovery.id
             )
             try:
-                plan = PLANNERS[Strategy.ROLLBACK](PlanInput(moved, instances, version=target))
+                plan = plan_for(Strategy.ROLLBACK, PlanInput(moved, instances, version=target))
                 result = await self._executor.execute(
                     run.recovery, moved, plan, cancel=run.cancel, down_since=run.down_since
                 )

@@ -17,17 +17,32 @@ from dataclasses import replace
 from phoenix_server.domain import ids
 from phoenix_server.domain.deployments import Deployment, DeploymentReason, DeploymentStatus
 from phoenix_server.domain.errors import InvalidRequestError, PhoenixError, Problem
-from phoenix_server.domain.recoveries import RecoveryTrigger, Step, StepStatus, Strategy
+from phoenix_server.domain.recoveries import RecoveryTrigger, Step, Strategy
 from phoenix_server.domain.services import ServiceCatalog
 from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.claims import Activity, Claim
-from phoenix_server.recovery.executing import Executor
+from phoenix_server.recovery.executing import Executor, planned_steps, stopped_steps
 from phoenix_server.recovery.orchestrating import Orchestrator
 from phoenix_server.recovery.strategies import PlanInput, plan_deploy
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.support.tasks import SupervisedTasks
 
 log = logging.getLogger("phoenix.recovery")
+
+
+class _DeploymentSteps:
+    """A deploy's steps, written into its deployment record as each starts and ends."""
+
+    def __init__(self, versions: VersionKeeper, deployment: Deployment, steps: list[Step]) -> None:
+        self._versions = versions
+        self._deployment = deployment
+        self.steps = steps
+
+    def set(self, step: Step) -> None:
+        self.steps[step.position] = step
+
+    async def flush(self) -> None:
+        await self._versions.save(replace(self._deployment, steps=tuple(self.steps)))
 
 
 class Deployer:
@@ -118,30 +133,15 @@ class Deployer:
         platform = self._platforms.for_service(spec)
         given = PlanInput(spec, tuple(platform.instances(spec.name)), version=deployment.version)
         plan = plan_deploy(given)
-        steps = [
-            Step(i, p.name, p.action, StepStatus.PENDING, p.timeout, p.condition)
-            for i, p in enumerate(plan.steps)
-        ]
         ctx = self._executor.context_for(spec)
         clock = ctx.clock
-        deadline = clock.monotonic() + self._executor.recovery_timeout
-        failed: Step | None = None
+        progress = _DeploymentSteps(
+            self._versions, deployment, planned_steps(plan, self._executor.recovery_timeout)
+        )
         try:
-            for index, planned in enumerate(plan.steps):
-                if failed is not None:
-                    detail = f"not run: step '{failed.name}' {failed.status.value}"
-                    steps[index] = replace(steps[index], status=StepStatus.SKIPPED, detail=detail)
-                    continue
-                steps[index] = replace(
-                    steps[index], status=StepStatus.RUNNING, started_at=clock.now()
-                )
-                await self._versions.save(replace(deployment, steps=tuple(steps)))
-                label = f"{deployment.id} {deployment.service}"
-                steps[index] = await self._executor.run_step(
-                    label, steps[index], planned, ctx, deadline
-                )
-                if steps[index].status is not StepStatus.COMPLETED:
-                    failed = steps[index]
+            ran = await self._executor.run_steps(
+                f"{deployment.id} {deployment.service}", plan, ctx, progress
+            )
         except asyncio.CancelledError:
             ended = clock.now()
             stopped = replace(
@@ -149,22 +149,22 @@ class Deployer:
                 status=DeploymentStatus.INTERRUPTED,
                 ended_at=ended,
                 detail="Phoenix stopped while it ran",
-                steps=tuple(
-                    replace(s, status=StepStatus.FAILED, ended_at=ended, detail="Phoenix stopped")
-                    if s.status is StepStatus.RUNNING
-                    else s
-                    for s in steps
-                ),
+                steps=stopped_steps(progress.steps, ended),
             )
             await asyncio.shield(self._versions.save(stopped))
             raise
+        failed = ran.aborted_by
         if failed is None:
             status, detail = DeploymentStatus.COMPLETED, f"{deployment.version} deployed"
         else:
             status = DeploymentStatus.FAILED
             detail = f"step '{failed.name}' {failed.status.value}: {failed.detail}"
         finished = replace(
-            deployment, status=status, ended_at=clock.now(), detail=detail, steps=tuple(steps)
+            deployment,
+            status=status,
+            ended_at=clock.now(),
+            detail=detail,
+            steps=tuple(progress.steps),
         )
         await self._versions.save(finished)
         log.info("%s: deployment %s %s: %s", spec.name, deployment.id, status.value, detail)

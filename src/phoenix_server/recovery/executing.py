@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.errors import (
@@ -35,7 +36,7 @@ from phoenix_server.domain.recoveries import (
     StepStatus,
 )
 from phoenix_server.domain.services import ServiceSpec
-from phoenix_server.platforms.base import Platform, PlatformRegistry
+from phoenix_server.platforms.base import ROUTING, Platform, PlatformRegistry
 from phoenix_server.recovery.actions import HANDLERS, Handler, StepContext, StepOutcome
 from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.ports import HealthVerifier, RecoveryRecorder
@@ -91,14 +92,62 @@ async def durably(
             delay = min(delay * 2, 1.0)
 
 
+async def _traffic(platform: Platform, service: ServiceSpec) -> TrafficCounters | None:
+    routing = ROUTING.of(platform)
+    return await routing.traffic(service) if routing is not None else None
+
+
 async def _requests_lost(
     platform: Platform, service: ServiceSpec, before: TrafficCounters | None
 ) -> int | None:
     """Requests the router failed or rejected since ``before``; None with no router."""
-    if before is None:
+    routing = ROUTING.of(platform)
+    if before is None or routing is None:
         return None
-    after = await platform.traffic(service)
+    after = await routing.traffic(service)
     return after.lost_since(before) if after is not None else None
+
+
+class StepLog(Protocol):
+    """Where a run's steps are written as they start and end (a recovery's record, or a
+    deployment's)."""
+
+    steps: list[Step]
+
+    def set(self, step: Step) -> None: ...
+
+    async def flush(self) -> None:
+        """Write what changed since the last flush (called as each step starts)."""
+        ...
+
+
+@dataclass
+class StepsRun:
+    """How a plan's steps went."""
+
+    aborted_by: Step | None = None
+    """The step whose failure stopped the plan (the later ones were skipped)."""
+    cancelled: bool = False
+    """A cancel request skipped the steps not yet started."""
+
+
+def planned_steps(plan: Plan, recovery_timeout: float) -> list[Step]:
+    """The plan's steps as records, all pending. The timeout shown is the one enforced: no
+    step outlives the whole run's."""
+    return [
+        Step(i, p.name, p.action, StepStatus.PENDING, min(p.timeout, recovery_timeout), p.condition)
+        for i, p in enumerate(plan.steps)
+    ]
+
+
+def stopped_steps(steps: list[Step], at: datetime) -> tuple[Step, ...]:
+    """The steps as Phoenix leaves them when it stops mid-run: the running one failed."""
+    return tuple(
+        replace(s, status=StepStatus.FAILED, ended_at=at, detail="Phoenix stopped")
+        if s.status is StepStatus.RUNNING
+        else s
+        for s in steps
+    )
 
 
 class _Progress:
@@ -210,65 +259,26 @@ class Executor:
             self._recorder,
             clock,
             recovery,
-            [
-                # The timeout shown is the one enforced: no step outlives the recovery's.
-                Step(
-                    i,
-                    p.name,
-                    p.action,
-                    StepStatus.PENDING,
-                    min(p.timeout, self._limits.recovery_timeout),
-                    p.condition,
-                )
-                for i, p in enumerate(plan.steps)
-            ],
+            planned_steps(plan, self._limits.recovery_timeout),
             self._journal,
         )
         ctx = self.context_for(service)
         ctx.prepare_rollback = prepare_rollback
         platform = ctx.platform
         # Sampled alongside the first steps, not before them: every millisecond is downtime.
-        traffic_before = asyncio.ensure_future(platform.traffic(service))
-        deadline = clock.monotonic() + self._limits.recovery_timeout
-        previous_ok: bool | None = None
-        aborted_by: Step | None = None
-        cancelled = False
+        traffic_before = asyncio.ensure_future(_traffic(platform, service))
         try:
-            for index, planned in enumerate(plan.steps):
-                step = progress.steps[index]
-                skip_reason = None
-                if cancel.is_set():
-                    cancelled = True
-                    skip_reason = "cancelled"
-                elif aborted_by is not None:
-                    skip_reason = f"not run: step '{aborted_by.name}' {aborted_by.status.value}"
-                elif not should_run(planned.condition, previous_ok, self._status_of(service.name)):
-                    skip_reason = f"condition {planned.condition.value} not met"
-                if skip_reason is not None:
-                    progress.set(replace(step, status=StepStatus.SKIPPED, detail=skip_reason))
-                    continue
-                progress.set(replace(step, status=StepStatus.RUNNING, started_at=clock.now()))
-                await progress.flush()
-                label = f"{recovery.id} {recovery.service}"
-                done = await self.run_step(label, progress.steps[index], planned, ctx, deadline)
-                progress.set(done)
-                previous_ok = done.status is StepStatus.COMPLETED
-                if not previous_ok and planned.abort_on_failure:
-                    aborted_by = done
+            ran = await self.run_steps(
+                f"{recovery.id} {recovery.service}", plan, ctx, progress, cancel=cancel
+            )
         except asyncio.CancelledError:
             # Phoenix is stopping mid-recovery: leave an honest record, then stop.
             ended = clock.now()
-            interrupted = [
-                replace(s, status=StepStatus.FAILED, ended_at=ended, detail="Phoenix stopped")
-                if s.status is StepStatus.RUNNING
-                else s
-                for s in progress.steps
-            ]
             final = replace(
                 recovery,
                 status=RecoveryStatus.INTERRUPTED,
                 ended_at=ended,
-                steps=tuple(interrupted),
+                steps=stopped_steps(progress.steps, ended),
             )
             traffic_before.cancel()
             await asyncio.shield(self._recorder.save_recovery(final))
@@ -280,11 +290,50 @@ class Executor:
             progress.steps,
             ctx,
             down_since,
-            cancelled,
-            aborted_by,
+            ran.cancelled,
+            ran.aborted_by,
             lost,
             journaled=progress.journaled,
         )
+
+    async def run_steps(
+        self,
+        label: str,
+        plan: Plan,
+        ctx: StepContext,
+        progress: StepLog,
+        *,
+        cancel: asyncio.Event | None = None,
+    ) -> StepsRun:
+        """Run ``plan``'s steps in order, each written to ``progress`` as it starts and
+        ends, within ``RECOVERY_TIMEOUT`` in all; skip the rest after a failure that aborts,
+        skip what a condition rules out, and stop at the next step once ``cancel`` is set.
+        ``label`` names the run in the log (recoveries and deploys both run here)."""
+        clock = self._clock
+        deadline = clock.monotonic() + self._limits.recovery_timeout
+        ran = StepsRun()
+        previous_ok: bool | None = None
+        for index, planned in enumerate(plan.steps):
+            step = progress.steps[index]
+            skip_reason = None
+            if cancel is not None and cancel.is_set():
+                ran.cancelled = True
+                skip_reason = "cancelled"
+            elif ran.aborted_by is not None:
+                skip_reason = f"not run: step '{ran.aborted_by.name}' {ran.aborted_by.status.value}"
+            elif not should_run(planned.condition, previous_ok, self._status_of(ctx.service.name)):
+                skip_reason = f"condition {planned.condition.value} not met"
+            if skip_reason is not None:
+                progress.set(replace(step, status=StepStatus.SKIPPED, detail=skip_reason))
+                continue
+            progress.set(replace(step, status=StepStatus.RUNNING, started_at=clock.now()))
+            await progress.flush()
+            done = await self.run_step(label, progress.steps[index], planned, ctx, deadline)
+            progress.set(done)
+            previous_ok = done.status is StepStatus.COMPLETED
+            if not previous_ok and planned.abort_on_failure:
+                ran.aborted_by = done
+        return ran
 
     def context_for(self, service: ServiceSpec) -> StepContext:
         """What the steps of one run share (the deployer runs steps with it too)."""

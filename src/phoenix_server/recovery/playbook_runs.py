@@ -34,10 +34,10 @@ from phoenix_server.domain.services import (
 from phoenix_server.recovery.actions import HANDLERS, Handler, StepContext, StepOutcome
 from phoenix_server.recovery.strategies import (
     HOOK_TIMEOUT,
-    PLANNERS,
     TRAFFIC_TIMEOUT,
     Plan,
     PlanInput,
+    plan_for,
 )
 
 log = logging.getLogger("phoenix.recovery")
@@ -142,7 +142,7 @@ async def run_strategy(ctx: StepContext, step: PlannedStep, timeout: float) -> S
             ),
             instances,
         )
-    plan = PLANNERS[strategy](given)
+    plan = plan_for(strategy, given)
     sub = replace(ctx, service=given.service)
     deadline = ctx.clock.monotonic() + timeout
     told: list[str] = []
@@ -260,7 +260,7 @@ async def run_command(ctx: StepContext, step: PlannedStep, timeout: float) -> St
     argv = step.params.get("command")
     if not isinstance(argv, list | tuple) or not argv:
         return StepOutcome(False, "no command to run")
-    ok, detail = await ctx.platform.run_hook(ctx.service, [str(a) for a in argv], timeout)
+    ok, detail = await ctx.hooks.run_hook(ctx.service, [str(a) for a in argv], timeout)
     return StepOutcome(ok, detail)
 
 
@@ -325,7 +325,7 @@ def preview(
                 why += "; no known-good version to roll back to: this step would fail"
             else:
                 given = PlanInput(service, instances, version=rollback_to)
-                sub = tuple(s.name for s in PLANNERS[strategy](given).steps)
+                sub = tuple(s.name for s in plan_for(strategy, given).steps)
         previews.append(
             StepPreview(
                 position, planned.name, planned.action, condition, planned.timeout, would, why, sub

@@ -19,7 +19,7 @@ from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.errors import ConflictError, PhoenixError
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import InstanceState, ServiceCatalog, ServiceSpec
-from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.platforms.base import LIFECYCLE, PlatformRegistry
 from phoenix_server.recovery.claims import Activity
 from phoenix_server.recovery.orchestrating import Orchestrator
 
@@ -120,7 +120,8 @@ class ScaleInWatcher:
                 spec.replicas.scale_in_after,
                 newest.id,
             )
-            await platform.stop(self._catalog.get(spec.name), [newest.id])
+            lifecycle = LIFECYCLE.require(platform, spec)
+            await lifecycle.stop(self._catalog.get(spec.name), [newest.id])
         except PhoenixError as exc:
             log.error("%s: could not scale in: %s", spec.name, exc.message)
         finally:

@@ -4,7 +4,7 @@
 Planning does no I/O and needs no event loop, so every plan can be tested on its own; the
 executor carries the steps out. A planner takes one :class:`PlanInput`, so what planners
 are told can grow (history for rollback, callers for circuit breaking) without changing
-their signature. Register a planner in :data:`PLANNERS`.
+their signature. Register a planner in :data:`PLANNERS` under its platform and strategy.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from phoenix_server.domain.errors import UnsupportedStrategyError
 from phoenix_server.domain.recoveries import PlannedStep, Strategy
-from phoenix_server.domain.services import Instance, ServiceSpec
+from phoenix_server.domain.services import Instance, PlatformKind, ServiceSpec
 
 STOP_MARGIN = 15.0
 """Seconds beyond the stop grace period for SIGKILL and reaping."""
@@ -246,14 +246,27 @@ def plan_failover(given: PlanInput) -> Plan:
     return Plan(tuple(steps))
 
 
-PLANNERS: dict[Strategy, Planner] = {
-    Strategy.FAILOVER: plan_failover,
-    Strategy.RESTART: plan_restart,
-    Strategy.CIRCUIT_BREAK: plan_circuit_break,
-    Strategy.SCALE: plan_scale,
-    Strategy.ROLLBACK: plan_rollback,
+PLANNERS: dict[tuple[PlatformKind, Strategy], Planner] = {
+    (PlatformKind.LOCAL, Strategy.FAILOVER): plan_failover,
+    (PlatformKind.LOCAL, Strategy.RESTART): plan_restart,
+    (PlatformKind.LOCAL, Strategy.CIRCUIT_BREAK): plan_circuit_break,
+    (PlatformKind.LOCAL, Strategy.SCALE): plan_scale,
+    (PlatformKind.LOCAL, Strategy.ROLLBACK): plan_rollback,
 }
-"""The planner of each strategy Phoenix can carry out."""
+"""The planner of each strategy on each platform: a platform that does a strategy its own
+way (an API call and a watched rollout rather than processes and a router) registers its
+own planner under its kind; the step handlers it names live beside it."""
+
+
+def plan_for(strategy: Strategy, given: PlanInput) -> Plan:
+    """The plan of ``strategy`` for ``given.service`` on its platform."""
+    kind = given.service.platform
+    planner = PLANNERS.get((kind, strategy))
+    if planner is None:
+        message = f"Phoenix has no {strategy.value} plan for services on the {kind.value} platform"
+        raise UnsupportedStrategyError(message)
+    return planner(given)
+
 
 DEFAULT_ESTIMATES: dict[Strategy, float] = {
     Strategy.RESTART: 10.0,

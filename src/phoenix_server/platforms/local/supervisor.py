@@ -46,11 +46,13 @@ from phoenix_server.platforms.base import (
     InstanceEvent,
     InstanceEventKind,
     InstanceJournal,
+    Usage,
     describe_exit,
 )
 from phoenix_server.platforms.local import ports, processes
 from phoenix_server.platforms.local.ports import PortAllocator
 from phoenix_server.platforms.local.routing import ListenBackoff, ProblemListener, RouterKeeper
+from phoenix_server.platforms.local.usage import ProcessUsage
 from phoenix_server.support import procinfo
 from phoenix_server.support.tasks import SupervisedTasks
 from phoenix_server.support.timefmt import iso_ms
@@ -104,6 +106,7 @@ class LocalPlatform:
         self._ports = PortAllocator()
         self._specs: dict[str, ServiceSpec] = {}
         self._closing = False
+        self._usage = ProcessUsage()
         self.routers = RouterKeeper(
             run_dir=run_dir,
             log_dir=log_dir,
@@ -176,6 +179,14 @@ class LocalPlatform:
             for m in self._managed.values()
             if m.instance.service == service and m.instance.role is InstanceRole.SERVICE
         ]
+
+    def sample_usage(self, service: str) -> list[Usage]:
+        pids = [
+            i.pid
+            for i in self.instances(service)
+            if i.pid is not None and i.state is InstanceState.RUNNING
+        ]
+        return self._usage.sample(service, pids)
 
     def standby(self, service: str) -> Instance | None:
         return next(
