@@ -23,9 +23,11 @@ from phoenix_server.config import playbook_files, servicefile
 from phoenix_server.config.installation import installation_id
 from phoenix_server.config.settings import Settings, service_environment
 from phoenix_server.config.tokens import configured_tokens
-from phoenix_server.detection.health_tracking import HealthTracker
+from phoenix_server.detection.health_tracking import HealthTracker, ServiceHealthView
+from phoenix_server.detection.signals import ServiceSignals
 from phoenix_server.domain.auth import TokenRegistry
 from phoenix_server.domain.clock import Clock, SystemClock
+from phoenix_server.domain.deployments import Deployment
 from phoenix_server.domain.errors import InvalidRequestError, UnavailableError
 from phoenix_server.domain.health import (
     HealthTransition,
@@ -36,6 +38,7 @@ from phoenix_server.domain.health import (
 )
 from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.playbooks import Playbook
+from phoenix_server.domain.recoveries import Recovery, Strategy
 from phoenix_server.domain.services import (
     Instance,
     InstanceRole,
@@ -53,6 +56,7 @@ from phoenix_server.monitoring.traffic import TrafficWatcher
 from phoenix_server.monitoring.verifying import ProbeVerifier
 from phoenix_server.platforms.base import (
     LIFECYCLE,
+    STANDBYS,
     InstanceEvent,
     InstanceEventKind,
     PlatformRegistry,
@@ -65,6 +69,7 @@ from phoenix_server.recovery.claims import LocalClaims
 from phoenix_server.recovery.deploying import Deployer
 from phoenix_server.recovery.estimating import KEPT as DURATIONS_KEPT
 from phoenix_server.recovery.executing import ExecutionLimits, Executor
+from phoenix_server.recovery.learning import LearnedPolicy
 from phoenix_server.recovery.observing import PrometheusObserver
 from phoenix_server.recovery.orchestrating import Orchestrator, OrchestratorLimits
 from phoenix_server.recovery.playbook_runs import PLAYBOOK_HANDLERS
@@ -499,6 +504,97 @@ class Runtime:
         incident = await self.store.write(incidents.mark_false_positive, incident_id)
         self.orchestrator.learning.forget_incident(incident.id)
         return incident
+
+    # -- what the API reads and does: the named operations and views of the engine --------
+    # (api/engine.py lists exactly these; the API reaches nothing else of the engine.)
+
+    async def trigger(
+        self,
+        *,
+        service: str,
+        strategy: Strategy | None,
+        reason: str,
+        force: bool,
+        playbook: Playbook | None = None,
+    ) -> Recovery:
+        """An operator's recovery (see :meth:`Orchestrator.trigger`)."""
+        return await self.orchestrator.trigger(
+            service=service, strategy=strategy, reason=reason, force=force, playbook=playbook
+        )
+
+    async def deploy(self, service: str, version: str) -> tuple[Deployment, bool]:
+        """Roll ``service`` to ``version`` (see :meth:`Deployer.deploy`)."""
+        return await self.deployer.deploy(service, version)
+
+    def record_metrics(self, service: str, values: dict[str, float], *, at: float) -> list[str]:
+        """Pushed samples into the service's signals; returns the series refused (too many)."""
+        return self.tracker.record_metrics(service, values, at=at)
+
+    def health(self, service: str) -> ServiceHealthView:
+        return self.tracker.view(service)
+
+    def waiting_on(self, service: str) -> str | None:
+        """The failing dependency that explains ``service``'s failure, if one does."""
+        return self.tracker.waiting_on(service)
+
+    def signals(self, service: str) -> ServiceSignals:
+        return self.tracker.signals(service)
+
+    def watch_health(self, listener: Callable[[HealthTransition], None]) -> None:
+        self.tracker.subscribe(listener)
+
+    def unwatch_health(self, listener: Callable[[HealthTransition], None]) -> None:
+        self.tracker.unsubscribe(listener)
+
+    def active_recovery(self, service: str) -> Recovery | None:
+        return self.orchestrator.active_recovery(service)
+
+    def active_recoveries(self) -> int:
+        return self.orchestrator.active_count()
+
+    def unresolved_incidents(self) -> list[Incident]:
+        return self.orchestrator.unresolved_incidents()
+
+    def unsettled_recovery_ids(self) -> set[str]:
+        """Recoveries whose recorded verdict may still change (see the orchestrator)."""
+        return self.orchestrator.unsettled_ids()
+
+    def budget_remaining(self, service: str) -> int:
+        return self.orchestrator.budget_remaining(service)
+
+    @property
+    def fleet_pause(self) -> str | None:
+        return self.orchestrator.fleet_pause
+
+    @property
+    def probe_lateness(self) -> float:
+        """Seconds probes start late on average (the prober is overloaded)."""
+        return self.scheduler.lateness
+
+    def strategies(self, spec: ServiceSpec) -> frozenset[Strategy]:
+        """What can be done for ``spec`` now."""
+        return self.orchestrator.supported(spec)
+
+    def instances(self, spec: ServiceSpec) -> list[Instance]:
+        return self.platforms.for_service(spec).instances(spec.name)
+
+    def standby(self, spec: ServiceSpec) -> Instance | None:
+        standbys = STANDBYS.of(self.platforms.for_service(spec))
+        return standbys.standby(spec.name) if standbys is not None else None
+
+    def known_good(self, spec: ServiceSpec) -> list[str]:
+        return self.versions.known_good(spec)
+
+    def rollback_target(self, spec: ServiceSpec) -> str | None:
+        return self.versions.rollback_target(spec)
+
+    def uptime_baseline(self, service: str) -> UptimeBaseline | None:
+        return self.baselines.get(service)
+
+    @property
+    def learned(self) -> LearnedPolicy:
+        """What recorded outcomes say about each strategy (read-only for the API)."""
+        return self.orchestrator.learning
 
     async def refresh_playbooks(self) -> None:
         """Load the active playbooks now (after a playbook changes; the watch does it too):

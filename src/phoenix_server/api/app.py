@@ -29,7 +29,7 @@ from phoenix_server.api import (
 )
 from phoenix_server.api.admission import AdmissionLimit
 from phoenix_server.api.auth import Authorization
-from phoenix_server.runtime import Runtime
+from phoenix_server.api.engine import Engine
 
 DESCRIPTION = """Phoenix watches services, recovers them when they fail, and records
 everything. Errors use one envelope: `{"success": false, "error": {"code", "message",
@@ -37,7 +37,7 @@ everything. Errors use one envelope: `{"success": false, "error": {"code", "mess
 seconds."""
 
 
-def create_api(runtime: Runtime) -> FastAPI:
+def create_api(runtime: Engine) -> FastAPI:
     """The API over ``runtime``; starting the app starts the engine, stopping stops it."""
 
     @asynccontextmanager

@@ -18,9 +18,9 @@ from starlette.types import Scope
 
 from phoenix_server.api.auth import ANONYMOUS, AuditWriter
 from phoenix_server.api.common import Limit, Offset, RuntimeDep, WireModel
+from phoenix_server.api.engine import Engine
 from phoenix_server.domain import ids
 from phoenix_server.domain.auth import ApiToken, AuditEntry, Role
-from phoenix_server.runtime import Runtime
 from phoenix_server.store import audit
 from phoenix_server.support.timefmt import iso_ms
 
@@ -70,7 +70,7 @@ class AuditLog(WireModel):
     offset: int
 
 
-def audit_writer(runtime: Runtime) -> AuditWriter:
+def audit_writer(runtime: Engine) -> AuditWriter:
     async def write(scope: Scope, caller: ApiToken | None, status: int) -> None:
         client = scope.get("client")
         path = recorded_path(scope)

@@ -9,7 +9,7 @@ from fastapi import Depends, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from phoenix_server.runtime import Runtime
+from phoenix_server.api.engine import Engine
 from phoenix_server.support.timefmt import as_utc
 
 MAX_LIMIT = 1000
@@ -54,13 +54,13 @@ StorableText = Annotated[str, AfterValidator(_storable)]
 SQLite or PostgreSQL could not hold it, rather than failing a write halfway through."""
 
 
-async def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Engine:
     # async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a
     # thread hop on every request that cost a fifth of the API's time under load.
-    runtime: Runtime = request.app.state.runtime
+    runtime: Engine = request.app.state.runtime
     return runtime
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RuntimeDep = Annotated[Engine, Depends(get_runtime)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (default 50, max 1000)")]
 Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip")]

@@ -20,11 +20,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
 from phoenix_server.api.common import RuntimeDep
+from phoenix_server.api.engine import Engine
 from phoenix_server.api.health import phoenix_health, services_listing
 from phoenix_server.api.recoveries import recovery_out
 from phoenix_server.domain.errors import NotFoundError, PhoenixError
 from phoenix_server.domain.health import HealthTransition
-from phoenix_server.runtime import Runtime
 from phoenix_server.store import recoveries
 from phoenix_server.web import STATIC
 
@@ -47,11 +47,11 @@ async def static(name: str) -> FileResponse:
     return FileResponse(known[name], headers={"Cache-Control": "no-cache"})
 
 
-async def snapshot(runtime: Runtime) -> dict[str, Any]:
+async def snapshot(runtime: Engine) -> dict[str, Any]:
     """What the dashboard shows live."""
     active = []
     for spec in runtime.catalog:
-        running = runtime.orchestrator.active_recovery(spec.name)
+        running = runtime.active_recovery(spec.name)
         if running is None:
             continue
         try:
@@ -83,7 +83,7 @@ async def stream(request: Request, runtime: RuntimeDep) -> StreamingResponse:
         changed.set()  # a status changed: send it now, not at the next look
 
     async def events() -> AsyncIterator[str]:
-        runtime.tracker.subscribe(wake)
+        runtime.watch_health(wake)
         try:
             last, quiet = "", 0.0
             while not await request.is_disconnected():
@@ -101,7 +101,7 @@ async def stream(request: Request, runtime: RuntimeDep) -> StreamingResponse:
                         await changed.wait()
                 quiet += STREAM_EVERY
         finally:
-            runtime.tracker.unsubscribe(wake)
+            runtime.unwatch_health(wake)
 
     return StreamingResponse(
         events(),

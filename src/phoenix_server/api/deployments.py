@@ -83,7 +83,7 @@ async def deploy(
     """Roll the service to one of its declared versions (202; follow it in deployments).
     200 with ``changed: false`` if it already runs that version; 409 while a recovery or
     another deploy of the service runs."""
-    deployment, changed = await runtime.deployer.deploy(name, body.version)
+    deployment, changed = await runtime.deploy(name, body.version)
     if not changed:
         response.status_code = 200
     return DeployResponse(changed=changed, deployment=deployment_out(deployment))

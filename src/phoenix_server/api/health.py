@@ -11,10 +11,10 @@ from fastapi import APIRouter, Response
 
 from phoenix_server import __version__
 from phoenix_server.api.common import RuntimeDep, WireModel
+from phoenix_server.api.engine import Engine
 from phoenix_server.detection.health_tracking import ServiceHealthView
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import ServiceSpec
-from phoenix_server.runtime import Runtime
 from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(tags=["health"])
@@ -22,7 +22,7 @@ router = APIRouter(tags=["health"])
 LISTING_MAX_AGE = 0.1
 """Seconds a rendered service listing is served again: a burst of pollers (dashboards,
 CLIs, scripts) is answered by one rendering."""
-_LISTINGS: WeakKeyDictionary[Runtime, tuple[float, bytes]] = WeakKeyDictionary()
+_LISTINGS: WeakKeyDictionary[Engine, tuple[float, bytes]] = WeakKeyDictionary()
 
 
 class PhoenixHealth(WireModel):
@@ -45,19 +45,19 @@ async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
     return health_report(runtime)
 
 
-def health_json(runtime: Runtime) -> bytes:
+def health_json(runtime: Engine) -> bytes:
     """``GET /health``'s body, for the front door's fast path."""
     return health_report(runtime).model_dump_json(by_alias=True).encode()
 
 
-def health_report(runtime: Runtime) -> PhoenixHealth:
+def health_report(runtime: Engine) -> PhoenixHealth:
     """Phoenix's own health from memory only: no database, no await, so that it answers
     at once whatever else is going on."""
     warnings = runtime.problems()
     return PhoenixHealth(
         status="degraded" if runtime.database_problem or runtime.store.write_problem else "healthy",
         version=__version__,
-        active_recoveries=runtime.orchestrator.active_count(),
+        active_recoveries=runtime.active_recoveries(),
         monitored_services=len(runtime.catalog),
         playbooks_active=runtime.playbooks_active,
         timestamp=iso_ms(runtime.clock.now()) or "",
@@ -176,12 +176,12 @@ async def services_health(runtime: RuntimeDep) -> Response:
     return Response(rendered, media_type="application/json")
 
 
-def services_listing(runtime: Runtime) -> list[dict[str, object]]:
+def services_listing(runtime: Engine) -> list[dict[str, object]]:
     """Every service's health as JSON objects, in catalog order."""
     items = []
     for spec in runtime.catalog:
-        active = runtime.orchestrator.active_recovery(spec.name)
-        view = runtime.tracker.view(spec.name)
-        waiting_on = runtime.tracker.waiting_on(spec.name)
+        active = runtime.active_recovery(spec.name)
+        view = runtime.health(spec.name)
+        waiting_on = runtime.waiting_on(spec.name)
         items.append(service_health_wire(spec, view, active.id if active else None, waiting_on))
     return items

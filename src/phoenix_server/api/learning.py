@@ -94,7 +94,7 @@ async def learning_stats(
     """The learned policy's estimates (``service`` / ``failureType`` narrow them)."""
     if service is not None:
         runtime.catalog.get(service)  # 404 naming an unknown service
-    policy = runtime.orchestrator.learning
+    policy = runtime.learned
     wanted = [
         e
         for e in policy.estimates(service)

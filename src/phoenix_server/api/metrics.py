@@ -16,10 +16,10 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from phoenix_server.api.common import RuntimeDep, StrictInput, UtcTime, WireModel
+from phoenix_server.api.engine import Engine
 from phoenix_server.detection.signals import HORIZON, MAX_SERIES
 from phoenix_server.domain.errors import InvalidRequestError, Problem
 from phoenix_server.domain.recoveries import Outcome, RecoveryStatus
-from phoenix_server.runtime import Runtime
 from phoenix_server.store import incidents, recoveries
 from phoenix_server.support.timefmt import as_utc, iso_ms
 
@@ -80,7 +80,7 @@ async def push_metrics(batch: MetricsBatch, runtime: RuntimeDep) -> MetricsAccep
         timed.append((at, index, sample))
     if problems:
         raise InvalidRequestError("some samples cannot be accepted", problems)
-    known = runtime.tracker.signals(batch.service).series
+    known = runtime.signals(batch.service).series
     new = sorted({s.metric for s in batch.samples} - set(known))
     if len(known) + len(new) > MAX_SERIES:
         names = ", ".join(new)
@@ -91,9 +91,7 @@ async def push_metrics(batch: MetricsBatch, runtime: RuntimeDep) -> MetricsAccep
         raise InvalidRequestError(message, [Problem("samples", message)])
     refused: list[str] = []
     for at, _, sample in sorted(timed, key=lambda item: (item[0], item[1])):
-        refused += runtime.tracker.record_metrics(
-            batch.service, {sample.metric: sample.value}, at=at
-        )
+        refused += runtime.record_metrics(batch.service, {sample.metric: sample.value}, at=at)
     if refused:
         names = ", ".join(sorted(set(refused)))
         raise InvalidRequestError(
@@ -136,9 +134,9 @@ class MetricsSummary(WireModel):
     services: list[ServiceUptime]
 
 
-def _uptime(runtime: Runtime, service: str) -> ServiceUptime:
-    uptime = runtime.tracker.view(service).uptime
-    baseline = runtime.baselines.get(service)
+def _uptime(runtime: Engine, service: str) -> ServiceUptime:
+    uptime = runtime.health(service).uptime
+    baseline = runtime.uptime_baseline(service)
     return ServiceUptime(
         service=service,
         uptime=uptime,

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Query
 from pydantic import Field
 
 from phoenix_server.api.common import Limit, Offset, RuntimeDep, StrictInput, WireModel
+from phoenix_server.api.engine import Engine
 from phoenix_server.api.recoveries import TriggerResponse, started_fields
 from phoenix_server.config.playbooks import (
     PlaybookDoc,
@@ -27,7 +28,6 @@ from phoenix_server.domain.errors import ConflictError, InvalidRequestError, Pro
 from phoenix_server.domain.playbooks import Playbook, PlaybookSource, PlaybookStatus
 from phoenix_server.domain.recoveries import StepCondition, Strategy
 from phoenix_server.recovery.playbook_runs import main_strategy, preview
-from phoenix_server.runtime import Runtime
 from phoenix_server.store import playbooks
 from phoenix_server.support.timefmt import iso_ms
 
@@ -172,7 +172,7 @@ def _refuse_file_playbook(playbook: Playbook) -> None:
         )
 
 
-def _validate(runtime: Runtime, body: object) -> Any:
+def _validate(runtime: Engine, body: object) -> Any:
     return validate_playbook(
         body,
         catalog=runtime.catalog,
@@ -387,14 +387,13 @@ async def dry_run(
     """What running the playbook on the service now would do; nothing is acted on."""
     playbook = await runtime.store.read(playbooks.get_playbook, playbook_id)
     spec = runtime.catalog.get(_target(playbook, body))
-    platform = runtime.platforms.for_service(spec)
-    status = runtime.tracker.status(spec.name)
+    status = runtime.health(spec.name).status
     previews = preview(
         playbook,
         spec,
-        tuple(platform.instances(spec.name)),
+        tuple(runtime.instances(spec)),
         serving=status.serving,
-        rollback_to=runtime.versions.rollback_target(spec),
+        rollback_to=runtime.rollback_target(spec),
     )
     return DryRunResponse(
         playbook_id=playbook.id,
@@ -442,7 +441,7 @@ async def execute(
             f"playbook '{playbook.name}' is disabled; set its status to active to run it"
         )
     reason = (body.reason if body is not None else "") or f"playbook '{playbook.name}' run"
-    recovery = await runtime.orchestrator.trigger(
+    recovery = await runtime.trigger(
         service=service, strategy=None, reason=reason, force=False, playbook=playbook
     )
     return ExecuteResponse(

@@ -25,9 +25,9 @@ from prometheus_client.registry import Collector
 
 from phoenix_server import __version__
 from phoenix_server.api.common import RuntimeDep
+from phoenix_server.api.engine import Engine
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.incidents import IncidentStatus
-from phoenix_server.runtime import Runtime
 from phoenix_server.store import alerts, incidents, recoveries
 
 router = APIRouter(tags=["metrics"])
@@ -57,7 +57,7 @@ async def metrics(runtime: RuntimeDep) -> Response:
     for service, strategy, status, outcome, count in await runtime.store.read(
         recoveries.recovery_totals,
         owner=runtime.owner,
-        excluding=runtime.orchestrator.unsettled_ids(),
+        excluding=runtime.unsettled_recovery_ids(),
     ):
         recovered.add_metric([service, strategy, status, outcome or "none"], count)
     families.append(recovered)
@@ -83,7 +83,7 @@ async def metrics(runtime: RuntimeDep) -> Response:
         false.add_metric([service], count)
     families += [found, false]
     active = GaugeMetricFamily("phoenix_active_recoveries", "Recoveries running now")
-    active.add_metric([], runtime.orchestrator.active_count())
+    active.add_metric([], runtime.active_recoveries())
     up = GaugeMetricFamily(
         "phoenix_service_up",
         "1 while the service serves (healthy or degraded), else 0; not exported while "
@@ -104,8 +104,8 @@ async def metrics(runtime: RuntimeDep) -> Response:
         labels=["service"],
     )
     for spec in runtime.catalog:
-        view = runtime.tracker.view(spec.name)
-        acting = runtime.orchestrator.active_recovery(spec.name) is not None
+        view = runtime.health(spec.name)
+        acting = runtime.active_recovery(spec.name) is not None
         recovering.add_metric([spec.name], float(acting))
         # A stop Phoenix makes itself is not the service being down: an alert rule on
         # up == 0 must not fire (and come back to Phoenix as a second incident) mid-restart.
@@ -123,7 +123,7 @@ async def metrics(runtime: RuntimeDep) -> Response:
     return Response(content=body, media_type=CONTENT_TYPE_LATEST)
 
 
-async def _what_operators_alert_on(runtime: Runtime) -> list[Metric]:
+async def _what_operators_alert_on(runtime: Engine) -> list[Metric]:
     unresolved = GaugeMetricFamily(
         "phoenix_unresolved_incidents",
         "Incidents not resolved now, by service, failure type and state: open (Phoenix is "
@@ -131,7 +131,7 @@ async def _what_operators_alert_on(runtime: Runtime) -> list[Metric]:
         labels=["service", "failure_type", "state"],
     )
     counts: dict[tuple[str, str, str], int] = {}
-    for incident in runtime.orchestrator.unresolved_incidents():
+    for incident in runtime.unresolved_incidents():
         state = "gave_up" if incident.status is IncidentStatus.UNRESOLVED else "open"
         key = (incident.service, incident.failure_type.value, state)
         counts[key] = counts.get(key, 0) + 1
@@ -173,18 +173,18 @@ async def _what_operators_alert_on(runtime: Runtime) -> list[Metric]:
         labels=["service"],
     )
     for spec in runtime.catalog:
-        budget.add_metric([spec.name], runtime.orchestrator.budget_remaining(spec.name))
+        budget.add_metric([spec.name], runtime.budget_remaining(spec.name))
     paused = GaugeMetricFamily(
         "phoenix_fleet_paused",
         "1 while the fleet floor pauses automatic recovery (too many services down at once)",
     )
-    paused.add_metric([], float(runtime.orchestrator.fleet_pause is not None))
+    paused.add_metric([], float(runtime.fleet_pause is not None))
     late = GaugeMetricFamily(
         "phoenix_probe_lateness_seconds",
         "How late health probes start, smoothed (over 1 s: more targets than Phoenix's CPU "
         "can probe on time)",
     )
-    late.add_metric([], runtime.scheduler.lateness)
+    late.add_metric([], runtime.probe_lateness)
     build = GaugeMetricFamily(
         "phoenix_build_info", "Always 1: the version of Phoenix running", labels=["version"]
     )

@@ -95,7 +95,7 @@ class TriggerResponse(WireModel):
 async def trigger_recovery(body: TriggerRequest, runtime: RuntimeDep) -> TriggerResponse:
     """Start a recovery now. 409 with the running ``recoveryId`` unless ``force``."""
     try:
-        recovery = await runtime.orchestrator.trigger(
+        recovery = await runtime.trigger(
             service=body.service, strategy=body.strategy, reason=body.reason, force=body.force
         )
     except InvalidRequestError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from phoenix_server.api.common import RuntimeDep, WireModel
+from phoenix_server.api.engine import Engine
 from phoenix_server.api.health import service_health
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import (
@@ -15,8 +16,6 @@ from phoenix_server.domain.services import (
     ServiceSpec,
     TcpCheck,
 )
-from phoenix_server.platforms.base import STANDBYS, Platform
-from phoenix_server.runtime import Runtime
 from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(prefix="/api/services", tags=["services"])
@@ -88,11 +87,6 @@ class ServiceResponse(WireModel):
     service: ServiceOut
 
 
-def _standby(platform: Platform, service: str) -> Instance | None:
-    standbys = STANDBYS.of(platform)
-    return standbys.standby(service) if standbys is not None else None
-
-
 def _check(spec: ServiceSpec) -> HealthCheckOut:
     check = spec.health.check
     kind, target = "process", None
@@ -129,15 +123,14 @@ def _instance(instance: Instance) -> InstanceOut:
     )
 
 
-def displayed_status(runtime: Runtime, spec: ServiceSpec) -> ServiceStatus:
+def displayed_status(runtime: Engine, spec: ServiceSpec) -> ServiceStatus:
     """The status /api/health/services shows (degraded while a fallback or a failing
     dependency explains the failure)."""
-    view = runtime.tracker.view(spec.name)
-    return service_health(spec, view, None, runtime.tracker.waiting_on(spec.name)).status
+    view = runtime.health(spec.name)
+    return service_health(spec, view, None, runtime.waiting_on(spec.name)).status
 
 
-def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
-    platform = runtime.platforms.for_service(spec)
+def service_out(runtime: Engine, spec: ServiceSpec) -> ServiceOut:
     return ServiceOut(
         name=spec.name,
         platform=spec.platform.value,
@@ -152,14 +145,14 @@ def service_out(runtime: Runtime, spec: ServiceSpec) -> ServiceOut:
         replicas=ReplicasOut(min=spec.replicas.min, max=spec.replicas.max),
         versions=[v.name for v in spec.versions],
         current_version=spec.current_version,
-        known_good_versions=runtime.versions.known_good(spec),
+        known_good_versions=runtime.known_good(spec),
         actions=sorted(spec.actions),
-        strategies=sorted(s.value for s in runtime.orchestrator.supported(spec)),
-        instances=[_instance(i) for i in platform.instances(spec.name)],
-        standby=_instance(standby) if (standby := _standby(platform, spec.name)) else None,
+        strategies=sorted(s.value for s in runtime.strategies(spec)),
+        instances=[_instance(i) for i in runtime.instances(spec)],
+        standby=_instance(standby) if (standby := runtime.standby(spec)) else None,
         signals={
             name: round(sample.value, 6)
-            for name, series in runtime.tracker.signals(spec.name).series.items()
+            for name, series in runtime.signals(spec.name).series.items()
             if (sample := series.latest()) is not None
         },
     )
