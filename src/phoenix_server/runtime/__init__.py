@@ -19,7 +19,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from phoenix_server.config import playbook_files, servicefile
+from phoenix_server.config import servicefile
 from phoenix_server.config.installation import installation_id
 from phoenix_server.config.settings import Settings, service_environment
 from phoenix_server.config.tokens import configured_tokens
@@ -28,7 +28,7 @@ from phoenix_server.detection.signals import ServiceSignals
 from phoenix_server.domain.auth import TokenRegistry
 from phoenix_server.domain.clock import Clock, SystemClock
 from phoenix_server.domain.deployments import Deployment
-from phoenix_server.domain.errors import InvalidRequestError, UnavailableError
+from phoenix_server.domain.errors import UnavailableError
 from phoenix_server.domain.health import (
     HealthTransition,
     Observation,
@@ -78,8 +78,9 @@ from phoenix_server.recovery.reports import REMEMBERED as REPORT_KEYS_KEPT
 from phoenix_server.recovery.reports import ReportIntake
 from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
+from phoenix_server.runtime.playbook_folder import PlaybookFolder
+from phoenix_server.runtime.uptime_baselines import UptimeBaselines
 from phoenix_server.store import (
-    baselines,
     deployments,
     health_events,
     incidents,
@@ -102,8 +103,6 @@ from phoenix_server.support.timefmt import iso_ms, utcnow
 log = logging.getLogger("phoenix")
 
 UPTIME_HORIZON = timedelta(hours=24)
-BASELINE_EVERY = 60.0
-"""Seconds between looks at the services' first-day uptime."""
 DEATHS_SHOWN_FOR = timedelta(hours=1)
 """How long /health mentions a background loop that died and was restarted."""
 DATABASE_WATCH_INTERVAL = 5.0
@@ -121,8 +120,6 @@ REBUILT_SHOWN = 3600.0
 """Seconds /health keeps saying that the database file had to be written again."""
 TRUNCATION_SHOWN = 3600.0
 """Seconds /health keeps saying that alerts were left out of a payload."""
-PLAYBOOK_FILES_INTERVAL = 1.0
-"""Seconds between looks at the playbook folder (a stat of each file: cheap)."""
 
 
 class Runtime:
@@ -227,8 +224,7 @@ class Runtime:
         self._watchers = SupervisedTasks("watch")
         """Loops that read the platforms (samplers, scrapers): stopped before them."""
         self._stopping = False
-        self.baselines: dict[str, UptimeBaseline] = {}
-        self._baselines_unsaved = False
+        self.baselines = UptimeBaselines(catalog, self.tracker, store, self.clock)
         """Per service, when Phoenix began managing it and its first day's uptime."""
         self.playbooks_active: int | None = None
         """Active playbooks at the last look (None until the database has answered)."""
@@ -236,10 +232,16 @@ class Runtime:
         """Why the database did not answer at the last look, if it did not."""
         self.api_problems: Callable[[], list[str]] = list
         """What the API's front door refused lately (set by the server that serves it)."""
-        self.playbook_file_problems: dict[str, str] = {}
-        """Playbook files that failed validation (their previous playbooks stay in force)."""
-        self._file_playbooks: dict[Path, list[Playbook]] = {}
-        self._file_stamps: dict[Path, tuple[int, int]] = {}
+        self.playbook_folder: PlaybookFolder | None = None
+        if settings.playbooks_dir is not None:
+            self.playbook_folder = PlaybookFolder(
+                settings.playbooks_dir,
+                catalog=catalog,
+                store=store,
+                clock=self.clock,
+                recovery_timeout=settings.recovery_timeout,
+                changed=self.refresh_playbooks,
+            )
 
     async def start(self) -> None:
         now = self.clock.now()
@@ -279,14 +281,14 @@ class Runtime:
             await self.store.read(learning.recent_outcomes),
         )
         self.orchestrator.remember_successes(await self.store.read(recoveries.last_successes))
-        self.baselines = await self.store.read(baselines.load_baselines)
+        await self.baselines.load()
         self._background.keep_running(self._persist_status_changes, name="status-writer")
-        self._background.keep_running(self._track_uptime_baselines, name="uptime-baselines")
+        self._background.keep_running(self.baselines.track, name="uptime-baselines")
         self._background.keep_running(self._watch_database, name="database-watch")
         self.alerter.start()
-        if self.settings.playbooks_dir is not None:
-            await self._load_playbook_files_safely()
-            self._background.keep_running(self._watch_playbook_files, name="playbook-files")
+        if self.playbook_folder is not None:
+            await self.playbook_folder.load_safely()
+            self._background.keep_running(self.playbook_folder.watch, name="playbook-files")
         self._background.keep_running(self.versions.watch, name="known-good-watch")
         self._watchers.keep_running(
             ResourceSampler(self.catalog, self.platforms, self.tracker, self.clock).run,
@@ -361,37 +363,6 @@ class Runtime:
         )
         self._background.keep_running(self.registry.run, name="registry-sync")
 
-    async def _track_uptime_baselines(self) -> None:
-        """Record when Phoenix began managing each service and its uptime over that first
-        day, once a minute (and at stop), for the summary's uptime change."""
-        while True:
-            self._baselines_unsaved = await self.look_at_baselines(save_all=self._baselines_unsaved)
-            await self.clock.sleep(BASELINE_EVERY)
-
-    async def look_at_baselines(self, *, save_all: bool = False) -> bool:
-        """Advance every service's baseline; True if they could not be saved (retry)."""
-        now = self.clock.now()
-        changed = []
-        for spec in list(self.catalog):
-            known = self.baselines.get(spec.name)
-            uptime = self.tracker.view(spec.name).uptime
-            new = (
-                UptimeBaseline(spec.name, managed_since=now, first_day_uptime=uptime)
-                if known is None
-                else known.advanced(now, uptime)
-            )
-            if new != known:
-                self.baselines[spec.name] = new
-                changed.append(new)
-        try:
-            await self.store.write(
-                baselines.save_baselines, list(self.baselines.values()) if save_all else changed
-            )
-        except UnavailableError as exc:
-            log.warning("uptime baselines not saved yet (%s); retrying", exc.message)
-            return True
-        return False
-
     def dead_tasks(self) -> list[str]:
         """Background tasks that died: each one is something Phoenix stopped doing (for a
         while, for the loops it keeps running)."""
@@ -463,7 +434,8 @@ class Runtime:
                 f"probes are running {lateness:.1f}s late: more targets "
                 f"({len(self.scheduler.targets())}) than this Phoenix can probe on time"
             )
-        for name, problem in sorted(self.playbook_file_problems.items()):
+        folder_problems = self.playbook_folder.problems if self.playbook_folder else {}
+        for name, problem in sorted(folder_problems.items()):
             warnings.append(
                 f"playbook file {name} is invalid (its previous version stays): {problem}"
             )
@@ -608,63 +580,6 @@ class Runtime:
             return
         self.orchestrator.set_playbooks(active)
 
-    async def load_playbook_files(self) -> None:
-        """Read the playbook folder if anything in it changed; store what is valid."""
-        folder = self.settings.playbooks_dir
-        assert folder is not None
-        now_stamps = await asyncio.to_thread(playbook_files.stamps, folder)
-        if now_stamps == self._file_stamps:
-            return
-        self.playbook_file_problems.pop("(folder)", None)
-        for path in set(self._file_playbooks) - set(now_stamps):
-            del self._file_playbooks[path]  # removed: its playbooks go with it
-        names = {path.name for path in now_stamps}
-        for name in [n for n in self.playbook_file_problems if n not in names]:
-            del self.playbook_file_problems[name]
-        for path, stamp in now_stamps.items():
-            if self._file_stamps.get(path) == stamp:
-                continue
-            try:
-                self._file_playbooks[path] = playbook_files.read_playbook_file(
-                    path,
-                    catalog=self.catalog,
-                    recovery_timeout=self.settings.recovery_timeout,
-                    now=self.clock.now(),
-                )
-                self.playbook_file_problems.pop(path.name, None)
-                log.info(
-                    "playbook file %s: %d playbook(s)", path.name, len(self._file_playbooks[path])
-                )
-            except (InvalidRequestError, OSError) as exc:
-                detail = str(exc) if isinstance(exc, OSError) else exc.message
-                if isinstance(exc, InvalidRequestError) and exc.problems:
-                    detail += ": " + "; ".join(f"{p.path}: {p.message}" for p in exc.problems)
-                self.playbook_file_problems[path.name] = detail
-                log.error("playbook file %s kept at its previous version: %s", path.name, detail)
-        every = [p for found in self._file_playbooks.values() for p in found]
-        try:
-            refused = await self.store.write(playbooks.sync_file_playbooks, every)
-        except UnavailableError as exc:
-            log.warning("playbook files not stored yet: %s", exc.message)
-            return  # the next look tries again
-        for why in refused:
-            log.error("playbook file playbook not taken: %s", why)
-        self._file_stamps = now_stamps
-        await self.refresh_playbooks()
-
-    async def _watch_playbook_files(self) -> None:
-        while True:
-            await self.clock.sleep(PLAYBOOK_FILES_INTERVAL)
-            await self._load_playbook_files_safely()
-
-    async def _load_playbook_files_safely(self) -> None:
-        try:
-            await self.load_playbook_files()
-        except Exception as exc:
-            # A folder made unreadable, a file gone mid-read: say so, look again later.
-            self.playbook_file_problems["(folder)"] = f"cannot read the playbook folder: {exc}"
-            log.exception("cannot load playbook files; trying again")
-
     async def _watch_database(self) -> None:
         """Keep what /health reports about the database fresh, so that liveness never
         waits on the database itself."""
@@ -694,8 +609,7 @@ class Runtime:
         for platform in self.platforms.all():
             await platform.shutdown(keep_running=self.settings.keep_services)
         now = self.clock.now()
-        if self.baselines:
-            await self.look_at_baselines(save_all=self._baselines_unsaved)
+        await self.baselines.save_at_stop()
         self.tracker.mark_unobserved(now)
         for spec in self.catalog:
             self._status_changes.put_nowait(
