@@ -92,9 +92,9 @@ def test_example_parses_into_the_right_specs() -> None:
     assert [s.name for s in catalog] == ["azora-db", "azora-auth"]
     auth = catalog.get("azora-auth")
     assert auth.platform is svc.PlatformKind.LOCAL
-    assert auth.command == ("{python}", "-m", "examples.services.web", "--port", "{port}")
-    assert auth.cwd == str(BASE / "auth")
-    assert auth.env == {"LOG_LEVEL": "info", "WORKERS": "4", "DEBUG": "false"}
+    assert auth.run.command == ("{python}", "-m", "examples.services.web", "--port", "{port}")
+    assert auth.run.cwd == str(BASE / "auth")
+    assert auth.run.env == {"LOG_LEVEL": "info", "WORKERS": "4", "DEBUG": "false"}
     assert auth.port == 8081
     assert auth.health == svc.HealthPolicy(
         check=svc.HttpCheck("http://127.0.0.1:{port}/health"),
@@ -135,7 +135,7 @@ def test_defaults_of_a_minimal_local_service() -> None:
     assert db.health.interval == 7.0
     assert db.health.timeout == 5.0
     assert (db.health.failure_threshold, db.health.success_threshold) == (3, 1)
-    assert db.cwd == str(BASE)
+    assert db.run.cwd == str(BASE)
     assert db.replicas == svc.Replicas(1, 1)
     assert (db.versions, db.backup, db.fallback, db.hooks, db.actions) == ((), None, None, {}, {})
     assert db.stop == svc.StopPolicy(signal=signal.SIGTERM, grace=10.0)
@@ -213,7 +213,7 @@ def test_replicas_as_a_number_or_min_and_max() -> None:
 
 def test_command_string_is_split_like_a_shell() -> None:
     spec = one("services:\n  - name: a\n    command: \"python -m x --msg 'a b'\"\n")
-    assert spec.command == ("python", "-m", "x", "--msg", "a b")
+    assert spec.run.command == ("python", "-m", "x", "--msg", "a b")
 
 
 def test_backup_with_its_own_command_and_cold_mode() -> None:
@@ -228,9 +228,9 @@ def test_stop_signal_accepts_short_and_lowercase_names() -> None:
 
 def test_cwd_is_resolved_relative_to_the_base_dir(tmp_path: Path) -> None:
     spec = one(local("cwd: sub/../svc"), base=tmp_path)
-    assert spec.cwd == str((tmp_path / "svc").resolve())
+    assert spec.run.cwd == str((tmp_path / "svc").resolve())
     absolute = one(local(f"cwd: {tmp_path / 'abs'}"), base=BASE)
-    assert absolute.cwd == str(tmp_path / "abs")
+    assert absolute.run.cwd == str(tmp_path / "abs")
 
 
 def test_config_hash_is_stable_for_the_same_text() -> None:
@@ -266,7 +266,7 @@ def test_load_service_file_reads_and_resolves_against_its_folder(tmp_path: Path)
     path = tmp_path / "services.yaml"
     path.write_text(local("cwd: app"), encoding="utf-8")
     catalog = load_service_file(path, default_interval=4.0)
-    assert catalog.get("a").cwd == str((tmp_path / "app").resolve())
+    assert catalog.get("a").run.cwd == str((tmp_path / "app").resolve())
     assert catalog.get("a").health.interval == 4.0
 
 
@@ -647,16 +647,16 @@ services:
 
 def test_variables_are_filled_from_the_environment_with_defaults() -> None:
     [api] = with_env(ENV_FILE, {"API_TOKEN": "s3cret", "API_PORT": "9000", "REPLICAS": "3"})
-    assert api.command == ("{python}", "-m", "app", "--token", "s3cret", "--mode", "fast")
-    assert api.env == {"DB": "sqlite:///x.db", "GREETING": "hello world, it costs $5"}
+    assert api.run.command == ("{python}", "-m", "app", "--token", "s3cret", "--mode", "fast")
+    assert api.run.env == {"DB": "sqlite:///x.db", "GREETING": "hello world, it costs $5"}
     assert api.port == 9000
     assert api.replicas == svc.Replicas(3, 3)
 
 
 def test_an_empty_variable_takes_the_default_and_a_set_one_wins() -> None:
     [api] = with_env(ENV_FILE, {"API_TOKEN": "", "MODE": "", "WHO": "Ada"})
-    assert api.command[-3:] == ("", "--mode", "fast")
-    assert api.env["GREETING"] == "hello Ada, it costs $5"
+    assert api.run.command[-3:] == ("", "--mode", "fast")
+    assert api.run.env["GREETING"] == "hello Ada, it costs $5"
     assert api.port == 8081
 
 
@@ -674,7 +674,7 @@ def test_a_plain_value_is_typed_after_expansion_and_a_quoted_one_stays_text() ->
           scale_in_below: ${LOW}
     """
     [api] = with_env(text, {"N": "8085", "LOW": "0.5"})
-    assert (api.port, api.env, api.replicas.scale_in_below) == (8085, {"COUNT": "8085"}, 0.5)
+    assert (api.port, api.run.env, api.replicas.scale_in_below) == (8085, {"COUNT": "8085"}, 0.5)
 
 
 def test_a_value_cannot_change_the_file_structure() -> None:
@@ -686,7 +686,7 @@ def test_a_value_cannot_change_the_file_structure() -> None:
         env: {NOTE: "${NOTE}"}
     """
     [api] = with_env(text, {"NOTE": "x\n    port: 1\n  - name: evil"})
-    assert api.env == {"NOTE": "x\n    port: 1\n  - name: evil"}
+    assert api.run.env == {"NOTE": "x\n    port: 1\n  - name: evil"}
     assert api.port is None
 
 
@@ -726,14 +726,14 @@ def test_a_dollar_without_braces_and_an_anchor_used_twice_are_left_alone() -> No
         env: {A: &cost "$$$$PRICE", B: *cost}
     """
     [api] = with_env(text, {"PRICE": "10"})
-    assert api.command[-1] == "exec app --port $PORT"
-    assert api.env == {"A": "$$PRICE", "B": "$$PRICE"}
+    assert api.run.command[-1] == "exec app --port $PORT"
+    assert api.run.env == {"A": "$$PRICE", "B": "$$PRICE"}
 
 
 def test_keys_are_never_expanded() -> None:
     text = 'services:\n  - name: api\n    command: [run]\n    env: {"${K}": v}\n'
     [api] = with_env(text, {"K": "X"})
-    assert api.env == {"${K}": "v"}
+    assert api.run.env == {"${K}": "v"}
 
 
 OFFSET_FILE = """\

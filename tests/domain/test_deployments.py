@@ -15,6 +15,7 @@ from phoenix_server.domain.services import (
     HealthPolicy,
     PlatformKind,
     ProcessCheck,
+    ProcessRun,
     ServiceSpec,
     Version,
 )
@@ -25,7 +26,7 @@ def spec(*versions: Version, initial: str | None = None) -> ServiceSpec:
         name="shop",
         platform=PlatformKind.LOCAL,
         health=HealthPolicy(check=ProcessCheck(), interval=1.0, timeout=1.0, failure_threshold=1),
-        command=("run",),
+        run=ProcessRun(("run",)),
         versions=versions,
         initial_version=initial,
         known_good_after=60.0,

@@ -14,6 +14,7 @@ from phoenix_server.domain.services import (
     InstanceState,
     PlatformKind,
     ProcessCheck,
+    ProcessRun,
     RenderContext,
     ServiceCatalog,
     ServiceSpec,
@@ -33,7 +34,7 @@ def spec(name: str, depends_on: tuple[str, ...] = ()) -> ServiceSpec:
         name=name,
         platform=PlatformKind.LOCAL,
         health=HealthPolicy(check=ProcessCheck(), interval=1.0, timeout=1.0, failure_threshold=3),
-        command=("run", name),
+        run=ProcessRun(("run", name)),
         depends_on=depends_on,
     )
 

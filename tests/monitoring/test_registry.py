@@ -82,7 +82,7 @@ def test_the_gateway_form_is_an_external_service_checked_over_http() -> None:
     assert orders.health.check == HttpCheck("http://10.0.0.7:8080/health")
     assert orders.health.interval == 7.0  # HEALTH_CHECK_INTERVAL, as for the file's services
     assert cart.health.check == HttpCheck("http://10.0.0.7:8080/ready")
-    assert orders.command == ()
+    assert orders.run is None
 
 
 def test_a_bare_list_reads_like_the_services_object() -> None:

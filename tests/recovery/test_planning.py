@@ -26,6 +26,7 @@ from phoenix_server.domain.services import (
     InstanceState,
     PlatformKind,
     ProcessCheck,
+    ProcessRun,
     Replicas,
     Resources,
     ServiceSpec,
@@ -58,7 +59,7 @@ def service(
             failure_threshold=2,
             startup_timeout=startup_timeout,
         ),
-        command=("run",),
+        run=ProcessRun(("run",)),
         stop=StopPolicy(signal=signal.SIGTERM, grace=grace),
         replicas=replicas or Replicas(),
     )

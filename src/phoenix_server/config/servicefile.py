@@ -885,9 +885,11 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         name=service.name,
         platform=svc.PlatformKind(service.platform),
         health=_health(service, default_interval),
-        command=tuple(service.command or ()),
-        cwd=cwd,
-        env=dict(service.env),
+        run=(
+            svc.ProcessRun(command=tuple(service.command), cwd=cwd, env=dict(service.env))
+            if service.platform == "local" and service.command
+            else None
+        ),
         port=service.port,
         host=service.host,
         routed=_routed(service),

@@ -278,15 +278,26 @@ class RecoveryPolicy:
 
 
 @dataclass(frozen=True)
+class ProcessRun:
+    """The run section of a local service: the command its processes run, where and with
+    which environment (a version or a backup may override each). A platform that runs
+    containers or cluster workloads has a run section of its own."""
+
+    command: tuple[str, ...]
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """One service as the operator declared it."""
 
     name: str
     platform: PlatformKind
     health: HealthPolicy
-    command: tuple[str, ...] = ()
-    cwd: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
+    run: ProcessRun | None = None
+    """How its platform runs it: what a local service's processes run; None for a service
+    Phoenix does not run (external). The rest of the spec is platform-neutral policy."""
     port: int | None = None
     """Where clients reach the service (the router's port when ``routed``)."""
     host: str = "127.0.0.1"

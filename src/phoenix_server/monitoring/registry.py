@@ -211,7 +211,7 @@ def _runs_commands(spec: ServiceSpec) -> str | None:
     """The field of ``spec`` that would make Phoenix run a command, if any."""
     if spec.platform is not PlatformKind.EXTERNAL:
         return "platform"
-    if spec.command:
+    if spec.run is not None:
         return "command"
     if isinstance(spec.health.check, CommandCheck):
         return "health.command"

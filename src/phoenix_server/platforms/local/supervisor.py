@@ -124,7 +124,7 @@ class LocalPlatform:
 
     def unavailable_strategies(self, service: ServiceSpec) -> dict[Strategy, str]:
         name = service.name
-        if not service.command:
+        if service.run is None:
             return {s: f"service '{name}' declares no command to run" for s in Strategy}
         missing: dict[Strategy, str] = {}
         if not service.routed:
@@ -246,12 +246,13 @@ class LocalPlatform:
             version=service.current_version,
         )
         command = [render(arg, context) for arg in argv]
-        declared = {**service.env, **(version.env if version else {})}
+        run = service.run
+        declared = {**(run.env if run else {}), **(version.env if version else {})}
         env = {**self._base_env, **{k: render(v, context) for k, v in declared.items()}}
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
-                cwd=service.cwd,
+                cwd=run.cwd if run else None,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -277,7 +278,8 @@ class LocalPlatform:
         return False, f"{shlex.join(command)} exited {process.returncode}{tail}"
 
     def _spawn(self, service: ServiceSpec, role: InstanceRole) -> Instance:
-        if not service.command:
+        run = service.run
+        if run is None:
             raise PlatformError(f"service '{service.name}' declares no command to start")
         if not service.routed and service.port is not None:
             self._check_own_port(service)
@@ -291,13 +293,13 @@ class LocalPlatform:
             version=version.name if version else None,
             instance=instance_id,
         )
-        command = version.command if version and version.command else service.command
+        command = version.command if version and version.command else run.command
         backup = service.backup if role is InstanceRole.STANDBY else None
         if backup is not None and backup.command:
             command = backup.command
         argv = [render(arg, context) for arg in command]
         env = dict(self._base_env)
-        env.update({key: render(value, context) for key, value in service.env.items()})
+        env.update({key: render(value, context) for key, value in run.env.items()})
         if version:
             env.update({key: render(value, context) for key, value in version.env.items()})
         if backup is not None:
@@ -305,7 +307,7 @@ class LocalPlatform:
         if port is not None:
             env["PORT"] = str(port)
         env.update({OWNER_ENV: self._owner, INSTANCE_ENV: instance_id, SERVICE_ENV: service.name})
-        cwd = version.cwd if version and version.cwd else service.cwd
+        cwd = version.cwd if version and version.cwd else run.cwd
         log_path = self.log_path(service.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a", encoding="utf-8") as log_file:
