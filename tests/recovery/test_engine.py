@@ -27,6 +27,7 @@ from phoenix_server.domain.recoveries import (
     StepStatus,
     Strategy,
 )
+from phoenix_server.recovery.claims import Activity
 from phoenix_server.store import incidents, recoveries
 from tests.recovery.engine import engine, finished, healthy, history, live_pid
 from tests.support import REPO, eventually, free_port, web_service_yaml
@@ -158,6 +159,33 @@ async def test_a_crash_loop_is_one_incident_of_failed_attempts_not_a_run_of_succ
         summary = await runtime.store.read(recoveries.recovery_totals)
         successes = sum(n for _s, _st, _status, outcome, n in summary if outcome == "success")
         assert successes == 0, "no crash counted as a recovery"
+
+
+async def test_a_run_that_lost_its_claim_stops_before_acting(tmp_path: Path) -> None:
+    """The claim's token is what lets a run act: a run waiting out its backoff whose claim
+    is taken by someone else (a lease lost, with several replicas) ends without acting, and
+    Phoenix starts nothing on the service while the other holder has it."""
+    slow_backoff = CRASH_LOOP.replace("initial: 200ms, max: 800ms", "initial: 3s, max: 3s")
+    async with engine(tmp_path, slow_backoff, MAX_RECOVERY_ATTEMPTS="4") as runtime:
+        claims = runtime.orchestrator.claims
+
+        async def second_attempt_waiting() -> Recovery | None:
+            found = await history(runtime, service="crasher")
+            return next((r for r in found if r.attempt == 2 and not r.status.terminal), None)
+
+        waiting = await eventually(second_attempt_waiting, timeout=20, message="attempt 2")
+        held = claims.holder("crasher")
+        assert held is not None and held.label == waiting.id
+        claims.release(held)
+        taken = claims.claim("crasher", Activity.DEPLOY, "deployed (by another replica)")
+        ended = await finished(runtime, waiting.id)
+        assert ended.status is RecoveryStatus.CANCELLED, ended
+        assert "its claim of the service is no longer held" in ended.reason
+        assert ended.steps == () or all(s.status is StepStatus.PENDING for s in ended.steps)
+        await runtime.orchestrator.evaluate("crasher")  # what the sweep does: still held
+        assert [r.id for r in await history(runtime, service="crasher") if r.attempt > 2] == []
+        assert claims.holder("crasher") == taken
+        claims.release(taken)
 
 
 async def test_a_manual_restart_of_a_healthy_service(tmp_path: Path) -> None:

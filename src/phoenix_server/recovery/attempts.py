@@ -209,6 +209,11 @@ class Attempts:
                 if run.cancel.is_set():
                     await self._end_unstarted(run, "cancelled before it started")
                     return
+                if run.claim is not None and not self._claims.holds(run.claim):
+                    # Someone else holds the service now (a lease lost, with several
+                    # replicas): acting on it would be acting twice.
+                    await self._end_unstarted(run, "its claim of the service is no longer held")
+                    return
                 needed = run.asked or self._tracker.status(name) is not ServiceStatus.HEALTHY
                 if not needed and run.recovery.attempt == 1:
                     await self._end_unstarted(run, "not needed: the service is healthy again")
@@ -274,7 +279,7 @@ class Attempts:
     def _watch_stability(self, run: Run, result: Recovery) -> None:
         """A verified recovery counts as a success once the service has stayed healthy for
         the stabilisation period; its incident stays open until then, and a relapse inside
-        it is that attempt failing (see :meth:`_relapse`), not a new incident."""
+        it is that attempt failing (see :meth:`relapse`), not a new incident."""
         period = run.service.recovery.stabilisation_period
         watch = Stabilising(run, result, self._clock.monotonic() + period)
         if period <= 0 or run.incident is None:
@@ -313,7 +318,7 @@ class Attempts:
         watch = self._cases.stabilising.pop(name)
         run, result = watch.run, watch.result
         why = why or self._tracker.view(name).reason
-        held = self._clock.monotonic() - (watch.until - run.service.recovery.stabilisation_period)
+        held = self._clock.monotonic() - watch.verified_at
         failed = replace(
             result,
             status=RecoveryStatus.FAILED,

@@ -664,8 +664,7 @@ class Intake:
         if watch is not None:
             if watch.run.incident is None or watch.run.incident.id != incident_id:
                 return None
-            verified = watch.until - watch.run.service.recovery.stabilisation_period
-            waited = self._clock.monotonic() - verified
+            waited = self._clock.monotonic() - watch.verified_at
             if waited < grace:
                 return None
             why = f"{report.origin.value} still reports it failing {waited:.0f}s after it verified"
