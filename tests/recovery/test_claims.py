@@ -67,6 +67,18 @@ def test_replacing_a_claim_that_has_ended_is_refused() -> None:
         ledger.claim("svc", Activity.RECOVERY, "rec-2", replacing=first)
 
 
+def test_a_relabelled_claim_is_the_same_claim_and_refusals_name_its_new_label() -> None:
+    ledger = claims()
+    first = ledger.claim("svc", Activity.RECOVERY, "rec-1")
+    second = ledger.relabel(first, "rec-2")  # the run's next attempt
+    assert ledger.holds(first) and ledger.holds(second) and second.token == first.token
+    with pytest.raises(RecoveryInProgressError) as refused:
+        ledger.claim("svc", Activity.DEPLOY, "deployed (dep-1)")
+    assert "rec-2" in refused.value.message
+    ledger.release(first)
+    assert ledger.holder("svc") is None
+
+
 def test_listeners_hear_every_release_but_not_a_hand_back() -> None:
     ledger = claims()
     heard: list[Claim] = []

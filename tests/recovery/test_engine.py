@@ -188,6 +188,51 @@ async def test_a_run_that_lost_its_claim_stops_before_acting(tmp_path: Path) -> 
         claims.release(taken)
 
 
+SHORT_LIVED = f"""
+  - name: crasher
+    command: ["{{python}}", "-c", "import sys, time; time.sleep(1.0); sys.exit(3)"]
+    cwd: {REPO}
+    health: {{process: true, interval: 100ms}}
+    recovery: {{backoff: {{initial: 200ms, max: 800ms, reset_after: 10s}}, stabilisation: 2s}}
+"""
+
+
+async def test_a_relapse_while_a_deploy_holds_the_service_waits_for_it(tmp_path: Path) -> None:
+    """A recovery still proving itself fails (the process dies) while a deploy holds the
+    service: the attempt is recorded failed, the next one is not forced in on top of the
+    deploy (nor does the watch die trying), and once the deploy ends Phoenix acts again
+    on the same incident."""
+    async with engine(tmp_path, SHORT_LIVED, MAX_RECOVERY_ATTEMPTS="4") as runtime:
+        orchestrator = runtime.orchestrator
+        proving = await eventually(
+            lambda: next(iter(orchestrator.unsettled_ids()), None),
+            timeout=20,
+            interval=0.005,
+            message="a recovery proving itself",
+        )
+        deploy = orchestrator.claims.claim("crasher", Activity.DEPLOY, "deployed (dep-test)")
+
+        async def relapsed() -> Recovery | None:
+            found = await runtime.store.read(recoveries.get_recovery, proving)
+            return found if found.status is RecoveryStatus.FAILED else None
+
+        failed = await eventually(relapsed, timeout=10, message="the attempt relapsed")
+        assert "relapsed" in failed.reason and failed.incident_id is not None
+        assert orchestrator.active_recovery("crasher") is None
+        assert orchestrator.open_incident_id("crasher") == failed.incident_id
+        assert runtime.dead_tasks() == []
+        assert [r.id for r in await history(runtime, service="crasher")] == [proving]
+
+        orchestrator.claims.release(deploy)
+
+        async def acted_again() -> Recovery | None:
+            found = await history(runtime, service="crasher")
+            return next((r for r in found if r.id != proving), None)
+
+        again = await eventually(acted_again, timeout=10, message="a recovery after the deploy")
+        assert again.incident_id == failed.incident_id
+
+
 async def test_a_manual_restart_of_a_healthy_service(tmp_path: Path) -> None:
     async with engine(tmp_path, web_service_yaml("web", free_port())) as runtime:
         await healthy(runtime, "web")

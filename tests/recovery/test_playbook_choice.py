@@ -155,6 +155,19 @@ def test_a_preview_says_a_rollback_without_a_target_would_fail() -> None:
     assert "no known-good version" in step.why and step.plan == ()
 
 
+def test_a_preview_says_a_strategy_step_would_fail_where_the_platform_has_no_plan() -> None:
+    external = parse_service_file(
+        "services:\n  - name: api\n    platform: external\n    health: {tcp: 'h:1'}\n",
+        source="s",
+        base_dir=Path("/srv"),
+        default_interval=1.0,
+    ).get("api")
+    book = playbook("p", DOWN, steps=(PlaybookStep("restart_service"),))
+    [step, _] = preview(book, external, (), serving=False, rollback_to=None)
+    assert "this step would fail: Phoenix has no restart plan for services on the" in step.why
+    assert step.plan == ()
+
+
 @pytest.mark.parametrize(
     ("trigger", "metric", "value", "matches"),
     [

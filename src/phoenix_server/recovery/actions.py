@@ -153,8 +153,9 @@ async def verify_health(ctx: StepContext, step: PlannedStep, timeout: float) -> 
     live = [i for i in instances if i.alive]
     if not live:
         return StepOutcome(False, "no live instance to verify")
+    lifecycle = ctx.lifecycle  # before any task starts: a platform without one fails here
     verifying = asyncio.ensure_future(ctx.verifier.verify(ctx.service, live, timeout=timeout))
-    exiting = asyncio.ensure_future(ctx.lifecycle.wait_for_exit([i.id for i in live]))
+    exiting = asyncio.ensure_future(lifecycle.wait_for_exit([i.id for i in live]))
     try:
         done, _ = await asyncio.wait({verifying, exiting}, return_when=asyncio.FIRST_COMPLETED)
     finally:

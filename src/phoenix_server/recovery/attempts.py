@@ -28,7 +28,11 @@ from phoenix_server.domain.deployments import (
     DeploymentStatus,
     no_rollback_reason,
 )
-from phoenix_server.domain.errors import UnavailableError, UnsupportedStrategyError
+from phoenix_server.domain.errors import (
+    ConflictError,
+    UnavailableError,
+    UnsupportedStrategyError,
+)
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.incidents import FailureType, IncidentSource, IncidentStatus
 from phoenix_server.domain.learning import outcome_of
@@ -115,6 +119,12 @@ class Attempts:
         trigger cancelled, has stopped at its safe point)."""
         self._tasks.spawn(self._attempts(run, previous), name=run.service.name)
 
+    def _attempting(self, run: Run, recovery: Recovery) -> None:
+        """``run`` goes on with ``recovery`` (its next attempt): its claim says so."""
+        run.recovery = recovery
+        if run.claim is not None:
+            run.claim = self._claims.relabel(run.claim, recovery.id)
+
     def claim(self, run: Run, *, replacing: Run | None = None) -> None:
         """Claim the service for ``run`` (before any await: triggers see it at once)."""
         run.claim = self._claims.claim(
@@ -161,6 +171,16 @@ class Attempts:
             raise
         self._cases.incidents[name] = run.incident
         self.begin(run, previous=None)
+
+    def _claim_lost(self, run: Run) -> bool:
+        """Something other than Phoenix's own recoveries holds the service now (a lease
+        lost, with several replicas): acting would be acting twice. A forced trigger that
+        took the claim is not that: it cancels this run once it is recorded, or hands the
+        claim back if it cannot be."""
+        if run.claim is None or self._claims.holds(run.claim):
+            return False
+        current = self._claims.holder(run.service.name)
+        return current is None or current.activity is not Activity.RECOVERY
 
     def supersede_stabilising(self, name: str, run: Run) -> None:
         """Another recovery starts (an operator's, a report's) while the last one is
@@ -209,9 +229,7 @@ class Attempts:
                 if run.cancel.is_set():
                     await self._end_unstarted(run, "cancelled before it started")
                     return
-                if run.claim is not None and not self._claims.holds(run.claim):
-                    # Someone else holds the service now (a lease lost, with several
-                    # replicas): acting on it would be acting twice.
+                if self._claim_lost(run):
                     await self._end_unstarted(run, "its claim of the service is no longer held")
                     return
                 needed = run.asked or self._tracker.status(name) is not ServiceStatus.HEALTHY
@@ -256,7 +274,7 @@ class Attempts:
                     await self._resolve(run, f"healthy again after {result.id}")
                     return
                 try:
-                    run.recovery = self._next_attempt(run, result)
+                    self._attempting(run, self._next_attempt(run, result))
                 except UnsupportedStrategyError as exc:
                     log.error("%s: no strategy left to try: %s", name, exc.message)
                     await self._give_up(run, result)
@@ -361,7 +379,12 @@ class Attempts:
             delay=spec.recovery.backoff.delay(failed.attempt),
             failed=list(run.failed),
         )
-        await self.start(again, write_incident=write_incident)
+        try:
+            await self.start(again, write_incident=write_incident)
+        except ConflictError as exc:
+            # Something else claimed the service meanwhile (an operator's trigger, a
+            # deploy): it acts now; the incident stays open for the next look.
+            log.warning("%s: next attempt not started: %s", name, exc.message)
 
     async def _wait_for_resources(self, run: Run, result: Recovery) -> bool:
         """The attempt met a machine out of descriptors or memory: give its budget back,
@@ -379,7 +402,7 @@ class Attempts:
         )
         if await sleep_unless(self._clock, run.cancel, delay):
             return False
-        run.recovery = self._cases.new_recovery(
+        again = self._cases.new_recovery(
             run.service,
             run.incident,
             result.decision,
@@ -389,6 +412,7 @@ class Attempts:
             force=result.force,
             playbook=run.playbook if result.playbook_id else None,
         )
+        self._attempting(run, again)
         await self._recorder.save_recovery(run.recovery)
         return True
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -37,9 +37,10 @@ class Activity(StrEnum):
 class Claim:
     service: str
     activity: Activity
-    label: str
-    """A recovery's id; for the others, what completes "service 'x' is being …"
-    (``deployed (dep-…)``, ``scaled in``)."""
+    label: str = field(compare=False)
+    """A recovery's id (its current attempt's); for the others, what completes "service
+    'x' is being …" (``deployed (dep-…)``, ``scaled in``). Not part of the claim's identity:
+    :meth:`Claims.relabel` changes it."""
     token: int
     """Grows with every claim: the later claim of a service always has the larger one."""
 
@@ -63,6 +64,11 @@ class Claims(Protocol):
         """Let go of ``claim`` if it is still the holder (a later claim is left alone);
         ``back_to``: hand the service back to the claim it replaced (a forced trigger that
         could not be recorded)."""
+        ...
+
+    def relabel(self, claim: Claim, label: str) -> Claim:
+        """The same claim, saying what it is for now (a recovery's next attempt), so that a
+        refusal names what actually holds the service."""
         ...
 
     def holder(self, service: str) -> Claim | None: ...
@@ -167,6 +173,12 @@ class LocalClaims:
         del self._holders[claim.service]
         for listener in self._listeners:
             listener(claim)
+
+    def relabel(self, claim: Claim, label: str) -> Claim:
+        relabelled = replace(claim, label=label)
+        if self._holders.get(claim.service) == claim:
+            self._holders[claim.service] = relabelled
+        return relabelled
 
     def holder(self, service: str) -> Claim | None:
         return self._holders.get(service)

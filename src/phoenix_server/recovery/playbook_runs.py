@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from phoenix_server.domain.errors import UnsupportedStrategyError
 from phoenix_server.domain.playbooks import BuiltinAction, Playbook, PlaybookStep
 from phoenix_server.domain.recoveries import PlannedStep, StepCondition, Strategy
 from phoenix_server.domain.services import (
@@ -325,7 +326,10 @@ def preview(
                 why += "; no known-good version to roll back to: this step would fail"
             else:
                 given = PlanInput(service, instances, version=rollback_to)
-                sub = tuple(s.name for s in plan_for(strategy, given).steps)
+                try:
+                    sub = tuple(s.name for s in plan_for(strategy, given).steps)
+                except UnsupportedStrategyError as exc:
+                    why += f"; this step would fail: {exc.message}"
         previews.append(
             StepPreview(
                 position, planned.name, planned.action, condition, planned.timeout, would, why, sub
