@@ -82,7 +82,7 @@ class Stabilising:
         return self.until - self.run.service.recovery.stabilisation_period
 
 
-def reported(incident: Incident) -> bool:
+def is_reported(incident: Incident) -> bool:
     """Someone else reported it: their resolution (or a recovery) closes it, not a healthy
     look from Phoenix's own checks, which may not see what they saw — also once Phoenix has
     given up on it (the reporter still sees the failure until it says otherwise)."""

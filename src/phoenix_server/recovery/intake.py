@@ -7,15 +7,15 @@ The intake opens, joins, waits on and closes incidents; it decides *whether* to 
 (automatic recovery off, a fleet pause, a deploy holding the service, a dependency that
 explains the failure, a port someone else holds, a budget spent, Phoenix having just given
 up) and, through :func:`deciding.decide`, *how*. What to act with is handed to the
-attempts as a claimed :class:`Run`.
+attempts as a claimed :class:`Run`. Reported failures have their own rules (held reports,
+stale ones, copies still firing): :mod:`reported`, which shares this module's gate.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 from phoenix_server.detection.classifying import Diagnosis, cascading, diagnose, diagnose_status
 from phoenix_server.detection.health_tracking import HealthTracker
@@ -37,20 +37,18 @@ from phoenix_server.domain.recoveries import (
     RecoveryTrigger,
     Strategy,
 )
-from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin, ReportResult
 from phoenix_server.domain.services import ServiceCatalog, ServiceSpec
 from phoenix_server.recovery.alerting import Alerter
 from phoenix_server.recovery.attempts import FAILING, Attempts
-from phoenix_server.recovery.cases import REPORTED_SOURCES, Cases, Run, reported
+from phoenix_server.recovery.cases import REPORTED_SOURCES, Cases, Run, is_reported
 from phoenix_server.recovery.claims import Activity, Claims
 from phoenix_server.recovery.deciding import DecisionInput, decide
 from phoenix_server.recovery.learning import LearnedPolicy
 from phoenix_server.recovery.means import Means
 from phoenix_server.recovery.playbook_choice import choose, describe_trigger
 from phoenix_server.recovery.ports import RecoveryRecorder
-from phoenix_server.recovery.reports import KEY_EVIDENCE
+from phoenix_server.recovery.reported import ReportedFailures
 from phoenix_server.support.tasks import SupervisedTasks
-from phoenix_server.support.timefmt import iso_ms
 
 log = logging.getLogger("phoenix.recovery")
 
@@ -122,20 +120,25 @@ class Intake:
         self._giving_callers_time: dict[str, bool] = {}
         self._waiting: dict[str, str] = {}
         """Failing services left alone because a dependency's failure explains theirs."""
-        self._waiting_reports: dict[str, FailureReport] = {}
-        """Reports that wanted a recovery Phoenix could not start yet (a deploy, a fleet
-        pause, an operator's restart), per service: acted on when that is over."""
-        self._held_for_dependency: set[str] = set()
-        """Services whose waiting report waits for a failing dependency."""
-        self._dependency_back_at: dict[str, float] = {}
-        """Services whose report was dropped because they were healthy once their dependency
-        came back (monotonic time): if the report still fires past the grace, it is acted on."""
+        self.reported = ReportedFailures(
+            catalog=catalog,
+            tracker=tracker,
+            recorder=recorder,
+            clock=clock,
+            auto_recovery=limits.auto_recovery,
+            alert_grace=limits.alert_grace,
+            cases=cases,
+            means=means,
+            attempts=attempts,
+            gate=self,
+        )
+        """Failures reported from outside: their incidents, held reports, still-firing ones."""
 
     def busy(self, service: str) -> bool:
         """A recovery, deploy or scale-in of ``service`` is running (or waiting to)."""
         return self._claims.holder(service) is not None
 
-    def _held(self, service: str) -> str | None:
+    def held(self, service: str) -> str | None:
         """What other than a recovery is changing ``service`` (``deployed (dep-…)``)."""
         claim = self._claims.holder(service)
         if claim is None or claim.activity is Activity.RECOVERY:
@@ -143,7 +146,7 @@ class Intake:
         return claim.label
 
     def _refuse_if_held(self, service: str) -> None:
-        activity = self._held(service)
+        activity = self.held(service)
         if activity is not None:
             raise ConflictError(f"service '{service}' is being {activity}; wait for it")
 
@@ -153,7 +156,7 @@ class Intake:
         ids = {p.id for p in self._playbooks}
         self._fired_at = {k: v for k, v in self._fired_at.items() if k[1] in ids}
 
-    def _decide(
+    def first_decision(
         self,
         spec: ServiceSpec,
         incident: Incident,
@@ -173,7 +176,7 @@ class Intake:
             )
         )
 
-    def _matching_playbook(
+    def matching_playbook(
         self, service: str, incident: Incident, *, alert: str | None = None
     ) -> Playbook | None:
         """The active playbook whose trigger answers this incident now, if any."""
@@ -188,7 +191,7 @@ class Intake:
 
     def report_waiting(self, service: str) -> bool:
         """Whether a report about ``service`` waits to be acted on (a hold or a pause)."""
-        return service in self._waiting_reports
+        return self.reported.waiting(service)
 
     async def fire_signal_triggers(self) -> None:
         """Playbook triggers on signals fire on their own (a playbook may act on an error
@@ -230,7 +233,7 @@ class Intake:
         incident = self._cases.make_incident(
             name, Diagnosis(kind, summary, ()), IncidentSource.DETECTED
         )
-        decision = self._decide(spec, incident, playbook, "its trigger fired")
+        decision = self.first_decision(spec, incident, playbook, "its trigger fired")
         recovery = self._cases.new_recovery(
             spec, incident, decision, RecoveryTrigger.PLAYBOOK, summary, playbook=playbook
         )
@@ -241,13 +244,13 @@ class Intake:
             down_since=None,
             playbook=playbook,
             asked=True,
-            delay=self._crash_loop_delay(spec),
+            delay=self.crash_loop_delay(spec),
         )
         await self._attempts.start(run, write_incident=True)
         log.warning("%s: incident %s: %s", name, incident.id, summary)
 
     def needs_attention(self, name: str) -> bool:
-        if name in self._waiting_reports:
+        if self.reported.waiting(name):
             return True
         status = self._tracker.status(name)
         if name in self._cases.stabilising:
@@ -256,7 +259,7 @@ class Intake:
         if status is ServiceStatus.HEALTHY:
             self._giving_time.pop(name, None)
             self._giving_callers_time.pop(name, None)
-            return incident is not None and not reported(incident)
+            return incident is not None and not is_reported(incident)
         if self._tracker.waiting_on(name) is not None:
             return False
         self._waiting.pop(name, None)
@@ -279,7 +282,7 @@ class Intake:
         """Act on ``name``'s status now (``transition``, if any, is the evidence)."""
         if self.busy(name) or name not in self._catalog:
             return  # the run (or deployment) looks again when it ends
-        if name in self._waiting_reports and await self._act_on_waiting_report(name):
+        if self.reported.waiting(name) and await self.reported.act_on_waiting(name):
             return
         view = self._tracker.view(name)
         incident = self._cases.incidents.get(name)
@@ -293,7 +296,7 @@ class Intake:
             self._giving_time.pop(name, None)
             self._giving_callers_time.pop(name, None)
             self._cases.gave_up_at.pop(name, None)
-            if incident is not None and not reported(incident):
+            if incident is not None and not is_reported(incident):
                 await self._cases.close_incident(incident, IncidentStatus.RESOLVED, "healthy again")
             return
         if view.status not in FAILING:
@@ -369,15 +372,15 @@ class Intake:
                 why = "automatic recovery is off" if paused is None else paused
                 log.warning("%s: %s; recorded only", name, why)
             return
-        delay = self._crash_loop_delay(spec)
+        delay = self.crash_loop_delay(spec)
         reason = incident.summary
         if delay:
             reason += (
                 f"; failed again within {spec.recovery.backoff.reset_after:g}s of its last "
                 f"recovery: waiting {delay:g}s first (crash-loop backoff)"
             )
-        playbook = self._matching_playbook(name, incident)
-        decision = self._decide(spec, incident, playbook)
+        playbook = self.matching_playbook(name, incident)
+        decision = self.first_decision(spec, incident, playbook)
         recovery = self._cases.new_recovery(
             spec, incident, decision, RecoveryTrigger.AUTOMATIC, reason, playbook=playbook
         )
@@ -488,7 +491,7 @@ class Intake:
         failure_type = incident.failure_type if incident else diagnosis.failure_type
         if strategy is None and playbook is None and policy_reason is None and incident:
             # The operator left the choice to Phoenix: playbook > learned > default.
-            playbook = self._matching_playbook(service, incident)
+            playbook = self.matching_playbook(service, incident)
         decision = decide(
             DecisionInput(
                 service=service,
@@ -537,312 +540,6 @@ class Intake:
         self._attempts.begin(run, previous)
         return recovery
 
-    def remember_successes(self, ended: Mapping[str, tuple[datetime, str]]) -> None:
-        """When each service's latest successful recovery ended, and which it was, as
-        recorded (at start)."""
-        for service, last in ended.items():
-            self._cases.fixed_until.setdefault(service, last)
-
-    def _stale(self, report: FailureReport, *, repeated: bool = False) -> str | None:
-        """Why ``report`` is about a failure already fixed, if it is: it began before the
-        service's latest successful recovery ended. One that began after it is news, even
-        if Phoenix's own checks say healthy (they may miss what the alert sees) — and so is
-        a ``repeated`` copy still firing ``alert_grace`` after that recovery: the recovery
-        did not fix what the reporter sees (or its clock is off)."""
-        fixed = self._cases.fixed_until.get(report.service)
-        if report.started_at is None or fixed is None:
-            return None
-        until, recovery = fixed
-        if report.started_at >= until:
-            return None
-        if repeated and (self._clock.now() - until).total_seconds() >= self._limits.alert_grace:
-            return None
-        return (
-            f"stale: it started at {iso_ms(report.started_at)}, before {recovery} "
-            f"ended at {iso_ms(until)}; that failure is fixed"
-        )
-
-    async def open_reported(self, report: FailureReport, *, repeated: bool = False) -> ReportResult:
-        """An incident for a failure someone else saw, recorded before this returns, and a
-        recovery for it unless Phoenix must not act now. A service already in trouble gets
-        no second incident: the report joins the one it has — and starts its recovery if
-        that incident was only recorded so far. A report that wanted action but met a
-        deploy or a fleet pause is acted on once that is over."""
-        name = report.service
-        spec = self._catalog.get(name)
-        run = self._cases.runs.get(name)
-        if run is not None:
-            return ReportResult(
-                ReportAction.JOINED,
-                f"recovery {run.recovery.id} is already under way",
-                service=name,
-                incident_id=run.incident.id if run.incident else None,
-                recovery_id=run.recovery.id,
-            )
-        known = self._cases.incidents.get(name)
-        watch = self._cases.stabilising.get(name)
-        if known is not None and watch is not None:
-            # Just recovered, still proving itself: a report of the same failure, say a
-            # probe that failed during the restart, is no reason for another; one still
-            # firing past the grace fails the recovery (``still_firing``).
-            return ReportResult(
-                ReportAction.JOINED,
-                f"recovery {watch.result.id} verified and is proving itself",
-                service=name,
-                incident_id=known.id,
-                recovery_id=watch.result.id,
-            )
-        if known is None and (stale := self._stale(report, repeated=repeated)) is not None:
-            log.info("%s: report not acted on: %s", name, stale)
-            return ReportResult(ReportAction.STALE, stale, service=name)
-        new = known is None
-        if known is not None and not (
-            reported(known) and report.recover and known.status is IncidentStatus.OPEN
-        ):
-            why = (
-                "Phoenix gave up on this service's incident: a person must act"
-                if known.status is IncidentStatus.UNRESOLVED
-                else "the service already has an open incident"
-            )
-            return ReportResult(ReportAction.JOINED, why, service=name, incident_id=known.id)
-        if known is None:
-            source = (
-                IncidentSource.ALERT
-                if report.origin is ReportOrigin.ALERTMANAGER
-                else IncidentSource.EVENT
-            )
-            evidence = (*report.evidence, *((KEY_EVIDENCE + report.key,) if report.key else ()))
-            diagnosis = Diagnosis(report.failure_type, report.summary, evidence)
-            incident = self._cases.make_incident(name, diagnosis, source)
-        else:
-            incident = known
-        why_not, later = self._why_not_act(spec, report)
-        self._held_for_dependency.discard(name)
-        if why_not is not None:
-            if later:
-                self._waiting_reports[name] = report
-                if self._tracker.waiting_on(name) is not None and self._held(name) is None:
-                    self._held_for_dependency.add(name)
-            if new:
-                self._cases.incidents[name] = incident  # claimed before the await
-                try:
-                    await self._recorder.save_incident(incident)
-                except BaseException:
-                    if self._cases.incidents.get(name) is incident:
-                        del self._cases.incidents[name]
-                    raise
-            log.warning("%s: incident %s reported; %s", name, incident.id, why_not)
-            action = ReportAction.RECORDED if new else ReportAction.JOINED
-            return ReportResult(action, why_not, service=name, incident_id=incident.id)
-        self._waiting_reports.pop(name, None)
-        recovery = await self._act_on_report(spec, incident, report, write_incident=new)
-        return ReportResult(
-            ReportAction.RECOVERING if new else ReportAction.JOINED,
-            recovery.decision.reason,
-            service=name,
-            incident_id=incident.id,
-            recovery_id=recovery.id,
-        )
-
-    async def still_firing(self, report: FailureReport, incident_id: str) -> ReportResult | None:
-        """A copy of the report that opened (or joined) ``incident_id`` says the failure is
-        still there. Within ``alert_grace`` of the recovery that is the report on its way
-        to resolving (None: a plain duplicate). Later, the recovery did not fix what the
-        reporter sees, whatever Phoenix's own check says: that attempt failed, and the
-        incident goes on with the next, escalated attempt — within the attempts limit and
-        the budget, as for any failed attempt. The same for a report that was held for a
-        failing dependency: still firing past the grace once it is back, it is acted on.
-        A hold, a pause or automatic recovery being off keep it a duplicate."""
-        name = report.service
-        if name in self._cases.runs:
-            return None
-        why_not, _later = self._why_not_act(self._catalog.get(name), report)
-        if why_not is not None:
-            return None  # a plain duplicate: the hold or pause decides, as for a new report
-        grace = self._limits.alert_grace
-        watch = self._cases.stabilising.get(name)
-        if watch is not None:
-            if watch.run.incident is None or watch.run.incident.id != incident_id:
-                return None
-            waited = self._clock.monotonic() - watch.verified_at
-            if waited < grace:
-                return None
-            why = f"{report.origin.value} still reports it failing {waited:.0f}s after it verified"
-            await self._attempts.relapse(name, why)
-            return self._carried_on(name, incident_id, why)
-        open_now = self._cases.incidents.get(name)
-        back = self._dependency_back_at.get(name)
-        if open_now is not None and open_now.id == incident_id and back is not None:
-            waited = self._clock.monotonic() - back
-            if waited < grace:
-                return None
-            del self._dependency_back_at[name]
-            why = (
-                f"{report.origin.value} still reports it failing {waited:.0f}s after its "
-                "dependency came back"
-            )
-            log.warning("%s: %s", name, why)
-            spec = self._catalog.get(name)
-            recovery = await self._act_on_report(spec, open_now, report, write_incident=False)
-            return ReportResult(
-                ReportAction.JOINED,
-                f"{why}: {recovery.decision.reason}",
-                service=name,
-                incident_id=incident_id,
-                recovery_id=recovery.id,
-            )
-        last = self._cases.last_fixed.get(name)
-        if last is None or open_now is not None:
-            return None
-        run, fixed = last
-        if run.incident is None or run.incident.id != incident_id or fixed.ended_at is None:
-            return None
-        waited = (self._clock.now() - fixed.ended_at).total_seconds()
-        if waited < grace:
-            return None
-        del self._cases.last_fixed[name]
-        why = (
-            f"{report.origin.value} still reports it failing {waited:.0f}s after "
-            f"{fixed.id} ({fixed.strategy.value}) ended"
-        )
-        log.warning("%s: incident %s reopened: %s", name, incident_id, why)
-        incident = replace(
-            run.incident,
-            status=IncidentStatus.OPEN,
-            resolved_at=None,
-            summary=f"{run.incident.summary}; reopened: {why}",
-        )
-        reopened = Run(
-            run.service, incident, fixed, down_since=incident.detected_at, failed=list(run.failed)
-        )
-        self._cases.incidents[name] = incident
-        await self._attempts.carry_on(reopened, fixed, failed=fixed, write_incident=True)
-        return self._carried_on(name, incident_id, why)
-
-    def _carried_on(self, name: str, incident_id: str, why: str) -> ReportResult:
-        run = self._cases.runs.get(name)
-        if run is None:
-            return ReportResult(
-                ReportAction.JOINED,
-                f"{why}: the recovery did not fix it; Phoenix gave up (a person must act)",
-                service=name,
-                incident_id=incident_id,
-            )
-        return ReportResult(
-            ReportAction.JOINED,
-            f"{why}: the recovery did not fix it; next attempt {run.recovery.id} "
-            f"({run.recovery.strategy.value})",
-            service=name,
-            incident_id=incident_id,
-            recovery_id=run.recovery.id,
-        )
-
-    def _why_not_act(self, spec: ServiceSpec, report: FailureReport) -> tuple[str | None, bool]:
-        """Why Phoenix does not act on ``report`` now (None: it does), and whether it will
-        once that passes."""
-        if not self._means.supported(spec):
-            return "Phoenix can only monitor this service", False
-        if not report.recover:
-            return "the report asks Phoenix not to act", False
-        if not self._limits.auto_recovery:
-            return "automatic recovery is off", False
-        if self.check_fleet_floor():
-            return f"{self.fleet_pause}; Phoenix acts on it when the pause ends", True
-        held = self._held(spec.name)
-        if held is not None:
-            return f"{held} under way: Phoenix acts on it when that ends", True
-        dependency = self._tracker.waiting_on(spec.name)
-        if dependency is not None:
-            # The same hold as for a failure Phoenix sees itself: restarting it would not
-            # help and would cost its warm state.
-            return (
-                f"its dependency {dependency} is failing: Phoenix acts on it if it still "
-                f"fails once {dependency} is back"
-            ), True
-        if (problem := self._tracker.port_problem(spec.name)) is not None:
-            return f"{problem}: restarting its instances would not help", False
-        return None, False
-
-    async def _act_on_report(
-        self, spec: ServiceSpec, incident: Incident, report: FailureReport, *, write_incident: bool
-    ) -> Recovery:
-        name = spec.name
-        playbook = self._matching_playbook(name, incident, alert=report.alert_name)
-        decision = self._decide(spec, incident, playbook, "its trigger matches this report")
-        recovery = self._cases.new_recovery(
-            spec, incident, decision, RecoveryTrigger.ALERT, report.summary, playbook=playbook
-        )
-        run = Run(
-            spec,
-            incident,
-            recovery,
-            down_since=None,
-            asked=True,
-            playbook=playbook,
-            delay=self._crash_loop_delay(spec),  # as for a failure Phoenix sees itself
-        )
-        await self._attempts.start(run, write_incident=write_incident)
-        log.warning(
-            "%s: incident %s reported by %s; %s (%s)",
-            name,
-            incident.id,
-            report.origin.value,
-            decision.strategy.value,
-            recovery.id,
-        )
-        return recovery
-
-    async def _act_on_waiting_report(self, name: str) -> bool:
-        """A report that had to wait (a deploy, a fleet pause): act on it now if nothing
-        stops that any more. True if a recovery started."""
-        report = self._waiting_reports.get(name)
-        if report is None or self.busy(name):
-            return False
-        if self._tracker.waiting_on(name) is not None:
-            return False  # its dependency still explains it
-        if name in self._held_for_dependency and self._tracker.status(name) not in FAILING:
-            # It failed because of its dependency and is healthy again now that it is back:
-            # nothing to do (the alert's resolution closes the incident) — unless the report
-            # still fires past the grace (``still_firing``).
-            del self._waiting_reports[name]
-            self._held_for_dependency.discard(name)
-            self._dependency_back_at[name] = self._clock.monotonic()
-            return False
-        del self._waiting_reports[name]
-        incident = self._cases.incidents.get(name)
-        if incident is None or incident.status is not IncidentStatus.OPEN:
-            return False  # resolved meanwhile, or given up on: a person acts
-        result = await self.open_reported(report)  # still waiting: it is kept again
-        return result.recovery_id is not None
-
-    async def close_reported(self, service: str, incident_id: str, why: str) -> ReportResult:
-        """The reporter says the failure is over: close its incident, unless a recovery is
-        working on it (the recovery's verdict closes it then)."""
-        incident = self._cases.incidents.get(service)
-        if incident is None or incident.id != incident_id:
-            return ReportResult(ReportAction.IGNORED, f"incident {incident_id} is not open")
-        run = self._cases.runs.get(service)
-        if run is not None:
-            return ReportResult(
-                ReportAction.IGNORED,
-                f"recovery {run.recovery.id} is under way; its verdict closes the incident",
-                service=service,
-                incident_id=incident_id,
-                recovery_id=run.recovery.id,
-            )
-        self._waiting_reports.pop(service, None)
-        self._held_for_dependency.discard(service)
-        self._dependency_back_at.pop(service, None)
-        del self._cases.incidents[service]  # before the await: nothing starts on it meanwhile
-        closed = replace(
-            incident,
-            status=IncidentStatus.RESOLVED,
-            resolved_at=self._clock.now(),
-            summary=f"{incident.summary}; {why}",
-        )
-        await self._cases.writes.write(closed)
-        return ReportResult(ReportAction.RESOLVED, why, service=service, incident_id=incident_id)
-
     @property
     def fleet_pause(self) -> str | None:
         """Why automatic recovery is paused by the fleet floor, while it is."""
@@ -870,7 +567,7 @@ class Intake:
             )
         return pause
 
-    def _crash_loop_delay(self, spec: ServiceSpec) -> float:
+    def crash_loop_delay(self, spec: ServiceSpec) -> float:
         """API.md's crash semantics: the first recovery after a healthy run is immediate; a
         service that fails again sooner than ``reset_after`` waits, doubling each time."""
         delay = self._claims.crash_loop_delay(spec)

@@ -182,7 +182,7 @@ class Orchestrator:
     def remember_successes(self, ended: Mapping[str, tuple[datetime, str]]) -> None:
         """When each service's latest successful recovery ended, and which it was, as
         recorded (at start)."""
-        self._intake.remember_successes(ended)
+        self._intake.reported.remember_successes(ended)
 
     # -- the queue --------------------------------------------------------------------------
 
@@ -248,13 +248,13 @@ class Orchestrator:
         )
 
     async def open_reported(self, report: FailureReport, *, repeated: bool = False) -> ReportResult:
-        return await self._intake.open_reported(report, repeated=repeated)
+        return await self._intake.reported.open_reported(report, repeated=repeated)
 
     async def still_firing(self, report: FailureReport, incident_id: str) -> ReportResult | None:
-        return await self._intake.still_firing(report, incident_id)
+        return await self._intake.reported.still_firing(report, incident_id)
 
     async def close_reported(self, service: str, incident_id: str, why: str) -> ReportResult:
-        return await self._intake.close_reported(service, incident_id, why)
+        return await self._intake.reported.close_reported(service, incident_id, why)
 
     # -- views ------------------------------------------------------------------------------
 
