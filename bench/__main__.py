@@ -15,6 +15,7 @@ BENCHMARKS = [
     "detection",
     "learning",
     "alerting",
+    "docker_client",
 ]
 
 
