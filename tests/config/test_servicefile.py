@@ -319,7 +319,23 @@ SINGLE_PROBLEMS = [
         A + "health.process",
         "an external service has no local process to watch",
     ),
-    (local("platform: docker"), A + "platform", "the docker platform is not available yet"),
+    (local("platform: docker"), A + "image", "required for a docker service: the image"),
+    (local("image: busybox"), A + "image", "only a docker service runs an image"),
+    (
+        local("platform: docker\nimage: busybox\nreplicas: 2"),
+        A + "replicas",
+        "more than one replica is not available for docker services yet",
+    ),
+    (
+        local("platform: docker\nimage: busybox\ncwd: /srv"),
+        A + "cwd",
+        "a container's working directory is the image's",
+    ),
+    (
+        local("platform: docker\nimage: busybox\nhooks: {smoke: [x]}"),
+        A + "hooks",
+        "hooks are not available for docker services yet",
+    ),
     (local("platform: kubernetes"), A + "platform", "the kubernetes platform is not available"),
     (
         local("port: 1\nhealth: {http: x, tcp: 'h:1'}"),
@@ -425,6 +441,29 @@ def test_replicas_min_greater_than_max_is_one_clean_problem() -> None:
     assert problem == Problem("services[0] (a).replicas", "min (3) is greater than max (2)")
 
 
+def test_a_docker_service_has_a_container_run_section() -> None:
+    catalog = parse_service_file(
+        "services:\n  - name: web\n    platform: docker\n    image: shop/web:1.4\n"
+        "    command: [serve, --port, '{port}']\n    port: 8080\n    env: {MODE: fast}\n",
+        source="test",
+        base_dir=BASE,
+        default_interval=1.0,
+    )
+    spec = catalog.get("web")
+    assert spec.run == svc.ContainerRun(
+        "shop/web:1.4", ("serve", "--port", "{port}"), {"MODE": "fast"}
+    )
+    assert not spec.routed, "one container on the host's network: no router yet"
+    other = parse_service_file(
+        "services:\n  - name: web\n    platform: docker\n    image: shop/web:1.5\n"
+        "    command: [serve, --port, '{port}']\n    port: 8080\n    env: {MODE: fast}\n",
+        source="test",
+        base_dir=BASE,
+        default_interval=1.0,
+    ).get("web")
+    assert other.config_hash != spec.config_hash, "a new image is a new declaration"
+
+
 def test_several_problems_are_all_reported() -> None:
     text = textwrap.dedent(
         """
@@ -443,7 +482,7 @@ def test_several_problems_are_all_reported() -> None:
     paths = {p.path for p in problems(text)}
     assert paths == {
         "services[0] (a).depends_on[0]",
-        "services[0] (a).platform",
+        "services[0] (a).image",
         "services[1] (b).command[1]",
         "services[2] (c).port",
     }

@@ -10,9 +10,11 @@ from phoenix_server.api.health import service_health
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import (
     CommandCheck,
+    ContainerRun,
     HttpCheck,
     Instance,
     ProcessCheck,
+    ProcessRun,
     ServiceSpec,
     TcpCheck,
 )
@@ -59,6 +61,8 @@ class ServiceOut(WireModel):
     """Phoenix's router holds ``port``; instances listen on ports of their own."""
     command: list[str]
     cwd: str | None
+    image: str | None = None
+    """The image of a docker service's containers."""
     health: HealthCheckOut
     depends_on: list[str]
     replicas: ReplicasOut
@@ -139,7 +143,8 @@ def service_out(runtime: Engine, spec: ServiceSpec) -> ServiceOut:
         port=spec.port,
         routed=spec.routed,
         command=list(spec.run.command) if spec.run else [],
-        cwd=spec.run.cwd if spec.run else None,
+        cwd=spec.run.cwd if isinstance(spec.run, ProcessRun) else None,
+        image=spec.run.image if isinstance(spec.run, ContainerRun) else None,
         health=_check(spec),
         depends_on=list(spec.depends_on),
         replicas=ReplicasOut(min=spec.replicas.min, max=spec.replicas.max),

@@ -305,6 +305,8 @@ class RecoveryDoc(_Doc):
 class ServiceDoc(_Doc):
     name: ServiceName
     platform: Literal["local", "external", "docker", "kubernetes"] = "local"
+    image: str | None = Field(None, min_length=1, max_length=512)
+    """``platform: docker``: the image its containers run (a tag or ``name@sha256:…``)."""
     command: Argv | None = None
     cwd: str | None = None
     env: Env = Field(default_factory=dict)
@@ -635,11 +637,12 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
                 add(f"depends_on[{dep_index}]", "a service cannot depend on itself")
             elif dep not in names:
                 add(f"depends_on[{dep_index}]", f"unknown service '{dep}'")
-        if service.platform in ("docker", "kubernetes"):
-            add(
-                "platform",
-                f"the {service.platform} platform is not available yet; use local or external",
-            )
+        if service.platform == "kubernetes":
+            add("platform", "the kubernetes platform is not available yet; use local or external")
+        if service.platform == "docker":
+            problems.extend(_docker_problems(service, where))
+        elif service.image is not None:
+            add("image", "only a docker service runs an image (set platform: docker)")
         if service.platform == "local" and not service.command:
             add("command", "required for a local service: the argument list that starts it")
         if service.platform != "local" and service.resources != ResourcesDoc():
@@ -811,6 +814,32 @@ def _templates(service: ServiceDoc) -> list[tuple[str, str]]:
     return found
 
 
+DOCKER_NOT_YET = "not available for docker services yet"
+
+
+def _docker_problems(service: ServiceDoc, where: str) -> list[Problem]:
+    """What a docker service declares that this version cannot do for it (yet)."""
+    problems: list[Problem] = []
+
+    def add(path: str, message: str) -> None:
+        problems.append(Problem(f"{where}.{path}", message))
+
+    if service.image is None:
+        add("image", "required for a docker service: the image its containers run")
+    if service.cwd is not None:
+        add("cwd", "a container's working directory is the image's; cwd is for local services")
+    if service.replicas.max > 1:
+        add("replicas", f"more than one replica is {DOCKER_NOT_YET} (one container per service)")
+    for field_name in ("versions", "backup", "fallback", "router"):
+        if getattr(service, field_name):
+            add(field_name, f"{field_name} is {DOCKER_NOT_YET}")
+    if service.hooks != HooksDoc():
+        add("hooks", f"hooks are {DOCKER_NOT_YET}")
+    if service.health is not None and service.health.command:
+        add("health.command", f"a command check is {DOCKER_NOT_YET}; use http, tcp or process")
+    return problems
+
+
 def _routed(service: ServiceDoc) -> bool:
     """Local services with a port get a router unless they opt out."""
     if service.platform != "local" or service.port is None:
@@ -863,6 +892,16 @@ def _detection(doc: DetectionDoc) -> svc.DetectionPolicy:
     )
 
 
+def _run_section(service: ServiceDoc, cwd: str) -> svc.RunSection | None:
+    if service.platform == "docker" and service.image is not None:
+        return svc.ContainerRun(
+            image=service.image, command=tuple(service.command or ()), env=dict(service.env)
+        )
+    if service.platform == "local" and service.command:
+        return svc.ProcessRun(command=tuple(service.command), cwd=cwd, env=dict(service.env))
+    return None
+
+
 def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) -> svc.ServiceSpec:
     cwd = str((base_dir / service.cwd).resolve()) if service.cwd else str(base_dir)
     replicas = service.replicas
@@ -872,6 +911,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
     # Only what shapes the running process: a changed probe or backoff must not restart a
     # healthy service the next time Phoenix starts.
     process_shape = [
+        service.image,
         service.command,
         service.env,
         cwd,
@@ -885,11 +925,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         name=service.name,
         platform=svc.PlatformKind(service.platform),
         health=_health(service, default_interval),
-        run=(
-            svc.ProcessRun(command=tuple(service.command), cwd=cwd, env=dict(service.env))
-            if service.platform == "local" and service.command
-            else None
-        ),
+        run=_run_section(service, cwd),
         port=service.port,
         host=service.host,
         routed=_routed(service),

@@ -289,15 +289,30 @@ class ProcessRun:
 
 
 @dataclass(frozen=True)
+class ContainerRun:
+    """The run section of a docker service: the image its container runs, the arguments
+    after the image's entrypoint, and the environment. Containers use the host's network:
+    the service listens on its declared port on the host."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+RunSection = ProcessRun | ContainerRun
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     """One service as the operator declared it."""
 
     name: str
     platform: PlatformKind
     health: HealthPolicy
-    run: ProcessRun | None = None
-    """How its platform runs it: what a local service's processes run; None for a service
-    Phoenix does not run (external). The rest of the spec is platform-neutral policy."""
+    run: RunSection | None = None
+    """How its platform runs it: what a local service's processes run, or a docker
+    service's container; None for a service Phoenix does not run (external). The rest of
+    the spec is platform-neutral policy."""
     port: int | None = None
     """Where clients reach the service (the router's port when ``routed``)."""
     host: str = "127.0.0.1"

@@ -252,6 +252,8 @@ PLANNERS: dict[tuple[PlatformKind, Strategy], Planner] = {
     (PlatformKind.LOCAL, Strategy.CIRCUIT_BREAK): plan_circuit_break,
     (PlatformKind.LOCAL, Strategy.SCALE): plan_scale,
     (PlatformKind.LOCAL, Strategy.ROLLBACK): plan_rollback,
+    # One container on the host's network, stopped and started again (no router yet).
+    (PlatformKind.DOCKER, Strategy.RESTART): plan_restart,
 }
 """The planner of each strategy on each platform: a platform that does a strategy its own
 way (an API call and a watched rollout rather than processes and a router) registers its

@@ -59,9 +59,11 @@ from phoenix_server.platforms.base import (
     STANDBYS,
     InstanceEvent,
     InstanceEventKind,
+    Platform,
     PlatformRegistry,
     describe_exit,
 )
+from phoenix_server.platforms.docker import DockerPlatform
 from phoenix_server.platforms.external import ExternalPlatform
 from phoenix_server.platforms.local.supervisor import LocalPlatform
 from phoenix_server.recovery.alerting import Alerter
@@ -155,9 +157,16 @@ class Runtime:
         # A service whose public port another process holds is unhealthy for that reason,
         # whatever its instances' checks say (clients reach the other process).
         self.local.watch_ports(self._port_served)
-        self.platforms = PlatformRegistry(
-            {PlatformKind.LOCAL: self.local, PlatformKind.EXTERNAL: ExternalPlatform()}
-        )
+        platforms: dict[PlatformKind, Platform] = {
+            PlatformKind.LOCAL: self.local,
+            PlatformKind.EXTERNAL: ExternalPlatform(),
+        }
+        self.docker: DockerPlatform | None = None
+        if any(spec.platform is PlatformKind.DOCKER for spec in catalog):
+            self.docker = platforms[PlatformKind.DOCKER] = DockerPlatform(
+                owner=self.owner, clock=self.clock
+            )
+        self.platforms = PlatformRegistry(platforms)
         recorder = StoreRecorder(store, self.owner)
         self.executor = Executor(
             platforms=self.platforms,
@@ -391,6 +400,7 @@ class Runtime:
             self.orchestrator.tasks,
             self.deployer.tasks,
             self.alerter.tasks,
+            *((self.docker.tasks,) if self.docker is not None else ()),
         )
         return sorted(
             (death for group in groups for death in group.deaths.values()), key=lambda d: d.at

@@ -36,6 +36,7 @@ from phoenix_server.domain.services import (
     InstanceRole,
     InstanceState,
     PlatformKind,
+    ProcessRun,
     RenderContext,
     ServiceSpec,
     StopPolicy,
@@ -76,6 +77,11 @@ class _Managed:
     stop_policy: StopPolicy
     routed: bool
     stopping: bool = False
+
+
+def _process_run(service: ServiceSpec) -> ProcessRun | None:
+    """What a local service runs (None: it declares no command)."""
+    return service.run if isinstance(service.run, ProcessRun) else None
 
 
 class LocalPlatform:
@@ -124,7 +130,7 @@ class LocalPlatform:
 
     def unavailable_strategies(self, service: ServiceSpec) -> dict[Strategy, str]:
         name = service.name
-        if service.run is None:
+        if _process_run(service) is None:
             return {s: f"service '{name}' declares no command to run" for s in Strategy}
         missing: dict[Strategy, str] = {}
         if not service.routed:
@@ -246,7 +252,7 @@ class LocalPlatform:
             version=service.current_version,
         )
         command = [render(arg, context) for arg in argv]
-        run = service.run
+        run = _process_run(service)
         declared = {**(run.env if run else {}), **(version.env if version else {})}
         env = {**self._base_env, **{k: render(v, context) for k, v in declared.items()}}
         try:
@@ -278,7 +284,7 @@ class LocalPlatform:
         return False, f"{shlex.join(command)} exited {process.returncode}{tail}"
 
     def _spawn(self, service: ServiceSpec, role: InstanceRole) -> Instance:
-        run = service.run
+        run = _process_run(service)
         if run is None:
             raise PlatformError(f"service '{service.name}' declares no command to start")
         if not service.routed and service.port is not None:

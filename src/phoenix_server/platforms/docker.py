@@ -1,0 +1,416 @@
+"""Docker containers Phoenix creates and owns, through the engine's API (aiodocker).
+
+Each docker service runs one container of its declared image on the host's network (it
+listens on its declared port on the host), named ``phoenix-<service>-<hex>``. What Phoenix
+owns is said in the container's labels, not in a journal of its own: ``phoenix.owner`` (this
+installation's id), ``phoenix.service``, ``phoenix.config`` (a digest of the declaration)
+and ``phoenix.instance``. So a restarted Phoenix adopts the running containers carrying its
+owner label and the service's current declaration (a healthy service is not restarted),
+removes the other containers it owned, and starts what is missing.
+
+Noticing is the engine's event stream, not polling: a container that dies without Phoenix
+stopping it is an ``exited`` instance at once (``oom`` says why). When the stream drops,
+the next one starts with a look at every container, so nothing that happened meanwhile is
+lost. Engine errors become ``PlatformError``s here, naming the engine and what it said.
+
+Capabilities: the core and the process lifecycle; the rest (router, standbys, hooks,
+resources, samples) are not there yet, and the service file refuses what needs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import aiodocker
+import aiohttp
+
+from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.recoveries import Strategy
+from phoenix_server.domain.services import (
+    ContainerRun,
+    Instance,
+    InstanceState,
+    PlatformKind,
+    RenderContext,
+    ServiceSpec,
+    render,
+)
+from phoenix_server.platforms.base import EventListener, InstanceEvent, InstanceEventKind
+from phoenix_server.support.tasks import SupervisedTasks
+
+log = logging.getLogger("phoenix.platform.docker")
+
+OWNER_LABEL = "phoenix.owner"
+SERVICE_LABEL = "phoenix.service"
+CONFIG_LABEL = "phoenix.config"
+INSTANCE_LABEL = "phoenix.instance"
+SUPPORTED = frozenset({Strategy.RESTART})
+"""What this platform carries out so far."""
+NOT_YET = "is not carried out on the Docker platform yet (restart is)"
+
+
+def engine_address() -> str:
+    """The engine Phoenix talks to: ``DOCKER_HOST``, else the local socket."""
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+@dataclass
+class _Container:
+    instance: Instance
+    stopping: bool = False
+    oom: bool = False
+    exited: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def _run(service: ServiceSpec) -> ContainerRun:
+    if not isinstance(service.run, ContainerRun):
+        raise PlatformError(f"service '{service.name}' declares no image to run")
+    return service.run
+
+
+class DockerPlatform:
+    kind = PlatformKind.DOCKER
+
+    def __init__(self, *, owner: str, clock: Clock, address: str | None = None) -> None:
+        self._owner = owner
+        self._clock = clock
+        self._address = address or engine_address()
+        self._client: aiodocker.Docker | None = None
+        self._containers: dict[str, _Container] = {}
+        self._listeners: list[EventListener] = []
+        self._tasks = SupervisedTasks("docker")
+
+    @property
+    def tasks(self) -> SupervisedTasks:
+        """Its background tasks (the event stream; their deaths are reported by /health)."""
+        return self._tasks
+
+    # -- queries --------------------------------------------------------------------------
+
+    def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
+        return SUPPORTED if isinstance(service.run, ContainerRun) else frozenset()
+
+    def unavailable_strategies(self, service: ServiceSpec) -> dict[Strategy, str]:
+        if not isinstance(service.run, ContainerRun):
+            why = f"service '{service.name}' declares no image to run"
+            return {s: why for s in Strategy}
+        return {s: f"{s.value} {NOT_YET}" for s in Strategy if s not in SUPPORTED}
+
+    def subscribe(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def instances(self, service: str) -> list[Instance]:
+        return [c.instance for c in self._containers.values() if c.instance.service == service]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, service: ServiceSpec, *, count: int = 1) -> list[Instance]:
+        return [await self._start_one(service) for _ in range(count)]
+
+    async def _start_one(self, service: ServiceSpec) -> Instance:
+        run = _run(service)
+        instance_id = f"phoenix-{service.name}-{secrets.token_hex(3)}"
+        context = RenderContext(
+            name=service.name,
+            python="python3",
+            port=service.port,
+            version=service.current_version,
+            instance=instance_id,
+        )
+        env = {key: render(value, context) for key, value in run.env.items()}
+        if service.port is not None:
+            env["PORT"] = str(service.port)
+        config: dict[str, Any] = {
+            "Image": run.image,
+            "Env": [f"{key}={value}" for key, value in env.items()],
+            "Labels": {
+                OWNER_LABEL: self._owner,
+                SERVICE_LABEL: service.name,
+                CONFIG_LABEL: service.config_hash,
+                INSTANCE_LABEL: instance_id,
+            },
+            "StopTimeout": max(1, round(service.stop.grace)),
+            "HostConfig": {"NetworkMode": "host"},
+        }
+        if run.command:
+            config["Cmd"] = [render(arg, context) for arg in run.command]
+        client = self._engine()
+        async with self._errors(f"cannot start a container of '{service.name}'"):
+            container = await client.containers.create(config, name=instance_id)
+            try:
+                await container.start()
+                shown = await container.show()
+            except BaseException:
+                await _remove_quietly(container)
+                raise
+        instance = Instance(
+            id=instance_id,
+            service=service.name,
+            platform=PlatformKind.DOCKER,
+            state=InstanceState.STARTING,
+            started_at=self._clock.now(),
+            pid=shown["State"].get("Pid") or None,
+            port=service.port,
+            version=service.current_version,
+            config_hash=service.config_hash,
+        )
+        record = _Container(instance)
+        self._containers[instance_id] = record
+        if not shown["State"].get("Running"):
+            # It ended before Phoenix looked: as if its die event had come already.
+            self._ended(record, shown["State"].get("ExitCode"))
+        self._emit(InstanceEventKind.STARTED, instance)
+        log.info("%s: started container %s (%s)", service.name, instance_id, run.image)
+        return record.instance
+
+    async def stop(
+        self, service: ServiceSpec, instance_ids: Sequence[str] | None = None
+    ) -> list[Instance]:
+        chosen = [
+            c
+            for c in list(self._containers.values())
+            if c.instance.service == service.name
+            and (instance_ids is None or c.instance.id in instance_ids)
+        ]
+        return list(await asyncio.gather(*(self._stop_one(service, c) for c in chosen)))
+
+    async def _stop_one(self, service: ServiceSpec, record: _Container) -> Instance:
+        client = self._engine()
+        name = record.instance.id
+        if record.instance.state is not InstanceState.EXITED:
+            record.stopping = True
+            record.instance = replace(record.instance, state=InstanceState.STOPPING)
+            async with self._errors(f"cannot stop container {name}"):
+                container = client.containers.container(name)
+                await container.stop(t=max(1, round(service.stop.grace)))
+                shown = await container.show()
+            self._ended(record, shown["State"].get("ExitCode"))
+        async with self._errors(f"cannot remove container {name}"):
+            await client.containers.container(name).delete(force=True)
+        self._forget(record)
+        return record.instance
+
+    async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
+        for instance_id in instance_ids:
+            record = self._containers.get(instance_id)
+            if record is not None and record.instance.state is InstanceState.STARTING:
+                record.instance = replace(record.instance, state=InstanceState.RUNNING)
+
+    async def wait_for_exit(self, instance_ids: Sequence[str]) -> Instance:
+        watched = [self._containers[i] for i in instance_ids if i in self._containers]
+        for record in watched:
+            if record.exited.done():
+                return record.instance
+        if not watched:
+            await asyncio.Event().wait()  # nothing to watch: never returns, as documented
+        await asyncio.wait(
+            [asyncio.shield(r.exited) for r in watched], return_when=asyncio.FIRST_COMPLETED
+        )
+        return next(r.instance for r in watched if r.exited.done())
+
+    # -- start and stop of Phoenix --------------------------------------------------------
+
+    async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
+        specs = {s.name: s for s in services if s.platform is PlatformKind.DOCKER}
+        failed: dict[str, str] = {}
+        try:
+            found = await self._owned()
+        except PlatformError as exc:
+            return {name: exc.message for name in specs}
+        adopted: set[str] = set()
+        for shown in found:
+            labels = shown["Config"]["Labels"] or {}
+            spec = specs.get(labels.get(SERVICE_LABEL, ""))
+            name = shown["Name"].lstrip("/")
+            if (
+                spec is not None
+                and spec.name not in adopted
+                and labels.get(CONFIG_LABEL) == spec.config_hash
+                and shown["State"].get("Running")
+            ):
+                self._adopt(spec, name, shown)
+                adopted.add(spec.name)
+                continue
+            log.info("removing container %s: not what the service file declares now", name)
+            try:
+                async with self._errors(f"cannot remove container {name}"):
+                    await self._engine().containers.container(name).delete(force=True)
+            except PlatformError as exc:
+                log.error("%s", exc.message)
+        self._tasks.keep_running(self._watch_events, name="docker-events")
+        for spec in specs.values():
+            if spec.name in adopted:
+                continue
+            try:
+                await self.start(spec, count=max(1, spec.replicas.min))
+            except PlatformError as exc:
+                failed[spec.name] = exc.message
+        return failed
+
+    def _adopt(self, spec: ServiceSpec, name: str, shown: dict[str, Any]) -> None:
+        instance = Instance(
+            id=name,
+            service=spec.name,
+            platform=PlatformKind.DOCKER,
+            state=InstanceState.RUNNING,
+            started_at=self._clock.now(),
+            pid=shown["State"].get("Pid") or None,
+            port=spec.port,
+            version=spec.current_version,
+            config_hash=spec.config_hash,
+        )
+        self._containers[name] = _Container(instance)
+        log.info("%s: adopted running container %s", spec.name, name)
+        self._emit(InstanceEventKind.ADOPTED, instance)
+
+    async def shutdown(self, *, keep_running: bool) -> None:
+        await self._tasks.close(timeout=5.0)
+        if not keep_running and self._client is not None:
+            for record in list(self._containers.values()):
+                try:
+                    async with self._errors(f"cannot remove container {record.instance.id}"):
+                        container = self._engine().containers.container(record.instance.id)
+                        record.stopping = True
+                        await container.stop(t=1)
+                        await container.delete(force=True)
+                except PlatformError as exc:
+                    log.error("%s", exc.message)
+        self._containers.clear()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    # -- the engine -----------------------------------------------------------------------
+
+    def _engine(self) -> aiodocker.Docker:
+        if self._client is None:
+            self._client = aiodocker.Docker(url=self._address)
+        return self._client
+
+    def _errors(self, doing: str) -> _EngineErrors:
+        return _EngineErrors(doing, self._address)
+
+    async def _owned(self) -> list[dict[str, Any]]:
+        """Every container (running or not) carrying this installation's owner label."""
+        client = self._engine()
+        filters = json.dumps({"label": [f"{OWNER_LABEL}={self._owner}"]})
+        async with self._errors("cannot list containers"):
+            listed = await client.containers.list(all=True, filters=filters)
+            return [await c.show() for c in listed]
+
+    async def _watch_events(self) -> None:
+        """The engine's events about this installation's containers, for as long as the
+        stream lasts (the supervised loop starts it again, after a look at everything)."""
+        client = self._engine()
+        events = client.events
+        # aiodocker's subscribe is not annotated: a queue of event dicts, None at the end.
+        subscriber: Any = events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
+        filters = json.dumps({"label": [f"{OWNER_LABEL}={self._owner}"], "type": ["container"]})
+        streaming = asyncio.ensure_future(events.run(filters=filters))
+        try:
+            await self._resync()
+            while True:
+                event = await subscriber.get()
+                if event is None:
+                    raise PlatformError(f"the Docker engine at {self._address} ended its events")
+                self._on_event(event)
+        finally:
+            streaming.cancel()
+            await asyncio.gather(streaming, return_exceptions=True)
+
+    async def _resync(self) -> None:
+        """What the engine says of each container Phoenix knows, now (events may have been
+        missed while no stream was open)."""
+        for record in list(self._containers.values()):
+            if record.exited.done():
+                continue
+            try:
+                shown = await self._engine().containers.container(record.instance.id).show()
+            except aiodocker.exceptions.DockerError as exc:
+                if exc.status != 404:
+                    raise
+                shown = {"State": {"Running": False, "ExitCode": None}}
+            if not shown["State"].get("Running"):
+                self._ended(record, shown["State"].get("ExitCode"))
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        action = str(event.get("Action", ""))
+        attributes = event.get("Actor", {}).get("Attributes", {}) or {}
+        record = self._containers.get(str(attributes.get("name", "")))
+        if record is None:
+            return
+        if action == "oom":
+            record.oom = True
+        elif action == "die":
+            code = attributes.get("exitCode")
+            self._ended(record, int(code) if code is not None else None)
+
+    def _ended(self, record: _Container, code: int | None) -> None:
+        """The container is no longer running: stopped by Phoenix, or died on its own."""
+        if record.exited.done():
+            return
+        record.exited.set_result(None)
+        if record.stopping:
+            record.instance = replace(
+                record.instance,
+                state=InstanceState.STOPPED,
+                ended_at=self._clock.now(),
+                exit_code=code,
+            )
+            return
+        exit_code = -9 if record.oom and code in (None, 137) else code
+        record.instance = replace(
+            record.instance,
+            state=InstanceState.EXITED,
+            ended_at=self._clock.now(),
+            exit_code=exit_code,
+        )
+        why = "killed: out of memory" if record.oom else f"exited with code {code}"
+        log.warning("%s: container %s %s", record.instance.service, record.instance.id, why)
+        self._emit(InstanceEventKind.EXITED, record.instance)
+
+    def _forget(self, record: _Container) -> None:
+        self._containers.pop(record.instance.id, None)
+        self._emit(InstanceEventKind.STOPPED, record.instance)
+
+    def _emit(self, kind: InstanceEventKind, instance: Instance) -> None:
+        for listener in self._listeners:
+            listener(InstanceEvent(kind, instance))
+
+
+class _EngineErrors:
+    """Engine and connection errors as PlatformErrors saying what Phoenix was doing."""
+
+    def __init__(self, doing: str, address: str) -> None:
+        self._doing = doing
+        self._address = address
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _: Any
+    ) -> None:
+        if isinstance(exc, aiodocker.exceptions.DockerError):
+            raise PlatformError(f"{self._doing}: the Docker engine said: {exc.message}") from exc
+        if isinstance(exc, aiohttp.ClientError | OSError):
+            raise PlatformError(
+                f"{self._doing}: cannot reach the Docker engine at {self._address}: {exc}"
+            ) from exc
+
+
+async def _remove_quietly(container: aiodocker.containers.DockerContainer) -> None:
+    try:
+        await container.delete(force=True)
+    except aiodocker.exceptions.DockerError:
+        log.warning("could not remove container %s after a failed start", container.id)

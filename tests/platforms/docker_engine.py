@@ -1,0 +1,64 @@
+"""What the Docker tests share: a reachable engine (or a skip naming why; a failure in CI,
+where ``PHOENIX_REQUIRE_DOCKER=1``), the busybox image built once, and a check that a test
+leaves no container behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from bench.docker_images import busybox_image
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("PHOENIX_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"{reason} (PHOENIX_REQUIRE_DOCKER=1)")
+    pytest.skip(reason)
+
+
+def docker_ready() -> str:
+    """The busybox test image's tag, on a reachable engine (else skip or fail)."""
+    try:
+        answer = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _skip_or_fail(f"no Docker engine: {exc}")
+    if answer.returncode != 0:
+        said = answer.stderr.strip().splitlines()[-1:] or ["no answer"]
+        _skip_or_fail(f"no Docker engine reachable (Debian package docker.io): {said[0]}")
+    try:
+        return busybox_image()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        _skip_or_fail(f"cannot build the busybox test image: {exc}")
+    raise AssertionError("unreachable")
+
+
+def phoenix_containers() -> set[str]:
+    """Names of every container (running or not) carrying a Phoenix owner label."""
+    listed = subprocess.run(
+        ["docker", "ps", "-a", "--filter", "label=phoenix.owner", "--format", "{{json .Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {json.loads(line) for line in listed.stdout.splitlines() if line.strip()}
+
+
+@pytest.fixture
+def docker_image() -> Iterator[str]:
+    """The test image; fails the test that leaves a Phoenix container behind (and removes
+    it)."""
+    image = docker_ready()
+    before = phoenix_containers()
+    yield image
+    left = phoenix_containers() - before
+    if left:
+        subprocess.run(["docker", "rm", "-f", *sorted(left)], capture_output=True)
+        pytest.fail(f"test left {len(left)} container(s) behind: {', '.join(sorted(left))}")

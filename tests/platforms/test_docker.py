@@ -1,0 +1,102 @@
+"""The Docker platform end to end on a real engine: containers Phoenix creates, a container
+killed from outside noticed from the engine's events and restarted (recorded step by
+step), adoption of its running containers by a restarted Phoenix, and refusals that say
+what is missing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from phoenix_server.domain.errors import UnsupportedStrategyError
+from phoenix_server.domain.recoveries import RecoveryStatus, RecoveryTrigger, StepStatus, Strategy
+from phoenix_server.domain.services import InstanceState
+from tests.recovery.engine import engine, finished, healthy, history
+from tests.support import eventually, free_port
+
+pytestmark = pytest.mark.e2e  # starts real containers
+
+
+def web(image: str, port: int) -> str:
+    return f"""
+  - name: web
+    platform: docker
+    image: {image}
+    command: [httpd, -f, -p, "127.0.0.1:{{port}}", -h, /www]
+    port: {port}
+    health:
+      http: "http://127.0.0.1:{{port}}/health"
+      interval: 200ms
+      timeout: 1s
+      failure_threshold: 2
+    stop: {{grace: 1s}}
+"""
+
+
+async def test_a_container_killed_from_outside_is_restarted(
+    tmp_path: Path, docker_image: str
+) -> None:
+    port = free_port()
+    async with engine(tmp_path, web(docker_image, port)) as runtime:
+        assert runtime.docker is not None
+        await healthy(runtime, "web")
+        [before] = runtime.docker.instances("web")
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        subprocess.run(["docker", "kill", before.id], check=True, capture_output=True)
+        [recovery] = await eventually(lambda: history(runtime, service="web"), message="recovery")
+        recovery = await finished(runtime, recovery.id)
+        assert recovery.status is RecoveryStatus.COMPLETED, recovery
+        assert recovery.trigger is RecoveryTrigger.AUTOMATIC
+        assert recovery.strategy is Strategy.RESTART
+        assert [s.status for s in recovery.steps] == [StepStatus.COMPLETED] * 4
+        assert "exited with code 137" in (recovery.steps[0].detail or "")
+        [after] = runtime.docker.instances("web")
+        assert after.id != before.id and after.state is InstanceState.RUNNING
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+
+
+async def test_a_restarted_phoenix_adopts_its_running_container(
+    tmp_path: Path, docker_image: str
+) -> None:
+    port = free_port()
+    services = web(docker_image, port)
+    async with engine(tmp_path, services, PHOENIX_KEEP_SERVICES="true") as runtime:
+        assert runtime.docker is not None
+        await healthy(runtime, "web")
+        [first] = runtime.docker.instances("web")
+    # Phoenix is gone; the container serves on.
+    assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    async with engine(tmp_path, services) as runtime:
+        assert runtime.docker is not None
+        [adopted] = runtime.docker.instances("web")
+        assert adopted.id == first.id, "adopted, not started again"
+        await healthy(runtime, "web")
+        assert await history(runtime, service="web") == []
+
+
+async def test_what_docker_cannot_do_yet_is_refused_with_the_reason(
+    tmp_path: Path, docker_image: str
+) -> None:
+    port = free_port()
+    async with engine(tmp_path, web(docker_image, port)) as runtime:
+        await healthy(runtime, "web")
+        with pytest.raises(
+            UnsupportedStrategyError, match="scale is not carried out on the Docker"
+        ):
+            await runtime.orchestrator.trigger(
+                service="web", strategy=Strategy.SCALE, reason="test", force=False
+            )
+
+
+async def test_an_image_that_does_not_exist_is_a_start_failure_naming_it(
+    tmp_path: Path, docker_image: str
+) -> None:
+    missing = web("phoenix-test/no-such-image:1", free_port())
+    async with engine(tmp_path, missing) as runtime:
+        view = await eventually(
+            lambda: (v := runtime.tracker.view("web")).reason and v, message="a reason"
+        )
+        assert "could not start" in view.reason and "no-such-image" in view.reason
