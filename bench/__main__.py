@@ -16,6 +16,7 @@ BENCHMARKS = [
     "learning",
     "alerting",
     "docker_client",
+    "docker",
 ]
 
 

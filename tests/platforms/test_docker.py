@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from phoenix_server.detection.signals import CPU, MEMORY
 from phoenix_server.domain.errors import UnsupportedStrategyError
 from phoenix_server.domain.recoveries import RecoveryStatus, RecoveryTrigger, StepStatus, Strategy
 from phoenix_server.domain.services import InstanceState
@@ -100,3 +101,19 @@ async def test_an_image_that_does_not_exist_is_a_start_failure_naming_it(
             lambda: (v := runtime.tracker.view("web")).reason and v, message="a reason"
         )
         assert "could not start" in view.reason and "no-such-image" in view.reason
+
+
+async def test_container_memory_and_cpu_feed_the_services_signals(
+    tmp_path: Path, docker_image: str
+) -> None:
+    async with engine(tmp_path, web(docker_image, free_port())) as runtime:
+        await healthy(runtime, "web")
+
+        def sampled() -> float | None:
+            series = runtime.tracker.signals("web").series.get(MEMORY)
+            latest = series.latest() if series is not None else None
+            return latest.value if latest is not None and latest.value > 0 else None
+
+        memory = await eventually(sampled, timeout=15, message="a memory sample")
+        assert 10_000 < memory < 200 * 1024 * 1024, memory  # busybox httpd: tens of KiB+
+        assert runtime.tracker.signals("web").series.get(CPU) is not None

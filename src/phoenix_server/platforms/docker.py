@@ -13,8 +13,14 @@ stopping it is an ``exited`` instance at once (``oom`` says why). When the strea
 the next one starts with a look at every container, so nothing that happened meanwhile is
 lost. Engine errors become ``PlatformError``s here, naming the engine and what it said.
 
-Capabilities: the core and the process lifecycle; the rest (router, standbys, hooks,
-resources, samples) are not there yet, and the service file refuses what needs them.
+Memory and CPU come from the engine's stats (one sample of every running container each
+second, in the background; ``sample_usage`` reads the latest), so leak and load detection
+work as for local processes. Memory is the engine's figure less the page cache, as
+``docker stats`` shows it.
+
+Capabilities: the core, the process lifecycle and resource sampling; the rest (router,
+standbys, hooks, resource changes) are not there yet, and the service file refuses what
+needs them.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from phoenix_server.domain.services import (
     ServiceSpec,
     render,
 )
-from phoenix_server.platforms.base import EventListener, InstanceEvent, InstanceEventKind
+from phoenix_server.platforms.base import EventListener, InstanceEvent, InstanceEventKind, Usage
 from phoenix_server.support.tasks import SupervisedTasks
 
 log = logging.getLogger("phoenix.platform.docker")
@@ -55,6 +61,8 @@ INSTANCE_LABEL = "phoenix.instance"
 SUPPORTED = frozenset({Strategy.RESTART})
 """What this platform carries out so far."""
 NOT_YET = "is not carried out on the Docker platform yet (restart is)"
+STATS_EVERY = 1.0
+"""Seconds between two looks at the running containers' stats."""
 
 
 def engine_address() -> str:
@@ -67,6 +75,8 @@ class _Container:
     instance: Instance
     stopping: bool = False
     oom: bool = False
+    usage: Usage | None = None
+    """The latest stats sample (None until the first)."""
     exited: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -111,6 +121,15 @@ class DockerPlatform:
 
     def instances(self, service: str) -> list[Instance]:
         return [c.instance for c in self._containers.values() if c.instance.service == service]
+
+    def sample_usage(self, service: str) -> list[Usage]:
+        return [
+            c.usage
+            for c in self._containers.values()
+            if c.instance.service == service
+            and c.usage is not None
+            and c.instance.state is InstanceState.RUNNING
+        ]
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -248,6 +267,7 @@ class DockerPlatform:
             except PlatformError as exc:
                 log.error("%s", exc.message)
         self._tasks.keep_running(self._watch_events, name="docker-events")
+        self._tasks.keep_running(self._sample_stats, name="docker-stats")
         for spec in specs.values():
             if spec.name in adopted:
                 continue
@@ -328,6 +348,24 @@ class DockerPlatform:
             streaming.cancel()
             await asyncio.gather(streaming, return_exceptions=True)
 
+    async def _sample_stats(self) -> None:
+        """Every second, one stats sample of each running container (in parallel)."""
+        while True:
+            running = [
+                c for c in self._containers.values() if c.instance.state is InstanceState.RUNNING
+            ]
+            await asyncio.gather(*(self._sample_one(c) for c in running))
+            await self._clock.sleep(STATS_EVERY)
+
+    async def _sample_one(self, record: _Container) -> None:
+        try:
+            container = self._engine().containers.container(record.instance.id)
+            samples = await container.stats(stream=False, timeout=10)
+        except (aiodocker.exceptions.DockerError, aiohttp.ClientError, TimeoutError, OSError):
+            return  # gone meanwhile, or the engine is busy: the next look tries again
+        if samples:
+            record.usage = usage_of(samples[-1])
+
     async def _resync(self) -> None:
         """What the engine says of each container Phoenix knows, now (events may have been
         missed while no stream was open)."""
@@ -386,6 +424,26 @@ class DockerPlatform:
     def _emit(self, kind: InstanceEventKind, instance: Instance) -> None:
         for listener in self._listeners:
             listener(InstanceEvent(kind, instance))
+
+
+def usage_of(stats: dict[str, Any]) -> Usage | None:
+    """Memory (less the page cache) and CPU (percent of one core) from one stats answer."""
+    memory = stats.get("memory_stats") or {}
+    used = memory.get("usage")
+    if used is None:
+        return None
+    details = memory.get("stats") or {}
+    # As `docker stats` counts it: cgroup v1 names the page cache total_inactive_file, v2
+    # inactive_file.
+    cache = details.get("total_inactive_file", details.get("inactive_file", 0))
+    cpu, before = stats.get("cpu_stats") or {}, stats.get("precpu_stats") or {}
+    spent = cpu.get("cpu_usage", {}).get("total_usage", 0) - before.get("cpu_usage", {}).get(
+        "total_usage", 0
+    )
+    elapsed = cpu.get("system_cpu_usage", 0) - before.get("system_cpu_usage", 0)
+    cores = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or []) or 1
+    percent = spent / elapsed * cores * 100.0 if elapsed > 0 and spent > 0 else 0.0
+    return Usage(memory=float(max(0, used - cache)), cpu=percent)
 
 
 class _EngineErrors:
