@@ -19,6 +19,8 @@ COPY busybox /bin/busybox
 COPY www /www
 ENTRYPOINT ["/bin/busybox"]
 """
+WWW = {"health": "ok\n", "ready": "ok\n"}
+"""What httpd serves: /health for Phoenix's probes, /ready for an image's HEALTHCHECK."""
 
 
 def docker_cli() -> str:
@@ -29,11 +31,15 @@ def docker_cli() -> str:
     return found
 
 
-def busybox_image() -> str:
-    """The tag of the busybox test image, built now if this content was never built."""
+def busybox_image(*, healthcheck: str | None = None) -> str:
+    """The tag of the busybox test image, built now if this content was never built.
+    ``healthcheck``: a HEALTHCHECK instruction's options and command, for an image with one
+    (``--interval=1s --retries=1 CMD ["/bin/busybox", "test", "-f", "/www/ready"]``)."""
     if not BUSYBOX.exists():
         raise RuntimeError(f"no {BUSYBOX} (Debian package busybox-static) to build the image")
-    digest = hashlib.sha256(BUSYBOX.read_bytes() + DOCKERFILE.encode()).hexdigest()[:12]
+    dockerfile = DOCKERFILE + (f"HEALTHCHECK {healthcheck}\n" if healthcheck else "")
+    content = BUSYBOX.read_bytes() + dockerfile.encode() + repr(sorted(WWW.items())).encode()
+    digest = hashlib.sha256(content).hexdigest()[:12]
     tag = f"{REPOSITORY}:{digest}"
     docker = docker_cli()
     known = subprocess.run([docker, "image", "inspect", tag], capture_output=True)
@@ -43,8 +49,9 @@ def busybox_image() -> str:
         context = Path(folder)
         shutil.copy(BUSYBOX, context / "busybox")
         (context / "www").mkdir()
-        (context / "www" / "health").write_text("ok\n")
-        (context / "Dockerfile").write_text(DOCKERFILE)
+        for name, text in WWW.items():
+            (context / "www" / name).write_text(text)
+        (context / "Dockerfile").write_text(dockerfile)
         subprocess.run(
             [docker, "build", "-q", "-t", tag, str(context)], check=True, capture_output=True
         )

@@ -421,3 +421,22 @@ def test_healthy_dependencies_explain_nothing(chain: World) -> None:
     chain.probe("api-1", False, service="api")
     assert chain.status("api") is UNHEALTHY and chain.tracker.waiting_on("api") is None
     assert chain.tracker.detection_time("db") == 2.0
+
+
+def test_a_platforms_unhealthy_verdict_holds_against_passing_probes_until_it_changes() -> None:
+    """Docker's HEALTHCHECK says unhealthy: at once (Docker already retried), and Phoenix's
+    own passing probes do not overrule it; its 'healthy' lets the probes decide again."""
+    world = World()
+    world.send(ObservationKind.STARTED, "w1")
+    world.probes("w1", True, 2)
+    assert world.status() is HEALTHY
+    transition = world.send(
+        ObservationKind.VERDICT, "w1", detail="w1: Docker's HEALTHCHECK says unhealthy"
+    )
+    assert transition is not None and transition.current is UNHEALTHY
+    assert "HEALTHCHECK says unhealthy" in world.tracker.view("web").reason
+    world.probes("w1", True, 3)
+    assert world.status() is UNHEALTHY, "passing probes do not overrule the verdict"
+    world.send(ObservationKind.VERDICT, "w1", ok=True, detail="w1: HEALTHCHECK passes")
+    world.probes("w1", True, 2)
+    assert world.status() is HEALTHY

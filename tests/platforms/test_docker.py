@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.docker_images import busybox_image
 
 from phoenix_server.detection.signals import CPU, MEMORY
 from phoenix_server.domain.errors import UnsupportedStrategyError
@@ -117,3 +118,35 @@ async def test_container_memory_and_cpu_feed_the_services_signals(
         memory = await eventually(sampled, timeout=15, message="a memory sample")
         assert 10_000 < memory < 200 * 1024 * 1024, memory  # busybox httpd: tens of KiB+
         assert runtime.tracker.signals("web").series.get(CPU) is not None
+
+
+HEALTHCHECK = (
+    '--interval=200ms --timeout=1s --retries=2 CMD ["/bin/busybox", "test", "-f", "/www/ready"]'
+)
+
+
+async def test_an_unhealthy_healthcheck_is_recovered_though_phoenixs_probe_passes(
+    tmp_path: Path, docker_image: str
+) -> None:
+    """The image's HEALTHCHECK fails (its /www/ready is gone) while the port still answers
+    Phoenix's own probe: Docker marks it unhealthy and does nothing more; Phoenix takes the
+    verdict and replaces the container."""
+    image = busybox_image(healthcheck=HEALTHCHECK)
+    async with engine(tmp_path, web(image, free_port())) as runtime:
+        assert runtime.docker is not None
+        await healthy(runtime, "web")
+        [before] = runtime.docker.instances("web")
+        subprocess.run(
+            ["docker", "exec", before.id, "/bin/busybox", "rm", "/www/ready"],
+            check=True,
+            capture_output=True,
+        )
+        [recovery] = await eventually(
+            lambda: history(runtime, service="web"), timeout=20, message="recovery"
+        )
+        recovery = await finished(runtime, recovery.id)
+        assert recovery.status is RecoveryStatus.COMPLETED, recovery
+        assert "Docker's HEALTHCHECK says unhealthy" in recovery.reason
+        [after] = runtime.docker.instances("web")
+        assert after.id != before.id
+        await healthy(runtime, "web")

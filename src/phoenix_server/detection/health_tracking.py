@@ -50,6 +50,9 @@ class _Target:
     detail: str = ""
     exited: bool = False
     """Its process died: a failure of its own, whatever its dependencies do."""
+    verdict: str | None = None
+    """The platform's own health check says unhealthy, and why: holds until it says
+    healthy again, whatever Phoenix's probes see."""
 
     def in_startup(self, now_mono: float) -> bool:
         """A target never yet healthy gets ``startup_timeout`` before failures count."""
@@ -200,10 +203,21 @@ class HealthTracker:
             service,
             observation.at,
             observation.detail or observation.kind.value,
-            certain=observation.kind is ObservationKind.EXIT,
+            certain=kind is ObservationKind.EXIT
+            or (kind is ObservationKind.VERDICT and not observation.ok),
         )
 
     def _apply(self, target: _Target, observation: Observation) -> None:
+        if observation.kind is ObservationKind.VERDICT:
+            target.verdict = None if observation.ok else observation.detail
+            if not observation.ok:
+                target.detail = observation.detail
+                target.status = ServiceStatus.UNHEALTHY
+                target.failures = max(target.failures + 1, target.policy.failure_threshold)
+                target.successes = 0
+            return
+        if target.verdict is not None and observation.ok:
+            return  # the platform's verdict stands until it changes its mind
         target.detail = observation.detail
         target.exited = observation.kind is ObservationKind.EXIT
         if observation.kind is ObservationKind.EXIT:

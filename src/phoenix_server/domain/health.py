@@ -32,6 +32,9 @@ class ObservationKind(StrEnum):
     """A standby now serves: it counts for the service's status from here on."""
     REMOVED = "removed"
     """The target was deliberately taken away (stopped by Phoenix)."""
+    VERDICT = "verdict"
+    """The platform's own health check (Docker's HEALTHCHECK) says unhealthy (``ok``
+    False), which holds whatever Phoenix's probes see until it says healthy again."""
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,19 @@ class InstanceEventKind(StrEnum):
     """Ended without Phoenix asking: a crash, an outside kill."""
     STOPPED = "stopped"
     """Ended because Phoenix stopped it (or forgot a dead one)."""
+    UNHEALTHY = "unhealthy"
+    """Still running, but the platform's own health check says it is unhealthy (Docker's
+    HEALTHCHECK, after its retries)."""
+    HEALTHY = "healthy"
+    """The platform's own health check says healthy again."""
 
 
 @dataclass(frozen=True)
 class InstanceEvent:
     kind: InstanceEventKind
     instance: Instance
+    detail: str = ""
+    """What the platform said (a health check's verdict)."""
 
 
 EventListener = Callable[[InstanceEvent], None]

@@ -9,7 +9,9 @@ owner label and the service's current declaration (a healthy service is not rest
 removes the other containers it owned, and starts what is missing.
 
 Noticing is the engine's event stream, not polling: a container that dies without Phoenix
-stopping it is an ``exited`` instance at once (``oom`` says why). When the stream drops,
+stopping it is an ``exited`` instance at once (``oom`` says why), and one whose image's
+HEALTHCHECK turns ``unhealthy`` is unhealthy until it turns healthy again, whatever
+Phoenix's own probes see (Docker itself would do nothing about it). When the stream drops,
 the next one starts with a look at every container, so nothing that happened meanwhile is
 lost. Engine errors become ``PlatformError``s here, naming the engine and what it said.
 
@@ -289,9 +291,12 @@ class DockerPlatform:
             version=spec.current_version,
             config_hash=spec.config_hash,
         )
-        self._containers[name] = _Container(instance)
+        record = self._containers[name] = _Container(instance)
         log.info("%s: adopted running container %s", spec.name, name)
         self._emit(InstanceEventKind.ADOPTED, instance)
+        health = (shown["State"].get("Health") or {}).get("Status")
+        if health == "unhealthy":
+            self._health_said(record, health)  # it failed while no Phoenix watched
 
     async def shutdown(self, *, keep_running: bool) -> None:
         await self._tasks.close(timeout=5.0)
@@ -380,6 +385,8 @@ class DockerPlatform:
                 shown = {"State": {"Running": False, "ExitCode": None}}
             if not shown["State"].get("Running"):
                 self._ended(record, shown["State"].get("ExitCode"))
+            elif (shown["State"].get("Health") or {}).get("Status") == "unhealthy":
+                self._health_said(record, "unhealthy")
 
     def _on_event(self, event: dict[str, Any]) -> None:
         action = str(event.get("Action", ""))
@@ -389,9 +396,22 @@ class DockerPlatform:
             return
         if action == "oom":
             record.oom = True
+        elif action.startswith("health_status:"):
+            self._health_said(record, action.partition(":")[2].strip())
         elif action == "die":
             code = attributes.get("exitCode")
             self._ended(record, int(code) if code is not None else None)
+
+    def _health_said(self, record: _Container, status: str) -> None:
+        """Docker's HEALTHCHECK changed its verdict (after its own retries)."""
+        if record.exited.done() or record.stopping:
+            return
+        if status == "unhealthy":
+            log.warning("%s: Docker's HEALTHCHECK says unhealthy", record.instance.id)
+            detail = "Docker's HEALTHCHECK says unhealthy"
+            self._emit(InstanceEventKind.UNHEALTHY, record.instance, detail)
+        elif status == "healthy":
+            self._emit(InstanceEventKind.HEALTHY, record.instance, "Docker's HEALTHCHECK passes")
 
     def _ended(self, record: _Container, code: int | None) -> None:
         """The container is no longer running: stopped by Phoenix, or died on its own."""
@@ -421,9 +441,9 @@ class DockerPlatform:
         self._containers.pop(record.instance.id, None)
         self._emit(InstanceEventKind.STOPPED, record.instance)
 
-    def _emit(self, kind: InstanceEventKind, instance: Instance) -> None:
+    def _emit(self, kind: InstanceEventKind, instance: Instance, detail: str = "") -> None:
         for listener in self._listeners:
-            listener(InstanceEvent(kind, instance))
+            listener(InstanceEvent(kind, instance, detail))
 
 
 def usage_of(stats: dict[str, Any]) -> Usage | None:

@@ -114,6 +114,8 @@ OBSERVED_AS = {
     InstanceEventKind.EXITED: ObservationKind.EXIT,
     InstanceEventKind.STOPPED: ObservationKind.REMOVED,
     InstanceEventKind.PROMOTED: ObservationKind.PROMOTED,
+    InstanceEventKind.UNHEALTHY: ObservationKind.VERDICT,
+    InstanceEventKind.HEALTHY: ObservationKind.VERDICT,
 }
 STATUS_BATCH_DELAY = 0.2
 LATE_PROBES_WARNING = 1.0
@@ -647,6 +649,8 @@ class Runtime:
             detail = f"{instance.id} {describe_exit(instance.exit_code)}"
         elif event.kind is InstanceEventKind.PROMOTED:
             detail = f"{instance.id} promoted from standby"
+        elif event.kind in (InstanceEventKind.UNHEALTHY, InstanceEventKind.HEALTHY):
+            detail = f"{instance.id}: {event.detail}"
         else:
             self.scheduler.remove(instance.id)
             detail = f"{instance.id} stopped by Phoenix"
@@ -656,7 +660,7 @@ class Runtime:
                 target=instance.id,
                 kind=OBSERVED_AS[event.kind],
                 at=self.clock.now(),
-                ok=event.kind is not InstanceEventKind.EXITED,
+                ok=event.kind not in (InstanceEventKind.EXITED, InstanceEventKind.UNHEALTHY),
                 detail=detail,
                 standby=instance.role is InstanceRole.STANDBY,
             )
