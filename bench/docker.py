@@ -10,7 +10,13 @@ host's network) and the same client (a fresh connection every millisecond):
 * a bare ``docker start`` of a stopped container — the floor (the engine starting a
   container and the server coming up), which nothing that goes through the engine can beat.
 
-``python -m bench.docker [--runs 20]`` (needs a Docker engine and Debian's busybox-static).
+Then hang → serving again: the container's process is SIGSTOPped (it stops answering but
+does not die), for Phoenix (its probe every 1 s, 2 failures, 500 ms timeout) beside Docker's
+HEALTHCHECK with its defaults (every 30 s, 30 s timeout, 3 retries) plus an autoheal-style
+restarter that restarts ``unhealthy`` containers every 5 s, as docker-autoheal does.
+
+``python -m bench.docker [--runs 20] [--hang-runs 10] [--autoheal-runs 1]`` (needs a Docker
+engine and Debian's busybox-static; the autoheal peer takes about three minutes a run).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +39,9 @@ from bench.mttr import describe, free_port, get_json, wait_for
 
 TARGET_RATIO = 1.0
 """Phoenix with one replica at most as slow as Docker's restart policy (median)."""
+PROBE_INTERVAL = 1.0
+HANG_TARGET = 3 * PROBE_INTERVAL
+"""A hung container serving again within three of Phoenix's probe intervals."""
 
 
 def httpd(port: int) -> list[str]:
@@ -55,7 +65,7 @@ def answers_path(port: int, path: str) -> bool:
         return False
 
 
-def time_to_serving(port: int, kill: Callable[[], None], timeout: float = 30) -> float:
+def time_to_serving(port: int, kill: Callable[[], None], timeout: float = 300) -> float:
     started = time.perf_counter()
     kill()
     while True:
@@ -76,18 +86,27 @@ def container_pid(name: str) -> int | None:
     return int(pid) if shown.returncode == 0 and running == "true" and pid != "0" else None
 
 
-def kill_repeatedly(runs: int, port: int, serving_pid: Callable[[], int | None]) -> list[float]:
+def kill_repeatedly(
+    runs: int,
+    port: int,
+    serving_pid: Callable[[], int | None],
+    fault: signal.Signals = signal.SIGKILL,
+) -> list[float]:
+    """``runs`` times: wait until settled and healthy for a moment, send ``fault`` to the
+    container's process (SIGKILL: a crash; SIGSTOP: a hang), time until it serves again."""
     timings = []
     for _ in range(runs):
         wait_for(serving_pid, 60, "the container to settle and serve")
         time.sleep(0.6)  # healthy past reset_after: a fresh failure, not a crash loop
         pid = serving_pid()
         assert pid is not None
-        timings.append(time_to_serving(port, lambda pid=pid: os.kill(pid, signal.SIGKILL)))
+        timings.append(time_to_serving(port, lambda pid=pid: os.kill(pid, fault)))
     return timings
 
 
-def phoenix_run(runs: int, workdir: Path, image: str) -> list[float]:
+def phoenix_run(
+    runs: int, workdir: Path, image: str, fault: signal.Signals = signal.SIGKILL
+) -> list[float]:
     port, api_port = free_port(), free_port()
     config = workdir / "phoenix.yaml"
     config.write_text(
@@ -97,7 +116,11 @@ def phoenix_run(runs: int, workdir: Path, image: str) -> list[float]:
     image: {image}
     command: {json.dumps(httpd(port))}
     port: {port}
-    health: {{http: "http://127.0.0.1:{{port}}/health", interval: 1s, timeout: 1s}}
+    health:
+      http: "http://127.0.0.1:{{port}}/health"
+      interval: {PROBE_INTERVAL:g}s
+      timeout: 500ms
+      failure_threshold: 2
     stop: {{grace: 1s}}
     recovery: {{backoff: {{reset_after: 500ms}}}}
 """
@@ -125,7 +148,7 @@ def phoenix_run(runs: int, workdir: Path, image: str) -> list[float]:
                 return container_pid(str(running[0]["id"]))
             return None
 
-        return kill_repeatedly(runs, port, settled)
+        return kill_repeatedly(runs, port, settled, fault)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -178,9 +201,52 @@ def bare_start_run(runs: int, image: str) -> list[float]:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
+def autoheal_run(runs: int, image: str) -> list[float]:
+    """Docker's HEALTHCHECK at its defaults, and a restarter that looks every 5 s for
+    unhealthy containers and restarts them (what willfarrell/docker-autoheal does)."""
+    port = free_port()
+    name = f"phoenix-bench-autoheal-{port}"
+    probe = f"/bin/busybox wget -q -O /dev/null http://127.0.0.1:{port}/health"
+    subprocess.run(
+        [
+            *("docker", "run", "-d", "--name", name, "--network=host"),
+            *("--health-cmd", probe, "--health-interval", "30s", "--health-retries", "3"),
+            *("--health-timeout", "30s", "--label", "autoheal=true"),
+            image,
+            *httpd(port),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    stop = threading.Event()
+
+    def restarter() -> None:
+        while not stop.wait(5.0):
+            found = subprocess.run(
+                ["docker", "ps", "-q", "--filter", "health=unhealthy", "--filter", f"name={name}"],
+                capture_output=True,
+                text=True,
+            )
+            for container in found.stdout.split():
+                subprocess.run(["docker", "restart", "-t", "1", container], capture_output=True)
+
+    watcher = threading.Thread(target=restarter, daemon=True)
+    watcher.start()
+    try:
+        return kill_repeatedly(
+            runs, port, lambda: container_pid(name) if serves(port) else None, signal.SIGSTOP
+        )
+    finally:
+        stop.set()
+        watcher.join(10)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.docker", description=__doc__)
     parser.add_argument("--runs", type=int, default=20, help="kills per contender (default 20)")
+    parser.add_argument("--hang-runs", type=int, default=10, help="hangs for Phoenix")
+    parser.add_argument("--autoheal-runs", type=int, default=1, help="hangs for the peer")
     args = parser.parse_args(argv)
     image = busybox_image()
     print(f"image: {image} (busybox httpd), {args.runs} SIGKILLs of the container's process each")
@@ -193,6 +259,15 @@ def main(argv: list[str]) -> None:
     print(describe("phoenix", phoenix))
     ratio = statistics.median(phoenix) / statistics.median(policy)
     print(f"phoenix / restart=always: {ratio:.2f}x  (target <= {TARGET_RATIO}x)")
+    with tempfile.TemporaryDirectory(prefix="phoenix-bench-docker-hang-") as tmp:
+        hung = phoenix_run(args.hang_runs, Path(tmp), image, signal.SIGSTOP)
+    print(describe("phoenix hang", hung))
+    print(f"phoenix hang median {statistics.median(hung):.2f} s (target <= {HANG_TARGET:g} s)")
+    if args.autoheal_runs:
+        healed = autoheal_run(args.autoheal_runs, image)
+        print(describe("autoheal hang", healed))
+        ratio = statistics.median(hung) / statistics.median(healed)
+        print(f"phoenix / autoheal-style on a hang: {ratio:.3f}x")
 
 
 if __name__ == "__main__":
