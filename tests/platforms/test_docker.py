@@ -5,6 +5,7 @@ what is missing."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -150,3 +151,26 @@ async def test_an_unhealthy_healthcheck_is_recovered_though_phoenixs_probe_passe
         [after] = runtime.docker.instances("web")
         assert after.id != before.id
         await healthy(runtime, "web")
+
+
+async def test_an_unreachable_engine_is_named_where_an_operator_looks(tmp_path: Path) -> None:
+    """DOCKER_HOST names a socket nothing listens on: the service could not start and says
+    why (the engine and its address), and /health names the event watch that cannot run;
+    Phoenix itself stays up."""
+    nowhere = f"unix://{tmp_path}/no-engine.sock"
+    services = web("phoenix-test/anything:1", free_port())
+    old = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = nowhere
+    try:
+        async with engine(tmp_path, services) as runtime:
+            view = await eventually(
+                lambda: (v := runtime.tracker.view("web")).reason and v, message="a reason"
+            )
+            assert "cannot reach the Docker engine at " + nowhere in view.reason
+            deaths = await eventually(runtime.task_deaths, timeout=10, message="a task death")
+            assert any("docker-events" in death for death in deaths), deaths
+    finally:
+        if old is None:
+            del os.environ["DOCKER_HOST"]
+        else:
+            os.environ["DOCKER_HOST"] = old

@@ -63,6 +63,8 @@ INSTANCE_LABEL = "phoenix.instance"
 SUPPORTED = frozenset({Strategy.RESTART})
 """What this platform carries out so far."""
 NOT_YET = "is not carried out on the Docker platform yet (restart is)"
+UNREACHABLE = 900
+"""aiodocker's status for an engine it could not connect to."""
 STATS_EVERY = 1.0
 """Seconds between two looks at the running containers' stats."""
 
@@ -244,6 +246,10 @@ class DockerPlatform:
     async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
         specs = {s.name: s for s in services if s.platform is PlatformKind.DOCKER}
         failed: dict[str, str] = {}
+        # Watched from now on, even if the engine cannot be reached yet: the loops retry
+        # (and /health names them meanwhile), so an engine that comes back is seen.
+        self._tasks.keep_running(self._watch_events, name="docker-events")
+        self._tasks.keep_running(self._sample_stats, name="docker-stats")
         try:
             found = await self._owned()
         except PlatformError as exc:
@@ -268,8 +274,6 @@ class DockerPlatform:
                     await self._engine().containers.container(name).delete(force=True)
             except PlatformError as exc:
                 log.error("%s", exc.message)
-        self._tasks.keep_running(self._watch_events, name="docker-events")
-        self._tasks.keep_running(self._sample_stats, name="docker-stats")
         for spec in specs.values():
             if spec.name in adopted:
                 continue
@@ -479,6 +483,10 @@ class _EngineErrors:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, _: Any
     ) -> None:
+        if isinstance(exc, aiodocker.exceptions.DockerError) and exc.status == UNREACHABLE:
+            raise PlatformError(
+                f"{self._doing}: cannot reach the Docker engine at {self._address} ({exc.message})"
+            ) from exc
         if isinstance(exc, aiodocker.exceptions.DockerError):
             raise PlatformError(f"{self._doing}: the Docker engine said: {exc.message}") from exc
         if isinstance(exc, aiohttp.ClientError | OSError):
