@@ -39,6 +39,8 @@ from bench.mttr import describe, free_port, get_json, wait_for
 
 TARGET_RATIO = 1.0
 """Phoenix with one replica at most as slow as Docker's restart policy (median)."""
+DOCKER_RESET_AFTER = 10.5
+"""Seconds up after which Docker's restart policy starts again from its shortest delay."""
 PROBE_INTERVAL = 1.0
 HANG_TARGET = 3 * PROBE_INTERVAL
 """A hung container serving again within three of Phoenix's probe intervals."""
@@ -91,13 +93,16 @@ def kill_repeatedly(
     port: int,
     serving_pid: Callable[[], int | None],
     fault: signal.Signals = signal.SIGKILL,
+    healthy_for: float = 0.6,
 ) -> list[float]:
-    """``runs`` times: wait until settled and healthy for a moment, send ``fault`` to the
-    container's process (SIGKILL: a crash; SIGSTOP: a hang), time until it serves again."""
+    """``runs`` times: wait until settled and healthy for ``healthy_for`` (past the
+    contender's own backoff reset, so each kill is a fresh failure, not a crash loop), send
+    ``fault`` to the container's process (SIGKILL: a crash; SIGSTOP: a hang), and time
+    until it serves again."""
     timings = []
     for _ in range(runs):
-        wait_for(serving_pid, 60, "the container to settle and serve")
-        time.sleep(0.6)  # healthy past reset_after: a fresh failure, not a crash loop
+        wait_for(serving_pid, 120, "the container to settle and serve")
+        time.sleep(healthy_for)
         pid = serving_pid()
         assert pid is not None
         timings.append(time_to_serving(port, lambda pid=pid: os.kill(pid, fault)))
@@ -173,7 +178,14 @@ def restart_policy_run(runs: int, image: str) -> list[float]:
         capture_output=True,
     )
     try:
-        return kill_repeatedly(runs, port, lambda: container_pid(name) if serves(port) else None)
+        # Docker resets a container's restart delay once it has run 10 s; a quicker kill
+        # would measure its backoff (doubling from 100 ms up to a minute) instead.
+        return kill_repeatedly(
+            runs,
+            port,
+            lambda: container_pid(name) if serves(port) else None,
+            healthy_for=DOCKER_RESET_AFTER,
+        )
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 

@@ -15,6 +15,7 @@ from bench.docker_images import busybox_image
 
 from phoenix_server.detection.signals import CPU, MEMORY
 from phoenix_server.domain.errors import UnsupportedStrategyError
+from phoenix_server.domain.incidents import IncidentStatus
 from phoenix_server.domain.recoveries import RecoveryStatus, RecoveryTrigger, StepStatus, Strategy
 from phoenix_server.domain.services import InstanceState
 from tests.recovery.engine import engine, finished, healthy, history
@@ -174,3 +175,34 @@ async def test_an_unreachable_engine_is_named_where_an_operator_looks(tmp_path: 
             del os.environ["DOCKER_HOST"]
         else:
             os.environ["DOCKER_HOST"] = old
+
+
+async def test_a_container_that_dies_right_after_it_starts_is_given_up_on_cleanly(
+    tmp_path: Path, docker_image: str
+) -> None:
+    """Every container exits 0.3 s after it starts: each attempt fails (the relapse inside
+    the stabilisation period), the crash-loop backoff applies, Phoenix gives up after
+    MAX_RECOVERY_ATTEMPTS with the incident unresolved, and no container is left over
+    beside the one the service is supposed to have."""
+    services = f"""
+  - name: crasher
+    platform: docker
+    image: {docker_image}
+    command: [sh, -c, "sleep 0.3; exit 3"]
+    health: {{process: true, interval: 100ms}}
+    recovery: {{backoff: {{initial: 200ms, max: 400ms, reset_after: 10s}}, stabilisation: 1s}}
+    stop: {{grace: 1s}}
+"""
+    async with engine(tmp_path, services, MAX_RECOVERY_ATTEMPTS="3") as runtime:
+        assert runtime.docker is not None
+
+        def gave_up() -> str | None:
+            found = runtime.orchestrator.unresolved_incidents()
+            done = [i for i in found if i.status is IncidentStatus.UNRESOLVED]
+            return done[0].id if done else None
+
+        await eventually(gave_up, timeout=40, message="Phoenix gave up")
+        attempts = await history(runtime, service="crasher")
+        assert len(attempts) == 3 and all(r.status.terminal for r in attempts)
+        assert all(r.status is not RecoveryStatus.COMPLETED for r in attempts), attempts
+        assert len(runtime.docker.instances("crasher")) <= 1
