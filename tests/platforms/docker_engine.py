@@ -54,7 +54,8 @@ def phoenix_containers() -> set[str]:
 @pytest.fixture
 def docker_image() -> Iterator[str]:
     """The test image; fails the test that leaves a Phoenix container behind (and removes
-    it)."""
+    it). It counts every container with a Phoenix owner label on the engine, so run one
+    Docker test session at a time against an engine."""
     image = docker_ready()
     before = phoenix_containers()
     yield image

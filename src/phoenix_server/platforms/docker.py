@@ -77,6 +77,8 @@ def engine_address() -> str:
 @dataclass
 class _Container:
     instance: Instance
+    grace: int = 10
+    """Seconds ``docker stop`` waits before SIGKILL (the service's ``stop.grace``)."""
     stopping: bool = False
     oom: bool = False
     usage: Usage | None = None
@@ -84,6 +86,11 @@ class _Container:
     exited: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+def _grace(service: ServiceSpec) -> int:
+    """``docker stop``'s timeout: whole seconds, at least one."""
+    return max(1, round(service.stop.grace))
 
 
 def _run(service: ServiceSpec) -> ContainerRun:
@@ -162,7 +169,7 @@ class DockerPlatform:
                 CONFIG_LABEL: service.config_hash,
                 INSTANCE_LABEL: instance_id,
             },
-            "StopTimeout": max(1, round(service.stop.grace)),
+            "StopTimeout": _grace(service),
             "HostConfig": {"NetworkMode": "host"},
         }
         if run.command:
@@ -187,7 +194,7 @@ class DockerPlatform:
             version=service.current_version,
             config_hash=service.config_hash,
         )
-        record = _Container(instance)
+        record = _Container(instance, grace=_grace(service))
         self._containers[instance_id] = record
         if not shown["State"].get("Running"):
             # It ended before Phoenix looked: as if its die event had come already.
@@ -215,7 +222,7 @@ class DockerPlatform:
             record.instance = replace(record.instance, state=InstanceState.STOPPING)
             async with self._errors(f"cannot stop container {name}"):
                 container = client.containers.container(name)
-                await container.stop(t=max(1, round(service.stop.grace)))
+                await container.stop(t=_grace(service))
                 shown = await container.show()
             self._ended(record, shown["State"].get("ExitCode"))
         async with self._errors(f"cannot remove container {name}"):
@@ -295,7 +302,7 @@ class DockerPlatform:
             version=spec.current_version,
             config_hash=spec.config_hash,
         )
-        record = self._containers[name] = _Container(instance)
+        record = self._containers[name] = _Container(instance, grace=_grace(spec))
         log.info("%s: adopted running container %s", spec.name, name)
         self._emit(InstanceEventKind.ADOPTED, instance)
         health = (shown["State"].get("Health") or {}).get("Status")
@@ -305,19 +312,23 @@ class DockerPlatform:
     async def shutdown(self, *, keep_running: bool) -> None:
         await self._tasks.close(timeout=5.0)
         if not keep_running and self._client is not None:
-            for record in list(self._containers.values()):
-                try:
-                    async with self._errors(f"cannot remove container {record.instance.id}"):
-                        container = self._engine().containers.container(record.instance.id)
-                        record.stopping = True
-                        await container.stop(t=1)
-                        await container.delete(force=True)
-                except PlatformError as exc:
-                    log.error("%s", exc.message)
+            # All at once: each may take its whole grace.
+            await asyncio.gather(*(self._remove(r) for r in list(self._containers.values())))
         self._containers.clear()
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+    async def _remove(self, record: _Container) -> None:
+        """Stop (within its grace) and remove one container as Phoenix stops."""
+        try:
+            async with self._errors(f"cannot remove container {record.instance.id}"):
+                container = self._engine().containers.container(record.instance.id)
+                record.stopping = True
+                await container.stop(t=record.grace)
+                await container.delete(force=True)
+        except PlatformError as exc:
+            log.error("%s", exc.message)
 
     # -- the engine -----------------------------------------------------------------------
 
