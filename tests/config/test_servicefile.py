@@ -322,6 +322,18 @@ SINGLE_PROBLEMS = [
     (local("platform: docker"), A + "image", "required for a docker service: the image"),
     (local("image: busybox"), A + "image", "only a docker service runs an image"),
     (
+        "services:\n  - name: a\n    platform: docker\n    adopt: {label: app=x}\n"
+        "    image: busybox\n",
+        A + "image",
+        "Phoenix does not create or change a container it adopts",
+    ),
+    (
+        "services:\n  - name: a\n    platform: docker\n    adopt: {compose_project: shop}\n",
+        A + "adopt",
+        "with both compose_project and compose_service",
+    ),
+    (local("adopt: {label: app=x}"), A + "adopt", "only a docker service adopts containers"),
+    (
         local("platform: docker\nimage: busybox\nreplicas: 2"),
         A + "replicas",
         "more than one replica is not available for docker services yet",
@@ -462,6 +474,18 @@ def test_a_docker_service_has_a_container_run_section() -> None:
         default_interval=1.0,
     ).get("web")
     assert other.config_hash != spec.config_hash, "a new image is a new declaration"
+
+
+def test_an_adopting_docker_service_names_the_labels_of_its_containers() -> None:
+    def run_of(adopt: str) -> svc.RunSection | None:
+        text = f"services:\n  - name: api\n    platform: docker\n    adopt: {adopt}\n"
+        catalog = parse_service_file(text, source="t", base_dir=BASE, default_interval=1.0)
+        return catalog.get("api").run
+
+    assert run_of("{label: app=shop-api}") == svc.AdoptedContainers(("app=shop-api",))
+    assert run_of("{compose_project: shop, compose_service: api}") == svc.AdoptedContainers(
+        ("com.docker.compose.project=shop", "com.docker.compose.service=api")
+    )
 
 
 def test_several_problems_are_all_reported() -> None:

@@ -6,6 +6,7 @@ what is missing."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from bench.docker_images import busybox_image
 
 from phoenix_server.detection.signals import CPU, MEMORY
 from phoenix_server.domain.errors import UnsupportedStrategyError
-from phoenix_server.domain.incidents import IncidentStatus
+from phoenix_server.domain.incidents import Incident, IncidentStatus
 from phoenix_server.domain.recoveries import RecoveryStatus, RecoveryTrigger, StepStatus, Strategy
 from phoenix_server.domain.services import InstanceState
+from phoenix_server.store import incidents
 from tests.recovery.engine import engine, finished, healthy, history
 from tests.support import eventually, free_port
 
@@ -206,3 +208,126 @@ async def test_a_container_that_dies_right_after_it_starts_is_given_up_on_cleanl
         assert len(attempts) == 3 and all(r.status.terminal for r in attempts)
         assert all(r.status is not RecoveryStatus.COMPLETED for r in attempts), attempts
         assert len(runtime.docker.instances("crasher")) <= 1
+
+
+def started_by_hand(image: str, port: int, labels: tuple[str, ...], restart: str = "no") -> str:
+    """A container someone else started (as `docker run` or Compose would), Phoenix-free."""
+    name = f"phoenix-test-by-hand-{port}"
+    subprocess.run(
+        [
+            *("docker", "run", "-d", "--name", name, "--network=host", f"--restart={restart}"),
+            *(f"--label={label}" for label in labels),
+            image,
+            *("httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return name
+
+
+def adopting(selector: str, port: int) -> str:
+    return f"""
+  - name: api
+    platform: docker
+    adopt: {selector}
+    port: {port}
+    health:
+      http: "http://127.0.0.1:{{port}}/health"
+      interval: 200ms
+      timeout: 1s
+      failure_threshold: 2
+    stop: {{grace: 1s}}
+"""
+
+
+def host_pid(name: str) -> int:
+    shown = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Pid}}", name],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(shown.stdout.strip())
+
+
+def still_running(name: str) -> bool:
+    shown = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Running}}", name],
+        capture_output=True,
+        text=True,
+    )
+    return shown.stdout.strip() == "true"
+
+
+@pytest.mark.parametrize(
+    ("labels", "selector"),
+    [
+        (("app=phoenix-test-api",), "{label: app=phoenix-test-api}"),
+        (
+            ("com.docker.compose.project=phoenixtest", "com.docker.compose.service=api"),
+            "{compose_project: phoenixtest, compose_service: api}",
+        ),
+    ],
+    ids=["label", "compose"],
+)
+async def test_a_container_started_by_hand_is_adopted_and_restarted_in_place(
+    tmp_path: Path, docker_image: str, labels: tuple[str, ...], selector: str
+) -> None:
+    """Phoenix takes over a running container it did not create (by a label, or by its
+    Compose project and service): no new container, the same one started again after it
+    is killed, and it is left running when Phoenix stops."""
+    port = free_port()
+    name = started_by_hand(docker_image, port, labels)
+    try:
+        async with engine(tmp_path, adopting(selector, port)) as runtime:
+            assert runtime.docker is not None
+            await healthy(runtime, "api")
+            [adopted] = runtime.docker.instances("api")
+            assert adopted.id == name
+            os.kill(host_pid(name), signal.SIGKILL)
+            [recovery] = await eventually(
+                lambda: history(runtime, service="api"), message="recovery"
+            )
+            recovery = await finished(runtime, recovery.id)
+            assert recovery.status is RecoveryStatus.COMPLETED, recovery
+            [again] = runtime.docker.instances("api")
+            assert again.id == name and again.state is InstanceState.RUNNING
+            assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        assert still_running(name), "Phoenix leaves a container it adopted running"
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+async def test_a_container_dockers_restart_policy_restarts_is_not_fought_over(
+    tmp_path: Path, docker_image: str
+) -> None:
+    """An adopted container with restart=always: Phoenix does not restart it too (that is
+    Docker's job here, and the 422 says so); its crash is recorded as an incident, and
+    Docker brings it back."""
+    port = free_port()
+    name = started_by_hand(docker_image, port, ("app=phoenix-test-policy",), restart="always")
+    try:
+        async with engine(tmp_path, adopting("{label: app=phoenix-test-policy}", port)) as runtime:
+            await healthy(runtime, "api")
+            spec = runtime.catalog.get("api")
+            assert runtime.orchestrator.supported(spec) == frozenset()
+            reason = runtime.orchestrator.unavailable_reason(spec, Strategy.RESTART)
+            assert "restart policy 'always'" in reason
+            os.kill(host_pid(name), signal.SIGKILL)
+
+            async def recorded() -> Incident | None:
+                found, _ = await runtime.store.read(
+                    incidents.list_incidents, service="api", status=None, limit=5, offset=0
+                )
+                return found[0] if found else None
+
+            incident = await eventually(recorded, timeout=15, message="the crash recorded")
+            assert "Phoenix can only monitor this service" in incident.summary, incident
+            await healthy(runtime, "api")  # Docker restarted it
+            assert await history(runtime, service="api") == []
+            assert runtime.docker is not None
+            [instance] = runtime.docker.instances("api")
+            assert instance.id == name and instance.state is InstanceState.RUNNING
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)

@@ -142,7 +142,7 @@ def service_out(runtime: Engine, spec: ServiceSpec) -> ServiceOut:
         status=displayed_status(runtime, spec),
         port=spec.port,
         routed=spec.routed,
-        command=list(spec.run.command) if spec.run else [],
+        command=list(spec.run.command) if isinstance(spec.run, ProcessRun | ContainerRun) else [],
         cwd=spec.run.cwd if isinstance(spec.run, ProcessRun) else None,
         image=spec.run.image if isinstance(spec.run, ContainerRun) else None,
         health=_check(spec),

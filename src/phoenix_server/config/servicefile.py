@@ -302,11 +302,20 @@ class RecoveryDoc(_Doc):
     (default: ``backoff.reset_after``)."""
 
 
+class AdoptDoc(_Doc):
+    label: str | None = Field(None, pattern=r"^[^=\s]+=[^\s]*$", max_length=512)
+    """``key=value``: the containers carrying this label."""
+    compose_project: str | None = Field(None, min_length=1, max_length=256)
+    compose_service: str | None = Field(None, min_length=1, max_length=256)
+
+
 class ServiceDoc(_Doc):
     name: ServiceName
     platform: Literal["local", "external", "docker", "kubernetes"] = "local"
     image: str | None = Field(None, min_length=1, max_length=512)
     """``platform: docker``: the image its containers run (a tag or ``name@sha256:…``)."""
+    adopt: AdoptDoc | None = None
+    """``platform: docker``: take over containers that already run instead of an image."""
     command: Argv | None = None
     cwd: str | None = None
     env: Env = Field(default_factory=dict)
@@ -641,8 +650,11 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
             add("platform", "the kubernetes platform is not available yet; use local or external")
         if service.platform == "docker":
             problems.extend(_docker_problems(service, where))
-        elif service.image is not None:
-            add("image", "only a docker service runs an image (set platform: docker)")
+        else:
+            if service.image is not None:
+                add("image", "only a docker service runs an image (set platform: docker)")
+            if service.adopt is not None:
+                add("adopt", "only a docker service adopts containers (set platform: docker)")
         if service.platform == "local" and not service.command:
             add("command", "required for a local service: the argument list that starts it")
         if service.platform != "local" and service.resources != ResourcesDoc():
@@ -824,7 +836,21 @@ def _docker_problems(service: ServiceDoc, where: str) -> list[Problem]:
     def add(path: str, message: str) -> None:
         problems.append(Problem(f"{where}.{path}", message))
 
-    if service.image is None:
+    adopt = service.adopt
+    if adopt is not None:
+        compose = (adopt.compose_project, adopt.compose_service)
+        if (adopt.label is None) == (None in compose):
+            add(
+                "adopt",
+                "name the containers to take over with label: 'key=value', or with both "
+                "compose_project and compose_service",
+            )
+        for field_name in ("image", "command"):
+            if getattr(service, field_name):
+                add(field_name, "Phoenix does not create or change a container it adopts")
+        if service.env:
+            add("env", "Phoenix does not create or change a container it adopts")
+    elif service.image is None:
         add("image", "required for a docker service: the image its containers run")
     if service.cwd is not None:
         add("cwd", "a container's working directory is the image's; cwd is for local services")
@@ -893,6 +919,16 @@ def _detection(doc: DetectionDoc) -> svc.DetectionPolicy:
 
 
 def _run_section(service: ServiceDoc, cwd: str) -> svc.RunSection | None:
+    adopt = service.adopt
+    if service.platform == "docker" and adopt is not None:
+        if adopt.label is not None:
+            return svc.AdoptedContainers((adopt.label,))
+        return svc.AdoptedContainers(
+            (
+                f"com.docker.compose.project={adopt.compose_project}",
+                f"com.docker.compose.service={adopt.compose_service}",
+            )
+        )
     if service.platform == "docker" and service.image is not None:
         return svc.ContainerRun(
             image=service.image, command=tuple(service.command or ()), env=dict(service.env)
@@ -912,6 +948,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
     # healthy service the next time Phoenix starts.
     process_shape = [
         service.image,
+        service.adopt.model_dump() if service.adopt else None,
         service.command,
         service.env,
         cwd,

@@ -299,7 +299,18 @@ class ContainerRun:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-RunSection = ProcessRun | ContainerRun
+@dataclass(frozen=True)
+class AdoptedContainers:
+    """The run section of a docker service whose containers someone else created (by hand
+    or with Compose): Phoenix finds them by their labels, stops and starts them in place,
+    and never removes, recreates or reconfigures them."""
+
+    labels: tuple[str, ...]
+    """``key=value`` labels a container must all carry (a Compose project and service are
+    ``com.docker.compose.project=…`` and ``com.docker.compose.service=…``)."""
+
+
+RunSection = ProcessRun | ContainerRun | AdoptedContainers
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ and ``phoenix.instance``. So a restarted Phoenix adopts the running containers c
 owner label and the service's current declaration (a healthy service is not restarted),
 removes the other containers it owned, and starts what is missing.
 
+Containers someone else created (by hand, or Compose) are *adopted* by their labels
+(``adopt:``): stopped and started again in place, never removed, recreated or reconfigured,
+and left running when Phoenix stops. One that Docker's own restart policy restarts is left to
+Docker (no restart strategy is offered for it, so each crash is recorded, not fought over).
+
 Noticing is the engine's event stream, not polling: a container that dies without Phoenix
 stopping it is an ``exited`` instance at once (``oom`` says why), and one whose image's
 HEALTHCHECK turns ``unhealthy`` is unhealthy until it turns healthy again, whatever
@@ -43,6 +48,7 @@ from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.errors import PlatformError
 from phoenix_server.domain.recoveries import Strategy
 from phoenix_server.domain.services import (
+    AdoptedContainers,
     ContainerRun,
     Instance,
     InstanceState,
@@ -79,6 +85,8 @@ class _Container:
     instance: Instance
     grace: int = 10
     """Seconds ``docker stop`` waits before SIGKILL (the service's ``stop.grace``)."""
+    adopted: bool = False
+    """Someone else created it: stopped and started in place, never removed."""
     stopping: bool = False
     oom: bool = False
     usage: Usage | None = None
@@ -108,6 +116,8 @@ class DockerPlatform:
         self._address = address or engine_address()
         self._client: aiodocker.Docker | None = None
         self._containers: dict[str, _Container] = {}
+        self._restart_policies: dict[str, str] = {}
+        """Adopted services whose containers Docker's own restart policy restarts."""
         self._listeners: list[EventListener] = []
         self._tasks = SupervisedTasks("docker")
 
@@ -119,13 +129,23 @@ class DockerPlatform:
     # -- queries --------------------------------------------------------------------------
 
     def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
-        return SUPPORTED if isinstance(service.run, ContainerRun) else frozenset()
+        return SUPPORTED - self.unavailable_strategies(service).keys()
 
     def unavailable_strategies(self, service: ServiceSpec) -> dict[Strategy, str]:
-        if not isinstance(service.run, ContainerRun):
-            why = f"service '{service.name}' declares no image to run"
+        if not isinstance(service.run, ContainerRun | AdoptedContainers):
+            why = f"service '{service.name}' declares no image to run or containers to adopt"
             return {s: why for s in Strategy}
-        return {s: f"{s.value} {NOT_YET}" for s in Strategy if s not in SUPPORTED}
+        missing = {s: f"{s.value} {NOT_YET}" for s in Strategy if s not in SUPPORTED}
+        policy = self._restart_policies.get(service.name)
+        if policy is not None:
+            # Restarting it too would be fighting Docker over it: each crash is recorded,
+            # and Docker restarts it.
+            missing[Strategy.RESTART] = (
+                f"Docker's restart policy '{policy}' restarts the containers of "
+                f"'{service.name}': Phoenix records their failures and leaves the restarts "
+                "to Docker (set the policy to 'no' to let Phoenix recover them)"
+            )
+        return missing
 
     def subscribe(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -145,7 +165,49 @@ class DockerPlatform:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, service: ServiceSpec, *, count: int = 1) -> list[Instance]:
+        if isinstance(service.run, AdoptedContainers):
+            return await self._start_adopted(service, count)
         return [await self._start_one(service) for _ in range(count)]
+
+    async def _start_adopted(self, service: ServiceSpec, count: int) -> list[Instance]:
+        """Start again, in place, adopted containers that are not running: Phoenix never
+        creates a container of a service it adopted."""
+        stopped = [
+            c
+            for c in self._containers.values()
+            if c.instance.service == service.name and c.adopted and c.exited.done()
+        ][:count]
+        if not stopped:
+            raise PlatformError(
+                f"no stopped container of '{service.name}' to start again (Phoenix does not "
+                "create containers of a service it adopted)"
+            )
+        started = []
+        for record in stopped:
+            name = record.instance.id
+            async with self._errors(f"cannot start container {name} again"):
+                container = self._engine().containers.container(name)
+                await container.start()
+                shown = await container.show()
+            self._running_again(record, shown, InstanceState.STARTING)
+            started.append(record.instance)
+        return started
+
+    def _running_again(
+        self, record: _Container, shown: dict[str, Any], state: InstanceState
+    ) -> None:
+        """An adopted container runs again (Phoenix or Docker started it): a new process."""
+        record.exited = asyncio.get_running_loop().create_future()
+        record.stopping = record.oom = False
+        record.instance = replace(
+            record.instance,
+            state=state,
+            started_at=self._clock.now(),
+            pid=shown["State"].get("Pid") or None,
+            ended_at=None,
+            exit_code=None,
+        )
+        self._emit(InstanceEventKind.STARTED, record.instance)
 
     async def _start_one(self, service: ServiceSpec) -> Instance:
         run = _run(service)
@@ -196,10 +258,10 @@ class DockerPlatform:
         )
         record = _Container(instance, grace=_grace(service))
         self._containers[instance_id] = record
+        self._emit(InstanceEventKind.STARTED, instance)
         if not shown["State"].get("Running"):
             # It ended before Phoenix looked: as if its die event had come already.
             self._ended(record, shown["State"].get("ExitCode"))
-        self._emit(InstanceEventKind.STARTED, instance)
         log.info("%s: started container %s (%s)", service.name, instance_id, run.image)
         return record.instance
 
@@ -225,6 +287,11 @@ class DockerPlatform:
                 await container.stop(t=_grace(service))
                 shown = await container.show()
             self._ended(record, shown["State"].get("ExitCode"))
+        if record.adopted:
+            # Kept, stopped, to be started again in place (its target leaves the probes).
+            record.instance = replace(record.instance, state=InstanceState.STOPPED)
+            self._emit(InstanceEventKind.STOPPED, record.instance)
+            return record.instance
         async with self._errors(f"cannot remove container {name}"):
             await client.containers.container(name).delete(force=True)
         self._forget(record)
@@ -251,16 +318,23 @@ class DockerPlatform:
     # -- start and stop of Phoenix --------------------------------------------------------
 
     async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
-        specs = {s.name: s for s in services if s.platform is PlatformKind.DOCKER}
+        docker = [s for s in services if s.platform is PlatformKind.DOCKER]
+        specs = {s.name: s for s in docker if isinstance(s.run, ContainerRun)}
+        taken_over = [s for s in docker if isinstance(s.run, AdoptedContainers)]
         failed: dict[str, str] = {}
         # Watched from now on, even if the engine cannot be reached yet: the loops retry
         # (and /health names them meanwhile), so an engine that comes back is seen.
         self._tasks.keep_running(self._watch_events, name="docker-events")
         self._tasks.keep_running(self._sample_stats, name="docker-stats")
+        for other in taken_over:
+            try:
+                await self._take_over(other)
+            except PlatformError as exc:
+                failed[other.name] = exc.message
         try:
             found = await self._owned()
         except PlatformError as exc:
-            return {name: exc.message for name in specs}
+            return {**failed, **{name: exc.message for name in specs}}
         adopted: set[str] = set()
         for shown in found:
             labels = shown["Config"]["Labels"] or {}
@@ -290,7 +364,29 @@ class DockerPlatform:
                 failed[spec.name] = exc.message
         return failed
 
-    def _adopt(self, spec: ServiceSpec, name: str, shown: dict[str, Any]) -> None:
+    async def _take_over(self, spec: ServiceSpec) -> None:
+        """Adopt every container carrying the service's labels, running or not."""
+        assert isinstance(spec.run, AdoptedContainers)
+        filters = json.dumps({"label": list(spec.run.labels)})
+        async with self._errors(f"cannot list the containers of '{spec.name}'"):
+            listed = await self._engine().containers.list(all=True, filters=filters)
+            found = [await c.show() for c in listed]
+        if not found:
+            raise PlatformError(
+                f"no container carries {' and '.join(spec.run.labels)} to adopt for '{spec.name}'"
+            )
+        for shown in found:
+            name = shown["Name"].lstrip("/")
+            policy = ((shown.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
+            if policy not in (None, "", "no"):
+                self._restart_policies[spec.name] = policy
+            self._adopt(spec, name, shown, adopted=True)
+            if not shown["State"].get("Running"):
+                self._ended(self._containers[name], shown["State"].get("ExitCode"))
+
+    def _adopt(
+        self, spec: ServiceSpec, name: str, shown: dict[str, Any], *, adopted: bool = False
+    ) -> None:
         instance = Instance(
             id=name,
             service=spec.name,
@@ -302,7 +398,7 @@ class DockerPlatform:
             version=spec.current_version,
             config_hash=spec.config_hash,
         )
-        record = self._containers[name] = _Container(instance, grace=_grace(spec))
+        record = self._containers[name] = _Container(instance, grace=_grace(spec), adopted=adopted)
         log.info("%s: adopted running container %s", spec.name, name)
         self._emit(InstanceEventKind.ADOPTED, instance)
         health = (shown["State"].get("Health") or {}).get("Status")
@@ -313,7 +409,8 @@ class DockerPlatform:
         await self._tasks.close(timeout=5.0)
         if not keep_running and self._client is not None:
             # All at once: each may take its whole grace.
-            await asyncio.gather(*(self._remove(r) for r in list(self._containers.values())))
+            ours = [r for r in self._containers.values() if not r.adopted]
+            await asyncio.gather(*(self._remove(r) for r in ours))
         self._containers.clear()
         if self._client is not None:
             await self._client.close()
@@ -355,7 +452,8 @@ class DockerPlatform:
         events = client.events
         # aiodocker's subscribe is not annotated: a queue of event dicts, None at the end.
         subscriber: Any = events.subscribe(create_task=False)  # type: ignore[no-untyped-call]
-        filters = json.dumps({"label": [f"{OWNER_LABEL}={self._owner}"], "type": ["container"]})
+        # Every container's events (adopted ones carry no label of Phoenix's), routed by name.
+        filters = json.dumps({"type": ["container"]})
         streaming = asyncio.ensure_future(events.run(filters=filters))
         try:
             await self._resync()
@@ -409,13 +507,26 @@ class DockerPlatform:
         record = self._containers.get(str(attributes.get("name", "")))
         if record is None:
             return
-        if action == "oom":
+        if action == "start" and record.adopted and record.exited.done() and not record.stopping:
+            self._docker_restarted(record)
+        elif action == "oom":
             record.oom = True
         elif action.startswith("health_status:"):
             self._health_said(record, action.partition(":")[2].strip())
         elif action == "die":
             code = attributes.get("exitCode")
             self._ended(record, int(code) if code is not None else None)
+
+    def _docker_restarted(self, record: _Container) -> None:
+        """Docker's restart policy started an adopted container again by itself."""
+        name = record.instance.id
+        log.info("%s: Docker restarted container %s itself", record.instance.service, name)
+        self._tasks.spawn(self._look_at_restart(record), name=f"restarted-{name}")
+
+    async def _look_at_restart(self, record: _Container) -> None:
+        shown = await self._engine().containers.container(record.instance.id).show()
+        if shown["State"].get("Running") and record.exited.done():
+            self._running_again(record, shown, InstanceState.RUNNING)
 
     def _health_said(self, record: _Container, status: str) -> None:
         """Docker's HEALTHCHECK changed its verdict (after its own retries)."""
