@@ -334,6 +334,12 @@ SINGLE_PROBLEMS = [
     ),
     (local("adopt: {label: app=x}"), A + "adopt", "only a docker service adopts containers"),
     (
+        "services:\n  - name: a\n    platform: docker\n    image: busybox\n"
+        "    resources: {nice: 5}\n",
+        A + "resources.nice",
+        "niceness applies to the processes of a local service",
+    ),
+    (
         local("platform: docker\nimage: busybox\nreplicas: 2"),
         A + "replicas",
         "more than one replica is not available for docker services yet",

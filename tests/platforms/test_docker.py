@@ -331,3 +331,47 @@ async def test_a_container_dockers_restart_policy_restarts_is_not_fought_over(
             assert instance.id == name and instance.state is InstanceState.RUNNING
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+async def test_a_container_killed_for_memory_is_recorded_as_such_and_restarted(
+    tmp_path: Path, docker_image: str
+) -> None:
+    """resources.memory_max is the container's memory limit: when it leaks (on a signal
+    file here) past it, the kernel kills it; Phoenix hears the engine's oom and die, says
+    'out of memory' in the record, and replaces it (the new one does not leak)."""
+    port = free_port()
+    leak = (
+        f"httpd -p 127.0.0.1:{port} -h /www; "
+        "while [ ! -f /www/leak ]; do sleep 0.1; done; "
+        "x=$(dd if=/dev/zero bs=1048576 count=400 2>/dev/null | tr '\\\\0' a); sleep 100"
+    )
+    services = f"""
+  - name: leaky
+    platform: docker
+    image: {docker_image}
+    command: [sh, -c, "{leak}"]
+    port: {port}
+    resources: {{memory_max: 64MiB}}
+    health:
+      http: "http://127.0.0.1:{{port}}/health"
+      interval: 200ms
+      timeout: 1s
+    stop: {{grace: 1s}}
+"""
+    async with engine(tmp_path, services) as runtime:
+        assert runtime.docker is not None
+        await healthy(runtime, "leaky")
+        [before] = runtime.docker.instances("leaky")
+        subprocess.run(
+            ["docker", "exec", before.id, "/bin/busybox", "touch", "/www/leak"],
+            check=True,
+            capture_output=True,
+        )
+        [recovery] = await eventually(
+            lambda: history(runtime, service="leaky"), timeout=30, message="recovery"
+        )
+        recovery = await finished(runtime, recovery.id)
+        assert recovery.status is RecoveryStatus.COMPLETED, recovery
+        assert "out of memory (limit 64 MiB)" in (recovery.steps[0].detail or ""), recovery
+        [after] = runtime.docker.instances("leaky")
+        assert after.id != before.id

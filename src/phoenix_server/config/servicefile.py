@@ -657,7 +657,12 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
                 add("adopt", "only a docker service adopts containers (set platform: docker)")
         if service.platform == "local" and not service.command:
             add("command", "required for a local service: the argument list that starts it")
-        if service.platform != "local" and service.resources != ResourcesDoc():
+        if service.platform == "docker":
+            if service.resources.nice is not None:
+                add("resources.nice", "niceness applies to the processes of a local service")
+            if service.adopt is not None and service.resources != ResourcesDoc():
+                add("resources", "Phoenix does not change the resources of a container it adopts")
+        elif service.platform != "local" and service.resources != ResourcesDoc():
             add("resources", "resources apply to the processes of a local service only")
         if service.platform == "external":
             if service.command:

@@ -402,6 +402,8 @@ class Instance:
     ended_at: datetime | None = None
     exit_code: int | None = None
     """Exit status (negative: killed by that signal); None if unknown (an adopted process)."""
+    end_reason: str | None = None
+    """Why it ended, when the platform knows more than the exit code (``out of memory``)."""
     log_path: str | None = None
     config_hash: str = ""
     process_start: float | None = None

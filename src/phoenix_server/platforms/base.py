@@ -48,6 +48,11 @@ class InstanceEvent:
 EventListener = Callable[[InstanceEvent], None]
 
 
+def describe_end(instance: Instance) -> str:
+    """How ``instance`` ended: the platform's reason if it gave one, else its exit."""
+    return instance.end_reason or describe_exit(instance.exit_code)
+
+
 def describe_exit(code: int | None) -> str:
     """``exited with code 1`` / ``killed by SIGKILL`` / ``exited`` (status unknown)."""
     if code is None:

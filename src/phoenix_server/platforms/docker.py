@@ -87,6 +87,8 @@ class _Container:
     """Seconds ``docker stop`` waits before SIGKILL (the service's ``stop.grace``)."""
     adopted: bool = False
     """Someone else created it: stopped and started in place, never removed."""
+    memory_limit: int | None = None
+    """Bytes it may use (None: no limit)."""
     stopping: bool = False
     oom: bool = False
     usage: Usage | None = None
@@ -94,6 +96,26 @@ class _Container:
     exited: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+def _limits(service: ServiceSpec) -> dict[str, Any]:
+    """The declared resources as the engine's HostConfig: a memory limit (the kernel's OOM
+    killer ends the container past it), the CPUs it may run on, its open-file limit."""
+    resources = service.resources
+    limits: dict[str, Any] = {}
+    if resources.memory_max is not None:
+        limits["Memory"] = resources.memory_max
+        limits["MemorySwap"] = resources.memory_max  # no swap beyond it: a leak ends at it
+    if resources.cpus is not None:
+        limits["CpusetCpus"] = ",".join(str(cpu) for cpu in resources.cpus)
+    if resources.open_files is not None:
+        files = resources.open_files
+        limits["Ulimits"] = [{"Name": "nofile", "Soft": files, "Hard": files}]
+    return limits
+
+
+def _megabytes(limit: int | None) -> str:
+    return "none" if limit is None else f"{limit / 1024 / 1024:g} MiB"
 
 
 def _grace(service: ServiceSpec) -> int:
@@ -232,7 +254,7 @@ class DockerPlatform:
                 INSTANCE_LABEL: instance_id,
             },
             "StopTimeout": _grace(service),
-            "HostConfig": {"NetworkMode": "host"},
+            "HostConfig": {"NetworkMode": "host", **_limits(service)},
         }
         if run.command:
             config["Cmd"] = [render(arg, context) for arg in run.command]
@@ -256,7 +278,9 @@ class DockerPlatform:
             version=service.current_version,
             config_hash=service.config_hash,
         )
-        record = _Container(instance, grace=_grace(service))
+        record = _Container(
+            instance, grace=_grace(service), memory_limit=service.resources.memory_max
+        )
         self._containers[instance_id] = record
         self._emit(InstanceEventKind.STARTED, instance)
         if not shown["State"].get("Running"):
@@ -552,14 +576,15 @@ class DockerPlatform:
                 exit_code=code,
             )
             return
-        exit_code = -9 if record.oom and code in (None, 137) else code
+        oom = f"killed by the kernel: out of memory (limit {_megabytes(record.memory_limit)})"
         record.instance = replace(
             record.instance,
             state=InstanceState.EXITED,
             ended_at=self._clock.now(),
-            exit_code=exit_code,
+            exit_code=code,
+            end_reason=oom if record.oom else None,
         )
-        why = "killed: out of memory" if record.oom else f"exited with code {code}"
+        why = oom if record.oom else f"exited with code {code}"
         log.warning("%s: container %s %s", record.instance.service, record.instance.id, why)
         self._emit(InstanceEventKind.EXITED, record.instance)
 

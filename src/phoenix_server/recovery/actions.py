@@ -35,7 +35,7 @@ from phoenix_server.platforms.base import (
     ResourceControl,
     Routing,
     Standbys,
-    describe_exit,
+    describe_end,
 )
 from phoenix_server.recovery.ports import HealthVerifier
 
@@ -105,7 +105,7 @@ can say what it saw when time ran out; the executor's own timer is only a backst
 
 
 def _describe_ended(instance: Instance) -> str:
-    return f"{instance.id} (pid {instance.pid}) {describe_exit(instance.exit_code)}"
+    return f"{instance.id} (pid {instance.pid}) {describe_end(instance)}"
 
 
 def _named(step: PlannedStep) -> set[str] | None:

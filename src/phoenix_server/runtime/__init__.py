@@ -61,7 +61,7 @@ from phoenix_server.platforms.base import (
     InstanceEventKind,
     Platform,
     PlatformRegistry,
-    describe_exit,
+    describe_end,
 )
 from phoenix_server.platforms.docker import DockerPlatform
 from phoenix_server.platforms.external import ExternalPlatform
@@ -646,7 +646,7 @@ class Runtime:
             detail = f"{instance.id} {event.kind.value} (pid {instance.pid})"
         elif event.kind is InstanceEventKind.EXITED:
             self.scheduler.remove(instance.id)
-            detail = f"{instance.id} {describe_exit(instance.exit_code)}"
+            detail = f"{instance.id} {describe_end(instance)}"
         elif event.kind is InstanceEventKind.PROMOTED:
             detail = f"{instance.id} promoted from standby"
         elif event.kind in (InstanceEventKind.UNHEALTHY, InstanceEventKind.HEALTHY):
