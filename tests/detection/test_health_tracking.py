@@ -440,3 +440,15 @@ def test_a_platforms_unhealthy_verdict_holds_against_passing_probes_until_it_cha
     world.send(ObservationKind.VERDICT, "w1", ok=True, detail="w1: HEALTHCHECK passes")
     world.probes("w1", True, 2)
     assert world.status() is HEALTHY
+
+
+def test_a_verdict_on_a_service_already_unhealthy_becomes_its_reason() -> None:
+    world = World()
+    world.send(ObservationKind.STARTED, "w1")
+    world.probes("w1", True, 2)
+    world.send(ObservationKind.EXIT, "w1", detail="w1 exited with code 1")
+    assert world.status() is UNHEALTHY
+    world.send(ObservationKind.STARTED, "w2")  # restarted by someone else: still unhealthy
+    world.send(ObservationKind.VERDICT, "w2", detail="w2: a crash loop")
+    view = world.tracker.view("web")
+    assert view.status is UNHEALTHY and view.reason == "w2: a crash loop"

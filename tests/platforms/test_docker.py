@@ -14,8 +14,10 @@ import httpx
 import pytest
 from bench.docker_images import busybox_image
 
+from phoenix_server.detection.health_tracking import ServiceHealthView
 from phoenix_server.detection.signals import CPU, MEMORY
 from phoenix_server.domain.errors import UnsupportedStrategyError
+from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.incidents import Incident, IncidentStatus
 from phoenix_server.domain.recoveries import RecoveryStatus, RecoveryTrigger, StepStatus, Strategy
 from phoenix_server.domain.services import InstanceState
@@ -375,3 +377,36 @@ async def test_a_container_killed_for_memory_is_recorded_as_such_and_restarted(
         assert "out of memory (limit 64 MiB)" in (recovery.steps[0].detail or ""), recovery
         [after] = runtime.docker.instances("leaky")
         assert after.id != before.id
+
+
+async def test_a_crash_loop_under_dockers_restart_policy_is_called_one(
+    tmp_path: Path, docker_image: str
+) -> None:
+    """An adopted container with restart=always dies half a second after each start:
+    Docker keeps restarting it (and backing off); Phoenix does not join in, and after three
+    such restarts within reset_after it says the service is in a crash loop."""
+    port = free_port()
+    name = f"phoenix-test-by-hand-{port}"
+    subprocess.run(
+        [
+            *("docker", "run", "-d", "--name", name, "--network=host", "--restart=always"),
+            "--label=app=phoenix-test-loop",
+            docker_image,
+            *("sh", "-c", f"httpd -p 127.0.0.1:{port} -h /www; sleep 0.5; exit 1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        async with engine(tmp_path, adopting("{label: app=phoenix-test-loop}", port)) as runtime:
+
+            def named() -> ServiceHealthView | None:
+                view = runtime.tracker.view("api")
+                return view if "crash loop" in view.reason else None
+
+            view = await eventually(named, timeout=30, message="the crash loop named")
+            assert "Docker's restart policy 'always' restarted it" in view.reason, view.reason
+            assert view.status is not ServiceStatus.HEALTHY
+            assert await history(runtime, service="api") == [], "Phoenix did not join in"
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)

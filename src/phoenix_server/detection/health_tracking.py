@@ -199,13 +199,18 @@ class HealthTracker:
             if observation.latency is not None and observation.ok:
                 service.latencies.append(observation.latency)
             self._apply(target, observation)
-        return self._reaggregate(
+        verdict = kind is ObservationKind.VERDICT and not observation.ok
+        transition = self._reaggregate(
             service,
             observation.at,
             observation.detail or observation.kind.value,
-            certain=kind is ObservationKind.EXIT
-            or (kind is ObservationKind.VERDICT and not observation.ok),
+            certain=kind is ObservationKind.EXIT or verdict,
         )
+        if verdict and transition is None and service.status is ServiceStatus.UNHEALTHY:
+            # Already unhealthy (its instance had just died, say): the platform's verdict
+            # is the better explanation of why it still is.
+            service.reason = observation.detail
+        return transition
 
     def _apply(self, target: _Target, observation: Observation) -> None:
         if observation.kind is ObservationKind.VERDICT:

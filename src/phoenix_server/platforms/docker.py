@@ -71,6 +71,9 @@ SUPPORTED = frozenset({Strategy.RESTART})
 NOT_YET = "is not carried out on the Docker platform yet (restart is)"
 UNREACHABLE = 900
 """aiodocker's status for an engine it could not connect to."""
+CRASH_LOOP_RESTARTS = 3
+"""Restarts by Docker's own policy within the service's ``reset_after`` that make a crash
+loop (Phoenix does not fight it: it says so, and the service stays unhealthy meanwhile)."""
 STATS_EVERY = 1.0
 """Seconds between two looks at the running containers' stats."""
 
@@ -89,6 +92,10 @@ class _Container:
     """Someone else created it: stopped and started in place, never removed."""
     memory_limit: int | None = None
     """Bytes it may use (None: no limit)."""
+    settle: float = 10.0
+    """Seconds up after which a failure counts as fresh (the service's ``reset_after``)."""
+    restarts: list[float] = field(default_factory=list)
+    """Monotonic times Docker's restart policy started it again, within ``settle``."""
     stopping: bool = False
     oom: bool = False
     usage: Usage | None = None
@@ -422,7 +429,12 @@ class DockerPlatform:
             version=spec.current_version,
             config_hash=spec.config_hash,
         )
-        record = self._containers[name] = _Container(instance, grace=_grace(spec), adopted=adopted)
+        record = self._containers[name] = _Container(
+            instance,
+            grace=_grace(spec),
+            adopted=adopted,
+            settle=spec.recovery.backoff.reset_after,
+        )
         log.info("%s: adopted running container %s", spec.name, name)
         self._emit(InstanceEventKind.ADOPTED, instance)
         health = (shown["State"].get("Health") or {}).get("Status")
@@ -549,8 +561,29 @@ class DockerPlatform:
 
     async def _look_at_restart(self, record: _Container) -> None:
         shown = await self._engine().containers.container(record.instance.id).show()
-        if shown["State"].get("Running") and record.exited.done():
-            self._running_again(record, shown, InstanceState.RUNNING)
+        if not (shown["State"].get("Running") and record.exited.done()):
+            return
+        now = self._clock.monotonic()
+        record.restarts = [t for t in record.restarts if now - t < record.settle] + [now]
+        self._running_again(record, shown, InstanceState.RUNNING)
+        if len(record.restarts) < CRASH_LOOP_RESTARTS:
+            return
+        policy = ((shown.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
+        detail = (
+            f"a crash loop: Docker's restart policy '{policy}' restarted it "
+            f"{len(record.restarts)} times within {record.settle:g}s "
+            f"(RestartCount {shown.get('RestartCount', '?')})"
+        )
+        log.warning("%s: %s", record.instance.id, detail)
+        self._emit(InstanceEventKind.UNHEALTHY, record.instance, detail)
+        self._tasks.spawn(self._settled(record, now), name=f"settle-{record.instance.id}")
+
+    async def _settled(self, record: _Container, restarted_at: float) -> None:
+        """The crash loop is over once it has stayed up ``settle`` seconds."""
+        await self._clock.sleep(record.settle)
+        if record.restarts[-1:] == [restarted_at] and not record.exited.done():
+            record.restarts.clear()
+            self._emit(InstanceEventKind.HEALTHY, record.instance, "up again without restarts")
 
     def _health_said(self, record: _Container, status: str) -> None:
         """Docker's HEALTHCHECK changed its verdict (after its own retries)."""
