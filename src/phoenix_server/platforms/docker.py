@@ -274,22 +274,8 @@ class DockerPlatform:
             except BaseException:
                 await _remove_quietly(container)
                 raise
-        instance = Instance(
-            id=instance_id,
-            service=service.name,
-            platform=PlatformKind.DOCKER,
-            state=InstanceState.STARTING,
-            started_at=self._clock.now(),
-            pid=shown["State"].get("Pid") or None,
-            port=service.port,
-            version=service.current_version,
-            config_hash=service.config_hash,
-        )
-        record = _Container(
-            instance, grace=_grace(service), memory_limit=service.resources.memory_max
-        )
-        self._containers[instance_id] = record
-        self._emit(InstanceEventKind.STARTED, instance)
+        record = self._record(service, instance_id, shown, InstanceState.STARTING)
+        self._emit(InstanceEventKind.STARTED, record.instance)
         if not shown["State"].get("Running"):
             # It ended before Phoenix looked: as if its die event had come already.
             self._ended(record, shown["State"].get("ExitCode"))
@@ -415,14 +401,22 @@ class DockerPlatform:
             if not shown["State"].get("Running"):
                 self._ended(self._containers[name], shown["State"].get("ExitCode"))
 
-    def _adopt(
-        self, spec: ServiceSpec, name: str, shown: dict[str, Any], *, adopted: bool = False
-    ) -> None:
+    def _record(
+        self,
+        spec: ServiceSpec,
+        name: str,
+        shown: dict[str, Any],
+        state: InstanceState,
+        *,
+        adopted: bool = False,
+    ) -> _Container:
+        """What Phoenix keeps of one container of ``spec`` (as inspect ``shown`` it)."""
+        limit = (shown.get("HostConfig") or {}).get("Memory") or None
         instance = Instance(
             id=name,
             service=spec.name,
             platform=PlatformKind.DOCKER,
-            state=InstanceState.RUNNING,
+            state=state,
             started_at=self._clock.now(),
             pid=shown["State"].get("Pid") or None,
             port=spec.port,
@@ -433,10 +427,17 @@ class DockerPlatform:
             instance,
             grace=_grace(spec),
             adopted=adopted,
+            memory_limit=limit,
             settle=spec.recovery.backoff.reset_after,
         )
+        return record
+
+    def _adopt(
+        self, spec: ServiceSpec, name: str, shown: dict[str, Any], *, adopted: bool = False
+    ) -> None:
+        record = self._record(spec, name, shown, InstanceState.RUNNING, adopted=adopted)
         log.info("%s: adopted running container %s", spec.name, name)
-        self._emit(InstanceEventKind.ADOPTED, instance)
+        self._emit(InstanceEventKind.ADOPTED, record.instance)
         health = (shown["State"].get("Health") or {}).get("Status")
         if health == "unhealthy":
             self._health_said(record, health)  # it failed while no Phoenix watched
