@@ -135,7 +135,7 @@ uvloop.run(main())
 def start_router(port: int, backend: int, workdir: Path) -> subprocess.Popen[bytes]:
     control = workdir / "c.sock"
     router = subprocess.Popen(
-        [sys.executable, "-m", "phoenix_server.platforms.local.router", "--service", "bench",
+        [sys.executable, "-m", "phoenix_server.platforms.router", "--service", "bench",
          "--listen", f"127.0.0.1:{port}", "--control", str(control),
          "--state", str(workdir / "state.json")],
         stdout=subprocess.DEVNULL, start_new_session=True,

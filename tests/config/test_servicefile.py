@@ -342,7 +342,30 @@ SINGLE_PROBLEMS = [
     (
         local("platform: docker\nimage: busybox\nreplicas: 2"),
         A + "replicas",
-        "more than one replica is not available for docker services yet",
+        "more than one replica needs Phoenix's router in front of them: declare a port",
+    ),
+    (
+        "services:\n  - name: a\n    platform: docker\n    adopt: {label: app=x}\n"
+        "    replicas: 2\n",
+        A + "replicas",
+        "Phoenix runs no more containers of a service it adopts than it found",
+    ),
+    (
+        "services:\n  - name: a\n    platform: docker\n    adopt: {label: app=x}\n"
+        "    port: 8080\n    router: true\n",
+        A + "router",
+        "only services Phoenix runs (local commands, docker images) have its router",
+    ),
+    (
+        local("zero_downtime: true"),
+        A + "zero_downtime",
+        "starting the replacement first needs Phoenix's router to switch traffic",
+    ),
+    (local("init: true"), A + "init", "only a docker service's container has Docker's init"),
+    (
+        "services:\n  - name: a\n    platform: docker\n    adopt: {label: app=x}\n    init: true\n",
+        A + "init",
+        "Phoenix does not create or change a container it adopts",
     ),
     (
         local("platform: docker\nimage: busybox\ncwd: /srv"),
@@ -471,7 +494,15 @@ def test_a_docker_service_has_a_container_run_section() -> None:
     assert spec.run == svc.ContainerRun(
         "shop/web:1.4", ("serve", "--port", "{port}"), {"MODE": "fast"}
     )
-    assert not spec.routed, "one container on the host's network: no router yet"
+    assert spec.routed, "containers with a port sit behind Phoenix's router, as processes do"
+    direct = parse_service_file(
+        "services:\n  - name: web\n    platform: docker\n    image: shop/web:1.4\n"
+        "    port: 8080\n    router: false\n",
+        source="test",
+        base_dir=BASE,
+        default_interval=1.0,
+    ).get("web")
+    assert not direct.routed, "router: false: the one container listens on the port itself"
     other = parse_service_file(
         "services:\n  - name: web\n    platform: docker\n    image: shop/web:1.5\n"
         "    command: [serve, --port, '{port}']\n    port: 8080\n    env: {MODE: fast}\n",

@@ -146,8 +146,6 @@ def _router_pid(server: PhoenixServer, tmp_path: Path) -> int:
 
     for process in psutil.process_iter(["cmdline"]):
         cmdline: Any = process.info["cmdline"] or []
-        if "phoenix_server.platforms.local.router" in cmdline and str(tmp_path) in " ".join(
-            cmdline
-        ):
+        if "phoenix_server.platforms.router" in cmdline and str(tmp_path) in " ".join(cmdline):
             return int(process.pid)
     raise AssertionError("no router process found")

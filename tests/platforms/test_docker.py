@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from bench.docker_images import busybox_image
 
@@ -21,6 +22,7 @@ from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.incidents import Incident, IncidentStatus
 from phoenix_server.domain.recoveries import RecoveryStatus, RecoveryTrigger, StepStatus, Strategy
 from phoenix_server.domain.services import InstanceState
+from phoenix_server.platforms.base import InstanceEvent, InstanceEventKind
 from phoenix_server.store import incidents
 from tests.recovery.engine import engine, finished, healthy, history
 from tests.support import eventually, free_port
@@ -66,6 +68,37 @@ async def test_a_container_killed_from_outside_is_restarted(
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
 
 
+async def test_a_hung_container_is_replaced_and_its_shutdown_is_still_graceful(
+    tmp_path: Path, docker_image: str
+) -> None:
+    """The server in the container is SIGSTOPped: it still runs but answers nothing.
+    Phoenix's probes fail, the restart stops it — letting it run again first, so that it
+    takes the SIGTERM Docker's init passes on (exit 143) rather than waiting out its 30 s
+    grace for a SIGKILL (137) — and a fresh container serves."""
+    port = free_port()
+    services = web(docker_image, port).replace("grace: 1s", "grace: 30s") + "    init: true\n"
+    async with engine(tmp_path, services) as runtime:
+        assert runtime.docker is not None
+        ended: list[InstanceEvent] = []
+        runtime.docker.subscribe(
+            lambda e: ended.append(e) if e.kind is InstanceEventKind.STOPPED else None
+        )
+        await healthy(runtime, "web")
+        [before] = runtime.docker.instances("web")
+        assert before.pid is not None
+        [server] = psutil.Process(before.pid).children()  # httpd, under Docker's init
+        server.suspend()  # SIGSTOP
+        [recovery] = await eventually(lambda: history(runtime, service="web"), message="recovery")
+        recovery = await finished(runtime, recovery.id)
+        assert recovery.status is RecoveryStatus.COMPLETED, recovery
+        assert recovery.strategy is Strategy.RESTART
+        [stopped] = [e.instance for e in ended if e.instance.id == before.id]
+        assert stopped.exit_code == 128 + signal.SIGTERM, "it took the SIGTERM, not a SIGKILL"
+        [after] = runtime.docker.instances("web")
+        assert after.id != before.id
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+
+
 async def test_a_restarted_phoenix_adopts_its_running_container(
     tmp_path: Path, docker_image: str
 ) -> None:
@@ -92,8 +125,12 @@ async def test_what_docker_cannot_do_yet_is_refused_with_the_reason(
     async with engine(tmp_path, web(docker_image, port)) as runtime:
         await healthy(runtime, "web")
         with pytest.raises(
-            UnsupportedStrategyError, match="scale is not carried out on the Docker"
+            UnsupportedStrategyError, match="failover is not carried out on the Docker"
         ):
+            await runtime.orchestrator.trigger(
+                service="web", strategy=Strategy.FAILOVER, reason="test", force=False
+            )
+        with pytest.raises(UnsupportedStrategyError, match=r"its declared maximum \(replicas.max"):
             await runtime.orchestrator.trigger(
                 service="web", strategy=Strategy.SCALE, reason="test", force=False
             )
@@ -343,7 +380,7 @@ async def test_a_container_killed_for_memory_is_recorded_as_such_and_restarted(
     'out of memory' in the record, and replaces it (the new one does not leak)."""
     port = free_port()
     leak = (
-        f"httpd -p 127.0.0.1:{port} -h /www; "
+        "httpd -p 127.0.0.1:$PORT -h /www; "  # PORT: the port Phoenix assigned it
         "while [ ! -f /www/leak ]; do sleep 0.1; done; "
         "x=$(dd if=/dev/zero bs=1048576 count=400 2>/dev/null | tr '\\\\0' a); sleep 100"
     )

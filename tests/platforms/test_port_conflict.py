@@ -20,10 +20,10 @@ from phoenix_server.domain.clock import SystemClock
 from phoenix_server.domain.errors import PlatformError
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import ServiceCatalog
+from phoenix_server.platforms import ports
 from phoenix_server.platforms.base import InstanceEventKind
-from phoenix_server.platforms.local import ports
-from phoenix_server.platforms.local.routing import ListenBackoff, RouterKeeper
 from phoenix_server.platforms.local.supervisor import LocalPlatform
+from phoenix_server.platforms.routing import ListenBackoff, RouterKeeper
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreJournal
 from tests.platforms.local import OWNER, Recorder, spec_of
@@ -31,7 +31,7 @@ from tests.support import REPO, eventually, free_port
 
 pytestmark = pytest.mark.e2e  # starts real processes
 
-ROUTING_LOG = "phoenix.platforms.local.routing"
+ROUTING_LOG = "phoenix.platforms.routing"
 FAST = ListenBackoff(first=0.1, most=0.4)
 """Small steps so a test sees several tries in about a second."""
 
@@ -199,7 +199,7 @@ async def test_a_second_phoenix_on_the_same_port_names_the_first_ones_router(
         assert await second.reconcile([spec]) == {}
         reason = second.port_problems()["web"]
         assert f"held by pid {router.pid} (" in reason
-        assert "phoenix_server.platforms.local.router --service web" in reason
+        assert "phoenix_server.platforms.router --service web" in reason
         assert first.port_problems() == {}, "the first keeps serving"
     finally:
         await second.shutdown(keep_running=False)

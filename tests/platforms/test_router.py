@@ -22,8 +22,8 @@ import pytest
 from aiohttp import web
 
 from phoenix_server.domain.errors import PlatformError
-from phoenix_server.platforms.local.router.client import RouterClient
-from phoenix_server.platforms.local.router.config import (
+from phoenix_server.platforms.router.client import RouterClient
+from phoenix_server.platforms.router.config import (
     Backend,
     BackendState,
     CircuitMode,
@@ -46,7 +46,7 @@ DOUBLE_CHOICE = (
 
 
 class RouterProcess:
-    """``python -m phoenix_server.platforms.local.router`` with its control socket and state."""
+    """``python -m phoenix_server.platforms.router`` with its control socket and state."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.port = free_port()
@@ -59,7 +59,7 @@ class RouterProcess:
         self.version = 0
 
     async def start(self) -> None:
-        command = [sys.executable, "-m", "phoenix_server.platforms.local.router"]
+        command = [sys.executable, "-m", "phoenix_server.platforms.router"]
         command += ["--service", SERVICE, "--listen", f"127.0.0.1:{self.port}"]
         command += ["--control", str(self.control), "--state", str(self.state)]
         with self.log.open("ab") as log:

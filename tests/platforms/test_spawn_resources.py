@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from phoenix_server.domain.errors import ProcessStartError, ResourceExhaustedError
-from phoenix_server.platforms.local import processes
+from phoenix_server.platforms import processes
 
 
 def _spawn(tmp_path: Path) -> processes.Process:
@@ -47,7 +47,7 @@ import resource, sys
 sys.path[:0] = {sys.path!r}
 from pathlib import Path
 from phoenix_server.domain.errors import ResourceExhaustedError
-from phoenix_server.platforms.local import processes
+from phoenix_server.platforms import processes
 import os
 opened = len(os.listdir("/proc/self/fd"))
 resource.setrlimit(resource.RLIMIT_NOFILE, (opened, {hard}))

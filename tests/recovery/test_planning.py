@@ -37,6 +37,7 @@ from phoenix_server.recovery.selecting import DEFAULT_TABLE, escalated, table_de
 from phoenix_server.recovery.strategies import (
     PLANNERS,
     PlanInput,
+    plan_container_restart,
     plan_deploy,
     plan_for,
     plan_restart,
@@ -118,6 +119,41 @@ def test_restart_starts_as_many_as_were_running() -> None:
 
 def test_restart_is_the_registered_planner() -> None:
     assert PLANNERS[PlatformKind.LOCAL, Strategy.RESTART] is plan_restart
+    assert PLANNERS[PlatformKind.DOCKER, Strategy.RESTART] is plan_container_restart
+
+
+def live(*ids: str) -> list[Instance]:
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    return [Instance(i, "api", PlatformKind.LOCAL, InstanceState.RUNNING, at) for i in ids]
+
+
+def test_zero_downtime_starts_each_replacement_before_stopping_the_old() -> None:
+    spec = replace(service(), routed=True, port=8080, zero_downtime=True)
+    plan = restart_steps(spec, *live("api-1"))
+    assert [(s.name, s.action, s.params) for s in plan] == [
+        ("Replacement start", "start_instances", {"count": 1}),
+        ("Health verification", "verify_health", {}),
+        ("Traffic switch", "restore_traffic", {}),
+        ("Graceful shutdown of the old", "stop_instances", {"instances": ["api-1"]}),
+    ]
+
+
+def test_routed_restart_without_zero_downtime_stops_first() -> None:
+    spec = replace(service(), routed=True, port=8080)
+    plan = restart_steps(spec, *live("api-1"))
+    assert plan[0].action == "stop_instances" and plan[0].params == {"instances": ["api-1"]}
+
+
+def test_containers_with_replicas_start_the_replacement_first_one_at_a_time() -> None:
+    spec = replace(service(), platform=PlatformKind.DOCKER, routed=True, port=8080)
+    two = plan_container_restart(PlanInput(spec, tuple(live("c-1", "c-2")))).steps
+    assert [s.name for s in two][::4] == [
+        "Replacement start (1/2: c-1)",
+        "Replacement start (2/2: c-2)",
+    ]
+    assert two[3].params == {"instances": ["c-1"]} and two[7].params == {"instances": ["c-2"]}
+    one = plan_container_restart(PlanInput(spec, tuple(live("c-1")))).steps
+    assert one[0].action == "stop_instances", "one container, not declared zero_downtime"
 
 
 # --- decide: the default table -----------------------------------------------------------------

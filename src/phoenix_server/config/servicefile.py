@@ -316,12 +316,16 @@ class ServiceDoc(_Doc):
     """``platform: docker``: the image its containers run (a tag or ``name@sha256:…``)."""
     adopt: AdoptDoc | None = None
     """``platform: docker``: take over containers that already run instead of an image."""
+    init: bool = False
+    """``platform: docker``: Docker's init runs as the container's process 1."""
     command: Argv | None = None
     cwd: str | None = None
     env: Env = Field(default_factory=dict)
     port: int | None = Field(None, ge=1, le=65535)
     host: str = "127.0.0.1"
     router: bool | None = None
+    zero_downtime: bool = False
+    """Restart by starting the replacement first (routed services)."""
     health: HealthDoc | None = None
     depends_on: list[str] = Field(default_factory=list)
     replicas: Annotated[ReplicasDoc, BeforeValidator(_replicas_mapping)] = Field(
@@ -655,6 +659,8 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
                 add("image", "only a docker service runs an image (set platform: docker)")
             if service.adopt is not None:
                 add("adopt", "only a docker service adopts containers (set platform: docker)")
+            if service.init:
+                add("init", "only a docker service's container has Docker's init")
         if service.platform == "local" and not service.command:
             add("command", "required for a local service: the argument list that starts it")
         if service.platform == "docker":
@@ -678,9 +684,18 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
             add("router", "a router needs the service's public port: set port")
         if service.fallback is not None and not _routed(service):
             add("fallback", "a fallback is served by Phoenix's router: declare a port")
-        if service.router and service.platform != "local":
-            add("router", "only local services have Phoenix's router")
-        if service.platform == "local" and replicas.max > 1 and not _routed(service):
+        if service.zero_downtime and not _routed(service):
+            add(
+                "zero_downtime",
+                "starting the replacement first needs Phoenix's router to switch traffic: "
+                "declare a port on a service Phoenix runs (and do not set router: false)",
+            )
+        if service.router and not _may_route(service):
+            add(
+                "router",
+                "only services Phoenix runs (local commands, docker images) have its router",
+            )
+        if _may_route(service) and replicas.max > 1 and not _routed(service):
             add(
                 "replicas",
                 "more than one replica needs Phoenix's router in front of them: "
@@ -853,15 +868,20 @@ def _docker_problems(service: ServiceDoc, where: str) -> list[Problem]:
         for field_name in ("image", "command"):
             if getattr(service, field_name):
                 add(field_name, "Phoenix does not create or change a container it adopts")
-        if service.env:
-            add("env", "Phoenix does not create or change a container it adopts")
+        if service.env or service.init:
+            add(
+                "env" if service.env else "init",
+                "Phoenix does not create or change a container it adopts",
+            )
     elif service.image is None:
         add("image", "required for a docker service: the image its containers run")
     if service.cwd is not None:
         add("cwd", "a container's working directory is the image's; cwd is for local services")
-    if service.replicas.max > 1:
-        add("replicas", f"more than one replica is {DOCKER_NOT_YET} (one container per service)")
-    for field_name in ("versions", "backup", "fallback", "router"):
+    if adopt is not None and service.replicas.max > 1:
+        add("replicas", "Phoenix runs no more containers of a service it adopts than it found")
+    if adopt is not None and service.fallback is not None:
+        add("fallback", "a fallback is served by Phoenix's router, which adopted containers lack")
+    for field_name in ("versions", "backup"):
         if getattr(service, field_name):
             add(field_name, f"{field_name} is {DOCKER_NOT_YET}")
     if service.hooks != HooksDoc():
@@ -871,9 +891,15 @@ def _docker_problems(service: ServiceDoc, where: str) -> list[Problem]:
     return problems
 
 
+def _may_route(service: ServiceDoc) -> bool:
+    """Phoenix's router fronts only instances Phoenix starts: local commands and containers
+    of a declared image (not adopted ones, which listen where their owner put them)."""
+    return service.platform == "local" or (service.platform == "docker" and service.adopt is None)
+
+
 def _routed(service: ServiceDoc) -> bool:
-    """Local services with a port get a router unless they opt out."""
-    if service.platform != "local" or service.port is None:
+    """Services Phoenix runs, with a port, get a router unless they opt out."""
+    if not _may_route(service) or service.port is None:
         return False
     return service.router is not False
 
@@ -936,7 +962,10 @@ def _run_section(service: ServiceDoc, cwd: str) -> svc.RunSection | None:
         )
     if service.platform == "docker" and service.image is not None:
         return svc.ContainerRun(
-            image=service.image, command=tuple(service.command or ()), env=dict(service.env)
+            image=service.image,
+            command=tuple(service.command or ()),
+            env=dict(service.env),
+            init=service.init,
         )
     if service.platform == "local" and service.command:
         return svc.ProcessRun(command=tuple(service.command), cwd=cwd, env=dict(service.env))
@@ -961,6 +990,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         _routed(service),
         [version.model_dump() for version in service.versions],
         sys.executable,
+        *([{"init": True}] if service.init else []),  # absent: hashes as before it existed
     ]
     digest = hashlib.sha256(json.dumps(process_shape, sort_keys=True).encode()).hexdigest()[:16]
     return svc.ServiceSpec(
@@ -971,6 +1001,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         port=service.port,
         host=service.host,
         routed=_routed(service),
+        zero_downtime=service.zero_downtime,
         depends_on=tuple(service.depends_on),
         replicas=svc.Replicas(
             min=replicas.min,

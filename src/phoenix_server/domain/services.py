@@ -297,6 +297,9 @@ class ContainerRun:
     image: str
     command: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    init: bool = False
+    """Run Docker's init (tini) as the container's first process: it passes signals on and
+    reaps orphans, for servers that do neither as process 1."""
 
 
 @dataclass(frozen=True)
@@ -330,6 +333,10 @@ class ServiceSpec:
     """The address the public port listens on."""
     routed: bool = False
     """Phoenix's router holds the public port; instances get ports of their own."""
+    zero_downtime: bool = False
+    """A restart starts each replacement and puts it in rotation before it stops what it
+    replaces (routed services only): capacity never drops, at the cost of running one more
+    instance for a moment."""
     depends_on: tuple[str, ...] = ()
     replicas: Replicas = field(default_factory=Replicas)
     versions: tuple[Version, ...] = ()

@@ -1,11 +1,18 @@
 """Docker containers Phoenix creates and owns, through the engine's API (aiodocker).
 
-Each docker service runs one container of its declared image on the host's network (it
-listens on its declared port on the host), named ``phoenix-<service>-<hex>``. What Phoenix
+Each docker service runs containers of its declared image on the host's network, named
+``phoenix-<service>-<hex>``. A service with a port is *routed*, as local services are:
+Phoenix's router process holds the service's port and each container listens on a port
+Phoenix assigns (its ``PORT`` and ``{port}``), enters rotation once verified, and is drained
+before it is stopped; so replicas are restarted one at a time without losing a request, and
+the router counts the traffic and breaks the circuit. The router is a process on the host,
+journalled like a local one: it outlives Phoenix, and a restarted Phoenix adopts it. With
+``router: false`` the single container listens on the service's port itself. What Phoenix
 owns is said in the container's labels, not in a journal of its own: ``phoenix.owner`` (this
-installation's id), ``phoenix.service``, ``phoenix.config`` (a digest of the declaration)
-and ``phoenix.instance``. So a restarted Phoenix adopts the running containers carrying its
-owner label and the service's current declaration (a healthy service is not restarted),
+installation's id), ``phoenix.service``, ``phoenix.config`` (a digest of the declaration),
+``phoenix.instance`` and ``phoenix.port`` (where it listens). So a restarted Phoenix adopts
+the running containers carrying its owner label and the service's current declaration (a
+healthy service is not restarted),
 removes the other containers it owned, and starts what is missing.
 
 Containers someone else created (by hand, or Compose) are *adopted* by their labels
@@ -25,8 +32,8 @@ second, in the background; ``sample_usage`` reads the latest), so leak and load 
 work as for local processes. Memory is the engine's figure less the page cache, as
 ``docker stats`` shows it.
 
-Capabilities: the core, the process lifecycle and resource sampling; the rest (router,
-standbys, hooks, resource changes) are not there yet, and the service file refuses what
+Capabilities: the core, the process lifecycle, routing and resource sampling; the rest
+(standbys, hooks, resource changes) are not there yet, and the service file refuses what
 needs them.
 """
 
@@ -37,27 +44,42 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiodocker
 import aiohttp
+import psutil
 
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.health import TrafficCounters
 from phoenix_server.domain.recoveries import Strategy
 from phoenix_server.domain.services import (
     AdoptedContainers,
+    CircuitMode,
     ContainerRun,
     Instance,
+    InstanceRole,
     InstanceState,
     PlatformKind,
     RenderContext,
     ServiceSpec,
     render,
 )
-from phoenix_server.platforms.base import EventListener, InstanceEvent, InstanceEventKind, Usage
+from phoenix_server.platforms import processes
+from phoenix_server.platforms.base import (
+    EventListener,
+    InstanceEvent,
+    InstanceEventKind,
+    InstanceJournal,
+    Usage,
+)
+from phoenix_server.platforms.ports import PortAllocator
+from phoenix_server.platforms.routing import ListenBackoff, ProblemListener, RouterKeeper
 from phoenix_server.support.tasks import SupervisedTasks
 
 log = logging.getLogger("phoenix.platform.docker")
@@ -66,9 +88,10 @@ OWNER_LABEL = "phoenix.owner"
 SERVICE_LABEL = "phoenix.service"
 CONFIG_LABEL = "phoenix.config"
 INSTANCE_LABEL = "phoenix.instance"
-SUPPORTED = frozenset({Strategy.RESTART})
+PORT_LABEL = "phoenix.port"
+SUPPORTED = frozenset({Strategy.RESTART, Strategy.SCALE, Strategy.CIRCUIT_BREAK})
 """What this platform carries out so far."""
-NOT_YET = "is not carried out on the Docker platform yet (restart is)"
+NOT_YET = "is not carried out on the Docker platform yet (restart, scale and circuit breaking are)"
 UNREACHABLE = 900
 """aiodocker's status for an engine it could not connect to."""
 CRASH_LOOP_RESTARTS = 3
@@ -76,6 +99,12 @@ CRASH_LOOP_RESTARTS = 3
 loop (Phoenix does not fight it: it says so, and the service stays unhealthy meanwhile)."""
 STATS_EVERY = 1.0
 """Seconds between two looks at the running containers' stats."""
+ROUTER_OWNER_ENV = "PHOENIX_DOCKER_ROUTER_OWNER"
+"""Marks the router processes this installation started for its docker services (not
+``PHOENIX_OWNER``: the local platform would take them for strays of its own)."""
+ROUTER_INSTANCE_ENV = "PHOENIX_INSTANCE"
+STRAY_GRACE = 5.0
+"""Seconds a stray router gets between SIGTERM and SIGKILL."""
 
 
 def engine_address() -> str:
@@ -92,6 +121,8 @@ class _Container:
     """Someone else created it: stopped and started in place, never removed."""
     memory_limit: int | None = None
     """Bytes it may use (None: no limit)."""
+    routed: bool = False
+    """Behind the service's router, on a port Phoenix assigned (released when forgotten)."""
     settle: float = 10.0
     """Seconds up after which a failure counts as fresh (the service's ``reset_after``)."""
     restarts: list[float] = field(default_factory=list)
@@ -121,6 +152,34 @@ def _limits(service: ServiceSpec) -> dict[str, Any]:
     return limits
 
 
+def _suspended(pid: int | None) -> list[psutil.Process]:
+    """The container's processes (its first and every descendant) stopped by a signal
+    (SIGSTOP, SIGTSTP), as far as this host can see them (an engine elsewhere: none)."""
+    if pid is None:
+        return []
+    try:
+        first = psutil.Process(pid)
+        every = [first, *first.children(recursive=True)]
+    except (psutil.Error, OSError):
+        return []
+    stopped = []
+    for process in every:
+        try:
+            if process.status() == psutil.STATUS_STOPPED:
+                stopped.append(process)
+        except (psutil.Error, OSError):
+            continue  # gone meanwhile
+    return stopped
+
+
+def _resume(stopped: list[psutil.Process]) -> None:
+    for process in stopped:
+        try:
+            process.resume()  # SIGCONT
+        except (psutil.Error, OSError) as exc:
+            log.warning("cannot continue process %d: %s", process.pid, exc)
+
+
 def _megabytes(limit: int | None) -> str:
     return "none" if limit is None else f"{limit / 1024 / 1024:g} MiB"
 
@@ -139,12 +198,38 @@ def _run(service: ServiceSpec) -> ContainerRun:
 class DockerPlatform:
     kind = PlatformKind.DOCKER
 
-    def __init__(self, *, owner: str, clock: Clock, address: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        owner: str,
+        clock: Clock,
+        run_dir: Path,
+        log_dir: Path,
+        journal: InstanceJournal,
+        env: Mapping[str, str],
+        address: str | None = None,
+        python: str = sys.executable,
+        router_backoff: ListenBackoff | None = None,
+        ports: PortAllocator | None = None,
+    ) -> None:
         self._owner = owner
         self._clock = clock
         self._address = address or engine_address()
         self._client: aiodocker.Docker | None = None
         self._containers: dict[str, _Container] = {}
+        self._ports = ports or PortAllocator()
+        self._journal = journal
+        self._closing = False
+        self.routers = RouterKeeper(
+            run_dir=run_dir,
+            log_dir=log_dir,
+            journal=journal,
+            clock=clock,
+            env={**env, ROUTER_OWNER_ENV: owner},
+            python=python,
+            backoff=router_backoff,
+            kind=PlatformKind.DOCKER,
+        )
         self._restart_policies: dict[str, str] = {}
         """Adopted services whose containers Docker's own restart policy restarts."""
         self._listeners: list[EventListener] = []
@@ -164,7 +249,22 @@ class DockerPlatform:
         if not isinstance(service.run, ContainerRun | AdoptedContainers):
             why = f"service '{service.name}' declares no image to run or containers to adopt"
             return {s: why for s in Strategy}
+        name = service.name
         missing = {s: f"{s.value} {NOT_YET}" for s in Strategy if s not in SUPPORTED}
+        if not service.routed:
+            why = (
+                f"service '{name}' has no router in front of it (declare a port, and no "
+                "router: false, on a service Phoenix runs from an image)"
+            )
+            missing[Strategy.CIRCUIT_BREAK] = f"circuit breaking needs the router: {why}"
+            missing[Strategy.SCALE] = f"scaling needs the router: {why}"
+        else:
+            live = sum(1 for i in self.instances(name) if i.alive)
+            if live >= service.replicas.max:
+                missing[Strategy.SCALE] = (
+                    f"service '{name}' already runs {live} container(s), its declared maximum "
+                    f"(replicas.max: {service.replicas.max})"
+                )
         policy = self._restart_policies.get(service.name)
         if policy is not None:
             # Restarting it too would be fighting Docker over it: each crash is recorded,
@@ -178,6 +278,29 @@ class DockerPlatform:
 
     def subscribe(self, listener: EventListener) -> None:
         self._listeners.append(listener)
+
+    def port_problems(self) -> dict[str, str]:
+        """Each routed service whose public port its router does not serve now (another
+        process holds it, say), with the reason; the router is tried again meanwhile."""
+        return self.routers.problems()
+
+    def watch_ports(self, listener: ProblemListener) -> None:
+        """Tell ``listener(service, reason)`` when a service's port stops being served, and
+        ``listener(service, None)`` when it is served again."""
+        self.routers.watch(listener)
+
+    # -- routing --------------------------------------------------------------------------
+
+    async def set_circuit(self, service: ServiceSpec, mode: CircuitMode, admit: float) -> None:
+        await self.routers.set_circuit(service.name, mode, admit)
+
+    async def traffic(self, service: ServiceSpec) -> TrafficCounters | None:
+        if not service.routed:
+            return None
+        try:
+            return await self.routers.traffic(service.name)
+        except PlatformError:
+            return None
 
     def instances(self, service: str) -> list[Instance]:
         return [c.instance for c in self._containers.values() if c.instance.service == service]
@@ -241,16 +364,27 @@ class DockerPlatform:
     async def _start_one(self, service: ServiceSpec) -> Instance:
         run = _run(service)
         instance_id = f"phoenix-{service.name}-{secrets.token_hex(3)}"
+        port = self._ports.allocate() if service.routed else service.port
+        try:
+            return await self._create(service, run, instance_id, port)
+        except BaseException:
+            if service.routed:
+                self._ports.release(port)
+            raise
+
+    async def _create(
+        self, service: ServiceSpec, run: ContainerRun, instance_id: str, port: int | None
+    ) -> Instance:
         context = RenderContext(
             name=service.name,
             python="python3",
-            port=service.port,
+            port=port,
             version=service.current_version,
             instance=instance_id,
         )
         env = {key: render(value, context) for key, value in run.env.items()}
-        if service.port is not None:
-            env["PORT"] = str(service.port)
+        if port is not None:
+            env["PORT"] = str(port)
         config: dict[str, Any] = {
             "Image": run.image,
             "Env": [f"{key}={value}" for key, value in env.items()],
@@ -259,9 +393,10 @@ class DockerPlatform:
                 SERVICE_LABEL: service.name,
                 CONFIG_LABEL: service.config_hash,
                 INSTANCE_LABEL: instance_id,
+                PORT_LABEL: str(port or ""),
             },
             "StopTimeout": _grace(service),
-            "HostConfig": {"NetworkMode": "host", **_limits(service)},
+            "HostConfig": {"NetworkMode": "host", "Init": run.init, **_limits(service)},
         }
         if run.command:
             config["Cmd"] = [render(arg, context) for arg in run.command]
@@ -274,7 +409,7 @@ class DockerPlatform:
             except BaseException:
                 await _remove_quietly(container)
                 raise
-        record = self._record(service, instance_id, shown, InstanceState.STARTING)
+        record = self._record(service, instance_id, shown, InstanceState.STARTING, port=port)
         self._emit(InstanceEventKind.STARTED, record.instance)
         if not shown["State"].get("Running"):
             # It ended before Phoenix looked: as if its die event had come already.
@@ -291,7 +426,20 @@ class DockerPlatform:
             if c.instance.service == service.name
             and (instance_ids is None or c.instance.id in instance_ids)
         ]
-        return list(await asyncio.gather(*(self._stop_one(service, c) for c in chosen)))
+        if service.routed:
+            # Out of rotation first: no request is sent to a container about to be stopped,
+            # and those it is serving get ``drain`` seconds to finish.
+            serving = {c.instance.id for c in chosen if c.instance.alive}
+            if not await self.routers.drain(service.name, serving, service.stop.drain):
+                log.warning(
+                    "%s: requests still in flight after %gs of draining",
+                    service.name,
+                    service.stop.drain,
+                )
+        ended = list(await asyncio.gather(*(self._stop_one(service, c) for c in chosen)))
+        if service.routed:
+            await self.routers.forget(service.name, {c.instance.id for c in chosen})
+        return ended
 
     async def _stop_one(self, service: ServiceSpec, record: _Container) -> Instance:
         client = self._engine()
@@ -301,6 +449,11 @@ class DockerPlatform:
             record.instance = replace(record.instance, state=InstanceState.STOPPING)
             async with self._errors(f"cannot stop container {name}"):
                 container = client.containers.container(name)
+                if suspended := _suspended(record.instance.pid):
+                    # A stopped process cannot act on SIGTERM, so the grace would be spent
+                    # waiting for nothing: let it run again to take the signal and shut down.
+                    log.info("%s: continuing its stopped process(es) %s", name, suspended)
+                    _resume(suspended)
                 await container.stop(t=_grace(service))
                 shown = await container.show()
             self._ended(record, shown["State"].get("ExitCode"))
@@ -315,9 +468,16 @@ class DockerPlatform:
         return record.instance
 
     async def mark_serving(self, service: ServiceSpec, instance_ids: Sequence[str]) -> None:
-        for instance_id in instance_ids:
-            record = self._containers.get(instance_id)
-            if record is not None and record.instance.state is InstanceState.STARTING:
+        admitted = [
+            r
+            for i in instance_ids
+            if (r := self._containers.get(i)) is not None and r.instance.alive
+        ]
+        if service.routed and admitted:
+            # Traffic first: clients may be waiting in the router for this very container.
+            await self.routers.admit(service.name, [r.instance for r in admitted])
+        for record in admitted:
+            if record.instance.state is InstanceState.STARTING:
                 record.instance = replace(record.instance, state=InstanceState.RUNNING)
 
     async def wait_for_exit(self, instance_ids: Sequence[str]) -> Instance:
@@ -339,6 +499,11 @@ class DockerPlatform:
         specs = {s.name: s for s in docker if isinstance(s.run, ContainerRun)}
         taken_over = [s for s in docker if isinstance(s.run, AdoptedContainers)]
         failed: dict[str, str] = {}
+        routers = {
+            record.service: record
+            for record in await self._journal.load_instances(PlatformKind.DOCKER)
+            if record.role is InstanceRole.ROUTER
+        }
         # Watched from now on, even if the engine cannot be reached yet: the loops retry
         # (and /health names them meanwhile), so an engine that comes back is seen.
         self._tasks.keep_running(self._watch_events, name="docker-events")
@@ -352,19 +517,19 @@ class DockerPlatform:
             found = await self._owned()
         except PlatformError as exc:
             return {**failed, **{name: exc.message for name in specs}}
-        adopted: set[str] = set()
+        adopted: dict[str, int] = {}
         for shown in found:
             labels = shown["Config"]["Labels"] or {}
             spec = specs.get(labels.get(SERVICE_LABEL, ""))
             name = shown["Name"].lstrip("/")
             if (
                 spec is not None
-                and spec.name not in adopted
+                and adopted.get(spec.name, 0) < spec.replicas.max
                 and labels.get(CONFIG_LABEL) == spec.config_hash
                 and shown["State"].get("Running")
             ):
                 self._adopt(spec, name, shown)
-                adopted.add(spec.name)
+                adopted[spec.name] = adopted.get(spec.name, 0) + 1
                 continue
             log.info("removing container %s: not what the service file declares now", name)
             try:
@@ -372,13 +537,53 @@ class DockerPlatform:
                     await self._engine().containers.container(name).delete(force=True)
             except PlatformError as exc:
                 log.error("%s", exc.message)
+        failed |= await self._keep_routers(specs, routers)
         for spec in specs.values():
-            if spec.name in adopted:
+            missing = max(1, spec.replicas.min) - len(self.instances(spec.name))
+            if missing <= 0 or spec.name in failed:
                 continue
             try:
-                await self.start(spec, count=max(1, spec.replicas.min))
+                await self.start(spec, count=missing)
             except PlatformError as exc:
                 failed[spec.name] = exc.message
+        return failed
+
+    async def _keep_routers(
+        self, specs: Mapping[str, ServiceSpec], journalled: Mapping[str, Instance]
+    ) -> dict[str, str]:
+        """Adopt (or start) the router of each routed service, serving exactly the
+        containers that still run; stop the routers of services no longer routed, and any
+        router this installation started but never journalled (it died in between)."""
+        failed: dict[str, str] = {}
+        for name, record in journalled.items():
+            spec = specs.get(name)
+            if spec is None or not spec.routed:
+                log.info("stopping the router of %s: no longer a routed docker service", name)
+                await self.routers.stop_record(record)
+        for spec in specs.values():
+            if not spec.routed:
+                continue
+            try:
+                await self.routers.ensure(spec, journalled.get(spec.name))
+                await self.routers.keep_only(spec.name, {i.id for i in self.instances(spec.name)})
+            except PlatformError as exc:
+                log.error("cannot run the router of %s: %s", spec.name, exc.message)
+                failed[spec.name] = exc.message
+        known = self.routers.pgids()
+        strays = set()
+        for pid, _ in processes.marked_processes(
+            ROUTER_OWNER_ENV, self._owner, ROUTER_INSTANCE_ENV
+        ):
+            try:
+                group = os.getpgid(pid)
+            except ProcessLookupError:
+                continue
+            if group not in known:
+                log.warning(
+                    "stopping stray router process group %d left by an earlier Phoenix", group
+                )
+                strays.add(group)
+        await asyncio.gather(*(processes.stop_group(group, STRAY_GRACE) for group in strays))
         return failed
 
     async def _take_over(self, spec: ServiceSpec) -> None:
@@ -409,8 +614,10 @@ class DockerPlatform:
         state: InstanceState,
         *,
         adopted: bool = False,
+        port: int | None = None,
     ) -> _Container:
-        """What Phoenix keeps of one container of ``spec`` (as inspect ``shown`` it)."""
+        """What Phoenix keeps of one container of ``spec`` (as inspect ``shown`` it),
+        listening on ``port`` (a routed one's own; else the service's)."""
         limit = (shown.get("HostConfig") or {}).get("Memory") or None
         instance = Instance(
             id=name,
@@ -419,7 +626,7 @@ class DockerPlatform:
             state=state,
             started_at=self._clock.now(),
             pid=shown["State"].get("Pid") or None,
-            port=spec.port,
+            port=port if port is not None else spec.port,
             version=spec.current_version,
             config_hash=spec.config_hash,
         )
@@ -429,13 +636,19 @@ class DockerPlatform:
             adopted=adopted,
             memory_limit=limit,
             settle=spec.recovery.backoff.reset_after,
+            routed=spec.routed and not adopted,
         )
         return record
 
     def _adopt(
         self, spec: ServiceSpec, name: str, shown: dict[str, Any], *, adopted: bool = False
     ) -> None:
-        record = self._record(spec, name, shown, InstanceState.RUNNING, adopted=adopted)
+        port = None
+        if spec.routed and not adopted:
+            port = int((shown["Config"]["Labels"] or {}).get(PORT_LABEL) or 0) or None
+            if port is not None:
+                self._ports.hold(port)
+        record = self._record(spec, name, shown, InstanceState.RUNNING, adopted=adopted, port=port)
         log.info("%s: adopted running container %s", spec.name, name)
         self._emit(InstanceEventKind.ADOPTED, record.instance)
         health = (shown["State"].get("Health") or {}).get("Status")
@@ -443,6 +656,10 @@ class DockerPlatform:
             self._health_said(record, health)  # it failed while no Phoenix watched
 
     async def shutdown(self, *, keep_running: bool) -> None:
+        self._closing = True
+        # Routers go first: they finish the requests in flight, and nothing new reaches a
+        # container while it stops.
+        await self.routers.shutdown(keep_running=keep_running)
         await self._tasks.close(timeout=5.0)
         if not keep_running and self._client is not None:
             # All at once: each may take its whole grace.
@@ -621,9 +838,16 @@ class DockerPlatform:
         why = oom if record.oom else f"exited with code {code}"
         log.warning("%s: container %s %s", record.instance.service, record.instance.id, why)
         self._emit(InstanceEventKind.EXITED, record.instance)
+        if record.routed and not self._closing:
+            self._tasks.spawn(
+                self.routers.forget(record.instance.service, {record.instance.id}),
+                name=f"leave-rotation-{record.instance.id}",
+            )
 
     def _forget(self, record: _Container) -> None:
         self._containers.pop(record.instance.id, None)
+        if record.routed:
+            self._ports.release(record.instance.port)
         self._emit(InstanceEventKind.STOPPED, record.instance)
 
     def _emit(self, kind: InstanceEventKind, instance: Instance, detail: str = "") -> None:

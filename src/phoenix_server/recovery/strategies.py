@@ -50,18 +50,53 @@ def plan_restart(given: PlanInput) -> Plan:
 
     A routed service with instances is restarted one instance at a time, each drained
     before it stops and replaced before the next: with two replicas or more, clients lose
-    nothing. Without a router (or with nothing running) the service restarts as a whole.
+    nothing. Declared ``zero_downtime``, each replacement is started, verified and put in
+    rotation first, and only then is the old one drained and stopped (capacity never
+    drops; a hung instance stops taking traffic as soon as its replacement takes it).
+    Without a router (or with nothing running) the service restarts as a whole.
     """
+    return _restart(given, start_first=given.service.zero_downtime)
+
+
+def plan_container_restart(given: PlanInput) -> Plan:
+    """As :func:`plan_restart`, and with replicas the replacement always starts first:
+    containers are cheap to start beside the old one, and a replica is never missing."""
+    replicas = max(given.service.replicas.min, len(given.instances))
+    return _restart(given, start_first=given.service.zero_downtime or replicas > 1)
+
+
+def _restart(given: PlanInput, *, start_first: bool) -> Plan:
     service = given.service
     targets = [i for i in given.instances if given.only is None or i.id in given.only]
     if service.routed and targets:
         steps: list[PlannedStep] = []
         for index, instance in enumerate(targets, start=1):
             suffix = f" ({index}/{len(targets)}: {instance.id})" if len(targets) > 1 else ""
-            steps += _restart_steps(service, suffix, instances=[instance.id], count=1)
+            if start_first:
+                steps += _replace_first_steps(service, suffix, instance.id)
+            else:
+                steps += _restart_steps(service, suffix, instances=[instance.id], count=1)
         return Plan(tuple(steps))
     count = max(1, service.replicas.min, sum(1 for i in given.instances if i.alive))
     return Plan(tuple(_restart_steps(service, "", instances=None, count=count)))
+
+
+def _replace_first_steps(service: ServiceSpec, suffix: str, old: str) -> list[PlannedStep]:
+    return [
+        PlannedStep(
+            f"Replacement start{suffix}", "start_instances", START_TIMEOUT, params={"count": 1}
+        ),
+        PlannedStep(
+            f"Health verification{suffix}", "verify_health", service.health.startup_timeout
+        ),
+        PlannedStep(f"Traffic switch{suffix}", "restore_traffic", TRAFFIC_TIMEOUT),
+        PlannedStep(
+            f"Graceful shutdown of the old{suffix}",
+            "stop_instances",
+            service.stop.drain + service.stop.grace + STOP_MARGIN,
+            params={"instances": [old]},
+        ),
+    ]
 
 
 def _restart_steps(
@@ -252,8 +287,11 @@ PLANNERS: dict[tuple[PlatformKind, Strategy], Planner] = {
     (PlatformKind.LOCAL, Strategy.CIRCUIT_BREAK): plan_circuit_break,
     (PlatformKind.LOCAL, Strategy.SCALE): plan_scale,
     (PlatformKind.LOCAL, Strategy.ROLLBACK): plan_rollback,
-    # One container on the host's network, stopped and started again (no router yet).
-    (PlatformKind.DOCKER, Strategy.RESTART): plan_restart,
+    # Containers on the host's network behind the same router: the same plans, carried out
+    # through the Docker platform's lifecycle and routing.
+    (PlatformKind.DOCKER, Strategy.RESTART): plan_container_restart,
+    (PlatformKind.DOCKER, Strategy.SCALE): plan_scale,
+    (PlatformKind.DOCKER, Strategy.CIRCUIT_BREAK): plan_circuit_break,
 }
 """The planner of each strategy on each platform: a platform that does a strategy its own
 way (an API call and a watched rollout rather than processes and a router) registers its

@@ -66,6 +66,7 @@ from phoenix_server.platforms.base import (
 from phoenix_server.platforms.docker import DockerPlatform
 from phoenix_server.platforms.external import ExternalPlatform
 from phoenix_server.platforms.local.supervisor import LocalPlatform
+from phoenix_server.platforms.ports import PortAllocator
 from phoenix_server.recovery.alerting import Alerter
 from phoenix_server.recovery.claims import LocalClaims
 from phoenix_server.recovery.deploying import Deployer
@@ -148,13 +149,16 @@ class Runtime:
         self.prober = Prober()
         self.scheduler = ProbeScheduler(self.prober, self.tracker, self.clock)
         self.verifier = ProbeVerifier(self.prober, self.tracker, self.clock, python=sys.executable)
+        journal = StoreJournal(store, self.owner)
+        ports = PortAllocator()  # one for both platforms: never one port given twice
         self.local = LocalPlatform(
             log_dir=settings.log_dir,
             run_dir=settings.run_dir,
-            journal=StoreJournal(store, self.owner),
+            journal=journal,
             clock=self.clock,
             owner=self.owner,
             base_env=service_environment(os.environ),
+            ports=ports,
         )
         # A service whose public port another process holds is unhealthy for that reason,
         # whatever its instances' checks say (clients reach the other process).
@@ -166,8 +170,15 @@ class Runtime:
         self.docker: DockerPlatform | None = None
         if any(spec.platform is PlatformKind.DOCKER for spec in catalog):
             self.docker = platforms[PlatformKind.DOCKER] = DockerPlatform(
-                owner=self.owner, clock=self.clock
+                owner=self.owner,
+                clock=self.clock,
+                run_dir=settings.run_dir,
+                log_dir=settings.log_dir,
+                journal=journal,
+                env=service_environment(os.environ),
+                ports=ports,
             )
+            self.docker.watch_ports(self._port_served)
         self.platforms = PlatformRegistry(platforms)
         recorder = StoreRecorder(store, self.owner)
         self.executor = Executor(
@@ -428,7 +439,10 @@ class Runtime:
             )
         if dropped := self.orchestrator.dropped:
             warnings.append(f"{dropped} record(s) dropped: the database refused them too long")
-        for service, problem in sorted(self.local.port_problems().items()):
+        port_problems = self.local.port_problems()
+        if self.docker is not None:
+            port_problems |= self.docker.port_problems()
+        for service, problem in sorted(port_problems.items()):
             warnings.append(f"service {service} is not served on its port: {problem}")
         for death in self.task_deaths():
             warnings.append(death)

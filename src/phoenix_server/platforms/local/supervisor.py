@@ -42,6 +42,7 @@ from phoenix_server.domain.services import (
     StopPolicy,
     render,
 )
+from phoenix_server.platforms import ports, processes
 from phoenix_server.platforms.base import (
     EventListener,
     InstanceEvent,
@@ -50,10 +51,9 @@ from phoenix_server.platforms.base import (
     Usage,
     describe_exit,
 )
-from phoenix_server.platforms.local import ports, processes
-from phoenix_server.platforms.local.ports import PortAllocator
-from phoenix_server.platforms.local.routing import ListenBackoff, ProblemListener, RouterKeeper
 from phoenix_server.platforms.local.usage import ProcessUsage
+from phoenix_server.platforms.ports import PortAllocator
+from phoenix_server.platforms.routing import ListenBackoff, ProblemListener, RouterKeeper
 from phoenix_server.support import procinfo
 from phoenix_server.support.tasks import SupervisedTasks
 from phoenix_server.support.timefmt import iso_ms
@@ -98,6 +98,7 @@ class LocalPlatform:
         base_env: Mapping[str, str] | None = None,
         python: str = sys.executable,
         router_backoff: ListenBackoff | None = None,
+        ports: PortAllocator | None = None,
     ) -> None:
         self._log_dir = log_dir
         self._journal = journal
@@ -109,7 +110,7 @@ class LocalPlatform:
         self._managed: dict[str, _Managed] = {}
         self._listeners: list[EventListener] = []
         self._writes = SupervisedTasks("local-journal")
-        self._ports = PortAllocator()
+        self._ports = ports or PortAllocator()
         self._specs: dict[str, ServiceSpec] = {}
         self._closing = False
         self._usage = ProcessUsage()

@@ -31,7 +31,7 @@ from typing import Any, cast
 
 import httptools
 
-from phoenix_server.platforms.local.router.config import (
+from phoenix_server.platforms.router.config import (
     Backend,
     BackendState,
     BackendStats,

@@ -1,6 +1,9 @@
 """Keeping the routers of routed services: run (or adopt) them, steer them, read them.
 
-Each routed service has one router process on its public port (see ``router/``). This
+Shared by the platforms whose instances listen on the host (local processes, Docker
+containers on the host's network): each keeps its own :class:`RouterKeeper`, and its routers
+are journalled under its kind. Each routed service has one router process on its public
+port (see ``router/``). This
 module starts it (journalled like an instance, so a restarted Phoenix adopts it), restarts
 it at once if it dies — it is the data plane — and pushes it a new configuration whenever
 the service's backends change: an instance enters rotation once verified, is drained before
@@ -35,20 +38,20 @@ from phoenix_server.domain.services import (
     PlatformKind,
     ServiceSpec,
 )
+from phoenix_server.platforms import ports, processes
 from phoenix_server.platforms.base import InstanceJournal
-from phoenix_server.platforms.local import ports, processes
-from phoenix_server.platforms.local.router.client import RouterClient
-from phoenix_server.platforms.local.router.config import (
+from phoenix_server.platforms.router.client import RouterClient
+from phoenix_server.platforms.router.config import (
     Backend,
     BackendState,
     Fallback,
     RouterConfig,
 )
-from phoenix_server.platforms.local.router.config import CircuitMode as RouterCircuit
+from phoenix_server.platforms.router.config import CircuitMode as RouterCircuit
 from phoenix_server.support import procinfo
 from phoenix_server.support.tasks import SupervisedTasks
 
-log = logging.getLogger("phoenix.platforms.local.routing")
+log = logging.getLogger("phoenix.platforms.routing")
 
 READY_WITHIN = 15.0
 """Seconds a new router process has to open its control socket."""
@@ -115,7 +118,9 @@ class RouterKeeper:
         env: Mapping[str, str],
         python: str = sys.executable,
         backoff: ListenBackoff | None = None,
+        kind: PlatformKind = PlatformKind.LOCAL,
     ) -> None:
+        self._kind = kind
         self._run_dir = run_dir
         self._log_dir = log_dir
         self._journal = journal
@@ -163,7 +168,7 @@ class RouterKeeper:
                 log.warning("the adopted router of %s does not answer; replacing it", spec.name)
                 await kept.process.stop(signal.SIGTERM, 2.0)
         elif record is not None:
-            await self._stop_record(record)
+            await self.stop_record(record)
         try:
             await self._start(kept)
         except PlatformError as exc:
@@ -179,7 +184,8 @@ class RouterKeeper:
             and procinfo.is_running(record.pid, record.process_start)
         )
 
-    async def _stop_record(self, record: Instance) -> None:
+    async def stop_record(self, record: Instance) -> None:
+        """Stop the router ``record`` names (if it still runs) and forget it."""
         if record.pid is not None and procinfo.is_running(record.pid, record.process_start):
             stale = processes.adopt(record.pid, on_exit=lambda _process: None)
             await stale.stop(signal.SIGTERM, 5.0)
@@ -196,7 +202,7 @@ class RouterKeeper:
         self._run_dir.mkdir(parents=True, exist_ok=True)
         socket_path.unlink(missing_ok=True)
         argv = [
-            self._python, "-m", "phoenix_server.platforms.local.router",
+            self._python, "-m", "phoenix_server.platforms.router",
             "--service", spec.name,
             "--listen", f"{spec.host}:{spec.port}",
             "--control", str(socket_path),
@@ -213,7 +219,7 @@ class RouterKeeper:
         kept.instance = Instance(
             id=f"{spec.name}-router",
             service=spec.name,
-            platform=PlatformKind.LOCAL,
+            platform=self._kind,
             state=InstanceState.RUNNING,
             started_at=self._clock.now(),
             pid=process.pid,

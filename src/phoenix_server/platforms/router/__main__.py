@@ -1,4 +1,4 @@
-"""``python -m phoenix_server.platforms.local.router --service S --listen H:P --control SOCK
+"""``python -m phoenix_server.platforms.router --service S --listen H:P --control SOCK
 --state FILE``: serve until SIGTERM, then stop accepting and let requests in flight finish."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from phoenix_server.platforms.local.router.control import control_app, load_state
-from phoenix_server.platforms.local.router.proxy import Router, client_factory
+from phoenix_server.platforms.router.control import control_app, load_state
+from phoenix_server.platforms.router.proxy import Router, client_factory
 
 DRAIN_ON_EXIT = 5.0
 CONTROL_CHECK = 0.5
@@ -75,7 +75,7 @@ async def keep_control_socket(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m phoenix_server.platforms.local.router")
+    parser = argparse.ArgumentParser(prog="python -m phoenix_server.platforms.router")
     parser.add_argument("--service", required=True)
     parser.add_argument("--listen", required=True, help="host:port clients connect to")
     parser.add_argument("--control", required=True, type=Path, help="Unix socket for Phoenix")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from phoenix_server.platforms.local.router.config import RouterConfig
-from phoenix_server.platforms.local.router.proxy import Router
+from phoenix_server.platforms.router.config import RouterConfig
+from phoenix_server.platforms.router.proxy import Router
 
 
 def save_state(path: Path, config: RouterConfig) -> None:

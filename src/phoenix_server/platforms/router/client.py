@@ -11,7 +11,7 @@ from typing import TypeVar
 import aiohttp
 
 from phoenix_server.domain.errors import PlatformError
-from phoenix_server.platforms.local.router.config import RouterConfig, RouterStats
+from phoenix_server.platforms.router.config import RouterConfig, RouterStats
 
 TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 REAPPEARS_WITHIN = 1.5
