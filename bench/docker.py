@@ -1,11 +1,16 @@
 """Crash-to-serving time for a container: SIGKILL its process from outside the engine (a real
 crash: the kernel kills it, the engine only sees it die) and time until its port answers 200.
 
-Three ways, in one run, on the same image (busybox ``httpd`` built ``FROM scratch``, on the
-host's network) and the same client (a fresh connection every millisecond):
+In one run, on the same image (busybox ``httpd`` built ``FROM scratch``, on the host's
+network) and the same client (a fresh connection every millisecond, 50 ms timeout each:
+``POLL_TIMEOUT``):
 
-* Phoenix (``phoenix serve`` with the service declared ``platform: docker``): it notices the
-  death from the engine's event stream and replaces the container (restart strategy);
+* Phoenix (``phoenix serve`` with the service declared ``platform: docker``) with one
+  replica: its router holds the service's port, it notices the death from the engine's event
+  stream and starts a replacement container on a port of its own (restart strategy);
+* Phoenix with two replicas behind its router: one of them is killed, and a client polling
+  the port every millisecond counts the requests that fail while the other serves and the
+  replacement is started and put in rotation;
 * Docker's own restart policy (``docker run --restart=always``) — the peer the issue names;
 * a bare ``docker start`` of a stopped container — the floor (the engine starting a
   container and the server coming up), which nothing that goes through the engine can beat.
@@ -22,8 +27,11 @@ engine and Debian's busybox-static; the autoheal peer takes about three minutes 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -31,7 +39,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.docker_images import busybox_image
@@ -39,31 +49,41 @@ from bench.mttr import describe, free_port, get_json, wait_for
 
 TARGET_RATIO = 1.0
 """Phoenix with one replica at most as slow as Docker's restart policy (median)."""
+TARGET_FAILED = 0
+"""Requests lost by a client polling every millisecond while one of two replicas crashes."""
 DOCKER_RESET_AFTER = 10.5
 """Seconds up after which Docker's restart policy starts again from its shortest delay."""
 PROBE_INTERVAL = 1.0
 HANG_TARGET = 3 * PROBE_INTERVAL
 """A hung container serving again within three of Phoenix's probe intervals."""
+HEALTHY_FOR = 0.6
+"""Seconds a Phoenix service runs healthy before the next fault (past its ``reset_after``)."""
+POLL_TIMEOUT = 0.05
+"""The timing client's timeout per request. busybox httpd answers in about a millisecond;
+with a long timeout, a request sent to a hung container blocks the client until it gives
+up, so a hang's time to serving would be counted in whole timeouts (every figure a
+multiple of it), not from when the port answers again."""
 
 
-def httpd(port: int) -> list[str]:
+def httpd(port: int | str) -> list[str]:
+    """The container's command: busybox httpd on ``port`` (a number, or Phoenix's ``{port}``
+    placeholder, which it renders to the port it assigns the container)."""
     return ["httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"]
 
 
-def serves(port: int) -> bool:
-    return answers_path(port, "/health")
+def serves(port: int, timeout: float = 1.0) -> bool:
+    return answers_path(port, "/health", timeout)
 
 
-def answers_path(port: int, path: str) -> bool:
-    import http.client
-
+def answers_path(port: int, path: str, timeout: float = 1.0) -> bool:
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        connection.request("GET", path)
-        status = connection.getresponse().status
-        connection.close()
-        return status == 200
-    except OSError:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            connection.request("GET", path)
+            return connection.getresponse().status == 200
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException):
         return False
 
 
@@ -71,7 +91,7 @@ def time_to_serving(port: int, kill: Callable[[], None], timeout: float = 300) -
     started = time.perf_counter()
     kill()
     while True:
-        if serves(port):
+        if serves(port, POLL_TIMEOUT):
             return time.perf_counter() - started
         if time.perf_counter() - started > timeout:
             raise TimeoutError(f"port {port} did not serve again within {timeout}s")
@@ -93,34 +113,132 @@ def kill_repeatedly(
     port: int,
     serving_pid: Callable[[], int | None],
     fault: signal.Signals = signal.SIGKILL,
-    healthy_for: float = 0.6,
+    healthy_for: float = HEALTHY_FOR,
 ) -> list[float]:
     """``runs`` times: wait until settled and healthy for ``healthy_for`` (past the
     contender's own backoff reset, so each kill is a fresh failure, not a crash loop), send
     ``fault`` to the container's process (SIGKILL: a crash; SIGSTOP: a hang), and time
-    until it serves again."""
+    until it serves again. A hang is found by probes on a schedule, so it comes a random
+    part of a probe interval later still: otherwise each would come at about the same point
+    of the schedule (the previous recovery ends a fixed time after a probe) and the figures
+    would measure that point, not a hang at any moment."""
     timings = []
     for _ in range(runs):
         wait_for(serving_pid, 120, "the container to settle and serve")
-        time.sleep(healthy_for)
+        jitter = random.uniform(0, PROBE_INTERVAL) if fault == signal.SIGSTOP else 0.0
+        time.sleep(healthy_for + jitter)
         pid = serving_pid()
         assert pid is not None
         timings.append(time_to_serving(port, lambda pid=pid: os.kill(pid, fault)))
     return timings
 
 
+# -- Phoenix ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Client:
+    """GET /health through the router every millisecond, a fresh connection each (timeout
+    1 s), counting what answered 200 and what did not (any other status, or an error)."""
+
+    port: int
+    answered: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    """The first few failures: seconds into the run, and what happened."""
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        began = time.perf_counter()
+        while not self.stop.is_set():
+            outcome = self.request()
+            if outcome is None:
+                self.answered += 1
+            else:
+                self.failed += 1
+                if len(self.failures) < 20:
+                    self.failures.append(f"{time.perf_counter() - began:.3f}s: {outcome}")
+            time.sleep(0.001)
+
+    def request(self) -> str | None:
+        """None if it answered 200, else what went wrong."""
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+            try:
+                connection.request("GET", "/health")
+                status = connection.getresponse().status
+            finally:
+                connection.close()
+        except (OSError, http.client.HTTPException) as error:
+            return f"{type(error).__name__}: {error}"
+        return None if status == 200 else f"status {status}"
+
+
+@dataclass
+class PhoenixRun:
+    timings: list[float]
+    """Crash or hang → serving (one replica), or crash → replacement running (two)."""
+    client: Client | None = None
+    """With two replicas: the client polling the router throughout."""
+
+
+@contextmanager
+def phoenix_serving(workdir: Path, config: str) -> Iterator[str]:
+    """``phoenix serve`` with ``config``, its log in ``workdir``; yields its API's URL. When
+    the run fails, the log is kept under /tmp (the workdir is temporary)."""
+    api_port = free_port()
+    (workdir / "phoenix.yaml").write_text(config)
+    env = {**os.environ, "PORT": str(api_port), "PHOENIX_DATA_DIR": str(workdir / "var")}
+    command = [sys.executable, "-m", "phoenix_server", "serve"]
+    with (workdir / "phoenix.log").open("wb") as log:
+        server = subprocess.Popen(
+            [*command, "--config", str(workdir / "phoenix.yaml")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"http://127.0.0.1:{api_port}"
+    except BaseException:
+        kept = Path(tempfile.gettempdir()) / f"phoenix-bench-docker-{api_port}.log"
+        shutil.copy(workdir / "phoenix.log", kept)
+        print(f"Phoenix's log: {kept}", file=sys.stderr)
+        raise
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+
+
 def phoenix_run(
-    runs: int, workdir: Path, image: str, fault: signal.Signals = signal.SIGKILL
-) -> list[float]:
-    port, api_port = free_port(), free_port()
-    config = workdir / "phoenix.yaml"
-    config.write_text(
-        f"""services:
+    runs: int,
+    workdir: Path,
+    image: str,
+    fault: signal.Signals = signal.SIGKILL,
+    replicas: int = 1,
+) -> PhoenixRun:
+    """Phoenix running the busybox image behind its router, ``replicas`` containers (1 or 2),
+    each listening on the port Phoenix assigns it (``{port}``).
+
+    One replica: ``runs`` times, ``fault`` to the container's process and the time until the
+    router's port answers 200 again. Declared ``zero_downtime`` (with two replicas it is the
+    default for docker): a hung container is replaced before it is stopped, so its stop
+    grace (a stopped process cannot act on SIGTERM, so it is waited in full) is not on the
+    path to serving; after a crash there is nothing left to stop.
+
+    Two replicas: a :class:`Client` polls the router throughout, and ``runs`` times one
+    container is SIGKILLed and timed until Phoenix runs two again (the replacement running,
+    the recovery over: in rotation)."""
+    if replicas not in (1, 2):
+        raise ValueError("replicas: 1 or 2")
+    port = free_port()
+    config = f"""services:
   - name: web
     platform: docker
     image: {image}
-    command: {json.dumps(httpd(port))}
+    command: {json.dumps(httpd("{port}"))}
     port: {port}
+    replicas: {replicas}
+    zero_downtime: true
     health:
       http: "http://127.0.0.1:{{port}}/health"
       interval: {PROBE_INTERVAL:g}s
@@ -129,34 +247,88 @@ def phoenix_run(
     stop: {{grace: 1s}}
     recovery: {{backoff: {{reset_after: 500ms}}}}
 """
-    )
-    env = {**os.environ, "PORT": str(api_port), "PHOENIX_DATA_DIR": str(workdir / "var")}
-    api = f"http://127.0.0.1:{api_port}"
-    with (workdir / "phoenix.log").open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "phoenix_server", "serve", "--config", str(config)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with phoenix_serving(workdir, config) as api:
 
-        def settled() -> int | None:
+        def state() -> tuple[list[str], int] | None:
+            """The running instances' ids and the number of active recoveries."""
             try:
                 service = get_json(f"{api}/api/services/web")["service"]
                 health = get_json(f"{api}/health")
-            except OSError:
+            except (OSError, ValueError):
                 return None
             assert isinstance(service, dict)
-            running = [i for i in service["instances"] if i["state"] == "running"]
-            if health["activeRecoveries"] == 0 and len(running) == 1 and serves(port):
-                return container_pid(str(running[0]["id"]))
-            return None
+            running = [str(i["id"]) for i in service["instances"] if i["state"] == "running"]
+            active = health["activeRecoveries"]
+            assert isinstance(active, int)
+            return running, active
 
-        return kill_repeatedly(runs, port, settled, fault)
+        if replicas == 1:
+
+            def settled() -> int | None:
+                seen = state()
+                if seen is None or seen[1] != 0 or len(seen[0]) != 1 or not serves(port):
+                    return None
+                return container_pid(seen[0][0])
+
+            return PhoenixRun(kill_repeatedly(runs, port, settled, fault))
+        client = Client(port)
+        return PhoenixRun(replace_repeatedly(runs, port, state, client), client)
+
+
+def replace_repeatedly(
+    runs: int, port: int, state: Callable[[], tuple[list[str], int] | None], client: Client
+) -> list[float]:
+    """Once both replicas first serve, start ``client`` polling the router; then ``runs``
+    times: wait until both replicas run, no recovery is active and the service has served
+    for a moment; SIGKILL one container's process (each in turn) and time until Phoenix runs
+    two again, neither of them the killed one, and the recovery is over."""
+
+    def both() -> list[str] | None:
+        seen = state()
+        if seen is None or seen[1] != 0 or len(seen[0]) != 2 or not serves(port):
+            return None
+        return sorted(seen[0])
+
+    wait_for(both, 120, "two replicas to start and serve")
+    poller = threading.Thread(target=client.run, daemon=True)
+    poller.start()
+    try:
+        return kill_replicas(runs, both, state)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
+        client.stop.set()
+        poller.join(10)
+
+
+def kill_replicas(
+    runs: int,
+    both: Callable[[], list[str] | None],
+    state: Callable[[], tuple[list[str], int] | None],
+) -> list[float]:
+    timings: list[float] = []
+    while len(timings) < runs:
+        wait_for(both, 120, "two replicas to settle and serve")
+        time.sleep(HEALTHY_FOR)
+        running = both()
+        if running is None:
+            continue
+        victim = running[len(timings) % 2]
+        pid = container_pid(victim)
+        if pid is None:
+            continue
+        started = time.perf_counter()
+        os.kill(pid, signal.SIGKILL)
+        while True:
+            seen = state()
+            if seen is not None and seen[1] == 0 and len(seen[0]) == 2 and victim not in seen[0]:
+                timings.append(time.perf_counter() - started)
+                break
+            if time.perf_counter() - started > 120:
+                raise TimeoutError(f"no replacement for {victim} within 120 s")
+            time.sleep(0.005)
+    return timings
+
+
+# -- Docker -----------------------------------------------------------------------------------
 
 
 def restart_policy_run(runs: int, image: str) -> list[float]:
@@ -203,7 +375,7 @@ def bare_start_run(runs: int, image: str) -> list[float]:
         for _ in range(runs):
             started = time.perf_counter()
             subprocess.run(["docker", "start", name], check=True, capture_output=True)
-            while not serves(port):
+            while not serves(port, POLL_TIMEOUT):
                 time.sleep(0.001)
             timings.append(time.perf_counter() - started)
             subprocess.run(["docker", "kill", name], check=True, capture_output=True)
@@ -262,17 +434,29 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     image = busybox_image()
     print(f"image: {image} (busybox httpd), {args.runs} SIGKILLs of the container's process each")
+    bare = bare_start_run(args.runs, image)
+    policy = restart_policy_run(args.runs, image)
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-docker-") as tmp:
-        bare = bare_start_run(args.runs, image)
-        policy = restart_policy_run(args.runs, image)
-        phoenix = phoenix_run(args.runs, Path(tmp), image)
+        phoenix = phoenix_run(args.runs, Path(tmp), image).timings
+    with tempfile.TemporaryDirectory(prefix="phoenix-bench-docker-replicas-") as tmp:
+        paired = phoenix_run(args.runs, Path(tmp), image, replicas=2)
     print(describe("docker start", bare))
     print(describe("restart=always", policy))
     print(describe("phoenix", phoenix))
     ratio = statistics.median(phoenix) / statistics.median(policy)
     print(f"phoenix / restart=always: {ratio:.2f}x  (target <= {TARGET_RATIO}x)")
+    client = paired.client
+    assert client is not None
+    print(describe("phoenix x2", paired.timings) + "  (crash -> replacement in rotation)")
+    met = "met" if client.failed <= TARGET_FAILED else "missed"
+    print(
+        f"phoenix x2: {client.answered + client.failed} requests through the router, "
+        f"{client.failed} failed  (target {TARGET_FAILED}: {met})"
+    )
+    for failure in client.failures:
+        print(f"  failed at {failure}")
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-docker-hang-") as tmp:
-        hung = phoenix_run(args.hang_runs, Path(tmp), image, signal.SIGSTOP)
+        hung = phoenix_run(args.hang_runs, Path(tmp), image, signal.SIGSTOP).timings
     print(describe("phoenix hang", hung))
     print(f"phoenix hang median {statistics.median(hung):.2f} s (target <= {HANG_TARGET:g} s)")
     if args.autoheal_runs:
