@@ -363,6 +363,22 @@ SINGLE_PROBLEMS = [
     ),
     (local("init: true"), A + "init", "only a docker service's container has Docker's init"),
     (
+        local("versions: [{name: v1, image: shop/web:1}]"),
+        A + "versions[0].image",
+        "only a docker version runs an image",
+    ),
+    (
+        local("platform: docker\nimage: busybox\nversions: [{name: v1, cwd: /srv}]"),
+        A + "versions[0].cwd",
+        "a container's working directory is the image's",
+    ),
+    (
+        "services:\n  - name: a\n    platform: docker\n    adopt: {label: app=x}\n"
+        "    versions: [{name: v1}]\n",
+        A + "versions",
+        "Phoenix does not change the image of a container it adopts",
+    ),
+    (
         "services:\n  - name: a\n    platform: docker\n    adopt: {label: app=x}\n    init: true\n",
         A + "init",
         "Phoenix does not create or change a container it adopts",
@@ -371,11 +387,6 @@ SINGLE_PROBLEMS = [
         local("platform: docker\nimage: busybox\ncwd: /srv"),
         A + "cwd",
         "a container's working directory is the image's",
-    ),
-    (
-        local("platform: docker\nimage: busybox\nhooks: {smoke: [x]}"),
-        A + "hooks",
-        "hooks are not available for docker services yet",
     ),
     (local("platform: kubernetes"), A + "platform", "the kubernetes platform is not available"),
     (
@@ -511,6 +522,24 @@ def test_a_docker_service_has_a_container_run_section() -> None:
         default_interval=1.0,
     ).get("web")
     assert other.config_hash != spec.config_hash, "a new image is a new declaration"
+
+
+def test_docker_versions_name_their_images() -> None:
+    text = (
+        "services:\n  - name: web\n    platform: docker\n    image: shop/web:1\n"
+        "    versions: [{name: v1, image: shop/web:1, known_good: true}, {name: v2%s}]\n"
+    )
+    spec = parse_service_file(
+        text % ", image: shop/web:2", source="t", base_dir=BASE, default_interval=1.0
+    ).get("web")
+    assert [(v.name, v.image) for v in spec.versions] == [
+        ("v1", "shop/web:1"),
+        ("v2", "shop/web:2"),
+    ]
+    other = parse_service_file(
+        text % ", image: shop/web:3", source="t", base_dir=BASE, default_interval=1.0
+    ).get("web")
+    assert other.config_hash != spec.config_hash, "a version's new image is a new declaration"
 
 
 def test_an_adopting_docker_service_names_the_labels_of_its_containers() -> None:

@@ -51,15 +51,44 @@ def phoenix_containers() -> set[str]:
     return {json.loads(line) for line in listed.stdout.splitlines() if line.strip()}
 
 
+def image_tags() -> set[str]:
+    """Every ``repository:tag`` on the engine, but the cached test images (built once per
+    content and kept between runs on purpose)."""
+    listed = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {t for t in listed.stdout.split() if not t.startswith("phoenix-test/busybox:")}
+
+
+def volumes() -> set[str]:
+    listed = subprocess.run(
+        ["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True
+    )
+    return set(listed.stdout.split())
+
+
 @pytest.fixture
 def docker_image() -> Iterator[str]:
-    """The test image; fails the test that leaves a Phoenix container behind (and removes
-    it). It counts every container with a Phoenix owner label on the engine, so run one
-    Docker test session at a time against an engine."""
+    """The test image; fails the test that leaves a Phoenix container, an image tag or a
+    volume behind (and removes them). It counts every container with a Phoenix owner label
+    on the engine, so run one Docker test session at a time against an engine."""
     image = docker_ready()
-    before = phoenix_containers()
+    before = (phoenix_containers(), image_tags(), volumes())
     yield image
-    left = phoenix_containers() - before
+    left = phoenix_containers() - before[0]
+    tags = image_tags() - before[1]
+    kept = volumes() - before[2]
     if left:
         subprocess.run(["docker", "rm", "-f", *sorted(left)], capture_output=True)
-        pytest.fail(f"test left {len(left)} container(s) behind: {', '.join(sorted(left))}")
+    if tags:
+        subprocess.run(["docker", "rmi", *sorted(tags)], capture_output=True)
+    if kept:
+        subprocess.run(["docker", "volume", "rm", *sorted(kept)], capture_output=True)
+    if left or tags or kept:
+        pytest.fail(
+            f"test left behind: containers {sorted(left)}, image tags {sorted(tags)}, "
+            f"volumes {sorted(kept)}"
+        )

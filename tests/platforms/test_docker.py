@@ -5,9 +5,11 @@ what is missing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -25,7 +27,7 @@ from phoenix_server.domain.services import InstanceState
 from phoenix_server.platforms.base import InstanceEvent, InstanceEventKind
 from phoenix_server.store import incidents
 from tests.recovery.engine import engine, finished, healthy, history
-from tests.support import eventually, free_port
+from tests.support import LoopbackHTTPServer, eventually, free_port
 
 pytestmark = pytest.mark.e2e  # starts real containers
 
@@ -118,15 +120,13 @@ async def test_a_restarted_phoenix_adopts_its_running_container(
         assert await history(runtime, service="web") == []
 
 
-async def test_what_docker_cannot_do_yet_is_refused_with_the_reason(
+async def test_what_a_docker_service_lacks_for_a_strategy_is_the_reason_it_is_refused(
     tmp_path: Path, docker_image: str
 ) -> None:
     port = free_port()
     async with engine(tmp_path, web(docker_image, port)) as runtime:
         await healthy(runtime, "web")
-        with pytest.raises(
-            UnsupportedStrategyError, match="failover is not carried out on the Docker"
-        ):
+        with pytest.raises(UnsupportedStrategyError, match="declares no backup"):
             await runtime.orchestrator.trigger(
                 service="web", strategy=Strategy.FAILOVER, reason="test", force=False
             )
@@ -434,16 +434,39 @@ async def test_a_crash_loop_under_dockers_restart_policy_is_called_one(
         check=True,
         capture_output=True,
     )
+    alerts: list[dict[str, object]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            alerts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
     try:
-        async with engine(tmp_path, adopting("{label: app=phoenix-test-loop}", port)) as runtime:
+        with LoopbackHTTPServer(Hook) as receiver:
+            services = adopting("{label: app=phoenix-test-loop}", port)
+            async with engine(tmp_path, services, ALERT_WEBHOOK=receiver.url) as runtime:
 
-            def named() -> ServiceHealthView | None:
-                view = runtime.tracker.view("api")
-                return view if "crash loop" in view.reason else None
+                def named() -> ServiceHealthView | None:
+                    view = runtime.tracker.view("api")
+                    return view if "crash loop" in view.reason else None
 
-            view = await eventually(named, timeout=30, message="the crash loop named")
-            assert "Docker's restart policy 'always' restarted it" in view.reason, view.reason
-            assert view.status is not ServiceStatus.HEALTHY
-            assert await history(runtime, service="api") == [], "Phoenix did not join in"
+                view = await eventually(named, timeout=30, message="the crash loop named")
+                assert "Docker's restart policy 'always' restarted it" in view.reason, view
+                assert view.status is not ServiceStatus.HEALTHY
+                assert await history(runtime, service="api") == [], "Phoenix did not join in"
+                await eventually(
+                    lambda: any("crash loop" in str(a.get("text")) for a in alerts),
+                    timeout=20,
+                    message="an alert naming the crash loop",
+                )
+        [alert] = [a for a in alerts if "crash loop" in str(a.get("text"))]
+        assert alert["kind"] == "cannot_recover", alert
+        assert "Docker's restart policy 'always' restarted it" in str(alert["text"])
+        assert "a person must act" in str(alert["text"])
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)

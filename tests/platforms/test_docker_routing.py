@@ -224,3 +224,41 @@ async def test_a_container_without_the_router_listens_on_the_port_itself(
             ["docker", "inspect", only.id], check=True, capture_output=True, text=True
         )
         assert f"PORT={port}" in json.loads(shown.stdout)[0]["Config"]["Env"]
+
+
+def memory_limit(container: str) -> int:
+    shown = subprocess.run(
+        ["docker", "inspect", "--format", "{{.HostConfig.Memory}}", container],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(shown.stdout)
+
+
+async def test_scaling_out_sets_the_declared_resources_in_place(
+    tmp_path: Path, docker_image: str
+) -> None:
+    """The scale plan's resource step is ``docker update`` on every container; a Phoenix
+    restarted with another memory limit declared changes it in place, restarting nothing."""
+    port = free_port()
+    limited = "    resources: {memory_max: 64MiB}\n"
+    services = web(docker_image, port, replicas="{min: 1, max: 2}", extra=limited)
+    async with engine(tmp_path, services, PHOENIX_KEEP_SERVICES="true") as runtime:
+        await healthy(runtime, "web")
+        started = await runtime.orchestrator.trigger(
+            service="web", strategy=Strategy.SCALE, reason="test", force=False
+        )
+        recovery = await finished(runtime, started.id)
+        assert recovery.status is RecoveryStatus.COMPLETED, recovery
+        [step] = [s for s in recovery.steps if s.name == "Resource allocation"]
+        assert "memory 64 MiB on phoenix-web-" in (step.detail or ""), step
+        both = serving(runtime, 2)
+        assert [memory_limit(c) for c in both] == [64 * 1024 * 1024] * 2
+    more = services.replace("64MiB", "96MiB")
+    async with engine(tmp_path, more) as runtime:
+        await healthy(runtime, "web")
+        assert sorted(await eventually(lambda: serving(runtime, 2), message="adopted")) == sorted(
+            both
+        ), "adopted, not restarted"
+        assert [memory_limit(c) for c in both] == [96 * 1024 * 1024] * 2

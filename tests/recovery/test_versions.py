@@ -159,3 +159,43 @@ async def test_a_version_declared_known_good_is_recorded_so_at_once(world: World
         watch.cancel()
         with pytest.raises(asyncio.CancelledError):
             await watch
+
+
+async def test_a_version_proven_good_is_pinned_to_what_it_ran(world: World) -> None:
+    """A platform that names what a version runs in immutable terms (a container's image
+    ID): a completed deployment records it, and once the version is known good every later
+    start of it runs that artifact (the spec's pins), whatever its tag names by then."""
+    ran = {("shop", "v1"): "sha256:1111", ("shop", "v3"): "sha256:3333"}
+    keeper = VersionKeeper(
+        catalog=world.catalog,
+        recorder=world.recorder,
+        clock=world.clock,
+        health_of=world.tracker.view,
+        artifact_of=lambda service, version: ran.get((service, version)),
+    )
+    deployed = world.deployment("v3", DeploymentStatus.IN_PROGRESS)
+    await keeper.load({"shop": deployed}, {})
+    await keeper.save(replace(deployed, status=DeploymentStatus.COMPLETED))
+    assert world.recorder.saved[-1].artifact == "sha256:3333", "recorded when it completed"
+    assert world.catalog.get("shop").pins == {}, "not known good yet: nothing pinned"
+    back = world.deployment("v1", DeploymentStatus.COMPLETED, reason=DeploymentReason.ROLLBACK)
+    await keeper.load({"shop": back}, {})
+    watch = asyncio.create_task(keeper.watch())
+    try:
+        await asyncio.sleep(0)
+        world.clock.advance(1)
+        for _ in range(5):
+            await asyncio.sleep(0)
+    finally:
+        watch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watch
+    assert world.recorder.saved[-1].known_good_at is not None
+    assert world.recorder.saved[-1].artifact == "sha256:1111"
+    assert world.catalog.get("shop").pins == {"v1": "sha256:1111"}
+
+
+async def test_pins_recorded_earlier_are_loaded(world: World) -> None:
+    await world.keeper.load({}, {"shop": {"v1"}}, {"shop": {"v1": "sha256:1111"}, "gone": {}})
+    assert world.catalog.get("shop").pins == {"v1": "sha256:1111"}
+    assert world.catalog.get("plain").pins == {}

@@ -113,3 +113,22 @@ def test_unfinished_deployments_of_this_installation_become_interrupted(store: S
         deployments.list_deployments, service="cart", owner="other", limit=5, offset=0
     )
     assert other.status is DeploymentStatus.IN_PROGRESS
+
+
+def test_proven_artifacts_are_the_newest_known_good_run_of_each_version(store: Store) -> None:
+    at = NOW + timedelta(minutes=10)
+    later = at + timedelta(minutes=1)
+    for saved in (
+        deployment("dep-1", "v1", known_good_at=at, artifact="sha256:old"),
+        deployment("dep-2", "v1", minutes=1, known_good_at=later, artifact="sha256:new"),
+        deployment("dep-3", "v2", minutes=2, artifact="sha256:unproven"),
+        deployment("dep-4", "v3", minutes=3, known_good_at=at),  # no artifact: a local version
+        deployment("dep-5", "v1", service="other", known_good_at=at, artifact="sha256:o"),
+    ):
+        store.run_sync(deployments.save_deployment, saved)
+    assert store.run_sync(deployments.proven_artifacts) == {
+        "shop": {"v1": "sha256:new"},
+        "other": {"v1": "sha256:o"},
+    }
+    latest = store.run_sync(deployments.latest_deployments)
+    assert latest["shop"].id == "dep-4" and latest["other"].artifact == "sha256:o"

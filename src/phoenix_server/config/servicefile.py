@@ -146,6 +146,8 @@ class VersionDoc(_Doc):
     env: Env = Field(default_factory=dict)
     cwd: str | None = None
     known_good: bool = False
+    image: str | None = Field(None, min_length=1, max_length=512)
+    """A docker version's image (default: the service's)."""
 
 
 class BackupDoc(_Doc):
@@ -706,6 +708,11 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
             if version.name in version_names:
                 add(f"versions[{version_index}].name", f"duplicate version '{version.name}'")
             version_names.add(version.name)
+            where = f"versions[{version_index}]"
+            if version.image is not None and service.platform != "docker":
+                add(f"{where}.image", "only a docker version runs an image")
+            if version.cwd is not None and service.platform == "docker":
+                add(f"{where}.cwd", "a container's working directory is the image's")
         if service.version is not None and service.version not in version_names:
             declared = ", ".join(dict.fromkeys(v.name for v in service.versions)) or "none"
             add("version", f"unknown version '{service.version}'; declared: {declared}")
@@ -881,11 +888,10 @@ def _docker_problems(service: ServiceDoc, where: str) -> list[Problem]:
         add("replicas", "Phoenix runs no more containers of a service it adopts than it found")
     if adopt is not None and service.fallback is not None:
         add("fallback", "a fallback is served by Phoenix's router, which adopted containers lack")
-    for field_name in ("versions", "backup"):
-        if getattr(service, field_name):
-            add(field_name, f"{field_name} is {DOCKER_NOT_YET}")
-    if service.hooks != HooksDoc():
-        add("hooks", f"hooks are {DOCKER_NOT_YET}")
+    if adopt is not None and service.versions:
+        add("versions", "Phoenix does not change the image of a container it adopts")
+    if adopt is not None and service.backup is not None:
+        add("backup", "Phoenix starts no backup of containers it adopts")
     if service.health is not None and service.health.command:
         add("health.command", f"a command check is {DOCKER_NOT_YET}; use http, tcp or process")
     return problems
@@ -988,7 +994,8 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         cwd,
         service.port,
         _routed(service),
-        [version.model_dump() for version in service.versions],
+        # A version's image only where declared: a version without one hashes as before.
+        [v.model_dump(exclude={"image"} if v.image is None else set()) for v in service.versions],
         sys.executable,
         *([{"init": True}] if service.init else []),  # absent: hashes as before it existed
     ]
@@ -1017,6 +1024,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
                 env=dict(v.env),
                 cwd=str((base_dir / v.cwd).resolve()) if v.cwd else None,
                 known_good=v.known_good,
+                image=v.image,
             )
             for v in service.versions
         ),

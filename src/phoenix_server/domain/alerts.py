@@ -23,6 +23,9 @@ class AlertKind(StrEnum):
     """Only when configured (``PHOENIX_ALERT_ON_SUCCESS``)."""
     FLEET_PAUSED = "fleet_paused"
     """Too many services failed at once: automatic recovery is paused (service ``*``)."""
+    CANNOT_RECOVER = "cannot_recover"
+    """The service fails in a way Phoenix leaves to its platform (a crash loop under Docker's
+    own restart policy): a person must act."""
     BUDGET_SPENT = "budget_spent"
     """A service used its recovery budget: Phoenix stops recovering it until a person acts
     or it stays healthy."""

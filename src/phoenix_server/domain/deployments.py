@@ -53,6 +53,9 @@ class Deployment:
     """The rollback recovery that made it, if one did."""
     detail: str = ""
     steps: tuple[Step, ...] = ()
+    artifact: str | None = None
+    """What the version ran as, in its platform's immutable terms (the image ID of a docker
+    version's containers; None where a version is its declaration, as for local processes)."""
 
 
 def known_good_versions(service: ServiceSpec, proven: Iterable[str]) -> list[str]:

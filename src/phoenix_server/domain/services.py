@@ -134,6 +134,8 @@ class Version:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
     known_good: bool = False
+    image: str | None = None
+    """A docker version's image (a tag or ``name@sha256:…``; default: the service's)."""
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,9 @@ class ServiceSpec:
     """Seconds a deployed version must run healthy to become known good (a rollback target)."""
     deployed: str | None = None
     """The version Phoenix last deployed (None: none yet, the newest declared runs)."""
+    pins: Mapping[str, str] = field(default_factory=dict)
+    """Known-good versions' artifacts, by version: a docker version that proved good runs
+    the image ID it proved good with from then on, wherever its tag has moved since."""
     config_hash: str = ""
     """Digest of the declaration: an instance started from another declaration is not adopted."""
     origin: ServiceOrigin = ServiceOrigin.FILE
@@ -416,6 +421,8 @@ class Instance:
     process_start: float | None = None
     """The OS's start time of ``pid``, so a recycled pid is never mistaken for this instance."""
     role: InstanceRole = InstanceRole.SERVICE
+    artifact: str | None = None
+    """What it runs, in its platform's immutable terms (a container's image ID)."""
 
     @property
     def alive(self) -> bool:

@@ -35,6 +35,9 @@ class InstanceEventKind(StrEnum):
     HEALTHCHECK, after its retries)."""
     HEALTHY = "healthy"
     """The platform's own health check says healthy again."""
+    CRASH_LOOP = "crash_loop"
+    """The platform itself keeps restarting it (Docker's restart policy): unhealthy until
+    it stays up, and not Phoenix's to restart — a person must look."""
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,10 @@ second, in the background; ``sample_usage`` reads the latest), so leak and load 
 work as for local processes. Memory is the engine's figure less the page cache, as
 ``docker stats`` shows it.
 
-Capabilities: the core, the process lifecycle, routing and resource sampling; the rest
-(standbys, hooks, resource changes) are not there yet, and the service file refuses what
-needs them.
+Capabilities: all of them — the process lifecycle, routing, standbys (a backup container out
+of rotation; a promoted one is told from a standby by the router's rotation, as labels cannot
+change), hooks (``docker exec`` in a running container), resource control (``docker
+update``) and resource sampling.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -89,9 +91,15 @@ SERVICE_LABEL = "phoenix.service"
 CONFIG_LABEL = "phoenix.config"
 INSTANCE_LABEL = "phoenix.instance"
 PORT_LABEL = "phoenix.port"
-SUPPORTED = frozenset({Strategy.RESTART, Strategy.SCALE, Strategy.CIRCUIT_BREAK})
-"""What this platform carries out so far."""
-NOT_YET = "is not carried out on the Docker platform yet (restart, scale and circuit breaking are)"
+VERSION_LABEL = "phoenix.version"
+IMAGE_LABEL = "phoenix.image"
+"""The image reference the container was started from (its Image is the resolved ID)."""
+SUPPORTED = frozenset(Strategy)
+"""All five strategies (each unavailable where the service's declaration lacks what it needs)."""
+ROLE_LABEL = "phoenix.role"
+"""``service`` or ``standby`` as created; a standby the router serves was promoted."""
+STANDBY_RESTART_DELAY = 1.0
+"""Seconds before a standby that died is replaced (it serves no one meanwhile)."""
 UNREACHABLE = 900
 """aiodocker's status for an engine it could not connect to."""
 CRASH_LOOP_RESTARTS = 3
@@ -189,6 +197,19 @@ def _grace(service: ServiceSpec) -> int:
     return max(1, round(service.stop.grace))
 
 
+def _image_of(service: ServiceSpec) -> str:
+    """The image a new container of ``service`` runs: the pinned image ID if its current
+    version proved good with one, else the version's image, else the service's."""
+    version = service.version(service.current_version or "")
+    if version is not None:
+        pinned = service.pins.get(version.name)
+        if pinned is not None:
+            return pinned
+        if version.image is not None:
+            return version.image
+    return _run(service).image
+
+
 def _run(service: ServiceSpec) -> ContainerRun:
     if not isinstance(service.run, ContainerRun):
         raise PlatformError(f"service '{service.name}' declares no image to run")
@@ -217,6 +238,9 @@ class DockerPlatform:
         self._address = address or engine_address()
         self._client: aiodocker.Docker | None = None
         self._containers: dict[str, _Container] = {}
+        self._specs: dict[str, ServiceSpec] = {}
+        """The latest declaration of each docker service Phoenix runs (for a standby's
+        replacement)."""
         self._ports = ports or PortAllocator()
         self._journal = journal
         self._closing = False
@@ -250,7 +274,7 @@ class DockerPlatform:
             why = f"service '{service.name}' declares no image to run or containers to adopt"
             return {s: why for s in Strategy}
         name = service.name
-        missing = {s: f"{s.value} {NOT_YET}" for s in Strategy if s not in SUPPORTED}
+        missing: dict[Strategy, str] = {}
         if not service.routed:
             why = (
                 f"service '{name}' has no router in front of it (declare a port, and no "
@@ -258,6 +282,7 @@ class DockerPlatform:
             )
             missing[Strategy.CIRCUIT_BREAK] = f"circuit breaking needs the router: {why}"
             missing[Strategy.SCALE] = f"scaling needs the router: {why}"
+            missing[Strategy.FAILOVER] = f"failover needs the router: {why}"
         else:
             live = sum(1 for i in self.instances(name) if i.alive)
             if live >= service.replicas.max:
@@ -265,6 +290,27 @@ class DockerPlatform:
                     f"service '{name}' already runs {live} container(s), its declared maximum "
                     f"(replicas.max: {service.replicas.max})"
                 )
+        if service.routed and service.backup is None:
+            missing[Strategy.FAILOVER] = (
+                f"service '{name}' declares no backup (add backup: {{mode: hot}} or "
+                "{mode: cold} to its service file)"
+            )
+        elif service.routed and service.backup is not None and service.backup.mode == "hot":
+            if self.standby(name) is None:
+                missing[Strategy.FAILOVER] = (
+                    f"service '{name}''s hot standby is not running yet; try again once it is"
+                )
+        if isinstance(service.run, AdoptedContainers):
+            missing[Strategy.ROLLBACK] = (
+                f"service '{name}' adopts containers it did not create: Phoenix has no image "
+                "history for them and never changes their image (declare an image and versions "
+                "to let Phoenix run and roll back the service)"
+            )
+        elif len(service.versions) < 2:
+            missing[Strategy.ROLLBACK] = (
+                f"service '{name}' declares no earlier version to roll back to (add a "
+                "versions: list, each with its image, to its service file)"
+            )
         policy = self._restart_policies.get(service.name)
         if policy is not None:
             # Restarting it too would be fighting Docker over it: each crash is recorded,
@@ -303,7 +349,23 @@ class DockerPlatform:
             return None
 
     def instances(self, service: str) -> list[Instance]:
-        return [c.instance for c in self._containers.values() if c.instance.service == service]
+        return [
+            c.instance
+            for c in self._containers.values()
+            if c.instance.service == service and c.instance.role is InstanceRole.SERVICE
+        ]
+
+    def standby(self, service: str) -> Instance | None:
+        return next(
+            (
+                c.instance
+                for c in self._containers.values()
+                if c.instance.service == service
+                and c.instance.role is InstanceRole.STANDBY
+                and c.instance.alive
+            ),
+            None,
+        )
 
     def sample_usage(self, service: str) -> list[Usage]:
         return [
@@ -319,7 +381,58 @@ class DockerPlatform:
     async def start(self, service: ServiceSpec, *, count: int = 1) -> list[Instance]:
         if isinstance(service.run, AdoptedContainers):
             return await self._start_adopted(service, count)
+        self._specs[service.name] = service  # the latest (a deploy changes the version)
         return [await self._start_one(service) for _ in range(count)]
+
+    # -- standbys -------------------------------------------------------------------------
+
+    async def start_standby(self, service: ServiceSpec) -> Instance:
+        """A backup container (the backup's command and env, if declared), out of rotation."""
+        if service.backup is None:
+            raise PlatformError(f"service '{service.name}' declares no backup")
+        self._specs[service.name] = service
+        return await self._start_one(service, InstanceRole.STANDBY)
+
+    async def promote(self, service: ServiceSpec, instance_id: str) -> Instance:
+        record = self._containers.get(instance_id)
+        if record is None or not record.instance.alive:
+            raise PlatformError(f"standby {instance_id} of '{service.name}' is not running")
+        record.instance = replace(
+            record.instance, role=InstanceRole.SERVICE, state=InstanceState.RUNNING
+        )
+        if service.routed:
+            # The router's rotation is what remembers the promotion (a label cannot change):
+            # a restarted Phoenix takes a standby the router serves for a serving container.
+            await self.routers.admit(service.name, [record.instance])
+        self._emit(InstanceEventKind.PROMOTED, record.instance)
+        return record.instance
+
+    def _wants_standby(self, spec: ServiceSpec) -> bool:
+        backup = spec.backup
+        return (
+            spec.routed
+            and backup is not None
+            and backup.mode == "hot"
+            and self.standby(spec.name) is None
+            and not self._closing
+        )
+
+    async def _replace_standby(self, record: _Container) -> None:
+        """A standby died: remove it and, after a moment, start another (quietly: it served
+        no one, it must just be there)."""
+        spec = self._specs.get(record.instance.service)
+        try:
+            async with self._errors(f"cannot remove container {record.instance.id}"):
+                await self._engine().containers.container(record.instance.id).delete(force=True)
+        except PlatformError as exc:
+            log.error("%s", exc.message)
+        self._forget(record)
+        await self._clock.sleep(STANDBY_RESTART_DELAY)
+        if spec is not None and self._wants_standby(spec):
+            try:
+                await self.start_standby(spec)
+            except PlatformError as exc:
+                log.error("cannot start a standby for %s: %s", spec.name, exc.message)
 
     async def _start_adopted(self, service: ServiceSpec, count: int) -> list[Instance]:
         """Start again, in place, adopted containers that are not running: Phoenix never
@@ -361,19 +474,26 @@ class DockerPlatform:
         )
         self._emit(InstanceEventKind.STARTED, record.instance)
 
-    async def _start_one(self, service: ServiceSpec) -> Instance:
+    async def _start_one(
+        self, service: ServiceSpec, role: InstanceRole = InstanceRole.SERVICE
+    ) -> Instance:
         run = _run(service)
         instance_id = f"phoenix-{service.name}-{secrets.token_hex(3)}"
         port = self._ports.allocate() if service.routed else service.port
         try:
-            return await self._create(service, run, instance_id, port)
+            return await self._create(service, run, instance_id, port, role)
         except BaseException:
             if service.routed:
                 self._ports.release(port)
             raise
 
     async def _create(
-        self, service: ServiceSpec, run: ContainerRun, instance_id: str, port: int | None
+        self,
+        service: ServiceSpec,
+        run: ContainerRun,
+        instance_id: str,
+        port: int | None,
+        role: InstanceRole,
     ) -> Instance:
         context = RenderContext(
             name=service.name,
@@ -382,11 +502,16 @@ class DockerPlatform:
             version=service.current_version,
             instance=instance_id,
         )
-        env = {key: render(value, context) for key, value in run.env.items()}
+        version = service.version(service.current_version or "")
+        backup = service.backup if role is InstanceRole.STANDBY else None
+        declared = {**run.env, **(version.env if version else {}), **(backup.env if backup else {})}
+        env = {key: render(value, context) for key, value in declared.items()}
         if port is not None:
             env["PORT"] = str(port)
+        reference = _image_of(service)
+        image_id = await self._resolve(reference, service)
         config: dict[str, Any] = {
-            "Image": run.image,
+            "Image": image_id,  # never the tag: it may move while this container lives
             "Env": [f"{key}={value}" for key, value in env.items()],
             "Labels": {
                 OWNER_LABEL: self._owner,
@@ -394,12 +519,18 @@ class DockerPlatform:
                 CONFIG_LABEL: service.config_hash,
                 INSTANCE_LABEL: instance_id,
                 PORT_LABEL: str(port or ""),
+                VERSION_LABEL: service.current_version or "",
+                IMAGE_LABEL: reference,
+                ROLE_LABEL: role.value,
             },
             "StopTimeout": _grace(service),
             "HostConfig": {"NetworkMode": "host", "Init": run.init, **_limits(service)},
         }
-        if run.command:
-            config["Cmd"] = [render(arg, context) for arg in run.command]
+        command = version.command if version and version.command else run.command
+        if backup is not None and backup.command:
+            command = backup.command
+        if command:
+            config["Cmd"] = [render(arg, context) for arg in command]
         client = self._engine()
         async with self._errors(f"cannot start a container of '{service.name}'"):
             container = await client.containers.create(config, name=instance_id)
@@ -409,13 +540,116 @@ class DockerPlatform:
             except BaseException:
                 await _remove_quietly(container)
                 raise
-        record = self._record(service, instance_id, shown, InstanceState.STARTING, port=port)
+        record = self._record(
+            service, instance_id, shown, InstanceState.STARTING, port=port, role=role
+        )
         self._emit(InstanceEventKind.STARTED, record.instance)
         if not shown["State"].get("Running"):
             # It ended before Phoenix looked: as if its die event had come already.
             self._ended(record, shown["State"].get("ExitCode"))
-        log.info("%s: started container %s (%s)", service.name, instance_id, run.image)
+        log.info(
+            "%s: started container %s (%s: %s)", service.name, instance_id, reference, image_id
+        )
         return record.instance
+
+    async def _resolve(self, reference: str, service: ServiceSpec) -> str:
+        """The ID of the image ``reference`` names on the engine now (Phoenix never pulls)."""
+        try:
+            async with self._errors(f"cannot start a container of '{service.name}'"):
+                shown = await self._engine().images.inspect(reference)
+        except PlatformError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiodocker.exceptions.DockerError) and cause.status == 404:
+                raise PlatformError(
+                    f"cannot start a container of '{service.name}': image {reference} is not "
+                    f"on the Docker engine at {self._address} (Phoenix does not pull images: "
+                    "build or pull it there)"
+                ) from exc
+            raise
+        return str(shown["Id"])
+
+    # -- resources ------------------------------------------------------------------------
+
+    async def apply_resources(self, service: ServiceSpec) -> str:
+        """The declared memory and CPU limits on every live container, in place (``docker
+        update``); the open-file limit applies to containers started from now on (Docker
+        cannot change a running container's ulimits)."""
+        if not service.resources.declared:
+            return "no resources declared"
+        limits = _limits(service)
+        update = {k: v for k, v in limits.items() if k in ("Memory", "MemorySwap", "CpusetCpus")}
+        said = []
+        if update:
+            body = json.dumps(update)
+            for record in list(self._containers.values()):
+                if record.instance.service != service.name or not record.instance.alive:
+                    continue
+                name = record.instance.id
+                async with self._errors(f"cannot change the resources of {name}"):
+                    # aiodocker has no call for the update endpoint; its request helper does.
+                    await self._engine()._query_json(
+                        f"containers/{name}/update", method="POST", data=body
+                    )
+                record.memory_limit = update.get("Memory", record.memory_limit)
+                said.append(name)
+        changed = []
+        if "Memory" in update:
+            changed.append(f"memory {_megabytes(update['Memory'])}")
+        if "CpusetCpus" in update:
+            changed.append(f"cpus {update['CpusetCpus']}")
+        done = f"{', '.join(changed)} on {', '.join(said) or 'no container'}" if changed else ""
+        if "Ulimits" in limits:
+            files = "open files apply to containers started from now on"
+            done = f"{done}; {files}" if done else files
+        return done
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    async def run_hook(
+        self, service: ServiceSpec, argv: Sequence[str], timeout: float
+    ) -> tuple[bool, str]:
+        """Run a declared hook inside one of the service's running containers (``docker
+        exec``), with its environment; exit 0 passes."""
+        live = [c for c in self._containers.values() if c.instance.service == service.name]
+        target = next(
+            (c for c in live if c.instance.state is InstanceState.RUNNING),
+            next((c for c in live if c.instance.alive), None),
+        )
+        if target is None:
+            return False, f"no running container of '{service.name}' to run the hook in"
+        name = target.instance.id
+        context = RenderContext(
+            name=service.name,
+            python="python3",
+            port=target.instance.port,
+            version=service.current_version,
+            instance=name,
+        )
+        command = [render(arg, context) for arg in argv]
+        said = b""
+        try:
+            async with asyncio.timeout(timeout), self._errors(f"cannot run a hook in {name}"):
+                container = self._engine().containers.container(name)
+                execution = await container.exec(cmd=command, stdout=True, stderr=True)
+                stream = execution.start(detach=False)
+                try:
+                    while (message := await stream.read_out()) is not None:
+                        said = (said + message.data)[-4096:]  # the end says why
+                finally:
+                    await stream.close()
+                code = (await execution.inspect()).get("ExitCode")
+        except TimeoutError:
+            return False, (
+                f"{shlex.join(command)} did not finish within {timeout:g}s in {name} (Docker "
+                "cannot stop a command it runs in a container: it may still be running)"
+            )
+        except PlatformError as exc:
+            return False, exc.message
+        lines = said.decode(errors="replace").strip().splitlines()[-1:]
+        tail = f": {lines[0][:300]}" if lines else ""
+        if code == 0:
+            return True, f"{shlex.join(command)} passed in {name}{tail}"
+        return False, f"{shlex.join(command)} exited {code} in {name}{tail}"
 
     async def stop(
         self, service: ServiceSpec, instance_ids: Sequence[str] | None = None
@@ -424,7 +658,11 @@ class DockerPlatform:
             c
             for c in list(self._containers.values())
             if c.instance.service == service.name
-            and (instance_ids is None or c.instance.id in instance_ids)
+            and (
+                c.instance.id in instance_ids
+                if instance_ids is not None
+                else c.instance.role is InstanceRole.SERVICE
+            )
         ]
         if service.routed:
             # Out of rotation first: no request is sent to a container about to be stopped,
@@ -497,13 +735,9 @@ class DockerPlatform:
     async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
         docker = [s for s in services if s.platform is PlatformKind.DOCKER]
         specs = {s.name: s for s in docker if isinstance(s.run, ContainerRun)}
+        self._specs = dict(specs)
         taken_over = [s for s in docker if isinstance(s.run, AdoptedContainers)]
         failed: dict[str, str] = {}
-        routers = {
-            record.service: record
-            for record in await self._journal.load_instances(PlatformKind.DOCKER)
-            if record.role is InstanceRole.ROUTER
-        }
         # Watched from now on, even if the engine cannot be reached yet: the loops retry
         # (and /health names them meanwhile), so an engine that comes back is seen.
         self._tasks.keep_running(self._watch_events, name="docker-events")
@@ -513,47 +747,89 @@ class DockerPlatform:
                 await self._take_over(other)
             except PlatformError as exc:
                 failed[other.name] = exc.message
+        # Routers first: their rotation says which containers serve (a promoted standby).
+        failed |= await self._ensure_routers(specs)
         try:
             found = await self._owned()
         except PlatformError as exc:
             return {**failed, **{name: exc.message for name in specs}}
-        adopted: dict[str, int] = {}
+        # Those in rotation first: if there are more than a service may run, they are kept.
+        found.sort(key=lambda shown: not self._in_rotation(shown))
         for shown in found:
-            labels = shown["Config"]["Labels"] or {}
-            spec = specs.get(labels.get(SERVICE_LABEL, ""))
             name = shown["Name"].lstrip("/")
-            if (
-                spec is not None
-                and adopted.get(spec.name, 0) < spec.replicas.max
-                and labels.get(CONFIG_LABEL) == spec.config_hash
-                and shown["State"].get("Running")
-            ):
-                self._adopt(spec, name, shown)
-                adopted[spec.name] = adopted.get(spec.name, 0) + 1
-                continue
-            log.info("removing container %s: not what the service file declares now", name)
-            try:
-                async with self._errors(f"cannot remove container {name}"):
-                    await self._engine().containers.container(name).delete(force=True)
-            except PlatformError as exc:
-                log.error("%s", exc.message)
-        failed |= await self._keep_routers(specs, routers)
+            if not self._adoptable(specs, name, shown):
+                log.info("removing container %s: not what the service file declares now", name)
+                try:
+                    async with self._errors(f"cannot remove container {name}"):
+                        await self._engine().containers.container(name).delete(force=True)
+                except PlatformError as exc:
+                    log.error("%s", exc.message)
         for spec in specs.values():
-            missing = max(1, spec.replicas.min) - len(self.instances(spec.name))
-            if missing <= 0 or spec.name in failed:
+            if spec.routed and spec.name not in failed:
+                serving = {i.id for i in self.instances(spec.name)}
+                await self.routers.keep_only(spec.name, serving)
+            if spec.resources.declared and self.instances(spec.name):
+                # The declaration may have changed while Phoenix was away.
+                try:
+                    log.info("%s: resources: %s", spec.name, await self.apply_resources(spec))
+                except PlatformError as exc:
+                    log.error("%s", exc.message)
+        await self._stop_stray_routers()
+        for spec in specs.values():
+            if spec.name in failed:
                 continue
+            missing = max(1, spec.replicas.min) - len(self.instances(spec.name))
             try:
-                await self.start(spec, count=missing)
+                if missing > 0:
+                    await self.start(spec, count=missing)
+                if self._wants_standby(spec):
+                    await self.start_standby(spec)
             except PlatformError as exc:
                 failed[spec.name] = exc.message
         return failed
 
-    async def _keep_routers(
-        self, specs: Mapping[str, ServiceSpec], journalled: Mapping[str, Instance]
-    ) -> dict[str, str]:
-        """Adopt (or start) the router of each routed service, serving exactly the
-        containers that still run; stop the routers of services no longer routed, and any
-        router this installation started but never journalled (it died in between)."""
+    def _adoptable(
+        self, specs: Mapping[str, ServiceSpec], name: str, shown: dict[str, Any]
+    ) -> bool:
+        """Adopt ``shown`` if it runs what its service declares now, within its numbers
+        (``replicas.max`` serving, one hot standby); say whether it was."""
+        labels = shown["Config"]["Labels"] or {}
+        spec = specs.get(labels.get(SERVICE_LABEL, ""))
+        if (
+            spec is None
+            or labels.get(CONFIG_LABEL) != spec.config_hash
+            or labels.get(VERSION_LABEL, "") != (spec.current_version or "")
+            or not shown["State"].get("Running")
+        ):
+            return False
+        role, state = InstanceRole.SERVICE, InstanceState.RUNNING
+        in_rotation = self._in_rotation(shown)
+        if labels.get(ROLE_LABEL) == InstanceRole.STANDBY.value and not in_rotation:
+            role = InstanceRole.STANDBY
+            if not self._wants_standby(spec):
+                return False
+        elif len(self.instances(spec.name)) >= spec.replicas.max:
+            return False
+        elif spec.routed and not in_rotation:
+            # Started but never put in rotation (Phoenix died first): it is verified and
+            # admitted like any container started now.
+            state = InstanceState.STARTING
+        self._adopt(spec, name, shown, role=role, state=state)
+        return True
+
+    def _in_rotation(self, shown: dict[str, Any]) -> bool:
+        """The container is in its service's router rotation (the router outlived Phoenix)."""
+        service = (shown["Config"]["Labels"] or {}).get(SERVICE_LABEL, "")
+        return shown["Name"].lstrip("/") in {b.id for b in self.routers.backends(service)}
+
+    async def _ensure_routers(self, specs: Mapping[str, ServiceSpec]) -> dict[str, str]:
+        """Adopt (or start) the router of each routed service; stop the routers of services
+        no longer routed."""
+        journalled = {
+            record.service: record
+            for record in await self._journal.load_instances(PlatformKind.DOCKER)
+            if record.role is InstanceRole.ROUTER
+        }
         failed: dict[str, str] = {}
         for name, record in journalled.items():
             spec = specs.get(name)
@@ -565,26 +841,26 @@ class DockerPlatform:
                 continue
             try:
                 await self.routers.ensure(spec, journalled.get(spec.name))
-                await self.routers.keep_only(spec.name, {i.id for i in self.instances(spec.name)})
             except PlatformError as exc:
                 log.error("cannot run the router of %s: %s", spec.name, exc.message)
                 failed[spec.name] = exc.message
+        return failed
+
+    async def _stop_stray_routers(self) -> None:
+        """Stop any router this installation started but never journalled (it died in
+        between): it would hold the port its successor needs."""
         known = self.routers.pgids()
         strays = set()
-        for pid, _ in processes.marked_processes(
-            ROUTER_OWNER_ENV, self._owner, ROUTER_INSTANCE_ENV
-        ):
+        marked = processes.marked_processes(ROUTER_OWNER_ENV, self._owner, ROUTER_INSTANCE_ENV)
+        for pid, _ in marked:
             try:
                 group = os.getpgid(pid)
             except ProcessLookupError:
                 continue
             if group not in known:
-                log.warning(
-                    "stopping stray router process group %d left by an earlier Phoenix", group
-                )
+                log.warning("stopping stray router process group %d of an earlier Phoenix", group)
                 strays.add(group)
         await asyncio.gather(*(processes.stop_group(group, STRAY_GRACE) for group in strays))
-        return failed
 
     async def _take_over(self, spec: ServiceSpec) -> None:
         """Adopt every container carrying the service's labels, running or not."""
@@ -615,6 +891,7 @@ class DockerPlatform:
         *,
         adopted: bool = False,
         port: int | None = None,
+        role: InstanceRole = InstanceRole.SERVICE,
     ) -> _Container:
         """What Phoenix keeps of one container of ``spec`` (as inspect ``shown`` it),
         listening on ``port`` (a routed one's own; else the service's)."""
@@ -629,6 +906,8 @@ class DockerPlatform:
             port=port if port is not None else spec.port,
             version=spec.current_version,
             config_hash=spec.config_hash,
+            artifact=shown.get("Image") or None,
+            role=role,
         )
         record = self._containers[name] = _Container(
             instance,
@@ -641,14 +920,21 @@ class DockerPlatform:
         return record
 
     def _adopt(
-        self, spec: ServiceSpec, name: str, shown: dict[str, Any], *, adopted: bool = False
+        self,
+        spec: ServiceSpec,
+        name: str,
+        shown: dict[str, Any],
+        *,
+        adopted: bool = False,
+        role: InstanceRole = InstanceRole.SERVICE,
+        state: InstanceState = InstanceState.RUNNING,
     ) -> None:
         port = None
         if spec.routed and not adopted:
             port = int((shown["Config"]["Labels"] or {}).get(PORT_LABEL) or 0) or None
             if port is not None:
                 self._ports.hold(port)
-        record = self._record(spec, name, shown, InstanceState.RUNNING, adopted=adopted, port=port)
+        record = self._record(spec, name, shown, state, adopted=adopted, port=port, role=role)
         log.info("%s: adopted running container %s", spec.name, name)
         self._emit(InstanceEventKind.ADOPTED, record.instance)
         health = (shown["State"].get("Health") or {}).get("Status")
@@ -793,7 +1079,7 @@ class DockerPlatform:
             f"(RestartCount {shown.get('RestartCount', '?')})"
         )
         log.warning("%s: %s", record.instance.id, detail)
-        self._emit(InstanceEventKind.UNHEALTHY, record.instance, detail)
+        self._emit(InstanceEventKind.CRASH_LOOP, record.instance, detail)
         self._tasks.spawn(self._settled(record, now), name=f"settle-{record.instance.id}")
 
     async def _settled(self, record: _Container, restarted_at: float) -> None:
@@ -836,6 +1122,10 @@ class DockerPlatform:
             end_reason=oom if record.oom else None,
         )
         why = oom if record.oom else f"exited with code {code}"
+        if record.instance.role is InstanceRole.STANDBY and not self._closing:
+            log.warning("standby %s %s; replacing it", record.instance.id, why)
+            self._tasks.spawn(self._replace_standby(record), name=f"standby-{record.instance.id}")
+            return
         log.warning("%s: container %s %s", record.instance.service, record.instance.id, why)
         self._emit(InstanceEventKind.EXITED, record.instance)
         if record.routed and not self._closing:

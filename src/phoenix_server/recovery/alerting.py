@@ -100,6 +100,7 @@ class Alerter:
             AlertKind.ATTEMPTS_EXHAUSTED,
             AlertKind.CASCADING,
             AlertKind.BUDGET_SPENT,
+            AlertKind.CANNOT_RECOVER,
         )
         if kind in once_per_incident and incident is not None:
             event = incident.id

@@ -367,6 +367,7 @@ class Intake:
                 await self._cases.close_incident(
                     incident, IncidentStatus.UNRESOLVED, "Phoenix can only monitor this service"
                 )
+
             elif new_incident:
                 await self._cases.writes.write(incident)
                 why = "automatic recovery is off" if paused is None else paused

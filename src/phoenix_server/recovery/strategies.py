@@ -128,14 +128,15 @@ def _restart_steps(
 def _version_change_steps(given: PlanInput, verb: str) -> list[PlannedStep]:
     """Replace the instances with ones of ``given.version``: one at a time behind the router
     (each drained first, so clients lose nothing), else all at once. Behind the router,
-    instances already on the version are kept (after a failed deploy, the ones still on the
-    old version are what serves) unless every instance is, and the others go in the order
-    given, so one that serves is never the first to stop while one that cannot is left."""
+    live instances already on the version are kept (after a failed deploy, the ones still
+    on the old version are what serves) unless every instance is; dead ones are replaced
+    whatever they ran; and the others go in the order given, so one that serves is never
+    the first to stop while one that cannot is left."""
     service = given.service
     start_name = f"{verb} {given.version}"
     live = [i for i in given.instances if i.alive]
     if service.routed and live:
-        targets = [i for i in live if i.version != given.version] or live
+        targets = [i for i in given.instances if not i.alive or i.version != given.version] or live
         steps: list[PlannedStep] = []
         for index, instance in enumerate(targets, start=1):
             suffix = f" ({index}/{len(targets)}: {instance.id})" if len(targets) > 1 else ""
@@ -292,6 +293,8 @@ PLANNERS: dict[tuple[PlatformKind, Strategy], Planner] = {
     (PlatformKind.DOCKER, Strategy.RESTART): plan_container_restart,
     (PlatformKind.DOCKER, Strategy.SCALE): plan_scale,
     (PlatformKind.DOCKER, Strategy.CIRCUIT_BREAK): plan_circuit_break,
+    (PlatformKind.DOCKER, Strategy.ROLLBACK): plan_rollback,
+    (PlatformKind.DOCKER, Strategy.FAILOVER): plan_failover,
 }
 """The planner of each strategy on each platform: a platform that does a strategy its own
 way (an API call and a watched rollout rather than processes and a router) registers its

@@ -5,6 +5,11 @@ deployment record *before* the catalog names the new version (so instances start
 that, by a deploy, a rollback or any later recovery, run it), and it promotes a
 deployment to known good once the service has stayed healthy on it for
 ``known_good_after``. Rollback targets come from here.
+
+Where a platform can say what a version ran as in immutable terms (the image ID of a docker
+version's containers: tags move, IDs do not), the keeper records that *artifact* with each
+completed deployment and pins it when the version proves good: from then on every start of
+that version — a rollback to it above all — runs exactly what proved good.
 """
 
 from __future__ import annotations
@@ -48,18 +53,32 @@ class VersionKeeper:
         recorder: DeploymentRecorder,
         clock: Clock,
         health_of: Callable[[str], ServiceHealthView],
+        artifact_of: Callable[[str, str], str | None] = lambda _service, _version: None,
     ) -> None:
         self._catalog = catalog
         self._recorder = recorder
         self._clock = clock
         self._health_of = health_of
+        self._artifact_of = artifact_of
+        """``(service, version)``: what the service's live instances of that version run,
+        in immutable terms (None: the platform has no such notion, or none runs)."""
         self._current: dict[str, Deployment] = {}
         self._proven: dict[str, set[str]] = {}
 
-    async def load(self, latest: dict[str, Deployment], proven: dict[str, set[str]]) -> None:
+    async def load(
+        self,
+        latest: dict[str, Deployment],
+        proven: dict[str, set[str]],
+        pins: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         """Resume from the records: each service with versions runs its last deployed one
-        (if it has none yet, the one its file starts with, recorded now as its initial one)."""
+        (if it has none yet, the one its file starts with, recorded now as its initial one),
+        and each known-good version with a recorded artifact runs that artifact."""
         self._proven = {name: set(found) for name, found in proven.items()}
+        for name, pinned in (pins or {}).items():
+            if name in self._catalog:
+                spec = self._catalog.get(name)
+                self._catalog.replace(replace(spec, pins={**spec.pins, **pinned}))
         for spec in list(self._catalog):
             if not spec.versions:
                 continue
@@ -153,13 +172,17 @@ class VersionKeeper:
             recovery_id=recovery_id,
         )
         await durably(lambda: self._recorder.save_deployment(deployment), self._clock)
-        moved = replace(spec, deployed=version)
+        moved = replace(self._catalog.get(service), deployed=version)
         self._catalog.replace(moved)
         self._current[service] = deployment
         return deployment, moved
 
     async def save(self, deployment: Deployment) -> None:
-        """Write a changed record (progress, or its end); keep it if it is the current one."""
+        """Write a changed record (progress, or its end); keep it if it is the current one.
+        A deployment that completed records what its instances run (its artifact)."""
+        if deployment.status is DeploymentStatus.COMPLETED and deployment.artifact is None:
+            artifact = self._artifact_of(deployment.service, deployment.version)
+            deployment = replace(deployment, artifact=artifact)
         if self._current.get(deployment.service, deployment).id == deployment.id:
             self._current[deployment.service] = deployment
         await durably(lambda: self._recorder.save_deployment(deployment), self._clock)
@@ -188,8 +211,7 @@ class VersionKeeper:
         if declared is not None and declared.known_good:
             # Declared known good: it is so from the moment it runs, no proving needed.
             at = deployment.ended_at or deployment.started_at
-            await self.save(replace(deployment, known_good_at=at))
-            self._proven.setdefault(name, set()).add(deployment.version)
+            await self._prove(replace(deployment, known_good_at=at))
             return
         health = self._health_of(name)
         if health.status is not ServiceStatus.HEALTHY or health.status_since is None:
@@ -198,12 +220,22 @@ class VersionKeeper:
         now = self._clock.now()
         if (now - since).total_seconds() < spec.known_good_after:
             return
-        proven = replace(deployment, known_good_at=now)
-        await self.save(proven)
-        self._proven.setdefault(name, set()).add(deployment.version)
+        await self._prove(replace(deployment, known_good_at=now))
         log.info(
             "%s: %s is known good (healthy for %gs)",
             name,
             deployment.version,
             spec.known_good_after,
         )
+
+    async def _prove(self, deployment: Deployment) -> None:
+        """Record ``deployment`` known good, and pin what it ran to its version."""
+        name, version = deployment.service, deployment.version
+        artifact = deployment.artifact or self._artifact_of(name, version)
+        await self.save(replace(deployment, artifact=artifact))
+        self._proven.setdefault(name, set()).add(version)
+        if artifact is not None and name in self._catalog:
+            spec = self._catalog.get(name)
+            if spec.pins.get(version) != artifact:
+                self._catalog.replace(replace(spec, pins={**spec.pins, version: artifact}))
+                log.info("%s: %s pinned to %s", name, version, artifact)

@@ -25,6 +25,7 @@ from phoenix_server.config.settings import Settings, service_environment
 from phoenix_server.config.tokens import configured_tokens
 from phoenix_server.detection.health_tracking import HealthTracker, ServiceHealthView
 from phoenix_server.detection.signals import ServiceSignals
+from phoenix_server.domain.alerts import AlertKind
 from phoenix_server.domain.auth import TokenRegistry
 from phoenix_server.domain.clock import Clock, SystemClock
 from phoenix_server.domain.deployments import Deployment
@@ -117,6 +118,7 @@ OBSERVED_AS = {
     InstanceEventKind.PROMOTED: ObservationKind.PROMOTED,
     InstanceEventKind.UNHEALTHY: ObservationKind.VERDICT,
     InstanceEventKind.HEALTHY: ObservationKind.VERDICT,
+    InstanceEventKind.CRASH_LOOP: ObservationKind.VERDICT,
 }
 STATUS_BATCH_DELAY = 0.2
 LATE_PROBES_WARNING = 1.0
@@ -191,7 +193,11 @@ class Runtime:
             handlers=PLAYBOOK_HANDLERS,
         )
         self.versions = VersionKeeper(
-            catalog=catalog, recorder=recorder, clock=self.clock, health_of=self.tracker.view
+            catalog=catalog,
+            recorder=recorder,
+            clock=self.clock,
+            health_of=self.tracker.view,
+            artifact_of=self._artifact_of,
         )
         secret = settings.alert_webhook_secret
         self.alerter = Alerter(
@@ -274,6 +280,7 @@ class Runtime:
         await self.versions.load(
             await self.store.read(deployments.latest_deployments, owner=owner),
             await self.store.read(deployments.proven_versions, owner=owner),
+            await self.store.read(deployments.proven_artifacts, owner=owner),
         )
         if interrupted:
             log.warning(
@@ -389,6 +396,20 @@ class Runtime:
         """Background tasks that died: each one is something Phoenix stopped doing (for a
         while, for the loops it keeps running)."""
         return [death.name for death in self._deaths()]
+
+    def _artifact_of(self, service: str, version: str) -> str | None:
+        """What the service's live instances of ``version`` run, in immutable terms."""
+        if service not in self.catalog:
+            return None
+        platform = self.platforms.for_service(self.catalog.get(service))
+        return next(
+            (
+                i.artifact
+                for i in platform.instances(service)
+                if i.alive and i.version == version and i.artifact
+            ),
+            None,
+        )
 
     def _port_served(self, service: str, problem: str | None) -> None:
         """The platform's word that ``service``'s public port stopped (``problem``) or
@@ -665,16 +686,32 @@ class Runtime:
             detail = f"{instance.id} promoted from standby"
         elif event.kind in (InstanceEventKind.UNHEALTHY, InstanceEventKind.HEALTHY):
             detail = f"{instance.id}: {event.detail}"
+        elif event.kind is InstanceEventKind.CRASH_LOOP:
+            detail = f"{instance.id}: {event.detail}"
+            self.alerter.raise_alert(
+                AlertKind.CANNOT_RECOVER,
+                service=instance.service,
+                text=f"{detail}; Phoenix leaves its restarts to the platform: a person must act",
+                event=f"{instance.id}@{instance.started_at.isoformat()}",
+            )
         else:
             self.scheduler.remove(instance.id)
-            detail = f"{instance.id} stopped by Phoenix"
+            if instance.state is InstanceState.EXITED:
+                detail = f"{instance.id} removed after it {describe_end(instance)}"
+            else:
+                detail = f"{instance.id} stopped by Phoenix"
         self.tracker.observe(
             Observation(
                 service=instance.service,
                 target=instance.id,
                 kind=OBSERVED_AS[event.kind],
                 at=self.clock.now(),
-                ok=event.kind not in (InstanceEventKind.EXITED, InstanceEventKind.UNHEALTHY),
+                ok=event.kind
+                not in (
+                    InstanceEventKind.EXITED,
+                    InstanceEventKind.UNHEALTHY,
+                    InstanceEventKind.CRASH_LOOP,
+                ),
                 detail=detail,
                 standby=instance.role is InstanceRole.STANDBY,
             )

@@ -61,6 +61,7 @@ def _values(deployment: Deployment, owner: str) -> dict[str, Any]:
         "detail": deployment.detail,
         "steps": [_step_to_json(step) for step in deployment.steps],
         "owner": owner,
+        "artifact": deployment.artifact,
     }
 
 
@@ -78,6 +79,7 @@ def _from_row(row: DeploymentRow) -> Deployment:
         recovery_id=row.recovery_id,
         detail=row.detail,
         steps=tuple(_step_from_json(step) for step in row.steps or ()),
+        artifact=row.artifact,
     )
 
 
@@ -130,6 +132,24 @@ def proven_versions(session: Session, *, owner: str = "") -> dict[str, set[str]]
     found: dict[str, set[str]] = {}
     for service, version in rows:
         found.setdefault(service, set()).add(version)
+    return found
+
+
+def proven_artifacts(session: Session, *, owner: str = "") -> dict[str, dict[str, str]]:
+    """Per service and known-good version, the artifact its newest known-good deployment
+    ran (a container's image ID): what a later start of that version runs."""
+    rows = session.execute(
+        select(DeploymentRow.service, DeploymentRow.version, DeploymentRow.artifact)
+        .where(
+            DeploymentRow.owner == owner,
+            DeploymentRow.known_good_at.is_not(None),
+            DeploymentRow.artifact.is_not(None),
+        )
+        .order_by(DeploymentRow.known_good_at)
+    ).all()
+    found: dict[str, dict[str, str]] = {}
+    for service, version, artifact in rows:
+        found.setdefault(service, {})[version] = str(artifact)  # the newest wins
     return found
 
 

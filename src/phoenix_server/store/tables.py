@@ -187,6 +187,7 @@ class DeploymentRow(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     owner: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    artifact: Mapped[str | None] = mapped_column(String(160))
 
     __table_args__ = (
         Index("ix_deployments_owner_service_started", "owner", "service", "started_at"),
