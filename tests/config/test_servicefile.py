@@ -932,3 +932,76 @@ def test_the_example_fleet_moves_with_one_variable() -> None:
     assert {s.name: s.port for s in moved if s.port is not None} == {
         name: port + 1000 for name, port in ports.items()
     }
+
+
+def test_docker_engines_are_declared_by_name_and_named_by_services(tmp_path: Path) -> None:
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("pem")
+    text = (
+        "docker_engines:\n"
+        "  edge: {host: 'tcp://10.0.0.5:2376', tls: {ca: ca.pem, cert: cert.pem, key: key.pem}}\n"
+        "  other: {host: 'unix:///run/other.sock'}\n"
+        "services:\n"
+        "  - {name: far, platform: docker, image: shop/web:1, engine: edge}\n"
+        "  - {name: near, platform: docker, image: shop/web:1}\n"
+    )
+    catalog = parse_service_file(text, source="t", base_dir=tmp_path, default_interval=1.0)
+    far = catalog.get("far").engine
+    assert far == svc.DockerEngine(
+        "edge",
+        "tcp://10.0.0.5:2376",
+        str(tmp_path / "ca.pem"),
+        str(tmp_path / "cert.pem"),
+        str(tmp_path / "key.pem"),
+    )
+    assert catalog.get("near").engine is None
+
+
+@pytest.mark.parametrize(
+    ("engines", "service", "path", "message"),
+    [
+        (
+            "  edge: {host: 'tcp://10.0.0.5:2376'}\n",
+            "engine: edge",
+            "docker_engines.edge.tls",
+            "an engine over TCP needs TLS with a client certificate",
+        ),
+        (
+            "  edge: {host: 'http://10.0.0.5'}\n",
+            "engine: edge",
+            "docker_engines.edge.host",
+            "expected unix:///path/to/docker.sock or tcp://host:port",
+        ),
+        (
+            "  edge: {host: 'tcp://h:2376', tls: {ca: nope.pem, cert: c.pem, key: k.pem}}\n",
+            "engine: edge",
+            "docker_engines.edge.tls.ca",
+            "no such file:",
+        ),
+        (
+            "  edge: {host: 'unix:///x.sock', port: 1}\n",
+            "engine: edge",
+            "docker_engines.edge.port",
+            "unknown key (host, tls: {ca, cert, key})",
+        ),
+        ("  edge: {host: 'unix:///x.sock'}\n", "engine: nowhere", A + "engine", "unknown engine"),
+    ],
+)
+def test_docker_engine_problems_are_located(
+    engines: str, service: str, path: str, message: str
+) -> None:
+    text = (
+        f"docker_engines:\n{engines}services:\n"
+        f"  - name: a\n    platform: docker\n    image: busybox\n    {service}\n"
+    )
+    found = problems(text)
+    assert any(p.path == path and message in p.message for p in found), found
+
+
+def test_only_docker_services_name_an_engine() -> None:
+    text = "docker_engines:\n  edge: {host: 'unix:///x.sock'}\nservices:\n" + local(
+        "engine: edge"
+    ).removeprefix("services:\n")
+    problem = only_problem(text)
+    assert problem.path == A + "engine"
+    assert "only a docker service runs on a Docker engine" in problem.message

@@ -4,10 +4,13 @@ traffic through the router, counted on the client's side."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import subprocess
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -262,3 +265,37 @@ async def test_scaling_out_sets_the_declared_resources_in_place(
             both
         ), "adopted, not restarted"
         assert [memory_limit(c) for c in both] == [96 * 1024 * 1024] * 2
+
+
+async def test_a_port_held_by_another_process_is_named_and_served_once_free(
+    tmp_path: Path, docker_image: str
+) -> None:
+    """Another process holds the service's port: Phoenix stays up, says so in /health's
+    problems and in the service's reason, keeps the containers running, and the router
+    takes the port as soon as it is free."""
+    port = free_port()
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    try:
+        async with engine(tmp_path, web(docker_image, port, replicas="1")) as runtime:
+            problem = "service web is not served on its port"
+            await eventually(
+                lambda: any(problem in p for p in runtime.problems()), message="the problem"
+            )
+            assert runtime.docker is not None and runtime.docker.instances("web")
+            holder.close()
+            await eventually(
+                lambda: not any(problem in p for p in runtime.problems()),
+                timeout=20,
+                message="the port served again",
+            )
+            await healthy(runtime, "web")
+            await eventually(lambda: serving(runtime, 1), message="in rotation")
+            answer = await asyncio.to_thread(
+                httpx.get, f"http://127.0.0.1:{port}/health", timeout=5
+            )
+            assert answer.status_code == 200
+    finally:
+        holder.close()

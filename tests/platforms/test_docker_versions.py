@@ -185,6 +185,7 @@ async def test_a_deploy_is_validated_by_its_smoke_hook_run_in_a_container(
             lambda: (
                 current(runtime).id == deployed.id
                 and current(runtime).status is not DeploymentStatus.IN_PROGRESS
+                and not runtime.orchestrator.busy("web")  # the deploy has let go of it
             ),
             timeout=60,
             message="v2 deployed",

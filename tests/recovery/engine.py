@@ -18,7 +18,11 @@ from tests.support import REPO, eventually
 
 
 @asynccontextmanager
-async def engine(tmp_path: Path, services: str, **env: str) -> AsyncIterator[Runtime]:
+async def engine(
+    tmp_path: Path, services: str, *, prelude: str = "", **env: str
+) -> AsyncIterator[Runtime]:
+    """A started Runtime on ``services`` (service-file entries; ``prelude``: top-level
+    sections before them, such as ``docker_engines``)."""
     settings = load_settings(
         PHOENIX_DATA_DIR=str(tmp_path / "var"),
         MAX_RECOVERY_ATTEMPTS=env.pop("MAX_RECOVERY_ATTEMPTS", "3"),
@@ -26,7 +30,7 @@ async def engine(tmp_path: Path, services: str, **env: str) -> AsyncIterator[Run
         **env,
     )
     catalog = parse_service_file(
-        "services:\n" + services, source="test", base_dir=REPO, default_interval=1.0
+        prelude + "services:\n" + services, source="test", base_dir=REPO, default_interval=1.0
     )
     store = Store(settings.effective_database_url)
     store.migrate()

@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from phoenix_server.config.engines import parse_engines
 from phoenix_server.domain import services as svc
 from phoenix_server.domain.errors import ConfigError, Problem
 from phoenix_server.domain.playbooks import BuiltinAction
@@ -47,7 +48,7 @@ Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
 _UNKNOWN_KEY = "unknown key (check its spelling against docs/configuration.md)"
-_TOP_LEVEL_KEYS = ("services", "port_offset")
+_TOP_LEVEL_KEYS = ("services", "port_offset", "docker_engines")
 _MAX_PORT = 65535
 _NAME_HINT = (
     "lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or digit"
@@ -318,6 +319,9 @@ class ServiceDoc(_Doc):
     """``platform: docker``: the image its containers run (a tag or ``name@sha256:…``)."""
     adopt: AdoptDoc | None = None
     """``platform: docker``: take over containers that already run instead of an image."""
+    engine: str | None = None
+    """``platform: docker``: the name of one of the file's ``docker_engines`` (default: the
+    engine at ``DOCKER_HOST``)."""
     init: bool = False
     """``platform: docker``: Docker's init runs as the container's process 1."""
     command: Argv | None = None
@@ -385,6 +389,8 @@ def parse_service_file(
     offset, offset_problem = _port_offset(raw.get("port_offset", 0))
     if offset_problem is not None:
         problems.append(offset_problem)
+    engines, engine_problems = parse_engines(raw.get("docker_engines"), base_dir)
+    problems.extend(engine_problems)
     items = raw.get("services") or []
     if not isinstance(items, list):
         raise ConfigError(source, [Problem("services", "expected a list of services")])
@@ -412,10 +418,27 @@ def parse_service_file(
         if index not in valid_indexes:
             problems.extend(_dangling_references(item, _where(item, index), declared))
     problems.extend(_check_whole_file(valid, declared))
+    declared_engines = raw.get("docker_engines") or {}
+    for index, doc in valid:
+        if doc.engine is None:
+            continue
+        where = f"services[{index}] ({doc.name}).engine"
+        if doc.platform != "docker":
+            problems.append(Problem(where, "only a docker service runs on a Docker engine"))
+        elif doc.engine not in declared_engines:  # (a declared one's problems are its own)
+            known = ", ".join(engines) or "none declared"
+            message = f"unknown engine '{doc.engine}'; docker_engines: {known}"
+            problems.append(Problem(where, message))
     if problems:
         raise ConfigError(source, _dedupe(problems))
     return svc.ServiceCatalog(
-        [_to_spec(doc, base_dir=base_dir, default_interval=default_interval) for _, doc in valid]
+        [
+            replace(
+                _to_spec(doc, base_dir=base_dir, default_interval=default_interval),
+                engine=engines.get(doc.engine) if doc.engine else None,
+            )
+            for _, doc in valid
+        ]
     )
 
 

@@ -305,6 +305,19 @@ class ContainerRun:
 
 
 @dataclass(frozen=True)
+class DockerEngine:
+    """A Docker engine other than the default (``DOCKER_HOST``): where it is, and the
+    certificates that authenticate both ends over TCP (TLS)."""
+
+    name: str
+    host: str
+    """``unix:///path`` or ``tcp://host:port``."""
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
 class AdoptedContainers:
     """The run section of a docker service whose containers someone else created (by hand
     or with Compose): Phoenix finds them by their labels, stops and starts them in place,
@@ -335,6 +348,8 @@ class ServiceSpec:
     """The address the public port listens on."""
     routed: bool = False
     """Phoenix's router holds the public port; instances get ports of their own."""
+    engine: DockerEngine | None = None
+    """The named Docker engine its containers run on (None: the default engine)."""
     zero_downtime: bool = False
     """A restart starts each replacement and puts it in rotation before it stops what it
     replaces (routed services only): capacity never drops, at the cost of running one more

@@ -252,12 +252,26 @@ RESOURCE_SAMPLING: Capability[ResourceSampling] = Capability(
 
 
 class PlatformRegistry:
-    """The platforms Phoenix acts through, by kind."""
+    """The platforms Phoenix acts through, by kind — and, for a kind with several endpoints
+    (Docker engines on several hosts), one platform per named endpoint."""
 
-    def __init__(self, platforms: Mapping[PlatformKind, Platform]) -> None:
+    def __init__(
+        self,
+        platforms: Mapping[PlatformKind, Platform],
+        endpoints: Mapping[tuple[PlatformKind, str], Platform] | None = None,
+    ) -> None:
         self._platforms = dict(platforms)
+        self._endpoints = dict(endpoints or {})
 
     def for_service(self, service: ServiceSpec) -> Platform:
+        if service.engine is not None:
+            found = self._endpoints.get((service.platform, service.engine.name))
+            if found is not None:
+                return found
+            raise PlatformError(
+                f"no {service.platform.value} engine '{service.engine.name}' is configured "
+                f"for service '{service.name}'"
+            )
         try:
             return self._platforms[service.platform]
         except KeyError:
@@ -266,4 +280,4 @@ class PlatformRegistry:
             ) from None
 
     def all(self) -> list[Platform]:
-        return list(self._platforms.values())
+        return [*self._platforms.values(), *self._endpoints.values()]

@@ -169,9 +169,15 @@ class Runtime:
             PlatformKind.LOCAL: self.local,
             PlatformKind.EXTERNAL: ExternalPlatform(),
         }
+        # One Docker platform per engine the services use: the default one (DOCKER_HOST) and
+        # each named engine of the service file.
+        self.dockers: list[DockerPlatform] = []
         self.docker: DockerPlatform | None = None
-        if any(spec.platform is PlatformKind.DOCKER for spec in catalog):
-            self.docker = platforms[PlatformKind.DOCKER] = DockerPlatform(
+        """The default engine's platform (None: no service uses it)."""
+        endpoints: dict[tuple[PlatformKind, str], Platform] = {}
+        docker_specs = [spec for spec in catalog if spec.platform is PlatformKind.DOCKER]
+        for engine in dict.fromkeys(spec.engine for spec in docker_specs):
+            docker = DockerPlatform(
                 owner=self.owner,
                 clock=self.clock,
                 run_dir=settings.run_dir,
@@ -179,9 +185,15 @@ class Runtime:
                 journal=journal,
                 env=service_environment(os.environ),
                 ports=ports,
+                engine=engine,
             )
-            self.docker.watch_ports(self._port_served)
-        self.platforms = PlatformRegistry(platforms)
+            docker.watch_ports(self._port_served)
+            self.dockers.append(docker)
+            if engine is None:
+                self.docker = platforms[PlatformKind.DOCKER] = docker
+            else:
+                endpoints[(PlatformKind.DOCKER, engine.name)] = docker
+        self.platforms = PlatformRegistry(platforms, endpoints)
         recorder = StoreRecorder(store, self.owner)
         self.executor = Executor(
             platforms=self.platforms,
@@ -434,7 +446,7 @@ class Runtime:
             self.orchestrator.tasks,
             self.deployer.tasks,
             self.alerter.tasks,
-            *((self.docker.tasks,) if self.docker is not None else ()),
+            *(docker.tasks for docker in self.dockers),
         )
         return sorted(
             (death for group in groups for death in group.deaths.values()), key=lambda d: d.at
@@ -461,8 +473,8 @@ class Runtime:
         if dropped := self.orchestrator.dropped:
             warnings.append(f"{dropped} record(s) dropped: the database refused them too long")
         port_problems = self.local.port_problems()
-        if self.docker is not None:
-            port_problems |= self.docker.port_problems()
+        for docker in self.dockers:
+            port_problems |= docker.port_problems()
         for service, problem in sorted(port_problems.items()):
             warnings.append(f"service {service} is not served on its port: {problem}")
         for death in self.task_deaths():
