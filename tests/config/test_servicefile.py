@@ -363,6 +363,36 @@ SINGLE_PROBLEMS = [
     ),
     (local("init: true"), A + "init", "only a docker service's container has Docker's init"),
     (
+        local("container: {user: app}"),
+        A + "container",
+        "only a docker service has containers",
+    ),
+    (
+        local("platform: docker\nimage: busybox\ncontainer: {volumes: [data]}"),
+        A + "container.volumes[0]",
+        "expected source:target[:ro], got 'data'",
+    ),
+    (
+        local("platform: docker\nimage: busybox\ncontainer: {volumes: ['data:srv']}"),
+        A + "container.volumes[0]",
+        "the target must be a path in the container",
+    ),
+    (
+        local("platform: docker\nimage: busybox\ncontainer: {volumes: ['d:/srv:rx']}"),
+        A + "container.volumes[0]",
+        "the mode must be ro or rw",
+    ),
+    (
+        local("platform: docker\nimage: busybox\ncontainer: {labels: {phoenix.role: x}}"),
+        A + "container.labels",
+        "labels phoenix.* are Phoenix's own: phoenix.role",
+    ),
+    (
+        local("platform: docker\nimage: busybox\ncontainer: {healthcheck: {command: []}}"),
+        A + "container.healthcheck.command",
+        "at least 1 item",
+    ),
+    (
         local("versions: [{name: v1, image: shop/web:1}]"),
         A + "versions[0].image",
         "only a docker version runs an image",
@@ -1005,3 +1035,49 @@ def test_only_docker_services_name_an_engine() -> None:
     problem = only_problem(text)
     assert problem.path == A + "engine"
     assert "only a docker service runs on a Docker engine" in problem.message
+
+
+def test_a_docker_services_container_section() -> None:
+    text = (
+        "services:\n  - name: web\n    platform: docker\n    image: shop/web:1\n"
+        "    container:\n      volumes: ['/srv/data:/data', 'cache:/cache:ro']\n"
+        "      labels: {team: shop}\n      user: '1000:1000'\n"
+        "      healthcheck: {command: [/bin/check, --quick], interval: 5s, retries: 2}\n"
+    )
+    spec = parse_service_file(text, source="t", base_dir=BASE, default_interval=1.0).get("web")
+    run = spec.run
+    assert isinstance(run, svc.ContainerRun)
+    assert run.volumes == ("/srv/data:/data", "cache:/cache:ro")
+    assert run.labels == {"team": "shop"} and run.user == "1000:1000"
+    assert run.healthcheck == svc.ContainerHealthcheck(("/bin/check", "--quick"), 5.0, 30.0, 2)
+    bare = parse_service_file(
+        text.split("    container:")[0], source="t", base_dir=BASE, default_interval=1.0
+    ).get("web")
+    assert bare.config_hash != spec.config_hash, "the container section shapes the container"
+
+
+def test_a_service_on_a_remote_engine_serves_its_port_itself(tmp_path: Path) -> None:
+    """Phoenix's router runs on Phoenix's machine and forwards to its loopback: a service
+    on an engine on another host is not routed, and what needs the router is refused."""
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("pem")
+    engines = (
+        "docker_engines:\n"
+        "  far: {host: 'tcp://10.0.0.5:2376', tls: {ca: ca.pem, cert: cert.pem, key: key.pem}}\n"
+        "  near: {host: 'tcp://127.0.0.1:2376', tls: {ca: ca.pem, cert: cert.pem, key: key.pem}}\n"
+    )
+    text = engines + (
+        "services:\n"
+        "  - {name: a, platform: docker, image: x, engine: far, port: 8080}\n"
+        "  - {name: b, platform: docker, image: x, engine: near, port: 8081}\n"
+    )
+    catalog = parse_service_file(text, source="t", base_dir=tmp_path, default_interval=1.0)
+    assert not catalog.get("a").routed and catalog.get("b").routed
+    refused = engines + (
+        "services:\n  - {name: a, platform: docker, image: x, engine: far, port: 8080,"
+        " replicas: 2}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        parse_service_file(refused, source="t", base_dir=tmp_path, default_interval=1.0)
+    [problem] = [p for p in raised.value.problems if p.path.endswith(".replicas")]
+    assert "needs Phoenix's router, which runs on Phoenix's machine" in problem.message

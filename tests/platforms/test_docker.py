@@ -470,3 +470,61 @@ async def test_a_crash_loop_under_dockers_restart_policy_is_called_one(
         assert "a person must act" in str(alert["text"])
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+async def test_the_container_section_shapes_the_containers(
+    tmp_path: Path, docker_image: str
+) -> None:
+    """Volumes, the user's labels, the user and a declared healthcheck reach the container:
+    it writes through its bind mount as the declared user, carries the labels beside
+    Phoenix's own, and when the declared healthcheck fails, Phoenix replaces it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    port = free_port()
+    services = f"""
+  - name: web
+    platform: docker
+    image: {docker_image}
+    command: [sh, -c, "id -u > /data/uid; exec httpd -f -p 127.0.0.1:$PORT -h /www"]
+    port: {port}
+    container:
+      volumes: ["{shared}:/data"]
+      labels: {{team: shop}}
+      user: "1234:1234"
+      healthcheck: {{command: [/bin/busybox, test, -f, /www/ready], interval: 200ms,
+                    timeout: 1s, retries: 2}}
+    health:
+      http: "http://127.0.0.1:{{port}}/health"
+      interval: 200ms
+      timeout: 1s
+    stop: {{grace: 1s}}
+"""
+    async with engine(tmp_path, services) as runtime:
+        assert runtime.docker is not None
+        await healthy(runtime, "web")
+        [before] = runtime.docker.instances("web")
+        shown = json.loads(
+            subprocess.run(
+                ["docker", "inspect", before.id], check=True, capture_output=True, text=True
+            ).stdout
+        )[0]
+        assert shown["Config"]["Labels"]["team"] == "shop"
+        assert shown["Config"]["Labels"]["phoenix.service"] == "web"
+        assert shown["Config"]["User"] == "1234:1234"
+        assert (shared / "uid").read_text().strip() == "1234", "written through the mount"
+        assert shown["Config"]["Healthcheck"]["Test"][:2] == ["CMD", "/bin/busybox"]
+        # /www/ready cannot be removed by uid 1234 (root owns it): the test does it as root.
+        subprocess.run(
+            ["docker", "exec", "-u", "0", before.id, "/bin/busybox", "rm", "/www/ready"],
+            check=True,
+            capture_output=True,
+        )
+        [recovery] = await eventually(
+            lambda: history(runtime, service="web"), timeout=20, message="recovery"
+        )
+        recovery = await finished(runtime, recovery.id)
+        assert recovery.status is RecoveryStatus.COMPLETED, recovery
+        assert "Docker's HEALTHCHECK says unhealthy" in recovery.reason
+        [after] = runtime.docker.instances("web")
+        assert after.id != before.id

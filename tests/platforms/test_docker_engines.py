@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from phoenix_server.domain.recoveries import RecoveryStatus
+from phoenix_server.platforms.docker import DockerPlatform
+from phoenix_server.runtime import Runtime
 from tests.platforms.docker_engine import SecondEngine
 from tests.recovery.engine import engine, finished, healthy, history
 from tests.support import eventually, free_port
@@ -56,6 +58,14 @@ def names(remote: SecondEngine | None = None) -> list[str]:
     )
 
 
+def router_pid(runtime: Runtime, service: str) -> int:
+    platform = runtime.platforms.for_service(runtime.catalog.get(service))
+    assert isinstance(platform, DockerPlatform)
+    router = platform.routers.instance(service)
+    assert router is not None and router.pid is not None
+    return router.pid
+
+
 async def test_each_service_runs_and_heals_on_its_own_engine(
     tmp_path: Path, docker_image: str, second_engine: SecondEngine
 ) -> None:
@@ -80,6 +90,7 @@ async def test_each_service_runs_and_heals_on_its_own_engine(
         [again] = [i.id for i in far_platform.instances("far")]
         assert again != far and again in names(second_engine)
         assert await history(runtime, service="near") == []
+        routers = {name: router_pid(runtime, name) for name in ("near", "far")}
     # Phoenix gone: both engines' containers serve on; the next Phoenix adopts each.
     async with engine(tmp_path, services, prelude=text) as runtime:
         await healthy(runtime, "near")
@@ -88,6 +99,8 @@ async def test_each_service_runs_and_heals_on_its_own_engine(
         assert [i.id for i in far_platform.instances("far")] == [again], "adopted"
         near_platform = runtime.platforms.for_service(runtime.catalog.get("near"))
         assert [i.id for i in near_platform.instances("near")] == [near], "adopted"
+        # Each engine adopted its own router; neither took the other's for a stray.
+        assert {name: router_pid(runtime, name) for name in ("near", "far")} == routers
     assert names(second_engine) == [] and near not in names()
 
 

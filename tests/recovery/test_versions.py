@@ -163,8 +163,9 @@ async def test_a_version_declared_known_good_is_recorded_so_at_once(world: World
 
 async def test_a_version_proven_good_is_pinned_to_what_it_ran(world: World) -> None:
     """A platform that names what a version runs in immutable terms (a container's image
-    ID): a completed deployment records it, and once the version is known good every later
-    start of it runs that artifact (the spec's pins), whatever its tag names by then."""
+    ID): a completed deployment records it and pins the version to it, so that every later
+    start of it runs that artifact (the spec's pins), whatever its tag names by then; the
+    version proving good pins what it proved good with."""
     ran = {("shop", "v1"): "sha256:1111", ("shop", "v3"): "sha256:3333"}
     keeper = VersionKeeper(
         catalog=world.catalog,
@@ -177,7 +178,7 @@ async def test_a_version_proven_good_is_pinned_to_what_it_ran(world: World) -> N
     await keeper.load({"shop": deployed}, {})
     await keeper.save(replace(deployed, status=DeploymentStatus.COMPLETED))
     assert world.recorder.saved[-1].artifact == "sha256:3333", "recorded when it completed"
-    assert world.catalog.get("shop").pins == {}, "not known good yet: nothing pinned"
+    assert world.catalog.get("shop").pins == {"v3": "sha256:3333"}, "pinned at once"
     back = world.deployment("v1", DeploymentStatus.COMPLETED, reason=DeploymentReason.ROLLBACK)
     await keeper.load({"shop": back}, {})
     watch = asyncio.create_task(keeper.watch())
@@ -192,7 +193,7 @@ async def test_a_version_proven_good_is_pinned_to_what_it_ran(world: World) -> N
             await watch
     assert world.recorder.saved[-1].known_good_at is not None
     assert world.recorder.saved[-1].artifact == "sha256:1111"
-    assert world.catalog.get("shop").pins == {"v1": "sha256:1111"}
+    assert world.catalog.get("shop").pins == {"v1": "sha256:1111", "v3": "sha256:3333"}
 
 
 async def test_pins_recorded_earlier_are_loaded(world: World) -> None:

@@ -22,11 +22,12 @@ import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -305,6 +306,42 @@ class RecoveryDoc(_Doc):
     (default: ``backoff.reset_after``)."""
 
 
+def _volume(value: str) -> str:
+    """``source:target[:ro|rw]``: a host path or a volume name, then an absolute path."""
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise ValueError(f"expected source:target[:ro], got {value!r}")
+    if not parts[1].startswith("/"):
+        raise ValueError(f"the target must be a path in the container, got {parts[1]!r}")
+    if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+        raise ValueError(f"the mode must be ro or rw, got {parts[2]!r}")
+    return value
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    reserved = sorted(key for key in value if key.startswith("phoenix."))
+    if reserved:
+        raise ValueError(f"labels phoenix.* are Phoenix's own: {', '.join(reserved)}")
+    return value
+
+
+class HealthcheckDoc(_Doc):
+    command: Argv = Field(min_length=1)
+    interval: Seconds = Field(30.0, gt=0)
+    timeout: Seconds = Field(30.0, gt=0)
+    retries: int = Field(3, ge=1, le=100)
+    start_period: Seconds = Field(0.0, ge=0)
+
+
+class ContainerDoc(_Doc):
+    """How Phoenix creates a docker service's containers, beyond image, command and env."""
+
+    volumes: list[Annotated[str, AfterValidator(_volume)]] = Field(default_factory=list)
+    labels: Annotated[dict[str, str], AfterValidator(_labels)] = Field(default_factory=dict)
+    user: str | None = Field(None, min_length=1, max_length=64)
+    healthcheck: HealthcheckDoc | None = None
+
+
 class AdoptDoc(_Doc):
     label: str | None = Field(None, pattern=r"^[^=\s]+=[^\s]*$", max_length=512)
     """``key=value``: the containers carrying this label."""
@@ -324,6 +361,8 @@ class ServiceDoc(_Doc):
     engine at ``DOCKER_HOST``)."""
     init: bool = False
     """``platform: docker``: Docker's init runs as the container's process 1."""
+    container: ContainerDoc | None = None
+    """``platform: docker``: volumes, labels, user and a healthcheck of its containers."""
     command: Argv | None = None
     cwd: str | None = None
     env: Env = Field(default_factory=dict)
@@ -429,13 +468,29 @@ def parse_service_file(
             known = ", ".join(engines) or "none declared"
             message = f"unknown engine '{doc.engine}'; docker_engines: {known}"
             problems.append(Problem(where, message))
+        elif doc.engine in engines and not engines[doc.engine].on_this_host:
+            for key, asks in (
+                ("router", doc.router is True),
+                ("replicas", doc.replicas.max > 1),
+                ("zero_downtime", doc.zero_downtime),
+                ("fallback", doc.fallback is not None),
+            ):
+                if asks:
+                    problems.append(
+                        Problem(
+                            f"services[{index}] ({doc.name}).{key}",
+                            f"needs Phoenix's router, which runs on Phoenix's machine: the "
+                            f"containers of engine '{doc.engine}' run on another host and "
+                            "serve their port themselves",
+                        )
+                    )
     if problems:
         raise ConfigError(source, _dedupe(problems))
     return svc.ServiceCatalog(
         [
-            replace(
+            _on_engine(
                 _to_spec(doc, base_dir=base_dir, default_interval=default_interval),
-                engine=engines.get(doc.engine) if doc.engine else None,
+                engines.get(doc.engine) if doc.engine else None,
             )
             for _, doc in valid
         ]
@@ -686,6 +741,8 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
                 add("adopt", "only a docker service adopts containers (set platform: docker)")
             if service.init:
                 add("init", "only a docker service's container has Docker's init")
+            if service.container is not None:
+                add("container", "only a docker service has containers (set platform: docker)")
         if service.platform == "local" and not service.command:
             add("command", "required for a local service: the argument list that starts it")
         if service.platform == "docker":
@@ -898,6 +955,8 @@ def _docker_problems(service: ServiceDoc, where: str) -> list[Problem]:
         for field_name in ("image", "command"):
             if getattr(service, field_name):
                 add(field_name, "Phoenix does not create or change a container it adopts")
+        if service.container is not None:
+            add("container", "Phoenix does not create or change a container it adopts")
         if service.env or service.init:
             add(
                 "env" if service.env else "init",
@@ -995,10 +1054,36 @@ def _run_section(service: ServiceDoc, cwd: str) -> svc.RunSection | None:
             command=tuple(service.command or ()),
             env=dict(service.env),
             init=service.init,
+            **_container(service.container),
         )
     if service.platform == "local" and service.command:
         return svc.ProcessRun(command=tuple(service.command), cwd=cwd, env=dict(service.env))
     return None
+
+
+def _on_engine(spec: svc.ServiceSpec, engine: svc.DockerEngine | None) -> svc.ServiceSpec:
+    """A docker service on ``engine``: not routed if the engine's containers run on another
+    host (Phoenix's router forwards to this machine's loopback)."""
+    if engine is None:
+        return spec
+    return replace(spec, engine=engine, routed=spec.routed and engine.on_this_host)
+
+
+def _container(doc: ContainerDoc | None) -> dict[str, Any]:
+    """The ``container`` section as ContainerRun's fields."""
+    if doc is None:
+        return {}
+    check = doc.healthcheck
+    return {
+        "volumes": tuple(doc.volumes),
+        "labels": dict(doc.labels),
+        "user": doc.user,
+        "healthcheck": svc.ContainerHealthcheck(
+            tuple(check.command), check.interval, check.timeout, check.retries, check.start_period
+        )
+        if check
+        else None,
+    }
 
 
 def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) -> svc.ServiceSpec:
@@ -1021,6 +1106,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         [v.model_dump(exclude={"image"} if v.image is None else set()) for v in service.versions],
         sys.executable,
         *([{"init": True}] if service.init else []),  # absent: hashes as before it existed
+        *([service.container.model_dump()] if service.container else []),
     ]
     digest = hashlib.sha256(json.dumps(process_shape, sort_keys=True).encode()).hexdigest()[:16]
     return svc.ServiceSpec(

@@ -302,6 +302,27 @@ class ContainerRun:
     init: bool = False
     """Run Docker's init (tini) as the container's first process: it passes signals on and
     reaps orphans, for servers that do neither as process 1."""
+    volumes: tuple[str, ...] = ()
+    """``source:target[:ro]`` as ``docker run -v`` takes them (a host path or a named
+    volume); Phoenix never removes a volume."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """The user's own labels (``phoenix.*`` are Phoenix's)."""
+    user: str | None = None
+    """``uid[:gid]`` or a name the image knows (default: the image's)."""
+    healthcheck: ContainerHealthcheck | None = None
+    """A HEALTHCHECK for the container (instead of the image's, if it has one)."""
+
+
+@dataclass(frozen=True)
+class ContainerHealthcheck:
+    """Docker's own health check of a container, declared in the service file."""
+
+    command: tuple[str, ...]
+    """Run inside the container; exit 0 is healthy."""
+    interval: float = 30.0
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -315,6 +336,12 @@ class DockerEngine:
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+
+    @property
+    def on_this_host(self) -> bool:
+        """Its containers run on Phoenix's machine (a socket, or TCP on the loopback)."""
+        address = self.host.split("://", 1)[-1].rsplit(":", 1)[0]
+        return self.host.startswith("unix://") or address in ("127.0.0.1", "localhost", "[::1]")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ deployment to known good once the service has stayed healthy on it for
 
 Where a platform can say what a version ran as in immutable terms (the image ID of a docker
 version's containers: tags move, IDs do not), the keeper records that *artifact* with each
-completed deployment and pins it when the version proves good: from then on every start of
-that version — a rollback to it above all — runs exactly what proved good.
+completed deployment and pins the version to it: from then on every start of that version —
+a restart, a scale-out, a rollback to it — runs exactly what that deployment ran, and once
+the version proves good, what it proved good with.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class VersionKeeper:
     ) -> None:
         """Resume from the records: each service with versions runs its last deployed one
         (if it has none yet, the one its file starts with, recorded now as its initial one),
-        and each known-good version with a recorded artifact runs that artifact."""
+        and each version runs the artifact it was last pinned to."""
         self._proven = {name: set(found) for name, found in proven.items()}
         for name, pinned in (pins or {}).items():
             if name in self._catalog:
@@ -87,6 +88,8 @@ class VersionKeeper:
                 if not self._abandoned(last):
                     self._current[spec.name] = last
                     self._catalog.replace(replace(spec, deployed=last.version))
+                    if last.artifact is not None:  # what the version has run since then
+                        self._pin(spec.name, last.version, last.artifact)
                     continue
             version, detail = (
                 spec.current_version or spec.versions[-1].name,
@@ -183,6 +186,8 @@ class VersionKeeper:
         if deployment.status is DeploymentStatus.COMPLETED and deployment.artifact is None:
             artifact = self._artifact_of(deployment.service, deployment.version)
             deployment = replace(deployment, artifact=artifact)
+            if artifact is not None:
+                self._pin(deployment.service, deployment.version, artifact)
         if self._current.get(deployment.service, deployment).id == deployment.id:
             self._current[deployment.service] = deployment
         await durably(lambda: self._recorder.save_deployment(deployment), self._clock)
@@ -206,6 +211,10 @@ class VersionKeeper:
             return
         if name not in self._catalog:
             return
+        if deployment.artifact is None and self._artifact_of(name, deployment.version):
+            # Recorded before anything ran (the first start): record, and pin, what runs.
+            await self.save(deployment)
+            deployment = self._current.get(name, deployment)
         spec = self._catalog.get(name)
         declared = spec.version(deployment.version)
         if declared is not None and declared.known_good:
@@ -231,11 +240,18 @@ class VersionKeeper:
     async def _prove(self, deployment: Deployment) -> None:
         """Record ``deployment`` known good, and pin what it ran to its version."""
         name, version = deployment.service, deployment.version
-        artifact = deployment.artifact or self._artifact_of(name, version)
+        # What it proved good with: what runs now (a restart since the deploy re-ran its pin).
+        artifact = self._artifact_of(name, version) or deployment.artifact
         await self.save(replace(deployment, artifact=artifact))
         self._proven.setdefault(name, set()).add(version)
-        if artifact is not None and name in self._catalog:
-            spec = self._catalog.get(name)
-            if spec.pins.get(version) != artifact:
-                self._catalog.replace(replace(spec, pins={**spec.pins, version: artifact}))
-                log.info("%s: %s pinned to %s", name, version, artifact)
+        if artifact is not None:
+            self._pin(name, version, artifact)
+
+    def _pin(self, name: str, version: str, artifact: str) -> None:
+        """From now on, every start of ``version`` runs ``artifact``."""
+        if name not in self._catalog:
+            return
+        spec = self._catalog.get(name)
+        if spec.pins.get(version) != artifact:
+            self._catalog.replace(replace(spec, pins={**spec.pins, version: artifact}))
+            log.info("%s: %s pinned to %s", name, version, artifact)

@@ -173,10 +173,11 @@ class Runtime:
         # each named engine of the service file.
         self.dockers: list[DockerPlatform] = []
         self.docker: DockerPlatform | None = None
-        """The default engine's platform (None: no service uses it)."""
+        """The default engine's platform (there even with no docker service: it stops the
+        routers an earlier Phoenix left for docker services since removed)."""
         endpoints: dict[tuple[PlatformKind, str], Platform] = {}
         docker_specs = [spec for spec in catalog if spec.platform is PlatformKind.DOCKER]
-        for engine in dict.fromkeys(spec.engine for spec in docker_specs):
+        for engine in dict.fromkeys([None, *(spec.engine for spec in docker_specs)]):
             docker = DockerPlatform(
                 owner=self.owner,
                 clock=self.clock,

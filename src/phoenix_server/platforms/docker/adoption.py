@@ -32,6 +32,7 @@ from phoenix_server.platforms.docker.containers import (
     VERSION_LABEL,
 )
 from phoenix_server.platforms.docker.watching import EngineWatching
+from phoenix_server.platforms.router.config import BackendState
 
 log = logging.getLogger("phoenix.platform.docker")
 
@@ -53,6 +54,11 @@ class Adopting(EngineWatching):
         specs = {s.name: s for s in docker if isinstance(s.run, ContainerRun)}
         self._specs = dict(specs)
         taken_over = [s for s in docker if isinstance(s.run, AdoptedContainers)]
+        if not docker:
+            # Nothing of this engine's is declared: only the routers an earlier Phoenix left
+            # for it (its services since removed) are stopped; the engine is not contacted.
+            await self._ensure_routers({})
+            return {}
         failed: dict[str, str] = {}
         # Watched from now on, even if the engine cannot be reached yet: the loops retry
         # (and /health names them meanwhile), so an engine that comes back is seen.
@@ -136,9 +142,13 @@ class Adopting(EngineWatching):
         return True
 
     def _in_rotation(self, shown: dict[str, Any]) -> bool:
-        """The container is in its service's router rotation (the router outlived Phoenix)."""
+        """The container takes its service's traffic (the router outlived Phoenix). One the
+        router was draining was being stopped: it is not."""
         service = (shown["Config"]["Labels"] or {}).get(SERVICE_LABEL, "")
-        return shown["Name"].lstrip("/") in {b.id for b in self.routers.backends(service)}
+        serving = {
+            b.id for b in self.routers.backends(service) if b.state is not BackendState.DRAINING
+        }
+        return shown["Name"].lstrip("/") in serving
 
     async def _ensure_routers(self, specs: Mapping[str, ServiceSpec]) -> dict[str, str]:
         """Adopt (or start) the router of each routed service; stop the routers of services
@@ -171,7 +181,9 @@ class Adopting(EngineWatching):
         between): it would hold the port its successor needs."""
         known = self.routers.pgids()
         strays = set()
-        marked = processes.marked_processes(ROUTER_OWNER_ENV, self._owner, ROUTER_INSTANCE_ENV)
+        marked = processes.marked_processes(
+            ROUTER_OWNER_ENV, self._router_marker, ROUTER_INSTANCE_ENV
+        )
         for pid, _ in marked:
             try:
                 group = os.getpgid(pid)

@@ -11,7 +11,12 @@ from typing import Any
 import psutil
 
 from phoenix_server.domain.errors import PlatformError
-from phoenix_server.domain.services import ContainerRun, Instance, ServiceSpec
+from phoenix_server.domain.services import (
+    ContainerHealthcheck,
+    ContainerRun,
+    Instance,
+    ServiceSpec,
+)
 from phoenix_server.platforms.base import Usage
 
 log = logging.getLogger("phoenix.platform.docker")
@@ -44,6 +49,8 @@ class ContainerRecord:
     restarts: list[float] = field(default_factory=list)
     """Monotonic times Docker's restart policy started it again, within ``settle``."""
     stopping: bool = False
+    starting: bool = False
+    """Phoenix is starting it again (an adopted container): not a restart by Docker."""
     oom: bool = False
     usage: Usage | None = None
     """The latest stats sample (None until the first)."""
@@ -98,6 +105,18 @@ def resume(stopped: list[psutil.Process]) -> None:
 
 def megabytes(limit: int | None) -> str:
     return "none" if limit is None else f"{limit / 1024 / 1024:g} MiB"
+
+
+def healthcheck_of(check: ContainerHealthcheck) -> dict[str, Any]:
+    """A declared healthcheck as the engine's Healthcheck (durations in nanoseconds)."""
+    nanos = 1_000_000_000
+    return {
+        "Test": ["CMD", *check.command],
+        "Interval": round(check.interval * nanos),
+        "Timeout": round(check.timeout * nanos),
+        "Retries": check.retries,
+        "StartPeriod": round(check.start_period * nanos),
+    }
 
 
 def stop_timeout(service: ServiceSpec) -> int:

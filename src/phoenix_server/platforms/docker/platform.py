@@ -88,6 +88,7 @@ from phoenix_server.platforms.docker.containers import (
     SERVICE_LABEL,
     VERSION_LABEL,
     ContainerRecord,
+    healthcheck_of,
     image_of,
     limits_of,
     megabytes,
@@ -135,6 +136,9 @@ class DockerPlatform(Adopting):
         self._clock = clock
         self._engine_declared = engine
         self._elsewhere = set()
+        # Each engine's routers carry a marker of their own: one engine's look for stray
+        # routers at start must never take another engine's for its own.
+        self._router_marker = f"{owner}/{engine.name if engine else ''}"
         self._address = engine.host if engine else (address or engine_address())
         self._tls, self._tls_problem = None, None
         try:
@@ -155,7 +159,7 @@ class DockerPlatform(Adopting):
             log_dir=log_dir,
             journal=journal,
             clock=clock,
-            env={**env, ROUTER_OWNER_ENV: owner},
+            env={**env, ROUTER_OWNER_ENV: self._router_marker},
             python=python,
             backoff=router_backoff,
             kind=PlatformKind.DOCKER,
@@ -278,6 +282,7 @@ class DockerPlatform(Adopting):
             c.usage
             for c in self._containers.values()
             if c.instance.service == service
+            and c.instance.role is InstanceRole.SERVICE
             and c.usage is not None
             and c.instance.state is InstanceState.RUNNING
         ]
@@ -356,10 +361,14 @@ class DockerPlatform(Adopting):
         started = []
         for record in stopped:
             name = record.instance.id
-            async with self._errors(f"cannot start container {name} again"):
-                container = self._engine().containers.container(name)
-                await container.start()
-                shown = await container.show()
+            record.starting = True  # its start event is Phoenix's doing, not Docker's policy
+            try:
+                async with self._errors(f"cannot start container {name} again"):
+                    container = self._engine().containers.container(name)
+                    await container.start()
+                    shown = await container.show()
+            finally:
+                record.starting = False
             self._running_again(record, shown, InstanceState.STARTING)
             started.append(record.instance)
         return started
@@ -404,6 +413,7 @@ class DockerPlatform(Adopting):
             "Image": image_id,  # never the tag: it may move while this container lives
             "Env": [f"{key}={value}" for key, value in env.items()],
             "Labels": {
+                **run.labels,
                 OWNER_LABEL: self._owner,
                 SERVICE_LABEL: service.name,
                 CONFIG_LABEL: service.config_hash,
@@ -414,8 +424,17 @@ class DockerPlatform(Adopting):
                 ROLE_LABEL: role.value,
             },
             "StopTimeout": stop_timeout(service),
-            "HostConfig": {"NetworkMode": "host", "Init": run.init, **limits_of(service)},
+            "HostConfig": {
+                "NetworkMode": "host",
+                "Init": run.init,
+                "Binds": list(run.volumes),
+                **limits_of(service),
+            },
         }
+        if run.user is not None:
+            config["User"] = run.user
+        if run.healthcheck is not None:
+            config["Healthcheck"] = healthcheck_of(run.healthcheck)
         command = version.command if version and version.command else run.command
         if backup is not None and backup.command:
             command = backup.command
@@ -500,7 +519,11 @@ class DockerPlatform(Adopting):
     ) -> tuple[bool, str]:
         """Run a declared hook inside one of the service's running containers (``docker
         exec``), with its environment; exit 0 passes."""
-        live = [c for c in self._containers.values() if c.instance.service == service.name]
+        live = [
+            c
+            for c in self._containers.values()
+            if c.instance.service == service.name and c.instance.role is InstanceRole.SERVICE
+        ]
         target = next(
             (c for c in live if c.instance.state is InstanceState.RUNNING),
             next((c for c in live if c.instance.alive), None),
@@ -564,26 +587,40 @@ class DockerPlatform(Adopting):
                     service.name,
                     service.stop.drain,
                 )
-        ended = list(await asyncio.gather(*(self._stop_one(service, c) for c in chosen)))
+        outcomes = await asyncio.gather(
+            *(self._stop_one(service, c) for c in chosen), return_exceptions=True
+        )
+        ended = [o for o in outcomes if isinstance(o, Instance)]
         if service.routed:
-            await self.routers.forget(service.name, {c.instance.id for c in chosen})
+            await self.routers.forget(service.name, {i.id for i in ended})
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # the first that could not be stopped, said by the step
         return ended
 
     async def _stop_one(self, service: ServiceSpec, record: ContainerRecord) -> Instance:
         client = self._engine()
         name = record.instance.id
         if record.instance.state is not InstanceState.EXITED:
+            was = record.instance.state
             record.stopping = True
             record.instance = replace(record.instance, state=InstanceState.STOPPING)
-            async with self._errors(f"cannot stop container {name}"):
-                container = client.containers.container(name)
-                if suspended := stopped_processes(record.instance.pid):
-                    # A stopped process cannot act on SIGTERM, so the grace would be spent
-                    # waiting for nothing: let it run again to take the signal and shut down.
-                    log.info("%s: continuing its stopped process(es) %s", name, suspended)
-                    resume(suspended)
-                await container.stop(t=stop_timeout(service))
-                shown = await container.show()
+            try:
+                async with self._errors(f"cannot stop container {name}"):
+                    container = client.containers.container(name)
+                    if self._on_this_host and (suspended := stopped_processes(record.instance.pid)):
+                        # A stopped process cannot act on SIGTERM, so the grace would be
+                        # spent waiting for nothing: let it run again to take the signal.
+                        log.info("%s: continuing its stopped process(es) %s", name, suspended)
+                        resume(suspended)
+                    await container.stop(t=stop_timeout(service))
+                    shown = await container.show()
+            except PlatformError:
+                if not record.exited.done():
+                    # Still running, as far as Phoenix knows: a later death is a crash again.
+                    record.stopping = False
+                    record.instance = replace(record.instance, state=was)
+                raise
             self._ended(record, shown["State"].get("ExitCode"))
         if record.adopted:
             # Kept, stopped, to be started again in place (its target leaves the probes).

@@ -55,6 +55,8 @@ class ContainerState:
     """The named engine of the service file it talks to (None: the default engine)."""
     _elsewhere: set[str]
     """Docker services that run on another engine."""
+    _router_marker: str
+    """This engine's mark on the router processes it starts (owner and engine name)."""
     _client: aiodocker.Docker | None
     _containers: dict[str, ContainerRecord]
     _specs: dict[str, ServiceSpec]
@@ -93,8 +95,19 @@ class ContainerState:
             url = self._address
             if self._tls is not None:  # aiodocker speaks TLS to an https:// address only
                 url = "https://" + url.removeprefix("tcp://")
-            self._client = aiodocker.Docker(url=url, ssl_context=self._tls)
+            try:
+                self._client = aiodocker.Docker(url=url, ssl_context=self._tls)
+            except ValueError as exc:  # an address it cannot use, TLS settings it lacks
+                raise PlatformError(
+                    f"cannot use the Docker engine at {self._address}: {exc}"
+                ) from exc
         return self._client
+
+    @property
+    def _on_this_host(self) -> bool:
+        """The engine's containers are processes this machine can see (its pids are ours)."""
+        engine = self._engine_declared or DockerEngine("default", self._address)
+        return engine.on_this_host
 
     def _errors(self, doing: str) -> EngineErrors:
         return EngineErrors(doing, self._address)

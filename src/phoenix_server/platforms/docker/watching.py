@@ -83,8 +83,11 @@ class EngineWatching(ContainerState):
                 shown = {"State": {"Running": False, "ExitCode": None}}
             if not shown["State"].get("Running"):
                 self._ended(record, shown["State"].get("ExitCode"))
-            elif (shown["State"].get("Health") or {}).get("Status") == "unhealthy":
-                self._health_said(record, "unhealthy")
+            elif (health := (shown["State"].get("Health") or {}).get("Status")) in (
+                "unhealthy",
+                "healthy",
+            ):
+                self._health_said(record, health)  # either may have changed meanwhile
 
     def _on_event(self, event: dict[str, Any]) -> None:
         action = str(event.get("Action", ""))
@@ -92,7 +95,12 @@ class EngineWatching(ContainerState):
         record = self._containers.get(str(attributes.get("name", "")))
         if record is None:
             return
-        if action == "start" and record.adopted and record.exited.done() and not record.stopping:
+        if (
+            action == "start"
+            and record.adopted
+            and record.exited.done()
+            and not (record.stopping or record.starting)
+        ):
             self._docker_restarted(record)
         elif action == "oom":
             record.oom = True
@@ -109,7 +117,12 @@ class EngineWatching(ContainerState):
         self._tasks.spawn(self._look_at_restart(record), name=f"restarted-{name}")
 
     async def _look_at_restart(self, record: ContainerRecord) -> None:
-        shown = await self._engine().containers.container(record.instance.id).show()
+        try:
+            async with self._errors(f"cannot look at container {record.instance.id}"):
+                shown = await self._engine().containers.container(record.instance.id).show()
+        except PlatformError as exc:
+            log.warning("%s", exc.message)  # removed meanwhile, or the engine is away
+            return
         if not (shown["State"].get("Running") and record.exited.done()):
             return
         now = self._clock.monotonic()
