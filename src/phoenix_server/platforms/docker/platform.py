@@ -136,6 +136,8 @@ class DockerPlatform(Adopting):
         self._clock = clock
         self._engine_declared = engine
         self._elsewhere = set()
+        self._creating = set()
+        self._died_early = {}
         # Each engine's routers carry a marker of their own: one engine's look for stray
         # routers at start must never take another engine's for its own.
         self._router_marker = f"{owner}/{engine.name if engine else ''}"
@@ -441,19 +443,29 @@ class DockerPlatform(Adopting):
         if command:
             config["Cmd"] = [render(arg, context) for arg in command]
         client = self._engine()
-        async with self._errors(f"cannot start a container of '{service.name}'"):
-            container = await client.containers.create(config, name=instance_id)
-            try:
-                await container.start()
-                shown = await container.show()
-            except BaseException:
-                await remove_quietly(container)
-                raise
+        self._creating.add(instance_id)
+        try:
+            async with self._errors(f"cannot start a container of '{service.name}'"):
+                container = await client.containers.create(config, name=instance_id)
+                try:
+                    await container.start()
+                    shown = await container.show()
+                except BaseException:
+                    await remove_quietly(container)
+                    raise
+        except BaseException:
+            self._died_early.pop(instance_id, None)
+            raise
+        finally:
+            self._creating.discard(instance_id)
         record = self._record(
             service, instance_id, shown, InstanceState.STARTING, port=port, role=role
         )
         self._emit(InstanceEventKind.STARTED, record.instance)
-        if not shown["State"].get("Running"):
+        if instance_id in self._died_early:
+            # Its die event came before its record (it died right after Phoenix looked).
+            self._ended(record, self._died_early.pop(instance_id))
+        elif not shown["State"].get("Running"):
             # It ended before Phoenix looked: as if its die event had come already.
             self._ended(record, shown["State"].get("ExitCode"))
         log.info(

@@ -55,6 +55,10 @@ class ContainerState:
     """The named engine of the service file it talks to (None: the default engine)."""
     _elsewhere: set[str]
     """Docker services that run on another engine."""
+    _creating: set[str]
+    """Containers being created and started, not yet recorded."""
+    _died_early: dict[str, int | None]
+    """Deaths the engine reported of those (exit codes), waiting for their records."""
     _router_marker: str
     """This engine's mark on the router processes it starts (owner and engine name)."""
     _client: aiodocker.Docker | None

@@ -92,8 +92,14 @@ class EngineWatching(ContainerState):
     def _on_event(self, event: dict[str, Any]) -> None:
         action = str(event.get("Action", ""))
         attributes = event.get("Actor", {}).get("Attributes", {}) or {}
-        record = self._containers.get(str(attributes.get("name", "")))
+        name = str(attributes.get("name", ""))
+        record = self._containers.get(name)
         if record is None:
+            if action == "die" and name in self._creating:
+                # It died before Phoenix recorded it (between its start and the record):
+                # kept for the record to take when it is made.
+                code = attributes.get("exitCode")
+                self._died_early[name] = int(code) if code is not None else None
             return
         if (
             action == "start"
@@ -111,25 +117,25 @@ class EngineWatching(ContainerState):
             self._ended(record, int(code) if code is not None else None)
 
     def _docker_restarted(self, record: ContainerRecord) -> None:
-        """Docker's restart policy started an adopted container again by itself."""
+        """Docker's restart policy started an adopted container again by itself: counted at
+        once (it may die again before Phoenix looks at it), then looked at."""
         name = record.instance.id
         log.info("%s: Docker restarted container %s itself", record.instance.service, name)
-        self._tasks.spawn(self._look_at_restart(record), name=f"restarted-{name}")
+        now = self._clock.monotonic()
+        record.restarts = [t for t in record.restarts if now - t < record.settle] + [now]
+        self._tasks.spawn(self._look_at_restart(record, now), name=f"restarted-{name}")
 
-    async def _look_at_restart(self, record: ContainerRecord) -> None:
+    async def _look_at_restart(self, record: ContainerRecord, now: float) -> None:
         try:
             async with self._errors(f"cannot look at container {record.instance.id}"):
                 shown = await self._engine().containers.container(record.instance.id).show()
         except PlatformError as exc:
             log.warning("%s", exc.message)  # removed meanwhile, or the engine is away
             return
-        if not (shown["State"].get("Running") and record.exited.done()):
-            return
-        now = self._clock.monotonic()
-        record.restarts = [t for t in record.restarts if now - t < record.settle] + [now]
-        self._running_again(record, shown, InstanceState.RUNNING)
-        if len(record.restarts) < CRASH_LOOP_RESTARTS:
-            return
+        if shown["State"].get("Running") and record.exited.done():
+            self._running_again(record, shown, InstanceState.RUNNING)
+        if len(record.restarts) < CRASH_LOOP_RESTARTS or record.restarts[-1] != now:
+            return  # not (yet) a loop, or a later restart says it
         policy = ((shown.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
         detail = (
             f"a crash loop: Docker's restart policy '{policy}' restarted it "
