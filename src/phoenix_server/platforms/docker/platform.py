@@ -304,6 +304,11 @@ class DockerPlatform(Adopting):
         if service.backup is None:
             raise PlatformError(f"service '{service.name}' declares no backup")
         self._specs[service.name] = service
+        running = self.standby(service.name)
+        if running is not None:
+            # One backup at a time: a dead standby's quiet replacement and a failover's new
+            # standby may both ask for one.
+            return running
         return await self._start_one(service, InstanceRole.STANDBY)
 
     async def promote(self, service: ServiceSpec, instance_id: str) -> Instance:
