@@ -22,14 +22,39 @@ from phoenix_server.detection.signals import CPU, MEMORY
 from phoenix_server.domain.errors import UnsupportedStrategyError
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.incidents import Incident, IncidentStatus
-from phoenix_server.domain.recoveries import RecoveryStatus, RecoveryTrigger, StepStatus, Strategy
+from phoenix_server.domain.recoveries import (
+    Recovery,
+    RecoveryStatus,
+    RecoveryTrigger,
+    StepStatus,
+    Strategy,
+)
 from phoenix_server.domain.services import InstanceState
 from phoenix_server.platforms.base import InstanceEvent, InstanceEventKind
+from phoenix_server.runtime import Runtime
 from phoenix_server.store import incidents
 from tests.recovery.engine import engine, finished, healthy, history
 from tests.support import LoopbackHTTPServer, eventually, free_port
 
 pytestmark = pytest.mark.e2e  # starts real containers
+
+
+def busybox_in(container: str, *argv: str, root: bool = False) -> None:
+    """Run a busybox applet inside a running container (as root with ``root``)."""
+    user = ("-u", "0") if root else ()
+    subprocess.run(
+        ["docker", "exec", *user, container, "/bin/busybox", *argv],
+        check=True,
+        capture_output=True,
+    )
+
+
+async def its_recovery(runtime: Runtime, service: str, timeout: float = 20) -> Recovery:
+    """The service's one recovery, once it has ended."""
+    [started] = await eventually(
+        lambda: history(runtime, service=service), timeout=timeout, message="recovery"
+    )
+    return await finished(runtime, started.id)
 
 
 def web(image: str, port: int) -> str:
@@ -58,8 +83,7 @@ async def test_a_container_killed_from_outside_is_restarted(
         [before] = runtime.docker.instances("web")
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
         subprocess.run(["docker", "kill", before.id], check=True, capture_output=True)
-        [recovery] = await eventually(lambda: history(runtime, service="web"), message="recovery")
-        recovery = await finished(runtime, recovery.id)
+        recovery = await its_recovery(runtime, "web", timeout=10)
         assert recovery.status is RecoveryStatus.COMPLETED, recovery
         assert recovery.trigger is RecoveryTrigger.AUTOMATIC
         assert recovery.strategy is Strategy.RESTART
@@ -90,8 +114,7 @@ async def test_a_hung_container_is_replaced_and_its_shutdown_is_still_graceful(
         assert before.pid is not None
         [server] = psutil.Process(before.pid).children()  # httpd, under Docker's init
         server.suspend()  # SIGSTOP
-        [recovery] = await eventually(lambda: history(runtime, service="web"), message="recovery")
-        recovery = await finished(runtime, recovery.id)
+        recovery = await its_recovery(runtime, "web", timeout=10)
         assert recovery.status is RecoveryStatus.COMPLETED, recovery
         assert recovery.strategy is Strategy.RESTART
         [stopped] = [e.instance for e in ended if e.instance.id == before.id]
@@ -179,15 +202,8 @@ async def test_an_unhealthy_healthcheck_is_recovered_though_phoenixs_probe_passe
         assert runtime.docker is not None
         await healthy(runtime, "web")
         [before] = runtime.docker.instances("web")
-        subprocess.run(
-            ["docker", "exec", before.id, "/bin/busybox", "rm", "/www/ready"],
-            check=True,
-            capture_output=True,
-        )
-        [recovery] = await eventually(
-            lambda: history(runtime, service="web"), timeout=20, message="recovery"
-        )
-        recovery = await finished(runtime, recovery.id)
+        busybox_in(before.id, "rm", "/www/ready")
+        recovery = await its_recovery(runtime, "web")
         assert recovery.status is RecoveryStatus.COMPLETED, recovery
         assert "Docker's HEALTHCHECK says unhealthy" in recovery.reason
         [after] = runtime.docker.instances("web")
@@ -325,10 +341,7 @@ async def test_a_container_started_by_hand_is_adopted_and_restarted_in_place(
             [adopted] = runtime.docker.instances("api")
             assert adopted.id == name
             os.kill(host_pid(name), signal.SIGKILL)
-            [recovery] = await eventually(
-                lambda: history(runtime, service="api"), message="recovery"
-            )
-            recovery = await finished(runtime, recovery.id)
+            recovery = await its_recovery(runtime, "api", timeout=10)
             assert recovery.status is RecoveryStatus.COMPLETED, recovery
             [again] = runtime.docker.instances("api")
             assert again.id == name and again.state is InstanceState.RUNNING
@@ -401,15 +414,8 @@ async def test_a_container_killed_for_memory_is_recorded_as_such_and_restarted(
         assert runtime.docker is not None
         await healthy(runtime, "leaky")
         [before] = runtime.docker.instances("leaky")
-        subprocess.run(
-            ["docker", "exec", before.id, "/bin/busybox", "touch", "/www/leak"],
-            check=True,
-            capture_output=True,
-        )
-        [recovery] = await eventually(
-            lambda: history(runtime, service="leaky"), timeout=30, message="recovery"
-        )
-        recovery = await finished(runtime, recovery.id)
+        busybox_in(before.id, "touch", "/www/leak")
+        recovery = await its_recovery(runtime, "leaky", timeout=30)
         assert recovery.status is RecoveryStatus.COMPLETED, recovery
         assert "out of memory (limit 64 MiB)" in (recovery.steps[0].detail or ""), recovery
         [after] = runtime.docker.instances("leaky")
@@ -515,15 +521,8 @@ async def test_the_container_section_shapes_the_containers(
         assert (shared / "uid").read_text().strip() == "1234", "written through the mount"
         assert shown["Config"]["Healthcheck"]["Test"][:2] == ["CMD", "/bin/busybox"]
         # /www/ready cannot be removed by uid 1234 (root owns it): the test does it as root.
-        subprocess.run(
-            ["docker", "exec", "-u", "0", before.id, "/bin/busybox", "rm", "/www/ready"],
-            check=True,
-            capture_output=True,
-        )
-        [recovery] = await eventually(
-            lambda: history(runtime, service="web"), timeout=20, message="recovery"
-        )
-        recovery = await finished(runtime, recovery.id)
+        busybox_in(before.id, "rm", "/www/ready", root=True)
+        recovery = await its_recovery(runtime, "web")
         assert recovery.status is RecoveryStatus.COMPLETED, recovery
         assert "Docker's HEALTHCHECK says unhealthy" in recovery.reason
         [after] = runtime.docker.instances("web")

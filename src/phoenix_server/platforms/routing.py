@@ -419,6 +419,15 @@ class RouterKeeper:
             service, {b.id for b in self.backends(service) if b.id not in instance_ids}
         )
 
+    async def drain_before_stop(self, spec: ServiceSpec, instance_ids: set[str]) -> None:
+        """Take these instances out of rotation before they are stopped: nothing new is sent
+        to them, and the requests they serve get the service's ``stop.drain`` to finish (a
+        warning if some are still in flight then; the stop goes ahead)."""
+        if not await self.drain(spec.name, instance_ids, spec.stop.drain):
+            log.warning(
+                "%s: requests still in flight after %gs of draining", spec.name, spec.stop.drain
+            )
+
     async def drain(self, service: str, instance_ids: set[str], within: float) -> bool:
         """Send these instances nothing new; wait until their requests in flight are done.
         True if they drained in time."""

@@ -595,15 +595,8 @@ class DockerPlatform(Adopting):
             )
         ]
         if service.routed:
-            # Out of rotation first: no request is sent to a container about to be stopped,
-            # and those it is serving get ``drain`` seconds to finish.
             serving = {c.instance.id for c in chosen if c.instance.alive}
-            if not await self.routers.drain(service.name, serving, service.stop.drain):
-                log.warning(
-                    "%s: requests still in flight after %gs of draining",
-                    service.name,
-                    service.stop.drain,
-                )
+            await self.routers.drain_before_stop(service, serving)
         outcomes = await asyncio.gather(
             *(self._stop_one(service, c) for c in chosen), return_exceptions=True
         )

@@ -442,15 +442,8 @@ class LocalPlatform:
             )
         ]
         if service.routed:
-            # Out of rotation first: no request is sent to an instance about to be stopped,
-            # and those it is serving get ``drain`` seconds to finish.
             serving = {m.instance.id for m in chosen if m.instance.alive}
-            if not await self.routers.drain(service.name, serving, service.stop.drain):
-                log.warning(
-                    "%s: requests still in flight after %gs of draining",
-                    service.name,
-                    service.stop.drain,
-                )
+            await self.routers.drain_before_stop(service, serving)
         ended = list(await asyncio.gather(*(self._stop_one(m) for m in chosen)))
         if service.routed:
             # Already out of rotation (drained, or dead and passed over): tidying the router
