@@ -395,7 +395,7 @@ SINGLE_PROBLEMS = [
     (
         local("versions: [{name: v1, image: shop/web:1}]"),
         A + "versions[0].image",
-        "only a docker version runs an image",
+        "only a docker or kubernetes version runs an image",
     ),
     (
         local("platform: docker\nimage: busybox\nversions: [{name: v1, cwd: /srv}]"),
@@ -418,7 +418,11 @@ SINGLE_PROBLEMS = [
         A + "cwd",
         "a container's working directory is the image's",
     ),
-    (local("platform: kubernetes"), A + "platform", "the kubernetes platform is not available"),
+    (
+        "services:\n  - name: a\n    platform: kubernetes\n    health: {http: 'http://{address}:80/'}\n",
+        A + "kubernetes",
+        "required for a kubernetes service: the workload that runs it",
+    ),
     (
         local("port: 1\nhealth: {http: x, tcp: 'h:1'}"),
         A + "health",
@@ -505,7 +509,7 @@ def test_unknown_placeholder(extra: str, path: str) -> None:
     problem = only_problem(local(extra))
     assert problem.path == path
     assert problem.message.startswith("unknown placeholder '{")
-    assert "known: {instance}, {name}, {port}, {python}, {version}" in problem.message
+    assert "known: {address}, {instance}, {name}, {port}, {python}, {version}" in problem.message
 
 
 def test_unknown_placeholder_in_a_version_env() -> None:

@@ -190,3 +190,59 @@ def test_when_everything_the_table_advises_failed_it_starts_over() -> None:
         )
     )
     assert decision.strategy is Strategy.RESTART  # a retry beats nothing
+
+
+# --- the platform's advice -------------------------------------------------------------------
+
+BAD_RELEASE = (Strategy.ROLLBACK, "pod web-7c of a revision that never ran healthy crashes")
+
+
+def test_the_platforms_advice_comes_before_the_learned_policy_and_the_table() -> None:
+    asked: list[frozenset[Strategy]] = []
+    decision = decide(
+        DecisionInput(
+            service="web",
+            failure_type=DOWN,
+            supported=ALL,
+            learned=advice(Strategy.RESTART, asked),
+            advice=BAD_RELEASE,
+        )
+    )
+    assert decision.strategy is Strategy.ROLLBACK
+    assert decision.reason == f"the platform's evidence: {BAD_RELEASE[1]}"
+    assert asked == []  # the learned policy was not consulted
+
+
+def test_advice_the_service_cannot_follow_is_ignored() -> None:
+    decision = decide(
+        DecisionInput(
+            service="web",
+            failure_type=DOWN,
+            supported=frozenset({Strategy.RESTART}),
+            advice=BAD_RELEASE,
+        )
+    )
+    assert decision.strategy is Strategy.RESTART
+
+
+def test_a_playbook_and_an_operators_request_come_before_the_advice() -> None:
+    by_playbook = decide(
+        DecisionInput(
+            service="web",
+            failure_type=DOWN,
+            supported=ALL,
+            playbook=SCALE_PLAYBOOK,
+            advice=BAD_RELEASE,
+        )
+    )
+    assert by_playbook.strategy is Strategy.SCALE
+    requested = decide(
+        DecisionInput(
+            service="web",
+            failure_type=DOWN,
+            supported=ALL,
+            requested=Strategy.RESTART,
+            advice=BAD_RELEASE,
+        )
+    )
+    assert requested.strategy is Strategy.RESTART

@@ -39,6 +39,12 @@ from pydantic import (
 )
 
 from phoenix_server.config.engines import parse_engines
+from phoenix_server.config.kubernetes import (
+    KubernetesDoc,
+    kubernetes_problems,
+    parse_cluster,
+    workload,
+)
 from phoenix_server.domain import services as svc
 from phoenix_server.domain.errors import ConfigError, Problem
 from phoenix_server.domain.playbooks import BuiltinAction
@@ -49,7 +55,7 @@ Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
 _UNKNOWN_KEY = "unknown key (check its spelling against docs/configuration.md)"
-_TOP_LEVEL_KEYS = ("services", "port_offset", "docker_engines")
+_TOP_LEVEL_KEYS = ("services", "port_offset", "docker_engines", "kubernetes_cluster")
 _MAX_PORT = 65535
 _NAME_HINT = (
     "lowercase letters, digits, '.', '_' and '-', starting and ending with a letter or digit"
@@ -363,6 +369,8 @@ class ServiceDoc(_Doc):
     """``platform: docker``: Docker's init runs as the container's process 1."""
     container: ContainerDoc | None = None
     """``platform: docker``: volumes, labels, user and a healthcheck of its containers."""
+    kubernetes: KubernetesDoc | None = None
+    """``platform: kubernetes``: the workload that runs it and the objects around it."""
     command: Argv | None = None
     cwd: str | None = None
     env: Env = Field(default_factory=dict)
@@ -430,6 +438,8 @@ def parse_service_file(
         problems.append(offset_problem)
     engines, engine_problems = parse_engines(raw.get("docker_engines"), base_dir)
     problems.extend(engine_problems)
+    cluster, cluster_problems = parse_cluster(raw.get("kubernetes_cluster"), base_dir)
+    problems.extend(cluster_problems)
     items = raw.get("services") or []
     if not isinstance(items, list):
         raise ConfigError(source, [Problem("services", "expected a list of services")])
@@ -488,9 +498,13 @@ def parse_service_file(
         raise ConfigError(source, _dedupe(problems))
     return svc.ServiceCatalog(
         [
-            _on_engine(
-                _to_spec(doc, base_dir=base_dir, default_interval=default_interval),
-                engines.get(doc.engine) if doc.engine else None,
+            _in_cluster(
+                _on_engine(
+                    _to_spec(doc, base_dir=base_dir, default_interval=default_interval),
+                    engines.get(doc.engine) if doc.engine else None,
+                ),
+                doc,
+                cluster,
             )
             for _, doc in valid
         ]
@@ -730,11 +744,11 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
                 add(f"depends_on[{dep_index}]", "a service cannot depend on itself")
             elif dep not in names:
                 add(f"depends_on[{dep_index}]", f"unknown service '{dep}'")
-        if service.platform == "kubernetes":
-            add("platform", "the kubernetes platform is not available yet; use local or external")
+        for path, message in kubernetes_problems(service):
+            add(path, message)
         if service.platform == "docker":
             problems.extend(_docker_problems(service, where))
-        else:
+        elif service.platform != "kubernetes":
             if service.image is not None:
                 add("image", "only a docker service runs an image (set platform: docker)")
             if service.adopt is not None:
@@ -789,8 +803,8 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
                 add(f"versions[{version_index}].name", f"duplicate version '{version.name}'")
             version_names.add(version.name)
             where = f"versions[{version_index}]"
-            if version.image is not None and service.platform != "docker":
-                add(f"{where}.image", "only a docker version runs an image")
+            if version.image is not None and service.platform not in ("docker", "kubernetes"):
+                add(f"{where}.image", "only a docker or kubernetes version runs an image")
             if version.cwd is not None and service.platform == "docker":
                 add(f"{where}.cwd", "a container's working directory is the image's")
         if service.version is not None and service.version not in version_names:
@@ -811,7 +825,11 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
                     + ", ".join(f"{{{p}}}" for p in sorted(svc.PLACEHOLDERS))
                     + " (write {{ and }} for literal braces)",
                 )
-            if "port" in svc.placeholders_in(template) and service.port is None:
+            if (
+                "port" in svc.placeholders_in(template)
+                and service.port is None
+                and service.platform != "kubernetes"  # a pod's port: kubernetes.port or its own
+            ):
                 add(path, "uses {port} but the service declares no port")
     problems.extend(_cycles(valid))
     return problems
@@ -1069,6 +1087,15 @@ def _on_engine(spec: svc.ServiceSpec, engine: svc.DockerEngine | None) -> svc.Se
     return replace(spec, engine=engine, routed=spec.routed and engine.on_this_host)
 
 
+def _in_cluster(
+    spec: svc.ServiceSpec, doc: ServiceDoc, cluster: svc.KubernetesCluster
+) -> svc.ServiceSpec:
+    """A kubernetes service's workload, reached through the file's cluster."""
+    if doc.kubernetes is None:
+        return spec
+    return replace(spec, run=workload(doc.kubernetes, cluster))
+
+
 def _container(doc: ContainerDoc | None) -> dict[str, Any]:
     """The ``container`` section as ContainerRun's fields."""
     if doc is None:
@@ -1107,6 +1134,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         sys.executable,
         *([{"init": True}] if service.init else []),  # absent: hashes as before it existed
         *([service.container.model_dump()] if service.container else []),
+        *([service.kubernetes.model_dump()] if service.kubernetes else []),
     ]
     digest = hashlib.sha256(json.dumps(process_shape, sort_keys=True).encode()).hexdigest()[:16]
     return svc.ServiceSpec(

@@ -3,7 +3,7 @@
 A :class:`ServiceSpec` is built once from the operator's service file (or from an entry of
 the service registry, :class:`ServiceOrigin`) and never changes while Phoenix runs. Strings
 in commands, URLs and environments may hold placeholders (``{port}``, ``{python}``,
-``{name}``, ``{version}``, ``{instance}``) that a platform fills in per instance with
+``{name}``, ``{version}``, ``{instance}``, ``{address}``) that a platform fills in per instance with
 :func:`render`.
 """
 
@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from phoenix_server.domain.errors import ConflictError, NotFoundError
 
-PLACEHOLDERS = frozenset({"port", "python", "name", "version", "instance"})
+PLACEHOLDERS = frozenset({"port", "python", "name", "version", "instance", "address"})
 
 
 class ServiceOrigin(StrEnum):
@@ -355,7 +355,50 @@ class AdoptedContainers:
     ``com.docker.compose.project=…`` and ``com.docker.compose.service=…``)."""
 
 
-RunSection = ProcessRun | ContainerRun | AdoptedContainers
+class WorkloadKind(StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFUL_SET = "StatefulSet"
+
+
+@dataclass(frozen=True)
+class KubernetesCluster:
+    """How Phoenix reaches the cluster: a kubeconfig file and context, or (both None) the
+    usual places — the pod's ServiceAccount inside a cluster, else ``KUBECONFIG`` or
+    ``~/.kube/config`` with its current context."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+@dataclass(frozen=True)
+class KubernetesWorkload:
+    """The run section of a kubernetes service: the workload that runs it in a cluster
+    (its controller starts, restarts and rolls out its pods; Phoenix asks it for changes
+    through the API and watches what follows), and the objects around it Phoenix may act on."""
+
+    namespace: str
+    name: str
+    """The Deployment's (or StatefulSet's) name."""
+    kind: WorkloadKind = WorkloadKind.DEPLOYMENT
+    container: str | None = None
+    """The container a version sets the image of (None: the pod's first container)."""
+    port: int | None = None
+    """The pod port Phoenix probes (``{port}``; None: the container's first declared port)."""
+    service: str | None = None
+    """The Kubernetes Service that routes to the pods: failover and circuit breaking act on
+    its selector."""
+    hpa: str | None = None
+    """The HorizontalPodAutoscaler that scales the workload: scaling raises its minReplicas
+    (within ``replicas.max``) instead of fighting it over the workload's replicas."""
+    backup: str | None = None
+    """A Deployment in the same namespace that can serve instead (failover switches the
+    Service's selector to it, and back once the primary is healthy again)."""
+    fallback: str | None = None
+    """A Deployment serving a degraded answer (circuit breaking switches the Service to it)."""
+    cluster: KubernetesCluster = field(default_factory=KubernetesCluster)
+
+
+RunSection = ProcessRun | ContainerRun | AdoptedContainers | KubernetesWorkload
 
 
 @dataclass(frozen=True)
@@ -464,7 +507,10 @@ class Instance:
     """The OS's start time of ``pid``, so a recycled pid is never mistaken for this instance."""
     role: InstanceRole = InstanceRole.SERVICE
     artifact: str | None = None
-    """What it runs, in its platform's immutable terms (a container's image ID)."""
+    """What it runs, in its platform's immutable terms (a container's image ID, a pod's
+    pod-template-hash)."""
+    address: str | None = None
+    """Where it listens, when not on this machine's loopback (a pod's IP): ``{address}``."""
 
     @property
     def alive(self) -> bool:
@@ -480,6 +526,7 @@ class RenderContext:
     port: int | None = None
     version: str | None = None
     instance: str | None = None
+    address: str = "127.0.0.1"
 
     def values(self) -> dict[str, str]:
         return {
@@ -488,6 +535,7 @@ class RenderContext:
             "port": "" if self.port is None else str(self.port),
             "version": self.version or "",
             "instance": self.instance or "",
+            "address": self.address,
         }
 
 

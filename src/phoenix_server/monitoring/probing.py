@@ -68,6 +68,7 @@ def target_for(spec: ServiceSpec, instance: Instance | None, *, python: str) -> 
         port=instance.port if instance and instance.port is not None else spec.port,
         version=instance.version if instance else None,
         instance=instance.id if instance else None,
+        address=instance.address if instance and instance.address else "127.0.0.1",
     )
     check = spec.health.check
     rendered: Check

@@ -98,7 +98,12 @@ class PrometheusScraper:
         for instance in platform.instances(spec.name):
             if instance.state is not InstanceState.RUNNING:
                 continue
-            context = RenderContext(name=spec.name, python="", port=instance.port)
+            context = RenderContext(
+                name=spec.name,
+                python="",
+                port=instance.port,
+                address=instance.address or "127.0.0.1",
+            )
             url = render(spec.metrics.prometheus, context)
             text = await self._fetch(session, instance.id, url)
             if text is None:

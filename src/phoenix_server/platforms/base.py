@@ -193,6 +193,90 @@ class ResourceControl(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """Where a workload's rollout stands, as its controller reports it."""
+
+    done: bool
+    """Observed, every replica updated, available and none of the old ones left."""
+    failed: str | None
+    """Why it cannot finish (the progress deadline passed, its new pods cannot run)."""
+    detail: str
+    """``3/3 updated, 3 available (revision 4)``: what the controller says now."""
+    instances: tuple[Instance, ...] = ()
+    """The pods of the current revision."""
+
+
+@runtime_checkable
+class Workloads(Protocol):
+    """The platform runs the service as a workload whose controller starts, restarts and
+    rolls out its instances by itself (a Kubernetes Deployment): Phoenix asks the API for a
+    change, then watches the rollout it causes. Each call returns a sentence for the record."""
+
+    async def replace_instances(self, service: ServiceSpec, instance_ids: Sequence[str]) -> str:
+        """Delete these instances; the controller replaces them."""
+        ...
+
+    async def restart_workload(self, service: ServiceSpec) -> str:
+        """Replace every instance through a rollout (``kubectl rollout restart``)."""
+        ...
+
+    async def roll_to(self, service: ServiceSpec, version: str) -> str:
+        """Roll the workload to ``version``: the revision it was pinned to if the cluster
+        still has it (``kubectl rollout undo --to-revision``), else its declared image."""
+        ...
+
+    async def scale_workload(self, service: ServiceSpec, replicas: int) -> str:
+        """Run ``replicas`` instances (through the autoscaler's floor when one owns them)."""
+        ...
+
+    def desired_replicas(self, service: ServiceSpec) -> int:
+        """The replicas the workload is asked to run now."""
+        ...
+
+    async def rollout(self, service: ServiceSpec) -> Rollout:
+        """The rollout as it stands (the cluster's answer, not a cache's)."""
+        ...
+
+    async def wait_for_rollout(self, service: ServiceSpec) -> Rollout:
+        """Return once the rollout has moved (any change of the workload or its instances)."""
+        ...
+
+
+@runtime_checkable
+class TrafficSelection(Protocol):
+    """The cluster routes the service's traffic by a selector Phoenix can change (a
+    Kubernetes Service): to a backup or fallback workload and back, and past failing
+    instances. It cannot hold requests or admit a share of them as Phoenix's router does."""
+
+    async def switch_traffic(self, service: ServiceSpec, role: str) -> str:
+        """Send the traffic to the ``backup`` or ``fallback`` workload (once it can serve)."""
+        ...
+
+    async def switch_back(self, service: ServiceSpec) -> str:
+        """Send the traffic to the service's own workload again."""
+        ...
+
+    async def open_circuit(self, service: ServiceSpec, instance_ids: Sequence[str]) -> str:
+        """Stop sending requests to these failing instances (or to all, to the fallback)."""
+        ...
+
+    async def close_circuit(self, service: ServiceSpec) -> str:
+        """Traffic back to the service: instances that recovered readmitted, the others
+        replaced by the controller."""
+        ...
+
+
+@runtime_checkable
+class Advice(Protocol):
+    """The platform sees more than probes do (why its instances fail) and can say which
+    strategy that evidence calls for."""
+
+    def advise(self, service: ServiceSpec) -> tuple[Strategy, str] | None:
+        """The strategy the platform's evidence calls for now, and why (None: no advice)."""
+        ...
+
+
 C = TypeVar("C")
 
 
@@ -245,6 +329,13 @@ STANDBYS: Capability[Standbys] = Capability(Standbys, "run a standby for it")
 HOOKS: Capability[Hooks] = Capability(Hooks, "run hook commands where it runs")
 RESOURCE_CONTROL: Capability[ResourceControl] = Capability(
     ResourceControl, "change its resources in place"
+)
+WORKLOADS: Capability[Workloads] = Capability(
+    Workloads, "change a workload through a cluster's API"
+)
+ADVICE: Capability[Advice] = Capability(Advice, "advise on a strategy")
+TRAFFIC_SELECTION: Capability[TrafficSelection] = Capability(
+    TrafficSelection, "move its traffic by a Service's selector"
 )
 RESOURCE_SAMPLING: Capability[ResourceSampling] = Capability(
     ResourceSampling, "sample its instances' memory and CPU"

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.health import ServiceStatus
@@ -153,13 +154,19 @@ async def verify_health(ctx: StepContext, step: PlannedStep, timeout: float) -> 
     live = [i for i in instances if i.alive]
     if not live:
         return StepOutcome(False, "no live instance to verify")
-    lifecycle = ctx.lifecycle  # before any task starts: a platform without one fails here
+    # Where Phoenix runs the instances, one that exits fails the verification at once; a
+    # cluster restarts its own (their problems show in the probes and the rollout instead).
+    lifecycle = LIFECYCLE.of(ctx.platform)
     verifying = asyncio.ensure_future(ctx.verifier.verify(ctx.service, live, timeout=timeout))
-    exiting = asyncio.ensure_future(lifecycle.wait_for_exit([i.id for i in live]))
+    tasks: list[asyncio.Future[Any]] = [verifying]
+    exiting: asyncio.Future[Instance] | None = None
+    if lifecycle is not None:
+        exiting = asyncio.ensure_future(lifecycle.wait_for_exit([i.id for i in live]))
+        tasks.append(exiting)
     try:
-        done, _ = await asyncio.wait({verifying, exiting}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (verifying, exiting):
+        for task in tasks:
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -171,6 +178,7 @@ async def verify_health(ctx: StepContext, step: PlannedStep, timeout: float) -> 
             if ctx.down_since is not None and ctx.back_at is None:
                 ctx.back_at = ctx.verified_at
         return StepOutcome(verification.ok, verification.detail, verification.timed_out)
+    assert exiting is not None  # nothing else ends the wait first
     dead = exiting.result()
     where = f"; see {dead.log_path}" if dead.log_path else ""
     return StepOutcome(False, f"{_describe_ended(dead)} before passing its health check{where}")

@@ -5,7 +5,9 @@
    each time), else the policy among what has not failed yet for this incident.
 2. A playbook: the one an operator ran, or the active one whose trigger answers the failure.
 3. The operator's strategy (or Phoenix's own request, such as rolling back a failed deploy).
-4. For a failure: the learned policy where outcomes exist, else the default table.
+4. For a failure: the platform's advice when its evidence calls for one strategy (the pods
+   of a revision that never ran healthy crash: a rollback, not a restart), else the learned
+   policy where outcomes exist, else the default table.
 5. For maintenance (nothing failing, no strategy named): the default table.
 
 :func:`decide` is pure: everything that depends on the moment (which playbook matches the
@@ -20,7 +22,13 @@ from dataclasses import dataclass, replace
 
 from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.playbooks import Playbook
-from phoenix_server.domain.recoveries import Decision, DecisionSource, Recovery, Strategy
+from phoenix_server.domain.recoveries import (
+    Candidate,
+    Decision,
+    DecisionSource,
+    Recovery,
+    Strategy,
+)
 from phoenix_server.recovery.learning import CANDIDATES
 from phoenix_server.recovery.playbook_runs import main_strategy
 from phoenix_server.recovery.selecting import escalated, table_decision
@@ -51,6 +59,9 @@ class DecisionInput:
     """The strategies whose attempts failed for this incident so far."""
     current_version: str | None = None
     """The version the service runs (named when a restart follows a failed rollback)."""
+    advice: tuple[Strategy, str] | None = None
+    """What the service's platform says the failure calls for, and why (already limited to
+    what the service can do)."""
 
 
 def decide(given: DecisionInput) -> Decision:
@@ -65,7 +76,16 @@ def decide(given: DecisionInput) -> Decision:
             )  # raises: says the service can only be monitored
         decision = _playbook_decision(given.playbook, given.playbook_why)
     elif given.requested is None and given.policy_reason is None and given.failing:
-        decision = _policy(given, given.supported)
+        if given.advice is not None and given.advice[0] in given.supported:
+            strategy, why = given.advice
+            decision = Decision(
+                strategy=strategy,
+                source=DecisionSource.DEFAULT,
+                reason=f"the platform's evidence: {why}",
+                candidates=(Candidate(strategy, 1.0),),
+            )
+        else:
+            decision = _policy(given, given.supported)
     else:
         decision = table_decision(
             service=given.service,

@@ -23,7 +23,7 @@ from phoenix_server.platforms.base import PlatformRegistry
 from phoenix_server.recovery.claims import Activity, Claim
 from phoenix_server.recovery.executing import Executor, planned_steps, stopped_steps
 from phoenix_server.recovery.orchestrating import Orchestrator
-from phoenix_server.recovery.strategies import PlanInput, plan_deploy
+from phoenix_server.recovery.strategies import PlanInput, plan_deploy_for
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.support.tasks import SupervisedTasks
 
@@ -132,7 +132,7 @@ class Deployer:
         spec = self._catalog.get(deployment.service)
         platform = self._platforms.for_service(spec)
         given = PlanInput(spec, tuple(platform.instances(spec.name)), version=deployment.version)
-        plan = plan_deploy(given)
+        plan = plan_deploy_for(given)
         ctx = self._executor.context_for(spec)
         clock = ctx.clock
         progress = _DeploymentSteps(

@@ -37,10 +37,11 @@ from phoenix_server.domain.recoveries import (
 )
 from phoenix_server.domain.services import ServiceSpec
 from phoenix_server.platforms.base import ROUTING, Platform, PlatformRegistry
-from phoenix_server.recovery.actions import HANDLERS, Handler, StepContext, StepOutcome
+from phoenix_server.recovery.actions import Handler, StepContext, StepOutcome
 from phoenix_server.recovery.persisting import EventualWrites
 from phoenix_server.recovery.ports import HealthVerifier, RecoveryRecorder
 from phoenix_server.recovery.strategies import Plan
+from phoenix_server.recovery.workload_actions import STEP_HANDLERS
 
 log = logging.getLogger("phoenix.recovery")
 
@@ -216,7 +217,7 @@ class Executor:
         clock: Clock,
         status_of: StatusLookup,
         limits: ExecutionLimits,
-        handlers: Mapping[str, Handler] = HANDLERS,
+        handlers: Mapping[str, Handler] = STEP_HANDLERS,
     ) -> None:
         self._platforms = platforms
         self._verifier = verifier

@@ -173,6 +173,7 @@ class Intake:
                 playbook=playbook,
                 playbook_why=why,
                 learned=self._learning.decide,
+                advice=self._means.advice(spec),
             )
         )
 
@@ -491,7 +492,7 @@ class Intake:
             incident = self._cases.make_incident(service, diagnosis, IncidentSource.MANUAL)
         failure_type = incident.failure_type if incident else diagnosis.failure_type
         if strategy is None and playbook is None and policy_reason is None and incident:
-            # The operator left the choice to Phoenix: playbook > learned > default.
+            # The operator left the choice to Phoenix: playbook > advice > learned > default.
             playbook = self.matching_playbook(service, incident)
         decision = decide(
             DecisionInput(
@@ -504,6 +505,7 @@ class Intake:
                 playbook=playbook,
                 playbook_why="run on request",
                 learned=self._learning.decide,
+                advice=self._means.advice(spec) if incident else None,
             )
         )
         recovery = self._cases.new_recovery(

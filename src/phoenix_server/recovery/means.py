@@ -6,7 +6,7 @@ from __future__ import annotations
 from phoenix_server.domain.deployments import no_rollback_reason
 from phoenix_server.domain.recoveries import Strategy
 from phoenix_server.domain.services import ServiceSpec
-from phoenix_server.platforms.base import PlatformRegistry
+from phoenix_server.platforms.base import ADVICE, PlatformRegistry
 from phoenix_server.recovery.versions import VersionKeeper
 
 
@@ -25,6 +25,14 @@ class Means:
         if Strategy.ROLLBACK in supported and self._versions.rollback_target(spec) is None:
             supported -= {Strategy.ROLLBACK}
         return supported
+
+    def advice(self, spec: ServiceSpec) -> tuple[Strategy, str] | None:
+        """What the service's platform says its failure calls for, if it can do it now."""
+        advising = ADVICE.of(self._platforms.for_service(spec))
+        found = advising.advise(spec) if advising is not None else None
+        if found is None or found[0] not in self.supported(spec):
+            return None
+        return found
 
     def unavailable_reason(self, spec: ServiceSpec, strategy: Strategy) -> str:
         """Why ``strategy`` cannot be used for ``spec`` now, in words an operator can act on."""

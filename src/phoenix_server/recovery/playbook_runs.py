@@ -32,7 +32,7 @@ from phoenix_server.domain.services import (
     placeholders_in,
     render,
 )
-from phoenix_server.recovery.actions import HANDLERS, Handler, StepContext, StepOutcome
+from phoenix_server.recovery.actions import Handler, StepContext, StepOutcome
 from phoenix_server.recovery.strategies import (
     HOOK_TIMEOUT,
     TRAFFIC_TIMEOUT,
@@ -40,6 +40,7 @@ from phoenix_server.recovery.strategies import (
     PlanInput,
     plan_for,
 )
+from phoenix_server.recovery.workload_actions import STEP_HANDLERS
 
 log = logging.getLogger("phoenix.recovery")
 
@@ -153,7 +154,7 @@ async def run_strategy(ctx: StepContext, step: PlannedStep, timeout: float) -> S
             return StepOutcome(False, "; ".join([*told, f"{planned.name}: no time left"]), True)
         try:
             async with asyncio.timeout(remaining):
-                outcome = await HANDLERS[planned.action](
+                outcome = await STEP_HANDLERS[planned.action](
                     sub, planned, min(planned.timeout, remaining)
                 )
         except TimeoutError:
@@ -266,7 +267,7 @@ async def run_command(ctx: StepContext, step: PlannedStep, timeout: float) -> St
 
 
 PLAYBOOK_HANDLERS: dict[str, Handler] = {
-    **HANDLERS,
+    **STEP_HANDLERS,
     "run_strategy": run_strategy,
     "http_request": http_request,
     "notify": notify,

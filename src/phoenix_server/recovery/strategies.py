@@ -282,6 +282,121 @@ def plan_failover(given: PlanInput) -> Plan:
     return Plan(tuple(steps))
 
 
+# -- workloads a cluster runs (Kubernetes): an API call, then the rollout it causes ----------
+
+ROLLOUT_TIMEOUT = 300.0
+"""Seconds a rollout may take before the step gives up (a Deployment's own progress
+deadline, 600 s by default, usually says it is stuck sooner through its pods' problems)."""
+
+
+def _rollout_steps(service: ServiceSpec, name: str = "Health verification") -> list[PlannedStep]:
+    return [
+        PlannedStep("Rollout", "await_rollout", ROLLOUT_TIMEOUT),
+        PlannedStep(name, "verify_health", service.health.startup_timeout),
+    ]
+
+
+def plan_workload_restart(given: PlanInput) -> Plan:
+    """Only the failing pods deleted (their controller replaces them) when some still
+    serve; a rollout restart (as ``kubectl rollout restart`` does it) when all are bad."""
+    service = given.service
+    live = [i for i in given.instances if i.alive]
+    failing = [i.id for i in live if given.only is not None and i.id in given.only]
+    if failing and len(failing) < len(live):
+        first = PlannedStep(
+            "Failing pods replaced", "replace_instances", TRAFFIC_TIMEOUT,
+            params={"instances": failing},
+        )  # fmt: skip
+    else:
+        first = PlannedStep("Rollout restart", "restart_workload", TRAFFIC_TIMEOUT)
+    return Plan((first, *_rollout_steps(service)))
+
+
+def _workload_version_steps(given: PlanInput) -> list[PlannedStep]:
+    return [
+        PlannedStep(
+            f"Deploy {given.version}",
+            "roll_to",
+            TRAFFIC_TIMEOUT,
+            params={"version": given.version},
+        ),
+        *_rollout_steps(given.service, "Validation: health"),
+    ]
+
+
+def plan_workload_rollback(given: PlanInput) -> Plan:
+    """The workload back to the known-good version: the template of the revision it proved
+    good with while the cluster keeps it (``kubectl rollout undo --to-revision``), else its
+    image → the rollout → validation."""
+    if given.version is None:
+        raise UnsupportedStrategyError("rollback needs a known-good version to deploy")
+    return Plan(tuple(_workload_version_steps(given)))
+
+
+def plan_workload_deploy(given: PlanInput) -> Plan:
+    """An operator's deploy: the version's image through the workload → rollout → validation."""
+    if given.version is None:
+        raise UnsupportedStrategyError("deploy needs a version")
+    return Plan(tuple(_workload_version_steps(given)))
+
+
+def plan_workload_scale(given: PlanInput) -> Plan:
+    """More replicas (through the autoscaler's floor when one owns the workload) → the
+    rollout → every replica verified."""
+    service = given.service
+    live = sum(1 for i in given.instances if i.alive)
+    target = min(service.replicas.max, max(live, service.replicas.min) + service.replicas.step)
+    return Plan(
+        (
+            PlannedStep(
+                "Add replicas", "scale_workload", TRAFFIC_TIMEOUT, params={"replicas": target}
+            ),
+            *_rollout_steps(service),
+            PlannedStep(
+                "Capacity verification", "verify_capacity", TRAFFIC_TIMEOUT,
+                params={"replicas": target},
+            ),
+        )
+    )  # fmt: skip
+
+
+def plan_workload_failover(given: PlanInput) -> Plan:
+    """The Service switched to the backup workload (once it has a pod available) → its pods
+    verified. The platform switches back once the primary has stayed healthy."""
+    service = given.service
+    return Plan(
+        (
+            PlannedStep(
+                "Primary to backup switch", "switch_traffic", TRAFFIC_TIMEOUT,
+                params={"role": "backup"},
+            ),
+            PlannedStep("Consistency check", "verify_health", service.health.startup_timeout),
+        )
+    )  # fmt: skip
+
+
+def plan_workload_circuit_break(given: PlanInput) -> Plan:
+    """Failing pods out of the Service's endpoints (or the Service to the fallback) → wait →
+    close: pods that recovered readmitted, the others replaced → rollout → verify. No
+    half-open steps: a Service cannot admit a share of requests."""
+    service = given.service
+    failing = sorted(given.only) if given.only is not None else []
+    return Plan(
+        (
+            PlannedStep(
+                "Isolate (open circuit)", "open_circuit", TRAFFIC_TIMEOUT,
+                params={"instances": failing},
+            ),
+            PlannedStep(
+                "Wait before trying again", "wait", service.circuit.open_for + TRAFFIC_TIMEOUT,
+                params={"seconds": service.circuit.open_for},
+            ),
+            PlannedStep("Close circuit", "close_circuit", TRAFFIC_TIMEOUT),
+            *_rollout_steps(service),
+        )
+    )  # fmt: skip
+
+
 PLANNERS: dict[tuple[PlatformKind, Strategy], Planner] = {
     (PlatformKind.LOCAL, Strategy.FAILOVER): plan_failover,
     (PlatformKind.LOCAL, Strategy.RESTART): plan_restart,
@@ -295,10 +410,25 @@ PLANNERS: dict[tuple[PlatformKind, Strategy], Planner] = {
     (PlatformKind.DOCKER, Strategy.CIRCUIT_BREAK): plan_circuit_break,
     (PlatformKind.DOCKER, Strategy.ROLLBACK): plan_rollback,
     (PlatformKind.DOCKER, Strategy.FAILOVER): plan_failover,
+    # A cluster's workloads: API calls, each followed by the rollout it causes.
+    (PlatformKind.KUBERNETES, Strategy.RESTART): plan_workload_restart,
+    (PlatformKind.KUBERNETES, Strategy.ROLLBACK): plan_workload_rollback,
+    (PlatformKind.KUBERNETES, Strategy.SCALE): plan_workload_scale,
+    (PlatformKind.KUBERNETES, Strategy.FAILOVER): plan_workload_failover,
+    (PlatformKind.KUBERNETES, Strategy.CIRCUIT_BREAK): plan_workload_circuit_break,
 }
 """The planner of each strategy on each platform: a platform that does a strategy its own
 way (an API call and a watched rollout rather than processes and a router) registers its
 own planner under its kind; the step handlers it names live beside it."""
+
+
+DEPLOY_PLANNERS: dict[PlatformKind, Planner] = {PlatformKind.KUBERNETES: plan_workload_deploy}
+"""An operator's deploy on a platform that does it its own way (default: :func:`plan_deploy`)."""
+
+
+def plan_deploy_for(given: PlanInput) -> Plan:
+    """The plan of a deploy of ``given.version`` on the service's platform."""
+    return DEPLOY_PLANNERS.get(given.service.platform, plan_deploy)(given)
 
 
 def plan_for(strategy: Strategy, given: PlanInput) -> Plan:

@@ -44,6 +44,7 @@ from phoenix_server.domain.services import (
     Instance,
     InstanceRole,
     InstanceState,
+    KubernetesWorkload,
     PlatformKind,
     ServiceCatalog,
     ServiceSpec,
@@ -66,6 +67,7 @@ from phoenix_server.platforms.base import (
 )
 from phoenix_server.platforms.docker import DockerPlatform
 from phoenix_server.platforms.external import ExternalPlatform
+from phoenix_server.platforms.kubernetes import KubernetesPlatform
 from phoenix_server.platforms.local.supervisor import LocalPlatform
 from phoenix_server.platforms.ports import PortAllocator
 from phoenix_server.recovery.alerting import Alerter
@@ -194,6 +196,15 @@ class Runtime:
                 self.docker = platforms[PlatformKind.DOCKER] = docker
             else:
                 endpoints[(PlatformKind.DOCKER, engine.name)] = docker
+        # The cluster's workloads: one platform for the file's cluster, only when a service
+        # runs there (no client, no watch, no credentials needed otherwise).
+        self.kubernetes: KubernetesPlatform | None = None
+        kubernetes_specs = [s for s in catalog if isinstance(s.run, KubernetesWorkload)]
+        if kubernetes_specs:
+            first = kubernetes_specs[0].run
+            assert isinstance(first, KubernetesWorkload)
+            self.kubernetes = KubernetesPlatform(first.cluster)
+            platforms[PlatformKind.KUBERNETES] = self.kubernetes
         self.platforms = PlatformRegistry(platforms, endpoints)
         recorder = StoreRecorder(store, self.owner)
         self.executor = Executor(
@@ -448,6 +459,7 @@ class Runtime:
             self.deployer.tasks,
             self.alerter.tasks,
             *(docker.tasks for docker in self.dockers),
+            *([self.kubernetes.tasks] if self.kubernetes is not None else []),
         )
         return sorted(
             (death for group in groups for death in group.deaths.values()), key=lambda d: d.at
@@ -480,6 +492,8 @@ class Runtime:
             warnings.append(f"service {service} is not served on its port: {problem}")
         for death in self.task_deaths():
             warnings.append(death)
+        if self.kubernetes is not None:
+            warnings.extend(self.kubernetes.watch_problems())
         if self.orchestrator.unwritten:
             warnings.append(f"{self.orchestrator.unwritten} record(s) waiting for the database")
         if self.orchestrator.fleet_pause:

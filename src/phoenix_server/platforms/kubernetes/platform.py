@@ -1,0 +1,738 @@
+"""The Kubernetes platform: services run as a cluster's workloads (Deployments,
+StatefulSets), which heal and roll out by themselves.
+
+Phoenix never starts or stops a pod itself and has no router here: its instances are the
+workload's pods as the API's watches report them, and every strategy is a change asked of
+the API (delete failing pods, a rollout restart, the template of a known-good revision, more
+replicas) followed by watching the rollout it causes. A container the kubelet restarts is
+not an ended instance: it is a pod with a problem (``CrashLoopBackOff``, ``OOMKilled``),
+reported as such, and what to do about it is the recovery's choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.resources.apps_v1 import Deployment, ReplicaSet, StatefulSet
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.core_v1 import Event, Pod, Service
+from lightkube.types import PatchType
+
+from phoenix_server.domain.errors import PlatformError
+from phoenix_server.domain.recoveries import Strategy
+from phoenix_server.domain.services import (
+    Instance,
+    InstanceState,
+    KubernetesCluster,
+    KubernetesWorkload,
+    PlatformKind,
+    ServiceSpec,
+    WorkloadKind,
+)
+from phoenix_server.platforms.base import EventListener, InstanceEvent, InstanceEventKind, Rollout
+from phoenix_server.platforms.kubernetes.api import ObjectWatch, call, connect
+from phoenix_server.platforms.kubernetes.reading import (
+    RESTARTED_AT,
+    REVISION,
+    TEMPLATE_HASH,
+    WAITING_PROBLEMS,
+    annotations_of,
+    deployment_rollout,
+    labels_match,
+    labels_of,
+    name_of,
+    pod_image,
+    pod_instance,
+    pod_problem,
+    pod_ready,
+    statefulset_rollout,
+)
+from phoenix_server.platforms.kubernetes.traffic import (
+    SERVING_LABEL,
+    TrafficSwitch,
+    can_isolate,
+    serving_role,
+)
+from phoenix_server.support.tasks import SupervisedTasks
+
+log = logging.getLogger("phoenix.kubernetes")
+
+SUPPORTED = frozenset(Strategy)
+NOT_YET = "not available for kubernetes services yet"
+SYNC_TIMEOUT = 10.0
+"""Seconds reconcile waits for the first listing of each watched kind."""
+FAILBACK_HOLD = 10.0
+"""Seconds the primary must stay fully available before a failed-over Service goes back."""
+FAILBACK_CHECK = 1.0
+
+
+class KubernetesPlatform:
+    kind = PlatformKind.KUBERNETES
+
+    def __init__(
+        self,
+        cluster: KubernetesCluster,
+        *,
+        client: AsyncClient | None = None,
+        failback_hold: float = FAILBACK_HOLD,
+    ) -> None:
+        self._cluster = cluster
+        self._client = client
+        self._failback_hold = failback_hold
+        self._primary_well_since: dict[str, float] = {}
+        self._ran_healthy: dict[str, set[str]] = {}
+        """Per service, the pod-template-hashes seen fully rolled out with every pod ready."""
+        self._listeners: list[EventListener] = []
+        self._specs: dict[str, ServiceSpec] = {}
+        self._instances: dict[str, dict[str, Instance]] = {}
+        self._problems: dict[str, str] = {}
+        """Pod name → the problem last reported for it."""
+        self._warnings: dict[str, str] = {}
+        """Pod name → the cluster's last Warning event about it (shown with its problem)."""
+        self._pods: dict[str, ObjectWatch[Pod]] = {}
+        self._deployments: dict[str, ObjectWatch[Deployment]] = {}
+        self._statefulsets: dict[str, ObjectWatch[StatefulSet]] = {}
+        self._events: dict[str, ObjectWatch[Event]] = {}
+        self._services: dict[str, ObjectWatch[Service]] = {}
+        self._changed = asyncio.Event()
+        self._adopting = True
+        self.tasks = SupervisedTasks("kubernetes")
+        self.problem: str | None = None
+        """Why Phoenix cannot reach the cluster now (None: it can)."""
+
+    # -- the core -------------------------------------------------------------------------
+
+    def subscribe(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def instances(self, service: str) -> list[Instance]:
+        return list(self._instances.get(service, {}).values())
+
+    def supported_strategies(self, service: ServiceSpec) -> frozenset[Strategy]:
+        return SUPPORTED - self.unavailable_strategies(service).keys()
+
+    def unavailable_strategies(self, service: ServiceSpec) -> dict[Strategy, str]:
+        workload = service.run
+        if not isinstance(workload, KubernetesWorkload):
+            why = f"service '{service.name}' names no Kubernetes workload"
+            return {s: why for s in Strategy}
+        name = service.name
+        missing: dict[Strategy, str] = {}
+        for strategy, why in self._traffic_missing(service, workload).items():
+            missing[strategy] = why
+        if workload.kind is WorkloadKind.STATEFUL_SET:
+            missing[Strategy.ROLLBACK] = (
+                f"service '{name}' is a StatefulSet: rolling back to a revision is {NOT_YET} "
+                "for StatefulSets (Phoenix rolls back Deployments)"
+            )
+        elif len(service.versions) < 2:
+            missing[Strategy.ROLLBACK] = (
+                f"service '{name}' declares fewer than two versions (each with its image): "
+                "Phoenix rolls back to a version that proved good"
+            )
+        wanted = self.desired_replicas(service)
+        if wanted >= service.replicas.max:
+            missing[Strategy.SCALE] = (
+                f"service '{name}' already asks for {wanted} replica(s), its declared maximum "
+                f"(replicas.max: {service.replicas.max})"
+            )
+        return missing
+
+    async def reconcile(self, services: Sequence[ServiceSpec]) -> dict[str, str]:
+        """Start watching each service's namespace; report what runs as adopted."""
+        self._specs = {s.name: s for s in services if isinstance(s.run, KubernetesWorkload)}
+        if not self._specs:
+            return {}
+        try:
+            client = self.client()
+        except PlatformError as exc:
+            self.problem = exc.message
+            return {name: exc.message for name in self._specs}
+        namespaces = sorted({self._workload(s).namespace for s in self._specs.values()})
+        kinds = {self._workload(s).kind for s in self._specs.values()}
+        for namespace in namespaces:
+            self._pods[namespace] = self._watch(client, Pod, namespace, self._on_pod)
+            self._deployments[namespace] = self._watch(
+                client, Deployment, namespace, self._on_workload
+            )
+            if WorkloadKind.STATEFUL_SET in kinds:
+                self._statefulsets[namespace] = self._watch(
+                    client, StatefulSet, namespace, self._on_workload
+                )
+            self._events[namespace] = self._watch(client, Event, namespace, self._on_event)
+            self._services[namespace] = self._watch(client, Service, namespace, self._on_workload)
+        watches: list[ObjectWatch[Any]] = [
+            *self._pods.values(),
+            *self._deployments.values(),
+            *self._statefulsets.values(),
+            *self._services.values(),
+        ]
+        try:
+            async with asyncio.timeout(SYNC_TIMEOUT):
+                await asyncio.gather(*(w.synced.wait() for w in watches))
+        except TimeoutError:
+            problems = [w.problem for w in watches if w.problem] or ["no answer"]
+            self.problem = f"cannot list the cluster's objects: {problems[0]}"
+            self._adopting = False
+            return {name: self.problem for name in self._specs}
+        for name in self._specs:
+            self._refresh(name)
+        self._adopting = False
+        self.tasks.keep_running(self._fail_back, name="kubernetes-failback")
+        failed: dict[str, str] = {}
+        for name, spec in self._specs.items():
+            if self._workload_object(spec) is None:
+                workload = self._workload(spec)
+                failed[name] = (
+                    f"{workload.kind.value} {workload.namespace}/{workload.name} not found"
+                )
+        return failed
+
+    async def shutdown(self, *, keep_running: bool) -> None:
+        """The cluster keeps running the workloads whatever Phoenix does: stop watching."""
+        await self.tasks.close()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    # -- the workloads capability ---------------------------------------------------------
+
+    async def replace_instances(self, service: ServiceSpec, instance_ids: Sequence[str]) -> str:
+        workload = self._workload(service)
+        deleted = []
+        for pod in instance_ids:
+            await call(
+                f"delete pod {workload.namespace}/{pod}",
+                self.client().delete(Pod, pod, namespace=workload.namespace),
+            )
+            deleted.append(pod)
+        kind = workload.kind.value
+        return f"deleted pod(s) {', '.join(deleted)}; {kind} {workload.name} replaces them"
+
+    async def restart_workload(self, service: ServiceSpec) -> str:
+        workload = self._workload(service)
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}}
+        await call(
+            f"rollout restart of {workload.kind.value} {workload.namespace}/{workload.name}",
+            self.client().patch(
+                self._resource(workload),
+                workload.name,
+                patch,
+                namespace=workload.namespace,
+                patch_type=PatchType.MERGE,
+            ),
+        )
+        return f"rollout restart of {workload.kind.value} {workload.name} (restartedAt {at})"
+
+    async def roll_to(self, service: ServiceSpec, version: str) -> str:
+        workload = self._workload(service)
+        declared = service.version(version)
+        if declared is None or declared.image is None:
+            raise PlatformError(f"service '{service.name}' declares no image for {version}")
+        pinned = service.pins.get(version)
+        client = self.client()
+        if pinned is not None and workload.kind is WorkloadKind.DEPLOYMENT:
+            found = await self._replica_set(workload, pinned)
+            if found is not None:
+                template = (
+                    found.spec.template.to_dict() if found.spec and found.spec.template else None
+                )
+                if template is not None:
+                    labels = template.get("metadata", {}).get("labels", {})
+                    labels.pop(TEMPLATE_HASH, None)
+                    revision = (
+                        (found.metadata.annotations or {}).get(REVISION) if found.metadata else None
+                    )
+                    await call(
+                        f"undo of deployment {workload.namespace}/{workload.name}",
+                        client.patch(
+                            Deployment,
+                            workload.name,
+                            [{"op": "replace", "path": "/spec/template", "value": template}],
+                            namespace=workload.namespace,
+                            patch_type=PatchType.JSON,
+                        ),
+                    )
+                    return (
+                        f"deployment {workload.name} back to the template of revision "
+                        f"{revision} ({version}, {declared.image}, pod-template-hash {pinned})"
+                    )
+        container = workload.container or self._first_container(service)
+        patch = {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": container, "image": declared.image}]}}
+            }
+        }
+        await call(
+            f"image of {workload.kind.value} {workload.namespace}/{workload.name}",
+            client.patch(
+                self._resource(workload),
+                workload.name,
+                patch,
+                namespace=workload.namespace,
+                patch_type=PatchType.STRATEGIC,
+            ),
+        )
+        kind = workload.kind.value
+        return f"{kind} {workload.name}: container {container} set to {declared.image} ({version})"
+
+    async def scale_workload(self, service: ServiceSpec, replicas: int) -> str:
+        workload = self._workload(service)
+        client = self.client()
+        if workload.hpa is not None:
+            hpa = await call(
+                f"read HPA {workload.namespace}/{workload.hpa}",
+                client.get(HorizontalPodAutoscaler, workload.hpa, namespace=workload.namespace),
+            )
+            ceiling = hpa.spec.maxReplicas if hpa.spec is not None else replicas
+            if replicas > ceiling:
+                raise PlatformError(
+                    f"HPA {workload.hpa} allows at most {ceiling} replicas (maxReplicas); "
+                    f"Phoenix does not raise its ceiling"
+                )
+            await call(
+                f"minReplicas of HPA {workload.namespace}/{workload.hpa}",
+                client.patch(
+                    HorizontalPodAutoscaler,
+                    workload.hpa,
+                    {"spec": {"minReplicas": replicas}},
+                    namespace=workload.namespace,
+                    patch_type=PatchType.MERGE,
+                ),
+            )
+            return (
+                f"HPA {workload.hpa}: minReplicas {replicas} (it scales {workload.name} from there)"
+            )
+        await call(
+            f"replicas of {workload.kind.value} {workload.namespace}/{workload.name}",
+            client.patch(
+                self._resource(workload),
+                workload.name,
+                {"spec": {"replicas": replicas}},
+                namespace=workload.namespace,
+                patch_type=PatchType.MERGE,
+            ),
+        )
+        return f"{workload.kind.value} {workload.name}: {replicas} replicas"
+
+    def desired_replicas(self, service: ServiceSpec) -> int:
+        found = self._workload_object(service)
+        if found is None or found.spec is None or found.spec.replicas is None:
+            return 1
+        return found.spec.replicas
+
+    async def rollout(self, service: ServiceSpec) -> Rollout:
+        workload = self._workload(service)
+        client = self.client()
+        what = f"read {workload.kind.value} {workload.namespace}/{workload.name}"
+        if workload.kind is WorkloadKind.DEPLOYMENT:
+            deployment = await call(
+                what, client.get(Deployment, workload.name, namespace=workload.namespace)
+            )
+            done, failed, detail = deployment_rollout(deployment)
+            current = await self._current_hash(workload, deployment)
+        else:
+            statefulset = await call(
+                what, client.get(StatefulSet, workload.name, namespace=workload.namespace)
+            )
+            done, failed, detail = statefulset_rollout(statefulset)
+            current = statefulset.status.updateRevision if statefulset.status else None
+        pods = self._pods_of(service)
+        label = (
+            TEMPLATE_HASH
+            if workload.kind is WorkloadKind.DEPLOYMENT
+            else "controller-revision-hash"
+        )
+        fresh = [p for p in pods if current is not None and labels_of(p).get(label) == current]
+        if failed is None:
+            for pod in fresh:
+                problem = pod_problem(pod, workload)
+                if problem is not None and problem.split(" ", 1)[0].rstrip(":") in WAITING_PROBLEMS:
+                    failed = f"pod {name_of(pod)}: {problem}"
+                    break
+        instances = tuple(
+            pod_instance(self._specs.get(service.name, service), workload, p)
+            for p in fresh
+            if p.metadata is None or p.metadata.deletionTimestamp is None
+        )
+        return Rollout(done=done, failed=failed, detail=detail, instances=instances)
+
+    async def wait_for_rollout(self, service: ServiceSpec) -> Rollout:
+        self._changed.clear()
+        await self._changed.wait()
+        return await self.rollout(service)
+
+    # -- advice ---------------------------------------------------------------------------
+
+    def advise(self, service: ServiceSpec) -> tuple[Strategy, str] | None:
+        """A rollback when the pods failing are of a revision never seen healthy (and no
+        version proved good with it): a bad release, which no restart fixes."""
+        workload = self._workload(service)
+        if workload.kind is not WorkloadKind.DEPLOYMENT:
+            return None
+        proven = self._ran_healthy.get(service.name, set()) | set(service.pins.values())
+        for pod in self._pods_of(service):
+            problem = pod_problem(pod, workload)
+            template = labels_of(pod).get(TEMPLATE_HASH)
+            if problem is None or template is None or template in proven:
+                continue
+            revision = self._revision_of(service, template)
+            return (
+                Strategy.ROLLBACK,
+                f"pod {name_of(pod)} of {revision}, which never ran healthy, has {problem}: "
+                "a restart does not fix a bad release",
+            )
+        return None
+
+    def _revision_of(self, service: ServiceSpec, template: str) -> str:
+        image = next(
+            (
+                pod_image(p, self._workload(service))
+                for p in self._pods_of(service)
+                if labels_of(p).get(TEMPLATE_HASH) == template
+            ),
+            None,
+        )
+        return f"pod-template-hash {template}" + (f" ({image})" if image else "")
+
+    def _note_healthy(self, spec: ServiceSpec, pods: list[Pod]) -> None:
+        """Remember the revisions seen serving in full: their pods are not a bad release."""
+        found = self._workload_object(spec)
+        if not isinstance(found, Deployment) or not pods:
+            return
+        done, failed, _ = deployment_rollout(found)
+        workload = self._workload(spec)
+        if (
+            done
+            and failed is None
+            and all(pod_ready(p) and pod_problem(p, workload) is None for p in pods)
+        ):
+            hashes = {labels_of(p).get(TEMPLATE_HASH) for p in pods} - {None}
+            self._ran_healthy.setdefault(spec.name, set()).update(h for h in hashes if h)
+
+    # -- the traffic selection capability ------------------------------------------------
+
+    async def switch_traffic(self, service: ServiceSpec, role: str) -> str:
+        switch = self._switch(service)
+        detail = await switch.switch_to(role)
+        await self._reread_service(service)
+        return detail
+
+    async def switch_back(self, service: ServiceSpec) -> str:
+        detail = await self._switch(service).switch_back()
+        await self._reread_service(service)
+        return detail
+
+    async def open_circuit(self, service: ServiceSpec, instance_ids: Sequence[str]) -> str:
+        workload = self._workload(service)
+        if workload.fallback is not None:
+            detail = await self.switch_traffic(service, "fallback")
+            return f"{detail}: the fallback answers every request while the circuit is open"
+        serving = {i.id for i in self.instances(service.name) if i.alive}
+        failing = [i for i in instance_ids if i in serving] or sorted(serving)
+        detail = await self._switch(service).isolate(failing)
+        if set(failing) >= serving:
+            detail += (
+                "; no pod is left to serve: a Service cannot hold requests as Phoenix's "
+                "router does, so clients are refused until a pod is readmitted"
+            )
+        return detail
+
+    async def close_circuit(self, service: ServiceSpec) -> str:
+        workload = self._workload(service)
+        parts = []
+        if self._role(service) == "fallback":
+            parts.append(await self.switch_back(service))
+        isolated = [p for p in self._pods_of(service) if labels_of(p).get(SERVING_LABEL) == "false"]
+        well = [name_of(p) for p in isolated if pod_problem(p, workload) is None]
+        still = [name_of(p) for p in isolated if pod_problem(p, workload) is not None]
+        switch = self._switch(service) if isolated else None
+        if switch is not None and well:
+            parts.append(await switch.readmit(well))
+        if still:
+            parts.append(await self.replace_instances(service, still))
+        return "; ".join(parts) or "nothing was isolated"
+
+    def _switch(self, service: ServiceSpec) -> TrafficSwitch:
+        workload = self._workload(service)
+        if workload.service is None:
+            raise PlatformError(f"service '{service.name}' names no Kubernetes Service")
+        return TrafficSwitch(self.client(), workload)
+
+    def _role(self, spec: ServiceSpec) -> str:
+        workload = self._workload(spec)
+        watch = self._services.get(workload.namespace)
+        found = watch.objects.get(workload.service or "") if watch else None
+        return serving_role(found)
+
+    async def _reread_service(self, spec: ServiceSpec) -> None:
+        """What the switch changed, seen at once (its watch event follows a moment later)."""
+        workload = self._workload(spec)
+        watch = self._services.get(workload.namespace)
+        if watch is None or workload.service is None:
+            return
+        fresh = await call(
+            f"read Service {workload.namespace}/{workload.service}",
+            self.client().get(Service, workload.service, namespace=workload.namespace),
+        )
+        watch.objects[workload.service] = fresh
+        self._refresh(spec.name)
+        self._changed.set()
+
+    def _traffic_missing(
+        self, service: ServiceSpec, workload: KubernetesWorkload
+    ) -> dict[Strategy, str]:
+        name = service.name
+        missing: dict[Strategy, str] = {}
+        if workload.service is None:
+            why = (
+                f"service '{name}' names no Kubernetes Service (kubernetes.service) whose "
+                "selector Phoenix could switch"
+            )
+            return {Strategy.FAILOVER: why, Strategy.CIRCUIT_BREAK: why}
+        if workload.backup is None:
+            missing[Strategy.FAILOVER] = (
+                f"service '{name}' declares no backup Deployment (kubernetes.backup)"
+            )
+        elif self._role(service) != "primary":
+            missing[Strategy.FAILOVER] = (
+                f"service '{name}' already routes to its {self._role(service)}"
+            )
+        else:
+            watch = self._deployments.get(workload.namespace)
+            backup = watch.objects.get(workload.backup) if watch else None
+            available = backup.status.availableReplicas if backup and backup.status else 0
+            if not available:
+                missing[Strategy.FAILOVER] = (
+                    f"backup deployment {workload.backup} of service '{name}' has no available pod"
+                )
+        if workload.fallback is None:
+            watch_of = self._services.get(workload.namespace)
+            found = watch_of.objects.get(workload.service) if watch_of else None
+            if not can_isolate(found):
+                missing[Strategy.CIRCUIT_BREAK] = (
+                    f"circuit breaking needs a fallback Deployment (kubernetes.fallback) or "
+                    f"Service {workload.service}'s selector to require {SERVING_LABEL}: "
+                    '"true" (and the pod template to carry it), so that failing pods can '
+                    "leave its endpoints"
+                )
+        return missing
+
+    async def _fail_back(self) -> None:
+        """Send failed-over traffic back once the primary has stayed fully available for
+        the hold (its rollout done, every pod ready, none with a problem)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(FAILBACK_CHECK)
+            for name, spec in list(self._specs.items()):
+                if self._role(spec) != "backup":
+                    self._primary_well_since.pop(name, None)
+                    continue
+                if not self._primary_well(spec):
+                    self._primary_well_since.pop(name, None)
+                    continue
+                since = self._primary_well_since.setdefault(name, loop.time())
+                if loop.time() - since < self._failback_hold:
+                    continue
+                try:
+                    detail = await self.switch_back(spec)
+                except PlatformError as exc:
+                    log.warning("%s: cannot switch back to the primary: %s", name, exc.message)
+                    continue
+                self._primary_well_since.pop(name, None)
+                log.info("%s: primary healthy for %gs: %s", name, self._failback_hold, detail)
+
+    def _primary_well(self, spec: ServiceSpec) -> bool:
+        found = self._workload_object(spec)
+        if not isinstance(found, Deployment):
+            return False
+        done, failed, _ = deployment_rollout(found)
+        pods = self._pods_of(spec)
+        workload = self._workload(spec)
+        return (
+            done
+            and failed is None
+            and bool(pods)
+            and all(pod_ready(p) and pod_problem(p, workload) is None for p in pods)
+        )
+
+    # -- watching -------------------------------------------------------------------------
+
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            self._client = connect(self._cluster)
+        return self._client
+
+    def _watch(self, client: AsyncClient, resource: Any, namespace: str, handler: Any) -> Any:
+        watch: ObjectWatch[Any] = ObjectWatch(client, resource, namespace, handler)
+        self.tasks.keep_running(watch.run, name=f"watch-{resource.__name__.lower()}-{namespace}")
+        return watch
+
+    def _all_watches(self) -> list[ObjectWatch[Any]]:
+        return [
+            *self._pods.values(),
+            *self._deployments.values(),
+            *self._statefulsets.values(),
+            *self._events.values(),
+            *self._services.values(),
+        ]
+
+    def watch_problems(self) -> list[str]:
+        """What keeps Phoenix's view of the cluster from being current (for /health)."""
+        found = [w.problem for w in self._all_watches() if w.problem]
+        return [self.problem, *found] if self.problem else found
+
+    def api_requests(self) -> int:
+        """Lists and watches opened so far (what watching costs the API server)."""
+        return sum(w.requests for w in self._all_watches())
+
+    def _on_pod(self, kind: str, pod: Pod) -> None:
+        namespace = pod.metadata.namespace if pod.metadata else None
+        for name, spec in self._specs.items():
+            if self._workload(spec).namespace == namespace:
+                self._refresh(name)
+        self._changed.set()
+
+    def _on_workload(self, kind: str, obj: Any) -> None:
+        namespace = obj.metadata.namespace if obj.metadata else None
+        for name, spec in self._specs.items():
+            if self._workload(spec).namespace == namespace:
+                self._refresh(name)
+        self._changed.set()
+
+    def _on_event(self, kind: str, event: Event) -> None:
+        if kind == "DELETED" or event.type != "Warning":
+            return
+        involved = event.involvedObject
+        if involved is None or involved.kind != "Pod" or involved.name is None:
+            return
+        self._warnings[involved.name] = f"{event.reason}: {event.message}"
+
+    def _refresh(self, service: str) -> None:
+        """Compare the service's pods as the watches show them with what was last reported,
+        and report the difference: new pods, problems that began or ended, pods gone."""
+        if self._adopting and not all(w.synced.is_set() for w in self._pods.values()):
+            return
+        spec = self._specs[service]
+        workload = self._workload(spec)
+        known = self._instances.setdefault(service, {})
+        seen: dict[str, Instance] = {}
+        self._note_healthy(spec, self._pods_of(spec))
+        for pod in self._pods_of(spec, serving=True):
+            instance = pod_instance(spec, workload, pod)
+            seen[instance.id] = instance
+            before = known.get(instance.id)
+            if before is None:
+                kind = InstanceEventKind.ADOPTED if self._adopting else InstanceEventKind.STARTED
+                self._emit(kind, instance)
+            problem = pod_problem(pod, workload)
+            reported = self._problems.get(instance.id)
+            if problem is not None and problem != reported:
+                self._problems[instance.id] = problem
+                warning = self._warnings.get(instance.id)
+                said = f" ({warning})" if warning and warning not in problem else ""
+                self._emit(InstanceEventKind.UNHEALTHY, instance, f"{problem}{said}")
+            elif problem is None and reported is not None:
+                del self._problems[instance.id]
+                self._emit(InstanceEventKind.HEALTHY, instance, "running and ready again")
+        for name, instance in known.items():
+            if name not in seen:
+                self._problems.pop(name, None)
+                self._warnings.pop(name, None)
+                ended = replace(instance, state=InstanceState.STOPPED, ended_at=datetime.now(UTC))
+                self._emit(InstanceEventKind.STOPPED, ended)
+        self._instances[service] = seen
+
+    def _emit(self, kind: InstanceEventKind, instance: Instance, detail: str = "") -> None:
+        event = InstanceEvent(kind, instance, detail)
+        for listener in self._listeners:
+            listener(event)
+
+    # -- lookups --------------------------------------------------------------------------
+
+    @staticmethod
+    def _workload(spec: ServiceSpec) -> KubernetesWorkload:
+        if not isinstance(spec.run, KubernetesWorkload):
+            raise PlatformError(f"service '{spec.name}' names no Kubernetes workload")
+        return spec.run
+
+    @staticmethod
+    def _resource(workload: KubernetesWorkload) -> type[Deployment] | type[StatefulSet]:
+        return Deployment if workload.kind is WorkloadKind.DEPLOYMENT else StatefulSet
+
+    def _workload_object(self, spec: ServiceSpec) -> Deployment | StatefulSet | None:
+        workload = self._workload(spec)
+        watches: dict[str, Any] = (
+            self._deployments if workload.kind is WorkloadKind.DEPLOYMENT else self._statefulsets
+        )
+        watch = watches.get(workload.namespace)
+        found: Deployment | StatefulSet | None = watch.objects.get(workload.name) if watch else None
+        return found
+
+    def _pods_of(self, spec: ServiceSpec, *, serving: bool = False) -> list[Pod]:
+        """The workload's pods: those its selector matches (the controller's own test). With
+        ``serving``: the pods of whichever workload the Service routes to now (the backup's
+        while failed over)."""
+        workload = self._workload(spec)
+        found = self._workload_object(spec)
+        role = self._role(spec) if serving else "primary"
+        if role != "primary":
+            other = workload.backup if role == "backup" else workload.fallback
+            watch_of = self._deployments.get(workload.namespace)
+            found = watch_of.objects.get(other or "") if watch_of else None
+        watch = self._pods.get(workload.namespace)
+        if found is None or watch is None or found.spec is None or found.spec.selector is None:
+            return []
+        selector = found.spec.selector.matchLabels or {}
+        if not selector:
+            return []
+        return [
+            p
+            for p in watch.objects.values()
+            if labels_match(selector, p.metadata.labels if p.metadata else None)
+        ]
+
+    def _first_container(self, spec: ServiceSpec) -> str:
+        found = self._workload_object(spec)
+        template = found.spec.template if found is not None and found.spec is not None else None
+        containers = template.spec.containers if template is not None and template.spec else []
+        if not containers:
+            raise PlatformError(f"the workload of service '{spec.name}' has no container")
+        return containers[0].name
+
+    async def _replica_sets(self, workload: KubernetesWorkload) -> list[ReplicaSet]:
+        found: list[ReplicaSet] = []
+        listing = self.client().list(ReplicaSet, namespace=workload.namespace)
+        async for replica_set in listing:
+            owners = replica_set.metadata.ownerReferences if replica_set.metadata else None
+            if any(o.kind == "Deployment" and o.name == workload.name for o in owners or []):
+                found.append(replica_set)
+        return found
+
+    async def _replica_set(
+        self, workload: KubernetesWorkload, template_hash: str
+    ) -> ReplicaSet | None:
+        sets = await call(f"list replicasets in {workload.namespace}", self._replica_sets(workload))
+        return next((s for s in sets if labels_of(s).get(TEMPLATE_HASH) == template_hash), None)
+
+    async def _current_hash(
+        self, workload: KubernetesWorkload, deployment: Deployment
+    ) -> str | None:
+        """The pod-template-hash of the Deployment's current revision."""
+        revision = (
+            (deployment.metadata.annotations or {}).get(REVISION) if deployment.metadata else None
+        )
+        if revision is None:
+            return None
+        sets = await call(f"list replicasets in {workload.namespace}", self._replica_sets(workload))
+        for replica_set in sets:
+            if annotations_of(replica_set).get(REVISION) == revision:
+                return labels_of(replica_set).get(TEMPLATE_HASH)
+        return None
