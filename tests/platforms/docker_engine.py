@@ -59,14 +59,16 @@ def phoenix_containers() -> set[str]:
 
 def image_tags() -> set[str]:
     """Every ``repository:tag`` on the engine, but the cached test images (built once per
-    content and kept between runs on purpose)."""
+    content and kept between runs on purpose): the busybox image, and Phoenix's own image and
+    its bases (tests/deploy/images.py)."""
     listed = subprocess.run(
         ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return {t for t in listed.stdout.split() if not t.startswith("phoenix-test/busybox:")}
+    cached = ("phoenix-test/busybox:", "phoenix-image-test/")
+    return {t for t in listed.stdout.split() if not t.startswith(cached)}
 
 
 def volumes() -> set[str]:

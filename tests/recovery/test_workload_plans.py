@@ -44,7 +44,7 @@ def test_a_restart_deletes_only_the_failing_pods_when_others_still_serve() -> No
     plan = plan_for(Strategy.RESTART, PlanInput(SPEC, pods("a", "b", "c"), only=frozenset({"b"})))
     assert actions(plan.steps) == [
         ("replace_instances", {"instances": ["b"]}),
-        ("await_rollout", {}),
+        ("await_rollout", {"replaced": ["b"]}),
         ("verify_health", {}),
     ]
 
@@ -85,7 +85,7 @@ def test_scaling_adds_the_declared_step_within_the_maximum_and_verifies_capacity
     plan = plan_for(Strategy.SCALE, PlanInput(SPEC, pods("a", "b")))
     assert actions(plan.steps) == [
         ("scale_workload", {"replicas": 4}),
-        ("await_rollout", {}),
+        ("await_rollout", {"replicas": 4}),
         ("verify_health", {}),
         ("verify_capacity", {"replicas": 4}),
     ]

@@ -27,6 +27,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        local.version()
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print Phoenix's version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Phoenix: watches your services, recovers them when they fail, and learns what works."""
+
+
 app.command()(local.serve)
 app.command("check-config")(local.check_config)
 

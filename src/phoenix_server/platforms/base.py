@@ -204,7 +204,9 @@ class Rollout:
     detail: str
     """``3/3 updated, 3 available (revision 4)``: what the controller says now."""
     instances: tuple[Instance, ...] = ()
-    """The pods of the current revision."""
+    """The pods of the current revision (not those terminating)."""
+    replicas: int = 1
+    """How many the workload asks for."""
 
 
 @runtime_checkable

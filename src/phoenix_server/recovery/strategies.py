@@ -289,9 +289,13 @@ ROLLOUT_TIMEOUT = 300.0
 deadline, 600 s by default, usually says it is stuck sooner through its pods' problems)."""
 
 
-def _rollout_steps(service: ServiceSpec, name: str = "Health verification") -> list[PlannedStep]:
+def _rollout_steps(
+    service: ServiceSpec, name: str = "Health verification", **expect: object
+) -> list[PlannedStep]:
+    """Wait for the rollout (``expect``: the pods ``replaced`` gone, ``replicas`` asked for),
+    then verify its pods."""
     return [
-        PlannedStep("Rollout", "await_rollout", ROLLOUT_TIMEOUT),
+        PlannedStep("Rollout", "await_rollout", ROLLOUT_TIMEOUT, params=dict(expect)),
         PlannedStep(name, "verify_health", service.health.startup_timeout),
     ]
 
@@ -303,12 +307,16 @@ def plan_workload_restart(given: PlanInput) -> Plan:
     live = [i for i in given.instances if i.alive]
     failing = [i.id for i in live if given.only is not None and i.id in given.only]
     if failing and len(failing) < len(live):
-        first = PlannedStep(
-            "Failing pods replaced", "replace_instances", TRAFFIC_TIMEOUT,
-            params={"instances": failing},
+        return Plan(
+            (
+                PlannedStep(
+                    "Failing pods replaced", "replace_instances", TRAFFIC_TIMEOUT,
+                    params={"instances": failing},
+                ),
+                *_rollout_steps(service, replaced=failing),
+            )
         )  # fmt: skip
-    else:
-        first = PlannedStep("Rollout restart", "restart_workload", TRAFFIC_TIMEOUT)
+    first = PlannedStep("Rollout restart", "restart_workload", TRAFFIC_TIMEOUT)
     return Plan((first, *_rollout_steps(service)))
 
 
@@ -351,7 +359,7 @@ def plan_workload_scale(given: PlanInput) -> Plan:
             PlannedStep(
                 "Add replicas", "scale_workload", TRAFFIC_TIMEOUT, params={"replicas": target}
             ),
-            *_rollout_steps(service),
+            *_rollout_steps(service, replicas=target),
             PlannedStep(
                 "Capacity verification", "verify_capacity", TRAFFIC_TIMEOUT,
                 params={"replicas": target},

@@ -15,6 +15,7 @@ from phoenix_server.domain.recoveries import PlannedStep
 from phoenix_server.platforms.base import (
     TRAFFIC_SELECTION,
     WORKLOADS,
+    Rollout,
     TrafficSelection,
     Workloads,
 )
@@ -59,8 +60,23 @@ async def await_rollout(ctx: StepContext, step: PlannedStep, timeout: float) -> 
     workloads = _workloads(ctx)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    replaced = {str(name) for name in _listed(step.params.get("replaced"))}
+    replicas = step.params.get("replicas")
+    wanted = replicas if isinstance(replicas, int) else 0
+
+    def complete(rollout: Rollout) -> bool:
+        # A pod deletion does not move the Deployment's generation: its status may still
+        # be the one from before, so the replacements themselves must be there.
+        pods = {i.id for i in rollout.instances}
+        return (
+            rollout.done
+            and rollout.replicas >= wanted
+            and len(pods) >= rollout.replicas
+            and not pods & replaced
+        )
+
     rollout = await workloads.rollout(ctx.service)
-    while not rollout.done and rollout.failed is None:
+    while not complete(rollout) and rollout.failed is None:
         left = deadline - loop.time()
         if left <= 0:
             return StepOutcome(False, f"rollout not done in {timeout:g}s: {rollout.detail}", True)
@@ -96,6 +112,10 @@ async def open_circuit(ctx: StepContext, step: PlannedStep, timeout: float) -> S
 
 async def close_circuit(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     return StepOutcome(True, await _traffic(ctx).close_circuit(ctx.service))
+
+
+def _listed(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
 
 
 ROLLOUT_POLL = 2.0

@@ -372,6 +372,8 @@ class Runtime:
             specs = [spec for spec in self.catalog if spec.platform is platform.kind]
             for name, reason in (await platform.reconcile(specs)).items():
                 self.tracker.start_failed(name, self.clock.now(), f"could not start: {reason}")
+            if LIFECYCLE.of(platform) is None:
+                continue  # a cluster puts its own pods in rotation (readiness)
             for spec in specs:
                 fresh = [
                     i for i in platform.instances(spec.name) if i.state is InstanceState.STARTING

@@ -67,9 +67,9 @@ SUPPORTED = frozenset(Strategy)
 NOT_YET = "not available for kubernetes services yet"
 SYNC_TIMEOUT = 10.0
 """Seconds reconcile waits for the first listing of each watched kind."""
-FAILBACK_HOLD = 10.0
-"""Seconds the primary must stay fully available before a failed-over Service goes back."""
 FAILBACK_CHECK = 1.0
+"""Seconds between looks at failed-over services' primaries. A primary must stay fully
+available for its service's stabilisation period before the Service goes back to it."""
 
 
 class KubernetesPlatform:
@@ -80,11 +80,9 @@ class KubernetesPlatform:
         cluster: KubernetesCluster,
         *,
         client: AsyncClient | None = None,
-        failback_hold: float = FAILBACK_HOLD,
     ) -> None:
         self._cluster = cluster
         self._client = client
-        self._failback_hold = failback_hold
         self._primary_well_since: dict[str, float] = {}
         self._ran_healthy: dict[str, set[str]] = {}
         """Per service, the pod-template-hashes seen fully rolled out with every pod ready."""
@@ -362,7 +360,13 @@ class KubernetesPlatform:
             for p in fresh
             if p.metadata is None or p.metadata.deletionTimestamp is None
         )
-        return Rollout(done=done, failed=failed, detail=detail, instances=instances)
+        return Rollout(
+            done=done,
+            failed=failed,
+            detail=detail,
+            instances=instances,
+            replicas=self.desired_replicas(service),
+        )
 
     async def wait_for_rollout(self, service: ServiceSpec) -> Rollout:
         self._changed.clear()
@@ -539,7 +543,8 @@ class KubernetesPlatform:
                     self._primary_well_since.pop(name, None)
                     continue
                 since = self._primary_well_since.setdefault(name, loop.time())
-                if loop.time() - since < self._failback_hold:
+                hold = spec.recovery.stabilisation_period
+                if loop.time() - since < hold:
                     continue
                 try:
                     detail = await self.switch_back(spec)
@@ -547,7 +552,7 @@ class KubernetesPlatform:
                     log.warning("%s: cannot switch back to the primary: %s", name, exc.message)
                     continue
                 self._primary_well_since.pop(name, None)
-                log.info("%s: primary healthy for %gs: %s", name, self._failback_hold, detail)
+                log.info("%s: primary healthy for %gs: %s", name, hold, detail)
 
     def _primary_well(self, spec: ServiceSpec) -> bool:
         found = self._workload_object(spec)
@@ -618,8 +623,8 @@ class KubernetesPlatform:
     def _refresh(self, service: str) -> None:
         """Compare the service's pods as the watches show them with what was last reported,
         and report the difference: new pods, problems that began or ended, pods gone."""
-        if self._adopting and not all(w.synced.is_set() for w in self._pods.values()):
-            return
+        if self._adopting:
+            return  # reconcile refreshes every service once every first listing is in
         spec = self._specs[service]
         workload = self._workload(spec)
         known = self._instances.setdefault(service, {})
