@@ -9,6 +9,7 @@ from pathlib import Path
 
 from phoenix_server.config.servicefile import parse_service_file
 from phoenix_server.config.settings import load_settings
+from phoenix_server.domain.errors import NotFoundError
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.recoveries import Recovery
 from phoenix_server.runtime import Runtime
@@ -69,7 +70,10 @@ async def history(runtime: Runtime, **where: object) -> list[Recovery]:
 
 async def finished(runtime: Runtime, recovery_id: str, timeout: float = 20) -> Recovery:
     async def check() -> Recovery | None:
-        recovery = await runtime.store.read(recoveries.get_recovery, recovery_id)
+        try:
+            recovery = await runtime.store.read(recoveries.get_recovery, recovery_id)
+        except NotFoundError:
+            return None  # started, not written yet
         return recovery if recovery.status.terminal else None
 
     return await eventually(check, timeout=timeout, interval=0.05, message=f"{recovery_id} ends")

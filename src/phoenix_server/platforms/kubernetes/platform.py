@@ -51,6 +51,7 @@ from phoenix_server.platforms.kubernetes.reading import (
     pod_instance,
     pod_problem,
     pod_ready,
+    present,
     statefulset_rollout,
 )
 from phoenix_server.platforms.kubernetes.traffic import (
@@ -100,6 +101,9 @@ class KubernetesPlatform:
         self._services: dict[str, ObjectWatch[Service]] = {}
         self._changed = asyncio.Event()
         self._adopting = True
+        """Pods found now were running before Phoenix (adopted, not started)."""
+        self._listed = False
+        """Every watch has its first listing: the view is whole."""
         self.tasks = SupervisedTasks("kubernetes")
         self.problem: str | None = None
         """Why Phoenix cannot reach the cluster now (None: it can)."""
@@ -179,6 +183,7 @@ class KubernetesPlatform:
             self.problem = f"cannot list the cluster's objects: {problems[0]}"
             self._adopting = False
             return {name: self.problem for name in self._specs}
+        self._listed = True
         for name in self._specs:
             self._refresh(name)
         self._adopting = False
@@ -351,14 +356,14 @@ class KubernetesPlatform:
         fresh = [p for p in pods if current is not None and labels_of(p).get(label) == current]
         if failed is None:
             for pod in fresh:
-                problem = pod_problem(pod, workload)
+                problem = self._problem(pod, workload)
                 if problem is not None and problem.split(" ", 1)[0].rstrip(":") in WAITING_PROBLEMS:
                     failed = f"pod {name_of(pod)}: {problem}"
                     break
         instances = tuple(
             pod_instance(self._specs.get(service.name, service), workload, p)
             for p in fresh
-            if p.metadata is None or p.metadata.deletionTimestamp is None
+            if present(p)
         )
         return Rollout(
             done=done,
@@ -383,7 +388,7 @@ class KubernetesPlatform:
             return None
         proven = self._ran_healthy.get(service.name, set()) | set(service.pins.values())
         for pod in self._pods_of(service):
-            problem = pod_problem(pod, workload)
+            problem = self._problem(pod, workload)
             template = labels_of(pod).get(TEMPLATE_HASH)
             if problem is None or template is None or template in proven:
                 continue
@@ -416,7 +421,7 @@ class KubernetesPlatform:
         if (
             done
             and failed is None
-            and all(pod_ready(p) and pod_problem(p, workload) is None for p in pods)
+            and all(pod_ready(p) and self._problem(p, workload) is None for p in pods)
         ):
             hashes = {labels_of(p).get(TEMPLATE_HASH) for p in pods} - {None}
             self._ran_healthy.setdefault(spec.name, set()).update(h for h in hashes if h)
@@ -440,7 +445,9 @@ class KubernetesPlatform:
             detail = await self.switch_traffic(service, "fallback")
             return f"{detail}: the fallback answers every request while the circuit is open"
         serving = {i.id for i in self.instances(service.name) if i.alive}
-        failing = [i for i in instance_ids if i in serving] or sorted(serving)
+        failing = [i for i in instance_ids if i in serving]
+        # Asked without naming them (an operator's trigger): the pods with a problem, else all.
+        failing = failing or sorted(serving & self._problems.keys()) or sorted(serving)
         detail = await self._switch(service).isolate(failing)
         if set(failing) >= serving:
             detail += (
@@ -455,8 +462,8 @@ class KubernetesPlatform:
         if self._role(service) == "fallback":
             parts.append(await self.switch_back(service))
         isolated = [p for p in self._pods_of(service) if labels_of(p).get(SERVING_LABEL) == "false"]
-        well = [name_of(p) for p in isolated if pod_problem(p, workload) is None]
-        still = [name_of(p) for p in isolated if pod_problem(p, workload) is not None]
+        well = [name_of(p) for p in isolated if self._problem(p, workload) is None]
+        still = [name_of(p) for p in isolated if self._problem(p, workload) is not None]
         switch = self._switch(service) if isolated else None
         if switch is not None and well:
             parts.append(await switch.readmit(well))
@@ -565,7 +572,7 @@ class KubernetesPlatform:
             done
             and failed is None
             and bool(pods)
-            and all(pod_ready(p) and pod_problem(p, workload) is None for p in pods)
+            and all(pod_ready(p) and self._problem(p, workload) is None for p in pods)
         )
 
     # -- watching -------------------------------------------------------------------------
@@ -619,11 +626,14 @@ class KubernetesPlatform:
         if involved is None or involved.kind != "Pod" or involved.name is None:
             return
         self._warnings[involved.name] = f"{event.reason}: {event.message}"
+        for name, spec in self._specs.items():
+            if self._workload(spec).namespace == involved.namespace:
+                self._refresh(name)
 
     def _refresh(self, service: str) -> None:
         """Compare the service's pods as the watches show them with what was last reported,
         and report the difference: new pods, problems that began or ended, pods gone."""
-        if self._adopting:
+        if not self._listed:
             return  # reconcile refreshes every service once every first listing is in
         spec = self._specs[service]
         workload = self._workload(spec)
@@ -631,13 +641,15 @@ class KubernetesPlatform:
         seen: dict[str, Instance] = {}
         self._note_healthy(spec, self._pods_of(spec))
         for pod in self._pods_of(spec, serving=True):
+            if not present(pod):
+                continue
             instance = pod_instance(spec, workload, pod)
             seen[instance.id] = instance
             before = known.get(instance.id)
             if before is None:
                 kind = InstanceEventKind.ADOPTED if self._adopting else InstanceEventKind.STARTED
                 self._emit(kind, instance)
-            problem = pod_problem(pod, workload)
+            problem = self._problem(pod, workload)
             reported = self._problems.get(instance.id)
             if problem is not None and problem != reported:
                 self._problems[instance.id] = problem
@@ -654,6 +666,9 @@ class KubernetesPlatform:
                 ended = replace(instance, state=InstanceState.STOPPED, ended_at=datetime.now(UTC))
                 self._emit(InstanceEventKind.STOPPED, ended)
         self._instances[service] = seen
+
+    def _problem(self, pod: Pod, workload: KubernetesWorkload) -> str | None:
+        return pod_problem(pod, workload, self._warnings.get(name_of(pod)))
 
     def _emit(self, kind: InstanceEventKind, instance: Instance, detail: str = "") -> None:
         event = InstanceEvent(kind, instance, detail)

@@ -30,6 +30,8 @@ TEMPLATE_HASH = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
+READINESS_FAILED = "Unhealthy: Readiness probe failed"
+"""How the kubelet's Warning event about a failing readiness probe begins (reason: message)."""
 WAITING_PROBLEMS = frozenset(
     {
         "CrashLoopBackOff",
@@ -98,9 +100,11 @@ def pod_ready(pod: Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
-def pod_problem(pod: Pod, workload: KubernetesWorkload) -> str | None:
+def pod_problem(pod: Pod, workload: KubernetesWorkload, warning: str | None = None) -> str | None:
     """What keeps the pod from serving, in the cluster's words (None: nothing, or it is still
-    starting). A container that restarted and runs ready again has no problem left."""
+    starting). A container that restarted and runs ready again has no problem left.
+    ``warning``: the cluster's last Warning event about the pod (a failing readiness probe
+    is what tells a pod that stopped being ready from one still starting)."""
     status = container_status(pod, workload)
     phase = pod.status.phase if pod.status else None
     if phase == "Failed":
@@ -124,7 +128,17 @@ def pod_problem(pod: Pod, workload: KubernetesWorkload) -> str | None:
     running = status.state.running if status.state else None
     if running is not None and status.started and last is not None:
         return f"not ready after a restart (last exit: {last.reason or last.exitCode})"
+    if running is not None and warning is not None and warning.startswith(READINESS_FAILED):
+        return f"not ready: {warning.removeprefix('Unhealthy: ')}"
     return None
+
+
+def present(pod: Pod) -> bool:
+    """The pod is one of the service's instances: it has an address to probe (a pod still
+    being scheduled has none) and is not leaving (a terminating pod is out of every
+    Service's endpoints already)."""
+    leaving = pod.metadata is not None and pod.metadata.deletionTimestamp is not None
+    return not leaving and pod.status is not None and bool(pod.status.podIP)
 
 
 def pod_state(pod: Pod) -> InstanceState:
