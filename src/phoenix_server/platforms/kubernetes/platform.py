@@ -92,6 +92,8 @@ class KubernetesPlatform:
         self._instances: dict[str, dict[str, Instance]] = {}
         self._problems: dict[str, str] = {}
         """Pod name → the problem last reported for it."""
+        self._was_ready: set[str] = set()
+        """Pods seen ready at least once (a readiness failure then is a problem)."""
         self._warnings: dict[str, str] = {}
         """Pod name → the cluster's last Warning event about it (shown with its problem)."""
         self._pods: dict[str, ObjectWatch[Pod]] = {}
@@ -392,6 +394,8 @@ class KubernetesPlatform:
             template = labels_of(pod).get(TEMPLATE_HASH)
             if problem is None or template is None or template in proven:
                 continue
+            if problem.startswith("not ready:"):
+                continue  # a readiness probe failing while it warms up is no bad release yet
             revision = self._revision_of(service, template)
             return (
                 Strategy.ROLLBACK,
@@ -663,12 +667,21 @@ class KubernetesPlatform:
             if name not in seen:
                 self._problems.pop(name, None)
                 self._warnings.pop(name, None)
+                self._was_ready.discard(name)
                 ended = replace(instance, state=InstanceState.STOPPED, ended_at=datetime.now(UTC))
                 self._emit(InstanceEventKind.STOPPED, ended)
         self._instances[service] = seen
 
     def _problem(self, pod: Pod, workload: KubernetesWorkload) -> str | None:
-        return pod_problem(pod, workload, self._warnings.get(name_of(pod)))
+        name = name_of(pod)
+        if pod_ready(pod):
+            self._was_ready.add(name)
+        problem = pod_problem(pod, workload, self._warnings.get(name))
+        if problem is not None and problem.startswith("not ready:") and name not in self._was_ready:
+            # Never ready yet: a readiness probe failing while it warms up. Phoenix's own
+            # probes give it its startup time; a crash or a waiting reason is reported at once.
+            return None
+        return problem
 
     def _emit(self, kind: InstanceEventKind, instance: Instance, detail: str = "") -> None:
         event = InstanceEvent(kind, instance, detail)
