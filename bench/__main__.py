@@ -17,6 +17,7 @@ BENCHMARKS = [
     "alerting",
     "docker_client",
     "docker",
+    "kubernetes",
 ]
 
 

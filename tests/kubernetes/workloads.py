@@ -20,8 +20,16 @@ def deployment(
     replicas: int = 2,
     labels: dict[str, str] | None = None,
     progress_deadline: int = 600,
+    readiness: str = "http",
 ) -> dict[str, Any]:
-    """A Deployment whose pods serve HTTP on PORT (the fake kubelet runs a real server)."""
+    """A Deployment whose pods serve HTTP on PORT (the fake kubelet runs a real server),
+    with an ``http`` readiness probe on /health or a ``tcp`` one (which a hung server still
+    passes, as with a real kubelet)."""
+    probe: dict[str, Any] = (
+        {"httpGet": {"path": "/health", "port": PORT}}
+        if readiness == "http"
+        else {"tcpSocket": {"port": PORT}}
+    )
     selector = {"app": name}
     return {
         "apiVersion": "apps/v1",
@@ -39,10 +47,7 @@ def deployment(
                             "name": "app",
                             "image": image,
                             "ports": [{"containerPort": PORT}],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/health", "port": PORT},
-                                "periodSeconds": 2,
-                            },
+                            "readinessProbe": {**probe, "periodSeconds": 2},
                         }
                     ]
                 },
