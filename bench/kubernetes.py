@@ -8,7 +8,7 @@ server can run here: see its README), in one run:
   Target: median < 100 ms.
 * **hung pod**: its server accepts connections and never answers (Kubernetes still calls
   it Ready) → Phoenix's probes call it unhealthy, beside Kubernetes' default liveness probe
-  (period 10 s × failure threshold 3 ≈ 30 s). Target: within three of Phoenix's probe
+  (period 10 s x failure threshold 3 ≈ 30 s). Target: within three of Phoenix's probe
   intervals.
 * **API calls for 500 healthy pods**: what Phoenix asks of the API server while nothing
   changes — lists and watches, never polling. Target: well under one request per pod per
@@ -31,6 +31,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from tests.kubernetes.fake.behaviour import Behaviour
+from tests.kubernetes.fake.cluster import FakeCluster
+from tests.kubernetes.workloads import NAMESPACE, cluster_prelude, deployment, namespace
+
 from phoenix_server.config.servicefile import parse_service_file
 from phoenix_server.config.settings import load_settings
 from phoenix_server.domain.health import ServiceStatus
@@ -38,15 +42,12 @@ from phoenix_server.platforms.kubernetes import KubernetesPlatform
 from phoenix_server.platforms.kubernetes.api import WATCH_SECONDS
 from phoenix_server.runtime import Runtime
 from phoenix_server.store.database import Store
-from tests.kubernetes.fake.behaviour import Behaviour
-from tests.kubernetes.fake.cluster import FakeCluster
-from tests.kubernetes.workloads import NAMESPACE, cluster_prelude, deployment, namespace
 
 REACTION_TARGET = 0.100
 PROBE_INTERVAL = 1.0
 HANG_TARGET = 3 * PROBE_INTERVAL
 KUBERNETES_LIVENESS = 10.0 * 3
-"""Kubernetes' default liveness probe: periodSeconds 10 × failureThreshold 3."""
+"""Kubernetes' default liveness probe: periodSeconds 10 x failureThreshold 3."""
 FLEET = 500
 SERVICE = f"""  - name: web
     platform: kubernetes
