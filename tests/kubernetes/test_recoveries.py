@@ -331,3 +331,36 @@ async def test_a_statefulset_is_restarted_through_a_rollout_and_verified(
             runtime.catalog.get("db"), Strategy.ROLLBACK
         )
         assert "is a StatefulSet" in reason
+
+
+async def test_circuit_breaking_with_a_fallback_switches_the_service_to_it_and_back(
+    tmp_path: Path, cluster: FakeCluster
+) -> None:
+    await cluster.apply(deployment(replicas=2))
+    await cluster.apply(deployment("web-degraded", image="shop/degraded:1", replicas=1))
+    await cluster.apply(service())
+    await cluster.wait_for(lambda: len(running_pods(cluster)) == 2, what="primary pods")
+    await cluster.wait_for(lambda: running_pods(cluster, "web-degraded"), what="fallback pod")
+    section = "service: web, fallback: web-degraded"
+    async with phoenix(
+        tmp_path, cluster, section=section, extra="circuit: {open_for: 2s}", AUTO_RECOVERY="false"
+    ) as runtime:
+        await every_pod_healthy(runtime, 2)
+        recovery = await runtime.trigger(
+            service="web", strategy=Strategy.CIRCUIT_BREAK, reason="test", force=True
+        )
+        await cluster.wait_for(
+            lambda: (
+                (cluster.get("services", "web", NAMESPACE) or {})["spec"]["selector"]
+                == {"app": "web-degraded"}
+            ),
+            timeout=10,
+            what="the Service on the fallback while the circuit is open",
+        )
+        done = await finished(runtime, recovery.id, timeout=40)
+        assert done.status is RecoveryStatus.COMPLETED, done
+        assert "the fallback answers every request" in (done.steps[0].detail or "")
+        assert "selects web again" in (done.steps[2].detail or "")
+        restored = cluster.get("services", "web", NAMESPACE)
+        assert restored is not None and restored["spec"]["selector"] == {"app": "web"}
+        await healthy(runtime, "web")
