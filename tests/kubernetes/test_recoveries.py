@@ -5,6 +5,7 @@ verified by the rollout's status and by probing the new pods."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from phoenix_server.domain.recoveries import RecoveryStatus, Strategy
 from phoenix_server.runtime import Runtime
 from tests.kubernetes.fake.behaviour import Behaviour
 from tests.kubernetes.fake.cluster import FakeCluster
+from tests.kubernetes.fake.resources import PODS
 from tests.kubernetes.workloads import (
     NAMESPACE,
     cluster_prelude,
@@ -363,4 +365,50 @@ async def test_circuit_breaking_with_a_fallback_switches_the_service_to_it_and_b
         assert "selects web again" in (done.steps[2].detail or "")
         restored = cluster.get("services", "web", NAMESPACE)
         assert restored is not None and restored["spec"]["selector"] == {"app": "web"}
+        await healthy(runtime, "web")
+
+
+async def test_a_circuit_an_earlier_phoenix_left_open_is_closed_at_start(
+    tmp_path: Path, cluster: FakeCluster
+) -> None:
+    """Phoenix stopped mid-recovery: a pod still relabelled out of the endpoints and the
+    Service still on the fallback. The next Phoenix closes the circuit it finds open."""
+    serving = {"phoenix.dev/serving": "true"}
+    await cluster.apply(deployment(replicas=2, labels=serving))
+    await cluster.apply(deployment("web-degraded", image="shop/degraded:1", replicas=1))
+    await cluster.wait_for(lambda: len(running_pods(cluster)) == 2, what="two pods")
+    await cluster.wait_for(lambda: running_pods(cluster, "web-degraded"), what="fallback pod")
+    left = running_pods(cluster)[0]
+    cluster.registry.mutate(
+        PODS,
+        NAMESPACE,
+        left,
+        lambda p: p["metadata"]["labels"].update({"phoenix.dev/serving": "false"}),
+    )
+    switched = service(selector={"app": "web-degraded"})
+    switched["metadata"]["annotations"] = {
+        "phoenix.dev/serving-role": "fallback",
+        "phoenix.dev/primary-selector": json.dumps({"app": "web", **serving}),
+    }
+    await cluster.apply(switched)
+    section = "service: web, fallback: web-degraded"
+    async with phoenix(tmp_path, cluster, section=section, AUTO_RECOVERY="false") as runtime:
+        await cluster.wait_for(
+            lambda: (
+                (cluster.get("services", "web", NAMESPACE) or {})["spec"]["selector"]
+                == {"app": "web", **serving}
+            ),
+            timeout=10,
+            what="the Service back on the primary",
+        )
+        await cluster.wait_for(
+            lambda: (
+                (cluster.get("pods", left, NAMESPACE) or {})["metadata"]["labels"].get(
+                    "phoenix.dev/serving"
+                )
+                == "true"
+            ),
+            timeout=10,
+            what="the healthy pod readmitted",
+        )
         await healthy(runtime, "web")

@@ -190,6 +190,9 @@ class KubernetesPlatform:
             self._refresh(name)
         self._adopting = False
         self.tasks.keep_running(self._fail_back, name="kubernetes-failback")
+        for name, spec in self._specs.items():
+            if self._circuit_left_open(spec):
+                self.tasks.spawn(self._close_left_circuit(spec), name=f"close-circuit-{name}")
         failed: dict[str, str] = {}
         for name, spec in self._specs.items():
             if self._workload_object(spec) is None:
@@ -474,6 +477,22 @@ class KubernetesPlatform:
         if still:
             parts.append(await self.replace_instances(service, still))
         return "; ".join(parts) or "nothing was isolated"
+
+    def _circuit_left_open(self, spec: ServiceSpec) -> bool:
+        """A circuit an earlier Phoenix opened and never closed (it stopped mid-recovery):
+        pods still relabelled out of the endpoints, or the Service still on the fallback."""
+        if self._workload(spec).service is None:
+            return False
+        isolated = any(labels_of(p).get(SERVING_LABEL) == "false" for p in self._pods_of(spec))
+        return isolated or self._role(spec) == "fallback"
+
+    async def _close_left_circuit(self, spec: ServiceSpec) -> None:
+        try:
+            detail = await self.close_circuit(spec)
+        except PlatformError as exc:
+            log.warning("%s: cannot close the circuit left open: %s", spec.name, exc.message)
+            return
+        log.warning("%s: closed the circuit an earlier Phoenix left open: %s", spec.name, detail)
 
     def _switch(self, service: ServiceSpec) -> TrafficSwitch:
         workload = self._workload(service)
