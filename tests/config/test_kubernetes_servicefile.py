@@ -138,3 +138,24 @@ def test_a_bad_cluster_section_is_located() -> None:
     found = problems("kubernetes_cluster: {kubeconfig: '', contxt: a}\n" + kube())
     paths = sorted(p.path for p in found)
     assert paths == ["kubernetes_cluster.contxt", "kubernetes_cluster.kubeconfig"], found
+
+
+@pytest.mark.parametrize(
+    ("health", "path"),
+    [
+        ("{http: 'http://localhost:{port}/health'}", "health.http"),
+        ("{tcp: '127.0.0.1:8080'}", "health.tcp"),
+        ("{command: [curl, -f, 'http://x/']}", "health.command"),
+    ],
+)
+def test_a_check_that_cannot_reach_the_pods_is_refused(health: str, path: str) -> None:
+    text = kube().replace(HEALTH, f"health: {health}")
+    found = [p for p in problems(text) if p.path == f"services[0] (web).{path}"]
+    assert found, problems(text)
+    assert "Phoenix's machine" in found[0].message or "Phoenix's own machine" in found[0].message
+
+
+def test_a_check_of_the_service_by_its_dns_name_is_accepted() -> None:
+    text = kube().replace(HEALTH, "health: {http: 'http://web.shop.svc:80/health'}")
+    (spec,) = list(parse(text))
+    assert spec.health.check == svc.HttpCheck("http://web.shop.svc:80/health")

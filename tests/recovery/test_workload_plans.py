@@ -44,7 +44,7 @@ def test_a_restart_deletes_only_the_failing_pods_when_others_still_serve() -> No
     plan = plan_for(Strategy.RESTART, PlanInput(SPEC, pods("a", "b", "c"), only=frozenset({"b"})))
     assert actions(plan.steps) == [
         ("replace_instances", {"instances": ["b"]}),
-        ("await_rollout", {"replaced": ["b"]}),
+        ("await_rollout", {"replaced": [["b", "2026-12-04T00:00:00+00:00"]]}),
         ("verify_health", {}),
     ]
 

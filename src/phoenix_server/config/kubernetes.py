@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -194,6 +195,22 @@ def kubernetes_problems(service: Any) -> list[tuple[str, str]]:
         )
     elif health.process:
         found.append(("health.process", "a pod's processes are not on Phoenix's machine"))
+    elif health.command:
+        found.append(
+            ("health.command", "a command check runs on Phoenix's machine, not in the pod")
+        )
+    else:
+        target = health.http.url if health.http is not None else str(health.tcp)
+        host = urlsplit(target if "://" in target else f"tcp://{target}").hostname or ""
+        if host in ("localhost", "::1") or host.startswith("127."):
+            path = "health.http" if health.http is not None else "health.tcp"
+            found.append(
+                (
+                    path,
+                    f"{host} is Phoenix's own machine: check each pod at {{address}} (its IP) "
+                    "or the Service by its DNS name",
+                )
+            )
     for index, version in enumerate(service.versions):
         if version.image is None:
             found.append(

@@ -305,15 +305,18 @@ def plan_workload_restart(given: PlanInput) -> Plan:
     serve; a rollout restart (as ``kubectl rollout restart`` does it) when all are bad."""
     service = given.service
     live = [i for i in given.instances if i.alive]
-    failing = [i.id for i in live if given.only is not None and i.id in given.only]
+    failing = [i for i in live if given.only is not None and i.id in given.only]
     if failing and len(failing) < len(live):
+        # A replacement may take the same name (a StatefulSet's pod): it is told from the
+        # pod it replaces by when it was created.
+        replaced = [[i.id, i.started_at.isoformat()] for i in failing]
         return Plan(
             (
                 PlannedStep(
                     "Failing pods replaced", "replace_instances", TRAFFIC_TIMEOUT,
-                    params={"instances": failing},
+                    params={"instances": [i.id for i in failing]},
                 ),
-                *_rollout_steps(service, replaced=failing),
+                *_rollout_steps(service, replaced=replaced),
             )
         )  # fmt: skip
     first = PlannedStep("Rollout restart", "restart_workload", TRAFFIC_TIMEOUT)

@@ -60,14 +60,18 @@ async def await_rollout(ctx: StepContext, step: PlannedStep, timeout: float) -> 
     workloads = _workloads(ctx)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    replaced = {str(name) for name in _listed(step.params.get("replaced"))}
+    replaced = {
+        (str(pair[0]), str(pair[1]))
+        for pair in _listed(step.params.get("replaced"))
+        if isinstance(pair, list | tuple) and len(pair) == 2
+    }
     replicas = step.params.get("replicas")
     wanted = replicas if isinstance(replicas, int) else 0
 
     def complete(rollout: Rollout) -> bool:
         # A pod deletion does not move the Deployment's generation: its status may still
         # be the one from before, so the replacements themselves must be there.
-        pods = {i.id for i in rollout.instances}
+        pods = {(i.id, i.started_at.isoformat()) for i in rollout.instances}
         return (
             rollout.done
             and rollout.replicas >= wanted

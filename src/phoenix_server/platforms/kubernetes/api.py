@@ -25,8 +25,13 @@ REQUEST_TIMEOUT = 10.0
 WATCH_SECONDS = 290
 """How long the server keeps one watch request open before Phoenix opens the next (from
 the last resourceVersion seen: nothing is missed in between)."""
+SILENCE_MARGIN = 30
+"""Seconds beyond WATCH_SECONDS a watch may stay silent before it is reopened: the server
+ends every stream by then, so silence past it means a connection that died half-open."""
 RETRY_MIN = 0.2
 RETRY_MAX = 10.0
+RELIST_AFTER = 3
+"""Consecutive failures (other than the connection's) after which a watch lists afresh."""
 
 
 def connect(cluster: KubernetesCluster) -> AsyncClient:
@@ -106,6 +111,9 @@ class ObjectWatch(Generic[R]):
         """Why the watch is not current now (None: it is)."""
         self.requests = 0
         """API requests made (lists and watches): what the cluster pays for this watch."""
+        self._failures = 0
+        self._version: str | None = None
+        """The last resourceVersion seen: where a watch resumes (None: list first)."""
         self.relists = 0
 
     @property
@@ -114,20 +122,29 @@ class ObjectWatch(Generic[R]):
 
     async def run(self) -> None:
         delay = RETRY_MIN
-        version: str | None = None
         while True:
             try:
-                if version is None:
-                    version = await self._relist()
+                if self._version is None:
+                    self._version = await self._relist()
                     delay = RETRY_MIN
-                version = await self._watch(version)
+                await self._watch()
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                continue  # silent past the server's own limit: reopen from the last version
             except Exception as exc:
                 if gone(exc):
                     log.info("watch of %s expired (410 Gone): listing again", self.what)
-                    version = None
+                    self._version = None
                     continue
+                if self._failures == 0:
+                    delay = RETRY_MIN  # the first failure since events flowed again
+                self._failures += 1
+                if self._failures >= RELIST_AFTER and not isinstance(exc, httpx2.TransportError):
+                    # The same error again and again (an event that cannot be decoded,
+                    # say): resuming would meet it again; a fresh listing does not.
+                    self._version = None
+                    self._failures = 0
                 self.problem = f"watch of {self.what} interrupted: {describe(exc)}"
                 log.warning("%s; retrying in %.1fs", self.problem, delay)
                 await asyncio.sleep(delay)
@@ -157,21 +174,27 @@ class ObjectWatch(Generic[R]):
         self.synced.set()
         return version
 
-    async def _watch(self, version: str) -> str:
-        """Follow changes from ``version``; returns the last version seen when the stream
-        ends (lightkube reopens a stream the server closed on its own)."""
+    async def _watch(self) -> None:
+        """Follow changes from the last version seen (lightkube reopens a stream the server
+        closed on its own, from the last version it saw). A stream silent for longer than
+        the server keeps one open is taken as a half-open connection and reopened."""
+        assert self._version is not None
         self.requests += 1
         stream = self._client.watch(
             self._resource,
             namespace=self._namespace,
-            resource_version=version,
+            resource_version=self._version,
             server_timeout=WATCH_SECONDS,
-        )
-        async for kind, obj in stream:
+        ).__aiter__()
+        self.problem = None  # reconnecting: said again at once if this attempt fails
+        while True:
+            async with asyncio.timeout(WATCH_SECONDS + SILENCE_MARGIN):
+                kind, obj = await stream.__anext__()
             self.problem = None
+            self._failures = 0
             meta: Any = getattr(obj, "metadata", None)
             if meta is not None and meta.resourceVersion:
-                version = meta.resourceVersion
+                self._version = meta.resourceVersion
             if kind == "BOOKMARK":
                 continue
             name = meta.name if meta is not None else None
@@ -182,7 +205,6 @@ class ObjectWatch(Generic[R]):
             else:
                 self.objects[name] = obj
             self._emit(kind, obj)
-        return version
 
     def _emit(self, kind: str, obj: R) -> None:
         try:

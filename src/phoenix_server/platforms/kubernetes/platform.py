@@ -12,13 +12,16 @@ reported as such, and what to do about it is the recovery's choice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx2
 from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet, StatefulSet
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Event, Pod, Service
@@ -36,7 +39,7 @@ from phoenix_server.domain.services import (
     WorkloadKind,
 )
 from phoenix_server.platforms.base import EventListener, InstanceEvent, InstanceEventKind, Rollout
-from phoenix_server.platforms.kubernetes.api import ObjectWatch, call, connect
+from phoenix_server.platforms.kubernetes.api import ObjectWatch, call, connect, describe
 from phoenix_server.platforms.kubernetes.reading import (
     RESTARTED_AT,
     REVISION,
@@ -44,11 +47,12 @@ from phoenix_server.platforms.kubernetes.reading import (
     WAITING_PROBLEMS,
     annotations_of,
     deployment_rollout,
-    labels_match,
     labels_of,
     name_of,
+    owned_by,
     pod_image,
     pod_instance,
+    pod_key,
     pod_problem,
     pod_ready,
     present,
@@ -68,6 +72,8 @@ SUPPORTED = frozenset(Strategy)
 NOT_YET = "not available for kubernetes services yet"
 SYNC_TIMEOUT = 10.0
 """Seconds reconcile waits for the first listing of each watched kind."""
+CACHE_TIMEOUT = 5.0
+"""Seconds to wait for the watches to show a change Phoenix just made."""
 FAILBACK_CHECK = 1.0
 """Seconds between looks at failed-over services' primaries. A primary must stay fully
 available for its service's stabilisation period before the Service goes back to it."""
@@ -91,6 +97,7 @@ class KubernetesPlatform:
         self._specs: dict[str, ServiceSpec] = {}
         self._instances: dict[str, dict[str, Instance]] = {}
         self._problems: dict[str, str] = {}
+        # Pod state is keyed by namespace/name: two namespaces may hold pods of one name.
         """Pod name → the problem last reported for it."""
         self._was_ready: set[str] = set()
         """Pods seen ready at least once (a readiness failure then is a problem)."""
@@ -145,6 +152,9 @@ class KubernetesPlatform:
             missing[Strategy.SCALE] = (
                 f"service '{name}' already asks for {wanted} replica(s), its declared maximum "
                 f"(replicas.max: {service.replicas.max})"
+                if wanted == service.replicas.max
+                else f"service '{name}' asks for {wanted} replica(s), above its replicas.max "
+                f"({service.replicas.max}): raise replicas.max to let Phoenix scale it out"
             )
         return missing
 
@@ -181,18 +191,14 @@ class KubernetesPlatform:
             async with asyncio.timeout(SYNC_TIMEOUT):
                 await asyncio.gather(*(w.synced.wait() for w in watches))
         except TimeoutError:
-            problems = [w.problem for w in watches if w.problem] or ["no answer"]
-            self.problem = f"cannot list the cluster's objects: {problems[0]}"
-            self._adopting = False
+            problems = [w.problem for w in watches if w.problem] or ["no answer yet"]
+            self.problem = (
+                f"cannot list the cluster's objects: {problems[0]}; Phoenix keeps trying "
+                "and takes the cluster's view as soon as it answers"
+            )
+            self.tasks.spawn(self._when_listed(watches), name="kubernetes-first-listing")
             return {name: self.problem for name in self._specs}
-        self._listed = True
-        for name in self._specs:
-            self._refresh(name)
-        self._adopting = False
-        self.tasks.keep_running(self._fail_back, name="kubernetes-failback")
-        for name, spec in self._specs.items():
-            if self._circuit_left_open(spec):
-                self.tasks.spawn(self._close_left_circuit(spec), name=f"close-circuit-{name}")
+        self._take_view()
         failed: dict[str, str] = {}
         for name, spec in self._specs.items():
             if self._workload_object(spec) is None:
@@ -201,6 +207,23 @@ class KubernetesPlatform:
                     f"{workload.kind.value} {workload.namespace}/{workload.name} not found"
                 )
         return failed
+
+    async def _when_listed(self, watches: list[ObjectWatch[Any]]) -> None:
+        """The cluster answered late: take its view once every first listing is in."""
+        await asyncio.gather(*(w.synced.wait() for w in watches))
+        self.problem = None
+        self._take_view()
+
+    def _take_view(self) -> None:
+        """Every first listing is in: what runs is adopted, then changes are followed."""
+        self._listed = True
+        for name in self._specs:
+            self._refresh(name)
+        self._adopting = False
+        self.tasks.keep_running(self._fail_back, name="kubernetes-failback")
+        for name, spec in self._specs.items():
+            if self._circuit_left_open(spec):
+                self.tasks.spawn(self._close_left_circuit(spec), name=f"close-circuit-{name}")
 
     async def shutdown(self, *, keep_running: bool) -> None:
         """The cluster keeps running the workloads whatever Phoenix does: stop watching."""
@@ -213,15 +236,40 @@ class KubernetesPlatform:
 
     async def replace_instances(self, service: ServiceSpec, instance_ids: Sequence[str]) -> str:
         workload = self._workload(service)
-        deleted = []
+        deleted, gone = [], []
         for pod in instance_ids:
-            await call(
-                f"delete pod {workload.namespace}/{pod}",
-                self.client().delete(Pod, pod, namespace=workload.namespace),
-            )
+            try:
+                await self.client().delete(Pod, pod, namespace=workload.namespace)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise PlatformError(
+                        f"Kubernetes API: delete pod {workload.namespace}/{pod}: {describe(exc)}"
+                    ) from exc
+                gone.append(pod)  # already gone: what was asked is done
+                continue
+            except (httpx2.HTTPError, OSError) as exc:
+                raise PlatformError(
+                    f"Kubernetes API: delete pod {workload.namespace}/{pod}: {describe(exc)}"
+                ) from exc
             deleted.append(pod)
+        # Read our own writes: what follows judges the rollout from the watched pods, which
+        # must no longer show the deleted ones as serving.
+        await self._until(
+            lambda: not [p for p in self._pods_of(service) if name_of(p) in deleted and present(p)]
+        )
         kind = workload.kind.value
-        return f"deleted pod(s) {', '.join(deleted)}; {kind} {workload.name} replaces them"
+        said = f"deleted pod(s) {', '.join(deleted)}; {kind} {workload.name} replaces them"
+        return said + (f" ({', '.join(gone)} already gone)" if gone else "")
+
+    async def _until(self, condition: Callable[[], bool], timeout: float = CACHE_TIMEOUT) -> None:
+        """Wait (briefly) until the watched view shows ``condition``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition() and loop.time() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await self._changed.wait()
 
     async def restart_workload(self, service: ServiceSpec) -> str:
         workload = self._workload(service)
@@ -292,43 +340,56 @@ class KubernetesPlatform:
         return f"{kind} {workload.name}: container {container} set to {declared.image} ({version})"
 
     async def scale_workload(self, service: ServiceSpec, replicas: int) -> str:
+        """Scale out to ``replicas`` — never in: the target is at least the replicas asked for
+        now plus the service's step (pods still pending do not make it smaller), within
+        ``replicas.max`` and, with an HPA, within its maxReplicas."""
         workload = self._workload(service)
         client = self.client()
+        current = self.desired_replicas(service)
+        target = min(service.replicas.max, max(replicas, current + service.replicas.step))
         if workload.hpa is not None:
             hpa = await call(
                 f"read HPA {workload.namespace}/{workload.hpa}",
                 client.get(HorizontalPodAutoscaler, workload.hpa, namespace=workload.namespace),
             )
-            ceiling = hpa.spec.maxReplicas if hpa.spec is not None else replicas
-            if replicas > ceiling:
+            ceiling = hpa.spec.maxReplicas if hpa.spec is not None else target
+            floor = (hpa.spec.minReplicas if hpa.spec is not None else None) or 1
+            target = min(target, ceiling)
+            if target <= max(current, floor):
                 raise PlatformError(
-                    f"HPA {workload.hpa} allows at most {ceiling} replicas (maxReplicas); "
-                    f"Phoenix does not raise its ceiling"
+                    f"HPA {workload.hpa} already runs {current} replica(s) (minReplicas "
+                    f"{floor}, maxReplicas {ceiling}); Phoenix does not raise its ceiling"
                 )
             await call(
                 f"minReplicas of HPA {workload.namespace}/{workload.hpa}",
                 client.patch(
                     HorizontalPodAutoscaler,
                     workload.hpa,
-                    {"spec": {"minReplicas": replicas}},
+                    {"spec": {"minReplicas": target}},
                     namespace=workload.namespace,
                     patch_type=PatchType.MERGE,
                 ),
             )
             return (
-                f"HPA {workload.hpa}: minReplicas {replicas} (it scales {workload.name} from there)"
+                f"HPA {workload.hpa}: minReplicas {floor} -> {target} (it scales "
+                f"{workload.name} from there)"
+            )
+        if target <= current:
+            raise PlatformError(
+                f"{workload.kind.value} {workload.name} already asks for {current} replica(s), "
+                f"the service's replicas.max ({service.replicas.max})"
             )
         await call(
             f"replicas of {workload.kind.value} {workload.namespace}/{workload.name}",
             client.patch(
                 self._resource(workload),
                 workload.name,
-                {"spec": {"replicas": replicas}},
+                {"spec": {"replicas": target}},
                 namespace=workload.namespace,
                 patch_type=PatchType.MERGE,
             ),
         )
-        return f"{workload.kind.value} {workload.name}: {replicas} replicas"
+        return f"{workload.kind.value} {workload.name}: {current} -> {target} replicas"
 
     def desired_replicas(self, service: ServiceSpec) -> int:
         found = self._workload_object(service)
@@ -360,7 +421,7 @@ class KubernetesPlatform:
         )
         fresh = [p for p in pods if current is not None and labels_of(p).get(label) == current]
         if failed is None:
-            for pod in fresh:
+            for pod in (p for p in fresh if present(p)):
                 problem = self._problem(pod, workload)
                 if problem is not None and problem.split(" ", 1)[0].rstrip(":") in WAITING_PROBLEMS:
                     failed = f"pod {name_of(pod)}: {problem}"
@@ -454,7 +515,13 @@ class KubernetesPlatform:
         serving = {i.id for i in self.instances(service.name) if i.alive}
         failing = [i for i in instance_ids if i in serving]
         # Asked without naming them (an operator's trigger): the pods with a problem, else all.
-        failing = failing or sorted(serving & self._problems.keys()) or sorted(serving)
+        troubled = {n for n in serving if f"{workload.namespace}/{n}" in self._problems}
+        failing = failing or sorted(troubled)
+        if not failing:
+            raise PlatformError(
+                f"no pod of service '{service.name}' is known to fail: nothing to take out of "
+                "the Service's endpoints (declare kubernetes.fallback to switch it whole)"
+            )
         detail = await self._switch(service).isolate(failing)
         if set(failing) >= serving:
             detail += (
@@ -630,6 +697,10 @@ class KubernetesPlatform:
 
     def _on_pod(self, kind: str, pod: Pod) -> None:
         namespace = pod.metadata.namespace if pod.metadata else None
+        if kind == "DELETED":
+            key = pod_key(pod)
+            self._warnings.pop(key, None)
+            self._was_ready.discard(key)
         for name, spec in self._specs.items():
             if self._workload(spec).namespace == namespace:
                 self._refresh(name)
@@ -648,7 +719,10 @@ class KubernetesPlatform:
         involved = event.involvedObject
         if involved is None or involved.kind != "Pod" or involved.name is None:
             return
-        self._warnings[involved.name] = f"{event.reason}: {event.message}"
+        pods = self._pods.get(involved.namespace or "")
+        if pods is None or involved.name not in pods.objects:
+            return  # about a pod gone or not yet seen: nothing to explain (and kept bounded)
+        self._warnings[f"{involved.namespace}/{involved.name}"] = f"{event.reason}: {event.message}"
         for name, spec in self._specs.items():
             if self._workload(spec).namespace == involved.namespace:
                 self._refresh(name)
@@ -672,31 +746,30 @@ class KubernetesPlatform:
             if before is None:
                 kind = InstanceEventKind.ADOPTED if self._adopting else InstanceEventKind.STARTED
                 self._emit(kind, instance)
+            key = pod_key(pod)
             problem = self._problem(pod, workload)
-            reported = self._problems.get(instance.id)
+            reported = self._problems.get(key)
             if problem is not None and problem != reported:
-                self._problems[instance.id] = problem
-                warning = self._warnings.get(instance.id)
+                self._problems[key] = problem
+                warning = self._warnings.get(key)
                 said = f" ({warning})" if warning and warning not in problem else ""
                 self._emit(InstanceEventKind.UNHEALTHY, instance, f"{problem}{said}")
             elif problem is None and reported is not None:
-                del self._problems[instance.id]
+                del self._problems[key]
                 self._emit(InstanceEventKind.HEALTHY, instance, "running and ready again")
         for name, instance in known.items():
             if name not in seen:
-                self._problems.pop(name, None)
-                self._warnings.pop(name, None)
-                self._was_ready.discard(name)
+                self._problems.pop(f"{workload.namespace}/{name}", None)
                 ended = replace(instance, state=InstanceState.STOPPED, ended_at=datetime.now(UTC))
                 self._emit(InstanceEventKind.STOPPED, ended)
         self._instances[service] = seen
 
     def _problem(self, pod: Pod, workload: KubernetesWorkload) -> str | None:
-        name = name_of(pod)
+        key = pod_key(pod)
         if pod_ready(pod):
-            self._was_ready.add(name)
-        problem = pod_problem(pod, workload, self._warnings.get(name))
-        if problem is not None and problem.startswith("not ready:") and name not in self._was_ready:
+            self._was_ready.add(key)
+        problem = pod_problem(pod, workload, self._warnings.get(key))
+        if problem is not None and problem.startswith("not ready:") and key not in self._was_ready:
             # Never ready yet: a readiness probe failing while it warms up. Phoenix's own
             # probes give it its startup time; a crash or a waiting reason is reported at once.
             return None
@@ -729,27 +802,24 @@ class KubernetesPlatform:
         return found
 
     def _pods_of(self, spec: ServiceSpec, *, serving: bool = False) -> list[Pod]:
-        """The workload's pods: those its selector matches (the controller's own test). With
-        ``serving``: the pods of whichever workload the Service routes to now (the backup's
-        while failed over)."""
+        """The workload's pods: those its controller owns (a Deployment's through its
+        ReplicaSets, named after it and the template's hash), whatever other workload's
+        selector they may also match. With ``serving``: the pods of whichever Deployment
+        the Service routes to now (the backup's while failed over)."""
         workload = self._workload(spec)
-        found = self._workload_object(spec)
         role = self._role(spec) if serving else "primary"
+        kind, name = workload.kind, workload.name
         if role != "primary":
-            other = workload.backup if role == "backup" else workload.fallback
-            watch_of = self._deployments.get(workload.namespace)
-            found = watch_of.objects.get(other or "") if watch_of else None
-        watch = self._pods.get(workload.namespace)
-        if found is None or watch is None or found.spec is None or found.spec.selector is None:
-            return []
-        selector = found.spec.selector.matchLabels or {}
-        if not selector:
-            return []
-        return [
-            p
-            for p in watch.objects.values()
-            if labels_match(selector, p.metadata.labels if p.metadata else None)
-        ]
+            kind = WorkloadKind.DEPLOYMENT
+            name = (workload.backup if role == "backup" else workload.fallback) or ""
+        watches: dict[str, Any] = (
+            self._deployments if kind is WorkloadKind.DEPLOYMENT else self._statefulsets
+        )
+        owners = watches.get(workload.namespace)
+        pods = self._pods.get(workload.namespace)
+        if owners is None or pods is None or name not in owners.objects:
+            return []  # no workload, no pods of it (those left are being collected)
+        return [p for p in pods.objects.values() if owned_by(p, kind, name)]
 
     def _first_container(self, spec: ServiceSpec) -> str:
         found = self._workload_object(spec)
@@ -761,7 +831,14 @@ class KubernetesPlatform:
 
     async def _replica_sets(self, workload: KubernetesWorkload) -> list[ReplicaSet]:
         found: list[ReplicaSet] = []
-        listing = self.client().list(ReplicaSet, namespace=workload.namespace)
+        deployment = self._deployments.get(workload.namespace)
+        owner = deployment.objects.get(workload.name) if deployment else None
+        spec = owner.spec if owner is not None else None
+        # Only the Deployment's own (its selector), not every ReplicaSet of the namespace.
+        labels = dict(spec.selector.matchLabels or {}) if spec and spec.selector else None
+        listing = self.client().list(
+            ReplicaSet, namespace=workload.namespace, labels=labels or None
+        )
         async for replica_set in listing:
             owners = replica_set.metadata.ownerReferences if replica_set.metadata else None
             if any(o.kind == "Deployment" and o.name == workload.name for o in owners or []):

@@ -23,6 +23,7 @@ from phoenix_server.domain.services import (
     KubernetesWorkload,
     PlatformKind,
     ServiceSpec,
+    WorkloadKind,
 )
 
 TEMPLATE_HASH = "pod-template-hash"
@@ -59,6 +60,25 @@ def annotations_of(obj: Any) -> dict[str, str]:
 def name_of(obj: Any) -> str:
     meta = getattr(obj, "metadata", None)
     return str(meta.name) if meta is not None else ""
+
+
+def pod_key(pod: Pod) -> str:
+    """``namespace/name``: a pod's identity across the namespaces Phoenix watches."""
+    meta = pod.metadata
+    return f"{meta.namespace}/{meta.name}" if meta is not None else ""
+
+
+def owned_by(pod: Pod, kind: WorkloadKind, name: str) -> bool:
+    """The pod's controller is the workload: a StatefulSet directly, a Deployment through
+    the ReplicaSet it names ``<deployment>-<pod-template-hash>``."""
+    refs = (pod.metadata.ownerReferences if pod.metadata else None) or []
+    controller = next((r for r in refs if r.controller), None)
+    if controller is None:
+        return False
+    if kind is WorkloadKind.STATEFUL_SET:
+        return controller.kind == "StatefulSet" and controller.name == name
+    template = labels_of(pod).get(TEMPLATE_HASH)
+    return controller.kind == "ReplicaSet" and controller.name == f"{name}-{template}"
 
 
 def labels_match(selector: Mapping[str, str], labels: Mapping[str, str] | None) -> bool:
@@ -138,7 +158,8 @@ def present(pod: Pod) -> bool:
     being scheduled has none) and is not leaving (a terminating pod is out of every
     Service's endpoints already)."""
     leaving = pod.metadata is not None and pod.metadata.deletionTimestamp is not None
-    return not leaving and pod.status is not None and bool(pod.status.podIP)
+    ended = pod.status is not None and pod.status.phase in ("Failed", "Succeeded")
+    return not leaving and not ended and pod.status is not None and bool(pod.status.podIP)
 
 
 def pod_state(pod: Pod) -> InstanceState:
@@ -189,6 +210,9 @@ def deployment_rollout(deployment: Deployment) -> tuple[bool, str | None, str]:
     wanted = spec.replicas if spec is not None and spec.replicas is not None else 1
     revision = (meta.annotations or {}).get(REVISION) if meta else None
     at = f" (revision {revision})" if revision else ""
+    if spec is not None and spec.paused:
+        # As kubectl refuses to roll back a paused Deployment: nothing would move.
+        return False, "the Deployment is paused (kubectl rollout resume)", f"paused{at}"
     if status is None or meta is None or (status.observedGeneration or 0) < (meta.generation or 0):
         return False, None, f"waiting for the controller to see the change{at}"
     updated = status.updatedReplicas or 0

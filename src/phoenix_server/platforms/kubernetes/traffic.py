@@ -19,6 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
@@ -87,6 +88,7 @@ class TrafficSwitch:
             selector_of(current), sort_keys=True
         )
         await self._patch(
+            current,
             selector,
             {**annotations, ROLE: role, PRIMARY_SELECTOR: primary},
             f"switch Service {self._namespace}/{self._service} to {target}",
@@ -106,7 +108,7 @@ class TrafficSwitch:
             return f"Service {self._service} already selects the primary"
         selector = json.loads(saved)
         await self._patch(
-            selector, annotations, f"switch Service {self._namespace}/{self._service} back"
+            current, selector, annotations, f"switch Service {self._namespace}/{self._service} back"
         )
         return f"Service {self._service} selects {self._workload.name} again ({_labels(selector)})"
 
@@ -128,16 +130,21 @@ class TrafficSwitch:
         return f"pod(s) {', '.join(pods)} back in Service {self._service}'s endpoints"
 
     async def _label(self, pod: str, value: str) -> None:
-        await call(
-            f"label pod {self._namespace}/{pod} {SERVING_LABEL}={value}",
-            self._client.patch(
-                Pod,
-                pod,
-                {"metadata": {"labels": {SERVING_LABEL: value}}},
-                namespace=self._namespace,
-                patch_type=PatchType.MERGE,
-            ),
-        )
+        try:
+            await call(
+                f"label pod {self._namespace}/{pod} {SERVING_LABEL}={value}",
+                self._client.patch(
+                    Pod,
+                    pod,
+                    {"metadata": {"labels": {SERVING_LABEL: value}}},
+                    namespace=self._namespace,
+                    patch_type=PatchType.MERGE,
+                ),
+            )
+        except PlatformError as exc:
+            if not (isinstance(exc.__cause__, ApiError) and exc.__cause__.status.code == 404):
+                raise
+            # Gone meanwhile: out of the endpoints as surely as relabelled.
 
     async def _read(self) -> Service:
         return await call(
@@ -146,15 +153,24 @@ class TrafficSwitch:
         )
 
     async def _patch(
-        self, selector: Mapping[str, str], annotations: Mapping[str, str], what: str
+        self,
+        read: Service,
+        selector: Mapping[str, str],
+        annotations: Mapping[str, str],
+        what: str,
     ) -> None:
+        """``read``: the Service as the change was computed from."""
         # A JSON patch replaces the selector whole: a merge patch would keep the old keys.
+        version = read.metadata.resourceVersion if read.metadata else None
         await call(
             what,
             self._client.patch(
                 Service,
                 self._service,
                 [
+                    # Refused if someone changed the Service since it was read: their change
+                    # is not overwritten (the step fails, saying so, and is tried again).
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": version},
                     {"op": "replace", "path": "/spec/selector", "value": dict(selector)},
                     {"op": "add", "path": "/metadata/annotations", "value": dict(annotations)},
                 ],
