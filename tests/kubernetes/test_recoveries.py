@@ -5,6 +5,7 @@ verified by the rollout's status and by probing the new pods."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -412,3 +413,40 @@ async def test_a_circuit_an_earlier_phoenix_left_open_is_closed_at_start(
             what="the healthy pod readmitted",
         )
         await healthy(runtime, "web")
+
+
+async def test_no_failback_while_the_primary_fails_phoenixs_probes_though_kubernetes_calls_it_ready(
+    tmp_path: Path, cluster: FakeCluster
+) -> None:
+    """The primary hangs behind a TCP readiness probe: Ready to Kubernetes, failing Phoenix's
+    HTTP check. Traffic stays on the backup until the primary answers again."""
+    await cluster.apply(deployment(replicas=2, readiness="tcp"))
+    await cluster.apply(deployment("web-backup", image="shop/backup:1", replicas=1))
+    await cluster.apply(service())
+    await cluster.wait_for(lambda: len(running_pods(cluster)) == 2, what="primary pods")
+    await cluster.wait_for(lambda: running_pods(cluster, "web-backup"), what="backup pod")
+    section = "service: web, backup: web-backup"
+    async with phoenix(tmp_path, cluster, section=section, AUTO_RECOVERY="false") as runtime:
+        await every_pod_healthy(runtime, 2)
+        cluster.behave("shop/web:1", Behaviour.HANG)
+        recovery = await runtime.trigger(
+            service="web", strategy=Strategy.FAILOVER, reason="test", force=True
+        )
+        done = await finished(runtime, recovery.id, timeout=30)
+        assert done.status is RecoveryStatus.COMPLETED, done
+        primary = cluster.get("deployments", "web", NAMESPACE)
+        assert primary is not None and primary["status"].get("readyReplicas") == 2
+        # Well past the stabilisation period (1 s): still on the backup.
+        for _ in range(4):
+            await asyncio.sleep(1.0)  # the condition is that nothing happens: time must pass
+            selector = (cluster.get("services", "web", NAMESPACE) or {})["spec"]["selector"]
+            assert selector == {"app": "web-backup"}
+        cluster.behave("shop/web:1", Behaviour.HEALTHY)
+        await cluster.wait_for(
+            lambda: (
+                (cluster.get("services", "web", NAMESPACE) or {})["spec"]["selector"]
+                == {"app": "web"}
+            ),
+            timeout=15,
+            what="the Service back on the primary once it answers",
+        )

@@ -14,6 +14,7 @@ from phoenix_server.config.servicefile import parse_service_file
 from phoenix_server.domain.services import ServiceSpec
 from phoenix_server.platforms.base import InstanceEvent, InstanceEventKind
 from phoenix_server.platforms.kubernetes import KubernetesPlatform
+from phoenix_server.platforms.kubernetes import platform as platform_module
 from tests.kubernetes.fake.behaviour import Behaviour
 from tests.kubernetes.fake.cluster import FakeCluster
 from tests.kubernetes.workloads import (
@@ -204,5 +205,23 @@ async def test_pods_of_a_revision_never_seen_healthy_that_crash_call_for_a_rollb
         assert "(shop/web:2), which never ran healthy, has CrashLoopBackOff" in why or (
             "(shop/web:2), which never ran healthy, has not ready after a restart" in why
         )
+    finally:
+        await platform.shutdown(keep_running=True)
+
+
+async def test_a_cluster_that_answers_late_is_taken_in_when_it_does(
+    cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(platform_module, "SYNC_TIMEOUT", 0.5)
+    spec = spec_for(cluster, tmp_path)
+    platform = KubernetesPlatform(spec.run.cluster)  # type: ignore[union-attr]
+    try:
+        with cluster.server.paused("pods"):
+            failed = await platform.reconcile([spec])
+            assert "cannot list the cluster's objects" in failed["web"]
+            assert any("cannot list" in p for p in platform.watch_problems())
+            assert platform.instances("web") == []
+        await sees_the_cluster(platform, cluster)
+        await eventually(lambda: not platform.watch_problems(), timeout=5, message="cleared")
     finally:
         await platform.shutdown(keep_running=True)

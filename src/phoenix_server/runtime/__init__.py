@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -203,7 +203,7 @@ class Runtime:
         if kubernetes_specs:
             first = kubernetes_specs[0].run
             assert isinstance(first, KubernetesWorkload)
-            self.kubernetes = KubernetesPlatform(first.cluster)
+            self.kubernetes = KubernetesPlatform(first.cluster, passes=self._pass_checks)
             platforms[PlatformKind.KUBERNETES] = self.kubernetes
         self.platforms = PlatformRegistry(platforms, endpoints)
         recorder = StoreRecorder(store, self.owner)
@@ -436,6 +436,14 @@ class Runtime:
             ),
             None,
         )
+
+    async def _pass_checks(self, spec: ServiceSpec, instances: Sequence[Instance]) -> bool:
+        """Every instance passes the service's own check now: one probe each, recorded
+        nowhere (they may not be the instances the service is tracked by)."""
+        results = await asyncio.gather(
+            *(self.prober.probe(target_for(spec, i, python=sys.executable)) for i in instances)
+        )
+        return all(result.ok for result in results)
 
     def _port_served(self, service: str, problem: str | None) -> None:
         """The platform's word that ``service``'s public port stopped (``problem``) or

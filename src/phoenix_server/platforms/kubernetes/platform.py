@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +72,12 @@ SUPPORTED = frozenset(Strategy)
 NOT_YET = "not available for kubernetes services yet"
 SYNC_TIMEOUT = 10.0
 """Seconds reconcile waits for the first listing of each watched kind."""
+Passes = Callable[[ServiceSpec, Sequence[Instance]], Awaitable[bool]]
+"""``(service, instances)``: whether every one of them passes Phoenix's own check."""
+FAILBACK_LIMIT = 3
+FAILBACK_WINDOW = 3600.0
+"""Failing back this many times within this many seconds, each undone by a new failover,
+is flapping: the service stays on its backup and /health says so."""
 CACHE_TIMEOUT = 5.0
 """Seconds to wait for the watches to show a change Phoenix just made."""
 FAILBACK_CHECK = 1.0
@@ -87,9 +93,16 @@ class KubernetesPlatform:
         cluster: KubernetesCluster,
         *,
         client: AsyncClient | None = None,
+        passes: Passes | None = None,
     ) -> None:
         self._cluster = cluster
         self._client = client
+        self._passes = passes
+        """Phoenix's own check of instances (its probes): what Kubernetes' readiness does not
+        see (a server answering 500s, a hung one behind a TCP probe) keeps traffic away."""
+        self._failbacks: dict[str, list[float]] = {}
+        self.flapping: dict[str, str] = {}
+        """Services left on their backup because failing back did not hold, and why."""
         self._primary_well_since: dict[str, float] = {}
         self._ran_healthy: dict[str, set[str]] = {}
         """Per service, the pod-template-hashes seen fully rolled out with every pod ready."""
@@ -536,8 +549,11 @@ class KubernetesPlatform:
         if self._role(service) == "fallback":
             parts.append(await self.switch_back(service))
         isolated = [p for p in self._pods_of(service) if labels_of(p).get(SERVING_LABEL) == "false"]
-        well = [name_of(p) for p in isolated if self._problem(p, workload) is None]
-        still = [name_of(p) for p in isolated if self._problem(p, workload) is not None]
+        well: list[str] = []
+        still: list[str] = []
+        for pod in isolated:
+            ok = self._problem(pod, workload) is None and await self._pass(service, [pod])
+            (well if ok else still).append(name_of(pod))
         switch = self._switch(service) if isolated else None
         if switch is not None and well:
             parts.append(await switch.readmit(well))
@@ -636,13 +652,28 @@ class KubernetesPlatform:
                 if self._role(spec) != "backup":
                     self._primary_well_since.pop(name, None)
                     continue
-                if not self._primary_well(spec):
+                if name in self.flapping or not self._primary_well(spec):
                     self._primary_well_since.pop(name, None)
                     continue
                 since = self._primary_well_since.setdefault(name, loop.time())
                 hold = spec.recovery.stabilisation_period
                 if loop.time() - since < hold:
                     continue
+                if not await self._pass(spec, self._pods_of(spec)):
+                    self._primary_well_since.pop(name, None)
+                    continue  # ready to Kubernetes, failing Phoenix's own check
+                recent = [
+                    t for t in self._failbacks.get(name, []) if loop.time() - t < FAILBACK_WINDOW
+                ]
+                if len(recent) >= FAILBACK_LIMIT:
+                    self.flapping[name] = (
+                        f"service {name} failed back to its primary {len(recent)} times within "
+                        f"{FAILBACK_WINDOW / 60:g} min and failed over again each time: it stays "
+                        "on its backup until a person looks (restart Phoenix to try again)"
+                    )
+                    log.warning("%s", self.flapping[name])
+                    continue
+                self._failbacks[name] = [*recent, loop.time()]
                 try:
                     detail = await self.switch_back(spec)
                 except PlatformError as exc:
@@ -650,6 +681,14 @@ class KubernetesPlatform:
                     continue
                 self._primary_well_since.pop(name, None)
                 log.info("%s: primary healthy for %gs: %s", name, hold, detail)
+
+    async def _pass(self, spec: ServiceSpec, pods: Sequence[Pod]) -> bool:
+        """These pods pass Phoenix's own check (True when Phoenix has none to apply)."""
+        if self._passes is None:
+            return True
+        workload = self._workload(spec)
+        instances = [pod_instance(spec, workload, p) for p in pods if present(p)]
+        return bool(instances) and await self._passes(spec, instances)
 
     def _primary_well(self, spec: ServiceSpec) -> bool:
         found = self._workload_object(spec)
@@ -689,6 +728,7 @@ class KubernetesPlatform:
     def watch_problems(self) -> list[str]:
         """What keeps Phoenix's view of the cluster from being current (for /health)."""
         found = [w.problem for w in self._all_watches() if w.problem]
+        found += sorted(self.flapping.values())
         return [self.problem, *found] if self.problem else found
 
     def api_requests(self) -> int:
