@@ -69,7 +69,6 @@ from phoenix_server.support.tasks import SupervisedTasks
 log = logging.getLogger("phoenix.kubernetes")
 
 SUPPORTED = frozenset(Strategy)
-NOT_YET = "not available for kubernetes services yet"
 SYNC_TIMEOUT = 10.0
 """Seconds reconcile waits for the first listing of each watched kind."""
 Passes = Callable[[ServiceSpec, Sequence[Instance]], Awaitable[bool]]
@@ -109,13 +108,13 @@ class KubernetesPlatform:
         self._listeners: list[EventListener] = []
         self._specs: dict[str, ServiceSpec] = {}
         self._instances: dict[str, dict[str, Instance]] = {}
+        # Pod state is keyed by namespace/name (pod_key): two namespaces may hold one name.
         self._problems: dict[str, str] = {}
-        # Pod state is keyed by namespace/name: two namespaces may hold pods of one name.
-        """Pod name → the problem last reported for it."""
+        """Pod → the problem last reported for it."""
         self._was_ready: set[str] = set()
         """Pods seen ready at least once (a readiness failure then is a problem)."""
         self._warnings: dict[str, str] = {}
-        """Pod name → the cluster's last Warning event about it (shown with its problem)."""
+        """Pod → the cluster's last Warning event about it (shown with its problem)."""
         self._pods: dict[str, ObjectWatch[Pod]] = {}
         self._deployments: dict[str, ObjectWatch[Deployment]] = {}
         self._statefulsets: dict[str, ObjectWatch[StatefulSet]] = {}
@@ -147,13 +146,11 @@ class KubernetesPlatform:
             why = f"service '{service.name}' names no Kubernetes workload"
             return {s: why for s in Strategy}
         name = service.name
-        missing: dict[Strategy, str] = {}
-        for strategy, why in self._traffic_missing(service, workload).items():
-            missing[strategy] = why
+        missing = self._traffic_missing(service, workload)
         if workload.kind is WorkloadKind.STATEFUL_SET:
             missing[Strategy.ROLLBACK] = (
-                f"service '{name}' is a StatefulSet: rolling back to a revision is {NOT_YET} "
-                "for StatefulSets (Phoenix rolls back Deployments)"
+                f"service '{name}' is a StatefulSet: Phoenix rolls back Deployments to a "
+                "revision, not StatefulSets yet"
             )
         elif len(service.versions) < 2:
             missing[Strategy.ROLLBACK] = (

@@ -9,7 +9,6 @@ whole (an eviction).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,10 +78,6 @@ def owned_by(pod: Pod, kind: WorkloadKind, name: str) -> bool:
         return controller.kind == "StatefulSet" and controller.name == name
     template = labels_of(pod).get(TEMPLATE_HASH)
     return controller.kind == "ReplicaSet" and controller.name == f"{name}-{template}"
-
-
-def labels_match(selector: Mapping[str, str], labels: Mapping[str, str] | None) -> bool:
-    return all((labels or {}).get(key) == value for key, value in selector.items())
 
 
 def container_status(pod: Pod, workload: KubernetesWorkload) -> ContainerStatus | None:
