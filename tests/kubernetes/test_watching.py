@@ -225,3 +225,44 @@ async def test_a_cluster_that_answers_late_is_taken_in_when_it_does(
         await eventually(lambda: not platform.watch_problems(), timeout=5, message="cleared")
     finally:
         await platform.shutdown(keep_running=True)
+
+
+async def test_a_restarted_revision_of_an_image_seen_healthy_is_no_bad_release(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    """A rollout restart makes a new revision of the same image: if its pods crash (a
+    database down, say), that is no bad release to roll back."""
+    spec = spec_for(cluster, tmp_path)
+    platform = KubernetesPlatform(spec.run.cluster)  # type: ignore[union-attr]
+    events: list[InstanceEvent] = []
+    platform.subscribe(events.append)
+    await platform.reconcile([spec])
+    try:
+        await eventually(
+            lambda: (
+                len(platform.instances("web")) == 2
+                and all(i.state.value == "running" for i in platform.instances("web"))
+            ),
+            timeout=10,
+            message="both pods ready",
+        )
+        first = {i.artifact for i in platform.instances("web")}
+        cluster.behave("shop/web:1", Behaviour.CRASH)
+        restarted = deployment(replicas=2)
+        restarted["spec"]["template"]["metadata"]["annotations"] = {
+            "kubectl.kubernetes.io/restartedAt": "2026-12-04T12:00:00Z"
+        }
+        await cluster.apply(restarted)
+        await eventually(
+            lambda: any(
+                e.kind is InstanceEventKind.UNHEALTHY
+                and "restart" in e.detail
+                and e.instance.artifact not in first
+                for e in events
+            ),
+            timeout=15,
+            message="a pod of the new revision crashing",
+        )
+        assert platform.advise(spec) is None
+    finally:
+        await platform.shutdown(keep_running=True)

@@ -105,6 +105,8 @@ class KubernetesPlatform:
         self._primary_well_since: dict[str, float] = {}
         self._ran_healthy: dict[str, set[str]] = {}
         """Per service, the pod-template-hashes seen fully rolled out with every pod ready."""
+        self._ran_healthy_images: dict[str, set[str]] = {}
+        """Per service, the images of those revisions."""
         self._listeners: list[EventListener] = []
         self._specs: dict[str, ServiceSpec] = {}
         self._instances: dict[str, dict[str, Instance]] = {}
@@ -457,16 +459,22 @@ class KubernetesPlatform:
     # -- advice ---------------------------------------------------------------------------
 
     def advise(self, service: ServiceSpec) -> tuple[Strategy, str] | None:
-        """A rollback when the pods failing are of a revision never seen healthy (and no
-        version proved good with it): a bad release, which no restart fixes."""
+        """A rollback when the pods failing are of a revision never seen healthy, running an
+        image never seen healthy either (a rollout restart makes a new revision of the same
+        image), and no version proved good with it: a bad release, which no restart fixes."""
         workload = self._workload(service)
         if workload.kind is not WorkloadKind.DEPLOYMENT:
             return None
         proven = self._ran_healthy.get(service.name, set()) | set(service.pins.values())
+        images = self._ran_healthy_images.get(service.name, set()) | {
+            v.image for v in service.versions if v.name in service.pins and v.image
+        }
         for pod in self._pods_of(service):
             problem = self._problem(pod, workload)
             template = labels_of(pod).get(TEMPLATE_HASH)
             if problem is None or template is None or template in proven:
+                continue
+            if pod_image(pod, workload) in images:
                 continue
             if problem.startswith("not ready:"):
                 continue  # a readiness probe failing while it warms up is no bad release yet
@@ -501,8 +509,10 @@ class KubernetesPlatform:
             and failed is None
             and all(pod_ready(p) and self._problem(p, workload) is None for p in pods)
         ):
-            hashes = {labels_of(p).get(TEMPLATE_HASH) for p in pods} - {None}
+            hashes = {labels_of(p).get(TEMPLATE_HASH) for p in pods}
             self._ran_healthy.setdefault(spec.name, set()).update(h for h in hashes if h)
+            images = {pod_image(p, workload) for p in pods}
+            self._ran_healthy_images.setdefault(spec.name, set()).update(i for i in images if i)
 
     # -- the traffic selection capability ------------------------------------------------
 
