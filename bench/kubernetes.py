@@ -34,14 +34,13 @@ from typing import Any
 from tests.kubernetes.fake.behaviour import Behaviour
 from tests.kubernetes.fake.cluster import FakeCluster
 from tests.kubernetes.workloads import NAMESPACE, cluster_prelude, deployment, namespace
+from tests.recovery.engine import engine
 
 from phoenix_server.config.servicefile import parse_service_file
-from phoenix_server.config.settings import load_settings
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.platforms.kubernetes import KubernetesPlatform
 from phoenix_server.platforms.kubernetes.api import WATCH_SECONDS
 from phoenix_server.runtime import Runtime
-from phoenix_server.store.database import Store
 
 REACTION_TARGET = 0.100
 PROBE_INTERVAL = 1.0
@@ -61,20 +60,10 @@ SERVICE = f"""  - name: web
 
 @contextlib.asynccontextmanager
 async def phoenix(cluster: FakeCluster, workdir: Path) -> AsyncIterator[Runtime]:
-    settings = load_settings(PHOENIX_DATA_DIR=str(workdir / "var"), MAX_RECOVERY_ATTEMPTS="3")
+    """The engine the recovery tests drive, on SERVICE in the fake cluster."""
     prelude = cluster_prelude(str(cluster.kubeconfig_path(workdir)))
-    catalog = parse_service_file(
-        prelude + "services:\n" + SERVICE, source="bench", base_dir=workdir, default_interval=1
-    )
-    store = Store(settings.effective_database_url)
-    store.migrate()
-    runtime = Runtime(settings, catalog, store)
-    await runtime.start()
-    try:
+    async with engine(workdir, SERVICE, prelude=prelude) as runtime:
         yield runtime
-    finally:
-        await runtime.stop()
-        store.close()
 
 
 def live_pods(cluster: FakeCluster) -> list[dict[str, Any]]:

@@ -53,6 +53,23 @@ async def every_pod_healthy(runtime: Runtime, count: int) -> None:
     await eventually(all_pass, timeout=15, message=f"{count} pods passing their probes")
 
 
+def web_selector(cluster: FakeCluster) -> dict[str, str]:
+    """The ``web`` Service's selector as the cluster has it now."""
+    return dict((cluster.get("services", "web", NAMESPACE) or {})["spec"]["selector"])
+
+
+async def primary_beside(
+    cluster: FakeCluster, other: str, image: str, readiness: str = "http"
+) -> None:
+    """Two ``web`` pods and the ``web`` Service, beside one pod of Deployment ``other``
+    (a backup or a fallback), all running."""
+    await cluster.apply(deployment(replicas=2, readiness=readiness))
+    await cluster.apply(deployment(other, image=image, replicas=1))
+    await cluster.apply(service())
+    await cluster.wait_for(lambda: len(running_pods(cluster)) == 2, what="primary pods")
+    await cluster.wait_for(lambda: running_pods(cluster, other), what=f"the {other} pod")
+
+
 def mutations(cluster: FakeCluster) -> list[tuple[str, str, str | None]]:
     """What Phoenix asked to change: (verb, resource[/subresource], name)."""
     found = []
@@ -211,11 +228,7 @@ async def test_scaling_without_an_hpa_sets_the_replicas_within_the_declared_maxi
 async def test_failover_switches_the_service_to_the_backup_and_back_once_the_primary_holds(
     tmp_path: Path, cluster: FakeCluster
 ) -> None:
-    await cluster.apply(deployment(replicas=2))
-    await cluster.apply(deployment("web-backup", image="shop/web:1", replicas=1))
-    await cluster.apply(service())
-    await cluster.wait_for(lambda: len(running_pods(cluster)) == 2, what="primary pods")
-    await cluster.wait_for(lambda: running_pods(cluster, "web-backup"), what="backup pod")
+    await primary_beside(cluster, "web-backup", "shop/web:1")
     async with phoenix(tmp_path, cluster, section="service: web, backup: web-backup") as runtime:
         await healthy(runtime, "web")
         recovery = await runtime.trigger(
@@ -231,10 +244,7 @@ async def test_failover_switches_the_service_to_the_backup_and_back_once_the_pri
         assert serving == set(running_pods(cluster, "web-backup"))
         # The primary is healthy: after the stabilisation period (1 s) traffic goes back.
         await cluster.wait_for(
-            lambda: (
-                (cluster.get("services", "web", NAMESPACE) or {})["spec"]["selector"]
-                == {"app": "web"}
-            ),
+            lambda: web_selector(cluster) == {"app": "web"},
             timeout=15,
             what="the Service back on the primary",
         )
@@ -339,11 +349,7 @@ async def test_a_statefulset_is_restarted_through_a_rollout_and_verified(
 async def test_circuit_breaking_with_a_fallback_switches_the_service_to_it_and_back(
     tmp_path: Path, cluster: FakeCluster
 ) -> None:
-    await cluster.apply(deployment(replicas=2))
-    await cluster.apply(deployment("web-degraded", image="shop/degraded:1", replicas=1))
-    await cluster.apply(service())
-    await cluster.wait_for(lambda: len(running_pods(cluster)) == 2, what="primary pods")
-    await cluster.wait_for(lambda: running_pods(cluster, "web-degraded"), what="fallback pod")
+    await primary_beside(cluster, "web-degraded", "shop/degraded:1")
     section = "service: web, fallback: web-degraded"
     async with phoenix(
         tmp_path, cluster, section=section, extra="circuit: {open_for: 2s}", AUTO_RECOVERY="false"
@@ -353,10 +359,7 @@ async def test_circuit_breaking_with_a_fallback_switches_the_service_to_it_and_b
             service="web", strategy=Strategy.CIRCUIT_BREAK, reason="test", force=True
         )
         await cluster.wait_for(
-            lambda: (
-                (cluster.get("services", "web", NAMESPACE) or {})["spec"]["selector"]
-                == {"app": "web-degraded"}
-            ),
+            lambda: web_selector(cluster) == {"app": "web-degraded"},
             timeout=10,
             what="the Service on the fallback while the circuit is open",
         )
@@ -395,10 +398,7 @@ async def test_a_circuit_an_earlier_phoenix_left_open_is_closed_at_start(
     section = "service: web, fallback: web-degraded"
     async with phoenix(tmp_path, cluster, section=section, AUTO_RECOVERY="false") as runtime:
         await cluster.wait_for(
-            lambda: (
-                (cluster.get("services", "web", NAMESPACE) or {})["spec"]["selector"]
-                == {"app": "web", **serving}
-            ),
+            lambda: web_selector(cluster) == {"app": "web", **serving},
             timeout=10,
             what="the Service back on the primary",
         )
@@ -420,11 +420,7 @@ async def test_no_failback_while_the_primary_fails_phoenixs_probes_though_kubern
 ) -> None:
     """The primary hangs behind a TCP readiness probe: Ready to Kubernetes, failing Phoenix's
     HTTP check. Traffic stays on the backup until the primary answers again."""
-    await cluster.apply(deployment(replicas=2, readiness="tcp"))
-    await cluster.apply(deployment("web-backup", image="shop/backup:1", replicas=1))
-    await cluster.apply(service())
-    await cluster.wait_for(lambda: len(running_pods(cluster)) == 2, what="primary pods")
-    await cluster.wait_for(lambda: running_pods(cluster, "web-backup"), what="backup pod")
+    await primary_beside(cluster, "web-backup", "shop/backup:1", readiness="tcp")
     section = "service: web, backup: web-backup"
     async with phoenix(tmp_path, cluster, section=section, AUTO_RECOVERY="false") as runtime:
         await every_pod_healthy(runtime, 2)
@@ -439,14 +435,11 @@ async def test_no_failback_while_the_primary_fails_phoenixs_probes_though_kubern
         # Well past the stabilisation period (1 s): still on the backup.
         for _ in range(4):
             await asyncio.sleep(1.0)  # the condition is that nothing happens: time must pass
-            selector = (cluster.get("services", "web", NAMESPACE) or {})["spec"]["selector"]
+            selector = web_selector(cluster)
             assert selector == {"app": "web-backup"}
         cluster.behave("shop/web:1", Behaviour.HEALTHY)
         await cluster.wait_for(
-            lambda: (
-                (cluster.get("services", "web", NAMESPACE) or {})["spec"]["selector"]
-                == {"app": "web"}
-            ),
+            lambda: web_selector(cluster) == {"app": "web"},
             timeout=15,
             what="the Service back on the primary once it answers",
         )
