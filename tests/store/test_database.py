@@ -26,6 +26,7 @@ from tests.support import free_port
 
 TABLES = {
     "alerts",
+    "cluster_members",
     "audit_log",
     "deployments",
     "health_events",
@@ -35,6 +36,7 @@ TABLES = {
     "recoveries",
     "recovery_steps",
     "report_keys",
+    "service_leases",
     "uptime_baselines",
 }
 

@@ -406,7 +406,7 @@ async def test_recorder_without_incident_then_steps_then_incident(store: Store) 
     await recorder.save_recovery(started)
     first = step(0, StepStatus.COMPLETED, started_at=at(1), ended_at=at(2))
 
-    await recorder.save_steps(started.id, [first])
+    await recorder.save_steps(started, [first])
     await recorder.save_incident(incident("inc-later"))
 
     loaded = await store.read(recoveries.get_recovery, started.id)

@@ -81,6 +81,20 @@ class RecoveryInProgressError(ConflictError):
         self.recovery_id = recovery_id
 
 
+class StaleOwnerError(ConflictError):
+    """A write for a service refused by the database: the lease it was made under (its
+    epoch) is no longer the service's current one, so another replica owns it now."""
+
+    code = "stale_owner"
+
+
+class NotOwnerError(ConflictError):
+    """Another replica owns the service (several Phoenixes share a database): only its
+    owner acts on it."""
+
+    code = "not_owner"
+
+
 class UnauthorizedError(PhoenixError):
     """No valid credentials (an unknown token, no session)."""
 

@@ -20,7 +20,7 @@ import aiohttp
 from phoenix_server.domain import ids
 from phoenix_server.domain.alerts import Alert, AlertKind
 from phoenix_server.domain.clock import Clock
-from phoenix_server.domain.errors import UnavailableError
+from phoenix_server.domain.errors import StaleOwnerError, UnavailableError
 from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import Recovery
 from phoenix_server.recovery.ports import AlertQueue
@@ -124,6 +124,11 @@ class Alerter:
                 if await self._queue.enqueue(alert):
                     log.info("%s: alert %s queued: %s", alert.service, alert.id, alert.text)
                 self._wake.set()
+                return
+            except StaleOwnerError as exc:
+                # Raised by a replica that has since lost the service: its new owner
+                # judges the service itself and alerts if it must.
+                log.warning("alert %s not queued: %s", alert.id, exc.message)
                 return
             except UnavailableError as exc:
                 log.warning("alert %s not queued yet (%s); retrying", alert.id, exc.message)

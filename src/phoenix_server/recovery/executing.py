@@ -203,7 +203,7 @@ class _Progress:
             self._written = True
         elif self._unsaved:
             changed = [self.steps[i] for i in sorted(self._unsaved)]
-            await self._recorder.save_steps(self._recovery.id, changed)
+            await self._recorder.save_steps(self._recovery, changed)
         self._unsaved.clear()
 
 

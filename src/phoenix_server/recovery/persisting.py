@@ -9,9 +9,10 @@ retry never overwrites a newer write of the same record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
-from phoenix_server.domain.errors import UnavailableError
+from phoenix_server.domain.errors import StaleOwnerError, UnavailableError
 from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import Recovery
 from phoenix_server.recovery.ports import RecoveryRecorder
@@ -62,6 +63,9 @@ class EventualWrites:
         self._in_flight[record.id] = record
         try:
             await self._save(record)
+        except StaleOwnerError as exc:
+            # This replica lost the service: its new owner closes what was left open.
+            log.warning("%s not recorded: %s", record.id, exc.message)
         except UnavailableError as exc:
             log.warning("could not record %s yet (%s); retrying in the background", record.id, exc)
             self.keep(record)
@@ -91,7 +95,8 @@ class EventualWrites:
         try:
             async with asyncio.timeout(timeout):
                 for record in list(records.values()):
-                    await self._save(record)
+                    with contextlib.suppress(StaleOwnerError):  # not ours to write any more
+                        await self._save(record)
                     del records[record.id]
         except (UnavailableError, TimeoutError) as exc:
             log.error(
@@ -114,6 +119,8 @@ class EventualWrites:
             for record_id, record in list(self._latest.items()):
                 try:
                     await self._save(record)
+                except StaleOwnerError:
+                    pass  # another replica owns the service now: not ours to record
                 except UnavailableError:
                     delay = min(delay * 2, MAX_RETRY)
                     break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,7 +21,7 @@ class QueuedAlert:
     attempts: int
 
 
-def enqueue(session: Session, alert: Alert) -> bool:
+def enqueue(session: Session, alert: Alert, *, epoch: int | None = None) -> bool:
     """Queue ``alert`` unless its event already has one; True if queued now."""
     if session.scalar(select(AlertRow.id).where(AlertRow.dedup_key == alert.dedup_key)):
         return False
@@ -37,18 +37,30 @@ def enqueue(session: Session, alert: Alert) -> bool:
             next_attempt_at=alert.created_at,
             delivered_at=None,
             last_error="",
+            epoch=epoch,
         )
     )
     return True
 
 
-def due(session: Session, *, now: datetime, limit: int = 50) -> list[QueuedAlert]:
-    rows = session.scalars(
+def due(
+    session: Session, *, now: datetime, limit: int = 50, claim_for: timedelta | None = None
+) -> list[QueuedAlert]:
+    """Undelivered alerts whose next try is due. ``claim_for`` (replicas sharing the
+    outbox): taken for that long, so that no other replica sends them meanwhile; a replica
+    that dies before saying how it went leaves them to the others after that."""
+    query = (
         select(AlertRow)
         .where(AlertRow.delivered_at.is_(None), AlertRow.next_attempt_at <= now)
         .order_by(AlertRow.next_attempt_at, AlertRow.id)
         .limit(limit)
-    ).all()
+    )
+    if claim_for is not None:
+        query = query.with_for_update(skip_locked=True)
+    rows = session.scalars(query).all()
+    if claim_for is not None:
+        for row in rows:
+            row.next_attempt_at = now + claim_for
     return [
         QueuedAlert(row.id, json.dumps(row.payload, sort_keys=True).encode(), row.attempts)
         for row in rows

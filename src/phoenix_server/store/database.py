@@ -40,10 +40,14 @@ from phoenix_server.domain.errors import (
     ConflictError,
     InvalidRequestError,
     Problem,
+    StaleOwnerError,
     UnavailableError,
 )
 
 log = logging.getLogger("phoenix.store")
+
+STALE_EPOCH_SQLSTATE = "PX001"
+"""What the fencing trigger of migration 0010 raises (a class PostgreSQL leaves to us)."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -99,16 +103,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
+def _postgres_session(dbapi_connection: Any, _record: Any, *, fenced: bool = False) -> None:
     with dbapi_connection.cursor() as cursor:
         cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        if fenced:
+            # This replica's writes for a leased service must carry an epoch (see the fencing
+            # trigger of migration 0010): one that forgot it is refused, not let through.
+            cursor.execute("SET phoenix.fenced = 'on'")
     dbapi_connection.commit()
 
 
 class Store:
-    def __init__(self, raw_url: str, *, readers: int = 4) -> None:
+    def __init__(self, raw_url: str, *, readers: int = 4, fenced: bool = False) -> None:
+        """``fenced``: this is one replica of several (PostgreSQL only); its writes for a
+        leased service without an epoch are refused by the database."""
         self.url = normalize_url(raw_url)
-        self.engine: Engine = self._create_engine(self.url)
+        self.engine: Engine = self._create_engine(self.url, fenced=fenced)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="phoenix-db-writer")
         self.write_problem: tuple[datetime, str] | None = None
@@ -117,13 +127,15 @@ class Store:
         """When the SQLite file was last written again after being deleted (see
         :meth:`rebuild_if_deleted`)."""
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="phoenix-db-reader")
+        self._apart = ThreadPoolExecutor(1, thread_name_prefix="phoenix-db-lease")
+        """For the lease heartbeat: never queued behind the writer's backlog."""
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     @staticmethod
-    def _create_engine(url: URL) -> Engine:
+    def _create_engine(url: URL, *, fenced: bool) -> Engine:
         if url.get_backend_name() == "sqlite":
             assert url.database is not None
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +156,7 @@ class Store:
                 "keepalives_count": 3,
             },
         )
-        event.listen(engine, "connect", _postgres_session)
+        event.listen(engine, "connect", functools.partial(_postgres_session, fenced=fenced))
         return engine
 
     async def rebuild_if_deleted(self) -> str | None:
@@ -213,6 +225,13 @@ class Store:
         self.write_problem = None
         return result
 
+    async def write_apart(
+        self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Like :meth:`write`, in a thread of its own: what must happen on time (the lease
+        heartbeat) never waits behind the writer's queue."""
+        return await self._run(self._apart, fn, True, *args, **kwargs)
+
     async def read(
         self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
@@ -250,26 +269,34 @@ class Store:
                 if commit:
                     session.commit()
                 return result
-        except IntegrityError as exc:
-            raise ConflictError(f"conflicts with an existing record: {_reason(exc)}") from None
-        except DataError as exc:
-            # A value the schema cannot hold (too long, out of range) that slipped past
-            # validation: the client's input, so a 422 naming it rather than a 500.
-            raise InvalidRequestError(f"value not accepted: {_reason(exc)}") from None
-        except (OperationalError, DBAPIError) as exc:
-            if (
-                isinstance(exc, DBAPIError)
-                and not exc.connection_invalidated
-                and not isinstance(exc, OperationalError)
-            ):
+        except DBAPIError as exc:
+            translated = _translated(exc)
+            if translated is exc:
                 raise
-            log.warning("database unavailable: %s", _reason(exc))
-            raise UnavailableError(f"database unavailable: {_reason(exc)}") from None
+            raise translated from None
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._apart.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _translated(exc: DBAPIError) -> Exception:
+    """The Phoenix error a driver error means (``exc`` itself: a bug, left as it is)."""
+    if getattr(exc.orig, "sqlstate", None) == STALE_EPOCH_SQLSTATE:
+        # The fencing trigger: the write's epoch is no longer the service's lease's.
+        return StaleOwnerError(f"refused by the database: {_reason(exc)}")
+    if isinstance(exc, IntegrityError):
+        return ConflictError(f"conflicts with an existing record: {_reason(exc)}")
+    if isinstance(exc, DataError):
+        # A value the schema cannot hold (too long, out of range) that slipped past
+        # validation: the client's input, so a 422 naming it rather than a 500.
+        return InvalidRequestError(f"value not accepted: {_reason(exc)}")
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        log.warning("database unavailable: %s", _reason(exc))
+        return UnavailableError(f"database unavailable: {_reason(exc)}")
+    return exc
 
 
 def _reason(exc: DBAPIError) -> str:

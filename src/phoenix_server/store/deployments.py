@@ -83,8 +83,10 @@ def _from_row(row: DeploymentRow) -> Deployment:
     )
 
 
-def save_deployment(session: Session, deployment: Deployment, owner: str = "") -> None:
-    upsert(session, DeploymentRow, [_values(deployment, owner)], ["id"])
+def save_deployment(
+    session: Session, deployment: Deployment, owner: str = "", *, epoch: int | None = None
+) -> None:
+    upsert(session, DeploymentRow, [{**_values(deployment, owner), "epoch": epoch}], ["id"])
 
 
 def list_deployments(
@@ -165,4 +167,23 @@ def interrupt_unfinished(session: Session, *, at: datetime, owner: str = "") -> 
         row.status = DeploymentStatus.INTERRUPTED.value
         row.ended_at = at
         row.detail = (row.detail + "; " if row.detail else "") + "Phoenix stopped while it ran"
+    return len(rows)
+
+
+def interrupt_service(session: Session, *, service: str, at: datetime, epoch: int) -> int:
+    """A replica takes ``service`` over (lease ``epoch``): a deployment of it still in
+    progress in the store (its previous owner died or lost it) becomes ``interrupted``."""
+    rows = session.scalars(
+        select(DeploymentRow).where(
+            DeploymentRow.service == service,
+            DeploymentRow.status == DeploymentStatus.IN_PROGRESS.value,
+        )
+    ).all()
+    for row in rows:
+        row.status = DeploymentStatus.INTERRUPTED.value
+        row.ended_at = at
+        row.epoch = epoch
+        row.detail = (row.detail + "; " if row.detail else "") + (
+            "its Phoenix replica lost the service while it ran"
+        )
     return len(rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from phoenix_server.domain.health import ServiceStatus
@@ -19,6 +19,26 @@ def record_statuses(
         HealthEventRow(service=service, at=at, status=status.value, reason=reason[:2000])
         for service, at, status, reason in changes
     )
+
+
+def latest_statuses(
+    session: Session, *, services: list[str]
+) -> dict[str, tuple[datetime, ServiceStatus, str]]:
+    """Each of ``services``' latest recorded status: (since when, status, why). How a
+    replica sees the services another replica watches."""
+    if not services:
+        return {}
+    latest = (
+        select(func.max(HealthEventRow.id))
+        .where(HealthEventRow.service.in_(services))
+        .group_by(HealthEventRow.service)
+    )
+    rows = session.execute(
+        select(
+            HealthEventRow.service, HealthEventRow.at, HealthEventRow.status, HealthEventRow.reason
+        ).where(HealthEventRow.id.in_(latest))
+    ).all()
+    return {service: (at, ServiceStatus(status), reason) for service, at, status, reason in rows}
 
 
 def status_history(

@@ -9,7 +9,9 @@ from phoenix_server.domain.services import Instance, InstanceRole, InstanceState
 from phoenix_server.store.tables import InstanceRow
 
 
-def save_instance(session: Session, instance: Instance, owner: str = "") -> None:
+def save_instance(
+    session: Session, instance: Instance, owner: str = "", *, epoch: int | None = None
+) -> None:
     row = session.get(InstanceRow, instance.id)
     if row is None:
         row = InstanceRow(id=instance.id)
@@ -25,6 +27,7 @@ def save_instance(session: Session, instance: Instance, owner: str = "") -> None
     row.config_hash = instance.config_hash
     row.process_start = instance.process_start
     row.owner = owner
+    row.epoch = epoch
     row.role = instance.role.value
 
 

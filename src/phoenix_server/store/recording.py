@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from phoenix_server.domain.alerts import Alert
 from phoenix_server.domain.deployments import Deployment
-from phoenix_server.domain.errors import UnavailableError
+from phoenix_server.domain.errors import StaleOwnerError, UnavailableError
 from phoenix_server.domain.incidents import Incident
 from phoenix_server.domain.recoveries import Recovery, Step
 from phoenix_server.domain.reports import SeenReport
@@ -38,42 +38,67 @@ JOURNAL_MAX_RETRY = 30.0
 """The instance journal's bound and retry backoff (seconds) while the database refuses."""
 
 
+Epochs = Callable[[str], "int | None"]
+"""A service's lease epoch this replica acts under (None: one Phoenix, no leases)."""
+
+
+def no_epochs(_service: str) -> int | None:
+    return None
+
+
 def _save_recovery_and_incident(
-    session: Session, recovery: Recovery, incident: Incident | None, owner: str
+    session: Session, recovery: Recovery, incident: Incident | None, owner: str, epoch: int | None
 ) -> None:
     if incident is not None:
         incidents.save_incident(session, incident)
-    recoveries.save_recovery(session, recovery, owner)
+    recoveries.save_recovery(session, recovery, owner, epoch=epoch)
 
 
 class StoreRecorder:
-    def __init__(self, store: Store, owner: str = "") -> None:
+    """Every write carries the service's lease epoch, so the database refuses what a
+    replica that lost the service still tries to record."""
+
+    def __init__(self, store: Store, owner: str = "", epochs: Epochs = no_epochs) -> None:
         self._store = store
         self._owner = owner
+        self._epochs = epochs
 
     async def save_recovery(self, recovery: Recovery, *, incident: Incident | None = None) -> None:
-        await self._store.write(_save_recovery_and_incident, recovery, incident, self._owner)
+        epoch = self._epochs(recovery.service)
+        await self._store.write(_save_recovery_and_incident, recovery, incident, self._owner, epoch)
 
-    async def save_steps(self, recovery_id: str, steps: Sequence[Step]) -> None:
-        await self._store.write(recoveries.save_steps, recovery_id, steps)
+    async def save_steps(self, recovery: Recovery, steps: Sequence[Step]) -> None:
+        epoch = self._epochs(recovery.service)
+        await self._store.write(recoveries.save_steps, recovery.id, steps, epoch=epoch)
 
     async def save_incident(self, incident: Incident) -> None:
         await self._store.write(incidents.save_incident, incident)
 
     async def save_deployment(self, deployment: Deployment) -> None:
-        await self._store.write(deployments.save_deployment, deployment, self._owner)
+        epoch = self._epochs(deployment.service)
+        await self._store.write(deployments.save_deployment, deployment, self._owner, epoch=epoch)
 
 
 class StoreAlertQueue:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, epochs: Epochs = no_epochs, *, shared: timedelta | None = None
+    ) -> None:
+        """``shared``: several replicas deliver from this outbox; each takes what it sends
+        for that long (see ``alerts.due``)."""
         self._store = store
+        self._epochs = epochs
+        self._shared = shared
 
     async def enqueue(self, alert: Alert) -> bool:
-        queued: bool = await self._store.write(alerts.enqueue, alert)
+        epoch = self._epochs(alert.service)
+        queued: bool = await self._store.write(alerts.enqueue, alert, epoch=epoch)
         return queued
 
     async def due(self, now: datetime) -> list[tuple[str, bytes, int]]:
-        found = await self._store.read(alerts.due, now=now)
+        if self._shared is None:
+            found = await self._store.read(alerts.due, now=now)
+        else:
+            found = await self._store.write(alerts.due, now=now, claim_for=self._shared)
         return [(a.id, a.body, a.attempts) for a in found]
 
     async def delivered(self, alert_id: str, at: datetime) -> None:
@@ -101,9 +126,10 @@ class StoreJournal:
     stopping processes never waits for it: while the database refuses writes, the latest
     change of each instance is kept (bounded) and written when it takes them again."""
 
-    def __init__(self, store: Store, owner: str = "") -> None:
+    def __init__(self, store: Store, owner: str = "", epochs: Epochs = no_epochs) -> None:
         self._store = store
         self._owner = owner
+        self._epochs = epochs
         self._pending: dict[str, Instance | None] = {}
         """Per instance id, its latest unwritten state (None: removed)."""
         self._retrying: asyncio.Task[None] | None = None
@@ -122,12 +148,15 @@ class StoreJournal:
         if instance is None:
             await self._store.write(instances.remove_instance, instance_id)
         else:
-            await self._store.write(instances.save_instance, instance, self._owner)
+            epoch = self._epochs(instance.service)
+            await self._store.write(instances.save_instance, instance, self._owner, epoch=epoch)
 
     async def _apply(self, instance_id: str, instance: Instance | None) -> None:
         self._pending.pop(instance_id, None)
         try:
             await self._write(instance_id, instance)
+        except StaleOwnerError as exc:
+            log.warning("instance %s not recorded: %s", instance_id, exc.message)
         except UnavailableError as exc:
             log.warning("instance %s recorded later (%s)", instance_id, exc.message)
             self._pending[instance_id] = instance
@@ -145,6 +174,8 @@ class StoreJournal:
             for instance_id, instance in list(self._pending.items()):
                 try:
                     await self._write(instance_id, instance)
+                except StaleOwnerError:
+                    pass  # another replica owns the service now: not ours to record
                 except UnavailableError:
                     delay = min(delay * 2, JOURNAL_MAX_RETRY)
                     break

@@ -157,18 +157,24 @@ def recovery_from_row(row: RecoveryRow, steps: list[StepRow] | None) -> Recovery
     )
 
 
-def save_recovery(session: Session, recovery: Recovery, owner: str = "") -> None:
-    """Insert or update the recovery and every one of its steps (two statements)."""
-    upsert(session, RecoveryRow, [{**_recovery_values(recovery), "owner": owner}], ["id"])
-    save_steps(session, recovery.id, recovery.steps)
+def save_recovery(
+    session: Session, recovery: Recovery, owner: str = "", *, epoch: int | None = None
+) -> None:
+    """Insert or update the recovery and every one of its steps (two statements).
+    ``epoch``: the service's lease epoch it acts under (several replicas; see ``cluster``)."""
+    values = {**_recovery_values(recovery), "owner": owner, "epoch": epoch}
+    upsert(session, RecoveryRow, [values], ["id"])
+    save_steps(session, recovery.id, recovery.steps, epoch=epoch)
 
 
-def save_steps(session: Session, recovery_id: str, steps: Sequence[Step]) -> None:
+def save_steps(
+    session: Session, recovery_id: str, steps: Sequence[Step], *, epoch: int | None = None
+) -> None:
     """Insert or update some steps of a recovery."""
     upsert(
         session,
         StepRow,
-        [_step_values(recovery_id, step) for step in steps],
+        [{**_step_values(recovery_id, step), "epoch": epoch} for step in steps],
         ["recovery_id", "position"],
     )
 
@@ -218,19 +224,42 @@ def interrupt_unfinished(session: Session, *, at: datetime, owner: str = "") -> 
             select(RecoveryRow.id).where(RecoveryRow.status.in_(active), RecoveryRow.owner == owner)
         )
     )
+    _interrupt(session, ids, at=at, detail="Phoenix stopped", epoch=None)
+    return ids
+
+
+def interrupt_service(session: Session, *, service: str, at: datetime, epoch: int) -> list[str]:
+    """A replica takes ``service`` over (lease ``epoch``): whatever recovery of it is still
+    open in the store — its previous owner died or lost it mid-recovery — is closed as
+    ``interrupted`` (the new owner looks at the service afresh)."""
+    active = [status.value for status in ACTIVE_RECOVERY_STATUSES]
+    ids = list(
+        session.scalars(
+            select(RecoveryRow.id).where(
+                RecoveryRow.status.in_(active), RecoveryRow.service == service
+            )
+        )
+    )
+    _interrupt(session, ids, at=at, detail="its Phoenix replica lost the service", epoch=epoch)
+    return ids
+
+
+def _interrupt(
+    session: Session, ids: list[str], *, at: datetime, detail: str, epoch: int | None
+) -> None:
     if not ids:
-        return []
+        return
+    stamp = {} if epoch is None else {"epoch": epoch}
     session.execute(
         update(StepRow)
         .where(StepRow.recovery_id.in_(ids), StepRow.status == StepStatus.RUNNING.value)
-        .values(status=StepStatus.FAILED.value, ended_at=at, detail="Phoenix stopped")
+        .values(status=StepStatus.FAILED.value, ended_at=at, detail=detail, **stamp)
     )
     session.execute(
         update(RecoveryRow)
         .where(RecoveryRow.id.in_(ids))
-        .values(status=RecoveryStatus.INTERRUPTED.value, ended_at=at)
+        .values(status=RecoveryStatus.INTERRUPTED.value, ended_at=at, **stamp)
     )
-    return ids
 
 
 def recent_successful_durations(

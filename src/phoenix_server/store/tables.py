@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -71,6 +72,9 @@ class RecoveryRow(Base):
     playbook_version: Mapped[int | None] = mapped_column(Integer)
     owner: Mapped[str] = mapped_column(String(32), default="", server_default="", index=True)
     """The Phoenix installation that ran it (host and data directory)."""
+    epoch: Mapped[int | None] = mapped_column(BigInteger)
+    """The service's lease epoch it was written under (replicas on PostgreSQL; the database
+    refuses a stale one). None with one Phoenix."""
 
     steps: Mapped[list[StepRow]] = relationship(
         back_populates="recovery",
@@ -97,6 +101,9 @@ class StepRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     detail: Mapped[str | None] = mapped_column(Text)
+    epoch: Mapped[int | None] = mapped_column(BigInteger)
+    """The service's lease epoch it was written under (replicas on PostgreSQL; the database
+    refuses a stale one). None with one Phoenix."""
 
     recovery: Mapped[RecoveryRow] = relationship(back_populates="steps")
 
@@ -153,6 +160,9 @@ class InstanceRow(Base):
     """The Phoenix installation that runs it: only that one may adopt or stop it."""
     role: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
     """``service``, or ``router`` for the router process in front of a routed service."""
+    epoch: Mapped[int | None] = mapped_column(BigInteger)
+    """The service's lease epoch it was written under (replicas on PostgreSQL; the database
+    refuses a stale one). None with one Phoenix."""
 
 
 class HealthEventRow(Base):
@@ -188,6 +198,9 @@ class DeploymentRow(Base):
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     owner: Mapped[str] = mapped_column(String(32), default="", server_default="")
     artifact: Mapped[str | None] = mapped_column(String(160))
+    epoch: Mapped[int | None] = mapped_column(BigInteger)
+    """The service's lease epoch it was written under (replicas on PostgreSQL; the database
+    refuses a stale one). None with one Phoenix."""
 
     __table_args__ = (
         Index("ix_deployments_owner_service_started", "owner", "service", "started_at"),
@@ -209,6 +222,9 @@ class AlertRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str] = mapped_column(Text, default="")
+    epoch: Mapped[int | None] = mapped_column(BigInteger)
+    """The service's lease epoch it was written under (replicas on PostgreSQL; the database
+    refuses a stale one). None with one Phoenix."""
 
 
 class UptimeBaselineRow(Base):
@@ -249,3 +265,32 @@ class ReportKeyRow(Base):
     holds_open: Mapped[bool] = mapped_column(Boolean)
     resolved: Mapped[bool] = mapped_column(Boolean)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class MemberRow(Base):
+    """A Phoenix replica sharing this database, and when it last said it is alive (the
+    server's clock, never the replica's)."""
+
+    __tablename__ = "cluster_members"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    address: Mapped[str] = mapped_column(String(256), default="")
+    """Where the other replicas reach its API (requests for services it owns go there)."""
+    version: Mapped[str] = mapped_column(String(32), default="")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    """A member whose heartbeat is older than its lease is gone."""
+
+
+class LeaseRow(Base):
+    """Which replica owns a service, until when, and in which term (the fencing epoch)."""
+
+    __tablename__ = "service_leases"
+
+    service: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Grows with every change of owner: writes made under an older one are refused."""
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

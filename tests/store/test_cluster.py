@@ -1,0 +1,295 @@
+"""Leases and fencing on the real PostgreSQL server: who owns which service, taking over
+what a replica stopped renewing, and the database (not the code) refusing what a replica
+that lost a service still tries to write."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from phoenix_server.domain.errors import StaleOwnerError
+from phoenix_server.domain.recoveries import RecoveryStatus, StepStatus
+from phoenix_server.store import cluster, deployments, instances, recoveries
+from phoenix_server.store.database import Store
+from phoenix_server.store.recording import StoreAlertQueue, StoreJournal, StoreRecorder
+from phoenix_server.store.tables import AlertRow, LeaseRow, RecoveryRow
+from tests.store.conftest import _emptied
+from tests.store.test_alerts import alert
+from tests.store.test_deployments import deployment
+from tests.store.test_instances_health import instance
+from tests.store.test_recoveries import recovery, step
+from tests.support import wait_until
+
+pytestmark = pytest.mark.postgres
+
+SERVICES = [f"svc-{n}" for n in range(6)]
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def store(migrated_postgres: str) -> Iterator[Store]:
+    store = _emptied(Store(migrated_postgres))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def fenced(migrated_postgres: str, store: Store) -> Iterator[Store]:
+    """The same database as a replica in cluster mode sees it (``phoenix.fenced``)."""
+    replica = Store(migrated_postgres, fenced=True)
+    try:
+        yield replica
+    finally:
+        replica.close()
+
+
+def beat(
+    store: Store,
+    member: str,
+    *,
+    services: list[str] = SERVICES,
+    lease: timedelta = LEASE,
+    keep: frozenset[str] = frozenset(),
+    give_away: int = 2,
+) -> cluster.Beat:
+    return store.run_sync(
+        cluster.beat,
+        member=member,
+        address=f"http://{member}:3051",
+        version="test",
+        lease=lease,
+        services=services,
+        new_services=services,
+        keep=keep,
+        give_away=give_away,
+    )
+
+
+def run_out(store: Store, *services: str) -> None:
+    """Make the leases of ``services`` end now, as if their owner had stopped renewing
+    them a lease ago (on the server's clock: the only one that counts)."""
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE service_leases SET expires_at = now() - interval '1 ms' WHERE service = ANY(:s)"
+            ),
+            {"s": list(services)},
+        )
+        connection.execute(text("UPDATE cluster_members SET expires_at = now() - interval '1 ms'"))
+
+
+# -- ownership --------------------------------------------------------------------------------
+
+
+def test_a_lone_replica_owns_every_service_and_renewing_keeps_the_epoch(store: Store) -> None:
+    first = beat(store, "a")
+    assert first.owned == dict.fromkeys(SERVICES, 1) == first.taken
+    assert (first.members, first.fair_share) == (("a",), 6)
+
+    again = beat(store, "a")
+    assert again.owned == first.owned and again.taken == {}
+    leases = store.run_sync(cluster.leases)
+    assert all(lease.held and lease.owner == "a" for lease in leases)
+    assert min(lease.expires_at for lease in leases) > first.at + LEASE - timedelta(seconds=1)
+
+
+def test_a_joining_replica_gets_its_share_a_few_services_at_a_time(store: Store) -> None:
+    beat(store, "a")
+    joined = beat(store, "b")
+    assert joined.owned == {} and joined.fair_share == 3, "nothing is free yet"
+
+    handed = beat(store, "a")
+    assert len(handed.owned) == 4, "two given away per beat, no more"
+    taken = beat(store, "b")
+    assert len(taken.owned) == 2 and set(taken.owned.values()) == {2}, "a new owner, epoch 2"
+    assert len(beat(store, "a").owned) == 3
+    assert len(beat(store, "b").owned) == 3
+    owners = {lease.service: lease.owner for lease in store.run_sync(cluster.leases)}
+    assert sorted(owners.values()) == ["a", "a", "a", "b", "b", "b"]
+    assert len(beat(store, "a").owned) == 3, "balanced: nothing moves any more"
+
+
+def test_a_busy_service_is_never_given_away(store: Store) -> None:
+    beat(store, "a")
+    beat(store, "b")
+    busy = frozenset(SERVICES[:5])
+    handed = beat(store, "a", keep=busy)
+    assert set(handed.owned) == busy, "only the one service not busy left"
+
+
+def test_a_dead_replicas_leases_are_taken_once_they_run_out_and_not_before(store: Store) -> None:
+    beat(store, "a")
+    assert beat(store, "b").owned == {}, "a's leases still run: b waits"
+    run_out(store, *SERVICES)
+    taken = beat(store, "b")
+    assert taken.owned == dict.fromkeys(SERVICES, 2) and taken.members == ("b",)
+    assert {member.id: member.live for member in store.run_sync(cluster.members)} == {
+        "a": False,
+        "b": True,
+    }
+    back = beat(store, "a")
+    assert back.owned == {}, "the old owner's renewal finds its leases gone"
+    assert back.fair_share == 3
+
+
+def test_leaving_hands_every_lease_over_at_once(store: Store) -> None:
+    beat(store, "a")
+    assert store.run_sync(cluster.leave, member="a") == 6
+    assert beat(store, "b").owned == dict.fromkeys(SERVICES, 2)
+
+
+def test_beats_at_the_same_moment_never_give_a_service_two_owners(store: Store) -> None:
+    """Three replicas beating concurrently, round after round: at every moment each
+    service has one owner, and an epoch seen once with an owner never has another."""
+    services = [f"svc-{n}" for n in range(30)]
+    seen: dict[tuple[str, int], str] = {}
+    conflicts: list[str] = []
+    lock = threading.Lock()
+
+    def replica(name: str) -> None:
+        for _ in range(15):
+            result = beat(store, name, services=services)
+            with lock:
+                for service, epoch in result.owned.items():
+                    if seen.setdefault((service, epoch), name) != name:
+                        conflicts.append(f"{service}@{epoch}: {seen[(service, epoch)]} and {name}")
+
+    threads = [threading.Thread(target=replica, args=(name,)) for name in "abc"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert conflicts == []
+    final = {lease.service: lease.owner for lease in store.run_sync(cluster.leases)}
+    assert set(final) == set(services) and set(final.values()) <= {"a", "b", "c"}
+    counts = sorted(list(final.values()).count(name) for name in "abc")
+    assert sum(counts) == 30 and counts[-1] <= 12, f"spread over the three: {counts}"
+
+
+# -- fencing ----------------------------------------------------------------------------------
+
+
+async def test_the_database_refuses_a_stale_owners_recovery_and_steps(store: Store) -> None:
+    beat(store, "a", services=["azora-auth"])
+    a_writes = StoreRecorder(store, "a", epochs=lambda _service: 1)
+    started = recovery(status=RecoveryStatus.IN_PROGRESS, steps=(step(0), step(1)))
+    await a_writes.save_recovery(started)
+
+    run_out(store, "azora-auth")
+    with pytest.raises(StaleOwnerError, match="ran out"):
+        await a_writes.save_steps(started, [step(0, StepStatus.COMPLETED)])
+    assert beat(store, "b", services=["azora-auth"]).owned == {"azora-auth": 2}
+
+    with pytest.raises(StaleOwnerError, match="epoch 1 is stale, the lease is at epoch 2"):
+        await a_writes.save_recovery(
+            recovery(started.id, status=RecoveryStatus.COMPLETED, steps=(step(0), step(1)))
+        )
+    with pytest.raises(StaleOwnerError):
+        await a_writes.save_steps(started, [step(0, StepStatus.COMPLETED)])
+    stored = await store.read(recoveries.get_recovery, started.id)
+    assert stored.status is RecoveryStatus.IN_PROGRESS and stored.steps == (step(0), step(1))
+
+    closed = store.run_sync(
+        recoveries.interrupt_service, service="azora-auth", at=started.created_at, epoch=2
+    )
+    assert closed == [started.id], "the new owner closes what a left open"
+    assert (await store.read(recoveries.get_recovery, started.id)).status is (
+        RecoveryStatus.INTERRUPTED
+    )
+
+
+async def test_deploys_instances_and_alerts_of_a_stale_owner_are_refused(store: Store) -> None:
+    beat(store, "a", services=["billing", "azora-auth"])
+    run_out(store, "billing", "azora-auth")
+    beat(store, "b", services=["billing", "azora-auth"])
+    stale = StoreRecorder(store, "a", epochs=lambda _service: 1)
+    with pytest.raises(StaleOwnerError):
+        await stale.save_deployment(deployment("dep-000000000009", "v2", service="azora-auth"))
+    with pytest.raises(StaleOwnerError):
+        store.run_sync(instances.save_instance, instance("i-1", service="azora-auth"), "a", epoch=1)
+    with pytest.raises(StaleOwnerError):
+        await StoreAlertQueue(store, lambda _service: 1).enqueue(alert("alt-000000000001", "rec-1"))
+    assert store.run_sync(lambda s: s.scalar(select(AlertRow.id))) is None
+
+    current = StoreRecorder(store, "b", epochs=lambda _service: 2)
+    await current.save_deployment(deployment("dep-000000000001", "v2", service="azora-auth"))
+    assert await StoreAlertQueue(store, lambda _service: 2).enqueue(
+        alert("alt-000000000001", "rec-1")
+    )
+    # The journal drops what it may no longer record, rather than retrying it forever.
+    journal = StoreJournal(store, "a", epochs=lambda _service: 1)
+    await journal.save_instance(instance("i-2", service="azora-auth"))
+    assert journal.pending == 0
+    assert store.run_sync(deployments.latest_deployments, owner="b")
+
+
+async def test_a_fenced_replica_must_say_its_epoch_for_a_leased_service(
+    store: Store, fenced: Store
+) -> None:
+    beat(store, "a", services=["azora-auth"])
+    with pytest.raises(StaleOwnerError, match="a write with no epoch is refused"):
+        await StoreRecorder(fenced, "a").save_recovery(recovery())
+    # Not leased: no replica owns it, nothing to fence (what one Phoenix alone writes).
+    await StoreRecorder(fenced, "a").save_recovery(recovery("rec-000000000002", service="other"))
+    # A Phoenix not in cluster mode (an older replica during an upgrade) is let through.
+    await StoreRecorder(store, "old").save_recovery(recovery("rec-000000000003"))
+    ids = store.run_sync(lambda s: sorted(s.scalars(select(RecoveryRow.id))))
+    assert ids == ["rec-000000000002", "rec-000000000003"]
+
+
+async def test_an_epoch_for_a_service_no_one_leased_is_refused(store: Store) -> None:
+    with pytest.raises(StaleOwnerError, match="has no lease"):
+        await StoreRecorder(store, "a", epochs=lambda _service: 3).save_recovery(recovery())
+
+
+def test_a_write_waits_for_a_change_of_owner_in_flight_and_then_is_refused(
+    store: Store,
+) -> None:
+    """The fencing check locks the lease row: a takeover being committed cannot slip in
+    between a stale owner's check and its write."""
+    beat(store, "a", services=["azora-auth"])
+    run_out(store, "azora-auth")
+    taking = store.engine.connect()
+    transaction = taking.begin()
+    taking.execute(select(LeaseRow).where(LeaseRow.service == "azora-auth").with_for_update()).all()
+    taking.execute(
+        text(
+            "UPDATE service_leases SET owner = 'b', epoch = 2, expires_at = now() + interval '30 s'"
+        )
+    )
+    outcome: list[BaseException | None] = []
+
+    def stale_write() -> None:
+        try:
+            store.run_sync(recoveries.save_recovery, recovery(), "a", epoch=1)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=stale_write)
+    writer.start()
+    writer.join(timeout=0.5)
+    assert writer.is_alive(), "the write waits for the change of owner to commit"
+    transaction.commit()
+    taking.close()
+    writer.join(timeout=10)
+    assert len(outcome) == 1 and isinstance(outcome[0], StaleOwnerError)
+    assert "lease is at epoch 2 (owner b)" in str(outcome[0])
+
+
+def test_the_lease_expiry_is_the_servers_clock(store: Store) -> None:
+    """A lease of 0.3 s runs out 0.3 s after the beat on the server's clock, whatever the
+    replica believes: b takes it once the server says so."""
+    beat(store, "a", services=["azora-auth"], lease=timedelta(seconds=0.3))
+    taken = wait_until(
+        lambda: beat(store, "b", services=["azora-auth"]).owned,
+        timeout=5,
+        message="b taking the lease a stopped renewing",
+    )
+    assert taken == {"azora-auth": 2}
