@@ -6,11 +6,14 @@ configuration is found before the port is bound or a single service is started.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
+import os
 import socket
 import sys
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import uvicorn
 
@@ -19,14 +22,18 @@ from phoenix_server.api.app import create_api
 from phoenix_server.api.health import health_json
 from phoenix_server.config.servicefile import load_service_file
 from phoenix_server.config.settings import Settings
-from phoenix_server.domain.errors import ConfigError
-from phoenix_server.domain.services import ServiceCatalog
+from phoenix_server.domain.errors import ConfigError, Problem
+from phoenix_server.domain.services import PlatformKind, ServiceCatalog
 from phoenix_server.runtime import Runtime
 from phoenix_server.store.database import Store
 from phoenix_server.support.logsafe import Escaping
 from phoenix_server.support.timefmt import iso_ms, utcnow
 
 log = logging.getLogger("phoenix")
+
+IDLE_SHARE_OF_LEASE = 0.25
+"""With several replicas, a transaction left idle this share of the lease is ended by the
+server: a paused replica cannot keep a lease row locked past takeover."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -83,6 +90,70 @@ def load_catalog(settings: Settings) -> ServiceCatalog:
     return load_service_file(settings.config_file, default_interval=settings.health_check_interval)
 
 
+def check_cluster(settings: Settings, catalog: ServiceCatalog, store: Store) -> None:
+    """``PHOENIX_CLUSTER=1`` asks for what this version can share between replicas: a
+    PostgreSQL database and services any replica can look after."""
+    if not settings.cluster:
+        return
+    problems = []
+    if store.dialect != "postgresql":
+        problems.append(
+            Problem(
+                "PHOENIX_CLUSTER",
+                f"replicas share their state through PostgreSQL, and DATABASE_URL is "
+                f"{store.dialect}: set DATABASE_URL=postgresql://… (SQLite is for one Phoenix)",
+            )
+        )
+    for spec in catalog:
+        if spec.platform is not PlatformKind.EXTERNAL:
+            problems.append(
+                Problem(
+                    f"services.{spec.name}.platform",
+                    f"{spec.platform.value}: replicas own only external services in this "
+                    "version (any replica can probe them); run local, docker and kubernetes "
+                    "services under one Phoenix without PHOENIX_CLUSTER",
+                )
+            )
+    if settings.registry_url is not None:
+        problems.append(
+            Problem(
+                "PHOENIX_REGISTRY_URL",
+                "a service registry is not shared between replicas in this version: "
+                "declare the services in the service file",
+            )
+        )
+    if problems:
+        raise ConfigError("PHOENIX_CLUSTER=1 cannot run this configuration", problems)
+
+
+def hold_sqlite(store: Store) -> IO[str] | None:
+    """SQLite is for one Phoenix: take the database's lock file for the life of this
+    process (the kernel lets it go when the process dies, however it dies), or say which
+    process has it. Two Phoenixes on one file would each adopt, restart and record the
+    other's services."""
+    if store.dialect != "sqlite" or not store.url.database:
+        return None
+    path = Path(f"{store.url.database}.phoenix-lock")
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"another Phoenix ({holder}) already uses the SQLite database "
+            f"{store.url.database}: SQLite is for one Phoenix. Give this one its own "
+            "PHOENIX_DATA_DIR, or run several replicas on PostgreSQL (DATABASE_URL="
+            "postgresql://…, PHOENIX_CLUSTER=1)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def bind(host: str, port: int) -> socket.socket:
     """Bind the API socket now, so a port in use is reported before any service starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -107,8 +178,17 @@ def serve(settings: Settings) -> None:
     configure_logging(settings)
     warn_about_access(settings)
     catalog = load_catalog(settings)
-    store = Store(settings.effective_database_url)
+    store = Store(
+        settings.effective_database_url,
+        fenced=settings.cluster,
+        idle_in_transaction=settings.lease_seconds * IDLE_SHARE_OF_LEASE
+        if settings.cluster
+        else None,
+    )
+    lock: IO[str] | None = None
     try:
+        check_cluster(settings, catalog, store)
+        lock = hold_sqlite(store)
         store.migrate()
         front_door.raise_descriptor_limit()
         sock = bind(settings.host, settings.port)
@@ -139,3 +219,5 @@ def serve(settings: Settings) -> None:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         store.close()
+        if lock is not None:
+            lock.close()

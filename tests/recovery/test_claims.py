@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from phoenix_server.config.servicefile import parse_service_file
-from phoenix_server.domain.errors import ConflictError, RecoveryInProgressError
+from phoenix_server.domain.errors import ConflictError, NotOwnerError, RecoveryInProgressError
 from phoenix_server.recovery.claims import Activity, Claim, LocalClaims
 from tests.support import REPO
 
@@ -119,3 +119,31 @@ def test_the_budget_behind_the_claims_counts_spends_and_refunds() -> None:
     ledger.spend(SPEC)
     ledger.refund(SPEC)
     assert ledger.budget_remaining(SPEC) == before - 1 and ledger.budget_left(SPEC)
+
+
+class Leases:
+    """Which services this replica owns, as a test sets it (the cluster's seam)."""
+
+    def __init__(self, *owned: str) -> None:
+        self.owned = set(owned)
+
+    def owns(self, service: str) -> bool:
+        return service in self.owned
+
+    def owner_of(self, service: str) -> str | None:
+        return "replica-1" if service in self.owned else "replica-2"
+
+
+def test_with_several_replicas_only_the_owner_claims_and_a_lost_lease_stops_the_holder() -> None:
+    leases = Leases("svc")
+    ledger = LocalClaims(Clock(), fleet_floor=0.5, fleet_floor_min=3, ownership=leases)
+    with pytest.raises(NotOwnerError, match="owned by replica replica-2, not this one"):
+        ledger.claim("other", Activity.RECOVERY, "rec-1")
+    assert not ledger.acts_on("other") and ledger.acts_on("svc")
+    held = ledger.claim("svc", Activity.RECOVERY, "rec-2")
+    assert ledger.holds(held)
+    leases.owned.clear()  # the lease ran out, or another replica took the service
+    assert not ledger.holds(held), "the recovery stops at its next step"
+    assert not ledger.acts_on("svc")
+    with pytest.raises(NotOwnerError):
+        ledger.claim("svc", Activity.DEPLOY, "deployed (dep-1)")

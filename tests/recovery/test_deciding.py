@@ -3,6 +3,7 @@ playbook, then the operator's strategy, then learned, then the default table."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -126,6 +127,21 @@ def test_maintenance_uses_the_table_not_the_learned_policy() -> None:
 def test_a_playbook_for_a_service_that_can_only_be_monitored_is_refused() -> None:
     with pytest.raises(UnsupportedStrategyError, match="only monitored"):
         decide(DecisionInput("web", DOWN, frozenset(), playbook=SCALE_PLAYBOOK))
+
+
+def test_a_playbook_of_endpoint_calls_runs_for_a_service_that_can_only_be_monitored() -> None:
+    """An external service cannot be restarted by Phoenix, but its own endpoints can be
+    called: a playbook of only such steps answers its failure."""
+    endpoints = replace(
+        SCALE_PLAYBOOK,
+        name="call-revive",
+        steps=(
+            PlaybookStep(BuiltinAction.HTTP_REQUEST, params={"url": "http://127.0.0.1:1/revive"}),
+            PlaybookStep(BuiltinAction.NOTIFY, params={"message": "revived"}),
+        ),
+    )
+    decision = decide(DecisionInput("edge", DOWN, frozenset(), playbook=endpoints))
+    assert decision.source is DecisionSource.PLAYBOOK and "call-revive" in decision.reason
 
 
 def test_an_unsupported_request_names_what_the_service_supports() -> None:

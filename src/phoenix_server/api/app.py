@@ -12,6 +12,7 @@ from phoenix_server import __version__
 from phoenix_server.api import (
     alertmanager,
     audit,
+    cluster,
     dashboard,
     deployments,
     docs_ui,
@@ -72,6 +73,7 @@ def create_api(runtime: Engine) -> FastAPI:
     app.add_middleware(AdmissionLimit)
     for module in (
         health,
+        cluster,
         recoveries,
         services,
         deployments,

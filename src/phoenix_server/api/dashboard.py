@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from phoenix_server.api.common import RuntimeDep
 from phoenix_server.api.engine import Engine
-from phoenix_server.api.health import phoenix_health, services_listing
+from phoenix_server.api.health import health_json, services_listing
 from phoenix_server.api.recoveries import recovery_out
 from phoenix_server.domain.errors import NotFoundError, PhoenixError
 from phoenix_server.domain.health import HealthTransition
@@ -60,7 +60,7 @@ async def snapshot(runtime: Engine) -> dict[str, Any]:
             stored = running  # not written yet, or the database is away: what is known
         active.append(recovery_out(stored).model_dump(by_alias=True, mode="json"))
     return {
-        "phoenix": (await phoenix_health(runtime)).model_dump(by_alias=True, mode="json"),
+        "phoenix": json.loads(health_json(runtime)),
         "services": services_listing(runtime),
         "active": active,
     }

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
 from phoenix_server.api.common import Limit, Offset, RuntimeDep, StrictInput, WireModel
+from phoenix_server.api.forwarding import to_owner
 from phoenix_server.api.recoveries import StepOut, step_out
 from phoenix_server.domain.deployments import Deployment
 from phoenix_server.store import deployments
@@ -78,11 +79,13 @@ def deployment_out(deployment: Deployment) -> DeploymentOut:
     },
 )
 async def deploy(
-    name: str, body: DeployRequest, runtime: RuntimeDep, response: Response
-) -> DeployResponse:
+    name: str, body: DeployRequest, runtime: RuntimeDep, response: Response, request: Request
+) -> DeployResponse | Response:
     """Roll the service to one of its declared versions (202; follow it in deployments).
     200 with ``changed: false`` if it already runs that version; 409 while a recovery or
     another deploy of the service runs."""
+    if (owners := await to_owner(request, runtime, name)) is not None:
+        return owners
     deployment, changed = await runtime.deploy(name, body.version)
     if not changed:
         response.status_code = 200

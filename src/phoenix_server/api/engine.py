@@ -18,6 +18,7 @@ from phoenix_server.detection.health_tracking import ServiceHealthView
 from phoenix_server.detection.signals import ServiceSignals
 from phoenix_server.domain.auth import TokenRegistry
 from phoenix_server.domain.clock import Clock
+from phoenix_server.domain.cluster import ClusterState, Lease, Member
 from phoenix_server.domain.deployments import Deployment
 from phoenix_server.domain.health import HealthTransition, UptimeBaseline
 from phoenix_server.domain.incidents import Incident
@@ -28,6 +29,28 @@ from phoenix_server.recovery.learning import LearnedPolicy
 from phoenix_server.recovery.reports import ReportIntake
 from phoenix_server.store.audit import AuditTrail
 from phoenix_server.store.database import Store
+
+
+class ClusterView(Protocol):
+    """This replica's membership, when several Phoenixes share the database."""
+
+    @property
+    def replica(self) -> str: ...
+
+    @property
+    def lease(self) -> float:
+        """Seconds a lease lasts without renewal."""
+        ...
+
+    def owns(self, service: str) -> bool: ...
+
+    def state(self) -> ClusterState: ...
+
+    async def members(self) -> list[Member]: ...
+
+    async def leases(self) -> list[Lease]: ...
+
+    async def lease_of(self, service: str) -> Lease | None: ...
 
 
 class Engine(Protocol):
@@ -61,6 +84,11 @@ class Engine(Protocol):
     @property
     def reports(self) -> ReportIntake:
         """Failures reported from outside (Alertmanager, events) and their counters."""
+        ...
+
+    @property
+    def cluster(self) -> ClusterView | None:
+        """This replica's membership (None: one Phoenix, which owns every service)."""
         ...
 
     @property

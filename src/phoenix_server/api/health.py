@@ -10,6 +10,7 @@ from weakref import WeakKeyDictionary
 from fastapi import APIRouter, Response
 
 from phoenix_server import __version__
+from phoenix_server.api.cluster import ClusterHealth, cluster_health
 from phoenix_server.api.common import RuntimeDep, WireModel
 from phoenix_server.api.engine import Engine
 from phoenix_server.detection.health_tracking import ServiceHealthView
@@ -35,19 +36,24 @@ class PhoenixHealth(WireModel):
     playbooks_active: int | None
     timestamp: str
     warnings: list[str]
+    cluster: ClusterHealth | None = None
+    """This replica's membership when several share the database (absent otherwise)."""
 
 
 @router.get("/health", response_model=PhoenixHealth, response_model_by_alias=True)
-async def phoenix_health(runtime: RuntimeDep) -> PhoenixHealth:
+async def phoenix_health(runtime: RuntimeDep) -> Response:
     """Liveness of Phoenix itself; answers without a token, and says what limits it. (The
     server answers it before the app, see ``api.front_door``: this route documents it and
     serves it where the front door is not in use, e.g. under a test client.)"""
-    return health_report(runtime)
+    return Response(health_json(runtime), media_type="application/json")
 
 
 def health_json(runtime: Engine) -> bytes:
     """``GET /health``'s body, for the front door's fast path."""
-    return health_report(runtime).model_dump_json(by_alias=True).encode()
+    report = health_report(runtime)
+    # One Phoenix's /health stays as it always was: no cluster section at all.
+    hidden = {"cluster"} if report.cluster is None else None
+    return report.model_dump_json(by_alias=True, exclude=hidden).encode()
 
 
 def health_report(runtime: Engine) -> PhoenixHealth:
@@ -62,6 +68,7 @@ def health_report(runtime: Engine) -> PhoenixHealth:
         playbooks_active=runtime.playbooks_active,
         timestamp=iso_ms(runtime.clock.now()) or "",
         warnings=warnings,
+        cluster=cluster_health(runtime.cluster.state()) if runtime.cluster is not None else None,
     )
 
 

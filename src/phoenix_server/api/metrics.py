@@ -12,11 +12,12 @@ from __future__ import annotations
 import statistics
 from datetime import timedelta
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
 from phoenix_server.api.common import RuntimeDep, StrictInput, UtcTime, WireModel
 from phoenix_server.api.engine import Engine
+from phoenix_server.api.forwarding import to_owner
 from phoenix_server.detection.signals import HORIZON, MAX_SERIES
 from phoenix_server.domain.errors import InvalidRequestError, Problem
 from phoenix_server.domain.recoveries import Outcome, RecoveryStatus
@@ -53,9 +54,13 @@ class MetricsAccepted(WireModel):
     response_model_by_alias=True,
     responses={404: {"description": "Unknown service (named in the message)"}},
 )
-async def push_metrics(batch: MetricsBatch, runtime: RuntimeDep) -> MetricsAccepted:
+async def push_metrics(
+    batch: MetricsBatch, runtime: RuntimeDep, request: Request
+) -> MetricsAccepted | Response:
     """Add samples to a service's series (202: accepted, judged as they come)."""
     runtime.catalog.get(batch.service)  # 404 naming an unknown service
+    if (owners := await to_owner(request, runtime, batch.service)) is not None:
+        return owners  # its owner holds the series and judges them
     now = runtime.clock.now()
     now_mono = runtime.clock.monotonic()
     problems = []

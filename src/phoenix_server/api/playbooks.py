@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import Field
 
 from phoenix_server.api.common import Limit, Offset, RuntimeDep, StrictInput, WireModel
 from phoenix_server.api.engine import Engine
+from phoenix_server.api.forwarding import to_owner
 from phoenix_server.api.recoveries import TriggerResponse, started_fields
 from phoenix_server.config.playbooks import (
     PlaybookDoc,
@@ -430,12 +431,14 @@ async def dry_run(
     },
 )
 async def execute(
-    playbook_id: str, runtime: RuntimeDep, body: RunRequest | None = None
-) -> ExecuteResponse:
+    playbook_id: str, runtime: RuntimeDep, request: Request, body: RunRequest | None = None
+) -> ExecuteResponse | Response:
     """Run the playbook on the service now, as a recovery (202; follow its recoveryId).
     409 if the playbook is disabled or a recovery of the service is running."""
     playbook = await runtime.store.read(playbooks.get_playbook, playbook_id)
     service = _target(playbook, body)
+    if (owners := await to_owner(request, runtime, service)) is not None:
+        return owners
     if playbook.status is not PlaybookStatus.ACTIVE:
         raise ConflictError(
             f"playbook '{playbook.name}' is disabled; set its status to active to run it"

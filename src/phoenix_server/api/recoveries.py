@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, StrictBool
 
 from phoenix_server.api.common import Limit, Offset, RuntimeDep, StrictInput, WireModel
+from phoenix_server.api.forwarding import to_owner
 from phoenix_server.domain.errors import InvalidRequestError, Problem
 from phoenix_server.domain.recoveries import (
     Decision,
@@ -92,8 +93,12 @@ class TriggerResponse(WireModel):
         },
     },
 )
-async def trigger_recovery(body: TriggerRequest, runtime: RuntimeDep) -> TriggerResponse:
+async def trigger_recovery(
+    body: TriggerRequest, runtime: RuntimeDep, request: Request
+) -> TriggerResponse | Response:
     """Start a recovery now. 409 with the running ``recoveryId`` unless ``force``."""
+    if (owners := await to_owner(request, runtime, body.service)) is not None:
+        return owners
     try:
         recovery = await runtime.trigger(
             service=body.service, strategy=body.strategy, reason=body.reason, force=body.force

@@ -734,7 +734,9 @@ def _check_whole_file(valid: list[tuple[int, ServiceDoc]], names: list[str]) -> 
         if service.name in seen:
             add("name", f"duplicate service name '{service.name}'")
         seen.add(service.name)
-        if service.port is not None:
+        # Only ports Phoenix serves on this machine can clash; external services (and a
+        # cluster's pods) listen elsewhere, several of them on one port of one server.
+        if service.port is not None and service.platform in ("local", "docker"):
             if service.port in ports:
                 add("port", f"port {service.port} is already used by '{ports[service.port]}'")
             else:

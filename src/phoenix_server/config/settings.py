@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -96,9 +97,18 @@ class Settings(BaseSettings):
     config_file: Path | None = Field(None, validation_alias="PHOENIX_CONFIG")
     """The service file (YAML)."""
     data_dir: Path = Field(Path("var"), validation_alias="PHOENIX_DATA_DIR")
+    """Where the default SQLite database and the services' log files live."""
     installation_id: str | None = Field(None, validation_alias="PHOENIX_INSTALLATION_ID")
     """This installation's name in a shared database (default: kept in the data directory)."""
-    """Where the default SQLite database and the services' log files live."""
+    cluster: bool = Field(False, validation_alias="PHOENIX_CLUSTER")
+    """One of several replicas sharing ``DATABASE_URL`` (PostgreSQL): each service is owned
+    by one live replica through a lease, taken over when its owner dies."""
+    lease_seconds: Seconds = Field(10.0, ge=1, le=300, validation_alias="PHOENIX_LEASE_SECONDS")
+    """How long a replica's leases last without renewal (takeover within about this long
+    plus a heartbeat, never more than twice it)."""
+    advertise_url: str | None = Field(None, validation_alias="PHOENIX_ADVERTISE_URL")
+    """Where the other replicas reach this one's API (requests for the services it owns are
+    forwarded there); default ``http://<PHOENIX_HOST>:<PORT>``."""
     playbooks_dir: Path | None = Field(None, validation_alias="PHOENIX_PLAYBOOKS_DIR")
     """A folder of playbook YAML files (``*.yaml``/``*.yml``), reloaded when they change."""
     alertmanager_label: str = Field(
@@ -164,6 +174,16 @@ class Settings(BaseSettings):
             raise ValueError("expected an http:// or https:// URL")
         return value
 
+    @field_validator("advertise_url")
+    @classmethod
+    def _advertised_is_http(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        return value.strip().rstrip("/")
+
     @field_validator("registry_url")
     @classmethod
     def _registry_is_http(cls, value: str | None) -> str | None:
@@ -192,6 +212,18 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'phoenix.db'}"
+
+    @property
+    def advertised_url(self) -> str:
+        """Where the other replicas reach this one's API."""
+        if self.advertise_url is not None:
+            return self.advertise_url
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
 
     @property
     def log_dir(self) -> Path:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.health import Observation, ObservationKind, Verification
-from phoenix_server.domain.services import Instance, ServiceSpec
+from phoenix_server.domain.services import Instance, PlatformKind, ServiceSpec
 from phoenix_server.monitoring.probing import Prober, target_for
 
 FIRST_POLL = 0.005
@@ -35,14 +35,18 @@ class ProbeVerifier:
     async def verify(
         self, service: ServiceSpec, instances: Sequence[Instance], *, timeout: float
     ) -> Verification:
-        """Wait until every instance passes its check, or ``timeout`` seconds pass."""
+        """Wait until every instance passes its check, or ``timeout`` seconds pass. An
+        external service has no instances: its own check is what passes or not."""
+        targets: Sequence[Instance | None] = instances
         if not instances:
-            return Verification(False, "no instances to verify")
+            if service.platform is not PlatformKind.EXTERNAL:
+                return Verification(False, "no instances to verify")
+            targets = [None]
         last_details: dict[str, str] = {}
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.gather(
-                    *(self._until_healthy(service, i, last_details) for i in instances)
+                    *(self._until_healthy(service, i, last_details) for i in targets)
                 )
         except TimeoutError:
             failing = "; ".join(f"{k}: {v}" for k, v in last_details.items()) or "no answer"
@@ -53,22 +57,23 @@ class ProbeVerifier:
         return Verification(True, f"healthy ({passed})")
 
     async def _until_healthy(
-        self, service: ServiceSpec, instance: Instance, last_details: dict[str, str]
+        self, service: ServiceSpec, instance: Instance | None, last_details: dict[str, str]
     ) -> None:
         target = target_for(service, instance, python=self._python)
+        name = target.target
         needed = service.health.success_threshold
         passes = 0
         delay = FIRST_POLL
         ceiling = min(service.health.interval, MAX_POLL)
         while True:
             result = await self._prober.probe(target)
-            last_details[instance.id] = result.detail
+            last_details[name] = result.detail
             passes = passes + 1 if result.ok else 0
             if passes >= needed:
                 self._tracker.observe(
                     Observation(
                         service=service.name,
-                        target=instance.id,
+                        target=name,
                         kind=ObservationKind.PROBE,
                         at=self._clock.now(),
                         ok=True,

@@ -23,7 +23,13 @@ from typing import Any
 from phoenix_server.domain.clock import Clock
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.recoveries import DataIntegrity, PlannedStep
-from phoenix_server.domain.services import CircuitMode, Instance, InstanceState, ServiceSpec
+from phoenix_server.domain.services import (
+    CircuitMode,
+    Instance,
+    InstanceState,
+    PlatformKind,
+    ServiceSpec,
+)
 from phoenix_server.platforms.base import (
     HOOKS,
     LIFECYCLE,
@@ -152,8 +158,8 @@ async def start_instances(ctx: StepContext, step: PlannedStep, timeout: float) -
 async def verify_health(ctx: StepContext, step: PlannedStep, timeout: float) -> StepOutcome:
     instances = ctx.fresh or ctx.platform.instances(ctx.service.name)
     live = [i for i in instances if i.alive]
-    if not live:
-        return StepOutcome(False, "no live instance to verify")
+    if not live and ctx.service.platform is not PlatformKind.EXTERNAL:
+        return StepOutcome(False, "no live instance to verify")  # (external: its own check)
     # Where Phoenix runs the instances, one that exits fails the verification at once; a
     # cluster restarts its own (their problems show in the probes and the rollout instead).
     lifecycle = LIFECYCLE.of(ctx.platform)

@@ -8,8 +8,11 @@ whether its claim is still the current one (:meth:`Claims.holds`) before it acts
 Behind the same interface sit the other limits on acting: the recovery budgets, the
 crash-loop backoff and the fleet floor (see ``guards``). They are the state several
 Phoenix replicas must share, so they live with the claims: :class:`LocalClaims` keeps them
-in this process (one Phoenix); an implementation on a shared database gives the token its
-lease's epoch (a fencing token the database checks) without any caller changing.
+in this process. With several replicas on one database, each service is owned by one of them
+through a lease (``runtime.cluster``): given that :class:`Ownership`, the claims refuse a
+service this replica does not own, and a claim stops holding the moment the lease is lost,
+so a recovery in progress stops at its next step; the database refuses its records (the
+lease's epoch is a fencing token, see ``store.cluster``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from phoenix_server.detection.health_tracking import HealthTracker
-from phoenix_server.domain.errors import ConflictError, RecoveryInProgressError
+from phoenix_server.domain.errors import ConflictError, NotOwnerError, RecoveryInProgressError
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import ServiceCatalog, ServiceSpec
 from phoenix_server.recovery.guards import FleetFloor, RecoveryBudgets
@@ -46,6 +49,18 @@ class Claim:
 
 
 ReleaseListener = Callable[[Claim], None]
+
+
+class Ownership(Protocol):
+    """Which services this replica may act on now (several replicas share the fleet)."""
+
+    def owns(self, service: str) -> bool:
+        """This replica holds the service's lease, renewed recently enough to act on."""
+        ...
+
+    def owner_of(self, service: str) -> str | None:
+        """The replica that owns ``service`` as last seen (None: no one)."""
+        ...
 
 
 class Claims(Protocol):
@@ -75,6 +90,10 @@ class Claims(Protocol):
 
     def holds(self, claim: Claim) -> bool:
         """``claim`` is still the service's current claim (it may act)."""
+        ...
+
+    def acts_on(self, service: str) -> bool:
+        """This Phoenix may act on ``service`` at all (with several replicas: it owns it)."""
         ...
 
     def on_release(self, listener: ReleaseListener) -> None:
@@ -135,9 +154,16 @@ class LocalClaims:
     """Claims and limits of one Phoenix, in memory (the state is this process's alone)."""
 
     def __init__(
-        self, monotonic: Callable[[], float], *, fleet_floor: float, fleet_floor_min: int
+        self,
+        monotonic: Callable[[], float],
+        *,
+        fleet_floor: float,
+        fleet_floor_min: int,
+        ownership: Ownership | None = None,
     ) -> None:
         self._monotonic = monotonic
+        self._ownership = ownership
+        """None: one Phoenix, which owns every service."""
         self._holders: dict[str, Claim] = {}
         self._tokens = itertools.count(1)
         self._listeners: list[ReleaseListener] = []
@@ -153,6 +179,13 @@ class LocalClaims:
     def claim(
         self, service: str, activity: Activity, label: str, *, replacing: Claim | None = None
     ) -> Claim:
+        if self._ownership is not None and not self._ownership.owns(service):
+            owner = self._ownership.owner_of(service)
+            raise NotOwnerError(
+                f"service '{service}' is owned by "
+                f"{f'replica {owner}' if owner else 'no replica right now'}, not this one: "
+                "only its owner acts on it"
+            )
         current = self._holders.get(service)
         if current is not None and current != replacing:
             if current.activity is Activity.RECOVERY:
@@ -183,7 +216,12 @@ class LocalClaims:
     def holder(self, service: str) -> Claim | None:
         return self._holders.get(service)
 
+    def acts_on(self, service: str) -> bool:
+        return self._ownership is None or self._ownership.owns(service)
+
     def holds(self, claim: Claim) -> bool:
+        if self._ownership is not None and not self._ownership.owns(claim.service):
+            return False  # the lease is lost: whatever holds the claim must stop acting
         return self._holders.get(claim.service) == claim
 
     def on_release(self, listener: ReleaseListener) -> None:

@@ -30,7 +30,7 @@ from phoenix_server.domain.recoveries import (
     Strategy,
 )
 from phoenix_server.recovery.learning import CANDIDATES
-from phoenix_server.recovery.playbook_runs import main_strategy
+from phoenix_server.recovery.playbook_runs import main_strategy, uses_strategies
 from phoenix_server.recovery.selecting import escalated, table_decision
 
 LearnedAdvice = Callable[[str, FailureType, frozenset[Strategy]], Decision | None]
@@ -70,7 +70,9 @@ def decide(given: DecisionInput) -> Decision:
     if given.previous is not None:
         return _escalate(given, given.previous)
     if given.playbook is not None:
-        if not given.supported:
+        if not given.supported and uses_strategies(given.playbook):
+            # A playbook of endpoint calls only (http_request, a named action, notify,
+            # wait, verify_health) runs for any service, an external one too.
             table_decision(
                 service=given.service, failure_type=given.failure_type, supported=given.supported
             )  # raises: says the service can only be monitored

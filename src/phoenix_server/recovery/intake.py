@@ -251,6 +251,8 @@ class Intake:
         log.warning("%s: incident %s: %s", name, incident.id, summary)
 
     def needs_attention(self, name: str) -> bool:
+        if not self._claims.acts_on(name):
+            return False  # another replica's to look after
         if self.reported.waiting(name):
             return True
         status = self._tracker.status(name)
@@ -283,6 +285,8 @@ class Intake:
         """Act on ``name``'s status now (``transition``, if any, is the evidence)."""
         if self.busy(name) or name not in self._catalog:
             return  # the run (or deployment) looks again when it ends
+        if not self._claims.acts_on(name):
+            return  # another replica owns it
         if self.reported.waiting(name) and await self.reported.act_on_waiting(name):
             return
         view = self._tracker.view(name)
@@ -361,12 +365,17 @@ class Intake:
                 incident.summary,
             )
         supported = self._means.supported(spec)
+        # A service whose platform has no strategy (an external one) is still recovered by
+        # a playbook that answers the failure (it calls the service's own endpoints).
+        playbook = self.matching_playbook(name, incident)
         paused = self.check_fleet_floor()
-        if not self._limits.auto_recovery or paused or not supported:
+        if not self._limits.auto_recovery or paused or not (supported or playbook):
             self._cases.incidents[name] = incident
-            if not supported:
+            if not supported and playbook is None:
                 await self._cases.close_incident(
-                    incident, IncidentStatus.UNRESOLVED, "Phoenix can only monitor this service"
+                    incident,
+                    IncidentStatus.UNRESOLVED,
+                    "Phoenix can only monitor this service (no playbook answers this failure)",
                 )
 
             elif new_incident:
@@ -381,7 +390,6 @@ class Intake:
                 f"; failed again within {spec.recovery.backoff.reset_after:g}s of its last "
                 f"recovery: waiting {delay:g}s first (crash-loop backoff)"
             )
-        playbook = self.matching_playbook(name, incident)
         decision = self.first_decision(spec, incident, playbook)
         recovery = self._cases.new_recovery(
             spec, incident, decision, RecoveryTrigger.AUTOMATIC, reason, playbook=playbook

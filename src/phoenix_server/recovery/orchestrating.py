@@ -172,6 +172,24 @@ class Orchestrator:
         # judged) and what waited for the database: acknowledged, so not to be lost.
         await self._writes.flush(timeout=5.0)
 
+    def take_over(self, service: str, unresolved: list[Incident]) -> None:
+        """This replica owns ``service`` from now (several replicas): the incident its
+        previous owner left open, if any, is carried on here, and the service is looked at
+        afresh (its recoveries left in progress were closed as interrupted)."""
+        for incident in unresolved:
+            if incident.service == service:
+                self._cases.incidents[service] = incident
+        self._look_again(service)
+
+    def let_go(self, service: str) -> None:
+        """Another replica owns ``service`` now: its case leaves this one. A recovery still
+        running here stops at its next step (its claim no longer holds) and the database
+        refuses whatever it still tries to record."""
+        self._cases.incidents.pop(service, None)
+        self._cases.stabilising.pop(service, None)
+        self._cases.gave_up_at.pop(service, None)
+        self._cases.last_fixed.pop(service, None)
+
     def on_transition(self, transition: HealthTransition) -> None:
         self._queue.put_nowait((transition.service, transition))
 

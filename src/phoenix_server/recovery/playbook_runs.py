@@ -55,6 +55,12 @@ HTTP_TIMEOUT = 10.0
 STRATEGY_TIMEOUT = 120.0
 
 
+def uses_strategies(playbook: Playbook) -> bool:
+    """A step of ``playbook`` runs one of the five strategies (which the service's platform
+    must support); without one it only calls the service's endpoints and waits."""
+    return any(step.action in STRATEGY_OF for step in playbook.steps)
+
+
 def main_strategy(playbook: Playbook) -> Strategy:
     """The strategy a playbook's run is filed under: its first strategy step's (restart for
     a playbook of endpoint calls only, which is what they stand in for)."""

@@ -14,11 +14,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from phoenix_server import __version__
 from phoenix_server.config import servicefile
 from phoenix_server.config.installation import installation_id
 from phoenix_server.config.settings import Settings, service_environment
@@ -29,7 +31,7 @@ from phoenix_server.domain.alerts import AlertKind
 from phoenix_server.domain.auth import TokenRegistry
 from phoenix_server.domain.clock import Clock, SystemClock
 from phoenix_server.domain.deployments import Deployment
-from phoenix_server.domain.errors import UnavailableError
+from phoenix_server.domain.errors import StaleOwnerError, UnavailableError
 from phoenix_server.domain.health import (
     HealthTransition,
     Observation,
@@ -84,6 +86,7 @@ from phoenix_server.recovery.reports import REMEMBERED as REPORT_KEYS_KEPT
 from phoenix_server.recovery.reports import ReportIntake
 from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
+from phoenix_server.runtime.cluster import ClusterMember
 from phoenix_server.runtime.playbook_folder import PlaybookFolder
 from phoenix_server.runtime.uptime_baselines import UptimeBaselines
 from phoenix_server.store import (
@@ -102,6 +105,7 @@ from phoenix_server.store.recording import (
     StoreJournal,
     StoreRecorder,
     StoreReportKeys,
+    no_epochs,
 )
 from phoenix_server.support.tasks import SupervisedTasks, TaskDeath
 from phoenix_server.support.timefmt import iso_ms, utcnow
@@ -127,6 +131,9 @@ LATE_PROBES_WARNING = 1.0
 """Seconds of smoothed probe lateness before /health warns about overload."""
 REBUILT_SHOWN = 3600.0
 """Seconds /health keeps saying that the database file had to be written again."""
+ALERTS_TAKEN_FOR = timedelta(minutes=1)
+"""With several replicas, how long one takes the alerts it sends (no other sends them
+meanwhile; if it dies, another sends them after that)."""
 TRUNCATION_SHOWN = 3600.0
 """Seconds /health keeps saying that alerts were left out of a payload."""
 
@@ -149,11 +156,30 @@ class Runtime:
         self.owner = installation_id(settings)
         """This installation, as its records and processes in a shared database name it."""
         self.clock: Clock = clock or SystemClock()
+        self.cluster: ClusterMember | None = None
+        """This replica's membership, when several share the database (``PHOENIX_CLUSTER``)."""
+        if settings.cluster:
+            self.cluster = ClusterMember(
+                store,
+                replica=self.owner,
+                address=settings.advertised_url,
+                version=__version__,
+                lease=settings.lease_seconds,
+                services=lambda: [spec.name for spec in self.catalog],
+                busy=lambda service: self.orchestrator.busy(service),
+                monotonic=self.clock.monotonic,
+                gained=self._gained,
+                lost=self._lost,
+            )
+        epochs = self.cluster.epoch_of if self.cluster is not None else no_epochs
+        self._elsewhere: dict[str, tuple[datetime, ServiceStatus, str]] = {}
+        """With several replicas, the latest status the owners of the services this one
+        does not own recorded (what this replica's API shows for them)."""
         self.tracker = HealthTracker(catalog, self.clock)
         self.prober = Prober()
         self.scheduler = ProbeScheduler(self.prober, self.tracker, self.clock)
         self.verifier = ProbeVerifier(self.prober, self.tracker, self.clock, python=sys.executable)
-        journal = StoreJournal(store, self.owner)
+        journal = StoreJournal(store, self.owner, epochs)
         ports = PortAllocator()  # one for both platforms: never one port given twice
         self.local = LocalPlatform(
             log_dir=settings.log_dir,
@@ -206,7 +232,7 @@ class Runtime:
             self.kubernetes = KubernetesPlatform(first.cluster, passes=self._pass_checks)
             platforms[PlatformKind.KUBERNETES] = self.kubernetes
         self.platforms = PlatformRegistry(platforms, endpoints)
-        recorder = StoreRecorder(store, self.owner)
+        recorder = StoreRecorder(store, self.owner, epochs)
         self.executor = Executor(
             platforms=self.platforms,
             verifier=self.verifier,
@@ -225,7 +251,9 @@ class Runtime:
         )
         secret = settings.alert_webhook_secret
         self.alerter = Alerter(
-            StoreAlertQueue(store),
+            StoreAlertQueue(
+                store, epochs, shared=ALERTS_TAKEN_FOR if self.cluster is not None else None
+            ),
             self.clock,
             webhook=settings.alert_webhook,
             secret=secret.get_secret_value() if secret is not None else None,
@@ -254,6 +282,7 @@ class Runtime:
                 self.clock.monotonic,
                 fleet_floor=settings.fleet_floor,
                 fleet_floor_min=settings.fleet_floor_min,
+                ownership=self.cluster,
             ),
             versions=self.versions,
             observer=PrometheusObserver(self.metrics_registry),
@@ -298,8 +327,14 @@ class Runtime:
     async def start(self) -> None:
         now = self.clock.now()
         owner = self.owner
-        interrupted = await self.store.write(recoveries.interrupt_unfinished, at=now, owner=owner)
-        await self.store.write(deployments.interrupt_unfinished, at=now, owner=owner)
+        interrupted: list[str] = []
+        if self.cluster is None:
+            # With several replicas, what a service's previous owner left open is closed by
+            # its next owner when it takes the service (``_gained``).
+            interrupted = await self.store.write(
+                recoveries.interrupt_unfinished, at=now, owner=owner
+            )
+            await self.store.write(deployments.interrupt_unfinished, at=now, owner=owner)
         # Before anything starts an instance: each service runs the version last deployed.
         await self.versions.load(
             await self.store.read(deployments.latest_deployments, owner=owner),
@@ -318,7 +353,9 @@ class Runtime:
         self.tracker.subscribe(self._on_transition)
         for platform in self.platforms.all():
             platform.subscribe(self._on_instance_event)
-        unresolved = await self.store.read(incidents.unresolved_incidents)
+        unresolved = (
+            await self.store.read(incidents.unresolved_incidents) if self.cluster is None else []
+        )
         await self.store.write(
             report_keys.prune_seen, before=now - REPORT_KEYS_KEPT_FOR, keep=REPORT_KEYS_KEPT
         )
@@ -366,8 +403,11 @@ class Runtime:
             name="traffic-watch",
         )
         for spec in self.catalog:
-            if spec.platform is PlatformKind.EXTERNAL:
+            if spec.platform is PlatformKind.EXTERNAL and self.cluster is None:
                 self.scheduler.add(target_for(spec, None, python=sys.executable))
+        if self.cluster is not None:
+            self._background.keep_running(self.cluster.run, name="cluster-heartbeat")
+            self._background.keep_running(self._follow_other_replicas, name="cluster-health")
         for platform in self.platforms.all():
             specs = [spec for spec in self.catalog if spec.platform is platform.kind]
             for name, reason in (await platform.reconcile(specs)).items():
@@ -504,6 +544,8 @@ class Runtime:
             warnings.append(death)
         if self.kubernetes is not None:
             warnings.extend(self.kubernetes.watch_problems())
+        if self.cluster is not None:
+            warnings.extend(self._cluster_problems())
         if self.orchestrator.unwritten:
             warnings.append(f"{self.orchestrator.unwritten} record(s) waiting for the database")
         if self.orchestrator.fleet_pause:
@@ -553,6 +595,23 @@ class Runtime:
             )
         return warnings
 
+    def _cluster_problems(self) -> list[str]:
+        assert self.cluster is not None
+        state = self.cluster.state()
+        if state.last_beat is not None and state.acting_for <= 0:
+            why = state.problem or "the database has not answered in time"
+            return [
+                f"cluster heartbeat late: this replica could not renew its leases ({why}); "
+                "it acts on no service until a heartbeat goes through, the others take "
+                "its services over"
+            ]
+        if state.problem:
+            return [
+                f"{state.problem}: this replica acts on its services for "
+                f"{state.acting_for:.1f}s more, then leaves them to the others"
+            ]
+        return []
+
     async def mark_false_positive(self, incident_id: str) -> Incident:
         """An operator says ``incident_id`` was no real failure: recorded (it counts in the
         false-positive rate), and its recoveries stop counting as evidence for the learned
@@ -587,7 +646,17 @@ class Runtime:
         return self.tracker.record_metrics(service, values, at=at)
 
     def health(self, service: str) -> ServiceHealthView:
-        return self.tracker.view(service)
+        view = self.tracker.view(service)
+        if self.cluster is None or self.cluster.owns(service):
+            return view
+        owner = self.cluster.owner_of(service) or "no replica"
+        recorded = self._elsewhere.get(service)
+        if recorded is None:
+            return replace(view, reason=f"owned by {owner}; nothing recorded yet")
+        since, status, reason = recorded
+        return replace(
+            view, status=status, status_since=since, reason=f"{reason} (as {owner} saw it)"
+        )
 
     def waiting_on(self, service: str) -> str | None:
         """The failing dependency that explains ``service``'s failure, if one does."""
@@ -684,6 +753,11 @@ class Runtime:
             await lifecycle.mark_serving(spec, [i.id for i in instances])
 
     async def stop(self) -> None:
+        watched = {spec.name for spec in self.catalog}
+        if self.cluster is not None:
+            # Only what this replica owned stops being watched; the others' owners go on.
+            watched = set(self.cluster.owned())
+            await self.cluster.leave()
         await self.deployer.close()
         await self.orchestrator.close()
         await self.alerter.close()
@@ -696,6 +770,8 @@ class Runtime:
         await self.baselines.save_at_stop()
         self.tracker.mark_unobserved(now)
         for spec in self.catalog:
+            if spec.name not in watched:
+                continue
             self._status_changes.put_nowait(
                 HealthTransition(
                     spec.name, ServiceStatus.UNKNOWN, ServiceStatus.UNKNOWN, now, "Phoenix stopped"
@@ -705,6 +781,64 @@ class Runtime:
             await self._status_changes.join()
         await self._background.close()
         await self.prober.close()
+
+    # -- ownership (several replicas) -------------------------------------------------------
+
+    async def _gained(self, service: str, epoch: int) -> None:
+        """This replica owns ``service`` from now, under lease ``epoch``: what its previous
+        owner left in progress is closed as interrupted, its open incident carried on, and
+        its probes start here. Nothing is restarted: what runs is adopted as it is."""
+        if service not in self.catalog:
+            return
+        spec = self.catalog.get(service)
+        now = self.clock.now()
+        try:
+            closed = await self.store.write(
+                recoveries.interrupt_service, service=service, at=now, epoch=epoch
+            )
+            await self.store.write(
+                deployments.interrupt_service, service=service, at=now, epoch=epoch
+            )
+            unresolved = await self.store.read(incidents.unresolved_incidents)
+        except StaleOwnerError:
+            return  # lost again already
+        except UnavailableError as exc:
+            log.warning("%s: taking over without the store's records (%s)", service, exc.message)
+            closed, unresolved = [], []
+        if closed:
+            log.warning(
+                "%s: %d recovery(ies) its previous owner left in progress closed as "
+                "interrupted: %s",
+                service,
+                len(closed),
+                ", ".join(closed),
+            )
+        self.orchestrator.take_over(service, unresolved)
+        if spec.platform is PlatformKind.EXTERNAL:
+            self.scheduler.add(target_for(spec, None, python=sys.executable))
+
+    async def _follow_other_replicas(self) -> None:
+        """Keep the statuses of the services other replicas own, as they recorded them."""
+        assert self.cluster is not None
+        while True:
+            others = [spec.name for spec in self.catalog if not self.cluster.owns(spec.name)]
+            with contextlib.suppress(UnavailableError):  # /health says the database is away
+                self._elsewhere = await self.store.read(
+                    health_events.latest_statuses, services=others
+                )
+            await self.clock.sleep(self.cluster.lease / 5)
+
+    async def _lost(self, service: str) -> None:
+        """Another replica owns ``service`` now (or this one could not renew in time): its
+        probes stop here and its health here is no longer known."""
+        if service not in self.catalog:
+            return
+        spec = self.catalog.get(service)
+        if spec.platform is PlatformKind.EXTERNAL:
+            self.scheduler.remove(service)
+        self.orchestrator.let_go(service)
+        self.tracker.forget(service)
+        self.tracker.track(spec)
 
     # -- signal routing ---------------------------------------------------------------------
 
@@ -755,6 +889,8 @@ class Runtime:
         )
 
     def _on_transition(self, transition: HealthTransition) -> None:
+        if self.cluster is not None and not self.cluster.owns(transition.service):
+            return  # a probe that ended after the lease was lost: its owner records it
         level = logging.INFO if transition.current.serving else logging.WARNING
         log.log(
             level,

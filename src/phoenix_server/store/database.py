@@ -103,9 +103,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _postgres_session(dbapi_connection: Any, _record: Any, *, fenced: bool = False) -> None:
+def _postgres_session(
+    dbapi_connection: Any, _record: Any, *, fenced: bool = False, idle_ms: int | None = None
+) -> None:
     with dbapi_connection.cursor() as cursor:
         cursor.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        if idle_ms is not None:
+            # A replica paused mid-transaction (SIGSTOP, a long GC) would hold its row
+            # locks — a lease's among them — for as long as it sleeps: the server ends
+            # such a transaction instead, and the others can take the lease over.
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
         if fenced:
             # This replica's writes for a leased service must carry an epoch (see the fencing
             # trigger of migration 0010): one that forgot it is refused, not let through.
@@ -114,11 +121,21 @@ def _postgres_session(dbapi_connection: Any, _record: Any, *, fenced: bool = Fal
 
 
 class Store:
-    def __init__(self, raw_url: str, *, readers: int = 4, fenced: bool = False) -> None:
+    def __init__(
+        self,
+        raw_url: str,
+        *,
+        readers: int = 4,
+        fenced: bool = False,
+        idle_in_transaction: float | None = None,
+    ) -> None:
         """``fenced``: this is one replica of several (PostgreSQL only); its writes for a
-        leased service without an epoch are refused by the database."""
+        leased service without an epoch are refused by the database.
+        ``idle_in_transaction``: seconds after which the server ends a transaction this
+        process left open without a word (it was paused)."""
         self.url = normalize_url(raw_url)
-        self.engine: Engine = self._create_engine(self.url, fenced=fenced)
+        idle_ms = None if idle_in_transaction is None else max(1, int(idle_in_transaction * 1000))
+        self.engine: Engine = self._create_engine(self.url, fenced=fenced, idle_ms=idle_ms)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="phoenix-db-writer")
         self.write_problem: tuple[datetime, str] | None = None
@@ -135,7 +152,7 @@ class Store:
         return self.engine.dialect.name
 
     @staticmethod
-    def _create_engine(url: URL, *, fenced: bool) -> Engine:
+    def _create_engine(url: URL, *, fenced: bool, idle_ms: int | None) -> Engine:
         if url.get_backend_name() == "sqlite":
             assert url.database is not None
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +173,11 @@ class Store:
                 "keepalives_count": 3,
             },
         )
-        event.listen(engine, "connect", functools.partial(_postgres_session, fenced=fenced))
+        event.listen(
+            engine,
+            "connect",
+            functools.partial(_postgres_session, fenced=fenced, idle_ms=idle_ms),
+        )
         return engine
 
     async def rebuild_if_deleted(self) -> str | None:

@@ -1,0 +1,211 @@
+"""This replica's membership of a cluster of Phoenixes sharing one PostgreSQL database.
+
+A heartbeat every ``lease / 5`` seconds (2 s for the default 10 s lease, as Kubernetes'
+leader election retries) renews this replica's leases, gives away a few beyond its fair
+share and takes free ones (``store.cluster.beat``). The leases last ``lease`` seconds on the
+database's clock; this replica acts on a service only until ``renew_deadline`` (0.7 times
+``lease``, measured on its own monotonic clock from *before* the heartbeat that renewed it),
+so it stops acting before the database lets another replica take over, even when its
+heartbeats stop coming back (a partition, a pause). What it then still tries to record the
+database refuses: every acting write carries the lease's epoch (``epoch_of``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from datetime import timedelta
+
+from phoenix_server.domain.cluster import ClusterState, Lease, Member
+from phoenix_server.domain.errors import PhoenixError
+from phoenix_server.store import cluster
+from phoenix_server.store.database import Store
+
+log = logging.getLogger("phoenix.cluster")
+
+HEARTBEATS_PER_LEASE = 5
+RENEW_DEADLINE = 0.7
+"""Share of the lease after its last renewal during which this replica still acts."""
+MOVED_PER_BEAT = 2
+"""Leases beyond its fair share a replica gives away per heartbeat (rebalancing is
+gradual: a joining replica takes services over a few seconds, never all at once)."""
+
+Gained = Callable[[str, int], Awaitable[None]]
+Lost = Callable[[str], Awaitable[None]]
+
+
+class ClusterMember:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        replica: str,
+        address: str,
+        version: str,
+        lease: float,
+        services: Callable[[], Collection[str]],
+        busy: Callable[[str], bool],
+        monotonic: Callable[[], float],
+        gained: Gained,
+        lost: Lost,
+    ) -> None:
+        self._store = store
+        self.replica = replica
+        self._address = address
+        self._version = version
+        self.lease = lease
+        self._interval = lease / HEARTBEATS_PER_LEASE
+        self._services = services
+        self._busy = busy
+        self._monotonic = monotonic
+        self._gained = gained
+        self._lost = lost
+        self._owned: dict[str, int] = {}
+        self._last_epochs: dict[str, int] = {}
+        """Every epoch this replica held, kept after losing it: a late write for a service
+        it lost carries that stale epoch, which the database refuses."""
+        self._seen: set[str] = set()
+        """Services whose lease rows exist (made at their first heartbeat)."""
+        self._acting_until = 0.0
+        """Monotonic time until which the last renewal lets this replica act."""
+        self._owners: dict[str, str] = {}
+        """Each service's owner as last read (for refusals and forwarding)."""
+        self._last: cluster.Beat | None = None
+        self.problem: str | None = None
+        self._stopped = False
+
+    # -- what the rest of Phoenix asks ------------------------------------------------------
+
+    def owns(self, service: str) -> bool:
+        return service in self._owned and self._monotonic() < self._acting_until
+
+    def owner_of(self, service: str) -> str | None:
+        if self.owns(service):
+            return self.replica
+        return self._owners.get(service)
+
+    def epoch_of(self, service: str) -> int | None:
+        """The epoch a write for ``service`` carries: the lease's while this replica holds
+        it, the last one it held otherwise (stale: refused), 0 if it never held it (no
+        lease has epoch 0 once owned: refused too). None for what is no service of the
+        fleet (an alert about Phoenix itself)."""
+        if service not in self._seen:
+            return None
+        return self._owned.get(service) or self._last_epochs.get(service, 0)
+
+    def owned(self) -> dict[str, int]:
+        return dict(self._owned)
+
+    def state(self) -> ClusterState:
+        last = self._last
+        return ClusterState(
+            replica=self.replica,
+            owned=tuple(sorted(self._owned)),
+            members=last.members if last else (),
+            fair_share=last.fair_share if last else 0,
+            last_beat=last.at if last else None,
+            acting_for=max(0.0, self._acting_until - self._monotonic()),
+            problem=self.problem,
+        )
+
+    async def members(self) -> list[Member]:
+        return await self._store.read(cluster.members)
+
+    async def leases(self) -> list[Lease]:
+        return await self._store.read(cluster.leases)
+
+    async def lease_of(self, service: str) -> Lease | None:
+        found = await self._store.read(cluster.leases, services=[service])
+        return found[0] if found else None
+
+    # -- the heartbeat ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Beat until stopped; a beat that fails is retried at the next interval. Beside
+        it, the moment the renew deadline passes without a renewal, everything owned is
+        let go here (a beat stuck on a partitioned database never answers in time)."""
+        deadline = asyncio.create_task(self._let_go_at_deadline(), name="cluster-deadline")
+        try:
+            while not self._stopped:
+                await self.beat_once()
+                await asyncio.sleep(self._interval)
+        finally:
+            deadline.cancel()
+
+    async def _let_go_at_deadline(self) -> None:
+        while True:
+            remaining = self._acting_until - self._monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+                continue
+            if self._owned:
+                await self._lose(list(self._owned), why="its leases could not be renewed in time")
+            await asyncio.sleep(self._interval)
+
+    async def beat_once(self) -> None:
+        started = self._monotonic()
+        services = list(self._services())
+        new = [name for name in services if name not in self._seen]
+        busy = {name for name in self._owned if self._busy(name)}
+        try:
+            async with asyncio.timeout(self.lease * RENEW_DEADLINE):
+                beat = await self._store.write_apart(
+                    cluster.beat,
+                    member=self.replica,
+                    address=self._address,
+                    version=self._version,
+                    lease=timedelta(seconds=self.lease),
+                    services=services,
+                    new_services=new,
+                    keep=busy,
+                    give_away=MOVED_PER_BEAT,
+                )
+        except (PhoenixError, TimeoutError) as exc:
+            reason = exc.message if isinstance(exc, PhoenixError) else "the database took too long"
+            self.problem = f"cluster heartbeat failed ({reason})"
+            log.warning("%s", self.problem)
+            return
+        if self._stopped:
+            return
+        self.problem = None
+        self._seen.update(new)
+        self._last = beat
+        if self._monotonic() - started < self.lease * RENEW_DEADLINE:
+            self._acting_until = started + self.lease * RENEW_DEADLINE
+        gone = [name for name in self._owned if name not in beat.owned]
+        if gone:
+            await self._lose(gone, why="its lease moved to another replica")
+        for name, epoch in sorted(beat.owned.items()):
+            if self._owned.get(name) != epoch:
+                self._owned[name] = epoch
+                self._last_epochs[name] = epoch
+                log.info("owning %s from now (epoch %d)", name, epoch)
+                await self._gained(name, epoch)
+        self._owners = {lease.service: lease.owner for lease in await self._maybe_leases()}
+
+    async def _maybe_leases(self) -> list[Lease]:
+        try:
+            return await self._store.read(cluster.leases)
+        except PhoenixError:
+            return []
+
+    async def _lose(self, names: list[str], *, why: str) -> None:
+        for name in names:
+            self._owned.pop(name, None)
+            log.warning("no longer owning %s: %s", name, why)
+            await self._lost(name)
+
+    async def leave(self) -> None:
+        """Stop beating and let every lease go now, so the others take over at once."""
+        self._stopped = True
+        owned = list(self._owned)
+        self._owned.clear()
+        for name in owned:
+            await self._lost(name)
+        try:
+            released = await self._store.write_apart(cluster.leave, member=self.replica)
+        except PhoenixError as exc:
+            log.warning("could not hand over leases at stop (%s): they run out by themselves", exc)
+            return
+        log.info("left the cluster: %d lease(s) handed over", released)
