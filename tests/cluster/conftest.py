@@ -1,0 +1,5 @@
+"""The store tests' PostgreSQL fixtures, for the membership tests here."""
+
+from tests.store.conftest import migrated_postgres
+
+__all__ = ["migrated_postgres"]

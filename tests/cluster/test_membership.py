@@ -1,0 +1,140 @@
+"""A replica's membership on the real PostgreSQL server, in process, on a clock the test
+moves: what it owns, the epochs its writes carry, and letting go at the renew deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from phoenix_server.runtime.cluster import RENEW_DEADLINE, ClusterMember
+from phoenix_server.store import cluster
+from phoenix_server.store.database import Store
+from tests.store.conftest import _emptied
+from tests.support import eventually
+
+pytestmark = pytest.mark.postgres
+
+LEASE = 10.0
+SERVICES = ["svc-a", "svc-b"]
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(migrated_postgres: str) -> Iterator[Store]:
+    store = _emptied(Store(migrated_postgres))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+class Member:
+    """A ClusterMember with its gains and losses written down."""
+
+    def __init__(self, store: Store, name: str, clock: Clock) -> None:
+        self.gained: list[tuple[str, int]] = []
+        self.lost: list[str] = []
+        self.busy: set[str] = set()
+
+        async def gained(service: str, epoch: int) -> None:
+            self.gained.append((service, epoch))
+
+        async def lost(service: str) -> None:
+            self.lost.append(service)
+
+        self.member = ClusterMember(
+            store,
+            replica=name,
+            address=f"http://{name}:3051",
+            version="test",
+            lease=LEASE,
+            services=lambda: SERVICES,
+            busy=lambda service: service in self.busy,
+            monotonic=clock,
+            gained=gained,
+            lost=lost,
+        )
+
+
+async def test_owning_acting_and_the_epochs_writes_carry(store: Store) -> None:
+    clock = Clock()
+    a = Member(store, "a", clock)
+    assert a.member.epoch_of("svc-a") is None, "not seen in a beat yet"
+    await a.member.beat_once()
+    assert a.gained == [("svc-a", 1), ("svc-b", 1)]
+    assert a.member.owns("svc-a") and a.member.epoch_of("svc-a") == 1
+    assert a.member.epoch_of("phoenix") is None, "no service of the fleet: nothing to fence"
+    state = a.member.state()
+    assert state.owned == ("svc-a", "svc-b") and state.members == ("a",)
+    assert state.acting_for == pytest.approx(LEASE * RENEW_DEADLINE)
+
+    clock.now += LEASE * RENEW_DEADLINE  # no renewal in time: stop acting, on this clock
+    assert not a.member.owns("svc-a")
+    assert a.member.epoch_of("svc-a") == 1, "a late write still carries it (and is refused)"
+    await a.member.beat_once()
+    assert a.member.owns("svc-a"), "renewed: acting again"
+    assert a.lost == []
+
+
+async def test_the_deadline_lets_go_of_everything_without_waiting_for_a_beat(
+    store: Store,
+) -> None:
+    clock = Clock()
+    a = Member(store, "a", clock)
+    await a.member.beat_once()
+    clock.now += LEASE  # the database never answered again
+    watchdog = a.member._let_go_at_deadline()
+    task = asyncio.ensure_future(watchdog)
+    try:
+        await eventually(lambda: a.lost == ["svc-a", "svc-b"], timeout=5)
+    finally:
+        task.cancel()
+    assert a.member.state().owned == ()
+
+
+async def test_a_service_taken_by_another_is_lost_and_its_old_epoch_kept(store: Store) -> None:
+    clock = Clock()
+    a, b = Member(store, "a", clock), Member(store, "b", clock)
+    await a.member.beat_once()
+    await store.write(cluster.leave, member="a")  # as if its leases had run out
+    await b.member.beat_once()
+    assert b.gained == [("svc-a", 2), ("svc-b", 2)]
+    await a.member.beat_once()
+    assert a.lost == ["svc-a", "svc-b"] and not a.member.owns("svc-a")
+    assert a.member.epoch_of("svc-a") == 1, "stale: the database refuses what carries it"
+    assert b.member.owner_of("svc-a") == "b" and a.member.owner_of("svc-a") == "b"
+
+
+async def test_leaving_lets_go_here_and_in_the_database(store: Store) -> None:
+    clock = Clock()
+    a, b = Member(store, "a", clock), Member(store, "b", clock)
+    await a.member.beat_once()
+    await a.member.leave()
+    assert a.lost == ["svc-a", "svc-b"]
+    await b.member.beat_once()
+    assert [service for service, _ in b.gained] == SERVICES, "at once, not a lease later"
+    members = {m.id: m.live for m in await b.member.members()}
+    assert members == {"a": False, "b": True}
+
+
+async def test_a_busy_service_stays_with_its_owner_when_another_joins(store: Store) -> None:
+    clock = Clock()
+    a, b = Member(store, "a", clock), Member(store, "b", clock)
+    await a.member.beat_once()
+    a.busy = {"svc-a", "svc-b"}
+    await b.member.beat_once()
+    await a.member.beat_once()
+    assert a.lost == [], "both are being recovered: neither moves"
+    a.busy = {"svc-a"}
+    await a.member.beat_once()
+    assert a.lost == ["svc-b"]
+    await b.member.beat_once()
+    assert b.gained == [("svc-b", 2)]
