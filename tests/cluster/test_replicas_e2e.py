@@ -270,3 +270,57 @@ def test_while_no_replica_owns_a_service_a_request_for_it_is_refused_not_lost(
         assert again.status_code == 202, again.text
         recorded = {r["id"] for r in recoveries_of(group, service)}
         assert again.json()["recoveryId"] in recorded
+
+
+def test_an_alertmanager_payload_is_shared_out_to_the_owners_of_its_services(
+    tmp_path: Path,
+) -> None:
+    fake = FakeServices()
+    with fake.serving(), replicas(tmp_path, fake, SERVICES, 3) as group:
+        owners = {service: group.owner_of(service) for service in SERVICES}
+        receiver = "replica-1"
+        chosen = []
+        for name in group.names:  # one service of each replica, the receiver's own included
+            chosen.append(next(s for s in SERVICES if owners[s] == name))
+        alerts = [
+            {
+                "status": "firing",
+                "labels": {"alertname": "Down", "service": service, "failure_type": "service_down"},
+                "startsAt": "2026-11-30T02:00:00.000Z",
+                "fingerprint": f"fp-{service}",
+            }
+            for service in chosen
+        ]
+        alerts.insert(1, {"status": "firing", "labels": {"alertname": "Down", "service": "nope"}})
+        answer = group.servers[receiver].post(
+            "/api/alerts/alertmanager", json={"version": "4", "alerts": alerts}
+        )
+        assert answer.status_code == 200, answer.text
+        results = answer.json()["results"]
+        assert [r["index"] for r in results] == [0, 1, 2, 3]
+        assert (
+            results[1]["action"] == "ignored" and "unknown service 'nope'" in results[1]["reason"]
+        )
+        acted = [r for r in results if r["action"] != "ignored"]
+        assert [r["service"] for r in acted] == chosen
+        assert all(r["action"] == "recovering" and r["recoveryId"] for r in acted), [
+            r["reason"] for r in acted
+        ]
+        for result in acted:
+            [recorded] = [
+                r
+                for r in recoveries_of(group, result["service"])
+                if r["id"] == result["recoveryId"]
+            ]
+            assert recorded["owner"] == owners[result["service"]], "each owner acted on its own"
+
+        again = group.servers["replica-2"].post(
+            "/api/alerts/alertmanager", json={"version": "4", "alerts": alerts}
+        )
+        assert again.status_code == 200, again.text
+        assert [r["action"] for r in again.json()["results"]] == [
+            "duplicate",
+            "ignored",
+            "duplicate",
+            "duplicate",
+        ], "Alertmanager's re-send, to another replica, is known everywhere"

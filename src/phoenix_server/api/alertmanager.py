@@ -20,10 +20,12 @@ import hashlib
 import logging
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from phoenix_server.api.common import RuntimeDep, StorableText, UtcTime, WireModel
+from phoenix_server.api.engine import Engine
+from phoenix_server.api.forwarding import pass_part, split_by_owner
 from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin, ReportResult
 from phoenix_server.support.timefmt import iso_ms
@@ -108,6 +110,30 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
+async def _pass_on(
+    request: Request, runtime: Engine, alerts: list[dict[str, Any]], label: str
+) -> dict[int, AlertResultOut]:
+    """The owners' results for the alerts other replicas own, by position in ``alerts``."""
+    parts = await split_by_owner(request, runtime, [_label_of(raw, label) for raw in alerts])
+    if not parts:
+        return {}
+    envelope = await request.json()
+    passed: dict[int, AlertResultOut] = {}
+    for owner, positions in parts.values():
+        part = {**envelope, "alerts": [alerts[i] for i in positions], "truncatedAlerts": 0}
+        answer = await pass_part(request, runtime, owner, part)
+        for result in answer.get("results", []):
+            position = positions[result["index"]]
+            passed[position] = AlertResultOut.model_validate({**result, "index": position})
+    return passed
+
+
+def _label_of(raw: dict[str, Any], label: str) -> str | None:
+    labels = raw.get("labels")
+    value = labels.get(label) if isinstance(labels, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def report_of(alert: AlertIn, service: str) -> FailureReport:
     name = alert.labels.get("alertname")
     wanted = alert.labels.get("failure_type", "")
@@ -137,12 +163,17 @@ def report_of(alert: AlertIn, service: str) -> FailureReport:
 
 
 @router.post("/alertmanager", response_model=AlertsReceived, response_model_by_alias=True)
-async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep) -> AlertsReceived:
+async def receive_alertmanager(
+    payload: AlertmanagerPayload, runtime: RuntimeDep, request: Request
+) -> AlertsReceived:
     """Each alert's effect, in order: an incident opened (and a recovery started), joined,
     resolved, a duplicate, stale, or ignored with the reason. Alerts beyond the first 1,000
-    are not read (``skipped``), and the payload is still accepted."""
+    are not read (``skipped``), and the payload is still accepted. With several replicas,
+    the alerts about services another replica owns are passed on to it (503 for the whole
+    payload if one cannot be: Alertmanager sends it again, what was done is a duplicate)."""
     label = runtime.settings.alertmanager_label
     read, skipped = payload.alerts[:MAX_ALERTS], payload.alerts[MAX_ALERTS:]
+    passed = await _pass_on(request, runtime, read, label)
     if payload.truncated_alerts or skipped:
         log.warning(
             "alerts left out of an Alertmanager payload: %d by Alertmanager (truncatedAlerts: "
@@ -156,6 +187,9 @@ async def receive_alertmanager(payload: AlertmanagerPayload, runtime: RuntimeDep
         )
     results = []
     for index, raw in enumerate(read):
+        if index in passed:
+            results.append(passed[index])
+            continue
         try:
             alert = AlertIn.model_validate(raw)
         except ValidationError as exc:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import Field
 
 from phoenix_server.api.common import RuntimeDep, StorableText, StrictInput, WireModel
+from phoenix_server.api.forwarding import pass_part, split_by_owner
 from phoenix_server.domain.errors import InvalidRequestError, Problem
 from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.reports import FailureReport, ReportAction, ReportOrigin
@@ -78,8 +79,9 @@ def report_of(event: EventIn) -> FailureReport:
 
 
 @router.post("", response_model=EventsReceived, response_model_by_alias=True)
-async def receive_events(body: EventsIn, runtime: RuntimeDep) -> EventsReceived:
-    """Each event's effect, in order (see the module description for the shape)."""
+async def receive_events(body: EventsIn, runtime: RuntimeDep, request: Request) -> EventsReceived:
+    """Each event's effect, in order (see the module description for the shape). With
+    several replicas, events about services another replica owns are passed on to it."""
     problems = [
         Problem(f"events[{index}].service", f"unknown service '{event.service}'")
         for index, event in enumerate(body.events)
@@ -89,8 +91,19 @@ async def receive_events(body: EventsIn, runtime: RuntimeDep) -> EventsReceived:
         raise InvalidRequestError(
             f"{len(problems)} event(s) name an unknown service; none was processed", problems
         )
+    parts = await split_by_owner(request, runtime, [event.service for event in body.events])
+    passed: dict[int, EventResultOut] = {}
+    for owner, positions in parts.values():
+        part = {"events": [body.events[i].model_dump(by_alias=True) for i in positions]}
+        answer = await pass_part(request, runtime, owner, part)
+        for result in answer.get("results", []):
+            position = positions[result["index"]]
+            passed[position] = EventResultOut.model_validate({**result, "index": position})
     results = []
     for index, event in enumerate(body.events):
+        if index in passed:
+            results.append(passed[index])
+            continue
         result = await runtime.reports.receive(report_of(event))
         results.append(
             EventResultOut(

@@ -15,12 +15,16 @@ with replicas on separate machines, list that name in ``PHOENIX_ALLOWED_HOSTS``.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 from fastapi import Request, Response
 
-from phoenix_server.api.engine import Engine
+from phoenix_server.api.engine import ClusterView, Engine
+from phoenix_server.domain.cluster import Member
 from phoenix_server.domain.errors import NotOwnerError, UnavailableError
 
 log = logging.getLogger("phoenix.api")
@@ -41,6 +45,52 @@ async def to_owner(request: Request, runtime: Engine, service: str) -> Response 
     cluster = runtime.cluster
     if cluster is None or service not in runtime.catalog or cluster.owns(service):
         return None
+    owner = await _owner(request, runtime, cluster, service)
+    status, headers, body = await _send(
+        request, cluster, owner, await request.body(), f"service '{service}'"
+    )
+    return Response(content=body, status_code=status, headers=headers)
+
+
+async def split_by_owner(
+    request: Request, runtime: Engine, services: Sequence[str | None]
+) -> dict[str, tuple[Member, list[int]]]:
+    """For a batch whose items each name a service (a report, an event): the positions of
+    the items other replicas own, by owner. Items of this replica, of no known service or
+    of none, stay here. Raises 503 if an item's service has no live owner (nothing of the
+    batch is done: its sender sends it again, and what was done is then a duplicate)."""
+    cluster = runtime.cluster
+    if cluster is None:
+        return {}
+    parts: dict[str, tuple[Member, list[int]]] = {}
+    for index, service in enumerate(services):
+        if service is None or service not in runtime.catalog or cluster.owns(service):
+            continue
+        owner = await _owner(request, runtime, cluster, service)
+        parts.setdefault(owner.id, (owner, []))[1].append(index)
+    return parts
+
+
+async def pass_part(
+    request: Request, runtime: Engine, owner: Member, body: dict[str, Any]
+) -> dict[str, Any]:
+    """The owner's JSON answer to ``body``, sent as ``request`` was; 503 unless it is 200."""
+    cluster = runtime.cluster
+    assert cluster is not None
+    status, _headers, answer = await _send(
+        request, cluster, owner, json.dumps(body).encode(), f"a part of it ({owner.id}'s)"
+    )
+    if status != 200:
+        raise UnavailableError(
+            f"replica {owner.id}, which owns some of the services named, answered {status}: "
+            "nothing of this request is settled, send it again (what was done is then a "
+            "duplicate)"
+        )
+    result: dict[str, Any] = json.loads(answer)
+    return result
+
+
+async def _owner(request: Request, runtime: Engine, cluster: ClusterView, service: str) -> Member:
     if request.headers.get(FORWARDED_BY):
         raise NotOwnerError(
             f"service '{service}' is not owned by replica {cluster.replica} any more (it "
@@ -56,6 +106,12 @@ async def to_owner(request: Request, runtime: Engine, service: str) -> Response 
             f"another takes it over within {2 * cluster.lease:.0f}s): nothing was done, "
             "send it again"
         )
+    return owner
+
+
+async def _send(
+    request: Request, cluster: ClusterView, owner: Member, body: bytes, what: str
+) -> tuple[int, dict[str, str], bytes]:
     url = owner.address + request.url.path
     if request.url.query:
         url += "?" + request.url.query
@@ -64,18 +120,16 @@ async def to_owner(request: Request, runtime: Engine, service: str) -> Response 
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)) as session,
-            session.request(
-                request.method, url, data=await request.body(), headers=headers
-            ) as answer,
+            session.request(request.method, url, data=body, headers=headers) as answer,
         ):
-            body = await answer.read()
+            content = await answer.read()
             kept = {n: answer.headers[n] for n in ANSWERED_WITH if n in answer.headers}
-            return Response(content=body, status_code=answer.status, headers=kept)
+            return answer.status, kept, content
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         log.warning("could not pass %s %s on to replica %s: %r", request.method, url, owner.id, exc)
         raise UnavailableError(
-            f"service '{service}' is owned by replica {owner.id}, which did not answer "
-            f"({type(exc).__name__}): it may just have died; another replica takes the "
-            f"service over within {2 * cluster.lease:.0f}s. Whether it acted is in "
-            "/api/recovery/history; send it again if not"
+            f"{what} is owned by replica {owner.id}, which did not answer "
+            f"({type(exc).__name__}): it may just have died; another replica takes over "
+            f"within {2 * cluster.lease:.0f}s. Whether it acted is in the history; send it "
+            "again if not"
         ) from None

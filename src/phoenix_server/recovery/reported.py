@@ -178,7 +178,7 @@ class ReportedFailures:
             incident = self._cases.make_incident(name, diagnosis, source)
         else:
             incident = known
-        why_not, later = self._why_not_act(spec, report)
+        why_not, later = self._why_not_act(spec, report, incident)
         self._held_for_dependency.discard(name)
         if why_not is not None:
             if later:
@@ -218,7 +218,8 @@ class ReportedFailures:
         name = report.service
         if name in self._cases.runs:
             return None
-        why_not, _later = self._why_not_act(self._catalog.get(name), report)
+        incident = self._cases.incidents.get(name)
+        why_not, _later = self._why_not_act(self._catalog.get(name), report, incident)
         if why_not is not None:
             return None  # a plain duplicate: the hold or pause decides, as for a new report
         grace = self._alert_grace
@@ -299,10 +300,16 @@ class ReportedFailures:
             recovery_id=run.recovery.id,
         )
 
-    def _why_not_act(self, spec: ServiceSpec, report: FailureReport) -> tuple[str | None, bool]:
+    def _why_not_act(
+        self, spec: ServiceSpec, report: FailureReport, incident: Incident | None
+    ) -> tuple[str | None, bool]:
         """Why Phoenix does not act on ``report`` now (None: it does), and whether it will
         once that passes."""
-        if not self._means.supported(spec):
+        if not self._means.supported(spec) and (
+            # A playbook of endpoint calls still answers it (an external service's).
+            incident is None
+            or self._gate.matching_playbook(spec.name, incident, alert=report.alert_name) is None
+        ):
             return "Phoenix can only monitor this service", False
         if not report.recover:
             return "the report asks Phoenix not to act", False
