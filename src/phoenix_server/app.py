@@ -105,13 +105,21 @@ def check_cluster(settings: Settings, catalog: ServiceCatalog, store: Store) -> 
             )
         )
     for spec in catalog:
-        if spec.platform is not PlatformKind.EXTERNAL:
+        if spec.platform is PlatformKind.LOCAL and spec.replica is None:
+            problems.append(
+                Problem(
+                    f"services.{spec.name}.replica",
+                    "a local service runs on one machine: name the replica that runs it "
+                    "(its PHOENIX_INSTALLATION_ID); only that one owns it",
+                )
+            )
+        elif spec.platform not in (PlatformKind.EXTERNAL, PlatformKind.LOCAL):
             problems.append(
                 Problem(
                     f"services.{spec.name}.platform",
-                    f"{spec.platform.value}: replicas own only external services in this "
-                    "version (any replica can probe them); run local, docker and kubernetes "
-                    "services under one Phoenix without PHOENIX_CLUSTER",
+                    f"{spec.platform.value}: replicas own only external and local services "
+                    "in this version; run docker and kubernetes services under one Phoenix "
+                    "without PHOENIX_CLUSTER",
                 )
             )
     if settings.registry_url is not None:

@@ -64,7 +64,7 @@ def test_cluster_mode_needs_postgresql_and_services_any_replica_can_watch(
     assert refused.returncode == 2, refused.stderr
     assert "PHOENIX_CLUSTER=1 cannot run this configuration" in refused.stderr
     assert "set DATABASE_URL=postgresql://" in refused.stderr
-    assert "services.web.platform: local: replicas own only external services" in refused.stderr
+    assert "services.web.replica: a local service runs on one machine" in refused.stderr
     assert "services.edge" not in refused.stderr
     assert "PHOENIX_REGISTRY_URL" in refused.stderr
     assert not (tmp_path / "var" / "phoenix.db").exists(), "refused before touching anything"

@@ -56,7 +56,7 @@ class Member:
             address=f"http://{name}:3051",
             version="test",
             lease=LEASE,
-            services=lambda: SERVICES,
+            placement=lambda: [(name, None) for name in SERVICES],
             busy=lambda service: service in self.busy,
             monotonic=clock,
             gained=gained,

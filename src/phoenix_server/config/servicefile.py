@@ -371,6 +371,9 @@ class ServiceDoc(_Doc):
     """``platform: docker``: volumes, labels, user and a healthcheck of its containers."""
     kubernetes: KubernetesDoc | None = None
     """``platform: kubernetes``: the workload that runs it and the objects around it."""
+    replica: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+    """With several replicas (``PHOENIX_CLUSTER``): the one that owns this service, by its
+    installation id — the replica on the machine a local service runs on. None: any."""
     command: Argv | None = None
     cwd: str | None = None
     env: Env = Field(default_factory=dict)
@@ -1146,6 +1149,7 @@ def _to_spec(service: ServiceDoc, *, base_dir: Path, default_interval: float) ->
         run=_run_section(service, cwd),
         port=service.port,
         host=service.host,
+        replica=service.replica,
         routed=_routed(service),
         zero_downtime=service.zero_downtime,
         depends_on=tuple(service.depends_on),

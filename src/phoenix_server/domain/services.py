@@ -416,6 +416,9 @@ class ServiceSpec:
     """Where clients reach the service (the router's port when ``routed``)."""
     host: str = "127.0.0.1"
     """The address the public port listens on."""
+    replica: str | None = None
+    """With several Phoenix replicas, the one that alone may own it (a local service's,
+    on its machine); None: whichever the leases give it to."""
     routed: bool = False
     """Phoenix's router holds the public port; instances get ports of their own."""
     engine: DockerEngine | None = None

@@ -165,7 +165,7 @@ class Runtime:
                 address=settings.advertised_url,
                 version=__version__,
                 lease=settings.lease_seconds,
-                services=lambda: [spec.name for spec in self.catalog],
+                placement=lambda: [(spec.name, spec.replica) for spec in self.catalog],
                 busy=lambda service: self.orchestrator.busy(service),
                 monotonic=self.clock.monotonic,
                 gained=self._gained,
@@ -406,10 +406,18 @@ class Runtime:
             if spec.platform is PlatformKind.EXTERNAL and self.cluster is None:
                 self.scheduler.add(target_for(spec, None, python=sys.executable))
         if self.cluster is not None:
+            # Leases first: what the platforms start or adopt below is journalled under
+            # the epoch of this replica's own services.
+            await self.cluster.beat_once()
             self._background.keep_running(self.cluster.run, name="cluster-heartbeat")
             self._background.keep_running(self._follow_other_replicas, name="cluster-health")
         for platform in self.platforms.all():
-            specs = [spec for spec in self.catalog if spec.platform is platform.kind]
+            specs = [
+                spec
+                for spec in self.catalog
+                if spec.platform is platform.kind
+                and (self.cluster is None or spec.replica in (None, self.owner))
+            ]
             for name, reason in (await platform.reconcile(specs)).items():
                 self.tracker.start_failed(name, self.clock.now(), f"could not start: {reason}")
             if LIFECYCLE.of(platform) is None:

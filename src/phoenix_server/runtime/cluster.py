@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 
 from phoenix_server.domain.cluster import ClusterState, Lease, Member
@@ -44,7 +44,7 @@ class ClusterMember:
         address: str,
         version: str,
         lease: float,
-        services: Callable[[], Collection[str]],
+        placement: Callable[[], Iterable[tuple[str, str | None]]],
         busy: Callable[[str], bool],
         monotonic: Callable[[], float],
         gained: Gained,
@@ -56,7 +56,8 @@ class ClusterMember:
         self._version = version
         self.lease = lease
         self._interval = lease / HEARTBEATS_PER_LEASE
-        self._services = services
+        self._placement = placement
+        """Each service of the fleet and the replica it is pinned to (None: any)."""
         self._busy = busy
         self._monotonic = monotonic
         self._gained = gained
@@ -145,8 +146,10 @@ class ClusterMember:
 
     async def beat_once(self) -> None:
         started = self._monotonic()
-        services = list(self._services())
-        new = [name for name in services if name not in self._seen]
+        placement = list(self._placement())
+        services = [name for name, replica in placement if replica is None]
+        pinned = [name for name, replica in placement if replica == self.replica]
+        new = [name for name in (*services, *pinned) if name not in self._seen]
         busy = {name for name in self._owned if self._busy(name)}
         try:
             async with asyncio.timeout(self.lease * RENEW_DEADLINE):
@@ -160,6 +163,7 @@ class ClusterMember:
                     new_services=new,
                     keep=busy,
                     give_away=MOVED_PER_BEAT,
+                    pinned=pinned,
                 )
         except (PhoenixError, TimeoutError) as exc:
             reason = exc.message if isinstance(exc, PhoenixError) else "the database took too long"

@@ -53,11 +53,14 @@ def beat(
     new_services: Collection[str],
     keep: Collection[str],
     give_away: int,
+    pinned: Collection[str] = (),
 ) -> Beat:
-    """One heartbeat of ``member``. ``services``: those any replica may own (the service
-    file's); ``new_services``: those not seen in a beat before (their lease rows are made);
-    ``keep``: services busy here (a recovery, a deploy) that are never given away;
-    ``give_away``: at most this many leases beyond the fair share are let go."""
+    """One heartbeat of ``member``. ``services``: those any replica may own (shared out);
+    ``pinned``: those only this member may own (a local service on its machine: always
+    taken, never given away, not counted in the fair share); ``new_services``: those not
+    seen in a beat before (their lease rows are made); ``keep``: services busy here (a
+    recovery, a deploy) that are never given away; ``give_away``: at most this many leases
+    beyond the fair share are let go."""
     now = session.scalar(select(func.now()))
     assert now is not None
     until = now + lease
@@ -79,13 +82,14 @@ def beat(
             )
             .on_conflict_do_nothing(index_elements=["service"])
         )
+    mine = [*services, *pinned]
     owned: dict[str, int] = dict(
         session.execute(
             update(LeaseRow)
             .where(
                 LeaseRow.owner == member,
                 LeaseRow.expires_at > now,
-                LeaseRow.service.in_(services),
+                LeaseRow.service.in_(mine),
             )
             .values(expires_at=until)
             .returning(LeaseRow.service, LeaseRow.epoch)
@@ -97,9 +101,10 @@ def beat(
         )
     )
     share = math.ceil(len(services) / max(len(live), 1))
-    if len(owned) > share and give_away > 0:
-        spare = sorted(name for name in owned if name not in keep)
-        released = spare[: min(give_away, len(owned) - share)]
+    shared = [name for name in owned if name not in pinned]
+    if len(shared) > share and give_away > 0:
+        spare = sorted(name for name in shared if name not in keep)
+        released = spare[: min(give_away, len(shared) - share)]
         if released:
             session.execute(
                 update(LeaseRow)
@@ -108,31 +113,41 @@ def beat(
             )
             for name in released:
                 del owned[name]
-    taken: dict[str, int] = {}
-    wanted = share - len(owned)
+                shared.remove(name)
+    free = _free(session, [name for name in pinned if name not in owned], now, limit=None)
+    wanted = share - len(shared)
     if wanted > 0:
-        free = list(
-            session.scalars(
-                select(LeaseRow.service)
-                .where(LeaseRow.service.in_(services), LeaseRow.expires_at <= now)
-                .order_by(LeaseRow.service)
-                .limit(wanted)
-                .with_for_update(skip_locked=True)
-            )
+        free += _free(session, services, now, limit=wanted)
+    taken: dict[str, int] = {}
+    if free:
+        taken = dict(
+            session.execute(
+                update(LeaseRow)
+                .where(LeaseRow.service.in_(free))
+                .values(owner=member, epoch=LeaseRow.epoch + 1, acquired_at=now, expires_at=until)
+                .returning(LeaseRow.service, LeaseRow.epoch)
+            ).all()
         )
-        if free:
-            taken = dict(
-                session.execute(
-                    update(LeaseRow)
-                    .where(LeaseRow.service.in_(free))
-                    .values(
-                        owner=member, epoch=LeaseRow.epoch + 1, acquired_at=now, expires_at=until
-                    )
-                    .returning(LeaseRow.service, LeaseRow.epoch)
-                ).all()
-            )
-            owned.update(taken)
+        owned.update(taken)
     return Beat(owned, taken, live, share, now)
+
+
+def _free(
+    session: Session, services: Sequence[str], now: datetime, *, limit: int | None
+) -> list[str]:
+    """Services among ``services`` whose lease ran out, locked for this transaction (those
+    another replica is taking right now are skipped, not waited for)."""
+    if not services:
+        return []
+    query = (
+        select(LeaseRow.service)
+        .where(LeaseRow.service.in_(services), LeaseRow.expires_at <= now)
+        .order_by(LeaseRow.service)
+        .with_for_update(skip_locked=True)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
 
 
 def _say_alive(
