@@ -113,13 +113,12 @@ def check_cluster(settings: Settings, catalog: ServiceCatalog, store: Store) -> 
                     "(its PHOENIX_INSTALLATION_ID); only that one owns it",
                 )
             )
-        elif spec.platform not in (PlatformKind.EXTERNAL, PlatformKind.LOCAL):
+        elif spec.platform is PlatformKind.DOCKER:
             problems.append(
                 Problem(
                     f"services.{spec.name}.platform",
-                    f"{spec.platform.value}: replicas own only external and local services "
-                    "in this version; run docker and kubernetes services under one Phoenix "
-                    "without PHOENIX_CLUSTER",
+                    "docker: replicas own external, local and kubernetes services in this "
+                    "version; run docker services under one Phoenix without PHOENIX_CLUSTER",
                 )
             )
     if settings.registry_url is not None:

@@ -229,7 +229,9 @@ class Runtime:
         if kubernetes_specs:
             first = kubernetes_specs[0].run
             assert isinstance(first, KubernetesWorkload)
-            self.kubernetes = KubernetesPlatform(first.cluster, passes=self._pass_checks)
+            self.kubernetes = KubernetesPlatform(
+                first.cluster, passes=self._pass_checks, acts_on=self._acts_on
+            )
             platforms[PlatformKind.KUBERNETES] = self.kubernetes
         self.platforms = PlatformRegistry(platforms, endpoints)
         recorder = StoreRecorder(store, self.owner, epochs)
@@ -824,6 +826,12 @@ class Runtime:
         self.orchestrator.take_over(service, unresolved)
         if spec.platform is PlatformKind.EXTERNAL:
             self.scheduler.add(target_for(spec, None, python=sys.executable))
+        # What runs is adopted as it is: its instances are watched from here on.
+        for instance in self.platforms.for_service(spec).instances(service):
+            if instance.alive:
+                self._on_instance_event(InstanceEvent(InstanceEventKind.ADOPTED, instance))
+        if self.kubernetes is not None and spec.platform is PlatformKind.KUBERNETES:
+            self.kubernetes.taken_over(spec)
 
     async def _follow_other_replicas(self) -> None:
         """Keep the statuses of the services other replicas own, as they recorded them."""
@@ -844,16 +852,23 @@ class Runtime:
         spec = self.catalog.get(service)
         if spec.platform is PlatformKind.EXTERNAL:
             self.scheduler.remove(service)
+        for instance in self.platforms.for_service(spec).instances(service):
+            self.scheduler.remove(instance.id)
         self.orchestrator.let_go(service)
         self.tracker.forget(service)
         self.tracker.track(spec)
 
     # -- signal routing ---------------------------------------------------------------------
 
+    def _acts_on(self, service: str) -> bool:
+        return self.cluster is None or self.cluster.owns(service)
+
     def _on_instance_event(self, event: InstanceEvent) -> None:
         instance = event.instance
         if self._stopping:
             return  # Phoenix is stopping its own services: not a signal about them
+        if not self._acts_on(instance.service):
+            return  # another replica's to watch (it is replayed here if this one takes it)
         if event.kind in (InstanceEventKind.STARTED, InstanceEventKind.ADOPTED):
             spec = self.catalog.get(instance.service)
             self.scheduler.add(target_for(spec, instance, python=sys.executable))

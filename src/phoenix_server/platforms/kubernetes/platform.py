@@ -93,10 +93,14 @@ class KubernetesPlatform:
         *,
         client: AsyncClient | None = None,
         passes: Passes | None = None,
+        acts_on: Callable[[str], bool] | None = None,
     ) -> None:
         self._cluster = cluster
         self._client = client
         self._passes = passes
+        self._acts_on = acts_on or (lambda _service: True)
+        """Whether this Phoenix may act on a service by itself (failing back, closing a
+        circuit left open): with several replicas, only its owner does."""
         """Phoenix's own check of instances (its probes): what Kubernetes' readiness does not
         see (a server answering 500s, a hung one behind a TCP probe) keeps traffic away."""
         self._failbacks: dict[str, list[float]] = {}
@@ -233,9 +237,15 @@ class KubernetesPlatform:
             self._refresh(name)
         self._adopting = False
         self.tasks.keep_running(self._fail_back, name="kubernetes-failback")
-        for name, spec in self._specs.items():
-            if self._circuit_left_open(spec):
-                self.tasks.spawn(self._close_left_circuit(spec), name=f"close-circuit-{name}")
+        for spec in self._specs.values():
+            if self._acts_on(spec.name):
+                self.taken_over(spec)
+
+    def taken_over(self, spec: ServiceSpec) -> None:
+        """This Phoenix now acts on ``spec`` (it started, or its replica took the service
+        over): a circuit an earlier owner left open is closed."""
+        if self._listed and self._circuit_left_open(spec):
+            self.tasks.spawn(self._close_left_circuit(spec), name=f"close-circuit-{spec.name}")
 
     async def shutdown(self, *, keep_running: bool) -> None:
         """The cluster keeps running the workloads whatever Phoenix does: stop watching."""
@@ -656,7 +666,7 @@ class KubernetesPlatform:
         while True:
             await asyncio.sleep(FAILBACK_CHECK)
             for name, spec in list(self._specs.items()):
-                if self._role(spec) != "backup":
+                if self._role(spec) != "backup" or not self._acts_on(name):
                     self._primary_well_since.pop(name, None)
                     continue
                 if name in self.flapping or not self._primary_well(spec):
