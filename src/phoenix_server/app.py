@@ -141,7 +141,13 @@ def hold_sqlite(store: Store) -> IO[str] | None:
     if store.dialect != "sqlite" or not store.url.database:
         return None
     path = Path(f"{store.url.database}.phoenix-lock")
-    handle = path.open("a+")
+    try:
+        handle = path.open("a+")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot open the SQLite lock file {path} ({exc.strerror}): Phoenix takes it to "
+            "make sure it is alone on the database; let it write there, or remove the file"
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -188,7 +194,7 @@ def serve(settings: Settings) -> None:
     store = Store(
         settings.effective_database_url,
         fenced=settings.cluster,
-        idle_in_transaction=settings.lease_seconds * IDLE_SHARE_OF_LEASE
+        idle_in_transaction=max(1.0, settings.lease_seconds * IDLE_SHARE_OF_LEASE)
         if settings.cluster
         else None,
     )

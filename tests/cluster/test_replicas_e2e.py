@@ -265,7 +265,13 @@ def test_while_no_replica_owns_a_service_a_request_for_it_is_refused_not_lost(
             assert len(recoveries_of(group, service)) == before, "nothing acknowledged"
         else:  # the lease ran out already and this replica took it: it acts itself
             assert answer.status_code == 202, answer.text
-        wait_until(lambda: group.owner_of(service) == other, timeout=10 * LEASE, message="takeover")
+        wait_until(
+            lambda: (
+                service in group.servers[other].get("/health").json()["cluster"]["ownedServices"]
+            ),
+            timeout=10 * LEASE,
+            message="the other replica acting on the service",
+        )
         again = group.servers[other].post(f"/api/playbooks/{playbook_id}/execute", json={})
         assert again.status_code == 202, again.text
         recorded = {r["id"] for r in recoveries_of(group, service)}

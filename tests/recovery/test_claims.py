@@ -126,12 +126,16 @@ class Leases:
 
     def __init__(self, *owned: str) -> None:
         self.owned = set(owned)
+        self.epoch = 1
 
     def owns(self, service: str) -> bool:
         return service in self.owned
 
     def owner_of(self, service: str) -> str | None:
         return "replica-1" if service in self.owned else "replica-2"
+
+    def epoch_of(self, service: str) -> int | None:
+        return self.epoch
 
 
 def test_with_several_replicas_only_the_owner_claims_and_a_lost_lease_stops_the_holder() -> None:
@@ -147,3 +151,12 @@ def test_with_several_replicas_only_the_owner_claims_and_a_lost_lease_stops_the_
     assert not ledger.acts_on("svc")
     with pytest.raises(NotOwnerError):
         ledger.claim("svc", Activity.DEPLOY, "deployed (dep-1)")
+
+
+def test_a_lease_lost_and_taken_again_does_not_revive_a_claim_of_the_earlier_one() -> None:
+    leases = Leases("svc")
+    ledger = LocalClaims(Clock(), fleet_floor=0.5, fleet_floor_min=3, ownership=leases)
+    old = ledger.claim("svc", Activity.RECOVERY, "rec-1")
+    assert old.epoch == 1 and ledger.holds(old)
+    leases.epoch = 3  # lost, another replica had it (2), and this one took it back
+    assert not ledger.holds(old), "a run of epoch 1 must not go on under epoch 3"

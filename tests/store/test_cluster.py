@@ -11,12 +11,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 
-from phoenix_server.domain.errors import StaleOwnerError
+from phoenix_server.domain.errors import StaleOwnerError, UnavailableError
 from phoenix_server.domain.recoveries import RecoveryStatus, StepStatus
 from phoenix_server.store import cluster, deployments, instances, recoveries
+from phoenix_server.store.cluster import DuplicateReplicaError
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreAlertQueue, StoreJournal, StoreRecorder
-from phoenix_server.store.tables import AlertRow, LeaseRow, RecoveryRow
+from phoenix_server.store.tables import AlertRow, RecoveryRow
 from tests.store.conftest import _emptied
 from tests.store.test_alerts import alert
 from tests.store.test_deployments import deployment
@@ -57,10 +58,13 @@ def beat(
     lease: timedelta = LEASE,
     keep: frozenset[str] = frozenset(),
     give_away: int = 2,
+    incarnation: str | None = None,
+    longest: timedelta | None = None,
 ) -> cluster.Beat:
     return store.run_sync(
         cluster.beat,
         member=member,
+        incarnation=incarnation or f"{member}-process",
         address=f"http://{member}:3051",
         version="test",
         lease=lease,
@@ -68,6 +72,7 @@ def beat(
         new_services=services,
         keep=keep,
         give_away=give_away,
+        longest=longest,
     )
 
 
@@ -196,7 +201,7 @@ async def test_the_database_refuses_a_stale_owners_recovery_and_steps(store: Sto
     assert stored.status is RecoveryStatus.IN_PROGRESS and stored.steps == (step(0), step(1))
 
     closed = store.run_sync(
-        recoveries.interrupt_service, service="azora-auth", at=started.created_at, epoch=2
+        recoveries.interrupt_services, services={"azora-auth": 2}, at=started.created_at
     )
     assert closed == [started.id], "the new owner closes what a left open"
     assert (await store.read(recoveries.get_recovery, started.id)).status is (
@@ -248,39 +253,34 @@ async def test_an_epoch_for_a_service_no_one_leased_is_refused(store: Store) -> 
         await StoreRecorder(store, "a", epochs=lambda _service: 3).save_recovery(recovery())
 
 
-def test_a_write_waits_for_a_change_of_owner_in_flight_and_then_is_refused(
-    store: Store,
-) -> None:
-    """The fencing check locks the lease row: a takeover being committed cannot slip in
-    between a stale owner's check and its write."""
+def test_a_writer_holding_its_transaction_open_never_blocks_a_takeover(store: Store) -> None:
+    """A stale owner paused mid-transaction (its write checked, not committed): the next
+    owner takes the lease at once, and closes the recovery once the sleeper's lock is gone
+    — a row still locked is skipped, never waited for."""
     beat(store, "a", services=["azora-auth"])
-    run_out(store, "azora-auth")
-    taking = store.engine.connect()
-    transaction = taking.begin()
-    taking.execute(select(LeaseRow).where(LeaseRow.service == "azora-auth").with_for_update()).all()
-    taking.execute(
-        text(
-            "UPDATE service_leases SET owner = 'b', epoch = 2, expires_at = now() + interval '30 s'"
-        )
+    store.run_sync(
+        recoveries.save_recovery, recovery(status=RecoveryStatus.IN_PROGRESS), "a", epoch=1
     )
-    outcome: list[BaseException | None] = []
-
-    def stale_write() -> None:
-        try:
-            store.run_sync(recoveries.save_recovery, recovery(), "a", epoch=1)
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    writer = threading.Thread(target=stale_write)
-    writer.start()
-    writer.join(timeout=0.5)
-    assert writer.is_alive(), "the write waits for the change of owner to commit"
-    transaction.commit()
-    taking.close()
-    writer.join(timeout=10)
-    assert len(outcome) == 1 and isinstance(outcome[0], StaleOwnerError)
-    assert "lease is at epoch 2 (owner b)" in str(outcome[0])
+    sleeper = store.engine.connect()
+    paused = sleeper.begin()
+    sleeper.execute(
+        text("UPDATE recoveries SET reason = 'still going' WHERE id = 'rec-000000000001'")
+    )
+    run_out(store, "azora-auth")
+    taken = beat(store, "b", services=["azora-auth"])
+    assert taken.owned == {"azora-auth": 2}, "the lease is not held by the sleeper's lock"
+    closing = {"azora-auth": 2}
+    at = recovery().created_at
+    assert store.run_sync(recoveries.interrupt_services, services=closing, at=at) == []
+    paused.rollback()
+    sleeper.close()
+    closed = store.run_sync(recoveries.interrupt_services, services=closing, at=at)
+    assert closed == ["rec-000000000001"]
+    own = recovery("rec-000000000002", status=RecoveryStatus.IN_PROGRESS)
+    store.run_sync(recoveries.save_recovery, own, "b", epoch=2)
+    assert store.run_sync(recoveries.interrupt_services, services=closing, at=at) == [], (
+        "a recovery of the current owner's own epoch is never closed"
+    )
 
 
 def test_the_lease_expiry_is_the_servers_clock(store: Store) -> None:
@@ -293,3 +293,51 @@ def test_the_lease_expiry_is_the_servers_clock(store: Store) -> None:
         message="b taking the lease a stopped renewing",
     )
     assert taken == {"azora-auth": 2}
+
+
+def test_a_second_live_process_under_the_same_replica_id_owns_nothing(store: Store) -> None:
+    first = beat(store, "a", incarnation="first")
+    with pytest.raises(DuplicateReplicaError, match="another live Phoenix uses the replica id"):
+        beat(store, "a", incarnation="second")
+    assert beat(store, "a", incarnation="first").owned == first.owned, "the first goes on"
+    run_out(store, *SERVICES)
+    again = beat(store, "a", incarnation="second")
+    assert again.owned == dict.fromkeys(SERVICES, 2), "once the first is gone: a new term"
+
+
+def test_a_heartbeat_the_database_took_too_long_over_changes_nothing(store: Store) -> None:
+    beat(store, "a")
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE FUNCTION slow_beat() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$"
+            )
+        )
+        connection.execute(text("CREATE TRIGGER slow BEFORE INSERT OR UPDATE ON cluster_members "
+                                "FOR EACH ROW EXECUTE FUNCTION slow_beat()"))  # fmt: skip
+    try:
+        with pytest.raises(UnavailableError, match="undone"):
+            beat(store, "b", longest=timedelta(seconds=0.1))
+    finally:
+        with store.engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER slow ON cluster_members"))
+            connection.execute(text("DROP FUNCTION slow_beat()"))
+    assert {m.id for m in store.run_sync(cluster.members)} == {"a"}, "b never joined"
+    assert {lease.owner for lease in store.run_sync(cluster.leases)} == {"a"}
+
+
+def test_a_service_left_free_for_a_whole_lease_is_taken_beyond_the_fair_share(
+    store: Store,
+) -> None:
+    """Replicas whose files name different services (a rolling change of the file): a
+    service only one of them knows is never left without an owner."""
+    beat(store, "a", services=["s1"])
+    assert beat(store, "b", services=["s1", "s2", "s3", "s4"]).owned.keys() == {"s2", "s3"}
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE service_leases SET expires_at = now() - interval '31 s' WHERE service = 's4'"
+            )
+        )
+    assert beat(store, "b", services=["s1", "s2", "s3", "s4"]).owned.keys() == {"s2", "s3", "s4"}

@@ -114,7 +114,7 @@ async def _pass_on(
     request: Request, runtime: Engine, alerts: list[dict[str, Any]], label: str
 ) -> dict[int, AlertResultOut]:
     """The owners' results for the alerts other replicas own, by position in ``alerts``."""
-    parts = await split_by_owner(request, runtime, [_label_of(raw, label) for raw in alerts])
+    parts = split_by_owner(request, runtime, [_label_of(raw, label) for raw in alerts])
     if not parts:
         return {}
     envelope = await request.json()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 
 from phoenix_server.api.common import RuntimeDep, WireModel
 from phoenix_server.domain.cluster import ClusterState
+from phoenix_server.domain.errors import UnavailableError
 from phoenix_server.support.timefmt import iso_ms
 
 router = APIRouter(prefix="/api/cluster", tags=["cluster"])
@@ -96,8 +99,15 @@ async def cluster_view(runtime: RuntimeDep) -> ClusterOut:
         return ClusterOut(
             enabled=False, replica=runtime.owner, lease_seconds=None, members=[], leases=[]
         )
-    members = await cluster.members()
-    leases = await cluster.leases()
+    try:
+        async with asyncio.timeout(cluster.lease):
+            members = await cluster.members()
+            leases = await cluster.leases()
+    except TimeoutError:
+        raise UnavailableError(
+            f"the database did not answer within {cluster.lease:g}s: the cluster's view "
+            "cannot be read now (this replica's own is in /health)"
+        ) from None
     owned: dict[str, int] = {}
     for lease in leases:
         if lease.held:

@@ -91,7 +91,7 @@ async def receive_events(body: EventsIn, runtime: RuntimeDep, request: Request) 
         raise InvalidRequestError(
             f"{len(problems)} event(s) name an unknown service; none was processed", problems
         )
-    parts = await split_by_owner(request, runtime, [event.service for event in body.events])
+    parts = split_by_owner(request, runtime, [event.service for event in body.events])
     passed: dict[int, EventResultOut] = {}
     for owner, positions in parts.values():
         part = {"events": [body.events[i].model_dump(by_alias=True) for i in positions]}

@@ -60,15 +60,19 @@ def health_report(runtime: Engine) -> PhoenixHealth:
     """Phoenix's own health from memory only: no database, no await, so that it answers
     at once whatever else is going on."""
     warnings = runtime.problems()
+    cluster = runtime.cluster.state() if runtime.cluster is not None else None
+    # A replica that cannot renew its leases watches nothing: not healthy, whatever else.
+    adrift = cluster is not None and (cluster.problem is not None or cluster.acting_for <= 0)
+    troubled = runtime.database_problem or runtime.store.write_problem or adrift
     return PhoenixHealth(
-        status="degraded" if runtime.database_problem or runtime.store.write_problem else "healthy",
+        status="degraded" if troubled else "healthy",
         version=__version__,
         active_recoveries=runtime.active_recoveries(),
         monitored_services=len(runtime.catalog),
         playbooks_active=runtime.playbooks_active,
         timestamp=iso_ms(runtime.clock.now()) or "",
         warnings=warnings,
-        cluster=cluster_health(runtime.cluster.state()) if runtime.cluster is not None else None,
+        cluster=cluster_health(cluster) if cluster is not None else None,
     )
 
 

@@ -30,6 +30,8 @@ from phoenix_server.domain.errors import ConfigError, Problem
 from phoenix_server.support.durations import parse_duration
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+ADVERTISED_MAX = 256
+"""Characters of PHOENIX_ADVERTISE_URL (the member table's column)."""
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 """Host names a loopback-bound Phoenix always answers to."""
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
     cluster: bool = Field(False, validation_alias="PHOENIX_CLUSTER")
     """One of several replicas sharing ``DATABASE_URL`` (PostgreSQL): each service is owned
     by one live replica through a lease, taken over when its owner dies."""
-    lease_seconds: Seconds = Field(10.0, ge=1, le=300, validation_alias="PHOENIX_LEASE_SECONDS")
+    lease_seconds: Seconds = Field(10.0, ge=2, le=300, validation_alias="PHOENIX_LEASE_SECONDS")
     """How long a replica's leases last without renewal (takeover within about this long
     plus a heartbeat, never more than twice it)."""
     advertise_url: str | None = Field(None, validation_alias="PHOENIX_ADVERTISE_URL")
@@ -182,6 +184,8 @@ class Settings(BaseSettings):
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected an http:// or https:// URL with a host")
+        if len(value.strip()) > ADVERTISED_MAX:
+            raise ValueError(f"longer than {ADVERTISED_MAX} characters")
         return value.strip().rstrip("/")
 
     @field_validator("registry_url")

@@ -46,6 +46,9 @@ class Claim:
     :meth:`Claims.relabel` changes it."""
     token: int
     """Grows with every claim: the later claim of a service always has the larger one."""
+    epoch: int | None = field(default=None, compare=False)
+    """With several replicas, the service's lease epoch it was taken under: once the lease
+    is lost, or lost and taken again (a later epoch), the claim no longer holds."""
 
 
 ReleaseListener = Callable[[Claim], None]
@@ -60,6 +63,10 @@ class Ownership(Protocol):
 
     def owner_of(self, service: str) -> str | None:
         """The replica that owns ``service`` as last seen (None: no one)."""
+        ...
+
+    def epoch_of(self, service: str) -> int | None:
+        """The epoch of this replica's lease of ``service`` (the last it held, if lost)."""
         ...
 
 
@@ -193,7 +200,8 @@ class LocalClaims:
             raise ConflictError(f"service '{service}' is being {current.label}; wait for it")
         if current is None and replacing is not None:
             raise ConflictError(f"service '{service}': the claim to replace has ended")
-        claim = Claim(service, activity, label, next(self._tokens))
+        epoch = self._ownership.epoch_of(service) if self._ownership is not None else None
+        claim = Claim(service, activity, label, next(self._tokens), epoch)
         self._holders[service] = claim
         return claim
 
@@ -220,8 +228,13 @@ class LocalClaims:
         return self._ownership is None or self._ownership.owns(service)
 
     def holds(self, claim: Claim) -> bool:
-        if self._ownership is not None and not self._ownership.owns(claim.service):
-            return False  # the lease is lost: whatever holds the claim must stop acting
+        ownership = self._ownership
+        if ownership is not None and (
+            not ownership.owns(claim.service) or ownership.epoch_of(claim.service) != claim.epoch
+        ):
+            # The lease is lost (or was lost and taken again since, under a later epoch):
+            # whatever holds the claim must stop acting.
+            return False
         return self._holders.get(claim.service) == claim
 
     def on_release(self, listener: ReleaseListener) -> None:

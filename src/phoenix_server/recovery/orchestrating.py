@@ -176,6 +176,7 @@ class Orchestrator:
         """This replica owns ``service`` from now (several replicas): the incident its
         previous owner left open, if any, is carried on here, and the service is looked at
         afresh (its recoveries left in progress were closed as interrupted)."""
+        self._writes.forget_service(service)
         for incident in unresolved:
             if incident.service == service:
                 self._cases.incidents[service] = incident
@@ -185,6 +186,11 @@ class Orchestrator:
         """Another replica owns ``service`` now: its case leaves this one. A recovery still
         running here stops at its next step (its claim no longer holds) and the database
         refuses whatever it still tries to record."""
+        run = self._cases.runs.get(service)
+        if run is not None:
+            run.cancel.set()  # it stops at its next safe point, recorded nowhere
+        # A recovery proving itself here is proven (or not) by the new owner, not here.
+        self._tasks.cancel_named(f"stable-{service}")
         self._cases.incidents.pop(service, None)
         self._cases.stabilising.pop(service, None)
         self._cases.gave_up_at.pop(service, None)
@@ -284,6 +290,12 @@ class Orchestrator:
     def busy(self, service: str) -> bool:
         """A recovery, deploy or scale-in of ``service`` is running (or waiting to)."""
         return self._claims.holder(service) is not None
+
+    def engaged(self, service: str) -> bool:
+        """Busy, or a recovery of it is proving itself, or an incident of it is open: with
+        several replicas, a service this replica must not hand over now."""
+        cases = self._cases
+        return self.busy(service) or service in cases.stabilising or service in cases.incidents
 
     def supported(self, spec: ServiceSpec) -> frozenset[Strategy]:
         """What can be done for ``spec`` now."""

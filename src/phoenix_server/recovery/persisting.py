@@ -78,6 +78,12 @@ class EventualWrites:
             if self._in_flight.get(record.id) is record:
                 del self._in_flight[record.id]
 
+    def forget_service(self, service: str) -> None:
+        """Drop what waits to be written for ``service``: a replica that takes a service
+        back under a new lease must not write its previous term's records under it."""
+        for record_id in [r for r, record in self._latest.items() if record.service == service]:
+            del self._latest[record_id]
+
     def unwritten_ids(self) -> set[str]:
         """Records whose latest state is not yet in the database (waiting or being written)."""
         return set(self._latest) | set(self._in_flight)

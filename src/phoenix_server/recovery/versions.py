@@ -31,7 +31,7 @@ from phoenix_server.domain.deployments import (
     known_good_versions,
     rollback_target,
 )
-from phoenix_server.domain.errors import UnavailableError
+from phoenix_server.domain.errors import StaleOwnerError, UnavailableError
 from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.domain.services import ServiceCatalog, ServiceSpec
 from phoenix_server.recovery.executing import durably
@@ -113,7 +113,10 @@ class VersionKeeper:
                 ended_at=self._clock.now(),
                 detail=detail,
             )
-            await self._recorder.save_deployment(first)
+            try:
+                await self._recorder.save_deployment(first)
+            except StaleOwnerError:
+                pass  # several replicas: the one that owns the service records its own
             self._current[spec.name] = first
             self._catalog.replace(replace(spec, deployed=first.version))
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -112,6 +113,13 @@ from phoenix_server.support.timefmt import iso_ms, utcnow
 
 log = logging.getLogger("phoenix")
 
+
+def _awake_or_asleep() -> float:
+    """Seconds that also count while the machine was suspended (the monotonic clock stops
+    then): a replica that wakes from a suspend past its lease knows it."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 UPTIME_HORIZON = timedelta(hours=24)
 DEATHS_SHOWN_FOR = timedelta(hours=1)
 """How long /health mentions a background loop that died and was restarted."""
@@ -166,12 +174,15 @@ class Runtime:
                 version=__version__,
                 lease=settings.lease_seconds,
                 placement=lambda: [(spec.name, spec.replica) for spec in self.catalog],
-                busy=lambda service: self.orchestrator.busy(service),
-                monotonic=self.clock.monotonic,
+                busy=lambda service: self.orchestrator.engaged(service),
+                monotonic=_awake_or_asleep if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic,
                 gained=self._gained,
+                acting=self._acting,
                 lost=self._lost,
             )
         epochs = self.cluster.epoch_of if self.cluster is not None else no_epochs
+        self._carried: dict[str, Incident] = {}
+        """Incidents a previous owner left open, read while taking a service over."""
         self._elsewhere: dict[str, tuple[datetime, ServiceStatus, str]] = {}
         """With several replicas, the latest status the owners of the services this one
         does not own recorded (what this replica's API shows for them)."""
@@ -234,7 +245,7 @@ class Runtime:
             )
             platforms[PlatformKind.KUBERNETES] = self.kubernetes
         self.platforms = PlatformRegistry(platforms, endpoints)
-        recorder = StoreRecorder(store, self.owner, epochs)
+        self.recorder = recorder = StoreRecorder(store, self.owner, epochs)
         self.executor = Executor(
             platforms=self.platforms,
             verifier=self.verifier,
@@ -337,11 +348,17 @@ class Runtime:
                 recoveries.interrupt_unfinished, at=now, owner=owner
             )
             await self.store.write(deployments.interrupt_unfinished, at=now, owner=owner)
+        history_of: str | None = owner
+        if self.cluster is not None:
+            # Leases first: what is recorded below (initial versions) and what the platforms
+            # start or adopt later is written under this replica's own services' epochs.
+            await self._first_beat(self.cluster)
+            history_of = None  # a service's versions follow it from replica to replica
         # Before anything starts an instance: each service runs the version last deployed.
         await self.versions.load(
-            await self.store.read(deployments.latest_deployments, owner=owner),
-            await self.store.read(deployments.proven_versions, owner=owner),
-            await self.store.read(deployments.proven_artifacts, owner=owner),
+            await self.store.read(deployments.latest_deployments, owner=history_of),
+            await self.store.read(deployments.proven_versions, owner=history_of),
+            await self.store.read(deployments.proven_artifacts, owner=history_of),
         )
         if interrupted:
             log.warning(
@@ -408,11 +425,9 @@ class Runtime:
             if spec.platform is PlatformKind.EXTERNAL and self.cluster is None:
                 self.scheduler.add(target_for(spec, None, python=sys.executable))
         if self.cluster is not None:
-            # Leases first: what the platforms start or adopt below is journalled under
-            # the epoch of this replica's own services.
-            await self.cluster.beat_once()
             self._background.keep_running(self.cluster.run, name="cluster-heartbeat")
             self._background.keep_running(self._follow_other_replicas, name="cluster-health")
+            self._background.keep_running(self._close_left_open, name="cluster-leftovers")
         for platform in self.platforms.all():
             specs = [
                 spec
@@ -615,12 +630,24 @@ class Runtime:
                 "it acts on no service until a heartbeat goes through, the others take "
                 "its services over"
             ]
+        problems = []
         if state.problem:
-            return [
+            problems.append(
                 f"{state.problem}: this replica acts on its services for "
                 f"{state.acting_for:.1f}s more, then leaves them to the others"
-            ]
-        return []
+            )
+        unowned = [s.name for s in self.catalog if self.cluster.owner_of(s.name) is None]
+        if unowned and state.last_beat is not None:
+            shown = ", ".join(unowned[:10]) + (", …" if len(unowned) > 10 else "")
+            problems.append(
+                f"{len(unowned)} service(s) owned by no live replica, watched by none: {shown}"
+            )
+        for clash in self.cluster.shared_addresses():
+            problems.append(
+                f"replicas {clash}: requests passed on may reach the wrong one; set "
+                "PHOENIX_ADVERTISE_URL to an address of each replica's own"
+            )
+        return problems
 
     async def mark_false_positive(self, incident_id: str) -> Incident:
         """An operator says ``incident_id`` was no real failure: recorded (it counts in the
@@ -659,7 +686,14 @@ class Runtime:
         view = self.tracker.view(service)
         if self.cluster is None or self.cluster.owns(service):
             return view
-        owner = self.cluster.owner_of(service) or "no replica"
+        owner = self.cluster.owner_of(service)
+        if owner is None:
+            return replace(
+                view,
+                status=ServiceStatus.UNKNOWN,
+                reason="no live replica owns it right now: nothing watches it (its replica "
+                "stopped or died; a service pinned to that replica waits for it)",
+            )
         recorded = self._elsewhere.get(service)
         if recorded is None:
             return replace(view, reason=f"owned by {owner}; nothing recorded yet")
@@ -763,75 +797,118 @@ class Runtime:
             await lifecycle.mark_serving(spec, [i.id for i in instances])
 
     async def stop(self) -> None:
-        watched = {spec.name for spec in self.catalog}
-        if self.cluster is not None:
-            # Only what this replica owned stops being watched; the others' owners go on.
-            watched = set(self.cluster.owned())
-            await self.cluster.leave()
+        # Recoveries and deploys end (recorded under the leases still held) before anything
+        # is handed over: another replica must never act beside one still running here.
         await self.deployer.close()
         await self.orchestrator.close()
         await self.alerter.close()
         await self.scheduler.close()
         await self._watchers.close()
         self._stopping = True
+        watched = {spec.name for spec in self.catalog}
+        if self.cluster is not None:
+            # Only what this replica owned stops being watched, said before it is handed
+            # over (its next owner's view comes after); then the others take it at once.
+            watched = set(self.cluster.owned())
+            await self._record_stopped(watched)
+            await self.cluster.leave()
         for platform in self.platforms.all():
             await platform.shutdown(keep_running=self.settings.keep_services)
-        now = self.clock.now()
         await self.baselines.save_at_stop()
+        if self.cluster is None:
+            await self._record_stopped(watched)
+        await self._background.close()
+        await self.prober.close()
+
+    async def _record_stopped(self, services: set[str]) -> None:
+        now = self.clock.now()
         self.tracker.mark_unobserved(now)
-        for spec in self.catalog:
-            if spec.name not in watched:
-                continue
+        for name in sorted(services):
             self._status_changes.put_nowait(
                 HealthTransition(
-                    spec.name, ServiceStatus.UNKNOWN, ServiceStatus.UNKNOWN, now, "Phoenix stopped"
+                    name, ServiceStatus.UNKNOWN, ServiceStatus.UNKNOWN, now, "Phoenix stopped"
                 )
             )
         async with asyncio.timeout(10):
             await self._status_changes.join()
-        await self._background.close()
-        await self.prober.close()
 
     # -- ownership (several replicas) -------------------------------------------------------
 
-    async def _gained(self, service: str, epoch: int) -> None:
-        """This replica owns ``service`` from now, under lease ``epoch``: what its previous
-        owner left in progress is closed as interrupted, its open incident carried on, and
-        its probes start here. Nothing is restarted: what runs is adopted as it is."""
-        if service not in self.catalog:
-            return
-        spec = self.catalog.get(service)
+    async def _gained(self, taken: dict[str, int]) -> None:
+        """This replica owns ``taken`` from now (service → lease epoch): what their previous
+        owners left in progress is closed as interrupted (one transaction for them all), and
+        their open incidents are read to be carried on."""
+        taken = {name: epoch for name, epoch in taken.items() if name in self.catalog}
         now = self.clock.now()
+        closed: list[str] = []
         try:
-            closed = await self.store.write(
-                recoveries.interrupt_service, service=service, at=now, epoch=epoch
-            )
-            await self.store.write(
-                deployments.interrupt_service, service=service, at=now, epoch=epoch
-            )
+            closed = await self.store.write(recoveries.interrupt_services, services=taken, at=now)
+            await self.store.write(deployments.interrupt_services, services=taken, at=now)
             unresolved = await self.store.read(incidents.unresolved_incidents)
         except StaleOwnerError:
-            return  # lost again already
+            # One of them was lost again already: close the others one by one.
+            unresolved = []
+            for name, epoch in taken.items():
+                with contextlib.suppress(StaleOwnerError, UnavailableError):
+                    closed += await self.store.write(
+                        recoveries.interrupt_services, services={name: epoch}, at=now
+                    )
         except UnavailableError as exc:
-            log.warning("%s: taking over without the store's records (%s)", service, exc.message)
-            closed, unresolved = [], []
+            log.warning("taking over without the store's records (%s)", exc.message)
+            unresolved = []
         if closed:
             log.warning(
-                "%s: %d recovery(ies) its previous owner left in progress closed as "
-                "interrupted: %s",
-                service,
+                "%d recovery(ies) their previous owners left in progress closed as interrupted: %s",
                 len(closed),
                 ", ".join(closed),
             )
-        self.orchestrator.take_over(service, unresolved)
-        if spec.platform is PlatformKind.EXTERNAL:
-            self.scheduler.add(target_for(spec, None, python=sys.executable))
-        # What runs is adopted as it is: its instances are watched from here on.
-        for instance in self.platforms.for_service(spec).instances(service):
-            if instance.alive:
-                self._on_instance_event(InstanceEvent(InstanceEventKind.ADOPTED, instance))
-        if self.kubernetes is not None and spec.platform is PlatformKind.KUBERNETES:
-            self.kubernetes.taken_over(spec)
+        for incident in unresolved:
+            if incident.service in taken:
+                self._carried[incident.service] = incident
+
+    def _acting(self, services: list[str]) -> None:
+        """This replica acts on ``services`` from now: its open incidents are carried on and
+        what runs is adopted as it is (nothing restarted), watched from here on."""
+        for name in services:
+            if name not in self.catalog:
+                continue
+            spec = self.catalog.get(name)
+            carried = self._carried.pop(name, None)
+            if carried is not None:
+                self.recorder.carry_on(carried.id)
+            self.orchestrator.take_over(name, [carried] if carried else [])
+            if spec.platform is PlatformKind.EXTERNAL:
+                self.scheduler.add(target_for(spec, None, python=sys.executable))
+            for instance in self.platforms.for_service(spec).instances(name):
+                if instance.alive:
+                    self._on_instance_event(InstanceEvent(InstanceEventKind.ADOPTED, instance))
+            if self.kubernetes is not None and spec.platform is PlatformKind.KUBERNETES:
+                self.kubernetes.taken_over(spec)
+
+    async def _first_beat(self, cluster: ClusterMember) -> None:
+        """Join before anything else starts. A replica restarted moments after it was killed
+        finds its earlier self still counted live for up to a lease (the same id, another
+        process): it waits that out rather than start without its leases."""
+        give_up = time.monotonic() + 2 * cluster.lease
+        while True:
+            await cluster.beat_once()
+            if cluster.problem is None or time.monotonic() >= give_up:
+                return
+            log.warning("%s; trying again before starting", cluster.problem)
+            await asyncio.sleep(cluster.lease / 5)
+
+    async def _close_left_open(self) -> None:
+        """What an earlier owner of this replica's services left open and still held locked
+        when they were taken over (it was paused mid-write) is closed once it lets go."""
+        assert self.cluster is not None
+        while True:
+            await self.clock.sleep(self.cluster.lease)
+            owned = self.cluster.owned()
+            if owned:
+                with contextlib.suppress(UnavailableError, StaleOwnerError):
+                    now = self.clock.now()
+                    await self.store.write(recoveries.interrupt_services, services=owned, at=now)
+                    await self.store.write(deployments.interrupt_services, services=owned, at=now)
 
     async def _follow_other_replicas(self) -> None:
         """Keep the statuses of the services other replicas own, as they recorded them."""

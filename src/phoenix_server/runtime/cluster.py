@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 
@@ -31,7 +32,10 @@ MOVED_PER_BEAT = 2
 """Leases beyond its fair share a replica gives away per heartbeat (rebalancing is
 gradual: a joining replica takes services over a few seconds, never all at once)."""
 
-Gained = Callable[[str, int], Awaitable[None]]
+Gained = Callable[[dict[str, int]], Awaitable[None]]
+"""Services taken (service → epoch): close what their previous owners left open."""
+Acting = Callable[[list[str]], None]
+"""Services this replica now acts on: watch them."""
 Lost = Callable[[str], Awaitable[None]]
 
 
@@ -48,10 +52,13 @@ class ClusterMember:
         busy: Callable[[str], bool],
         monotonic: Callable[[], float],
         gained: Gained,
+        acting: Acting,
         lost: Lost,
     ) -> None:
         self._store = store
         self.replica = replica
+        self.incarnation = secrets.token_hex(8)
+        """This process: another one beating under the same replica id is refused."""
         self._address = address
         self._version = version
         self.lease = lease
@@ -61,8 +68,17 @@ class ClusterMember:
         self._busy = busy
         self._monotonic = monotonic
         self._gained = gained
+        self._acting = acting
         self._lost = lost
         self._owned: dict[str, int] = {}
+        """The leases this replica holds (service → epoch)."""
+        self._ready: set[str] = set()
+        """Owned services whose takeover is done (the previous owner's leftovers closed):
+        only these are acted on."""
+        self._taking: dict[str, int] = {}
+        """Leases taken, waiting for their takeover (done beside the heartbeat, so that a
+        replica inheriting thousands of services still beats on time)."""
+        self._take = asyncio.Event()
         self._last_epochs: dict[str, int] = {}
         """Every epoch this replica held, kept after losing it: a late write for a service
         it lost carries that stale epoch, which the database refuses."""
@@ -71,7 +87,9 @@ class ClusterMember:
         self._acting_until = 0.0
         """Monotonic time until which the last renewal lets this replica act."""
         self._owners: dict[str, str] = {}
-        """Each service's owner as last read (for refusals and forwarding)."""
+        """Each service's owner while its lease is held, as last read."""
+        self._members: dict[str, Member] = {}
+        """The members as last read (forwarding uses their addresses without a query)."""
         self._last: cluster.Beat | None = None
         self.problem: str | None = None
         self._stopped = False
@@ -79,12 +97,21 @@ class ClusterMember:
     # -- what the rest of Phoenix asks ------------------------------------------------------
 
     def owns(self, service: str) -> bool:
-        return service in self._owned and self._monotonic() < self._acting_until
+        return service in self._ready and self._monotonic() < self._acting_until
 
     def owner_of(self, service: str) -> str | None:
         if self.owns(service):
             return self.replica
         return self._owners.get(service)
+
+    def owner_address(self, service: str) -> tuple[str, str] | None:
+        """The live owner of ``service`` other than this replica, and where it listens, as
+        of the last heartbeat (None: no other live replica owns it)."""
+        owner = self._owners.get(service)
+        member = self._members.get(owner) if owner is not None else None
+        if owner is None or owner == self.replica or member is None or not member.live:
+            return None
+        return owner, member.address
 
     def epoch_of(self, service: str) -> int | None:
         """The epoch a write for ``service`` carries: the lease's while this replica holds
@@ -96,13 +123,13 @@ class ClusterMember:
         return self._owned.get(service) or self._last_epochs.get(service, 0)
 
     def owned(self) -> dict[str, int]:
-        return dict(self._owned)
+        return {name: epoch for name, epoch in self._owned.items() if name in self._ready}
 
     def state(self) -> ClusterState:
         last = self._last
         return ClusterState(
             replica=self.replica,
-            owned=tuple(sorted(self._owned)),
+            owned=tuple(sorted(self._ready & set(self._owned))),
             members=last.members if last else (),
             fair_share=last.fair_share if last else 0,
             last_beat=last.at if last else None,
@@ -110,29 +137,40 @@ class ClusterMember:
             problem=self.problem,
         )
 
+    def shared_addresses(self) -> list[str]:
+        """Addresses two live members advertise alike (each must be reachable as itself)."""
+        seen: dict[str, str] = {}
+        clashes = []
+        for member in self._members.values():
+            if member.live and member.address in seen:
+                clashes.append(f"{seen[member.address]} and {member.id} at {member.address}")
+            seen.setdefault(member.address, member.id)
+        return clashes
+
     async def members(self) -> list[Member]:
         return await self._store.read(cluster.members)
 
     async def leases(self) -> list[Lease]:
         return await self._store.read(cluster.leases)
 
-    async def lease_of(self, service: str) -> Lease | None:
-        found = await self._store.read(cluster.leases, services=[service])
-        return found[0] if found else None
-
     # -- the heartbeat ----------------------------------------------------------------------
 
     async def run(self) -> None:
         """Beat until stopped; a beat that fails is retried at the next interval. Beside
         it, the moment the renew deadline passes without a renewal, everything owned is
-        let go here (a beat stuck on a partitioned database never answers in time)."""
-        deadline = asyncio.create_task(self._let_go_at_deadline(), name="cluster-deadline")
+        let go here (a beat stuck on a partitioned database never answers in time), and
+        the services taken are taken over."""
+        beside = [
+            asyncio.create_task(self._let_go_at_deadline(), name="cluster-deadline"),
+            asyncio.create_task(self._take_over(), name="cluster-takeover"),
+        ]
         try:
             while not self._stopped:
                 await self.beat_once()
                 await asyncio.sleep(self._interval)
         finally:
-            deadline.cancel()
+            for task in beside:
+                task.cancel()
 
     async def _let_go_at_deadline(self) -> None:
         while True:
@@ -144,6 +182,24 @@ class ClusterMember:
                 await self._lose(list(self._owned), why="its leases could not be renewed in time")
             await asyncio.sleep(self._interval)
 
+    async def _take_over(self) -> None:
+        while True:
+            await self._take.wait()
+            await self.take_over_pending()
+
+    async def take_over_pending(self) -> None:
+        """Take over what the last heartbeats took (the runtime closes what the previous
+        owners left open), then act on it."""
+        self._take.clear()
+        batch, self._taking = self._taking, {}
+        batch = {name: epoch for name, epoch in batch.items() if self._owned.get(name) == epoch}
+        if not batch:
+            return
+        await self._gained(batch)
+        ready = [name for name, epoch in batch.items() if self._owned.get(name) == epoch]
+        self._ready.update(ready)
+        self._acting(ready)
+
     async def beat_once(self) -> None:
         started = self._monotonic()
         placement = list(self._placement())
@@ -151,11 +207,13 @@ class ClusterMember:
         pinned = [name for name, replica in placement if replica == self.replica]
         new = [name for name in (*services, *pinned) if name not in self._seen]
         busy = {name for name in self._owned if self._busy(name)}
+        deadline = self.lease * RENEW_DEADLINE
         try:
-            async with asyncio.timeout(self.lease * RENEW_DEADLINE):
+            async with asyncio.timeout(deadline):
                 beat = await self._store.write_apart(
                     cluster.beat,
                     member=self.replica,
+                    incarnation=self.incarnation,
                     address=self._address,
                     version=self._version,
                     lease=timedelta(seconds=self.lease),
@@ -164,6 +222,7 @@ class ClusterMember:
                     keep=busy,
                     give_away=MOVED_PER_BEAT,
                     pinned=pinned,
+                    longest=timedelta(seconds=deadline * 0.8),
                 )
         except (PhoenixError, TimeoutError) as exc:
             reason = exc.message if isinstance(exc, PhoenixError) else "the database took too long"
@@ -175,36 +234,49 @@ class ClusterMember:
         self.problem = None
         self._seen.update(new)
         self._last = beat
-        if self._monotonic() - started < self.lease * RENEW_DEADLINE:
-            self._acting_until = started + self.lease * RENEW_DEADLINE
+        if self._monotonic() - started < deadline:
+            self._acting_until = started + deadline
         gone = [name for name in self._owned if name not in beat.owned]
         if gone:
             await self._lose(gone, why="its lease moved to another replica")
-        for name, epoch in sorted(beat.owned.items()):
+        for name, epoch in beat.owned.items():
             if self._owned.get(name) != epoch:
                 self._owned[name] = epoch
                 self._last_epochs[name] = epoch
+                self._ready.discard(name)
+                self._taking[name] = epoch
                 log.info("owning %s from now (epoch %d)", name, epoch)
-                await self._gained(name, epoch)
-        self._owners = {lease.service: lease.owner for lease in await self._maybe_leases()}
+        if self._taking:
+            self._take.set()
+        await self._refresh_view()
 
-    async def _maybe_leases(self) -> list[Lease]:
+    async def _refresh_view(self) -> None:
+        """Who owns what and where the members listen, for refusals and forwarding."""
         try:
-            return await self._store.read(cluster.leases)
+            leases = await self._store.read(cluster.leases)
+            members = await self._store.read(cluster.members)
         except PhoenixError:
-            return []
+            return
+        self._owners = {lease.service: lease.owner for lease in leases if lease.held}
+        self._members = {member.id: member for member in members}
 
     async def _lose(self, names: list[str], *, why: str) -> None:
         for name in names:
             self._owned.pop(name, None)
+            self._taking.pop(name, None)
+            was_ready = name in self._ready
+            self._ready.discard(name)
             log.warning("no longer owning %s: %s", name, why)
-            await self._lost(name)
+            if was_ready:
+                await self._lost(name)
 
     async def leave(self) -> None:
         """Stop beating and let every lease go now, so the others take over at once."""
         self._stopped = True
-        owned = list(self._owned)
+        owned = [name for name in self._owned if name in self._ready]
         self._owned.clear()
+        self._ready.clear()
+        self._taking.clear()
         for name in owned:
             await self._lost(name)
         try:

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from phoenix_server.domain.cluster import Lease, Member
+from phoenix_server.domain.errors import UnavailableError
 from phoenix_server.store.tables import LeaseRow, MemberRow
 
 MEMBERS_FORGOTTEN_AFTER = timedelta(hours=1)
@@ -42,10 +43,16 @@ class Beat:
     """The server's time of the beat."""
 
 
+class DuplicateReplicaError(UnavailableError):
+    """Another live process beats under the same replica id (a copied data directory, two
+    pods given one PHOENIX_INSTALLATION_ID): this one must not own anything."""
+
+
 def beat(
     session: Session,
     *,
     member: str,
+    incarnation: str,
     address: str,
     version: str,
     lease: timedelta,
@@ -54,17 +61,28 @@ def beat(
     keep: Collection[str],
     give_away: int,
     pinned: Collection[str] = (),
+    longest: timedelta | None = None,
 ) -> Beat:
     """One heartbeat of ``member``. ``services``: those any replica may own (shared out);
     ``pinned``: those only this member may own (a local service on its machine: always
     taken, never given away, not counted in the fair share); ``new_services``: those not
     seen in a beat before (their lease rows are made); ``keep``: services busy here (a
     recovery, a deploy) that are never given away; ``give_away``: at most this many leases
-    beyond the fair share are let go."""
+    beyond the fair share are let go; ``longest``: a beat that took longer (on the server's
+    clock) is rolled back, having changed nothing — its answer would come too late to act
+    on, and a replica that cannot beat in time must not keep leases it cannot use."""
     now = session.scalar(select(func.now()))
     assert now is not None
     until = now + lease
-    _say_alive(session, member=member, address=address, version=version, at=now, until=until)
+    _say_alive(
+        session,
+        member=member,
+        incarnation=incarnation,
+        address=address,
+        version=version,
+        at=now,
+        until=until,
+    )
     if new_services:
         session.execute(
             insert(LeaseRow)
@@ -118,6 +136,14 @@ def beat(
     wanted = share - len(shared)
     if wanted > 0:
         free += _free(session, services, now, limit=wanted)
+    # Free for a whole lease and no one took it (replicas whose files name fewer services,
+    # a member counted live that cannot act): taken whatever the share, never left alone.
+    free += _free(
+        session,
+        [name for name in services if name not in free],
+        now - lease,
+        limit=None,
+    )
     taken: dict[str, int] = {}
     if free:
         taken = dict(
@@ -129,6 +155,13 @@ def beat(
             ).all()
         )
         owned.update(taken)
+    if longest is not None:
+        took = session.scalar(select(func.clock_timestamp() - func.now()))
+        if took is not None and took > longest:
+            raise UnavailableError(
+                f"the heartbeat took {took.total_seconds():.1f}s in the database, longer than "
+                f"{longest.total_seconds():.1f}s: undone"
+            )
     return Beat(owned, taken, live, share, now)
 
 
@@ -151,10 +184,28 @@ def _free(
 
 
 def _say_alive(
-    session: Session, *, member: str, address: str, version: str, at: datetime, until: datetime
+    session: Session,
+    *,
+    member: str,
+    incarnation: str,
+    address: str,
+    version: str,
+    at: datetime,
+    until: datetime,
 ) -> None:
+    current = session.execute(
+        select(MemberRow.incarnation, MemberRow.expires_at)
+        .where(MemberRow.id == member)
+        .with_for_update()
+    ).one_or_none()
+    if current is not None and current[0] != incarnation and current[1] > at:
+        raise DuplicateReplicaError(
+            f"another live Phoenix uses the replica id {member!r} (PHOENIX_INSTALLATION_ID): "
+            "this one owns nothing until that one is gone; give each replica its own id"
+        )
     statement = insert(MemberRow).values(
         id=member,
+        incarnation=incarnation,
         address=address,
         version=version,
         started_at=at,
@@ -166,6 +217,7 @@ def _say_alive(
             index_elements=["id"],
             set_={
                 "address": statement.excluded.address,
+                "incarnation": statement.excluded.incarnation,
                 "version": statement.excluded.version,
                 "heartbeat_at": at,
                 "expires_at": until,

@@ -171,6 +171,8 @@ class Store:
                 "keepalives_idle": 10,
                 "keepalives_interval": 5,
                 "keepalives_count": 3,
+                # Keepalives do not fire while a query waits for its answer: this does.
+                "tcp_user_timeout": 10_000,
             },
         )
         event.listen(

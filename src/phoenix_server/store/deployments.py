@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from phoenix_server.domain.deployments import Deployment, DeploymentReason, DeploymentStatus
@@ -105,11 +106,17 @@ def list_deployments(
     return [_from_row(row) for row in rows], total
 
 
-def latest_deployments(session: Session, *, owner: str = "") -> dict[str, Deployment]:
+def _of(owner: str | None) -> list[ColumnElement[bool]]:
+    """Rows of one installation's own, or (None: several replicas share every service's
+    history) of all."""
+    return [] if owner is None else [DeploymentRow.owner == owner]
+
+
+def latest_deployments(session: Session, *, owner: str | None = "") -> dict[str, Deployment]:
     """Each service's newest deployment: the version it runs (or was moving to)."""
     newest = (
         select(DeploymentRow.service, func.max(DeploymentRow.started_at).label("at"))
-        .where(DeploymentRow.owner == owner)
+        .where(*_of(owner))
         .group_by(DeploymentRow.service)
         .subquery()
     )
@@ -119,16 +126,16 @@ def latest_deployments(session: Session, *, owner: str = "") -> dict[str, Deploy
             newest,
             (DeploymentRow.service == newest.c.service) & (DeploymentRow.started_at == newest.c.at),
         )
-        .where(DeploymentRow.owner == owner)
+        .where(*_of(owner))
     ).all()
     return {row.service: _from_row(row) for row in rows}
 
 
-def proven_versions(session: Session, *, owner: str = "") -> dict[str, set[str]]:
+def proven_versions(session: Session, *, owner: str | None = "") -> dict[str, set[str]]:
     """Per service, the versions some deployment of which ran healthy long enough."""
     rows = session.execute(
         select(DeploymentRow.service, DeploymentRow.version)
-        .where(DeploymentRow.owner == owner, DeploymentRow.known_good_at.is_not(None))
+        .where(*_of(owner), DeploymentRow.known_good_at.is_not(None))
         .distinct()
     ).all()
     found: dict[str, set[str]] = {}
@@ -137,13 +144,13 @@ def proven_versions(session: Session, *, owner: str = "") -> dict[str, set[str]]
     return found
 
 
-def proven_artifacts(session: Session, *, owner: str = "") -> dict[str, dict[str, str]]:
+def proven_artifacts(session: Session, *, owner: str | None = "") -> dict[str, dict[str, str]]:
     """Per service and known-good version, the artifact its newest known-good deployment
     ran (a container's image ID): what a later start of that version runs."""
     rows = session.execute(
         select(DeploymentRow.service, DeploymentRow.version, DeploymentRow.artifact)
         .where(
-            DeploymentRow.owner == owner,
+            *_of(owner),
             DeploymentRow.known_good_at.is_not(None),
             DeploymentRow.artifact.is_not(None),
         )
@@ -170,19 +177,23 @@ def interrupt_unfinished(session: Session, *, at: datetime, owner: str = "") -> 
     return len(rows)
 
 
-def interrupt_service(session: Session, *, service: str, at: datetime, epoch: int) -> int:
-    """A replica takes ``service`` over (lease ``epoch``): a deployment of it still in
-    progress in the store (its previous owner died or lost it) becomes ``interrupted``."""
-    rows = session.scalars(
-        select(DeploymentRow).where(
-            DeploymentRow.service == service,
+def interrupt_services(session: Session, *, services: Mapping[str, int], at: datetime) -> int:
+    """A replica takes ``services`` over (each under its lease epoch): a deployment of them
+    still in progress in the store (a previous owner died or lost it) becomes
+    ``interrupted``."""
+    found = session.scalars(
+        select(DeploymentRow)
+        .where(
+            DeploymentRow.service.in_(list(services)),
             DeploymentRow.status == DeploymentStatus.IN_PROGRESS.value,
         )
+        .with_for_update(skip_locked=True)
     ).all()
+    rows = [row for row in found if row.epoch is None or row.epoch < services[row.service]]
     for row in rows:
         row.status = DeploymentStatus.INTERRUPTED.value
         row.ended_at = at
-        row.epoch = epoch
+        row.epoch = services[row.service]
         row.detail = (row.detail + "; " if row.detail else "") + (
             "its Phoenix replica lost the service while it ran"
         )

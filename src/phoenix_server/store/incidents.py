@@ -44,8 +44,8 @@ def _from_row(row: IncidentRow) -> Incident:
     )
 
 
-def save_incident(session: Session, incident: Incident) -> None:
-    upsert(session, IncidentRow, [_values(incident)], ["id"])
+def save_incident(session: Session, incident: Incident, *, epoch: int | None = None) -> None:
+    upsert(session, IncidentRow, [{**_values(incident), "epoch": epoch}], ["id"])
 
 
 def get_incident(session: Session, incident_id: str) -> Incident:

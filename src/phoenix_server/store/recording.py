@@ -50,32 +50,58 @@ def _save_recovery_and_incident(
     session: Session, recovery: Recovery, incident: Incident | None, owner: str, epoch: int | None
 ) -> None:
     if incident is not None:
-        incidents.save_incident(session, incident)
+        incidents.save_incident(session, incident, epoch=epoch)
     recoveries.save_recovery(session, recovery, owner, epoch=epoch)
 
 
+BOUND_KEPT = 10_000
+"""Records whose epoch is remembered (the oldest forgotten first)."""
+
+
 class StoreRecorder:
-    """Every write carries the service's lease epoch, so the database refuses what a
-    replica that lost the service still tries to record."""
+    """Every write carries the lease epoch its record was first written under — not the
+    one held at the time of the write — so the database refuses what a replica that lost
+    the service still tries to record, even after it has taken the service back (a later
+    epoch: the earlier run must not go on under it)."""
 
     def __init__(self, store: Store, owner: str = "", epochs: Epochs = no_epochs) -> None:
         self._store = store
         self._owner = owner
         self._epochs = epochs
+        self._bound: dict[str, tuple[str, int | None]] = {}
+        """Per record id, its service and the epoch it is written under."""
+
+    def _epoch(self, record_id: str, service: str) -> int | None:
+        bound = self._bound.get(record_id)
+        if bound is None:
+            bound = (service, self._epochs(service))
+            self._bound[record_id] = bound
+            while len(self._bound) > BOUND_KEPT:
+                del self._bound[next(iter(self._bound))]
+        return bound[1]
+
+    def carry_on(self, record_id: str) -> None:
+        """``record_id`` (an open incident) is carried on by this replica under the lease it
+        holds now: written under that epoch from here on. Every other record keeps the
+        epoch it began in — a run of an earlier term never writes under a later one."""
+        self._bound.pop(record_id, None)
 
     async def save_recovery(self, recovery: Recovery, *, incident: Incident | None = None) -> None:
-        epoch = self._epochs(recovery.service)
+        epoch = self._epoch(recovery.id, recovery.service)
+        if incident is not None:
+            self._bound.setdefault(incident.id, (incident.service, epoch))
         await self._store.write(_save_recovery_and_incident, recovery, incident, self._owner, epoch)
 
     async def save_steps(self, recovery: Recovery, steps: Sequence[Step]) -> None:
-        epoch = self._epochs(recovery.service)
+        epoch = self._epoch(recovery.id, recovery.service)
         await self._store.write(recoveries.save_steps, recovery.id, steps, epoch=epoch)
 
     async def save_incident(self, incident: Incident) -> None:
-        await self._store.write(incidents.save_incident, incident)
+        epoch = self._epoch(incident.id, incident.service)
+        await self._store.write(incidents.save_incident, incident, epoch=epoch)
 
     async def save_deployment(self, deployment: Deployment) -> None:
-        epoch = self._epochs(deployment.service)
+        epoch = self._epoch(deployment.id, deployment.service)
         await self._store.write(deployments.save_deployment, deployment, self._owner, epoch=epoch)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -228,20 +228,32 @@ def interrupt_unfinished(session: Session, *, at: datetime, owner: str = "") -> 
     return ids
 
 
-def interrupt_service(session: Session, *, service: str, at: datetime, epoch: int) -> list[str]:
-    """A replica takes ``service`` over (lease ``epoch``): whatever recovery of it is still
-    open in the store — its previous owner died or lost it mid-recovery — is closed as
-    ``interrupted`` (the new owner looks at the service afresh)."""
+def interrupt_services(session: Session, *, services: Mapping[str, int], at: datetime) -> list[str]:
+    """A replica owns ``services`` (each under its lease epoch): whatever recovery of them
+    an earlier owner (an earlier epoch) left open in the store — it died or lost the service
+    mid-recovery — is closed as ``interrupted`` (the owner looks at the service afresh).
+    Rows a stale writer still holds locked are skipped (never waited for): a later call
+    closes them."""
     active = [status.value for status in ACTIVE_RECOVERY_STATUSES]
-    ids = list(
-        session.scalars(
-            select(RecoveryRow.id).where(
-                RecoveryRow.status.in_(active), RecoveryRow.service == service
-            )
+    found = session.execute(
+        select(RecoveryRow.id, RecoveryRow.service, RecoveryRow.epoch)
+        .where(RecoveryRow.status.in_(active), RecoveryRow.service.in_(list(services)))
+        .with_for_update(skip_locked=True)
+    ).all()
+    rows = [
+        (recovery_id, service)
+        for recovery_id, service, epoch in found
+        if epoch is None or epoch < services[service]
+    ]
+    for recovery_id, service in rows:
+        _interrupt(
+            session,
+            [recovery_id],
+            at=at,
+            detail="its Phoenix replica lost the service",
+            epoch=services[service],
         )
-    )
-    _interrupt(session, ids, at=at, detail="its Phoenix replica lost the service", epoch=epoch)
-    return ids
+    return [recovery_id for recovery_id, _ in rows]
 
 
 def _interrupt(

@@ -121,6 +121,9 @@ class IncidentRow(Base):
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     false_positive: Mapped[bool] = mapped_column(Boolean, default=False)
+    epoch: Mapped[int | None] = mapped_column(BigInteger)
+    """The lease epoch of the replica that wrote it last (None: one Phoenix, or an
+    operator's mark); a stale one is refused."""
 
 
 class PlaybookRow(Base):
@@ -277,6 +280,8 @@ class MemberRow(Base):
     address: Mapped[str] = mapped_column(String(256), default="")
     """Where the other replicas reach its API (requests for services it owns go there)."""
     version: Mapped[str] = mapped_column(String(32), default="")
+    incarnation: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    """Random per process: a second live process with the same id is refused."""
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -107,6 +107,14 @@ class SupervisedTasks:
             self.deaths[name] = TaskDeath(name, datetime.now(UTC), repr(exc))
             log.error("task %s died: %r", name, exc, exc_info=exc)
 
+    def cancel_named(self, name: str) -> int:
+        """Cancel the tasks started as ``name`` (another replica took over what they do)."""
+        full = f"{self._owner}:{name}"
+        found = [task for task in self._tasks if task.get_name() == full and not task.done()]
+        for task in found:
+            task.cancel()
+        return len(found)
+
     def __len__(self) -> int:
         return len(self._tasks)
 

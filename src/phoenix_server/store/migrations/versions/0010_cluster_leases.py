@@ -27,6 +27,9 @@ depends_on = None
 
 FENCED = {
     "recoveries": "INSERT OR UPDATE",
+    # An incident may also be written without an epoch: an operator marks it a false
+    # positive from any replica. With one, it must be current (a stale owner's give-up).
+    "incidents": "INSERT OR UPDATE",
     "recovery_steps": "INSERT OR UPDATE",
     "deployments": "INSERT OR UPDATE",
     "instances": "INSERT OR UPDATE",
@@ -46,10 +49,12 @@ BEGIN
     ELSE
         target := NEW.service;
     END IF;
-    -- FOR SHARE: a change of owner waits for this write to commit, and this write sees the
-    -- lease as it is once any change of owner in flight has committed.
+    -- No lock on the lease: a writer paused mid-transaction (SIGSTOP between the messages
+    -- of a pipeline, where no idle timeout reaches it) must never keep the lease from being
+    -- taken over. A change of owner happens only once the lease ran out, which this check
+    -- refuses on the database's clock.
     SELECT owner, epoch, expires_at INTO current_lease
-        FROM service_leases WHERE service = target FOR SHARE;
+        FROM service_leases WHERE service = target;
     IF NOT FOUND THEN
         IF NEW.epoch IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'PX001', MESSAGE = format(
@@ -58,7 +63,8 @@ BEGIN
         RETURN NEW;
     END IF;
     IF NEW.epoch IS NULL THEN
-        IF coalesce(current_setting('phoenix.fenced', true), '') = 'on' THEN
+        IF coalesce(current_setting('phoenix.fenced', true), '') = 'on'
+                AND TG_TABLE_NAME <> 'incidents' THEN
             RAISE EXCEPTION USING ERRCODE = 'PX001', MESSAGE = format(
                 'service %s is leased (epoch %s): a write with no epoch is refused',
                 target, current_lease.epoch);
@@ -87,6 +93,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("address", sa.String(length=256), nullable=False),
         sa.Column("version", sa.String(length=32), nullable=False),
+        sa.Column("incarnation", sa.String(length=32), server_default="", nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
