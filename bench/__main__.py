@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = [
     "mttr",
     "probes",
+    "probe_clients",
     "router",
     "api",
     "failover",
@@ -18,6 +19,7 @@ BENCHMARKS = [
     "docker_client",
     "docker",
     "kubernetes",
+    "replicas",
 ]
 
 

@@ -1,9 +1,10 @@
-"""Health probes: HTTP (aiohttp), TCP, process liveness and commands, each bounded by a timeout.
+"""Health probes: HTTP, TCP, process liveness and commands, each bounded by a timeout.
 
-aiohttp is the HTTP client because probing is the hot path: on this kind of machine it
-probes ~7,000 endpoints per CPU-second where httpx manages ~120-900 (MEASURED.md). One
-shared session pools keep-alive connections across all targets. Probe kinds register in
-:data:`PROBES`, keyed by check type, so a new kind is one function.
+HTTP probes go through :mod:`.http_client`, a small keep-alive client of Phoenix's own,
+because probing is the hot path: bench/probe_clients measured it against aiohttp, pycurl,
+pyreqwest and aiosonic in one run, and it probes the most endpoints per CPU-second
+(BENCHMARKS.md). One client per prober pools keep-alive connections across all targets.
+Probe kinds register in :data:`PROBES`, keyed by check type, so a new kind is one function.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
-
-import aiohttp
-import yarl
 
 from phoenix_server.domain.health import ProbeResult
 from phoenix_server.domain.services import (
@@ -32,6 +32,13 @@ from phoenix_server.domain.services import (
     ServiceSpec,
     TcpCheck,
     render,
+)
+from phoenix_server.monitoring.http_client import (
+    ConnectError,
+    Endpoint,
+    HttpClient,
+    HttpError,
+    ServerDisconnected,
 )
 from phoenix_server.support import procinfo
 
@@ -50,14 +57,11 @@ class ProbeTarget:
     process_start: float | None = None
 
     @cached_property
-    def http_url(self) -> yarl.URL:
-        """The parsed URL, built once: parsing it on every probe is a measurable share."""
+    def http_endpoint(self) -> Endpoint:
+        """The parsed URL and its request bytes, built once: on every probe they would be a
+        measurable share of its cost."""
         assert isinstance(self.check, HttpCheck)
-        return yarl.URL(self.check.url)
-
-    @cached_property
-    def client_timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=self.timeout)
+        return Endpoint.parse(self.check.url, self.check.method)
 
 
 def target_for(spec: ServiceSpec, instance: Instance | None, *, python: str) -> ProbeTarget:
@@ -95,19 +99,10 @@ ProbeFunction = Callable[["Prober", ProbeTarget], Awaitable[ProbeResult]]
 
 
 class Prober:
-    """Runs one probe of any kind; owns the shared HTTP session."""
+    """Runs one probe of any kind; owns the shared HTTP client."""
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                auto_decompress=False,
-                headers={"User-Agent": "phoenix-probe"},
-            )
-        return self._session
+        self.http = HttpClient()
 
     async def probe(self, target: ProbeTarget) -> ProbeResult:
         """Run the check; never raises (a probe that breaks is a failed probe, with why)."""
@@ -118,9 +113,7 @@ class Prober:
             return _failed(started, f"probe error: {exc.__class__.__name__}: {exc}")
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
 
 
 async def probe_http(prober: Prober, target: ProbeTarget) -> ProbeResult:
@@ -129,13 +122,9 @@ async def probe_http(prober: Prober, target: ProbeTarget) -> ProbeResult:
     started = time.perf_counter()
     for attempt in (1, 2):
         try:
-            # Leaving the block releases the response; a small health body is already
-            # buffered, so the connection stays in the pool without reading it here.
-            async with prober.session().request(
-                check.method, target.http_url, timeout=target.client_timeout, allow_redirects=False
-            ) as response:
-                status = response.status
-        except aiohttp.ServerDisconnectedError:
+            # No redirect is followed: a 3xx is the answer, judged by expect_status.
+            status = await prober.http.request(target.http_endpoint, target.timeout)
+        except ServerDisconnected:
             # A pooled keep-alive connection to a process that has since restarted: that is
             # not the service failing now, so try once more on a fresh connection.
             if attempt == 1:
@@ -143,9 +132,9 @@ async def probe_http(prober: Prober, target: ProbeTarget) -> ProbeResult:
             return _failed(started, "server closed the connection without answering")
         except TimeoutError:
             return _failed(started, f"no answer within {target.timeout:g}s")
-        except aiohttp.ClientConnectorError as exc:
-            return _failed(started, f"cannot connect: {_os_reason(exc.os_error)}")
-        except (aiohttp.ClientError, OSError) as exc:
+        except ConnectError as exc:
+            return _failed(started, f"cannot connect: {_connect_reason(exc.os_error)}")
+        except (HttpError, OSError, ValueError) as exc:
             return _failed(started, f"request failed: {exc.__class__.__name__}: {exc}")
         latency = time.perf_counter() - started
         low, high = check.expect_status
@@ -221,6 +210,17 @@ def _kill_group(pgid: int) -> None:
 
 def _failed(started: float, detail: str) -> ProbeResult:
     return ProbeResult(False, time.perf_counter() - started, detail)
+
+
+def _connect_reason(exc: OSError) -> str:
+    """What stopped a connection; DNS and TLS errors carry errnos that would say nothing."""
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate not trusted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc.reason or exc}"
+    return _os_reason(exc)
 
 
 def _os_reason(exc: BaseException) -> str:
