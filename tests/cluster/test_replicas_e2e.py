@@ -126,9 +126,18 @@ def test_a_paused_owner_wakes_to_find_its_service_taken_and_its_writes_refused(
             timeout=10 * LEASE,
         )
         assert service not in woke["ownedServices"]
-        history = recoveries_of(group, service)
+        # The sleeper's recovery is closed by the new owner: at takeover, or (if the sleeper
+        # still held its row locked) once the sleeper let go of it.
+        history = wait_until(
+            lambda: (
+                (h := recoveries_of(group, service))
+                and [r["status"] for r in h if r["owner"] == owner] == ["interrupted"]
+                and h
+            ),
+            timeout=10 * LEASE,
+            message="the paused replica's recovery closed as interrupted",
+        )
         assert overlapping(history) == [], history
-        assert [r["status"] for r in history if r["owner"] == owner] == ["interrupted"]
         assert history[-1]["owner"] == new_owner and history[-1]["outcome"] == "success"
         # It rejoins: the services are spread over the three again, gradually.
         wait_until(

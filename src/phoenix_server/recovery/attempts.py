@@ -30,6 +30,7 @@ from phoenix_server.domain.deployments import (
 )
 from phoenix_server.domain.errors import (
     ConflictError,
+    StaleOwnerError,
     UnavailableError,
     UnsupportedStrategyError,
 )
@@ -443,9 +444,14 @@ class Attempts:
                     run.recovery, spec, plan, cancel=run.cancel, down_since=run.down_since
                 )
         except Exception as exc:
-            log.exception(
-                "%s: attempt %s could not run to its end", run.service.name, run.recovery.id
-            )
+            if isinstance(exc, StaleOwnerError):
+                # Its replica lost the service meanwhile: the database refused the record,
+                # as it should; the new owner looks after the service.
+                log.warning("%s: attempt %s stopped: %s", run.service.name, run.recovery.id, exc)
+            else:
+                log.exception(
+                    "%s: attempt %s could not run to its end", run.service.name, run.recovery.id
+                )
             failed = replace(
                 run.recovery,
                 status=RecoveryStatus.FAILED,

@@ -29,8 +29,11 @@ HEARTBEATS_PER_LEASE = 5
 RENEW_DEADLINE = 0.7
 """Share of the lease after its last renewal during which this replica still acts."""
 MOVED_PER_BEAT = 2
-"""Leases beyond its fair share a replica gives away per heartbeat (rebalancing is
-gradual: a joining replica takes services over a few seconds, never all at once)."""
+MOVED_SHARE_PER_BEAT = 0.1
+"""Leases beyond its fair share a replica gives away per heartbeat: at least 2, at most a
+tenth of the share (rebalancing is gradual — a joining replica takes services over some
+ten heartbeats, never all at once — but a fleet of thousands is spread in a minute or so,
+not hours)."""
 
 Gained = Callable[[dict[str, int]], Awaitable[None]]
 """Services taken (service → epoch): close what their previous owners left open."""
@@ -220,7 +223,10 @@ class ClusterMember:
                     services=services,
                     new_services=new,
                     keep=busy,
-                    give_away=MOVED_PER_BEAT,
+                    give_away=max(
+                        MOVED_PER_BEAT,
+                        int(MOVED_SHARE_PER_BEAT * (self._last.fair_share if self._last else 0)),
+                    ),
                     pinned=pinned,
                     longest=timedelta(seconds=deadline * 0.8),
                 )

@@ -28,7 +28,7 @@ from phoenix_server.domain.recoveries import (
     Strategy,
 )
 from phoenix_server.store.lookup import check_lookup_id
-from phoenix_server.store.tables import RecoveryRow, StepRow
+from phoenix_server.store.tables import LeaseRow, RecoveryRow, StepRow
 from phoenix_server.store.upserting import upsert
 
 
@@ -245,11 +245,20 @@ def interrupt_services(session: Session, *, services: Mapping[str, int], at: dat
         for recovery_id, service, epoch in found
         if epoch is None or epoch < services[service]
     ]
+    # It ended when its owner's lease did: that owner could act no later than that (closing
+    # it later, once a paused writer let go of it, must not make it look longer).
+    taken = dict(
+        session.execute(
+            select(LeaseRow.service, LeaseRow.acquired_at).where(
+                LeaseRow.service.in_([service for _, service in rows])
+            )
+        ).all()
+    )
     for recovery_id, service in rows:
         _interrupt(
             session,
             [recovery_id],
-            at=at,
+            at=min(at, taken.get(service, at)),
             detail="its Phoenix replica lost the service",
             epoch=services[service],
         )
