@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import random
 import signal
 import statistics
@@ -35,7 +33,7 @@ from typing import IO, Any, cast
 
 import psutil
 
-from bench.probes import ROOT, Children, Window, cpu_seconds, get
+from bench.probes import ROOT, Children, Window, cpu_seconds, get, print_machine
 
 INTERVAL = 1.0
 TIMEOUT = 1.0
@@ -372,12 +370,7 @@ def main(argv: list[str]) -> None:
     if unknown := set(args.candidates) - set(CANDIDATES):
         parser.error(f"unknown candidates: {', '.join(sorted(unknown))}")
     signal.signal(signal.SIGTERM, _on_sigterm)
-    print(
-        f"machine: nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} CPUs), "
-        f"Python {platform.python_version()}, {platform.platform()}, "
-        f"load {os.getloadavg()[0]:.2f}",
-        flush=True,
-    )
+    print_machine()
     try:
         run(args)
     except KeyboardInterrupt:

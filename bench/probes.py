@@ -83,13 +83,23 @@ class CountingProtocol(asyncio.Protocol):
             self._transport.write(b"".join(replies))
 
 
-def serve_counter() -> None:
-    """Listen on a free loopback port, print it, and serve until terminated."""
+def print_machine() -> None:
+    """The line every benchmark starts with: what it ran on, and how busy that was."""
+    print(
+        f"machine: nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} CPUs), "
+        f"Python {platform.python_version()}, {platform.platform()}, "
+        f"load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+
+
+def serve_counter(protocol: type[asyncio.Protocol] = CountingProtocol) -> None:
+    """Listen on a free loopback port, print it, and serve ``protocol`` until terminated."""
     import uvloop
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(CountingProtocol, "127.0.0.1", 0, backlog=4096)
+        server = await loop.create_server(protocol, "127.0.0.1", 0, backlog=4096)
         print(server.sockets[0].getsockname()[1], flush=True)
         await server.serve_forever()
 
@@ -514,12 +524,7 @@ def main(argv: list[str]) -> None:
         return
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
-    print(
-        f"machine: nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} CPUs), "
-        f"Python {platform.python_version()}, {platform.platform()}, "
-        f"load {os.getloadavg()[0]:.2f}",
-        flush=True,
-    )
+    print_machine()
     try:
         run(args)
     except KeyboardInterrupt:

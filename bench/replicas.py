@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import platform
 import re
 import signal
 import statistics
@@ -55,7 +53,7 @@ from tests.cluster.replicas import FakeServices, Replicas, playbook, service_fil
 from tests.store.conftest import postgres_schema
 from tests.support import PhoenixServer, wait_until
 
-from bench.probes import Children, cpu_seconds, get
+from bench.probes import Children, cpu_seconds, get, print_machine, serve_counter
 from phoenix_server.store.database import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -571,18 +569,6 @@ class CountingProtocol(asyncio.Protocol):
             self._transport.write(b"".join(replies))
 
 
-def serve_counter() -> None:
-    import uvloop
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(CountingProtocol, "127.0.0.1", 0, backlog=4096)
-        print(server.sockets[0].getsockname()[1], flush=True)
-        await server.serve_forever()
-
-    uvloop.run(serve())
-
-
 def scale_file(path: Path, server_url: str, services: int) -> Path:
     """As tests/cluster/replicas.py's service_file, probed every 10 s."""
     entries = "".join(
@@ -912,16 +898,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve_counter()
+        serve_counter(CountingProtocol)
         return
     signal.signal(signal.SIGTERM, _on_sigterm)
     chosen = args.only or ["takeover", "sigstop", "scale"]
-    print(
-        f"machine: nproc {len(os.sched_getaffinity(0))} ({os.cpu_count()} CPUs), "
-        f"Python {platform.python_version()}, {platform.platform()}, "
-        f"load {os.getloadavg()[0]:.2f}",
-        flush=True,
-    )
+    print_machine()
     if "takeover" in chosen:
         run_takeover(args, signal.SIGKILL)
     if "sigstop" in chosen:

@@ -4,7 +4,6 @@ moves: what it owns, the epochs its writes carry, and letting go at the renew de
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,7 +15,6 @@ from phoenix_server.runtime.cluster import RENEW_DEADLINE, ClusterMember
 from phoenix_server.store import cluster
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreRecorder
-from tests.store.conftest import _emptied
 from tests.store.test_recoveries import recovery
 from tests.support import eventually
 
@@ -34,12 +32,8 @@ class Clock:
 
 
 @pytest.fixture
-def store(migrated_postgres: str) -> Iterator[Store]:
-    store = _emptied(Store(migrated_postgres))
-    try:
-        yield store
-    finally:
-        store.close()
+def store(postgres_store: Store) -> Store:
+    return postgres_store
 
 
 class Member:

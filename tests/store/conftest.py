@@ -75,6 +75,17 @@ def _emptied(store: Store) -> Store:
     return store
 
 
+@pytest.fixture
+def postgres_store(migrated_postgres: str) -> Iterator[Store]:
+    """A migrated, empty :class:`Store` on PostgreSQL only (leases and fencing are
+    PostgreSQL's), closed after the test."""
+    store = _emptied(Store(migrated_postgres))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A migrated, empty :class:`Store` on each backend, closed after the test."""

@@ -18,7 +18,6 @@ from phoenix_server.store.cluster import DuplicateReplicaError
 from phoenix_server.store.database import Store
 from phoenix_server.store.recording import StoreAlertQueue, StoreJournal, StoreRecorder
 from phoenix_server.store.tables import AlertRow, RecoveryRow
-from tests.store.conftest import _emptied
 from tests.store.test_alerts import alert
 from tests.store.test_deployments import deployment
 from tests.store.test_instances_health import instance
@@ -32,12 +31,8 @@ LEASE = timedelta(seconds=30)
 
 
 @pytest.fixture
-def store(migrated_postgres: str) -> Iterator[Store]:
-    store = _emptied(Store(migrated_postgres))
-    try:
-        yield store
-    finally:
-        store.close()
+def store(postgres_store: Store) -> Store:
+    return postgres_store
 
 
 @pytest.fixture
