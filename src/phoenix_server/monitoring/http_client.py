@@ -323,7 +323,9 @@ class HttpClient:
                     ssl=context,
                     server_hostname=endpoint.host if context else None,
                 )
-        except OSError as exc:
+        except TimeoutError:
+            raise  # the deadline passed while connecting: a timeout, not a refusal
+        except OSError as exc:  # (TimeoutError is an OSError too: caught above)
             raise ConnectError(exc) from exc
         return protocol
 
