@@ -174,6 +174,7 @@ async def test_the_recorder_writes_each_record_under_the_epoch_it_began_in(store
         lease=timedelta(seconds=30),
         services=["svc-a"],
         new_services=["svc-a"],
+        held={},
         keep=(),
         give_away=0,
     )
@@ -198,6 +199,7 @@ async def test_the_recorder_writes_each_record_under_the_epoch_it_began_in(store
             lease=timedelta(seconds=30),
             services=["svc-a"],
             new_services=[],
+            held={},
             keep=(),
             give_away=0,
         )

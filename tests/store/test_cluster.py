@@ -9,15 +9,17 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import select, text
 
 from phoenix_server.domain.errors import StaleOwnerError, UnavailableError
 from phoenix_server.domain.recoveries import RecoveryStatus, StepStatus
 from phoenix_server.store import cluster, deployments, instances, recoveries
 from phoenix_server.store.cluster import DuplicateReplicaError
-from phoenix_server.store.database import Store
+from phoenix_server.store.database import MIGRATIONS, Store
 from phoenix_server.store.recording import StoreAlertQueue, StoreJournal, StoreRecorder
-from phoenix_server.store.tables import AlertRow, RecoveryRow
+from phoenix_server.store.tables import AlertRow, LeaseRow, MemberRow, RecoveryRow
 from tests.store.test_alerts import alert
 from tests.store.test_deployments import deployment
 from tests.store.test_instances_health import instance
@@ -45,10 +47,21 @@ def fenced(migrated_postgres: str, store: Store) -> Iterator[Store]:
         replica.close()
 
 
+HELD: dict[str, dict[str, int]] = {}
+"""What each member's last beat said it owns: a replica tells its next beat (the database
+checks it)."""
+
+
+@pytest.fixture(autouse=True)
+def fresh_members() -> None:
+    HELD.clear()
+
+
 def beat(
     store: Store,
     member: str,
     *,
+    held: dict[str, int] | None = None,
     services: list[str] = SERVICES,
     lease: timedelta = LEASE,
     keep: frozenset[str] = frozenset(),
@@ -56,7 +69,7 @@ def beat(
     incarnation: str | None = None,
     longest: timedelta | None = None,
 ) -> cluster.Beat:
-    return store.run_sync(
+    found: cluster.Beat = store.run_sync(
         cluster.beat,
         member=member,
         incarnation=incarnation or f"{member}-process",
@@ -65,10 +78,13 @@ def beat(
         lease=lease,
         services=services,
         new_services=services,
+        held=HELD.get(member, {}) if held is None else held,
         keep=keep,
         give_away=give_away,
         longest=longest,
     )
+    HELD[member] = found.owned
+    return found
 
 
 def run_out(store: Store, *services: str) -> None:
@@ -328,11 +344,118 @@ def test_a_service_left_free_for_a_whole_lease_is_taken_beyond_the_fair_share(
     """Replicas whose files name different services (a rolling change of the file): a
     service only one of them knows is never left without an owner."""
     beat(store, "a", services=["s1"])
-    assert beat(store, "b", services=["s1", "s2", "s3", "s4"]).owned.keys() == {"s2", "s3"}
+    first = beat(store, "b", services=["s1", "s2", "s3", "s4"]).owned.keys()
+    assert len(first) == 2 and first < {"s2", "s3", "s4"}, "its fair share of 4 among 2"
+    (left,) = {"s2", "s3", "s4"} - first
+    assert left not in beat(store, "b", services=["s1", "s2", "s3", "s4"]).owned
     with store.engine.begin() as connection:
         connection.execute(
             text(
-                "UPDATE service_leases SET expires_at = now() - interval '31 s' WHERE service = 's4'"
-            )
+                "UPDATE service_leases SET expires_at = now() - interval '31 s' WHERE service = :s"
+            ),
+            {"s": left},
         )
     assert beat(store, "b", services=["s1", "s2", "s3", "s4"]).owned.keys() == {"s2", "s3", "s4"}
+
+
+# -- leases held by the membership (migration 0011) -----------------------------------------
+
+
+def end_membership(store: Store, member: str) -> None:
+    """``member``'s heartbeats stopped a lease ago; its lease rows are left untouched."""
+    with store.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE cluster_members SET expires_at = now() - interval '1 ms' WHERE id = :m"),
+            {"m": member},
+        )
+
+
+async def test_a_lease_holds_exactly_as_long_as_its_owners_membership(store: Store) -> None:
+    names = ["azora-auth", "billing"]
+    beat(store, "a", services=names)
+    own_expiries = store.run_sync(lambda s: list(s.scalars(select(LeaseRow.expires_at))))
+    assert own_expiries == [None, None], "held leases have no expiry of their own to renew"
+    writer = StoreRecorder(store, "a", epochs=lambda _service: 1)
+    await writer.save_recovery(recovery(status=RecoveryStatus.IN_PROGRESS))
+
+    end_membership(store, "a")
+    with pytest.raises(StaleOwnerError, match="ran out"):
+        await writer.save_recovery(recovery("rec-000000000002"))
+    assert not any(lease.held for lease in store.run_sync(cluster.leases))
+    taken = beat(store, "b", services=names)
+    assert taken.owned == {"azora-auth": 2, "billing": 2}
+    leases = store.run_sync(cluster.leases)
+    assert [(lease.owner, lease.held) for lease in leases] == [("b", True), ("b", True)]
+
+
+async def test_a_replica_back_after_its_membership_ran_out_holds_nothing_of_its_old_term(
+    store: Store,
+) -> None:
+    """Paused past its lease and nobody else beat in between: its next beat must not simply
+    carry on with the old epochs (a write begun before the pause would pass)."""
+    beat(store, "a", services=["azora-auth"])
+    end_membership(store, "a")
+    back = beat(store, "a", services=["azora-auth"])
+    assert back.owned == back.taken == {"azora-auth": 2}, "taken afresh under a new epoch"
+    with pytest.raises(StaleOwnerError, match="epoch 1 is stale"):
+        await StoreRecorder(store, "a", epochs=lambda _service: 1).save_recovery(recovery())
+
+
+def test_what_the_database_holds_wins_over_what_a_replica_believes(store: Store) -> None:
+    """A beat whose answer was lost after it committed (the replica gave up waiting): the
+    next beat tells the replica what it really holds."""
+    beat(store, "a")
+    assert beat(store, "a", held={}).owned == dict.fromkeys(SERVICES, 1)
+    assert beat(store, "a", held={"svc-0": 7}).owned == dict.fromkeys(SERVICES, 1)
+
+
+def test_a_service_gone_from_the_file_is_let_go(store: Store) -> None:
+    beat(store, "a", services=["s1", "s2"])
+    assert beat(store, "a", services=["s1"]).owned == {"s1": 1}
+    assert beat(store, "b", services=["s1", "s2"]).owned == {"s2": 2}
+
+
+def test_the_ownership_fingerprint_moves_only_when_a_lease_changes_hands(store: Store) -> None:
+    first = beat(store, "a")
+    assert beat(store, "a").ownership == first.ownership == (6, 6, 6)
+    beat(store, "b")
+    handed = beat(store, "a")
+    assert handed.ownership == (4, 6, 6), "two given away, not yet taken"
+    assert beat(store, "b").ownership == (6, 6, 8), "taken again: two epochs more"
+    assert beat(store, "a").ownership == (5, 6, 8)
+
+
+def test_a_heartbeat_writes_one_member_row_whatever_the_replica_owns(store: Store) -> None:
+    names = [f"svc-{n}" for n in range(500)]
+    beat(store, "a", services=names)
+
+    def versions(table: str) -> list[str]:
+        """Each row's creating transaction: a row rewritten gets a new one."""
+        with store.engine.connect() as connection:
+            return list(connection.execute(text(f"SELECT xmin::text FROM {table}")).scalars())
+
+    leases_before, member_before = versions("service_leases"), versions("cluster_members")
+    for _ in range(3):
+        assert len(beat(store, "a", services=names).owned) == 500
+    assert versions("service_leases") == leases_before, "no lease row rewritten"
+    assert versions("cluster_members") != member_before, "the membership is renewed"
+
+
+def test_downgrading_to_0010_gives_each_held_lease_its_owners_expiry(
+    migrated_postgres: str, store: Store
+) -> None:
+    beat(store, "a", services=["azora-auth"])
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with store.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0010")
+        lease = store.run_sync(lambda s: s.execute(select(LeaseRow.expires_at)).one())
+        member = store.run_sync(lambda s: s.scalar(select(MemberRow.expires_at)))
+        assert lease[0] == member is not None
+    finally:
+        with store.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    assert store.run_sync(cluster.leases)[0].held

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -88,6 +88,7 @@ from phoenix_server.recovery.reports import ReportIntake
 from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
 from phoenix_server.runtime.cluster import ClusterMember
+from phoenix_server.runtime.elsewhere import RecordedStatuses
 from phoenix_server.runtime.playbook_folder import PlaybookFolder
 from phoenix_server.runtime.uptime_baselines import UptimeBaselines
 from phoenix_server.store import (
@@ -144,6 +145,10 @@ ALERTS_TAKEN_FOR = timedelta(minutes=1)
 meanwhile; if it dies, another sends them after that)."""
 TRUNCATION_SHOWN = 3600.0
 """Seconds /health keeps saying that alerts were left out of a payload."""
+LEFT_OPEN_LOOKED_AT = 60.0
+"""Seconds (at least; ten leases if longer) after taking a service during which what its
+previous owner left open is looked for again: a paused writer's transaction holds its rows
+no longer than the database's statement (15 s) or idle-in-transaction timeout."""
 
 
 class Runtime:
@@ -183,7 +188,7 @@ class Runtime:
         epochs = self.cluster.epoch_of if self.cluster is not None else no_epochs
         self._carried: dict[str, Incident] = {}
         """Incidents a previous owner left open, read while taking a service over."""
-        self._elsewhere: dict[str, tuple[datetime, ServiceStatus, str]] = {}
+        self._elsewhere = RecordedStatuses(self.store, monotonic=time.monotonic)
         """With several replicas, the latest status the owners of the services this one
         does not own recorded (what this replica's API shows for them)."""
         self.tracker = HealthTracker(catalog, self.clock)
@@ -899,26 +904,26 @@ class Runtime:
 
     async def _close_left_open(self) -> None:
         """What an earlier owner of this replica's services left open and still held locked
-        when they were taken over (it was paused mid-write) is closed once it lets go."""
+        when they were taken over (it was paused mid-write) is closed once it lets go: the
+        database ends such a writer within its statement or idle timeout, so only services
+        taken in the last minute or so are looked at again."""
         assert self.cluster is not None
+        within = max(LEFT_OPEN_LOOKED_AT, 10 * self.cluster.lease)
         while True:
             await self.clock.sleep(self.cluster.lease)
-            owned = self.cluster.owned()
-            if owned:
+            taken = self.cluster.taken_within(within)
+            if taken:
                 with contextlib.suppress(UnavailableError, StaleOwnerError):
                     now = self.clock.now()
-                    await self.store.write(recoveries.interrupt_services, services=owned, at=now)
-                    await self.store.write(deployments.interrupt_services, services=owned, at=now)
+                    await self.store.write(recoveries.interrupt_services, services=taken, at=now)
+                    await self.store.write(deployments.interrupt_services, services=taken, at=now)
 
     async def _follow_other_replicas(self) -> None:
         """Keep the statuses of the services other replicas own, as they recorded them."""
         assert self.cluster is not None
         while True:
-            others = [spec.name for spec in self.catalog if not self.cluster.owns(spec.name)]
             with contextlib.suppress(UnavailableError):  # /health says the database is away
-                self._elsewhere = await self.store.read(
-                    health_events.latest_statuses, services=others
-                )
+                await self._elsewhere.refresh()
             await self.clock.sleep(self.cluster.lease / 5)
 
     async def _lost(self, service: str) -> None:

@@ -82,6 +82,8 @@ class ClusterMember:
         """Leases taken, waiting for their takeover (done beside the heartbeat, so that a
         replica inheriting thousands of services still beats on time)."""
         self._take = asyncio.Event()
+        self._taken_at: dict[str, float] = {}
+        """When each owned lease was taken (monotonic)."""
         self._last_epochs: dict[str, int] = {}
         """Every epoch this replica held, kept after losing it: a late write for a service
         it lost carries that stale epoch, which the database refuses."""
@@ -91,6 +93,8 @@ class ClusterMember:
         """Monotonic time until which the last renewal lets this replica act."""
         self._owners: dict[str, str] = {}
         """Each service's owner while its lease is held, as last read."""
+        self._ownership_read: tuple[int, int, int] | None = None
+        """The fingerprint of the fleet's ownership when ``_owners`` was read."""
         self._members: dict[str, Member] = {}
         """The members as last read (forwarding uses their addresses without a query)."""
         self._last: cluster.Beat | None = None
@@ -127,6 +131,16 @@ class ClusterMember:
 
     def owned(self) -> dict[str, int]:
         return {name: epoch for name, epoch in self._owned.items() if name in self._ready}
+
+    def taken_within(self, seconds: float) -> dict[str, int]:
+        """The services acted on here that were taken in the last ``seconds`` (service →
+        epoch): what a previous owner may still have left open."""
+        since = self._monotonic() - seconds
+        return {
+            name: epoch
+            for name, epoch in self.owned().items()
+            if self._taken_at.get(name, since) > since
+        }
 
     def state(self) -> ClusterState:
         last = self._last
@@ -222,6 +236,7 @@ class ClusterMember:
                     lease=timedelta(seconds=self.lease),
                     services=services,
                     new_services=new,
+                    held=dict(self._owned),
                     keep=busy,
                     give_away=max(
                         MOVED_PER_BEAT,
@@ -249,26 +264,32 @@ class ClusterMember:
             if self._owned.get(name) != epoch:
                 self._owned[name] = epoch
                 self._last_epochs[name] = epoch
+                self._taken_at[name] = started
                 self._ready.discard(name)
                 self._taking[name] = epoch
                 log.info("owning %s from now (epoch %d)", name, epoch)
         if self._taking:
             self._take.set()
-        await self._refresh_view()
+        await self._refresh_view(beat.ownership)
 
-    async def _refresh_view(self) -> None:
-        """Who owns what and where the members listen, for refusals and forwarding."""
+    async def _refresh_view(self, ownership: tuple[int, int, int]) -> None:
+        """Who owns what and where the members listen, for refusals and forwarding. The
+        members (a handful of rows) are read every heartbeat; the owner of each service only
+        when some lease changed hands since the last read (the beat's fingerprint)."""
         try:
-            leases = await self._store.read(cluster.leases)
             members = await self._store.read(cluster.members)
+            if ownership != self._ownership_read:
+                leases = await self._store.read(cluster.leases)
+                self._owners = {lease.service: lease.owner for lease in leases if lease.held}
+                self._ownership_read = ownership
         except PhoenixError:
             return
-        self._owners = {lease.service: lease.owner for lease in leases if lease.held}
         self._members = {member.id: member for member in members}
 
     async def _lose(self, names: list[str], *, why: str) -> None:
         for name in names:
             self._owned.pop(name, None)
+            self._taken_at.pop(name, None)
             self._taking.pop(name, None)
             was_ready = name in self._ready
             self._ready.discard(name)

@@ -2,22 +2,36 @@
 
 Every time here is the database server's (``now()``), never a replica's own clock: a replica
 whose clock is wrong, or that was paused, cannot extend what it holds by believing it is
-earlier than it is. One :func:`beat` is one transaction that says the replica is alive,
-renews the leases it still holds, gives away a few beyond its fair share and takes free
-ones up to that share. Taking a lease bumps its ``epoch``; every write that acts for a
-service carries the epoch it was made under, and the trigger of migration 0010 refuses it
-unless that epoch is the lease's current one and the lease has not run out (fencing: a
-replica that slept through its lease can neither act nor record).
-"""
+earlier than it is. One :func:`beat` is one transaction that renews the replica's
+membership — and with it every lease it holds: a lease has no expiry of its own while held
+(migration 0011), it lasts as its owner's membership does — gives away a few leases beyond
+its fair share and takes free ones up to that share. Taking a lease bumps its ``epoch``;
+every write that acts for a service carries the epoch it was made under, and the fencing
+trigger refuses it unless that epoch is the lease's current one and neither the lease nor
+its owner's membership has run out (a replica that slept through its lease can neither act
+nor record)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    String,
+    any_,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -32,7 +46,8 @@ MEMBERS_FORGOTTEN_AFTER = timedelta(hours=1)
 @dataclass(frozen=True)
 class Beat:
     """What one heartbeat found: what this replica owns now (service → epoch), what it
-    took in this beat, and how many replicas are alive (itself included)."""
+    took in this beat, who is a member, and a fingerprint of the whole fleet's ownership
+    (it changes whenever any lease changes hands: the owner map is re-read only then)."""
 
     owned: dict[str, int]
     taken: dict[str, int]
@@ -41,6 +56,8 @@ class Beat:
     fair_share: int
     at: datetime
     """The server's time of the beat."""
+    ownership: tuple[int, int, int] = (0, 0, 0)
+    """Leases held, leases in all, sum of their epochs."""
 
 
 class DuplicateReplicaError(UnavailableError):
@@ -58,6 +75,7 @@ def beat(
     lease: timedelta,
     services: Sequence[str],
     new_services: Collection[str],
+    held: Mapping[str, int],
     keep: Collection[str],
     give_away: int,
     pinned: Collection[str] = (),
@@ -66,15 +84,30 @@ def beat(
     """One heartbeat of ``member``. ``services``: those any replica may own (shared out);
     ``pinned``: those only this member may own (a local service on its machine: always
     taken, never given away, not counted in the fair share); ``new_services``: those not
-    seen in a beat before (their lease rows are made); ``keep``: services busy here (a
-    recovery, a deploy) that are never given away; ``give_away``: at most this many leases
-    beyond the fair share are let go; ``longest``: a beat that took longer (on the server's
-    clock) is rolled back, having changed nothing — its answer would come too late to act
-    on, and a replica that cannot beat in time must not keep leases it cannot use."""
+    seen in a beat before (their lease rows are made); ``held``: the leases this member
+    believes it holds (checked against the database, which wins); ``keep``: services busy
+    here (a recovery, a deploy) that are never given away; ``give_away``: at most this many
+    leases beyond the fair share are let go; ``longest``: a beat that took longer (on the
+    server's clock) is rolled back, having changed nothing — its answer would come too late
+    to act on, and a replica that cannot beat in time must not keep leases it cannot use.
+
+    The leases themselves are not renewed: they hold while the member's own row does, so a
+    heartbeat costs the same for ten services or ten thousand."""
     now = session.scalar(select(func.now()))
     assert now is not None
     until = now + lease
-    _say_alive(
+    # Whoever beats notes when the members gone since last looked lost their leases (before
+    # a member long gone is forgotten below, so no lease is left pointing at nobody).
+    session.execute(
+        update(LeaseRow)
+        .where(
+            LeaseRow.owner == MemberRow.id,
+            LeaseRow.expires_at.is_(None),
+            MemberRow.expires_at <= now,
+        )
+        .values(expires_at=MemberRow.expires_at)
+    )
+    continued = _say_alive(
         session,
         member=member,
         incarnation=incarnation,
@@ -100,61 +133,45 @@ def beat(
             )
             .on_conflict_do_nothing(index_elements=["service"])
         )
-    mine = [*services, *pinned]
-    owned: dict[str, int] = dict(
-        session.execute(
-            update(LeaseRow)
-            .where(
-                LeaseRow.owner == member,
-                LeaseRow.expires_at > now,
-                LeaseRow.service.in_(mine),
-            )
-            .values(expires_at=until)
-            .returning(LeaseRow.service, LeaseRow.epoch)
-        ).all()
-    )
+    owned = _held(session, member, dict(held) if continued else {})
     live = tuple(
         session.scalars(
             select(MemberRow.id).where(MemberRow.expires_at > now).order_by(MemberRow.id)
         )
     )
     share = math.ceil(len(services) / max(len(live), 1))
-    shared = [name for name in owned if name not in pinned]
+    shareable = set(services)
+    # A service no longer in this replica's file is let go (its lease would never lapse).
+    released = [name for name in owned if name not in shareable and name not in pinned]
+    shared = [name for name in owned if name in shareable]
     if len(shared) > share and give_away > 0:
         spare = sorted(name for name in shared if name not in keep)
-        released = spare[: min(give_away, len(shared) - share)]
-        if released:
-            session.execute(
-                update(LeaseRow)
-                .where(LeaseRow.owner == member, LeaseRow.service.in_(released))
-                .values(expires_at=now)
-            )
-            for name in released:
-                del owned[name]
-                shared.remove(name)
-    free = _free(session, [name for name in pinned if name not in owned], now, limit=None)
-    wanted = share - len(shared)
-    if wanted > 0:
-        free += _free(session, services, now, limit=wanted)
-    # Free for a whole lease and no one took it (replicas whose files name fewer services,
-    # a member counted live that cannot act): taken whatever the share, never left alone.
-    free += _free(
-        session,
-        [name for name in services if name not in free],
-        now - lease,
-        limit=None,
-    )
-    taken: dict[str, int] = {}
-    if free:
-        taken = dict(
-            session.execute(
-                update(LeaseRow)
-                .where(LeaseRow.service.in_(free))
-                .values(owner=member, epoch=LeaseRow.epoch + 1, acquired_at=now, expires_at=until)
-                .returning(LeaseRow.service, LeaseRow.epoch)
-            ).all()
+        released += spare[: min(give_away, len(shared) - share)]
+    if released:
+        session.execute(
+            update(LeaseRow)
+            .where(LeaseRow.owner == member, LeaseRow.service == _any(released))
+            .values(expires_at=now)
         )
-        owned.update(taken)
+        for name in released:
+            del owned[name]
+    taken = _take(
+        session,
+        member=member,
+        now=now,
+        lease=lease,
+        wanted=share - sum(1 for name in owned if name in shareable),
+        shareable=shareable,
+        pinned=pinned,
+    )
+    owned.update(taken)
+    ownership = session.execute(
+        select(
+            func.count().filter(or_(LeaseRow.expires_at.is_(None), LeaseRow.expires_at > now)),
+            func.count(),
+            func.coalesce(func.sum(LeaseRow.epoch), 0),
+        )
+    ).one()
     if longest is not None:
         took = session.scalar(select(func.clock_timestamp() - func.now()))
         if took is not None and took > longest:
@@ -162,25 +179,80 @@ def beat(
                 f"the heartbeat took {took.total_seconds():.1f}s in the database, longer than "
                 f"{longest.total_seconds():.1f}s: undone"
             )
-    return Beat(owned, taken, live, share, now)
+    return Beat(owned, taken, live, share, now, (ownership[0], ownership[1], int(ownership[2])))
 
 
-def _free(
-    session: Session, services: Sequence[str], now: datetime, *, limit: int | None
-) -> list[str]:
-    """Services among ``services`` whose lease ran out, locked for this transaction (those
-    another replica is taking right now are skipped, not waited for)."""
-    if not services:
-        return []
-    query = (
-        select(LeaseRow.service)
-        .where(LeaseRow.service.in_(services), LeaseRow.expires_at <= now)
-        .order_by(LeaseRow.service)
-        .with_for_update(skip_locked=True)
+def _any(names: Collection[str]) -> ColumnElement[bool]:
+    """``= ANY(:names)``: one array parameter, however many names (an IN list of thousands
+    costs a bound parameter each)."""
+    return any_(bindparam(None, list(names), type_=ARRAY(String), unique=True))
+
+
+def _held(session: Session, member: str, believed: dict[str, int]) -> dict[str, int]:
+    """The leases ``member`` holds: what it believes when the database agrees (a count and a
+    sum of epochs, not thousands of rows), the database's rows otherwise (a beat whose
+    answer was lost after it committed)."""
+    mine = LeaseRow.owner == member, LeaseRow.expires_at.is_(None)
+    count, epochs = session.execute(
+        select(func.count(), func.coalesce(func.sum(LeaseRow.epoch), 0)).where(*mine)
+    ).one()
+    if count == len(believed) and epochs == sum(believed.values()):
+        return believed
+    return dict(session.execute(select(LeaseRow.service, LeaseRow.epoch).where(*mine)).all())
+
+
+def _take(
+    session: Session,
+    *,
+    member: str,
+    now: datetime,
+    lease: timedelta,
+    wanted: int,
+    shareable: Collection[str],
+    pinned: Collection[str],
+) -> dict[str, int]:
+    """Take free leases: every pinned one, shared ones up to ``wanted``, and any shared one
+    free for a whole lease that no one took (replicas whose files name fewer services, a
+    member counted live that cannot act) whatever the share."""
+    free = session.execute(
+        select(LeaseRow.service, LeaseRow.expires_at).where(LeaseRow.expires_at <= now)
+    ).all()
+    if not free:
+        return {}
+    chosen = {name for name, _ in free if name in pinned}
+    candidates = sorted(
+        (name for name, _ in free if name in shareable),
+        # Each member in its own order: two replicas taking at once rarely want one lease.
+        key=lambda name: hashlib.blake2b(f"{member}/{name}".encode(), digest_size=8).digest(),
     )
-    if limit is not None:
-        query = query.limit(limit)
-    return list(session.scalars(query))
+    chosen.update(candidates[: max(wanted, 0)])
+    abandoned = now - lease
+    chosen.update(
+        name
+        for name, since in free
+        if name in shareable and since is not None and since <= abandoned
+    )
+    if not chosen:
+        return {}
+    locked = list(
+        session.scalars(
+            select(LeaseRow.service)
+            .where(LeaseRow.service == _any(chosen), LeaseRow.expires_at <= now)
+            .order_by(LeaseRow.service)
+            # Those another replica is taking right now are skipped, not waited for.
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not locked:
+        return {}
+    return dict(
+        session.execute(
+            update(LeaseRow)
+            .where(LeaseRow.service == _any(locked))
+            .values(owner=member, epoch=LeaseRow.epoch + 1, acquired_at=now, expires_at=None)
+            .returning(LeaseRow.service, LeaseRow.epoch)
+        ).all()
+    )
 
 
 def _say_alive(
@@ -192,7 +264,12 @@ def _say_alive(
     version: str,
     at: datetime,
     until: datetime,
-) -> None:
+) -> bool:
+    """Renew ``member``'s membership (and so every lease it holds). False when it starts a
+    new one — its first beat, another process of the same id, or the previous membership
+    ran out: then whatever it still held is let go (free since that membership ended), so
+    that a write of the earlier term is refused and the leases are taken afresh, each under
+    a new epoch."""
     current = session.execute(
         select(MemberRow.incarnation, MemberRow.expires_at)
         .where(MemberRow.id == member)
@@ -202,6 +279,16 @@ def _say_alive(
         raise DuplicateReplicaError(
             f"another live Phoenix uses the replica id {member!r} (PHOENIX_INSTALLATION_ID): "
             "this one owns nothing until that one is gone; give each replica its own id"
+        )
+    continued = current is not None and current[0] == incarnation and current[1] > at
+    if not continued:
+        session.execute(
+            update(LeaseRow)
+            .where(
+                LeaseRow.owner == member,
+                or_(LeaseRow.expires_at.is_(None), LeaseRow.expires_at > at),
+            )
+            .values(expires_at=min(at, current[1]) if current is not None else at)
         )
     statement = insert(MemberRow).values(
         id=member,
@@ -227,6 +314,7 @@ def _say_alive(
         )
     )
     session.execute(delete(MemberRow).where(MemberRow.expires_at < at - MEMBERS_FORGOTTEN_AFTER))
+    return continued
 
 
 def leave(session: Session, *, member: str) -> int:
@@ -235,7 +323,10 @@ def leave(session: Session, *, member: str) -> int:
     now = session.scalar(select(func.now()))
     released = session.scalars(
         update(LeaseRow)
-        .where(LeaseRow.owner == member, LeaseRow.expires_at > now)
+        .where(
+            LeaseRow.owner == member,
+            or_(LeaseRow.expires_at.is_(None), LeaseRow.expires_at > now),
+        )
         .values(expires_at=now)
         .returning(LeaseRow.service)
     ).all()
@@ -262,19 +353,44 @@ def members(session: Session) -> list[Member]:
 
 
 def leases(session: Session, *, services: Collection[str] | None = None) -> list[Lease]:
+    """Every lease (or those of ``services``) with the time it holds until: its own expiry,
+    or its owner's membership's for a lease with none (no member row: not held)."""
     now = session.scalar(select(func.now()))
     assert now is not None
-    query = select(LeaseRow).order_by(LeaseRow.service)
-    if services is not None:
-        query = query.where(LeaseRow.service.in_(services))
-    return [
-        Lease(
-            row.service,
-            row.owner,
-            row.epoch,
-            row.acquired_at,
-            row.expires_at,
-            held=bool(row.owner) and row.expires_at > now,
+    query = (
+        select(
+            LeaseRow.service,
+            LeaseRow.owner,
+            LeaseRow.epoch,
+            LeaseRow.acquired_at,
+            LeaseRow.expires_at,
+            MemberRow.expires_at,
         )
-        for row in session.scalars(query)
-    ]
+        .outerjoin(MemberRow, MemberRow.id == LeaseRow.owner)
+        .order_by(LeaseRow.service)
+    )
+    if services is not None:
+        query = query.where(LeaseRow.service == _any(services))
+    found = []
+    for service, owner, epoch, acquired_at, own_expiry, membership in session.execute(query):
+        until = _held_until(own_expiry, membership)
+        found.append(
+            Lease(
+                service,
+                owner,
+                epoch,
+                acquired_at,
+                until if until is not None else acquired_at,
+                held=bool(owner) and until is not None and until > now,
+            )
+        )
+    return found
+
+
+def _held_until(own: datetime | None, membership: datetime | None) -> datetime | None:
+    """As the fencing trigger reads it: the earlier of the two, either may be missing."""
+    if own is None:
+        return membership
+    if membership is None:
+        return own
+    return min(own, membership)

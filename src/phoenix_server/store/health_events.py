@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from phoenix_server.domain.health import ServiceStatus
@@ -21,24 +22,37 @@ def record_statuses(
     )
 
 
-def latest_statuses(
-    session: Session, *, services: list[str]
-) -> dict[str, tuple[datetime, ServiceStatus, str]]:
-    """Each of ``services``' latest recorded status: (since when, status, why). How a
-    replica sees the services another replica watches."""
-    if not services:
-        return {}
-    latest = (
-        select(func.max(HealthEventRow.id))
-        .where(HealthEventRow.service.in_(services))
-        .group_by(HealthEventRow.service)
+StatusChange = tuple[int, str, datetime, ServiceStatus, str]
+"""A recorded status change: (id, service, since when, status, why)."""
+
+
+def status_changes(
+    session: Session, *, after: int | None, missing: Collection[int] = ()
+) -> list[StatusChange]:
+    """The status changes recorded after the one numbered ``after`` and those numbered in
+    ``missing`` (ids handed out, not yet committed when last read), in order; with ``after``
+    None, each service's latest. How a replica follows the services others watch without
+    reading them all again."""
+    columns = (
+        HealthEventRow.id,
+        HealthEventRow.service,
+        HealthEventRow.at,
+        HealthEventRow.status,
+        HealthEventRow.reason,
     )
-    rows = session.execute(
-        select(
-            HealthEventRow.service, HealthEventRow.at, HealthEventRow.status, HealthEventRow.reason
-        ).where(HealthEventRow.id.in_(latest))
-    ).all()
-    return {service: (at, ServiceStatus(status), reason) for service, at, status, reason in rows}
+    if after is None:
+        latest = select(func.max(HealthEventRow.id)).group_by(HealthEventRow.service)
+        query = select(*columns).where(HealthEventRow.id.in_(latest))
+    else:
+        newer = HealthEventRow.id > after
+        if missing:
+            newer = or_(newer, HealthEventRow.id.in_(list(missing)))
+        query = select(*columns).where(newer)
+    rows = session.execute(query.order_by(HealthEventRow.id)).all()
+    return [
+        (id_, service, at, ServiceStatus(status), reason)
+        for id_, service, at, status, reason in rows
+    ]
 
 
 def status_history(

@@ -294,8 +294,12 @@ class LeaseRow(Base):
     __tablename__ = "service_leases"
 
     service: Mapped[str] = mapped_column(String(128), primary_key=True)
-    owner: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    owner: Mapped[str] = mapped_column(String(32), default="", server_default="", index=True)
     epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     """Grows with every change of owner: writes made under an older one are refused."""
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    """None: held as long as the owner's membership lasts (its ``cluster_members`` row is
+    renewed, one row per heartbeat whatever the replica owns); in the past: free since then
+    (given away, or its owner's membership ran out); in the future: a lease of a replica of
+    migration 0010, renewed service by service."""
