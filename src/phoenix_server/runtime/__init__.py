@@ -145,10 +145,10 @@ ALERTS_TAKEN_FOR = timedelta(minutes=1)
 meanwhile; if it dies, another sends them after that)."""
 TRUNCATION_SHOWN = 3600.0
 """Seconds /health keeps saying that alerts were left out of a payload."""
-LEFT_OPEN_LOOKED_AT = 60.0
-"""Seconds (at least; ten leases if longer) after taking a service during which what its
-previous owner left open is looked for again: a paused writer's transaction holds its rows
-no longer than the database's statement (15 s) or idle-in-transaction timeout."""
+LEFT_OPEN_LOOKED_AT = 20.0
+"""Seconds beyond two leases after taking a service during which what its previous owner
+left open is looked for again: a paused writer's transaction holds its rows no longer
+than the database's statement timeout (15 s) or idle-in-transaction one (under a lease)."""
 
 
 class Runtime:
@@ -906,9 +906,9 @@ class Runtime:
         """What an earlier owner of this replica's services left open and still held locked
         when they were taken over (it was paused mid-write) is closed once it lets go: the
         database ends such a writer within its statement or idle timeout, so only services
-        taken in the last minute or so are looked at again."""
+        taken in the last two leases and 20 s are looked at again."""
         assert self.cluster is not None
-        within = max(LEFT_OPEN_LOOKED_AT, 10 * self.cluster.lease)
+        within = LEFT_OPEN_LOOKED_AT + 2 * self.cluster.lease
         while True:
             await self.clock.sleep(self.cluster.lease)
             taken = self.cluster.taken_within(within)

@@ -181,10 +181,23 @@ def interrupt_services(session: Session, *, services: Mapping[str, int], at: dat
     """A replica takes ``services`` over (each under its lease epoch): a deployment of them
     still in progress in the store (a previous owner died or lost it) becomes
     ``interrupted``."""
+    # Those in progress anywhere are few; the services taken may be thousands (not sent).
+    unfinished = session.execute(
+        select(DeploymentRow.id, DeploymentRow.service, DeploymentRow.epoch).where(
+            DeploymentRow.status == DeploymentStatus.IN_PROGRESS.value
+        )
+    ).all()
+    left = [
+        id_
+        for id_, service, epoch in unfinished
+        if service in services and (epoch is None or epoch < services[service])
+    ]
+    if not left:
+        return 0
     found = session.scalars(
         select(DeploymentRow)
         .where(
-            DeploymentRow.service.in_(list(services)),
+            DeploymentRow.id.in_(left),
             DeploymentRow.status == DeploymentStatus.IN_PROGRESS.value,
         )
         .with_for_update(skip_locked=True)

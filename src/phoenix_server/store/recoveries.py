@@ -235,9 +235,22 @@ def interrupt_services(session: Session, *, services: Mapping[str, int], at: dat
     Rows a stale writer still holds locked are skipped (never waited for): a later call
     closes them."""
     active = [status.value for status in ACTIVE_RECOVERY_STATUSES]
+    # Those open anywhere are few; the services taken may be thousands (not sent).
+    unfinished = session.execute(
+        select(RecoveryRow.id, RecoveryRow.service, RecoveryRow.epoch).where(
+            RecoveryRow.status.in_(active)
+        )
+    ).all()
+    left = [
+        id_
+        for id_, service, epoch in unfinished
+        if service in services and (epoch is None or epoch < services[service])
+    ]
+    if not left:
+        return []
     found = session.execute(
         select(RecoveryRow.id, RecoveryRow.service, RecoveryRow.epoch)
-        .where(RecoveryRow.status.in_(active), RecoveryRow.service.in_(list(services)))
+        .where(RecoveryRow.id.in_(left), RecoveryRow.status.in_(active))
         .with_for_update(skip_locked=True)
     ).all()
     rows = [
