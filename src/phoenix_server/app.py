@@ -113,12 +113,13 @@ def check_cluster(settings: Settings, catalog: ServiceCatalog, store: Store) -> 
                     "(its PHOENIX_INSTALLATION_ID); only that one owns it",
                 )
             )
-        elif spec.platform is PlatformKind.DOCKER:
+        elif spec.platform is PlatformKind.DOCKER and spec.replica is None:
             problems.append(
                 Problem(
-                    f"services.{spec.name}.platform",
-                    "docker: replicas own external, local and kubernetes services in this "
-                    "version; run docker services under one Phoenix without PHOENIX_CLUSTER",
+                    f"services.{spec.name}.replica",
+                    "a docker service's containers carry the id of the replica that made "
+                    "them, and its router runs on that replica's machine: name the replica "
+                    "that looks after it (its PHOENIX_INSTALLATION_ID); only that one owns it",
                 )
             )
     if settings.registry_url is not None:

@@ -52,6 +52,10 @@ def test_cluster_mode_needs_postgresql_and_services_any_replica_can_watch(
         "  - name: edge\n"
         "    platform: external\n"
         '    health: {http: "http://127.0.0.1:9/"}\n'
+        "  - name: box\n"
+        "    platform: docker\n"
+        "    image: busybox\n"
+        "    command: [httpd, -f]\n"
     )
     refused = serve(
         config,
@@ -65,6 +69,7 @@ def test_cluster_mode_needs_postgresql_and_services_any_replica_can_watch(
     assert "PHOENIX_CLUSTER=1 cannot run this configuration" in refused.stderr
     assert "set DATABASE_URL=postgresql://" in refused.stderr
     assert "services.web.replica: a local service runs on one machine" in refused.stderr
+    assert "services.box.replica: a docker service's containers carry the id" in refused.stderr
     assert "services.edge" not in refused.stderr
     assert "PHOENIX_REGISTRY_URL" in refused.stderr
     assert not (tmp_path / "var" / "phoenix.db").exists(), "refused before touching anything"
