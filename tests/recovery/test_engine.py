@@ -255,6 +255,39 @@ async def test_a_manual_restart_of_a_healthy_service(tmp_path: Path) -> None:
         await finished(runtime, again.id)
 
 
+async def test_a_service_lost_to_another_replica_stops_its_recovery_mid_step(
+    tmp_path: Path,
+) -> None:
+    """Losing the lease (let_go) is no operator's cancel: the step under way is not run to
+    its end — the new owner may act once the lease runs out — and nothing of it is recorded
+    as done here."""
+    slow_stop = web_service_yaml("web", free_port()).replace(
+        '"--name", "{name}"]', '"--name", "{name}", "--ignore-sigterm"]'
+    ).replace("stop: {grace: 2s}", "stop: {grace: 8s}")
+    async with engine(tmp_path, slow_stop) as runtime:
+        await healthy(runtime, "web")
+        first = await runtime.orchestrator.trigger(
+            service="web", strategy=Strategy.RESTART, reason="first", force=False
+        )
+
+        async def stopping() -> bool:
+            stored = await runtime.store.read(recoveries.get_recovery, first.id)
+            return bool(stored.steps) and stored.steps[0].status is StepStatus.RUNNING
+
+        await eventually(stopping, message="the recovery in its 8 s shutdown step")
+        runtime.orchestrator.let_go("web")
+        await eventually(
+            lambda: not runtime.orchestrator.busy("web"),
+            timeout=2,
+            message="the run ended at once, not after the step's 8 s grace",
+        )
+        stored = await runtime.store.read(recoveries.get_recovery, first.id)
+        # Without a cluster nothing fences this record; with one, the database refuses it
+        # once the lease has run out and the new owner closes it as interrupted.
+        assert stored.status is RecoveryStatus.INTERRUPTED, stored
+        assert stored.steps[0].status is not StepStatus.COMPLETED, "the step was not run out"
+
+
 async def test_one_recovery_per_service_unless_forced(tmp_path: Path) -> None:
     slow_stop = web_service_yaml("web", free_port()).replace(
         '"--name", "{name}"]', '"--name", "{name}", "--ignore-sigterm"]'

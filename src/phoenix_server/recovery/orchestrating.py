@@ -183,12 +183,15 @@ class Orchestrator:
         self._look_again(service)
 
     def let_go(self, service: str) -> None:
-        """Another replica owns ``service`` now: its case leaves this one. A recovery still
-        running here stops at its next step (its claim no longer holds) and the database
-        refuses whatever it still tries to record."""
+        """Another replica owns ``service`` now, or will within the rest of the lease: its
+        case leaves this one. A recovery running here stops where it is — in the middle of a
+        step, not at its end, since the new owner may act on the service as soon as the
+        lease runs out — and the database refuses whatever it still tries to record (the
+        new owner closes it as interrupted)."""
         run = self._cases.runs.get(service)
         if run is not None:
-            run.cancel.set()  # it stops at its next safe point, recorded nowhere
+            run.cancel.set()
+            self._tasks.cancel_named(service)
         # A recovery proving itself here is proven (or not) by the new owner, not here.
         self._tasks.cancel_named(f"stable-{service}")
         self._cases.incidents.pop(service, None)

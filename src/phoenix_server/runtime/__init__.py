@@ -178,7 +178,7 @@ class Runtime:
                 address=settings.advertised_url,
                 version=__version__,
                 lease=settings.lease_seconds,
-                placement=lambda: [(spec.name, spec.replica) for spec in self.catalog],
+                placement=self._placement,
                 busy=lambda service: self.orchestrator.engaged(service),
                 monotonic=_awake_or_asleep if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic,
                 gained=self._gained,
@@ -188,6 +188,7 @@ class Runtime:
         epochs = self.cluster.epoch_of if self.cluster is not None else no_epochs
         self._carried: dict[str, Incident] = {}
         """Incidents a previous owner left open, read while taking a service over."""
+        self._placed: tuple[int, list[tuple[str, str | None]]] | None = None
         self._elsewhere = RecordedStatuses(self.store, monotonic=time.monotonic)
         """With several replicas, the latest status the owners of the services this one
         does not own recorded (what this replica's API shows for them)."""
@@ -323,7 +324,9 @@ class Runtime:
         self._watchers = SupervisedTasks("watch")
         """Loops that read the platforms (samplers, scrapers): stopped before them."""
         self._stopping = False
-        self.baselines = UptimeBaselines(catalog, self.tracker, store, self.clock)
+        self.baselines = UptimeBaselines(
+            catalog, self.tracker, store, self.clock, watches=self._acts_on
+        )
         """Per service, when Phoenix began managing it and its first day's uptime."""
         self.playbooks_active: int | None = None
         """Active playbooks at the last look (None until the database has answered)."""
@@ -861,6 +864,8 @@ class Runtime:
         except UnavailableError as exc:
             log.warning("taking over without the store's records (%s)", exc.message)
             unresolved = []
+        with contextlib.suppress(UnavailableError):  # kept as known here until saved again
+            await self.baselines.taken_over(taken)
         if closed:
             log.warning(
                 "%d recovery(ies) their previous owners left in progress closed as interrupted: %s",
@@ -889,6 +894,14 @@ class Runtime:
                     self._on_instance_event(InstanceEvent(InstanceEventKind.ADOPTED, instance))
             if self.kubernetes is not None and spec.platform is PlatformKind.KUBERNETES:
                 self.kubernetes.taken_over(spec)
+
+    def _placement(self) -> Sequence[tuple[str, str | None]]:
+        """Each service and the replica it is pinned to (None: any), for the heartbeat:
+        the same list object until the catalog changes."""
+        generation = self.catalog.generation
+        if self._placed is None or self._placed[0] != generation:
+            self._placed = (generation, [(spec.name, spec.replica) for spec in self.catalog])
+        return self._placed[1]
 
     async def _first_beat(self, cluster: ClusterMember) -> None:
         """Join before anything else starts. A replica restarted moments after it was killed

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from phoenix_server.domain.cluster import ClusterState, Lease, Member
@@ -51,7 +51,7 @@ class ClusterMember:
         address: str,
         version: str,
         lease: float,
-        placement: Callable[[], Iterable[tuple[str, str | None]]],
+        placement: Callable[[], Sequence[tuple[str, str | None]]],
         busy: Callable[[str], bool],
         monotonic: Callable[[], float],
         gained: Gained,
@@ -67,7 +67,10 @@ class ClusterMember:
         self.lease = lease
         self._interval = lease / HEARTBEATS_PER_LEASE
         self._placement = placement
-        """Each service of the fleet and the replica it is pinned to (None: any)."""
+        """Each service of the fleet and the replica it is pinned to (None: any); the same
+        object while the fleet is unchanged."""
+        self._placed: tuple[object, list[str], list[str]] | None = None
+        """The last placement seen, split: (it, shared services, pinned here)."""
         self._busy = busy
         self._monotonic = monotonic
         self._gained = gained
@@ -89,6 +92,8 @@ class ClusterMember:
         it lost carries that stale epoch, which the database refuses."""
         self._seen: set[str] = set()
         """Services whose lease rows exist (made at their first heartbeat)."""
+        self._unseen: list[str] = []
+        """Services of the placement whose lease rows are still to be made."""
         self._acting_until = 0.0
         """Monotonic time until which the last renewal lets this replica act."""
         self._owners: dict[str, str] = {}
@@ -219,10 +224,18 @@ class ClusterMember:
 
     async def beat_once(self) -> None:
         started = self._monotonic()
-        placement = list(self._placement())
-        services = [name for name, replica in placement if replica is None]
-        pinned = [name for name, replica in placement if replica == self.replica]
-        new = [name for name in (*services, *pinned) if name not in self._seen]
+        placement = self._placement()
+        if self._placed is None or self._placed[0] is not placement:
+            self._placed = (
+                placement,
+                [name for name, replica in placement if replica is None],
+                [name for name, replica in placement if replica == self.replica],
+            )
+            self._unseen = [
+                name for name in (*self._placed[1], *self._placed[2]) if name not in self._seen
+            ]
+        _, services, pinned = self._placed
+        new = self._unseen
         busy = {name for name in self._owned if self._busy(name)}
         deadline = self.lease * RENEW_DEADLINE
         try:
@@ -254,6 +267,7 @@ class ClusterMember:
             return
         self.problem = None
         self._seen.update(new)
+        self._unseen = []
         self._last = beat
         if self._monotonic() - started < deadline:
             self._acting_until = started + deadline

@@ -4,6 +4,7 @@ store so that the metrics summary can say how uptime changed since (across resta
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Collection
 
 from phoenix_server.detection.health_tracking import HealthTracker
 from phoenix_server.domain.clock import Clock
@@ -21,12 +22,21 @@ BASELINE_EVERY = 60.0
 
 class UptimeBaselines:
     def __init__(
-        self, catalog: ServiceCatalog, tracker: HealthTracker, store: Store, clock: Clock
+        self,
+        catalog: ServiceCatalog,
+        tracker: HealthTracker,
+        store: Store,
+        clock: Clock,
+        *,
+        watches: Callable[[str], bool] = lambda _service: True,
     ) -> None:
         self._catalog = catalog
         self._tracker = tracker
         self._store = store
         self._clock = clock
+        self._watches = watches
+        """With several replicas, only the owner of a service knows its uptime: the others
+        neither advance nor save its baseline."""
         self._baselines: dict[str, UptimeBaseline] = {}
         self._unsaved = False
 
@@ -35,6 +45,14 @@ class UptimeBaselines:
 
     async def load(self) -> None:
         self._baselines = await self._store.read(baselines.load_baselines)
+
+    async def taken_over(self, services: Collection[str]) -> None:
+        """This replica watches ``services`` from now: their baselines as their previous
+        owners last saved them (raises UnavailableError)."""
+        saved = await self._store.read(baselines.load_baselines)
+        for name in services:
+            if name in saved:
+                self._baselines[name] = saved[name]
 
     async def track(self) -> None:
         """Advance the baselines once a minute (the runtime also does it at stop)."""
@@ -47,6 +65,8 @@ class UptimeBaselines:
         now = self._clock.now()
         changed = []
         for spec in list(self._catalog):
+            if not self._watches(spec.name):
+                continue
             known = self._baselines.get(spec.name)
             uptime = self._tracker.view(spec.name).uptime
             new = (
@@ -58,9 +78,8 @@ class UptimeBaselines:
                 self._baselines[spec.name] = new
                 changed.append(new)
         try:
-            await self._store.write(
-                baselines.save_baselines, list(self._baselines.values()) if save_all else changed
-            )
+            everything = [b for b in self._baselines.values() if self._watches(b.service)]
+            await self._store.write(baselines.save_baselines, everything if save_all else changed)
         except UnavailableError as exc:
             log.warning("uptime baselines not saved yet (%s); retrying", exc.message)
             return True
