@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import random
 import re
@@ -14,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from phoenix_server.cli import app
-from phoenix_server.detection import nab
+from phoenix_server.cli import bench as bench_command
+from phoenix_server.detection import anomaly, crossval, nab, signals
 
 START = datetime(2014, 4, 1)
 ROWS = 400
@@ -50,10 +52,20 @@ def bench(*args: str | Path) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def profile_line(output: str, name: str) -> tuple[float, float]:
-    match = re.search(rf"^{name}\s+(-?[\d.]+)\s+([\d.]+)", output, re.MULTILINE)
-    assert match, output
-    return float(match.group(1)), float(match.group(2))
+def profile_rows(output: str, name: str) -> list[list[str]]:
+    """The profile's row of each configuration's table, in the order printed, split."""
+    rows = [line.split() for line in output.splitlines() if line.startswith(f"{name} ")]
+    assert rows, output
+    return rows
+
+
+def in_sample(output: str, name: str) -> float:
+    """The first configuration's in-sample score (its best threshold over all the files)."""
+    return float(profile_rows(output, name)[0][2])
+
+
+ENGINE = f"as the engine runs it: {signals.ANOMALY_SETTINGS}"
+DEFAULTS = f"not as the engine runs it (the detector's defaults): {anomaly.DEFAULT_SETTINGS}"
 
 
 def test_scores_the_corpus_and_prints_thresholds_and_speed(corpus: tuple[Path, Path]) -> None:
@@ -61,12 +73,20 @@ def test_scores_the_corpus_and_prints_thresholds_and_speed(corpus: tuple[Path, P
     code, out, err = bench("--data", data, "--labels", labels)
     assert (code, err) == (0, "")
     assert "2 files, 800 points, 1 anomaly windows" in out
+    assert signals.ANOMALY_SETTINGS != anomaly.DEFAULT_SETTINGS  # so both are reported
+    lines = out.splitlines()
+    assert lines.index(ENGINE) < lines.index(DEFAULTS)
     for name in ("standard", "reward_low_FP", "reward_low_FN"):
-        score, threshold = profile_line(out, name)
-        assert score > 90.0  # the spike is found early in its window, nothing else fires
-        assert 0.0 < threshold <= 1.0
-    assert "each profile at its own best threshold" in out
-    assert re.search(r"speed: [\d,]+ points/s", out)
+        for row in profile_rows(out, name):
+            held, in_sample, gap, threshold = map(float, row[1:5])
+            assert held > 90.0  # the spike is found early in its window, nothing else fires
+            assert gap == pytest.approx(in_sample - held, abs=0.11)
+            assert 0.0 < threshold <= 1.0
+            assert row[6:] == ["1/1", "0"]
+    assert not re.search("^overfitting", out, re.MULTILINE)
+    assert "held out: leave one file out (2 folds)" in out
+    assert "in-sample: each profile's best threshold over all these files" in out
+    assert len(re.findall(r"^speed: [\d,]+ points/s", out, re.MULTILINE)) == 2
 
 
 def test_out_writes_scores_that_any_scorer_can_check(
@@ -75,8 +95,9 @@ def test_out_writes_scores_that_any_scorer_can_check(
     data, labels = corpus
     code, out, _ = bench("--data", data, "--labels", labels, "--out", tmp_path / "scores")
     assert code == 0
-    printed, threshold = profile_line(out, "standard")
-    scored = []
+    row = profile_rows(out, "standard")[0]  # as the engine runs it
+    held, in_sample, threshold = float(row[1]), float(row[2]), float(row[4])
+    scored = {}
     for name in ("group/spiky.csv", "calm.csv"):
         with (tmp_path / "scores" / name).open(newline="") as handle:
             rows = list(csv.reader(handle))
@@ -86,10 +107,13 @@ def test_out_writes_scores_that_any_scorer_can_check(
         scores = [float(row[2]) for row in rows[1:]]
         assert all(0.0 <= score <= 1.0 for score in scores)
         windows = [nab.Window(SPIKE - 10, SPIKE + 10)] if name.startswith("group") else []
-        scored.append((scores, windows))
-    assert scored[0][0][SPIKE] >= 0.9
-    rescored = nab.at_threshold(scored, threshold, [nab.STANDARD])["standard"]
-    assert rescored.tally.normalised(nab.STANDARD) == pytest.approx(printed, abs=0.05)
+        scored[name] = (scores, windows)
+    assert scored["group/spiky.csv"][0][SPIKE] >= 0.9
+    rescored = nab.at_threshold(scored.values(), threshold, [nab.STANDARD])["standard"]
+    assert rescored.tally.normalised(nab.STANDARD) == pytest.approx(in_sample, abs=0.05)
+    parts = {name: nab.steps(scores, windows) for name, (scores, windows) in scored.items()}
+    again = crossval.cross_validate(parts, crossval.by_file, [nab.STANDARD])
+    assert again.score(nab.STANDARD) == pytest.approx(held, abs=0.05)
 
 
 def test_a_given_threshold_scores_every_profile_there(corpus: tuple[Path, Path]) -> None:
@@ -98,9 +122,137 @@ def test_a_given_threshold_scores_every_profile_there(corpus: tuple[Path, Path])
         "--data", data, "--labels", labels, "--threshold", "2", "--profile", "standard"
     )
     assert code == 0
-    assert profile_line(out, "standard") == (0.0, 2.0)  # nothing reaches 2: the null score
+    # Nothing reaches 2: the null score, for both configurations.
+    assert [row[1:] for row in profile_rows(out, "standard")] == [["0.0", "2.0000", "0/1", "0"]] * 2
     assert "reward_low_FP" not in out
-    assert "own best threshold" not in out
+    assert "held out" not in out
+
+
+def twins(tmp_path: Path, names: tuple[str, str] = ("a.csv", "b.csv")) -> tuple[Path, Path]:
+    """Two files with the same values (noise and one spike); only the first labels the spike."""
+    rng = random.Random(2)
+    values = [rng.gauss(10.0, 1.0) for _ in range(ROWS)]
+    values[SPIKE] = 60.0
+    data = tmp_path / "twins"
+    for name in names:
+        write_stream(data / name, values)
+    labels = tmp_path / "twins.json"
+    window = [stamp(SPIKE - 10), stamp(SPIKE + 10)]
+    labels.write_text(json.dumps({names[0]: [window], names[1]: []}))
+    return data, labels
+
+
+def test_a_file_is_scored_at_a_threshold_chosen_without_its_labels(tmp_path: Path) -> None:
+    data, labels = twins(tmp_path)
+    code, out, err = bench("--data", data, "--labels", labels, "--profile", "standard")
+    assert code == 0, err
+    held, in_sample, gap = map(float, profile_rows(out, "standard")[0][1:4])
+    # In-sample, a's labels make the spike worth a detection, at the price of a false alarm
+    # in b. Held out, a is scored at the threshold chosen on b alone (stay silent: its window
+    # is missed), and b at the one chosen on a (its spike is a false alarm): below null.
+    assert in_sample > 80.0
+    assert held < 0.0
+    assert gap == pytest.approx(in_sample - held, abs=0.11)
+    assert profile_rows(out, "standard")[0][6:] == ["0/1", "1"]
+    assert "overfitting: in-sample more than 4 points above held out (standard)" in out
+
+
+def test_leave_one_folder_out(tmp_path: Path) -> None:
+    data, labels = twins(tmp_path, ("one/a.csv", "two/b.csv"))
+    code, out, err = bench("--data", data, "--labels", labels, "--leave-out", "folder")
+    assert code == 0, err
+    assert "held out: leave one folder out (2 folds): each folder's files scored" in out
+    assert float(profile_rows(out, "standard")[0][1]) < 0.0
+    data, labels = twins(tmp_path / "same", ("one/a.csv", "one/b.csv"))
+    code, out, err = bench("--data", data, "--labels", labels, "--leave-out", "folder")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"phoenix: {data}: leave one folder out needs files in at least two folders; "
+        "use --leave-out file\n"
+    )
+    code, out, err = bench("--data", data, "--labels", labels)
+    assert code == 0, err  # two files in one folder: each can still be held out
+
+
+def test_one_file_cannot_be_cross_validated_but_can_be_scored_at_a_threshold(
+    corpus: tuple[Path, Path],
+) -> None:
+    data, labels = corpus
+    (data / "calm.csv").unlink()
+    code, out, err = bench("--data", data, "--labels", labels)
+    assert (code, out) == (2, "")
+    assert "leave one file out needs at least two files" in err
+    assert "--threshold T" in err
+    code, out, err = bench("--data", data, "--labels", labels, "--threshold", "0.9")
+    assert code == 0, err
+    assert profile_rows(out, "standard")[0][3:] == ["1/1", "0"]
+
+
+def test_the_detector_runs_once_per_file_and_configuration(
+    corpus: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[anomaly.DetectorSettings] = []
+    real = anomaly.make_detector
+
+    def counted(settings: anomaly.DetectorSettings = anomaly.DEFAULT_SETTINGS) -> anomaly.Scorer:
+        made.append(settings)
+        return real(settings)
+
+    monkeypatch.setattr(anomaly, "make_detector", counted)
+    data, labels = corpus
+    for extra in ([], ["--leave-out", "folder"]):
+        made.clear()
+        code, _, err = bench("--data", data, "--labels", labels, *extra)
+        assert code == 0, err
+        # The folds re-threshold each file's scores; they never run the detector again.
+        assert made == [signals.ANOMALY_SETTINGS] * 2 + [anomaly.DEFAULT_SETTINGS] * 2
+
+
+def test_the_engine_configuration_is_the_one_the_engine_runs() -> None:
+    # A series longer than the engine's memory, fed as the engine feeds it, scores as the
+    # configuration the benchmark labels "as the engine runs it" does, not as the defaults.
+    rng = random.Random(3)
+    values = [rng.gauss(10.0, 1.0) + (8.0 if 2500 <= i < 2600 else 0.0) for i in range(3000)]
+    service = signals.ServiceSignals()
+    engine: list[float] = []
+    for at, value in enumerate(values):
+        service.record(float(at), {"metric": value})
+        engine.append(service.anomaly["metric"][1])
+    (label, settings), *_ = bench_command.configurations()
+    assert label == "as the engine runs it"
+    benchmarked = nab.run([stream_of(values)], functools.partial(anomaly.make_detector, settings))
+    assert benchmarked.scores["s.csv"] == engine
+    defaults = nab.run([stream_of(values)], anomaly.make_detector)
+    assert defaults.scores["s.csv"] != engine
+
+
+def stream_of(values: list[float]) -> nab.Stream:
+    times = [START + timedelta(minutes=5 * row) for row in range(len(values))]
+    return nab.Stream("s.csv", [stamp(row) for row in range(len(values))], times, values)
+
+
+def test_one_configuration_is_reported_once_and_a_changed_engine_is_what_is_written(
+    corpus: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, labels = corpus
+    monkeypatch.setattr(signals, "ANOMALY_SETTINGS", anomaly.DEFAULT_SETTINGS)
+    code, out, _ = bench("--data", data, "--labels", labels)
+    assert code == 0
+    assert f"as the engine runs it: {anomaly.DEFAULT_SETTINGS}" in out.splitlines()
+    assert "not as the engine runs it" not in out
+    assert len(profile_rows(out, "standard")) == 1
+    small = anomaly.DetectorSettings(memory=32, window=4, quiet_after=10)
+    monkeypatch.setattr(signals, "ANOMALY_SETTINGS", small)
+    code, out, _ = bench("--data", data, "--labels", labels, "--out", tmp_path / "scores")
+    assert code == 0
+    assert f"as the engine runs it: {small}" in out.splitlines()
+    assert DEFAULTS in out.splitlines()
+    with (tmp_path / "scores" / "calm.csv").open(newline="") as handle:
+        written = [float(row[2]) for row in list(csv.reader(handle))[1:]]
+    calm = nab.read_stream(data / "calm.csv", "calm.csv")
+    as_small = nab.run([calm], functools.partial(anomaly.make_detector, small)).scores
+    as_defaults = nab.run([calm], anomaly.make_detector).scores
+    assert written == as_small["calm.csv"] != as_defaults["calm.csv"]
 
 
 @pytest.mark.parametrize(
@@ -111,6 +263,7 @@ def test_a_given_threshold_scores_every_profile_there(corpus: tuple[Path, Path])
         ("missing labels file", "cannot read"),
         ("a file without labels", "the labels have no entry for calm.csv"),
         ("an unknown profile", "unknown profile 'strict'"),
+        ("an unknown leave-out", "unknown --leave-out 'disk': choose from file, folder"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_a_failing_exit(
@@ -126,8 +279,10 @@ def test_bad_input_is_one_clear_line_and_a_failing_exit(
         labels = tmp_path / "none.json"
     elif breakage == "a file without labels":
         labels.write_text(json.dumps({"group/spiky.csv": []}))
-    else:
+    elif breakage == "an unknown profile":
         extra = ["--profile", "strict"]
+    else:
+        extra = ["--leave-out", "disk"]
     code, out, err = bench("--data", data, "--labels", labels, *extra)
     assert code == 2
     assert out == ""
@@ -163,7 +318,7 @@ def test_odd_rows_are_warnings_and_every_file_is_scored(corpus: tuple[Path, Path
     code, out, err = bench("--data", data, "--labels", labels)
     assert code == 0, err
     assert "2 files, 800 points, 1 anomaly windows" in out
-    assert profile_line(out, "standard")[0] > 90.0
+    assert in_sample(out, "standard") > 90.0
     assert warnings_about(err, calm) == [
         f"phoenix: warning: {calm}:23: timestamp {stamp(20)} is earlier than the row before "
         f"({stamp(21)}); scored in file order",
@@ -187,7 +342,7 @@ def test_a_file_written_backwards_is_scored_in_file_order(
     assert code == 0, err
     # The labelled window is still the rows whose times it spans, found in file order, and
     # the spike (now at row ROWS - 1 - SPIKE) is still found early in it.
-    assert profile_line(out, "standard")[0] > 90.0
+    assert in_sample(out, "standard") > 90.0
     with (tmp_path / "scores" / "group" / "spiky.csv").open(newline="") as handle:
         written = [row[0] for row in list(csv.reader(handle))[1:]]
     assert written == [stamp(row) for row in reversed(range(ROWS))]

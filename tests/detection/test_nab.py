@@ -114,6 +114,26 @@ def test_the_threshold_sweep_finds_what_trying_every_threshold_finds() -> None:
             assert again.raw(profile) == pytest.approx(found.tally.raw(profile))
 
 
+def test_steps_read_once_give_the_tally_at_any_threshold() -> None:
+    rng = random.Random(5)
+    length = 150
+    scores = [round(rng.random() ** 3, 2) for _ in range(length)]  # many ties on purpose
+    windows = [nab.Window(40, 47), nab.Window(90, 99)]
+    steps = nab.steps(scores, windows)
+    values = [event[0] for event in steps.events]
+    assert values == sorted(set(values), reverse=True)  # one event per distinct score
+    for threshold in (*sorted(set(scores)), 0.0, 0.333, 2.0):
+        expected = nab.tally(scores, windows, threshold)
+        found = steps.at(threshold)
+        assert (found.windows, found.missed, found.alarms) == (
+            expected.windows,
+            expected.missed,
+            expected.alarms,
+        )
+        assert found.detected == pytest.approx(expected.detected)
+        assert found.false_alarms == pytest.approx(expected.false_alarms)
+
+
 def test_with_no_useful_detection_the_best_is_to_stay_silent() -> None:
     scored = [(scores_at(40, {7: 0.9, 30: 0.8}), [WINDOW])]
     best = nab.best_thresholds(scored)["standard"]

@@ -261,9 +261,11 @@ async def test_a_service_lost_to_another_replica_stops_its_recovery_mid_step(
     """Losing the lease (let_go) is no operator's cancel: the step under way is not run to
     its end — the new owner may act once the lease runs out — and nothing of it is recorded
     as done here."""
-    slow_stop = web_service_yaml("web", free_port()).replace(
-        '"--name", "{name}"]', '"--name", "{name}", "--ignore-sigterm"]'
-    ).replace("stop: {grace: 2s}", "stop: {grace: 8s}")
+    slow_stop = (
+        web_service_yaml("web", free_port())
+        .replace('"--name", "{name}"]', '"--name", "{name}", "--ignore-sigterm"]')
+        .replace("stop: {grace: 2s}", "stop: {grace: 8s}")
+    )
     async with engine(tmp_path, slow_stop) as runtime:
         await healthy(runtime, "web")
         first = await runtime.orchestrator.trigger(

@@ -518,20 +518,64 @@ def _events(scores: Sequence[float], windows: Sequence[Window]) -> list[_Event]:
     return events
 
 
-def best_thresholds(
-    scored: Iterable[tuple[Sequence[float], Sequence[Window]]],
-    profiles: Sequence[Profile] = PROFILES,
-) -> dict[str, Best]:
-    """For each profile, the one threshold that scores best over all the ``(scores, windows)``.
+@dataclass(frozen=True)
+class Steps:
+    """One stream's tally as a function of the threshold, read from its scores once.
+
+    A threshold can then be chosen, and a stream scored, on any subset of a corpus without
+    reading a score again (as cross-validation does, once per fold): the cost is the number
+    of distinct scores, not of rows.
+    """
+
+    windows: int
+    events: tuple[_Event, ...]
+    """One per distinct score, highest first: what the tally gains at thresholds at or below."""
+
+    def at(self, threshold: float) -> Tally:
+        """The stream's tally at ``threshold`` (the same as :func:`tally` of its scores)."""
+        return _tally_of(self.windows, (e for e in self.events if e[0] >= threshold))
+
+
+def steps(scores: Sequence[float], windows: Sequence[Window]) -> Steps:
+    """Read one stream's scores into :class:`Steps` (one pass over its rows)."""
+    by_value: dict[float, _Event] = {}
+    for event in _events(scores, windows):
+        value, detected, missed, false_alarms, alarms = event
+        if value in by_value:
+            _, more_detected, more_missed, more_false, more_alarms = by_value[value]
+            event = (
+                value,
+                detected + more_detected,
+                missed + more_missed,
+                false_alarms + more_false,
+                alarms + more_alarms,
+            )
+        by_value[value] = event
+    return Steps(len(windows), tuple(sorted(by_value.values(), key=lambda e: -e[0])))
+
+
+def _tally_of(windows: int, events: Iterable[_Event]) -> Tally:
+    detected = false_alarms = 0.0
+    missed, alarms = windows, 0
+    for _, add_detected, add_missed, add_false, add_alarms in events:
+        detected += add_detected
+        missed += add_missed
+        false_alarms += add_false
+        alarms += add_alarms
+    return Tally(windows, detected, missed, false_alarms, alarms)
+
+
+def best_of(parts: Iterable[Steps], profiles: Sequence[Profile] = PROFILES) -> dict[str, Best]:
+    """For each profile, the one threshold that scores best over all the streams' ``parts``.
 
     Exact: the tally changes only where the threshold passes a score, so it sweeps every
-    distinct score from the top down (O(n log n)) rather than a grid.
+    distinct score from the top down rather than a grid.
     """
     events: list[_Event] = []
     windows = 0
-    for scores, stream_windows in scored:
-        events.extend(_events(scores, stream_windows))
-        windows += len(stream_windows)
+    for part in parts:
+        events.extend(part.events)
+        windows += part.windows
     events.sort(key=lambda event: -event[0])
     current = Tally(windows, 0.0, windows, 0.0)
     top = events[0][0] if events else 0.0
@@ -555,6 +599,15 @@ def best_thresholds(
             if current.raw(profile) > best[profile.name].tally.raw(profile) + 1e-12:
                 best[profile.name] = Best(profile, (value + below) / 2.0, below, value, current)
     return best
+
+
+def best_thresholds(
+    scored: Iterable[tuple[Sequence[float], Sequence[Window]]],
+    profiles: Sequence[Profile] = PROFILES,
+) -> dict[str, Best]:
+    """For each profile, the one threshold that scores best over all the ``(scores, windows)``
+    (O(n log n) in the rows)."""
+    return best_of((steps(scores, windows) for scores, windows in scored), profiles)
 
 
 def at_threshold(
