@@ -56,6 +56,12 @@ class DetectorSettings:
 
 DEFAULT_SETTINGS = DetectorSettings()
 
+RESOLUTION = 1e-9
+"""Relative difference below which two values are the same value: rounding (a sum taken in
+another order is off by about 1e-16 of it), not a change. Without it, the first rounding
+difference after a constant stretch is a distance never seen before and scores up to 1.
+One part in a billion is finer than any metric means (a byte of a gigabyte)."""
+
 # Fewer past distances than this say nothing yet: p = 1.
 _MIN_EVIDENCE = 10
 # The exponential tail is fitted to at least this many of the largest distances.
@@ -95,12 +101,16 @@ class _Memory:
         ordered.insert(index, value)
 
     def nearest(self, value: float) -> float:
-        """Distance from ``value`` to the closest remembered number (inf when empty)."""
+        """Distance from ``value`` to the closest remembered number (inf when empty); 0 within
+        :data:`RESOLUTION` of the largest magnitude remembered (rounding, not a change)."""
         ordered = self.sorted
         index = bisect.bisect_left(ordered, value)
         above = ordered[index] - value if index < len(ordered) else math.inf
         below = value - ordered[index - 1] if index else math.inf
-        return above if above < below else below
+        distance = above if above < below else below
+        if ordered and distance <= RESOLUTION * max(-ordered[0], ordered[-1], abs(value)):
+            return 0.0
+        return distance
 
     def add(self, value: float) -> None:
         self.add_at(bisect.bisect_left(self.sorted, value), value)

@@ -4,11 +4,19 @@ memory and CPU, and of metrics pushed through the API.
 Sources feed it as samples arrive (the router's counters every second, the process
 sampler, ``POST /api/metrics``); symptoms are read from it. Every series keeps at most
 :data:`KEPT` samples and nothing older than :data:`HORIZON` seconds, whatever the rate.
+
+The one thing to know: this is where samples enter the anomaly detector, and a sample the
+detector cannot judge in time order is refused here and counted by reason
+(:attr:`Series.dropped`), never silently lost and never scored: a value that is not a
+finite number (:data:`NOT_FINITE`), a sample older than the series' latest (:data:`LATE`),
+one at the same instant as the latest (:data:`REPEATED`). A gap needs no rule: the detector
+judges values, not the time between them (docs/anomaly-detection.md, "Messy streams").
 """
 
 from __future__ import annotations
 
-from collections import deque
+import math
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -35,6 +43,16 @@ ANOMALY_SETTINGS = DetectorSettings(memory=2048)
 """Per series: 2,048 remembered samples (about 128 KiB), half an hour at one a second.
 (The NAB figures use 16,384; at 2,048 the standard score there is 70.)"""
 
+NOT_FINITE = "not_finite"
+"""Refused: the value (or its time) is NaN or infinite — a gauge with nothing to report, or
+a broken exporter. Kept out of the series too, so no rule averages a NaN."""
+LATE = "late"
+"""Refused: older than the series' latest sample. The detector has already moved past that
+time; holding every sample back to reorder late ones would delay every alarm instead."""
+REPEATED = "repeated"
+"""Refused: at the same instant as the series' latest sample (a retried push, or a second
+writer of the same metric). The first was scored and reported; it stands."""
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -48,13 +66,22 @@ class Series:
 
     def __init__(self) -> None:
         self._samples: deque[Sample] = deque(maxlen=KEPT)
+        self.dropped: Counter[str] = Counter()
+        """Samples refused, by reason (:data:`NOT_FINITE`, :data:`LATE`, :data:`REPEATED`)."""
 
-    def add(self, at: float, value: float) -> None:
-        if self._samples and at < self._samples[-1].at:
-            return  # out of order (a late push): the past is not rewritten
-        self._samples.append(Sample(at, value))
-        while self._samples and at - self._samples[0].at > HORIZON:
-            self._samples.popleft()
+    def add(self, at: float, value: float) -> bool:
+        """Keep the sample unless a rule refuses it (then count it); whether it was kept."""
+        if not (math.isfinite(value) and math.isfinite(at)):
+            reason = NOT_FINITE
+        elif not self._samples or at > self._samples[-1].at:
+            self._samples.append(Sample(at, value))
+            while at - self._samples[0].at > HORIZON:
+                self._samples.popleft()
+            return True
+        else:
+            reason = LATE if at < self._samples[-1].at else REPEATED
+        self.dropped[reason] += 1
+        return False
 
     def latest(self) -> Sample | None:
         return self._samples[-1] if self._samples else None
@@ -92,11 +119,13 @@ class ServiceSignals:
                     continue
                 series = self.series[name] = Series()
                 self._detectors[name] = AnomalyDetector(ANOMALY_SETTINGS)
-            before = series.latest()
-            series.add(at, value)
-            if series.latest() is not before:  # taken (not a late sample)
+            if series.add(at, value):  # only what the series takes is scored
                 self.anomaly[name] = (at, self._detectors[name].score(value, at))
         return refused
+
+    def dropped(self) -> dict[str, dict[str, int]]:
+        """Samples refused so far, by series and reason (only series that refused some)."""
+        return {name: dict(s.dropped) for name, s in self.series.items() if s.dropped}
 
     def latest(self, name: str) -> float | None:
         series = self.series.get(name)
@@ -107,8 +136,8 @@ class ServiceSignals:
         """A reading of the router's cumulative counters: rates over the last
         :data:`RATE_WINDOW` seconds (an error rate only with enough requests to mean
         something), and the router's latency percentiles."""
-        if self._counters and self._counters[-1][1].epoch != counters.epoch:
-            self._counters.clear()  # the router restarted: its counters began again
+        if self._counters and _restarted(self._counters[-1][1], counters):
+            self._counters.clear()  # its counters began again: no rate until the next reading
         self._counters.append((at, counters))
         while len(self._counters) > 1 and at - self._counters[1][0] >= RATE_WINDOW:
             self._counters.popleft()
@@ -130,3 +159,9 @@ class ServiceSignals:
             if counters.latency_p99_ms is not None:
                 values[LATENCY_P99] = counters.latency_p99_ms
         self.record(at, values)
+
+
+def _restarted(before: TrafficCounters, now: TrafficCounters) -> bool:
+    """The router's counters began again: a new epoch, or (whatever the epoch says) a count
+    that went down, which a cumulative counter never does — a negative rate is no reading."""
+    return now.epoch != before.epoch or now.received < before.received or now.lost < before.lost

@@ -95,6 +95,9 @@ class PrometheusScraper:
         assert spec.metrics is not None
         platform = self._platforms.for_service(spec)
         totals: dict[str, float] = {}
+        unknown: set[str] = set()
+        """Counters whose rate one instance cannot give yet (its first reading): the sum
+        would dip by that instance's share, which the detector would take for a fall."""
         for instance in platform.instances(spec.name):
             if instance.state is not InstanceState.RUNNING:
                 continue
@@ -118,23 +121,30 @@ class PrometheusScraper:
                 if kind == "counter":
                     rate = self._rate((instance.id, metric, spec.name), now, value)
                     if rate is None:
+                        unknown.add(metric)
                         continue
                     value = rate
                 totals[metric] = totals.get(metric, 0.0) + value
         live = {i.id for i in platform.instances(spec.name)}
         for key in [k for k in self._counters if k[0] not in live and k[2] == spec.name]:
             del self._counters[key]  # an instance gone: its counters with it
+        for metric in unknown:
+            totals.pop(metric, None)
         if totals:
             refused = self._tracker.record_metrics(spec.name, totals)
             if refused:
                 self._complain(spec.name, f"too many series; not kept: {', '.join(refused)}")
 
     def _rate(self, key: tuple[str, str, str], now: float, value: float) -> float | None:
+        """Per second since the last reading; None for the first one. A counter lower than
+        last time restarted from zero with its process: what it counts now was counted since
+        then (Prometheus' rate() reads a reset the same way)."""
         previous = self._counters.get(key)
         self._counters[key] = (now, value)
-        if previous is None or now <= previous[0] or value < previous[1]:
-            return None  # the first reading, or the counter restarted with its process
-        return (value - previous[1]) / (now - previous[0])
+        if previous is None or now <= previous[0]:
+            return None
+        counted = value if value < previous[1] else value - previous[1]
+        return counted / (now - previous[0])
 
     async def _fetch(self, session: aiohttp.ClientSession, key: str, url: str) -> str | None:
         try:
