@@ -17,7 +17,9 @@ owner dies or is paused, and what 10,000 services cost spread over 1, 2 and 3 re
 * **scale**: a raw asyncio server counts HTTP probes where they land; 10,000 external
   services probed every 10 s (1,000 probes/s offered) by 1 Phoenix without
   ``PHOENIX_CLUSTER`` (today's baseline), then 1, 2 and 3 replicas with it, each on a fresh
-  schema. Over a window: probes landed per second, CPU seconds per 1,000 probes (all
+  schema, and a control: 2 Phoenixes without ``PHOENIX_CLUSTER`` given half the services
+  each (the same work over two processes with no ownership at all: what remains of the
+  2-replica cost beyond it is ownership's). Over a window: probes landed per second, CPU seconds per 1,000 probes (all
   replicas, psutil user+system), database writes per second (pg_stat_user_tables rows of
   the schema, and commits of the whole database), probe lateness (``/metrics``), and the
   time from a service failing to its incident in ``GET /api/incidents``. Targets: 2
@@ -41,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar, cast
@@ -88,8 +90,11 @@ class BenchReplicas(Replicas):
         cluster: bool = True,
         log_level: str = "info",
         ready_timeout: float = 60.0,
+        configs: Sequence[Path] = (),
     ) -> None:
         super().__init__(tmp_path, config, database_url, count)
+        self.configs = list(configs)
+        """One service file per replica, in order (none: ``config`` for all)."""
         self.lease = lease
         self.clustered = cluster
         self.log_level = log_level
@@ -109,7 +114,8 @@ class BenchReplicas(Replicas):
         }
         if self.clustered:
             env["PHOENIX_CLUSTER"] = "1"
-        server = PhoenixServer(self.config, self.tmp_path / name, env=env)
+        config = self.configs[self.names.index(name)] if self.configs else self.config
+        server = PhoenixServer(config, self.tmp_path / name, env=env)
         self.servers[name] = server
         server.start(wait=False)
         if wait:
@@ -569,8 +575,9 @@ class CountingProtocol(asyncio.Protocol):
             self._transport.write(b"".join(replies))
 
 
-def scale_file(path: Path, server_url: str, services: int) -> Path:
-    """As tests/cluster/replicas.py's service_file, probed every 10 s."""
+def scale_file(path: Path, server_url: str, indices: range) -> Path:
+    """As tests/cluster/replicas.py's service_file, probed every 10 s: svc-i for each of
+    ``indices``."""
     entries = "".join(
         f"""
   - name: svc-{i}
@@ -581,13 +588,14 @@ def scale_file(path: Path, server_url: str, services: int) -> Path:
       timeout: {SCALE_TIMEOUT:g}s
       failure_threshold: {SCALE_THRESHOLD}
 """
-        for i in range(services)
+        for i in indices
     )
     path.write_text("services:" + entries, encoding="utf-8")
     return path
 
 
 PLACEHOLDER = "bench-placeholder-"
+CONTROL = "2 Phoenixes, no PHOENIX_CLUSTER, half each"
 
 
 def seed_members(url: str, count: int, seconds: float) -> None:
@@ -694,7 +702,7 @@ def one_scale(
     label: str,
     count: int,
     clustered: bool,
-    config: Path,
+    configs: list[Path],
     server: subprocess.Popen[bytes],
     server_url: str,
     tmp: Path,
@@ -703,13 +711,14 @@ def one_scale(
     print(f"\nscale: {label}", flush=True)
     with postgres_schema() as (url, schema):
         group = BenchReplicas(
-            tmp / label.replace(" ", "-"),
-            config,
+            tmp / re.sub(r"[^A-Za-z0-9]+", "-", label),
+            configs[0],
             url,
             count,
             lease=args.scale_lease,
             cluster=clustered,
             ready_timeout=args.ready_timeout,
+            configs=configs if len(configs) > 1 else (),
         )
         try:
             seeded = clustered and count > 1 and not args.no_seed
@@ -800,6 +809,9 @@ def run_scale(args: argparse.Namespace) -> list[ScaleResult]:
     results: list[ScaleResult] = []
     plans = [("1 replica, no PHOENIX_CLUSTER (today)", 1, False)] if not args.no_baseline else []
     plans += [(f"{n} replica{'s' if n > 1 else ''}", n, True) for n in args.counts]
+    if not args.no_baseline and 2 in args.counts:
+        # The control: the same work split over two processes with no ownership at all.
+        plans.insert(2 if len(plans) > 2 else len(plans), (CONTROL, 2, False))
     with workdir(args, "phoenix-bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
         try:
@@ -809,7 +821,12 @@ def run_scale(args: argparse.Namespace) -> list[ScaleResult]:
             if not port:
                 raise RuntimeError("the counting server did not start")
             server_url = f"http://127.0.0.1:{port}"
-            config = scale_file(tmp / "phoenix.yaml", server_url, args.services)
+            config = scale_file(tmp / "phoenix.yaml", server_url, range(args.services))
+            half = args.services // 2
+            halves = [
+                scale_file(tmp / "first-half.yaml", server_url, range(half)),
+                scale_file(tmp / "second-half.yaml", server_url, range(half, args.services)),
+            ]
             print(
                 f"\nscale: {args.services:,} external services, HTTP every {SCALE_INTERVAL:g} s "
                 f"(offered {args.services / SCALE_INTERVAL:,.0f} probes/s), lease "
@@ -817,8 +834,9 @@ def run_scale(args: argparse.Namespace) -> list[ScaleResult]:
                 flush=True,
             )
             for label, count, clustered in plans:
+                configs = halves if label == CONTROL else [config]
                 results.append(
-                    one_scale(args, label, count, clustered, config, server, server_url, tmp)
+                    one_scale(args, label, count, clustered, configs, server, server_url, tmp)
                 )
         finally:
             children.stop_all()
@@ -845,6 +863,7 @@ def summarise_scale(args: argparse.Namespace, results: list[ScaleResult]) -> Non
     one = next((r for r in results if r.label == "1 replica"), None)
     today = next((r for r in results if "today" in r.label), None)
     two = next((r for r in results if r.label == "2 replicas"), None)
+    control = next((r for r in results if r.label == CONTROL), None)
     met = {True: "met", False: "NOT met"}
     for r in results:
         if one is not None and r is not one and r.probes:
@@ -866,6 +885,11 @@ def summarise_scale(args: argparse.Namespace, results: list[ScaleResult]) -> Non
             print(
                 f"target: per-probe cost of 2 replicas ≤ {COST_TARGET}x one replica's: "
                 f"{met[ratio <= COST_TARGET]} ({ratio:.2f}x)"
+            )
+        if control is not None and control.probes and two.probes:
+            print(
+                "what ownership itself costs: 2 replicas / 2 separate Phoenixes splitting the "
+                f"services (control): {two.cpu_per_1000 / control.cpu_per_1000:.2f}x"
             )
 
 
