@@ -459,3 +459,33 @@ def test_downgrading_to_0010_gives_each_held_lease_its_owners_expiry(
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     assert store.run_sync(cluster.leases)[0].held
+
+
+def test_a_member_renewing_right_now_is_never_taken_for_gone(store: Store) -> None:
+    """a's heartbeat began just before its membership ran out (on the server's clock) and
+    holds its row; b beats just after: b must not let a's leases go while a keeps them."""
+    beat(store, "a", services=["azora-auth"])
+    with store.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE cluster_members SET expires_at = now() + interval '300 ms' WHERE id = 'a'")
+        )
+    renewing = store.engine.connect()
+    transaction = renewing.begin()
+    try:
+        renewing.execute(text("SELECT 1 FROM cluster_members WHERE id = 'a' FOR UPDATE"))
+        wait_until(
+            lambda: not next(m.live for m in store.run_sync(cluster.members) if m.id == "a"),
+            timeout=5,
+            message="a's membership run out on the server's clock",
+        )
+        assert beat(store, "b", services=["azora-auth"]).owned == {}
+        renewing.execute(
+            text("UPDATE cluster_members SET expires_at = now() + interval '30 s' WHERE id = 'a'")
+        )
+        transaction.commit()
+    finally:
+        if transaction.is_active:
+            transaction.rollback()
+        renewing.close()
+    (lease,) = store.run_sync(cluster.leases)
+    assert (lease.owner, lease.epoch, lease.held) == ("a", 1, True), "still a's, not let go"

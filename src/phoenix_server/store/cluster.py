@@ -97,16 +97,21 @@ def beat(
     assert now is not None
     until = now + lease
     # Whoever beats notes when the members gone since last looked lost their leases (before
-    # a member long gone is forgotten below, so no lease is left pointing at nobody).
-    session.execute(
-        update(LeaseRow)
-        .where(
-            LeaseRow.owner == MemberRow.id,
-            LeaseRow.expires_at.is_(None),
-            MemberRow.expires_at <= now,
+    # a member long gone is forgotten below, so no lease is left pointing at nobody). Their
+    # rows are locked first, and one a member is renewing right now is skipped: that member
+    # either renews in time (and keeps its leases) or finds its membership over (and lets
+    # them go itself), never both at once.
+    gone = session.execute(
+        select(MemberRow.id, MemberRow.expires_at)
+        .where(MemberRow.expires_at <= now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for owner, ended in gone:
+        session.execute(
+            update(LeaseRow)
+            .where(LeaseRow.owner == owner, LeaseRow.expires_at.is_(None))
+            .values(expires_at=ended)
         )
-        .values(expires_at=MemberRow.expires_at)
-    )
     continued = _say_alive(
         session,
         member=member,
