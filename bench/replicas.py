@@ -19,11 +19,12 @@ owner dies or is paused, and what 10,000 services cost spread over 1, 2 and 3 re
   ``PHOENIX_CLUSTER`` (today's baseline), then 1, 2 and 3 replicas with it, each on a fresh
   schema, and a control: 2 Phoenixes without ``PHOENIX_CLUSTER`` given half the services
   each (the same work over two processes with no ownership at all: what remains of the
-  2-replica cost beyond it is ownership's). Over a window: probes landed per second, CPU seconds per 1,000 probes (all
-  replicas, psutil user+system), database writes per second (pg_stat_user_tables rows of
-  the schema, and commits of the whole database), probe lateness (``/metrics``), and the
-  time from a service failing to its incident in ``GET /api/incidents``. Targets: 2
-  replicas hold 10,000 services with every probe on time, at ≤ 1.2x the single replica's
+  2-replica cost beyond it is ownership's). Over a window: probes landed per second, CPU
+  seconds per 1,000 probes (all replicas, psutil user+system), database writes per second
+  (pg_stat_user_tables rows of the schema, and commits of the whole database), probe
+  lateness (``/metrics``), and the time from a service failing to its incident in ``GET
+  /api/incidents``. Targets: 2 replicas hold 10,000 services with every probe on time, at
+  ≤ 1.2x the single replica's
   CPU per probe.
 
 ``python -m bench.replicas [--only takeover|sigstop|scale] [--trials 100] [--lease 2]
