@@ -82,14 +82,18 @@ def test_a_late_sample_is_neither_kept_nor_scored_but_counted() -> None:
     assert signals.dropped() == {"q": {LATE: 1}}
 
 
-def test_a_repeated_instant_keeps_the_first_sample_and_counts_the_rest() -> None:
+def test_a_repeated_sample_keeps_the_first_and_another_value_at_that_instant_is_kept() -> None:
     signals = fed([1.0, 2.0])
     scored = signals.anomaly["q"]
-    signals.record(1.0, {"q": 2.0})  # a retried push
-    signals.record(1.0, {"q": 7.0})  # a second writer
+    signals.record(1.0, {"q": 2.0})  # a retried push: the same instant and value
+    signals.record(1.0, {"q": 2.0})
     assert [s.value for s in signals.series["q"]] == [1.0, 2.0]
     assert signals.anomaly["q"] == scored
     assert signals.dropped() == {"q": {REPEATED: 2}}
+    # A batch pushed without times: its samples share the instant they arrived at.
+    signals.record(1.0, {"q": 7.0})
+    assert [s.value for s in signals.series["q"]] == [1.0, 2.0, 7.0]
+    assert signals.dropped() == {"q": {REPEATED: 2}}, "the second observation is no repeat"
 
 
 def test_counts_are_per_series_and_only_for_series_that_refused_some() -> None:

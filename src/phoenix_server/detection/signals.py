@@ -9,8 +9,8 @@ The one thing to know: this is where samples enter the anomaly detector, and a s
 detector cannot judge in time order is refused here and counted by reason
 (:attr:`Series.dropped`), never silently lost and never scored: a value that is not a
 finite number (:data:`NOT_FINITE`), a sample older than the series' latest (:data:`LATE`),
-one at the same instant as the latest (:data:`REPEATED`). A gap needs no rule: the detector
-judges values, not the time between them (docs/anomaly-detection.md, "Messy streams").
+the latest sample again, same instant and value (:data:`REPEATED`). A gap needs no rule:
+the detector judges values, not the time between them (docs/anomaly-detection.md, "Messy streams").
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ LATE = "late"
 """Refused: older than the series' latest sample. The detector has already moved past that
 time; holding every sample back to reorder late ones would delay every alarm instead."""
 REPEATED = "repeated"
-"""Refused: at the same instant as the series' latest sample (a retried push, or a second
-writer of the same metric). The first was scored and reported; it stands."""
+"""Refused: the same value at the same instant as the series' latest sample (a retried
+push). The first was scored and reported; it stands. Another value at that instant is a
+second observation (samples pushed in one batch without times share the instant of
+arrival) and is kept, in the order it came."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,15 @@ class Series:
         """Keep the sample unless a rule refuses it (then count it); whether it was kept."""
         if not (math.isfinite(value) and math.isfinite(at)):
             reason = NOT_FINITE
-        elif not self._samples or at > self._samples[-1].at:
+        elif (
+            not self._samples
+            or at > self._samples[-1].at
+            or (
+                # The same instant with another value: a second observation made then (a batch
+                # pushed without times is all one instant), kept in the order it came.
+                at == self._samples[-1].at and value != self._samples[-1].value
+            )
+        ):
             self._samples.append(Sample(at, value))
             while at - self._samples[0].at > HORIZON:
                 self._samples.popleft()
