@@ -11,6 +11,7 @@ import pytest
 from phoenix_server.detection.anomaly import (
     AnomalyDetector,
     DetectorSettings,
+    _Tail,
     make_detector,
 )
 
@@ -123,8 +124,47 @@ def test_timestamps_are_accepted_and_do_not_change_the_scores() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"memory": 1}, {"window": 0}, {"quiet_after": -1}, {"tail_from": 1.0}, {"decades": 0.0}],
+    [
+        {"memory": 19},
+        {"window": 0},
+        {"quiet_after": -1},
+        {"tail_from": 1.0},
+        {"decades": 0.0},
+        {"memory": 4096, "half_life": 2048},
+    ],
 )
 def test_settings_out_of_range_are_refused(changes: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         DetectorSettings(**changes)  # type: ignore[arg-type]
+
+
+def uniform(count: int, low: float, high: float, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.uniform(low, high) for _ in range(count)]
+
+
+def test_the_largest_distance_ever_seen_is_never_forgotten() -> None:
+    tail = _Tail(64, 0.98, half_life=10**9)
+    tail.p_then_add(1000.0)
+    for distance in uniform(20_000, 0.0, 1.0, 5):  # hundreds of halvings of 64 numbers
+        tail.p_then_add(distance)
+    assert tail.weight > 100
+    # Remembered, it makes the tail heavy: seen again, it is rare, not unheard of. Forgotten,
+    # the tail is fitted to distances below 1 and 1,000 would be p ~ 0.
+    assert tail.p_then_add(1000.0) > 1e-4
+
+
+def test_every_remembered_distance_stands_for_as_many_as_any_other() -> None:
+    tail = _Tail(256, 0.98, half_life=10**9)
+    for distance in uniform(5000, 0.0, 1.0, 6) + uniform(5000, 1.0, 2.0, 7):
+        tail.p_then_add(distance)
+    # Over the whole life, half the distances were at least 1; the last 256 alone say all.
+    assert tail.p_then_add(1.0) == pytest.approx(0.5, abs=0.05)
+
+
+def test_past_the_half_life_the_old_distances_count_less_and_less() -> None:
+    tail = _Tail(64, 0.98, half_life=640)
+    for distance in uniform(5000, 0.0, 1.0, 8) + uniform(20_000, 1.0, 2.0, 9):
+        tail.p_then_add(distance)
+    # The first 5,000 have halved in say more than 25 times: the series changed for good.
+    assert tail.p_then_add(1.0) > 0.95

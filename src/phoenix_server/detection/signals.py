@@ -20,7 +20,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from phoenix_server.detection.anomaly import AnomalyDetector, DetectorSettings
+from phoenix_server.detection.anomaly import DEFAULT_SETTINGS, AnomalyDetector
 from phoenix_server.domain.health import TrafficCounters
 
 KEPT = 2048
@@ -39,9 +39,9 @@ CPU = "cpu"
 BUILTIN = frozenset({ERROR_RATE, THROUGHPUT, LATENCY_P50, LATENCY_P95, LATENCY_P99, MEMORY, CPU})
 MAX_SERIES = 64
 """Series one service may have (pushed metrics included): memory stays bounded."""
-ANOMALY_SETTINGS = DetectorSettings(memory=2048)
-"""Per series: 2,048 remembered samples (about 128 KiB), half an hour at one a second.
-(The NAB figures use 16,384; at 2,048 the standard score there is 70.)"""
+ANOMALY_SETTINGS = DEFAULT_SETTINGS
+"""The detector's defaults, exactly as benchmarked: per series 2,048 remembered values (half
+an hour at one a second) and 2,048 distances standing for its whole life, about 96 KiB."""
 
 NOT_FINITE = "not_finite"
 """Refused: the value (or its time) is NaN or infinite — a gauge with nothing to report, or
