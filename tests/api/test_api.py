@@ -425,10 +425,25 @@ def test_pushed_metrics_join_the_services_signals(server: PhoenixServer) -> None
     samples.append({"metric": "queue_depth", "value": 5000.0})
     answer = server.post("/api/metrics", json={"service": "ledger", "samples": samples})
     assert answer.status_code == 202 and answer.json() == {"success": True, "accepted": 1001}
-    shown = next(
-        s for s in server.get("/api/health/services").json()["services"] if s["name"] == "ledger"
-    )
+
+    def ledger() -> dict[str, Any] | None:
+        # The listing is a snapshot up to 100 ms old: wait for one taken after the push.
+        services = server.get("/api/health/services").json()["services"]
+        found: dict[str, Any] = next(s for s in services if s["name"] == "ledger")
+        return found if "queue_depth" in found["anomalyScores"] else None
+
+    shown = wait_until(ledger, timeout=5)
     assert shown["anomalyScores"]["queue_depth"] > 0.5, "a value far from all before it"
+    # Why: the sample that broke it, its score and the usual range, and the score over time.
+    why = shown["surprises"]["queue_depth"]
+    assert why["value"] == 5000.0 and why["score"] == shown["anomalyScores"]["queue_depth"]
+    low, high = why["usual"]
+    assert 14.0 < low < 16.5 and 23.5 < high < 26.0, "20 +- 2.33 sd: the middle 98 %"
+    history = shown["anomalyHistory"]["queue_depth"]
+    assert len(history) == 30 and history[-1] >= 0.5 and max(history[:-2]) == 0.0
+    quiet = [name for name, score in shown["anomalyScores"].items() if score == 0.0]
+    assert not set(quiet) & set(shown["anomalyHistory"]), "quiet series are left out"
+    assert shown["samplesDropped"] == {}
 
 
 @pytest.mark.parametrize(

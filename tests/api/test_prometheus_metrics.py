@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,25 @@ def test_a_restart_by_phoenix_is_exported_as_recovering_not_down(server: Phoenix
     after = samples(server)
     assert value(after, "phoenix_service_recovering", service="web") == 0.0
     assert value(after, "phoenix_service_up", service="web") == 1.0
+
+
+def test_samples_refused_before_detection_are_counted_by_reason(server: PhoenixServer) -> None:
+    now = datetime.now(UTC)
+
+    def push(value: float, at: datetime) -> None:
+        sample = {"metric": "queue_depth", "value": value, "timestamp": at.isoformat()}
+        answer = server.post("/api/metrics", json={"service": "web", "samples": [sample]})
+        assert answer.status_code == 202, answer.text
+
+    push(3.0, now)
+    push(3.0, now)  # a retried push: the same instant and value
+    push(4.0, now - timedelta(seconds=10))  # older than the series' latest
+    push(5.0, now - timedelta(seconds=5))
+    found = samples(server)
+    dropped = "phoenix_signal_samples_dropped_total"
+    assert value(found, dropped, service="web", metric="queue_depth", reason="repeated") == 1.0
+    assert value(found, dropped, service="web", metric="queue_depth", reason="late") == 2.0
+    assert (
+        dropped,
+        frozenset({"service": "web", "metric": "queue_depth", "reason": "not_finite"}.items()),
+    ) not in found

@@ -96,6 +96,21 @@ def test_a_repeated_sample_keeps_the_first_and_another_value_at_that_instant_is_
     assert signals.dropped() == {"q": {REPEATED: 2}}, "the second observation is no repeat"
 
 
+def test_instants_less_than_a_millisecond_apart_are_the_same_instant() -> None:
+    # A pushed timestamp moved onto the monotonic clock lands a few microseconds off from
+    # one request to the next: a retry is still a repeat, not a late sample or a new one.
+    signals = fed([1.0, 2.0])
+    signals.record(1.0 - 3e-6, {"q": 2.0})
+    signals.record(1.0 + 3e-6, {"q": 2.0})
+    assert signals.dropped() == {"q": {REPEATED: 2}}
+    signals.record(1.0 - 3e-6, {"q": 9.0})  # another value at that instant: kept, in order
+    assert [(s.at, s.value) for s in signals.series["q"]] == [(0.0, 1.0), (1.0, 2.0), (1.0, 9.0)]
+    signals.record(1.0 - 2e-3, {"q": 9.0})
+    signals.record(1.0 + 2e-3, {"q": 9.0})
+    assert signals.dropped() == {"q": {REPEATED: 2, LATE: 1}}, "2 ms apart: other instants"
+    assert len(signals.series["q"]) == 4
+
+
 def test_counts_are_per_series_and_only_for_series_that_refused_some() -> None:
     signals = ServiceSignals()
     signals.record(1.0, {"a": 1.0, "b": 1.0})

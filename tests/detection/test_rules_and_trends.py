@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -224,8 +225,14 @@ def test_an_anomaly_alone_opens_an_incident_only_when_asked_and_is_held_then_dro
         found = detector.evaluate(1000.0, signals, replicas=1)
         assert [s.failure_type for s in found] == expected
         if expected:
-            assert "anomalous cpu (score" in found[0].summary
-            assert any(e.startswith("anomaly: cpu scored") for e in found[0].evidence)
+            # The sample that broke it, its score, and what the series usually shows.
+            summary = re.fullmatch(
+                r"anomalous cpu = 75 scored (\S+) \(usually (\S+) to (\S+)\)", found[0].summary
+            )
+            assert summary is not None, found[0].summary
+            score, low, high = map(float, summary.groups())
+            assert score >= 0.5 and 17.0 < low < 19.0 and 21.0 < high < 23.0  # 20 +- 2.3 sd
+            assert f"anomaly: {found[0].summary.removeprefix('anomalous ')}" in found[0].evidence
             signals.record(1031.0, {CPU: 20.0})
             assert detector.evaluate(1031.0, signals, replicas=1) == (), "held 30 s, then gone"
 

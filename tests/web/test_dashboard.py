@@ -6,6 +6,8 @@ its charts, and the playbooks page. Screenshots go to ``test-artifacts/dashboard
 from __future__ import annotations
 
 import os
+import random
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -190,3 +192,35 @@ def test_the_stream_and_pages_need_a_session_or_a_token(server: PhoenixServer) -
         browser.delete("/api/session")
         ended = browser.get("/api/services")
         assert ended.status_code == 401 and "sign in again" in ended.json()["error"]["message"]
+
+
+def test_a_series_that_was_news_shows_its_scores_and_why(server: PhoenixServer) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    # A queue that sat near 40 for 600 samples, then 400: news, one in a million or rarer.
+    rng = random.Random(7)
+    calm = [rng.gauss(40.0, 1.0) for _ in range(600)]
+    samples = [{"metric": "queue_depth", "value": value} for value in [*calm, 400.0]]
+    pushed = server.post(
+        "/api/metrics",
+        json={"service": "web", "samples": samples},
+        headers={"Authorization": f"Bearer {OPERATOR}"},
+    )
+    assert pushed.status_code == 202, pushed.text
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server.url)
+        page.get_by_label("API token").fill(TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        spark = page.locator('tr[data-service="web"] .anomalies svg[role="img"]')
+        expect(spark).to_have_count(1, timeout=10_000)
+        label = spark.get_attribute("aria-label") or ""
+        assert label.startswith("queue_depth: anomaly score over the last 15 minutes, peak 1.00")
+        assert "latest news 400 scored 1.00" in label, label
+        usual = re.search(r"usually (\S+) to (\S+)$", label)
+        assert usual is not None, label
+        low, high = map(float, usual.groups())
+        assert 37.0 < low < 39.0 and 41.0 < high < 43.0, "40 +- 2.33 sd: the middle 98 %"
+        page.screenshot(path=str(ARTIFACTS / "6-anomaly.png"), full_page=True)
+        browser.close()

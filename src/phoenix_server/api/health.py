@@ -88,6 +88,14 @@ class ServiceMetrics(WireModel):
     """Requests per second over the last 10 s, from the router."""
 
 
+class MetricSurprise(WireModel):
+    at: str
+    value: float
+    score: float
+    usual: tuple[float, float] | None
+    """The middle 98 % of the metric's last 2,048 values (null: too few yet)."""
+
+
 class ServiceHealth(WireModel):
     name: str
     status: ServiceStatus
@@ -106,6 +114,14 @@ class ServiceHealth(WireModel):
     """Clients are answered by the service's declared fallback (nothing of its own serves)."""
     anomaly_scores: dict[str, float]
     """Each metric's latest anomaly score, 0-1 (0.5: a one-in-a-thousand sample)."""
+    anomaly_history: dict[str, list[float]]
+    """Each metric's peak anomaly score per 30 s over the last 15 minutes, oldest first, for
+    metrics with news in them (a score above 0); the others scored 0 throughout."""
+    surprises: dict[str, MetricSurprise]
+    """Each metric's latest sample that scored above 0: why its score rose."""
+    samples_dropped: dict[str, dict[str, int]]
+    """Samples refused per metric and reason (``not_finite``, ``late``, ``repeated``),
+    only for metrics that refused some."""
     symptoms: list[str]
     """What its health checks do not show: error rate, load, latency, a leak."""
     active_recovery_id: str | None
@@ -166,6 +182,17 @@ def service_health_wire(
         "waitingOn": waiting_on,
         "fallback": on_fallback,
         "anomalyScores": dict(view.anomaly),
+        "anomalyHistory": view.anomaly_history,
+        "surprises": {
+            name: {
+                "at": iso_ms(shown.at),
+                "value": shown.sample.value,
+                "score": round(shown.sample.score, 4),
+                "usual": list(shown.sample.usual) if shown.sample.usual is not None else None,
+            }
+            for name, shown in view.surprises.items()
+        },
+        "samplesDropped": view.samples_dropped,
         "symptoms": [symptom.summary for symptom in view.symptoms],
         "activeRecoveryId": recovery_id,
     }

@@ -103,8 +103,18 @@ async def metrics(runtime: RuntimeDep) -> Response:
         "Share of the last 24 h (or since monitoring began) the service was serving",
         labels=["service"],
     )
+    dropped = CounterMetricFamily(
+        "phoenix_signal_samples_dropped",
+        "Metric samples refused before anomaly detection since Phoenix started, by service, "
+        "metric and reason (not_finite: NaN or infinite; late: older than the series' latest; "
+        "repeated: the latest again)",
+        labels=["service", "metric", "reason"],
+    )
     for spec in runtime.catalog:
         view = runtime.health(spec.name)
+        for metric, reasons in view.samples_dropped.items():
+            for reason, count in sorted(reasons.items()):
+                dropped.add_metric([spec.name, metric, reason], count)
         acting = runtime.active_recovery(spec.name) is not None
         recovering.add_metric([spec.name], float(acting))
         # A stop Phoenix makes itself is not the service being down: an alert rule on
@@ -115,7 +125,7 @@ async def metrics(runtime: RuntimeDep) -> Response:
             states.add_metric([spec.name, candidate.value], float(candidate is view.status))
         if view.uptime is not None:
             uptime.add_metric([spec.name], view.uptime / 100.0)
-    families += [active, up, recovering, states, uptime]
+    families += [active, up, recovering, states, uptime, dropped]
     families += await _what_operators_alert_on(runtime)
     snapshot = CollectorRegistry(auto_describe=False)
     snapshot.register(_Snapshot(families))

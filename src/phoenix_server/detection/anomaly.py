@@ -177,6 +177,10 @@ class _Tail:
         return p
 
 
+USUAL_SHARE = 0.98
+"""Share of the remembered values an anomaly's "usual range" spans (1 % left out each side)."""
+
+
 class _Novelty:
     """How unusual a number's distance to the nearest remembered one is, as a probability.
 
@@ -190,6 +194,11 @@ class _Novelty:
         self._distances = _Tail(settings.memory, settings.tail_from, settings.half_life)
         self._lag = lag
         self._waiting: deque[float] = deque()
+
+    @property
+    def remembered(self) -> array[float]:
+        """The numbers remembered, sorted (read only)."""
+        return self._memory.sorted
 
     def p_then_add(self, value: float) -> float:
         distance = self._memory.nearest(value)  # inf when empty (or beyond float range)
@@ -258,6 +267,17 @@ class AnomalyDetector:
         if self.settings.quiet_after and surprise <= self._recent_scores.push(surprise):
             return 0.0
         return surprise
+
+    def usual_range(self, share: float = USUAL_SHARE) -> tuple[float, float] | None:
+        """The middle ``share`` of the values remembered (the last
+        :attr:`~DetectorSettings.memory`): what the series usually shows, for people reading
+        why a sample was news. None until there are enough to say."""
+        ordered = self._value_view.remembered
+        n = len(ordered)
+        if n < _MIN_EVIDENCE:
+            return None
+        outside = (1.0 - share) / 2.0
+        return ordered[int(outside * (n - 1))], ordered[round((1.0 - outside) * (n - 1))]
 
 
 def make_detector(settings: DetectorSettings = DEFAULT_SETTINGS) -> AnomalyDetector:

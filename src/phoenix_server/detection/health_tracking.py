@@ -17,11 +17,11 @@ import statistics
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import psutil
 
-from phoenix_server.detection.signals import CPU, MEMORY, ServiceSignals
+from phoenix_server.detection.signals import CPU, MEMORY, ServiceSignals, Surprise
 from phoenix_server.detection.symptoms import Symptom, SymptomDetector
 from phoenix_server.detection.traffic import TrafficView, TrafficWindow
 from phoenix_server.detection.uptime import UptimeTimeline
@@ -34,6 +34,15 @@ from phoenix_server.domain.health import (
     TrafficCounters,
 )
 from phoenix_server.domain.services import HealthPolicy, ServiceCatalog, ServiceSpec
+
+
+@dataclass(frozen=True)
+class ShownSurprise:
+    """A :class:`~phoenix_server.detection.signals.Surprise`, with its wall-clock time."""
+
+    at: datetime
+    sample: Surprise
+
 
 LATENCY_WINDOW = 120
 """Probe latencies kept per service for the p50 (bounded memory)."""
@@ -106,6 +115,14 @@ class ServiceHealthView:
     """Failures its health checks do not show (error rate, load, latency, a leak)."""
     anomaly: dict[str, float] = field(default_factory=dict)
     """Each metric's latest anomaly score."""
+    anomaly_history: dict[str, list[float]] = field(default_factory=dict)
+    """Each metric's peak score per half minute over the last quarter of an hour, oldest
+    first, for metrics with news in it (score_trail.py): the others were 0 throughout."""
+    surprises: dict[str, ShownSurprise] = field(default_factory=dict)
+    """Each metric's latest sample that scored above 0: the sample, its score, its usual
+    range, and when (wall clock)."""
+    samples_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Samples refused per metric and reason (signals.py), only for metrics that refused."""
 
 
 TransitionListener = Callable[[HealthTransition], None]
@@ -371,6 +388,7 @@ class HealthTracker:
 
     def view(self, service: str) -> ServiceHealthView:
         state = self._services[service]
+        now, monotonic = self._clock.now(), self._clock.monotonic()
         latencies = list(state.latencies)
         return ServiceHealthView(
             name=state.name,
@@ -379,13 +397,23 @@ class HealthTracker:
             # While its port is taken that is the reason, whatever else changed meanwhile.
             reason=state.port_problem or state.reason,
             last_check=state.last_check,
-            uptime=state.uptime.percent(self._clock.now()),
+            uptime=state.uptime.percent(now),
             latency_p50=statistics.median(latencies) if latencies else None,
             targets={name: t.status for name, t in state.targets.items() if not t.standby},
             standby={name: t.status for name, t in state.targets.items() if t.standby},
             traffic=state.traffic.view(),
             symptoms=state.symptoms,
             anomaly={name: round(score, 4) for name, (_, score) in state.signals.anomaly.items()},
+            anomaly_history={
+                name: points
+                for name, trail in state.signals.trails.items()
+                if (points := trail.points(monotonic)) is not None
+            },
+            surprises={
+                name: ShownSurprise(now - timedelta(seconds=monotonic - found.at), found)
+                for name, found in state.signals.surprises.items()
+            },
+            samples_dropped=state.signals.dropped(),
         )
 
     def record_metrics(

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from phoenix_server.detection.anomaly import DEFAULT_SETTINGS, AnomalyDetector
+from phoenix_server.detection.score_trail import ScoreTrail
 from phoenix_server.domain.health import TrafficCounters
 
 KEPT = 2048
@@ -43,6 +44,10 @@ ANOMALY_SETTINGS = DEFAULT_SETTINGS
 """The detector's defaults, exactly as benchmarked: per series 2,048 remembered values (half
 an hour at one a second) and 2,048 distances standing for its whole life, about 96 KiB."""
 
+SAME_INSTANT = 0.001
+"""Seconds within which two samples are at the same instant. A pushed timestamp (wall clock)
+is moved onto Phoenix's monotonic clock by reading both, which shifts it by microseconds
+from one request to the next: a retried push must still be seen as the same instant."""
 NOT_FINITE = "not_finite"
 """Refused: the value (or its time) is NaN or infinite — a gauge with nothing to report, or
 a broken exporter. Kept out of the series too, so no rule averages a NaN."""
@@ -54,6 +59,30 @@ REPEATED = "repeated"
 push). The first was scored and reported; it stands. Another value at that instant is a
 second observation (samples pushed in one batch without times share the instant of
 arrival) and is kept, in the order it came."""
+
+
+@dataclass(frozen=True, slots=True)
+class Surprise:
+    """A sample the detector found news (scored above 0): what a person reads to see why."""
+
+    at: float
+    """Monotonic seconds."""
+    value: float
+    score: float
+    usual: tuple[float, float] | None
+    """The middle 98 % of the values the series showed before it (None: too few yet)."""
+
+    def describe(self, metric: str) -> str:
+        """``latency_p99 = 812 scored 0.62 (usually 95.1 to 140)``."""
+        if self.usual is None:
+            usual = "too few samples yet to say what is usual"
+        else:
+            usual = f"usually {_number(self.usual[0])} to {_number(self.usual[1])}"
+        return f"{metric} = {_number(self.value)} scored {self.score:.2f} ({usual})"
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
 @dataclass(frozen=True)
@@ -75,23 +104,27 @@ class Series:
         """Keep the sample unless a rule refuses it (then count it); whether it was kept."""
         if not (math.isfinite(value) and math.isfinite(at)):
             reason = NOT_FINITE
-        elif (
-            not self._samples
-            or at > self._samples[-1].at
-            or (
-                # The same instant with another value: a second observation made then (a batch
-                # pushed without times is all one instant), kept in the order it came.
-                at == self._samples[-1].at and value != self._samples[-1].value
-            )
-        ):
-            self._samples.append(Sample(at, value))
-            while at - self._samples[0].at > HORIZON:
-                self._samples.popleft()
-            return True
         else:
-            reason = LATE if at < self._samples[-1].at else REPEATED
+            latest = self._samples[-1] if self._samples else None
+            if latest is None or at >= latest.at + SAME_INSTANT:
+                return self._keep(at, value)
+            if at > latest.at - SAME_INSTANT:  # the same instant
+                if value != latest.value:
+                    # Another value then: a second observation made at that instant (a batch
+                    # pushed without times is all one instant), kept in the order it came,
+                    # never before the latest.
+                    return self._keep(max(at, latest.at), value)
+                reason = REPEATED
+            else:
+                reason = LATE
         self.dropped[reason] += 1
         return False
+
+    def _keep(self, at: float, value: float) -> bool:
+        self._samples.append(Sample(at, value))
+        while at - self._samples[0].at > HORIZON:
+            self._samples.popleft()
+        return True
 
     def latest(self) -> Sample | None:
         return self._samples[-1] if self._samples else None
@@ -114,6 +147,10 @@ class ServiceSignals:
         self.anomaly: dict[str, tuple[float, float]] = {}
         """Each series' latest sample time and anomaly score (0-1, calibrated: 0.5 is a
         one-in-a-thousand sample)."""
+        self.surprises: dict[str, Surprise] = {}
+        """Each series' latest sample that scored above 0, with its usual range."""
+        self.trails: dict[str, ScoreTrail] = {}
+        """Each series' peak score per half minute over the last quarter of an hour."""
         self._detectors: dict[str, AnomalyDetector] = {}
         self._counters: deque[tuple[float, TrafficCounters]] = deque()
         self._min_requests = min_requests
@@ -129,8 +166,14 @@ class ServiceSignals:
                     continue
                 series = self.series[name] = Series()
                 self._detectors[name] = AnomalyDetector(ANOMALY_SETTINGS)
+                self.trails[name] = ScoreTrail()
             if series.add(at, value):  # only what the series takes is scored
-                self.anomaly[name] = (at, self._detectors[name].score(value, at))
+                detector = self._detectors[name]
+                score = detector.score(value, at)
+                self.anomaly[name] = (at, score)
+                self.trails[name].add(at, score)
+                if score > 0.0:  # news is rare (docs/anomaly-detection.md): kept with its why
+                    self.surprises[name] = Surprise(at, value, score, detector.usual_range())
         return refused
 
     def dropped(self) -> dict[str, dict[str, int]]:

@@ -23,12 +23,14 @@ from phoenix_server.detection.signals import (
     MEMORY,
     THROUGHPUT,
     ServiceSignals,
+    Surprise,
 )
 from phoenix_server.detection.trends import steady_growth
 from phoenix_server.domain.incidents import FailureType
 from phoenix_server.domain.services import ServiceSpec
 
 LEAK_CHECK_EVERY = 5.0
+"""Seconds between trend tests of memory (they cost more than a threshold)."""
 ANOMALY_TYPES = {
     ERROR_RATE: FailureType.HIGH_ERROR_RATE,
     LATENCY_P99: FailureType.LATENCY_DEGRADATION,
@@ -37,7 +39,6 @@ ANOMALY_TYPES = {
     THROUGHPUT: FailureType.HIGH_LOAD,
 }
 """The failure an anomaly alone suggests, by metric (others: unknown)."""
-"""Seconds between trend tests of memory (they cost more than a threshold)."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class SymptomDetector:
         self._seen: dict[str, float] = {}
         self._leak: Symptom | None = None
         self._leak_checked = float("-inf")
-        self._anomalous: dict[str, tuple[float, float]] = {}
-        """Metric -> (when, score) of its latest anomalous sample."""
+        self._anomalous: dict[str, Surprise] = {}
+        """Metric -> its latest anomalous sample, held for ``anomaly_hold`` seconds."""
 
     def _fresh(self, signals: ServiceSignals, name: str) -> float | None:
         """The metric's newest value if it arrived since the last look (else None)."""
@@ -120,30 +121,33 @@ class SymptomDetector:
                 )
             )
         if anomalies and not found and self._policy.anomaly_incidents:
-            metric = max(anomalies, key=lambda name: anomalies[name])
+            metric = max(anomalies, key=lambda name: anomalies[name].score)
             found.append(
                 Symptom(
                     ANOMALY_TYPES.get(metric, FailureType.UNKNOWN),
-                    f"anomalous {metric} (score {anomalies[metric]:.2f})",
+                    f"anomalous {anomalies[metric].describe(metric)}",
                 )
             )
         if anomalies:
             seen = tuple(
-                f"anomaly: {name} scored {score:.2f}" for name, score in sorted(anomalies.items())
+                f"anomaly: {surprise.describe(name)}"
+                for name, surprise in sorted(anomalies.items())
             )
             found = [replace(s, evidence=(*s.evidence, *seen)) for s in found]
         return tuple(found)
 
-    def _anomalies(self, at: float, signals: ServiceSignals) -> dict[str, float]:
-        """Metrics with an anomalous sample within the hold time, with their score."""
+    def _anomalies(self, at: float, signals: ServiceSignals) -> dict[str, Surprise]:
+        """Metrics with an anomalous sample within the hold time, with that sample. Read
+        from the latest surprise, not the latest score: a batch pushed at once is scored
+        before this looks, and its anomalous sample need not be its last."""
         policy = self._policy
-        for name, (sampled, score) in signals.anomaly.items():
-            if score >= policy.anomaly_threshold:
-                self._anomalous[name] = (sampled, score)
-        for name, (when, _) in list(self._anomalous.items()):
-            if at - when > policy.anomaly_hold:
+        for name, surprise in signals.surprises.items():
+            if surprise.score >= policy.anomaly_threshold:
+                self._anomalous[name] = surprise
+        for name, surprise in list(self._anomalous.items()):
+            if at - surprise.at > policy.anomaly_hold:
                 del self._anomalous[name]
-        return {name: score for name, (_, score) in self._anomalous.items()}
+        return dict(self._anomalous)
 
     def _check_leak(self, at: float, signals: ServiceSignals) -> Symptom | None:
         if at - self._leak_checked < LEAK_CHECK_EVERY:

@@ -13,6 +13,7 @@ const esc = (value) =>
 const badge = (status) => `<span class="badge s-${esc(status)}">${esc(status)}</span>`;
 const seconds = (s) => (s == null ? "–" : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(s < 10 ? 2 : 1)} s`);
 const pct = (v) => (v == null ? "–" : `${v.toFixed(v >= 99.95 ? 0 : 2)}%`);
+const number = (v) => (Math.abs(v) < 1000 ? Number(v.toPrecision(3)) : Math.round(v)).toLocaleString();
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
 
 async function api(path, options = {}) {
@@ -66,6 +67,33 @@ function showSignIn(reason) {
   document.getElementById("token").focus();
 }
 
+// --- anomaly scores ----------------------------------------------------------------------
+
+// One series' peak anomaly score per 30 s over 15 min (0 to 1; the dashed line is 0.5, a
+// one-in-a-thousand sample), labelled with the latest sample that was news and its usual range.
+function sparkline(metric, points, surprise) {
+  const width = 60, height = 16, last = Math.max(points.length - 1, 1);
+  const path = points
+    .map((p, i) => `${i ? "L" : "M"}${((i * width) / last).toFixed(1)},${(1 + (height - 2) * (1 - p)).toFixed(1)}`)
+    .join("");
+  let label = `${metric}: anomaly score over the last 15 minutes, peak ${Math.max(...points).toFixed(2)}`;
+  if (surprise) {
+    label += `; latest news ${number(surprise.value)} scored ${surprise.score.toFixed(2)} at ${when(surprise.at)}`;
+    label += surprise.usual ? `, usually ${number(surprise.usual[0])} to ${number(surprise.usual[1])}` : "";
+  }
+  return `<span class="spark"><svg role="img" aria-label="${esc(label)}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"><title>${esc(label)}</title><line x1="0" x2="${width}" y1="${height / 2}" y2="${height / 2}"/><path d="${path}"/></svg> ${esc(metric)}</span>`;
+}
+
+// Series with news in the last 15 minutes get a sparkline; the rest are counted as quiet.
+function anomalyCell(service) {
+  const history = service.anomalyHistory || {};
+  const news = Object.keys(history).sort();
+  const quiet = Object.keys(service.anomalyScores || {}).filter((name) => !(name in history)).sort();
+  const parts = news.map((name) => sparkline(name, history[name], (service.surprises || {})[name]));
+  if (quiet.length) parts.push(`<span class="muted" title="${esc(quiet.join(", "))}">${quiet.length} quiet</span>`);
+  return parts.join(" ") || "–";
+}
+
 // --- live feed ---------------------------------------------------------------------------
 
 function connect() {
@@ -102,6 +130,7 @@ function renderOverview() {
         <td>${s.metrics.errorRate == null ? "–" : pct(100 * s.metrics.errorRate)}</td>
         <td>${s.metrics.latency == null ? "–" : `${s.metrics.latency.toFixed(1)} ms`}</td>
         <td>${s.metrics.throughput == null ? "–" : `${s.metrics.throughput.toFixed(1)}/s`}</td>
+        <td class="anomalies">${anomalyCell(s)}</td>
         <td>${esc(s.reason)}${s.activeRecoveryId ? ` · <a href="#/recovery/${esc(s.activeRecoveryId)}">recovering</a>` : ""}</td>
       </tr>`,
     )
@@ -114,7 +143,7 @@ function renderOverview() {
     <h2 id="services-title">Services <span class="muted">(${services.length})</span></h2>
     <table aria-labelledby="services-title" id="services">
       <thead><tr><th scope="col">Service</th><th scope="col">Status</th><th scope="col">Uptime (24 h)</th>
-      <th scope="col">Errors</th><th scope="col">Latency p50</th><th scope="col">Throughput</th><th scope="col">Why</th></tr></thead>
+      <th scope="col">Errors</th><th scope="col">Latency p50</th><th scope="col">Throughput</th><th scope="col">Anomaly (15 min)</th><th scope="col">Why</th></tr></thead>
       <tbody>${rows}</tbody>
     </table>
     <h2 id="active-title">Recovering now <span class="muted">(${active.length})</span></h2>
