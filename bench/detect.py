@@ -164,6 +164,36 @@ def speed(streams: list[nab.Stream], make: Callable[[], anomaly.Scorer]) -> floa
     return max(nab.run(streams, make).points_per_second for _ in range(SPEED_RUNS))
 
 
+ALARM_THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.8]
+"""Thresholds whose false-alarm rate is reported: the NAB optimum, the engine's default
+alarm threshold (0.5, ``anomaly: {threshold}``), and around them."""
+CADENCES = [("1 s", 1.0), ("15 s", 15.0), ("5 min", 300.0)]
+
+
+def print_alarm_rates(
+    streams: list[nab.Stream], windows: dict[str, list[nab.Window]], points: int
+) -> None:
+    """What a threshold means in alarms: windows found, and false alarms per 10,000 samples
+    and per series per day at common sampling intervals (the engine's router series are
+    sampled every second, Prometheus scrapes every 15 s, NAB's streams every 5 minutes)."""
+    run = nab.run(streams, as_the_engine_runs_it)
+    scored = [(run.scores[s.name], windows[s.name]) for s in streams]
+    per_day = "  ".join(f"{label:>6}" for label, _ in CADENCES)
+    print(
+        "alarms by threshold, as the engine runs it: found, false, per 10k samples; "
+        f"per day at {per_day}"
+    )
+    for threshold in ALARM_THRESHOLDS:
+        tally = nab.at_threshold(scored, threshold)[nab.STANDARD.name].tally
+        rate = tally.alarms / points
+        days = "  ".join(f"{rate * 86400.0 / every:6.2f}" for _, every in CADENCES)
+        print(
+            f"  {threshold:.1f}: standard {tally.normalised(nab.STANDARD):5.1f}, found "
+            f"{tally.windows - tally.missed}/{tally.windows}, {tally.alarms} false "
+            f"({rate * 10_000:.2f} per 10k samples); per day {days}"
+        )
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.detect", description=__doc__)
     parser.add_argument("--data", type=Path, default=DATA)
@@ -204,6 +234,7 @@ def main(argv: list[str]) -> None:
         f"{name} {best.threshold:.4f}" for name, best in result.in_sample.items()
     )
     print(f"thresholds to apply to other files, as the engine runs it: {thresholds}")
+    print_alarm_rates(streams, windows, points)
     if args.quick:
         return
     print("sensitivity: each constant of the defaults moved alone, the others unchanged")
