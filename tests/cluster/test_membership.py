@@ -108,6 +108,10 @@ async def test_the_deadline_lets_go_of_everything_without_waiting_for_a_beat(
     finally:
         task.cancel()
     assert a.member.state().owned == ()
+    # The database answers again and the leases never moved: taken back under the same
+    # epochs, so the runtime closes what it stopped when it let go (``taking``).
+    await a.beat()
+    assert a.gained == [("svc-a", 1), ("svc-b", 1)] * 2 and a.member.owns("svc-a")
 
 
 async def test_a_service_taken_by_another_is_lost_and_its_old_epoch_kept(store: Store) -> None:

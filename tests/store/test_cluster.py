@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import select, text
 
+from phoenix_server.domain.deployments import DeploymentStatus
 from phoenix_server.domain.errors import StaleOwnerError, UnavailableError
 from phoenix_server.domain.recoveries import RecoveryStatus, StepStatus
 from phoenix_server.store import cluster, deployments, instances, recoveries
@@ -489,3 +490,28 @@ def test_a_member_renewing_right_now_is_never_taken_for_gone(store: Store) -> No
         renewing.close()
     (lease,) = store.run_sync(cluster.leases)
     assert (lease.owner, lease.epoch, lease.held) == ("a", 1, True), "still a's, not let go"
+
+
+def test_a_recovery_stopped_when_its_replica_let_go_is_closed_when_the_lease_comes_back(
+    store: Store,
+) -> None:
+    """The renew deadline passed (the database was slow), so the replica stopped its
+    recovery mid-step and let go; the lease never moved and comes back under the same epoch.
+    Taking it back closes that recovery; the periodic sweep of a replica's recent takeovers
+    (not ``taking``) never closes one of the epoch it holds."""
+    assert beat(store, "a", services=["azora-auth"]).owned == {"azora-auth": 1}
+    stopped = recovery(status=RecoveryStatus.IN_PROGRESS)
+    store.run_sync(recoveries.save_recovery, stopped, "a", epoch=1)
+    deploying = deployment("dep-1", "v2", service="azora-auth", status=DeploymentStatus.IN_PROGRESS)
+    store.run_sync(deployments.save_deployment, deploying, "a", epoch=1)
+    held = {"azora-auth": 1}
+    at = stopped.created_at + timedelta(seconds=30)
+    assert store.run_sync(recoveries.interrupt_services, services=held, at=at) == []
+    assert store.run_sync(deployments.interrupt_services, services=held, at=at) == 0
+    assert beat(store, "a", held={}, services=["azora-auth"]).owned == held, "the same epoch"
+    taken = {"services": held, "at": at, "taking": True}
+    assert store.run_sync(recoveries.interrupt_services, **taken) == [stopped.id]
+    assert store.run_sync(deployments.interrupt_services, **taken) == 1
+    closed = store.run_sync(recoveries.get_recovery, stopped.id)
+    assert closed.status is RecoveryStatus.INTERRUPTED
+    assert closed.ended_at == at, "not at the lease's start, long before it began"

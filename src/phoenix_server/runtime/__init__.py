@@ -850,8 +850,12 @@ class Runtime:
         now = self.clock.now()
         closed: list[str] = []
         try:
-            closed = await self.store.write(recoveries.interrupt_services, services=taken, at=now)
-            await self.store.write(deployments.interrupt_services, services=taken, at=now)
+            closed = await self.store.write(
+                recoveries.interrupt_services, services=taken, at=now, taking=True
+            )
+            await self.store.write(
+                deployments.interrupt_services, services=taken, at=now, taking=True
+            )
             unresolved = await self.store.read(incidents.unresolved_incidents)
         except StaleOwnerError:
             # One of them was lost again already: close the others one by one.
@@ -859,7 +863,7 @@ class Runtime:
             for name, epoch in taken.items():
                 with contextlib.suppress(StaleOwnerError, UnavailableError):
                     closed += await self.store.write(
-                        recoveries.interrupt_services, services={name: epoch}, at=now
+                        recoveries.interrupt_services, services={name: epoch}, at=now, taking=True
                     )
         except UnavailableError as exc:
             log.warning("taking over without the store's records (%s)", exc.message)

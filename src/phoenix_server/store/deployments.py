@@ -177,10 +177,14 @@ def interrupt_unfinished(session: Session, *, at: datetime, owner: str = "") -> 
     return len(rows)
 
 
-def interrupt_services(session: Session, *, services: Mapping[str, int], at: datetime) -> int:
+def interrupt_services(
+    session: Session, *, services: Mapping[str, int], at: datetime, taking: bool = False
+) -> int:
     """A replica takes ``services`` over (each under its lease epoch): a deployment of them
     still in progress in the store (a previous owner died or lost it) becomes
-    ``interrupted``."""
+    ``interrupted``. ``taking``: as for recoveries (recoveries.interrupt_services), one open
+    under the very epoch taken is the replica's own, stopped when it let go: closed too."""
+    beyond = 1 if taking else 0  # epochs below the one held (+1: that one too) are closed
     # Those in progress anywhere are few; the services taken may be thousands (not sent).
     unfinished = session.execute(
         select(DeploymentRow.id, DeploymentRow.service, DeploymentRow.epoch).where(
@@ -190,7 +194,7 @@ def interrupt_services(session: Session, *, services: Mapping[str, int], at: dat
     left = [
         id_
         for id_, service, epoch in unfinished
-        if service in services and (epoch is None or epoch < services[service])
+        if service in services and (epoch is None or epoch < services[service] + beyond)
     ]
     if not left:
         return 0
@@ -202,7 +206,7 @@ def interrupt_services(session: Session, *, services: Mapping[str, int], at: dat
         )
         .with_for_update(skip_locked=True)
     ).all()
-    rows = [row for row in found if row.epoch is None or row.epoch < services[row.service]]
+    rows = [row for row in found if row.epoch is None or row.epoch < services[row.service] + beyond]
     for row in rows:
         row.status = DeploymentStatus.INTERRUPTED.value
         row.ended_at = at

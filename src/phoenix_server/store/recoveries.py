@@ -228,12 +228,19 @@ def interrupt_unfinished(session: Session, *, at: datetime, owner: str = "") -> 
     return ids
 
 
-def interrupt_services(session: Session, *, services: Mapping[str, int], at: datetime) -> list[str]:
+def interrupt_services(
+    session: Session, *, services: Mapping[str, int], at: datetime, taking: bool = False
+) -> list[str]:
     """A replica owns ``services`` (each under its lease epoch): whatever recovery of them
     an earlier owner (an earlier epoch) left open in the store — it died or lost the service
     mid-recovery — is closed as ``interrupted`` (the owner looks at the service afresh).
     Rows a stale writer still holds locked are skipped (never waited for): a later call
-    closes them."""
+    closes them.
+
+    ``taking``: the replica is taking the services at this moment and runs nothing for them
+    yet, so a recovery open under the very epoch it takes is its own, stopped when it let go
+    (its renew deadline passed) before the lease came back to it unchanged: closed too."""
+    beyond = 1 if taking else 0  # epochs below the one held (+1: that one too) are closed
     active = [status.value for status in ACTIVE_RECOVERY_STATUSES]
     # Those open anywhere are few; the services taken may be thousands (not sent).
     unfinished = session.execute(
@@ -244,7 +251,7 @@ def interrupt_services(session: Session, *, services: Mapping[str, int], at: dat
     left = [
         id_
         for id_, service, epoch in unfinished
-        if service in services and (epoch is None or epoch < services[service])
+        if service in services and (epoch is None or epoch < services[service] + beyond)
     ]
     if not left:
         return []
@@ -254,28 +261,29 @@ def interrupt_services(session: Session, *, services: Mapping[str, int], at: dat
         .with_for_update(skip_locked=True)
     ).all()
     rows = [
-        (recovery_id, service)
+        (recovery_id, service, epoch == services[service])
         for recovery_id, service, epoch in found
-        if epoch is None or epoch < services[service]
+        if epoch is None or epoch < services[service] + beyond
     ]
     # It ended when its owner's lease did: that owner could act no later than that (closing
-    # it later, once a paused writer let go of it, must not make it look longer).
+    # it later, once a paused writer let go of it, must not make it look longer). One of the
+    # epoch taken back ended when its replica let go: some time before now.
     taken = dict(
         session.execute(
             select(LeaseRow.service, LeaseRow.acquired_at).where(
-                LeaseRow.service.in_([service for _, service in rows])
+                LeaseRow.service.in_([service for _, service, _ in rows])
             )
         ).all()
     )
-    for recovery_id, service in rows:
+    for recovery_id, service, own in rows:
         _interrupt(
             session,
             [recovery_id],
-            at=min(at, taken.get(service, at)),
+            at=at if own else min(at, taken.get(service, at)),
             detail="its Phoenix replica lost the service",
             epoch=services[service],
         )
-    return [recovery_id for recovery_id, _ in rows]
+    return [recovery_id for recovery_id, _, _ in rows]
 
 
 def _interrupt(
