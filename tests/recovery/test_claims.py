@@ -7,6 +7,7 @@ import pytest
 
 from phoenix_server.config.servicefile import parse_service_file
 from phoenix_server.domain.errors import ConflictError, NotOwnerError, RecoveryInProgressError
+from phoenix_server.domain.health import ServiceStatus
 from phoenix_server.recovery.claims import Activity, Claim, LocalClaims
 from tests.support import REPO
 
@@ -160,3 +161,42 @@ def test_a_lease_lost_and_taken_again_does_not_revive_a_claim_of_the_earlier_one
     assert old.epoch == 1 and ledger.holds(old)
     leases.epoch = 3  # lost, another replica had it (2), and this one took it back
     assert not ledger.holds(old), "a run of epoch 1 must not go on under epoch 3"
+
+
+class Statuses:
+    """The two questions the fleet floor asks of the health tracker, as a test sets them."""
+
+    def __init__(self, down: set[str]) -> None:
+        self.down = down
+
+    def status(self, service: str) -> ServiceStatus:
+        return ServiceStatus.UNHEALTHY if service in self.down else ServiceStatus.HEALTHY
+
+    def waiting_on(self, service: str) -> str | None:
+        return None
+
+
+def test_with_several_replicas_each_judges_the_fleet_floor_on_the_services_it_owns() -> None:
+    names = [f"svc-{index}" for index in range(12)]
+    entries = "".join(
+        f'\n  - name: {name}\n    command: ["{{python}}", "-c", "pass"]\n'
+        "    health: {process: true}\n"
+        for name in names
+    )
+    fleet = parse_service_file(
+        "services:" + entries, source="test", base_dir=REPO, default_interval=1.0
+    )
+    mine = Leases(*names[:4])
+    ledger = LocalClaims(Clock(), fleet_floor=0.5, fleet_floor_min=3, ownership=mine)
+    # This replica's own view broke: every service it owns is down, a third of the fleet.
+    tracker = Statuses(set(names[:4]))
+    began, down = ledger.check_fleet(fleet, tracker)  # type: ignore[arg-type]
+    assert began and down == names[:4]
+    assert "4 of 4 services this replica owns are unhealthy" in (ledger.fleet_pause or "")
+    # Another replica's services failing are that replica's to judge.
+    tracker.down = set(names[4:])
+    assert ledger.check_fleet(fleet, tracker) == (False, [])  # type: ignore[arg-type]
+    assert ledger.fleet_pause is None
+    alone = LocalClaims(Clock(), fleet_floor=0.5, fleet_floor_min=3)
+    tracker.down = set(names[:4])
+    assert alone.check_fleet(fleet, tracker) == (False, names[:4]), "4 of 12: no pause"  # type: ignore[arg-type]

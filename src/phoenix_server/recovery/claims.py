@@ -281,7 +281,8 @@ class LocalClaims:
     def check_fleet(
         self, catalog: ServiceCatalog, tracker: HealthTracker
     ) -> tuple[bool, list[str]]:
-        return self._floor.check(catalog, tracker)
+        owned = self._ownership
+        return self._floor.check(catalog, tracker, owned.owns if owned is not None else None)
 
     @property
     def fleet_pause(self) -> str | None:

@@ -94,21 +94,32 @@ class FleetFloor:
         self.pause: str | None = None
         """Why automatic recovery is paused, while it is."""
 
-    def check(self, catalog: ServiceCatalog, tracker: HealthTracker) -> tuple[bool, list[str]]:
+    def check(
+        self,
+        catalog: ServiceCatalog,
+        tracker: HealthTracker,
+        watched: Callable[[str], bool] | None = None,
+    ) -> tuple[bool, list[str]]:
         """Look at the fleet now: (did a pause just begin, the services down on their own).
-        A pause ends by itself once few enough are down."""
-        total = len(catalog)
+        A pause ends by itself once few enough are down.
+
+        ``watched``: with several replicas, the services this one owns (None: all). Each
+        replica judges its own share: the view that may be broken is its own (its network,
+        its probes), and against the whole fleet a replica that sees every one of its own
+        services down would still be under the floor and restart them all."""
+        names = [s.name for s in catalog if watched is None or watched(s.name)]
+        total = len(names)
         down = sorted(
-            s.name
-            for s in catalog
-            if tracker.status(s.name) is ServiceStatus.UNHEALTHY
-            and tracker.waiting_on(s.name) is None
+            name
+            for name in names
+            if tracker.status(name) is ServiceStatus.UNHEALTHY and tracker.waiting_on(name) is None
         )
         if len(down) >= self.minimum and len(down) > self.share * total:
             if self.pause is not None:
                 return False, down
+            which = "services" if watched is None else "services this replica owns"
             self.pause = (
-                f"automatic recovery paused: {len(down)} of {total} services are unhealthy "
+                f"automatic recovery paused: {len(down)} of {total} {which} are unhealthy "
                 f"at once (more than {self.share:.0%}) — a mass failure usually means the "
                 "network or Phoenix's own view is broken; manual triggers still work"
             )

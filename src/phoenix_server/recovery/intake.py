@@ -571,11 +571,7 @@ class Intake:
                     event=self._clock.now().isoformat(),
                 )
         elif was is not None and pause is None:
-            log.warning(
-                "automatic recovery resumed: %d of %d services unhealthy",
-                len(down),
-                len(self._catalog),
-            )
+            log.warning("automatic recovery resumed: %d service(s) unhealthy", len(down))
         return pause
 
     def crash_loop_delay(self, spec: ServiceSpec) -> float:
