@@ -113,13 +113,14 @@ def check_cluster(settings: Settings, catalog: ServiceCatalog, store: Store) -> 
                     "(its PHOENIX_INSTALLATION_ID); only that one owns it",
                 )
             )
-        elif spec.platform is PlatformKind.DOCKER and spec.replica is None:
+        elif spec.platform is PlatformKind.DOCKER and spec.replica is None and spec.routed:
             problems.append(
                 Problem(
                     f"services.{spec.name}.replica",
-                    "a docker service's containers carry the id of the replica that made "
-                    "them, and its router runs on that replica's machine: name the replica "
-                    "that looks after it (its PHOENIX_INSTALLATION_ID); only that one owns it",
+                    "a routed docker service's router runs on the machine of the replica "
+                    "that owns it, and its clients connect there: name that replica (its "
+                    "PHOENIX_INSTALLATION_ID), or set router: false (or run it on an engine "
+                    "on another host) so that any replica may own it",
                 )
             )
     if settings.registry_url is not None:

@@ -56,6 +56,13 @@ def test_cluster_mode_needs_postgresql_and_services_any_replica_can_watch(
         "    platform: docker\n"
         "    image: busybox\n"
         "    command: [httpd, -f]\n"
+        f"    port: {free_port()}\n"
+        "  - name: crate\n"  # not routed: any replica may own it
+        "    platform: docker\n"
+        "    image: busybox\n"
+        "    command: [httpd, -f]\n"
+        f"    port: {free_port()}\n"
+        "    router: false\n"
     )
     refused = serve(
         config,
@@ -69,7 +76,8 @@ def test_cluster_mode_needs_postgresql_and_services_any_replica_can_watch(
     assert "PHOENIX_CLUSTER=1 cannot run this configuration" in refused.stderr
     assert "set DATABASE_URL=postgresql://" in refused.stderr
     assert "services.web.replica: a local service runs on one machine" in refused.stderr
-    assert "services.box.replica: a docker service's containers carry the id" in refused.stderr
+    assert "services.box.replica: a routed docker service's router runs" in refused.stderr
+    assert "services.crate" not in refused.stderr
     assert "services.edge" not in refused.stderr
     assert "PHOENIX_REGISTRY_URL" in refused.stderr
     assert not (tmp_path / "var" / "phoenix.db").exists(), "refused before touching anything"

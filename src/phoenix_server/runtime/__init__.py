@@ -69,6 +69,7 @@ from phoenix_server.platforms.base import (
     describe_end,
 )
 from phoenix_server.platforms.docker import DockerPlatform
+from phoenix_server.platforms.docker.containers import CLUSTER_OWNER
 from phoenix_server.platforms.external import ExternalPlatform
 from phoenix_server.platforms.kubernetes import KubernetesPlatform
 from phoenix_server.platforms.local.supervisor import LocalPlatform
@@ -232,6 +233,7 @@ class Runtime:
                 env=service_environment(os.environ),
                 ports=ports,
                 engine=engine,
+                floating_owner=CLUSTER_OWNER if settings.cluster else None,
             )
             docker.watch_ports(self._port_served)
             self.dockers.append(docker)
@@ -442,6 +444,7 @@ class Runtime:
                 for spec in self.catalog
                 if spec.platform is platform.kind
                 and (self.cluster is None or spec.replica in (None, self.owner))
+                and not self._floating_docker(spec)  # taken over with its lease instead
             ]
             for name, reason in (await platform.reconcile(specs)).items():
                 self.tracker.start_failed(name, self.clock.now(), f"could not start: {reason}")
@@ -898,6 +901,30 @@ class Runtime:
                     self._on_instance_event(InstanceEvent(InstanceEventKind.ADOPTED, instance))
             if self.kubernetes is not None and spec.platform is PlatformKind.KUBERNETES:
                 self.kubernetes.taken_over(spec)
+            if self._floating_docker(spec):
+                self._background.spawn(self._take_over_containers(spec), name=f"adopt-{name}")
+
+    def _floating_docker(self, spec: ServiceSpec) -> bool:
+        """A docker service any replica may own (not pinned): its containers are the
+        cluster's, adopted by whichever replica owns it."""
+        return (
+            self.cluster is not None
+            and spec.platform is PlatformKind.DOCKER
+            and (spec.replica is None)
+        )
+
+    async def _take_over_containers(self, spec: ServiceSpec) -> None:
+        """Adopt the containers a docker service's previous owner left (or start them), then
+        watch them from here: adopted ones are probed at once, new ones once admitted."""
+        platform = self.platforms.for_service(spec)
+        assert isinstance(platform, DockerPlatform)
+        problem = await platform.take_over(spec)
+        if problem is not None:
+            self.tracker.start_failed(spec.name, self.clock.now(), f"could not start: {problem}")
+            return
+        fresh = [i for i in platform.instances(spec.name) if i.state is InstanceState.STARTING]
+        if fresh:
+            await self._admit(spec, fresh)
 
     def _placement(self) -> Sequence[tuple[str, str | None]]:
         """Each service and the replica it is pinned to (None: any), for the heartbeat:
@@ -951,9 +978,13 @@ class Runtime:
         spec = self.catalog.get(service)
         if spec.platform is PlatformKind.EXTERNAL:
             self.scheduler.remove(service)
-        for instance in self.platforms.for_service(spec).instances(service):
+        platform = self.platforms.for_service(spec)
+        for instance in platform.instances(service):
             self.scheduler.remove(instance.id)
         self.orchestrator.let_go(service)
+        if self._floating_docker(spec):
+            assert isinstance(platform, DockerPlatform)
+            platform.let_go(service)  # left running, for the next owner to adopt
         self.tracker.forget(service)
         self.tracker.track(spec)
 

@@ -60,10 +60,7 @@ class Adopting(EngineWatching):
             await self._ensure_routers({})
             return {}
         failed: dict[str, str] = {}
-        # Watched from now on, even if the engine cannot be reached yet: the loops retry
-        # (and /health names them meanwhile), so an engine that comes back is seen.
-        self._tasks.keep_running(self._watch_events, name="docker-events")
-        self._tasks.keep_running(self._sample_stats, name="docker-stats")
+        self._follow_engine()
         for other in taken_over:
             try:
                 await self._take_over(other)
@@ -111,6 +108,59 @@ class Adopting(EngineWatching):
             except PlatformError as exc:
                 failed[spec.name] = exc.message
         return failed
+
+    def _follow_engine(self) -> None:
+        """Follow the engine's events and stats from now on, even if it cannot be reached
+        yet: the loops retry (and /health names them meanwhile), so an engine that comes
+        back is seen."""
+        if self._watching:
+            return
+        self._watching = True
+        self._tasks.keep_running(self._watch_events, name="docker-events")
+        self._tasks.keep_running(self._sample_stats, name="docker-stats")
+
+    async def take_over(self, spec: ServiceSpec) -> str | None:
+        """This replica owns ``spec`` from now, a docker service any replica may own: its
+        containers are adopted as the previous owner left them (nothing that runs what the
+        service declares now is restarted), those that do not are removed, and what is
+        missing is started. The reason, if it could not be done."""
+        assert self._floating_owner is not None and spec.replica is None
+        self._specs[spec.name] = spec
+        self._follow_engine()
+        labels = [f"{OWNER_LABEL}={self._floating_owner}", f"{SERVICE_LABEL}={spec.name}"]
+        try:
+            async with self._errors(f"cannot list the containers of '{spec.name}'"):
+                listed = await self._engine().containers.list(
+                    all=True, filters=json.dumps({"label": labels})
+                )
+                found = [await c.show() for c in listed]
+        except PlatformError as exc:
+            return exc.message
+        for shown in found:
+            name = shown["Name"].lstrip("/")
+            if name in self._containers or self._adoptable({spec.name: spec}, name, shown):
+                continue
+            log.info("removing container %s: not what the service file declares now", name)
+            try:
+                async with self._errors(f"cannot remove container {name}"):
+                    await self._engine().containers.container(name).delete(force=True)
+            except PlatformError as exc:
+                log.error("%s", exc.message)
+        missing = max(1, spec.replicas.min) - len(self.instances(spec.name))
+        try:
+            if missing > 0:
+                await self.start(spec, count=missing)
+        except PlatformError as exc:
+            return exc.message
+        return None
+
+    def let_go(self, service: str) -> None:
+        """Another replica owns ``service`` now (a docker service any replica may own): its
+        containers are forgotten here and left running, for the new owner to adopt."""
+        for name, record in list(self._containers.items()):
+            if record.instance.service == service:
+                del self._containers[name]
+        self._specs.pop(service, None)
 
     def _adoptable(
         self, specs: Mapping[str, ServiceSpec], name: str, shown: dict[str, Any]

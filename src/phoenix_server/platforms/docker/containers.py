@@ -22,6 +22,10 @@ from phoenix_server.platforms.base import Usage
 log = logging.getLogger("phoenix.platform.docker")
 
 OWNER_LABEL = "phoenix.owner"
+CLUSTER_OWNER = "phoenix-cluster"
+"""The owner label of containers of services any replica may own (several replicas on one
+database): every replica of the cluster knows them as its cluster's. One cluster per engine:
+two clusters looking after services of the same names on one engine would adopt each other's."""
 SERVICE_LABEL = "phoenix.service"
 CONFIG_LABEL = "phoenix.config"
 INSTANCE_LABEL = "phoenix.instance"

@@ -131,8 +131,11 @@ class DockerPlatform(Adopting):
         python: str = sys.executable,
         router_backoff: ListenBackoff | None = None,
         ports: PortAllocator | None = None,
+        floating_owner: str | None = None,
     ) -> None:
         self._owner = owner
+        self._floating_owner = floating_owner
+        self._watching = False
         self._clock = clock
         self._engine_declared = engine
         self._elsewhere = set()
@@ -421,7 +424,7 @@ class DockerPlatform(Adopting):
             "Env": [f"{key}={value}" for key, value in env.items()],
             "Labels": {
                 **run.labels,
-                OWNER_LABEL: self._owner,
+                OWNER_LABEL: self._owner_label(service),
                 SERVICE_LABEL: service.name,
                 CONFIG_LABEL: service.config_hash,
                 INSTANCE_LABEL: instance_id,

@@ -47,6 +47,12 @@ class ContainerState:
     constructor sets it all)."""
 
     _owner: str
+    _floating_owner: str | None
+    """The owner label of the containers of services any replica may own (several replicas,
+    ``PHOENIX_CLUSTER``): the same for every replica, so whichever owns such a service next
+    finds them. None: one Phoenix, or only services pinned to a replica."""
+    _watching: bool
+    """The engine's events and stats are followed (from the first service it looks after)."""
     _clock: Clock
     _address: str
     _tls: ssl.SSLContext | None
@@ -71,6 +77,13 @@ class ContainerState:
     _restart_policies: dict[str, str]
     _listeners: list[EventListener]
     _tasks: SupervisedTasks
+
+    def _owner_label(self, service: ServiceSpec) -> str:
+        """Whose the service's containers are: the cluster's for a service any replica may
+        own, else this installation's."""
+        if self._floating_owner is not None and service.replica is None:
+            return self._floating_owner
+        return self._owner
 
     # What the platform itself does, that the shared parts call.
 

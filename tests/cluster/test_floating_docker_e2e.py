@@ -1,0 +1,111 @@
+"""A docker service any replica may own (not pinned, not routed): its containers carry the
+cluster's owner label, not a replica's. Its owner runs it; when that owner is killed, the
+replica that takes the service over adopts the container as it runs (no restart) and
+recovers it from then on; the containers serve on while replicas come and go (the real
+Docker engine on this machine, reached alike by every replica)."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from phoenix_server.platforms.docker.containers import CLUSTER_OWNER, OWNER_LABEL
+from tests.cluster.replicas import LEASE, Replicas
+from tests.cluster.test_pinned_docker_e2e import containers, running
+from tests.cluster.test_pinned_e2e import heartbeat_of
+from tests.store.conftest import postgres_schema
+from tests.support import free_port, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+
+def service_file(path: Path, image: str, port: int) -> Path:
+    path.write_text(f"""
+services:
+  - name: web
+    platform: docker
+    router: false
+    image: {image}
+    command: [httpd, -f, -p, "127.0.0.1:{{port}}", -h, /www]
+    port: {port}
+    health:
+      http: "http://127.0.0.1:{{port}}/health"
+      interval: 200ms
+      timeout: 1s
+      failure_threshold: 2
+      startup_timeout: 20s
+    stop: {{grace: 1s}}
+""")
+    return path
+
+
+def every_container_of_web() -> list[str]:
+    """Containers of ``web`` (running or not) carrying the cluster's label."""
+    listed = subprocess.run(
+        ["docker", "ps", "-a", "--filter", "label=phoenix.service=web", "--filter",
+         f"label={OWNER_LABEL}={CLUSTER_OWNER}", "--format", "{{.Names}}"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return sorted(listed.stdout.split())
+
+
+def test_a_docker_service_any_replica_may_own_is_adopted_by_the_next_owner(
+    tmp_path: Path, docker_image: str
+) -> None:
+    port = free_port()
+    config = service_file(tmp_path / "phoenix.yaml", docker_image, port)
+    with postgres_schema() as (url, _schema):
+        group = Replicas(tmp_path, config, url, 2)
+        try:
+            group.start_all()
+            owner = wait_until(lambda: group.owner_of("web"), timeout=10 * LEASE)
+            first = group.servers[owner]
+            wait_until(lambda: first.status_of("web") == "healthy", timeout=30)
+            (serving,) = running(first)
+            assert containers(CLUSTER_OWNER) == [serving], "the cluster's, not the replica's"
+            assert containers(owner) == []
+            other = next(name for name in group.names if name != owner)
+
+            group.kill(owner)
+            assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+            wait_until(
+                lambda: group.owner_of("web", besides=owner) == other,
+                timeout=10 * LEASE,
+                message=f"{other} owning web",
+            )
+            second = group.servers[other]
+            wait_until(lambda: running(second) == [serving], timeout=30, message="adopted")
+            wait_until(lambda: second.status_of("web") == "healthy", timeout=30)
+            assert every_container_of_web() == [serving], "adopted, not restarted or doubled"
+
+            # Its new owner recovers it: the container is killed behind Phoenix's back.
+            subprocess.run(["docker", "kill", serving], check=True, capture_output=True)
+            wait_until(
+                lambda: (now := running(second)) != [] and now != [serving],
+                timeout=30,
+                message=f"web replaced by {other}",
+            )
+            wait_until(lambda: second.status_of("web") == "healthy", timeout=30)
+            (replaced,) = running(second)
+            assert containers(CLUSTER_OWNER) == [replaced]
+
+            # The killed replica comes back and beats for two leases: one container still.
+            group.start(owner)
+            back = heartbeat_of(group, owner)
+            wait_until(
+                lambda: heartbeat_of(group, owner) >= back + timedelta(seconds=2 * LEASE),
+                timeout=10 * LEASE,
+                message=f"{owner} beating for two leases",
+            )
+            assert group.owner_of("web") == other, "a service at its fair share stays put"
+            assert every_container_of_web() == [replaced]
+        finally:
+            group.close()
+            left = every_container_of_web()
+            if left:
+                subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
+    assert left == [replaced], "replicas that stop hand the service over: it serves on"
