@@ -32,7 +32,7 @@ from phoenix_server.domain.alerts import AlertKind
 from phoenix_server.domain.auth import TokenRegistry
 from phoenix_server.domain.clock import Clock, SystemClock
 from phoenix_server.domain.deployments import Deployment
-from phoenix_server.domain.errors import StaleOwnerError, UnavailableError
+from phoenix_server.domain.errors import PlatformError, StaleOwnerError, UnavailableError
 from phoenix_server.domain.health import (
     HealthTransition,
     Observation,
@@ -918,7 +918,19 @@ class Runtime:
         watch them from here: adopted ones are probed at once, new ones once admitted."""
         platform = self.platforms.for_service(spec)
         assert isinstance(platform, DockerPlatform)
-        problem = await platform.take_over(spec)
+        delay = 1.0
+        while True:
+            try:
+                problem = await platform.take_over(spec)
+                break
+            except PlatformError as exc:
+                # Nothing adopted yet: tried again (the service stays unknown meanwhile, so
+                # no recovery starts a container beside the ones not yet adopted).
+                log.warning("%s: cannot take its containers over yet: %s", spec.name, exc.message)
+                await self.clock.sleep(delay)
+                delay = min(2 * delay, 30.0)
+                if not self._acts_on(spec.name):
+                    return  # another replica's now: it adopts them
         if problem is not None:
             self.tracker.start_failed(spec.name, self.clock.now(), f"could not start: {problem}")
             return

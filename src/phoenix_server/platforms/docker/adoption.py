@@ -123,19 +123,18 @@ class Adopting(EngineWatching):
         """This replica owns ``spec`` from now, a docker service any replica may own: its
         containers are adopted as the previous owner left them (nothing that runs what the
         service declares now is restarted), those that do not are removed, and what is
-        missing is started. The reason, if it could not be done."""
+        missing is started. Raises :class:`PlatformError` if its containers cannot be
+        listed (nothing was adopted: try again); returns why, if what was missing could not
+        be started (what runs is adopted)."""
         assert self._floating_owner is not None and spec.replica is None
         self._specs[spec.name] = spec
         self._follow_engine()
         labels = [f"{OWNER_LABEL}={self._floating_owner}", f"{SERVICE_LABEL}={spec.name}"]
-        try:
-            async with self._errors(f"cannot list the containers of '{spec.name}'"):
-                listed = await self._engine().containers.list(
-                    all=True, filters=json.dumps({"label": labels})
-                )
-                found = [await c.show() for c in listed]
-        except PlatformError as exc:
-            return exc.message
+        async with self._errors(f"cannot list the containers of '{spec.name}'"):
+            listed = await self._engine().containers.list(
+                all=True, filters=json.dumps({"label": labels})
+            )
+            found = [await c.show() for c in listed]
         for shown in found:
             name = shown["Name"].lstrip("/")
             if name in self._containers or self._adoptable({spec.name: spec}, name, shown):
