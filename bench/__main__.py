@@ -13,6 +13,7 @@ BENCHMARKS = [
     "api",
     "failover",
     "detect",
+    "detect_candidates",
     "detection",
     "learning",
     "alerting",

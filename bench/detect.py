@@ -21,6 +21,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from phoenix_server.detection import anomaly, crossval, nab, signals
 
@@ -82,7 +83,7 @@ class EwmaZScore:
         return min(1.0, -math.log10(tail) / 6.0)
 
 
-def phoenix(**changes: float) -> Callable[[], anomaly.Scorer]:
+def phoenix(**changes: Any) -> Callable[[], anomaly.Scorer]:
     settings = dataclasses.replace(anomaly.DEFAULT_SETTINGS, **changes)
     return lambda: anomaly.AnomalyDetector(settings)
 
@@ -194,29 +195,48 @@ def print_alarm_rates(
         )
 
 
+HELD_BY_FILE = "scores held out one file at a time (std, lowFP, lowFN); in-sample std and its gap"
+HELD_BY_FOLDER = "held out one folder at a time (std, lowFP, lowFN); in-sample std and its gap"
+HEADER = (
+    f"{'detector':<50} {'std':>5}  {'lowFP':>5}  {'lowFN':>5}  {'in':>5} {'gap':>5}  "
+    f"{'points/s':>10}"
+)
+
+
+def read_labelled(
+    data: Path,
+) -> tuple[list[nab.Stream], dict[str, list[nab.Window]], int] | None:
+    """The labelled corpus at ``data`` (streams, their windows, points in all), said in one
+    line; None, said, when there is none."""
+    labels = data / "labels.json"
+    if not labels.is_file():
+        print(f"skipped: no labelled data at {data} (expected labels.json and CSV files)")
+        return None
+    streams = nab.read_corpus(data)
+    windows = nab.labelled_windows(streams, nab.read_labels(labels))
+    total = sum(len(found) for found in windows.values())
+    points = sum(len(s.values) for s in streams)
+    print(f"{data}: {len(streams)} files, {points:,} points, {total} windows")
+    return streams, windows, points
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.detect", description=__doc__)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--quick", action="store_true", help="skip the sweep")
     args = parser.parse_args(argv)
-    labels = args.data / "labels.json"
-    if not labels.is_file():
-        print(f"skipped: no labelled data at {args.data} (expected labels.json and CSV files)")
+    corpus = read_labelled(args.data)
+    if corpus is None:
         return
-    streams = nab.read_corpus(args.data)
-    windows = nab.labelled_windows(streams, nab.read_labels(labels))
-    total = sum(len(found) for found in windows.values())
-    points = sum(len(s.values) for s in streams)
-    print(f"{args.data}: {len(streams)} files, {points:,} points, {total} windows")
-    print("scores held out one file at a time (std, lowFP, lowFN); in-sample std and its gap")
-    profiles = "  ".join(f"{short:>5}" for short in ("std", "lowFP", "lowFN"))
-    print(f"{'detector':<50} {profiles}  {'in':>5} {'gap':>5}  {'points/s':>10}")
+    streams, windows, points = corpus
+    print(HELD_BY_FILE)
+    print(HEADER)
     measured: dict[str, Measured] = {}
     for label, make in CANDIDATES:
         found = measured[label] = measure(streams, windows, make)
         print(line(label, found.by_file, found.points_per_second), flush=True)
     engine = measured[ENGINE]
-    print("held out one folder at a time (std, lowFP, lowFN); in-sample std and its gap")
+    print(HELD_BY_FOLDER)
     for label in (LONG_MEMORY, ENGINE):
         found = measured[label]
         print(line(label, found.by_folder, found.points_per_second))
