@@ -908,9 +908,7 @@ class Runtime:
         """A docker service any replica may own (not pinned): its containers are the
         cluster's, adopted by whichever replica owns it."""
         return (
-            self.cluster is not None
-            and spec.platform is PlatformKind.DOCKER
-            and (spec.replica is None)
+            self.cluster is not None and spec.platform is PlatformKind.DOCKER and not spec.replica
         )
 
     async def _take_over_containers(self, spec: ServiceSpec) -> None:
@@ -931,6 +929,11 @@ class Runtime:
                 delay = min(2 * delay, 30.0)
                 if not self._acts_on(spec.name):
                     return  # another replica's now: it adopts them
+        if not self._acts_on(spec.name):
+            # Lost while taking it over: what it adopted or started is the next owner's
+            # (one more than the service may run is removed there).
+            platform.let_go(spec.name)
+            return
         if problem is not None:
             self.tracker.start_failed(spec.name, self.clock.now(), f"could not start: {problem}")
             return
