@@ -82,3 +82,6 @@ def test_a_surprise_reads_as_a_sentence() -> None:
         Surprise(1.0, 2_500_000.0, 1.0, None).describe("memory_rss")
         == "memory_rss = 2,500,000 scored 1.00 (too few samples yet to say what is usual)"
     )
+    assert Surprise(1.0, -1.5e308, 1.0, (0.0, 2e-9)).describe("q") == (
+        "q = -1.5e+308 scored 1.00 (usually 0 to 2e-09)"
+    )

@@ -82,7 +82,9 @@ class Surprise:
 
 
 def _number(value: float) -> str:
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    """Three significant digits, or a whole number with thousands marked (a byte count),
+    or an exponent beyond a million billion (never a 300-digit number in an incident)."""
+    return f"{value:,.0f}" if 1000 <= abs(value) < 1e15 else f"{value:.3g}"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ const esc = (value) =>
 const badge = (status) => `<span class="badge s-${esc(status)}">${esc(status)}</span>`;
 const seconds = (s) => (s == null ? "–" : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(s < 10 ? 2 : 1)} s`);
 const pct = (v) => (v == null ? "–" : `${v.toFixed(v >= 99.95 ? 0 : 2)}%`);
-const number = (v) => (Math.abs(v) < 1000 ? Number(v.toPrecision(3)) : Math.round(v)).toLocaleString();
+const number = (v) =>
+  Math.abs(v) >= 1000 && Math.abs(v) < 1e15 ? Math.round(v).toLocaleString() : String(Number(v.toPrecision(3)));
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
 
 async function api(path, options = {}) {
