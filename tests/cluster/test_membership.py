@@ -88,6 +88,7 @@ async def test_owning_acting_and_the_epochs_writes_carry(store: Store) -> None:
 
     clock.now += LEASE * RENEW_DEADLINE  # no renewal in time: stop acting, on this clock
     assert not a.member.owns("svc-a")
+    assert a.member.state().owned == (), "what /health shows agrees, before any let-go runs"
     assert a.member.epoch_of("svc-a") == 1, "a late write still carries it (and is refused)"
     await a.beat()
     assert a.member.owns("svc-a"), "renewed: acting again"

@@ -54,11 +54,15 @@ def test_a_deleted_data_directory_is_survived_and_said(tmp_path: Path) -> None:
         pid = server.live_pid("web")
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        recovery_id = wait_until(
-            lambda: next((r["id"] for r in server.recoveries_of("web")), None),
-            timeout=20,
-            message="a recovery of web",
-        )
+
+        def recovery_of_web() -> str | None:
+            answer = server.get("/api/recovery/history", params={"service": "web"})
+            if answer.status_code == 503:
+                return None  # said while the database file is being written again
+            assert answer.status_code == 200, answer.text
+            return next((r["id"] for r in answer.json()["recoveries"]), None)
+
+        recovery_id = wait_until(recovery_of_web, timeout=20, message="a recovery of web")
         recovery = server.finished(recovery_id)
         assert recovery["status"] == "completed", recovery
         assert all(step["status"] == "completed" for step in recovery["steps"]), recovery

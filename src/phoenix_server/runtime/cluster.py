@@ -149,13 +149,16 @@ class ClusterMember:
 
     def state(self) -> ClusterState:
         last = self._last
+        acting_for = max(0.0, self._acting_until - self._monotonic())
         return ClusterState(
             replica=self.replica,
-            owned=tuple(sorted(self._ready & set(self._owned))),
+            # What it acts on, as owns() says: nothing once the renew deadline has passed,
+            # even before the watchdog has let each service go.
+            owned=tuple(sorted(self._ready & set(self._owned))) if acting_for > 0 else (),
             members=last.members if last else (),
             fair_share=last.fair_share if last else 0,
             last_beat=last.at if last else None,
-            acting_for=max(0.0, self._acting_until - self._monotonic()),
+            acting_for=acting_for,
             problem=self.problem,
         )
 
