@@ -38,8 +38,8 @@ class DetectorSettings:
 
     memory: int = 2048
     """Values remembered (the last ones), and distances remembered (a sample of all of them):
-    the longer, the rarer a value must be to be news. Measured on NAB: 76 held out at 1,024
-    and at 2,048; a memory that fills up seldom (16,384) scores 73."""
+    the longer, the rarer a value must be to be news. Measured on NAB (held out, standard):
+    70.8 at 1,024, 76.1 at 2,048, 73.6 at 4,096 and at 16,384 (a memory that seldom fills)."""
     half_life: int = 86_400
     """Distances after which what the series showed before counts half (a day at one sample a
     second): a series that changed for good stops raising alarms in about that long. NAB's
