@@ -26,11 +26,22 @@ REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports :func:`free_port` gave this test process already."""
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port nothing listens on now, and never one handed out before in this test
+    process: the kernel may give the same free port to two binds in a row once the first is
+    closed, and two replicas started together were given one port (the second could not
+    listen, and the first answered for both)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(
