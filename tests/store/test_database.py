@@ -14,6 +14,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import insert, inspect, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from phoenix_server.domain.errors import ConfigError, ConflictError, UnavailableError
@@ -207,6 +208,34 @@ async def test_a_deleted_sqlite_file_is_written_again_with_everything_in_it(
         directory.rmdir()
         said = await store.rebuild_if_deleted()
         assert said is not None and "written again" in said and store.rebuilt_at is not None
+        await store.write(_audited("/after"))
+    finally:
+        store.close()
+    with sqlite3.connect(directory / "phoenix.db") as raw:
+        paths = sorted(row[0] for row in raw.execute("SELECT path FROM audit_log"))
+    assert paths == ["/after", "/before"]
+
+
+async def test_no_connection_opens_an_empty_database_where_the_deleted_file_was(
+    tmp_path: Path,
+) -> None:
+    """Between the deletion and the rebuild, a new connection (the pool grows under load)
+    would have created an empty file: reads said "no such table", writes went into it and
+    the rebuild, seeing a file there, never ran. It is refused (503) instead."""
+    directory = tmp_path / "data"
+    store = Store(sqlite_url(directory))
+    try:
+        store.migrate()
+        await store.write(_audited("/before"))
+        held = store.engine.connect()  # the pool's connection to the deleted file
+        for entry in directory.iterdir():
+            entry.unlink()
+        with pytest.raises(OperationalError, match="unable to open database file"):
+            store.engine.connect()  # a second, new connection
+        assert not (directory / "phoenix.db").exists()
+        held.close()
+        said = await store.rebuild_if_deleted()
+        assert said is not None and "written again" in said
         await store.write(_audited("/after"))
     finally:
         store.close()

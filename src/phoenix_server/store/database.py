@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -103,6 +104,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _never_create_again(engine: Engine, path: Path) -> None:
+    """Once the SQLite file has been opened, later connections open it only if it exists.
+    SQLite creates a missing file on connect: after the data directory was deleted, a
+    connection opened before the file is written again would see an empty database ("no
+    such table") and its writes would be lost. Refused instead, it says the database is
+    unavailable (503) until :meth:`Store.rebuild_if_deleted` has written the file again."""
+    existing_only = "file:" + quote(str(path.absolute()), safe="/") + "?mode=rw"
+    opened = False
+
+    def on_connect(_dbapi_connection: Any, _record: Any) -> None:
+        nonlocal opened
+        opened = True
+
+    def do_connect(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        if opened:
+            cargs[:] = [existing_only]
+            cparams["uri"] = True
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "do_connect", do_connect)
+
+
 def _postgres_session(
     dbapi_connection: Any, _record: Any, *, fenced: bool = False, idle_ms: int | None = None
 ) -> None:
@@ -158,6 +181,7 @@ class Store:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
             event.listen(engine, "connect", _sqlite_pragmas)
+            _never_create_again(engine, Path(url.database))
             return engine
         engine = create_engine(
             url,
