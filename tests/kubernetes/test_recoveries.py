@@ -404,13 +404,13 @@ async def test_a_circuit_an_earlier_phoenix_left_open_is_closed_at_start(
         )
         await cluster.wait_for(
             lambda: (
-                (cluster.get("pods", left, NAMESPACE) or {})["metadata"]["labels"].get(
-                    "phoenix.dev/serving"
-                )
+                (cluster.get("pods", left, NAMESPACE) or {"metadata": {"labels": {}}})["metadata"][
+                    "labels"
+                ].get("phoenix.dev/serving")
                 == "true"
             ),
             timeout=10,
-            what="the healthy pod readmitted",
+            what="the healthy pod readmitted (not replaced)",
         )
         await healthy(runtime, "web")
 

@@ -82,6 +82,9 @@ CACHE_TIMEOUT = 5.0
 FAILBACK_CHECK = 1.0
 """Seconds between looks at failed-over services' primaries. A primary must stay fully
 available for its service's stabilisation period before the Service goes back to it."""
+RECHECK_PAUSE = 1.0
+"""Longest pause between the probes that decide whether an isolated pod is readmitted or
+replaced (its service's probe interval when shorter)."""
 
 
 class KubernetesPlatform:
@@ -569,7 +572,7 @@ class KubernetesPlatform:
         well: list[str] = []
         still: list[str] = []
         for pod in isolated:
-            ok = self._problem(pod, workload) is None and await self._pass(service, [pod])
+            ok = self._problem(pod, workload) is None and not await self._fails(service, pod)
             (well if ok else still).append(name_of(pod))
         switch = self._switch(service) if isolated else None
         if switch is not None and well:
@@ -706,6 +709,16 @@ class KubernetesPlatform:
         workload = self._workload(spec)
         instances = [pod_instance(spec, workload, p) for p in pods if present(p)]
         return bool(instances) and await self._passes(spec, instances)
+
+    async def _fails(self, spec: ServiceSpec, pod: Pod) -> bool:
+        """The pod fails Phoenix's own check as many times in a row as make a service
+        unhealthy: one slow answer on a busy node is no reason to replace a pod."""
+        for attempt in range(max(1, spec.health.failure_threshold)):
+            if attempt:
+                await asyncio.sleep(min(spec.health.interval, RECHECK_PAUSE))
+            if await self._pass(spec, [pod]):
+                return False
+        return True
 
     def _primary_well(self, spec: ServiceSpec) -> bool:
         found = self._workload_object(spec)
