@@ -15,32 +15,12 @@ import pytest
 
 from phoenix_server.platforms.docker.containers import CLUSTER_OWNER, OWNER_LABEL
 from tests.cluster.replicas import LEASE, Replicas
-from tests.cluster.test_pinned_docker_e2e import containers, running
+from tests.cluster.test_pinned_docker_e2e import containers, running, service_file
 from tests.cluster.test_pinned_e2e import heartbeat_of
 from tests.store.conftest import postgres_schema
 from tests.support import free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-
-
-def service_file(path: Path, image: str, port: int) -> Path:
-    path.write_text(f"""
-services:
-  - name: web
-    platform: docker
-    router: false
-    image: {image}
-    command: [httpd, -f, -p, "127.0.0.1:{{port}}", -h, /www]
-    port: {port}
-    health:
-      http: "http://127.0.0.1:{{port}}/health"
-      interval: 200ms
-      timeout: 1s
-      failure_threshold: 2
-      startup_timeout: 20s
-    stop: {{grace: 1s}}
-""")
-    return path
 
 
 def every_container_of_web() -> list[str]:
@@ -57,7 +37,7 @@ def test_a_docker_service_any_replica_may_own_is_adopted_by_the_next_owner(
     tmp_path: Path, docker_image: str
 ) -> None:
     port = free_port()
-    config = service_file(tmp_path / "phoenix.yaml", docker_image, port)
+    config = service_file(tmp_path / "phoenix.yaml", docker_image, port, placement="router: false")
     with postgres_schema() as (url, _schema):
         group = Replicas(tmp_path, config, url, 2)
         try:

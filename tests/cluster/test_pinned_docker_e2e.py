@@ -22,12 +22,15 @@ from tests.support import PhoenixServer, free_port, wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 
-def service_file(path: Path, image: str, port: int) -> Path:
+def service_file(
+    path: Path, image: str, port: int, *, placement: str = "replica: replica-1"
+) -> Path:
+    """``placement``: the line that says where it runs (pinned to replica-1 by default)."""
     path.write_text(f"""
 services:
   - name: web
     platform: docker
-    replica: replica-1
+    {placement}
     image: {image}
     command: [httpd, -f, -p, "127.0.0.1:{{port}}", -h, /www]
     port: {port}

@@ -79,12 +79,7 @@ class Adopting(EngineWatching):
             if (shown["Config"]["Labels"] or {}).get(SERVICE_LABEL) in self._elsewhere:
                 continue
             if not self._adoptable(specs, name, shown):
-                log.info("removing container %s: not what the service file declares now", name)
-                try:
-                    async with self._errors(f"cannot remove container {name}"):
-                        await self._engine().containers.container(name).delete(force=True)
-                except PlatformError as exc:
-                    log.error("%s", exc.message)
+                await self._remove_undeclared(name)
         for spec in specs.values():
             if spec.routed and spec.name not in failed:
                 serving = {i.id for i in self.instances(spec.name)}
@@ -137,14 +132,8 @@ class Adopting(EngineWatching):
             found = [await c.show() for c in listed]
         for shown in found:
             name = shown["Name"].lstrip("/")
-            if name in self._containers or self._adoptable({spec.name: spec}, name, shown):
-                continue
-            log.info("removing container %s: not what the service file declares now", name)
-            try:
-                async with self._errors(f"cannot remove container {name}"):
-                    await self._engine().containers.container(name).delete(force=True)
-            except PlatformError as exc:
-                log.error("%s", exc.message)
+            if name not in self._containers and not self._adoptable({spec.name: spec}, name, shown):
+                await self._remove_undeclared(name)
         missing = max(1, spec.replicas.min) - len(self.instances(spec.name))
         try:
             if missing > 0:
@@ -152,6 +141,16 @@ class Adopting(EngineWatching):
         except PlatformError as exc:
             return exc.message
         return None
+
+    async def _remove_undeclared(self, name: str) -> None:
+        """Remove a container found running something the service file no longer declares
+        (a failure is logged: the next reconcile or takeover tries again)."""
+        log.info("removing container %s: not what the service file declares now", name)
+        try:
+            async with self._errors(f"cannot remove container {name}"):
+                await self._engine().containers.container(name).delete(force=True)
+        except PlatformError as exc:
+            log.error("%s", exc.message)
 
     def let_go(self, service: str) -> None:
         """Another replica owns ``service`` now (a docker service any replica may own): its
