@@ -236,6 +236,22 @@ def test_only_fresh_instances_after_serving_is_unhealthy(world: World) -> None:
     assert world.status() is HEALTHY
 
 
+def test_traffic_switched_to_instances_found_running_keeps_the_status_until_probed(
+    world: World,
+) -> None:
+    """A failback: the pods now serving ran already (adopted, not started). The moment
+    between the old pods' removal and the first probe of the new is no outage (it opened an
+    incident, and a failover, when that probe was slow)."""
+    started_and_healthy(world, "web-1")
+    world.send(ObservationKind.ADOPTED, "web-2")
+    assert world.send(ObservationKind.REMOVED, "web-1") is None
+    assert world.status() is HEALTHY
+    world.probes("web-2", False, 2)
+    assert world.status() is HEALTHY  # two failures of three: not yet
+    world.probe("web-2", False)
+    assert world.status() is UNHEALTHY
+
+
 def test_only_fresh_instances_at_boot_is_unknown(world: World) -> None:
     world.send(ObservationKind.STARTED, "web-1")
     world.send(ObservationKind.STARTED, "web-2")

@@ -231,6 +231,8 @@ async def test_failover_switches_the_service_to_the_backup_and_back_once_the_pri
     await primary_beside(cluster, "web-backup", "shop/web:1")
     async with phoenix(tmp_path, cluster, section="service: web, backup: web-backup") as runtime:
         await healthy(runtime, "web")
+        heard: list[ServiceStatus] = []
+        runtime.tracker.subscribe(lambda t: heard.append(t.current))
         recovery = await runtime.trigger(
             service="web", strategy=Strategy.FAILOVER, reason="test", force=True
         )
@@ -259,6 +261,10 @@ async def test_failover_switches_the_service_to_the_backup_and_back_once_the_pri
             timeout=5,
             message="the primary's pods are the instances again",
         )
+        # Both switches moved traffic to pods that ran already: no moment of outage
+        # between the old pods' removal and the new ones' first probe (it opened an
+        # incident, and a failover again, when that probe was slow).
+        assert heard == [], heard
 
 
 async def test_circuit_breaking_takes_a_failing_pod_out_of_the_endpoints_then_replaces_it(

@@ -53,6 +53,9 @@ class _Target:
     policy: HealthPolicy
     added_mono: float
     standby: bool = False
+    adopted: bool = False
+    """Found running, not started now (Phoenix restarted, a replica took its service over,
+    traffic switched to pods that ran already): it may have served all along."""
     status: ServiceStatus = ServiceStatus.UNKNOWN
     failures: int = 0
     successes: int = 0
@@ -190,7 +193,10 @@ class HealthTracker:
             if kind is ObservationKind.ADOPTED:
                 grace_from -= service.policy.startup_timeout
             service.targets[observation.target] = _Target(
-                service.policy, grace_from, standby=observation.standby
+                service.policy,
+                grace_from,
+                standby=observation.standby,
+                adopted=kind is ObservationKind.ADOPTED,
             )
             service.ever_had_targets = service.ever_had_targets or not observation.standby
         elif kind is ObservationKind.PROMOTED:
@@ -296,12 +302,15 @@ class HealthTracker:
         if unhealthy:
             return ServiceStatus.UNHEALTHY
         # Every target still starting: unknown at first sight, but a service that was being
-        # served and now only has fresh instances is not serving yet.
-        return (
-            ServiceStatus.UNKNOWN
-            if service.status is ServiceStatus.UNKNOWN
-            else ServiceStatus.UNHEALTHY
-        )
+        # served and now only has fresh instances is not serving yet. Instances found
+        # running (traffic switched to pods that served already, say) are not fresh: the
+        # service keeps its status until their first probe says (no incident opened on a
+        # failback for the moment between the old pods' removal and that probe).
+        if service.status is ServiceStatus.UNKNOWN or any(
+            t.adopted for t in service.targets.values() if not t.standby
+        ):
+            return service.status
+        return ServiceStatus.UNHEALTHY
 
     def _reaggregate(
         self, service: _Service, at: datetime, reason: str, *, certain: bool = False

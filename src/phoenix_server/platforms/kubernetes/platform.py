@@ -117,6 +117,8 @@ class KubernetesPlatform:
         self._listeners: list[EventListener] = []
         self._specs: dict[str, ServiceSpec] = {}
         self._instances: dict[str, dict[str, Instance]] = {}
+        self._serving_role: dict[str, str] = {}
+        """Per service, whose pods its Kubernetes Service routed to at the last refresh."""
         # Pod state is keyed by namespace/name (pod_key): two namespaces may hold one name.
         self._problems: dict[str, str] = {}
         """Pod → the problem last reported for it."""
@@ -807,6 +809,10 @@ class KubernetesPlatform:
         known = self._instances.setdefault(service, {})
         seen: dict[str, Instance] = {}
         self._note_healthy(spec, self._pods_of(spec))
+        role = self._role(spec)
+        # Traffic switched (a failover, a failback): the pods now serving ran already.
+        switched = self._serving_role.setdefault(service, role) != role
+        self._serving_role[service] = role
         for pod in self._pods_of(spec, serving=True):
             if not present(pod):
                 continue
@@ -814,8 +820,10 @@ class KubernetesPlatform:
             seen[instance.id] = instance
             before = known.get(instance.id)
             if before is None:
-                kind = InstanceEventKind.ADOPTED if self._adopting else InstanceEventKind.STARTED
-                self._emit(kind, instance)
+                found = self._adopting or switched
+                self._emit(
+                    InstanceEventKind.ADOPTED if found else InstanceEventKind.STARTED, instance
+                )
             key = pod_key(pod)
             problem = self._problem(pod, workload)
             reported = self._problems.get(key)
