@@ -3,6 +3,7 @@ a plan and a preview (recovery/playbook_runs.py)."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -194,11 +195,25 @@ def test_metric_triggers_read_their_series_in_their_units(
     assert trigger_matches(trigger, None, signals_with(metric, [value]), now=0.0) is matches
 
 
+def steady_queue(until: int) -> ServiceSignals:
+    """``queue_depth`` about 10 every second up to ``until``, scored by the real detector."""
+    signals = ServiceSignals()
+    noise = random.Random(1)
+    for at in range(until):
+        signals.record(float(at), {"queue_depth": 10 + noise.random()})
+    return signals
+
+
 def test_an_anomaly_score_trigger_matches_a_recent_anomaly() -> None:
     trigger = PlaybookTrigger(TriggerType.ANOMALY_SCORE, threshold=0.5, duration=10)
-    signals = ServiceSignals()
-    signals.anomaly["queue_depth"] = (100.0, 0.8)
-    assert trigger_matches(trigger, None, signals, now=105.0)
-    assert not trigger_matches(trigger, None, signals, now=115.0), "too long ago"
-    signals.anomaly["queue_depth"] = (100.0, 0.3)
-    assert not trigger_matches(trigger, None, signals, now=101.0), "not anomalous enough"
+    signals = steady_queue(600)
+    assert not trigger_matches(trigger, None, signals, now=600.0), "nothing news yet"
+    signals.record(600.0, {"queue_depth": 500.0})
+    # A calm sample after it (the same push, say): the series' latest score is 0 again,
+    # but the threshold was reached within the duration.
+    signals.record(601.0, {"queue_depth": 10.4})
+    assert signals.anomaly["queue_depth"] == (601.0, 0.0)
+    assert trigger_matches(trigger, None, signals, now=605.0)
+    assert not trigger_matches(trigger, None, signals, now=615.0), "too long ago"
+    higher = PlaybookTrigger(TriggerType.ANOMALY_SCORE, threshold=1.01, duration=10)
+    assert not trigger_matches(higher, None, signals, now=605.0), "not anomalous enough"

@@ -44,6 +44,11 @@ ANOMALY_SETTINGS = DEFAULT_SETTINGS
 """The detector's defaults, exactly as benchmarked: per series 2,048 remembered values (half
 an hour at one a second) and 2,048 distances standing for its whole life, about 96 KiB."""
 
+NEWS_KEPT = 256
+"""Scores above 0 each series keeps (news is rare: a quarter hour of it at most, in
+practice), so a rule asking "did it score this high lately?" sees a peak that a calmer
+sample in the same push came after."""
+
 SAME_INSTANT = 0.001
 """Seconds within which two samples are at the same instant. A pushed timestamp (wall clock)
 is moved onto Phoenix's monotonic clock by reading both, which shifts it by microseconds
@@ -153,6 +158,8 @@ class ServiceSignals:
         """Each series' latest sample that scored above 0, with its usual range."""
         self.trails: dict[str, ScoreTrail] = {}
         """Each series' peak score per half minute over the last quarter of an hour."""
+        self._news: dict[str, deque[tuple[float, float]]] = {}
+        """Each series' last :data:`NEWS_KEPT` samples that scored above 0: (time, score)."""
         self._detectors: dict[str, AnomalyDetector] = {}
         self._counters: deque[tuple[float, TrafficCounters]] = deque()
         self._min_requests = min_requests
@@ -176,7 +183,19 @@ class ServiceSignals:
                 self.trails[name].add(at, score)
                 if score > 0.0:  # news is rare (docs/anomaly-detection.md): kept with its why
                     self.surprises[name] = Surprise(at, value, score, detector.usual_range())
+                    news = self._news.setdefault(name, deque(maxlen=NEWS_KEPT))
+                    news.append((at, score))
         return refused
+
+    def scored(self, threshold: float, since: float) -> bool:
+        """Some series scored ``threshold`` or more at ``since`` or later (monotonic)."""
+        for news in self._news.values():
+            for at, score in reversed(news):
+                if at < since:
+                    break
+                if score >= threshold:
+                    return True
+        return False
 
     def dropped(self) -> dict[str, dict[str, int]]:
         """Samples refused so far, by series and reason (only series that refused some)."""

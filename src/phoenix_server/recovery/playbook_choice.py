@@ -70,10 +70,9 @@ def trigger_matches(
         case TriggerType.ALERT:
             return alert is not None and trigger.params.get("alert") == alert
         case TriggerType.ANOMALY_SCORE:
-            return any(
-                score >= threshold and now - at <= max(duration, 1.0)
-                for at, score in signals.anomaly.values()
-            )
+            # Any sample within the duration, not only each series' latest: a push whose
+            # last sample is calm after an anomalous one still reached the threshold.
+            return signals.scored(threshold, since=now - max(duration, 1.0))
         case _:
             return False
 
