@@ -7,6 +7,7 @@ Docker engine on this machine, reached alike by every replica)."""
 from __future__ import annotations
 
 import subprocess
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from phoenix_server.platforms.docker.containers import CLUSTER_OWNER, OWNER_LABEL
+from phoenix_server.runtime.abandoned import ABANDONED_AFTER_LEASES
 from tests.cluster.replicas import LEASE, Replicas
 from tests.cluster.test_pinned_docker_e2e import containers, running, service_file
 from tests.cluster.test_pinned_e2e import heartbeat_of
@@ -89,3 +91,45 @@ def test_a_docker_service_any_replica_may_own_is_adopted_by_the_next_owner(
             if left:
                 subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
     assert left == [replaced], "replicas that stop hand the service over: it serves on"
+
+
+def test_the_containers_of_a_service_no_replica_declares_any_more_are_removed(
+    tmp_path: Path, docker_image: str
+) -> None:
+    """``web`` leaves the service file: the replicas are restarted one by one with the new
+    file, and nothing would ever adopt or stop its container. Once its lease has been left
+    free for 30 leases (every replica that still declared it would have taken it), the
+    replicas remove it."""
+    port = free_port()
+    config = service_file(tmp_path / "phoenix.yaml", docker_image, port, placement="router: false")
+    with postgres_schema() as (url, _schema):
+        group = Replicas(tmp_path, config, url, 2)
+        try:
+            group.start_all()
+            owner = wait_until(lambda: group.owner_of("web"), timeout=10 * LEASE)
+            wait_until(lambda: group.servers[owner].status_of("web") == "healthy", timeout=30)
+            (serving,) = containers(CLUSTER_OWNER)
+        finally:
+            left = time.monotonic()  # the leases are let go after this moment
+            group.close()
+        assert every_container_of_web() == [serving], "stopping hands it over: it serves on"
+
+        without_web = tmp_path / "without-web.yaml"
+        without_web.write_text("services: []\n")
+        after = Replicas(tmp_path / "restarted", without_web, url, 2)
+        try:
+            after.start_all()
+            wait_until(
+                lambda: every_container_of_web() == [],
+                timeout=ABANDONED_AFTER_LEASES * LEASE + 10 * LEASE,
+                message="web's container removed",
+            )
+            # Not before its lease had been left free for 30 leases.
+            assert time.monotonic() - left >= ABANDONED_AFTER_LEASES * LEASE
+            logs = "".join(server.log() for server in after.servers.values())
+            assert f"removed container(s) {serving} of service 'web'" in logs
+        finally:
+            after.close()
+            rest = every_container_of_web()
+            if rest:
+                subprocess.run(["docker", "rm", "-f", *rest], capture_output=True)

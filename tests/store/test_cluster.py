@@ -416,6 +416,33 @@ def test_a_service_gone_from_the_file_is_let_go(store: Store) -> None:
     assert beat(store, "b", services=["s1", "s2"]).owned == {"s2": 2}
 
 
+def test_a_service_no_live_replica_declares_is_abandoned_once_free_long_enough(
+    store: Store,
+) -> None:
+    beat(store, "a", services=["s1", "s2", "s3"])
+    beat(store, "a", services=["s1", "s2"])  # s3 left the file: let go
+    ago = timedelta(minutes=5)
+    assert store.run_sync(cluster.abandoned, declared=["s1", "s2"], free_for=ago) == []
+    with store.engine.begin() as connection:  # five minutes and a moment pass
+        connection.execute(
+            text(
+                "UPDATE service_leases SET expires_at = expires_at - interval '301 s' "
+                "WHERE expires_at IS NOT NULL"
+            )
+        )
+    assert store.run_sync(cluster.abandoned, declared=["s1", "s2"], free_for=ago) == ["s3"]
+    # Held ones (s1, s2) never are; nor one this replica declares, nor one never owned.
+    assert store.run_sync(cluster.abandoned, declared=["s1", "s2", "s3"], free_for=ago) == []
+    beat(store, "a", services=["s1", "s2", "s4"])
+    run_out(store, "s4")
+    with store.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE service_leases SET epoch = 0, expires_at = now() - interval '1 h' "
+                 "WHERE service = 's4'")
+        )  # fmt: skip
+    assert store.run_sync(cluster.abandoned, declared=["s1"], free_for=ago) == ["s3"]
+
+
 def test_the_ownership_fingerprint_moves_only_when_a_lease_changes_hands(store: Store) -> None:
     first = beat(store, "a")
     assert beat(store, "a").ownership == first.ownership == (6, 6, 6)

@@ -88,6 +88,7 @@ from phoenix_server.recovery.reports import REMEMBERED as REPORT_KEYS_KEPT
 from phoenix_server.recovery.reports import ReportIntake
 from phoenix_server.recovery.scaling_in import ScaleInWatcher
 from phoenix_server.recovery.versions import VersionKeeper
+from phoenix_server.runtime.abandoned import AbandonedContainers
 from phoenix_server.runtime.cluster import ClusterMember
 from phoenix_server.runtime.elsewhere import RecordedStatuses
 from phoenix_server.runtime.playbook_folder import PlaybookFolder
@@ -438,6 +439,14 @@ class Runtime:
             self._background.keep_running(self.cluster.run, name="cluster-heartbeat")
             self._background.keep_running(self._follow_other_replicas, name="cluster-health")
             self._background.keep_running(self._close_left_open, name="cluster-leftovers")
+            abandoned = AbandonedContainers(
+                self.store,
+                self.dockers,
+                lambda: [spec.name for spec in self.catalog],
+                self.cluster.lease,
+                self.clock.sleep,
+            )
+            self._background.keep_running(abandoned.run, name="cluster-abandoned")
         for platform in self.platforms.all():
             specs = [
                 spec

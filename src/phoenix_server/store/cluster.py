@@ -339,6 +339,21 @@ def leave(session: Session, *, member: str) -> int:
     return len(released)
 
 
+def abandoned(session: Session, *, declared: Collection[str], free_for: timedelta) -> list[str]:
+    """Services whose leases no replica has taken for ``free_for`` and that ``declared``
+    (this replica's services) does not name: every live replica that declares a service
+    takes its free lease within a heartbeat, so one left free this long is declared by no
+    live replica any more (removed from the service file). Oldest first."""
+    now = session.scalar(select(func.now()))
+    assert now is not None
+    names = session.scalars(
+        select(LeaseRow.service)
+        .where(LeaseRow.expires_at <= now - free_for, LeaseRow.epoch > 0)
+        .order_by(LeaseRow.expires_at)
+    )
+    return [name for name in names if name not in declared]
+
+
 def members(session: Session) -> list[Member]:
     now = session.scalar(select(func.now()))
     assert now is not None

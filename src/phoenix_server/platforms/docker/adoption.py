@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aiodocker.exceptions import DockerError
+
 from phoenix_server.domain.errors import PlatformError
 from phoenix_server.domain.services import (
     AdoptedContainers,
@@ -141,6 +143,31 @@ class Adopting(EngineWatching):
         except PlatformError as exc:
             return exc.message
         return None
+
+    async def remove_abandoned(self, service: str) -> list[str]:
+        """Remove the containers of ``service``, a docker service any replica could own that
+        no live replica declares any more (it was removed from the service file): no one
+        would ever adopt them. Returns their names; raises :class:`PlatformError` if the
+        engine cannot list or remove them (try again later)."""
+        if self._floating_owner is None or service in self._specs:
+            return []
+        labels = [f"{OWNER_LABEL}={self._floating_owner}", f"{SERVICE_LABEL}={service}"]
+        async with self._errors(f"cannot list the containers of '{service}'"):
+            listed = await self._engine().containers.list(
+                all=True, filters=json.dumps({"label": labels})
+            )
+        removed = []
+        for container in listed:
+            name = (container["Names"] or [container.id])[0].lstrip("/")
+            try:
+                async with self._errors(f"cannot remove container {name}"):
+                    await container.delete(force=True)
+            except PlatformError as exc:
+                if not isinstance(exc.__cause__, DockerError) or exc.__cause__.status != 404:
+                    raise
+                continue  # another replica removed it first
+            removed.append(name)
+        return removed
 
     async def _remove_undeclared(self, name: str) -> None:
         """Remove a container found running something the service file no longer declares
