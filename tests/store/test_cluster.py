@@ -416,31 +416,64 @@ def test_a_service_gone_from_the_file_is_let_go(store: Store) -> None:
     assert beat(store, "b", services=["s1", "s2"]).owned == {"s2": 2}
 
 
-def test_a_service_no_live_replica_declares_is_abandoned_once_free_long_enough(
-    store: Store,
-) -> None:
-    beat(store, "a", services=["s1", "s2", "s3"])
-    beat(store, "a", services=["s1", "s2"])  # s3 left the file: let go
-    ago = timedelta(minutes=5)
-    assert store.run_sync(cluster.abandoned, declared=["s1", "s2"], free_for=ago) == []
-    with store.engine.begin() as connection:  # five minutes and a moment pass
+def five_minutes_pass(store: Store) -> None:
+    """Every free lease, and every membership, began five minutes and a moment earlier."""
+    with store.engine.begin() as connection:
         connection.execute(
             text(
                 "UPDATE service_leases SET expires_at = expires_at - interval '301 s' "
                 "WHERE expires_at IS NOT NULL"
             )
         )
-    assert store.run_sync(cluster.abandoned, declared=["s1", "s2"], free_for=ago) == ["s3"]
-    # Held ones (s1, s2) never are; nor one this replica declares, nor one never owned.
-    assert store.run_sync(cluster.abandoned, declared=["s1", "s2", "s3"], free_for=ago) == []
-    beat(store, "a", services=["s1", "s2", "s4"])
-    run_out(store, "s4")
-    with store.engine.begin() as connection:
         connection.execute(
-            text("UPDATE service_leases SET epoch = 0, expires_at = now() - interval '1 h' "
-                 "WHERE service = 's4'")
-        )  # fmt: skip
-    assert store.run_sync(cluster.abandoned, declared=["s1"], free_for=ago) == ["s3"]
+            text("UPDATE cluster_members SET started_at = started_at - interval '301 s'")
+        )
+
+
+def claim(store: Store, member: str, declared: list[str], **cleared: int) -> dict[str, int]:
+    found: dict[str, int] = store.run_sync(
+        cluster.claim_abandoned,
+        member=member,
+        declared=declared,
+        free_for=timedelta(minutes=5),
+        lease=LEASE,
+        cleared=cleared,
+    )
+    return found
+
+
+def test_a_service_no_live_replica_declares_is_claimed_once_free_long_enough(
+    store: Store,
+) -> None:
+    beat(store, "a", services=["s1", "s2", "s3"])
+    beat(store, "a", services=["s1", "s2"])  # s3 left the file: let go
+    assert claim(store, "a", ["s1", "s2"]) == {}, "free for a moment only"
+    five_minutes_pass(store)
+    # Held ones (s1, s2) never are, nor one this replica declares.
+    assert claim(store, "a", ["s1", "s2", "s3"]) == {}
+    assert claim(store, "a", ["s1", "s2"]) == {"s3": 2}
+    # Held by its claimer (a new epoch) while the containers go: no one else takes it.
+    assert claim(store, "b", []) == {}
+    assert beat(store, "b", services=["s1", "s2", "s3"]).taken == {}
+    store.run_sync(cluster.release_claimed, member="a", claimed={"s3": 2})
+    five_minutes_pass(store)
+    assert claim(store, "a", ["s1", "s2"], s3=2) == {}, "cleared at that epoch already"
+    assert claim(store, "a", ["s1", "s2"]) == {"s3": 3}
+
+
+def test_time_when_no_replica_ran_does_not_count_as_free(store: Store) -> None:
+    """Every replica stopped for ten minutes: the first back, whose file lacks ``s2``, must
+    not take its lease for abandoned before the replicas that declare it could come back."""
+    beat(store, "a", services=["s1", "s2"])
+    with store.engine.begin() as connection:  # a's membership ended ten minutes ago
+        connection.execute(
+            text(
+                "UPDATE cluster_members SET expires_at = now() - interval '10 min', "
+                "started_at = now() - interval '1 h'"
+            )
+        )
+    assert beat(store, "c", services=["s1"]).owned == {"s1": 2}
+    assert claim(store, "c", ["s1"]) == {}, "c has not been live for five minutes"
 
 
 def test_the_ownership_fingerprint_moves_only_when_a_lease_changes_hands(store: Store) -> None:

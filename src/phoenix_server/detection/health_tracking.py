@@ -306,7 +306,7 @@ class HealthTracker:
         # running (traffic switched to pods that served already, say) are not fresh: the
         # service keeps its status until their first probe says (no incident opened on a
         # failback for the moment between the old pods' removal and that probe).
-        if service.status is ServiceStatus.UNKNOWN or any(
+        if service.status is ServiceStatus.UNKNOWN or all(
             t.adopted for t in service.targets.values() if not t.standby
         ):
             return service.status

@@ -441,10 +441,11 @@ class Runtime:
             self._background.keep_running(self._close_left_open, name="cluster-leftovers")
             abandoned = AbandonedContainers(
                 self.store,
-                self.dockers,
-                lambda: [spec.name for spec in self.catalog],
-                self.cluster.lease,
-                self.clock.sleep,
+                member=self.cluster.replica,
+                dockers=self.dockers,
+                declared=lambda: [spec.name for spec in self.catalog],
+                lease=self.cluster.lease,
+                sleep=self.clock.sleep,
             )
             self._background.keep_running(abandoned.run, name="cluster-abandoned")
         for platform in self.platforms.all():

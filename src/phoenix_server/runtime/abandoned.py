@@ -32,18 +32,22 @@ class AbandonedContainers:
     def __init__(
         self,
         store: Store,
+        *,
+        member: str,
         dockers: Sequence[DockerPlatform],
         declared: Callable[[], Collection[str]],
         lease: float,
         sleep: Callable[[float], Awaitable[None]],
     ) -> None:
         self._store = store
+        self._member = member
         self._dockers = dockers
         self._declared = declared
         self._lease = lease
         self._sleep = sleep
-        self._cleared: set[str] = set()
-        """Services whose containers were removed (or found none) by this process."""
+        self._cleared: dict[str, int] = {}
+        """Services whose containers this process removed (or found none), and the epoch it
+        let them go at: one taken again since and abandoned anew is looked at again."""
         self._said: set[str] = set()
         """Services whose failed removal was logged already (said once, tried again)."""
 
@@ -57,35 +61,49 @@ class AbandonedContainers:
 
     async def clear_once(self) -> dict[str, list[str]]:
         """Remove the containers of every service abandoned since the last look; return
-        what was removed (service → container names)."""
-        declared = set(self._declared())
-        names = await self._store.read(
-            cluster.abandoned,
-            declared=declared,
+        what was removed (service → container names). Each is held by this replica while
+        its containers are removed: no replica adopts one that is being removed."""
+        claimed = await self._store.write(
+            cluster.claim_abandoned,
+            member=self._member,
+            declared=set(self._declared()),
             free_for=timedelta(seconds=self._lease * ABANDONED_AFTER_LEASES),
+            lease=timedelta(seconds=self._lease),
+            cleared=dict(self._cleared),
         )
-        self._cleared &= set(names)  # one taken again since is looked at anew if let go
         removed: dict[str, list[str]] = {}
-        for service in names:
-            if service in self._cleared:
-                continue
-            try:
-                found = [
-                    c for docker in self._dockers for c in await docker.remove_abandoned(service)
-                ]
-            except PlatformError as exc:
-                if service not in self._said:
-                    self._said.add(service)
-                    log.info("cannot remove what is left of service '%s': %s", service, exc.message)
-                continue
-            self._cleared.add(service)
-            if found:
-                removed[service] = found
-                log.warning(
-                    "removed container(s) %s of service '%s': no live replica has declared it "
-                    "for %d leases (it left the service file)",
-                    ", ".join(found),
-                    service,
-                    ABANDONED_AFTER_LEASES,
+        try:
+            for service, epoch in claimed.items():
+                found = await self._remove(service)
+                if found is None:
+                    continue
+                self._cleared[service] = epoch
+                if found:
+                    removed[service] = found
+                    log.warning(
+                        "removed container(s) %s of service '%s': no live replica has "
+                        "declared it for %d leases (it left the service file)",
+                        ", ".join(found),
+                        service,
+                        ABANDONED_AFTER_LEASES,
+                    )
+        finally:
+            if claimed:
+                await self._store.write(
+                    cluster.release_claimed, member=self._member, claimed=claimed
                 )
         return removed
+
+    async def _remove(self, service: str) -> list[str] | None:
+        """The containers of ``service`` removed from every engine (None: some engine could
+        not be asked; tried again at the next look)."""
+        found: list[str] = []
+        try:
+            for docker in self._dockers:
+                found += await docker.remove_abandoned(service)
+        except PlatformError as exc:
+            if service not in self._said:
+                self._said.add(service)
+                log.info("cannot remove what is left of service '%s': %s", service, exc.message)
+            return None
+        return found

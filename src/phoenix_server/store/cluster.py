@@ -339,19 +339,57 @@ def leave(session: Session, *, member: str) -> int:
     return len(released)
 
 
-def abandoned(session: Session, *, declared: Collection[str], free_for: timedelta) -> list[str]:
-    """Services whose leases no replica has taken for ``free_for`` and that ``declared``
-    (this replica's services) does not name: every live replica that declares a service
-    takes its free lease within a heartbeat, so one left free this long is declared by no
-    live replica any more (removed from the service file). Oldest first."""
+def claim_abandoned(
+    session: Session,
+    *,
+    member: str,
+    declared: Collection[str],
+    free_for: timedelta,
+    lease: timedelta,
+    cleared: Mapping[str, int],
+) -> dict[str, int]:
+    """Services no live replica declares any more, held by ``member`` for ``lease`` (their
+    epoch bumped) so that none is taken over while what it left is removed; service →
+    epoch. Such a service's lease has been free for ``free_for`` while ``member`` was live
+    (every live replica that declares a service takes its free lease within a heartbeat,
+    so time when no replica ran does not count), and ``declared`` (this replica's services)
+    does not name it. One ``cleared`` already at that epoch is skipped. Let them go with
+    :func:`release_claimed`."""
     now = session.scalar(select(func.now()))
     assert now is not None
-    names = session.scalars(
-        select(LeaseRow.service)
-        .where(LeaseRow.expires_at <= now - free_for, LeaseRow.epoch > 0)
-        .order_by(LeaseRow.expires_at)
+    since = now - free_for
+    started = session.scalar(
+        select(MemberRow.started_at).where(MemberRow.id == member, MemberRow.expires_at > now)
     )
-    return [name for name in names if name not in declared]
+    if started is None or started > since:
+        return {}
+    found = session.execute(
+        select(LeaseRow.service, LeaseRow.epoch)
+        .where(LeaseRow.expires_at <= since, LeaseRow.epoch > 0)
+        .with_for_update(skip_locked=True)
+    ).all()
+    names = [name for name, epoch in found if name not in declared and cleared.get(name) != epoch]
+    if not names:
+        return {}
+    return dict(
+        session.execute(
+            update(LeaseRow)
+            .where(LeaseRow.service == _any(names))
+            .values(owner=member, epoch=LeaseRow.epoch + 1, acquired_at=now, expires_at=now + lease)
+            .returning(LeaseRow.service, LeaseRow.epoch)
+        ).all()
+    )
+
+
+def release_claimed(session: Session, *, member: str, claimed: Mapping[str, int]) -> None:
+    """Let go what :func:`claim_abandoned` held (unless it has changed hands since)."""
+    now = session.scalar(select(func.now()))
+    for name, epoch in claimed.items():
+        session.execute(
+            update(LeaseRow)
+            .where(LeaseRow.service == name, LeaseRow.owner == member, LeaseRow.epoch == epoch)
+            .values(expires_at=now)
+        )
 
 
 def members(session: Session) -> list[Member]:

@@ -181,7 +181,8 @@ class Store:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
             event.listen(engine, "connect", _sqlite_pragmas)
-            _never_create_again(engine, Path(url.database))
+            if not url.database.startswith("file:") and "uri" not in url.query:
+                _never_create_again(engine, Path(url.database))  # (a URI names its own mode)
             return engine
         engine = create_engine(
             url,

@@ -85,6 +85,9 @@ available for its service's stabilisation period before the Service goes back to
 RECHECK_PAUSE = 1.0
 """Longest pause between the probes that decide whether an isolated pod is readmitted or
 replaced (its service's probe interval when shorter)."""
+RECHECK_BUDGET = 6.0
+"""Seconds those probes may take in all (the step that closes a circuit has 10: the rest is
+for the API calls that readmit or replace)."""
 
 
 class KubernetesPlatform:
@@ -573,8 +576,13 @@ class KubernetesPlatform:
         isolated = [p for p in self._pods_of(service) if labels_of(p).get(SERVING_LABEL) == "false"]
         well: list[str] = []
         still: list[str] = []
+        # Judged together: the step that closes a circuit has 10 s in all.
+        failing = await asyncio.gather(
+            *(self._fails(service, pod) for pod in isolated if self._problem(pod, workload) is None)
+        )
+        judged = iter(failing)
         for pod in isolated:
-            ok = self._problem(pod, workload) is None and not await self._fails(service, pod)
+            ok = self._problem(pod, workload) is None and not next(judged)
             (well if ok else still).append(name_of(pod))
         switch = self._switch(service) if isolated else None
         if switch is not None and well:
@@ -714,10 +722,17 @@ class KubernetesPlatform:
 
     async def _fails(self, spec: ServiceSpec, pod: Pod) -> bool:
         """The pod fails Phoenix's own check as many times in a row as make a service
-        unhealthy: one slow answer on a busy node is no reason to replace a pod."""
+        unhealthy: one slow answer on a busy node is no reason to replace a pod. Within
+        :data:`RECHECK_BUDGET`: a pod whose probes hang is judged failing once no further
+        probe would end in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECHECK_BUDGET
         for attempt in range(max(1, spec.health.failure_threshold)):
             if attempt:
-                await asyncio.sleep(min(spec.health.interval, RECHECK_PAUSE))
+                pause = min(spec.health.interval, RECHECK_PAUSE)
+                if loop.time() + pause + spec.health.timeout > deadline:
+                    return True
+                await asyncio.sleep(pause)
             if await self._pass(spec, [pod]):
                 return False
         return True
@@ -820,7 +835,8 @@ class KubernetesPlatform:
             seen[instance.id] = instance
             before = known.get(instance.id)
             if before is None:
-                found = self._adopting or switched
+                # Only a ready one: a pod of the new side still starting gets its grace.
+                found = self._adopting or (switched and pod_ready(pod))
                 self._emit(
                     InstanceEventKind.ADOPTED if found else InstanceEventKind.STARTED, instance
                 )
