@@ -576,14 +576,13 @@ class KubernetesPlatform:
         isolated = [p for p in self._pods_of(service) if labels_of(p).get(SERVING_LABEL) == "false"]
         well: list[str] = []
         still: list[str] = []
-        # Judged together: the step that closes a circuit has 10 s in all.
-        failing = await asyncio.gather(
-            *(self._fails(service, pod) for pod in isolated if self._problem(pod, workload) is None)
-        )
-        judged = iter(failing)
+        # A pod with a problem Kubernetes shows is replaced; the others are probed, all
+        # together: the step that closes a circuit has 10 s in all.
+        probed = [p for p in isolated if self._problem(p, workload) is None]
+        failing = await asyncio.gather(*(self._fails(service, pod) for pod in probed))
+        passing = {name_of(pod) for pod, failed in zip(probed, failing, strict=True) if not failed}
         for pod in isolated:
-            ok = self._problem(pod, workload) is None and not next(judged)
-            (well if ok else still).append(name_of(pod))
+            (well if name_of(pod) in passing else still).append(name_of(pod))
         switch = self._switch(service) if isolated else None
         if switch is not None and well:
             parts.append(await switch.readmit(well))
