@@ -430,14 +430,13 @@ def five_minutes_pass(store: Store) -> None:
         )
 
 
-def claim(store: Store, member: str, declared: list[str], **cleared: int) -> dict[str, int]:
+def claim(store: Store, member: str, declared: list[str]) -> dict[str, int]:
     found: dict[str, int] = store.run_sync(
         cluster.claim_abandoned,
         member=member,
         declared=declared,
         free_for=timedelta(minutes=5),
         lease=LEASE,
-        cleared=cleared,
     )
     return found
 
@@ -455,10 +454,20 @@ def test_a_service_no_live_replica_declares_is_claimed_once_free_long_enough(
     # Held by its claimer (a new epoch) while the containers go: no one else takes it.
     assert claim(store, "b", []) == {}
     assert beat(store, "b", services=["s1", "s2", "s3"]).taken == {}
-    store.run_sync(cluster.release_claimed, member="a", claimed={"s3": 2})
+    # Its engine could not be asked: claimed again once free for long enough.
+    store.run_sync(cluster.release_claimed, member="a", claimed={"s3": 2}, cleared=())
     five_minutes_pass(store)
-    assert claim(store, "a", ["s1", "s2"], s3=2) == {}, "cleared at that epoch already"
     assert claim(store, "a", ["s1", "s2"]) == {"s3": 3}
+    # Cleared: no replica claims it again...
+    store.run_sync(cluster.release_claimed, member="a", claimed={"s3": 3}, cleared=["s3"])
+    five_minutes_pass(store)
+    assert claim(store, "a", ["s1", "s2"]) == {}
+    assert claim(store, "b", []) == {}
+    # ...until a replica that declares it takes it again and then lets it go.
+    assert beat(store, "b", services=["s3"]).taken == {"s3": 4}
+    beat(store, "b", services=[])
+    five_minutes_pass(store)
+    assert claim(store, "a", ["s1", "s2"]) == {"s3": 5}
 
 
 def test_time_when_no_replica_ran_does_not_count_as_free(store: Store) -> None:

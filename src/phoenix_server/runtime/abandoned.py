@@ -45,9 +45,6 @@ class AbandonedContainers:
         self._declared = declared
         self._lease = lease
         self._sleep = sleep
-        self._cleared: dict[str, int] = {}
-        """Services whose containers this process removed (or found none), and the epoch it
-        let them go at: one taken again since and abandoned anew is looked at again."""
         self._said: set[str] = set()
         """Services whose failed removal was logged already (said once, tried again)."""
 
@@ -69,15 +66,15 @@ class AbandonedContainers:
             declared=set(self._declared()),
             free_for=timedelta(seconds=self._lease * ABANDONED_AFTER_LEASES),
             lease=timedelta(seconds=self._lease),
-            cleared=dict(self._cleared),
         )
         removed: dict[str, list[str]] = {}
+        cleared: set[str] = set()
         try:
-            for service, epoch in claimed.items():
+            for service in claimed:
                 found = await self._remove(service)
                 if found is None:
                     continue
-                self._cleared[service] = epoch
+                cleared.add(service)
                 if found:
                     removed[service] = found
                     log.warning(
@@ -90,7 +87,7 @@ class AbandonedContainers:
         finally:
             if claimed:
                 await self._store.write(
-                    cluster.release_claimed, member=self._member, claimed=claimed
+                    cluster.release_claimed, member=self._member, claimed=claimed, cleared=cleared
                 )
         return removed
 

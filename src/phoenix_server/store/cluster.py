@@ -346,15 +346,14 @@ def claim_abandoned(
     declared: Collection[str],
     free_for: timedelta,
     lease: timedelta,
-    cleared: Mapping[str, int],
 ) -> dict[str, int]:
     """Services no live replica declares any more, held by ``member`` for ``lease`` (their
     epoch bumped) so that none is taken over while what it left is removed; service →
     epoch. Such a service's lease has been free for ``free_for`` while ``member`` was live
     (every live replica that declares a service takes its free lease within a heartbeat,
     so time when no replica ran does not count), and ``declared`` (this replica's services)
-    does not name it. One ``cleared`` already at that epoch is skipped. Let them go with
-    :func:`release_claimed`."""
+    does not name it. One already cleared (let go with no owner) is not claimed again until
+    a replica has taken it since. Let them go with :func:`release_claimed`."""
     now = session.scalar(select(func.now()))
     assert now is not None
     since = now - free_for
@@ -365,10 +364,10 @@ def claim_abandoned(
         return {}
     found = session.execute(
         select(LeaseRow.service, LeaseRow.epoch)
-        .where(LeaseRow.expires_at <= since, LeaseRow.epoch > 0)
+        .where(LeaseRow.expires_at <= since, LeaseRow.epoch > 0, LeaseRow.owner != "")
         .with_for_update(skip_locked=True)
     ).all()
-    names = [name for name, epoch in found if name not in declared and cleared.get(name) != epoch]
+    names = [name for name, _ in found if name not in declared]
     if not names:
         return {}
     return dict(
@@ -381,14 +380,18 @@ def claim_abandoned(
     )
 
 
-def release_claimed(session: Session, *, member: str, claimed: Mapping[str, int]) -> None:
-    """Let go what :func:`claim_abandoned` held (unless it has changed hands since)."""
+def release_claimed(
+    session: Session, *, member: str, claimed: Mapping[str, int], cleared: Collection[str]
+) -> None:
+    """Let go what :func:`claim_abandoned` held (unless it has changed hands since): those
+    ``cleared`` with no owner, so no replica claims them again; the others (their engine
+    could not be asked) to be claimed again once free long enough."""
     now = session.scalar(select(func.now()))
     for name, epoch in claimed.items():
         session.execute(
             update(LeaseRow)
             .where(LeaseRow.service == name, LeaseRow.owner == member, LeaseRow.epoch == epoch)
-            .values(expires_at=now)
+            .values(expires_at=now, owner="" if name in cleared else member)
         )
 
 
