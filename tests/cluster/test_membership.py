@@ -61,7 +61,7 @@ class Member:
             version="test",
             lease=LEASE,
             placement=lambda: [(name, None) for name in SERVICES],
-            busy=lambda service: service in self.busy,
+            busy=lambda: self.busy,
             monotonic=clock,
             gained=gained,
             acting=acting,

@@ -46,6 +46,7 @@ def test_one_holder_at_a_time_and_the_refusal_names_it() -> None:
     with pytest.raises(ConflictError, match="service 'svc' is being deployed \\(dep-1\\)"):
         ledger.claim("svc", Activity.RECOVERY, "rec-2")
     assert ledger.holder("svc") == deploy and ledger.holder("other") is None
+    assert ledger.held() == {"svc"}
     assert deploy.token > recovery.token
 
 

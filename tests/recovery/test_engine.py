@@ -304,6 +304,9 @@ async def test_one_recovery_per_service_unless_forced(tmp_path: Path) -> None:
                 service="web", strategy=Strategy.RESTART, reason="second", force=False
             )
         assert refused.value.recovery_id == first.id
+        # What the heartbeat keeps from being handed to another replica meanwhile.
+        assert runtime.orchestrator.engaged("web")
+        assert runtime.orchestrator.engaged_services() == {"web"}
 
         async def stopping() -> bool:
             stored = await runtime.store.read(recoveries.get_recovery, first.id)

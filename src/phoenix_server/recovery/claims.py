@@ -95,6 +95,10 @@ class Claims(Protocol):
 
     def holder(self, service: str) -> Claim | None: ...
 
+    def held(self) -> set[str]:
+        """The services some claim holds now."""
+        ...
+
     def holds(self, claim: Claim) -> bool:
         """``claim`` is still the service's current claim (it may act)."""
         ...
@@ -223,6 +227,9 @@ class LocalClaims:
 
     def holder(self, service: str) -> Claim | None:
         return self._holders.get(service)
+
+    def held(self) -> set[str]:
+        return set(self._holders)
 
     def acts_on(self, service: str) -> bool:
         return self._ownership is None or self._ownership.owns(service)

@@ -300,6 +300,11 @@ class Orchestrator:
         cases = self._cases
         return self.busy(service) or service in cases.stabilising or service in cases.incidents
 
+    def engaged_services(self) -> set[str]:
+        """Every service :meth:`engaged` says is (a few at a time: no walk over the fleet)."""
+        cases = self._cases
+        return self._claims.held() | set(cases.stabilising) | set(cases.incidents)
+
     def supported(self, spec: ServiceSpec) -> frozenset[Strategy]:
         """What can be done for ``spec`` now."""
         return self._means.supported(spec)

@@ -181,7 +181,7 @@ class Runtime:
                 version=__version__,
                 lease=settings.lease_seconds,
                 placement=self._placement,
-                busy=lambda service: self.orchestrator.engaged(service),
+                busy=lambda: self.orchestrator.engaged_services(),
                 monotonic=_awake_or_asleep if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic,
                 gained=self._gained,
                 acting=self._acting,

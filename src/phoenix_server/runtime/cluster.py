@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
 
 from phoenix_server.domain.cluster import ClusterState, Lease, Member
@@ -52,7 +52,7 @@ class ClusterMember:
         version: str,
         lease: float,
         placement: Callable[[], Sequence[tuple[str, str | None]]],
-        busy: Callable[[str], bool],
+        busy: Callable[[], Collection[str]],
         monotonic: Callable[[], float],
         gained: Gained,
         acting: Acting,
@@ -239,7 +239,7 @@ class ClusterMember:
             ]
         _, services, pinned = self._placed
         new = self._unseen
-        busy = {name for name in self._owned if self._busy(name)}
+        busy = {name for name in self._busy() if name in self._owned}
         deadline = self.lease * RENEW_DEADLINE
         try:
             async with asyncio.timeout(deadline):
