@@ -35,18 +35,28 @@ def every_container_of_web() -> list[str]:
     return sorted(listed.stdout.split())
 
 
+def floating_web(tmp_path: Path, image: str, port: int) -> Path:
+    """``web`` on the engine, owned by any replica (no router, no ``replica:``)."""
+    return service_file(tmp_path / "phoenix.yaml", image, port, placement="router: false")
+
+
+def start_with_web_healthy(group: Replicas) -> str:
+    """Start every replica; return the one that owns ``web`` once it is healthy there."""
+    group.start_all()
+    owner: str = wait_until(lambda: group.owner_of("web"), timeout=10 * LEASE)
+    wait_until(lambda: group.servers[owner].status_of("web") == "healthy", timeout=30)
+    return owner
+
+
 def test_a_docker_service_any_replica_may_own_is_adopted_by_the_next_owner(
     tmp_path: Path, docker_image: str
 ) -> None:
     port = free_port()
-    config = service_file(tmp_path / "phoenix.yaml", docker_image, port, placement="router: false")
     with postgres_schema() as (url, _schema):
-        group = Replicas(tmp_path, config, url, 2)
+        group = Replicas(tmp_path, floating_web(tmp_path, docker_image, port), url, 2)
         try:
-            group.start_all()
-            owner = wait_until(lambda: group.owner_of("web"), timeout=10 * LEASE)
+            owner = start_with_web_healthy(group)
             first = group.servers[owner]
-            wait_until(lambda: first.status_of("web") == "healthy", timeout=30)
             (serving,) = running(first)
             assert containers(CLUSTER_OWNER) == [serving], "the cluster's, not the replica's"
             assert containers(owner) == []
@@ -100,14 +110,10 @@ def test_the_containers_of_a_service_no_replica_declares_any_more_are_removed(
     file, and nothing would ever adopt or stop its container. Once its lease has been left
     free for 30 leases (every replica that still declared it would have taken it), the
     replicas remove it."""
-    port = free_port()
-    config = service_file(tmp_path / "phoenix.yaml", docker_image, port, placement="router: false")
     with postgres_schema() as (url, _schema):
-        group = Replicas(tmp_path, config, url, 2)
+        group = Replicas(tmp_path, floating_web(tmp_path, docker_image, free_port()), url, 2)
         try:
-            group.start_all()
-            owner = wait_until(lambda: group.owner_of("web"), timeout=10 * LEASE)
-            wait_until(lambda: group.servers[owner].status_of("web") == "healthy", timeout=30)
+            start_with_web_healthy(group)
             (serving,) = containers(CLUSTER_OWNER)
         finally:
             left = time.monotonic()  # the leases are let go after this moment

@@ -250,11 +250,19 @@ def _take(
     )
     if not locked:
         return {}
+    return _hand_over(session, locked, member=member, now=now, until=None)
+
+
+def _hand_over(
+    session: Session, names: Sequence[str], *, member: str, now: datetime, until: datetime | None
+) -> dict[str, int]:
+    """``member`` owns ``names`` from ``now`` under a new epoch each, ``until`` then (None:
+    as long as its membership lasts); service → epoch."""
     return dict(
         session.execute(
             update(LeaseRow)
-            .where(LeaseRow.service == _any(locked))
-            .values(owner=member, epoch=LeaseRow.epoch + 1, acquired_at=now, expires_at=None)
+            .where(LeaseRow.service == _any(names))
+            .values(owner=member, epoch=LeaseRow.epoch + 1, acquired_at=now, expires_at=until)
             .returning(LeaseRow.service, LeaseRow.epoch)
         ).all()
     )
@@ -370,14 +378,7 @@ def claim_abandoned(
     names = [name for name, _ in found if name not in declared]
     if not names:
         return {}
-    return dict(
-        session.execute(
-            update(LeaseRow)
-            .where(LeaseRow.service == _any(names))
-            .values(owner=member, epoch=LeaseRow.epoch + 1, acquired_at=now, expires_at=now + lease)
-            .returning(LeaseRow.service, LeaseRow.epoch)
-        ).all()
-    )
+    return _hand_over(session, names, member=member, now=now, until=now + lease)
 
 
 def release_claimed(
